@@ -1,0 +1,135 @@
+"""Marengo async invocations: one StartAsyncInvoke per media object not yet embedded for a model version."""
+
+from typing import Literal
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from assets_defs.media_inventory import media_inventory, read_inventory
+from assets_defs.metadata import preview
+from assets_defs.submission_plan import plan_submissions
+from pipelines.partitions import marengo_model_partitions
+from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission, SubmissionRefused
+from resources.lake import Lake
+from resources.marengo_models import marengo_model
+from resources.marengo_provider import MarengoProvider
+from resources.submission_ledger import Outcome, SubmissionLedger
+
+LEDGER_FLUSH_EVERY = 50
+
+
+class InvocationConfig(dg.Config):
+    segmentation: Literal["dynamic", "fixed"] = Field(
+        default="dynamic", description="dynamic: scene-aligned clips (video); fixed: equal clips."
+    )
+    min_segment_sec: float = Field(default=4.0, description="Shortest dynamic clip, seconds.")
+    fixed_segment_sec: float = Field(default=6.0, description="Clip length for fixed segmentation, seconds.")
+    max_in_flight: int = Field(
+        default=30,
+        description="Keep at most this many invocations running (the provider's concurrency quota).",
+    )
+    max_attempts: int = Field(default=2, description="Attempts per object before a failure is final.")
+
+    def options(self) -> EmbeddingOptions:
+        return EmbeddingOptions(self.segmentation, self.min_segment_sec, self.fixed_segment_sec)
+
+
+def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
+    return Outcome(
+        job_key=job.job_key,
+        client_token=job.client_token,
+        model_key=job.model.key,
+        media_uri=job.media_uri,
+        etag=job.etag,
+        invocation_id=None,
+        status="rejected",
+        reason=reason,
+    )
+
+
+@dg.asset(
+    key=["marengo", "invocations"],
+    deps=[media_inventory],
+    partitions_def=marengo_model_partitions,
+    group_name="marengo",
+    kinds={"bedrock"},
+    pool="marengo_submit",
+)
+def marengo_invocations(
+    context: dg.AssetExecutionContext, config: InvocationConfig, marengo: MarengoProvider, lake: Lake
+) -> dg.MaterializeResult:
+    """Starts an async embedding job for every usable media object not yet handled for this model version.
+
+    Each job carries a client token derived from the object's ETag, the model and the options, and every
+    submission is written to the ledger as it goes, so a re-run, a crash or a backfill never bills twice.
+    Objects the provider refuses are recorded with its reason; when the provider is busy the rest wait.
+    """
+    model = marengo_model(context.partition_key)
+    inventory = read_inventory(lake)
+    ledger = SubmissionLedger(lake, marengo.provider_name)
+    ledger_jobs = ledger.jobs(model.key)
+    plan = plan_submissions(inventory, ledger_jobs, model, config.options(), config.max_attempts)
+    in_flight = int((ledger_jobs["status"] == "in_progress").sum()) if not ledger_jobs.empty else 0
+    seconds = dict(zip(inventory["media_uri"], inventory["duration_sec"], strict=True))
+    seconds = {uri: (None if pd.isna(s) else float(s)) for uri, s in seconds.items()}
+
+    submitted: list[Submission] = []
+    unflushed: list[Submission] = []
+    rejected = [_rejection(job, reason) for job, reason in plan.over_limit]
+    deferred = 0
+    busy_reason = None
+    try:
+        for i, job in enumerate(plan.due):
+            if in_flight + len(submitted) >= config.max_in_flight:
+                deferred = len(plan.due) - i
+                busy_reason = f"{config.max_in_flight} invocations in flight (max_in_flight)"
+                break
+            try:
+                submission = marengo.submit(job)
+            except SubmissionRefused as refusal:
+                if refusal.permanent:
+                    context.log.warning(
+                        f"{job.media_uri}: rejected by {marengo.provider_name}: {refusal.reason}"
+                    )
+                    rejected.append(_rejection(job, refusal.reason))
+                    continue
+                deferred = len(plan.due) - i
+                busy_reason = refusal.reason
+                break
+            submitted.append(submission)
+            unflushed.append(submission)
+            if len(unflushed) >= LEDGER_FLUSH_EVERY:
+                ledger.record_submissions(unflushed, seconds, context.run_id)
+                unflushed = []
+    finally:
+        ledger.record_submissions(unflushed, seconds, context.run_id)
+        ledger.record_outcomes(rejected, context.run_id)
+
+    if busy_reason:
+        context.log.info(f"{deferred} objects wait for a later run: {busy_reason}")
+    media_seconds = sum(seconds.get(s.job.media_uri) or 0.0 for s in submitted)
+    cost = sum(model.estimated_cost_usd(s.job.modality, seconds.get(s.job.media_uri)) for s in submitted)
+    rejected_frame = pd.DataFrame([{"media_uri": r.media_uri, "reason": r.reason} for r in rejected])
+    submitted_frame = pd.DataFrame(
+        [
+            {"media_uri": s.job.media_uri, "attempt": s.job.attempt, "invocation": s.invocation_id}
+            for s in submitted
+        ]
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "model": model.base_model_id,
+            "submitted": len(submitted),
+            "already_handled": plan.already_handled,
+            "in_flight_before": in_flight,
+            "deferred": deferred,
+            "deferred_reason": busy_reason or "",
+            "rejected": len(rejected),
+            "out_of_attempts": len(plan.out_of_attempts),
+            "media_seconds_submitted": round(media_seconds, 3),
+            "estimated_cost_usd": round(cost, 4),
+            "submitted_preview": preview(submitted_frame),
+            "rejected_preview": preview(rejected_frame),
+        }
+    )

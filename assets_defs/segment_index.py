@@ -1,0 +1,84 @@
+"""The LanceDB segment index, kept in step with the Parquet embedding table."""
+
+import dagster as dg
+import pandas as pd
+
+from assets_defs.marengo_embeddings import marengo_embeddings
+from assets_defs.metadata import preview
+from pipelines.partitions import marengo_model_partitions
+from resources.lake import Lake
+from resources.marengo_models import MarengoModel, marengo_model
+from resources.segment_index import SegmentIndex
+from resources.segment_schema import media_id, segment_schema
+from resources.submission_ledger import SubmissionLedger
+
+MEDIA_PER_WRITE = 500
+
+
+def current_embeddings(lake: Lake, model: MarengoModel) -> pd.DataFrame:
+    """The latest completed embedding of each media object: what the index should hold."""
+    jobs = SubmissionLedger(lake, provider="").jobs(model.key)
+    done = jobs[jobs["status"] == "completed"]
+    return done.sort_values("recorded_at").drop_duplicates("media_uri", keep="last").reset_index(drop=True)
+
+
+@dg.asset(
+    key=["search", "marengo_segments"],
+    deps=[marengo_embeddings],
+    partitions_def=marengo_model_partitions,
+    group_name="search",
+    kinds={"lancedb"},
+    pool="lancedb_writer",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "matches_embedding_table",
+            asset=["search", "marengo_segments"],
+            description="The index holds exactly the segments of the latest embedding of every object.",
+        )
+    ],
+)
+def marengo_segment_index(
+    context: dg.AssetExecutionContext, lake: Lake, segment_index: SegmentIndex
+) -> dg.MaterializeResult:
+    """Vector search over every segment of this model version, updated incrementally.
+
+    Only objects whose latest embedding is not yet in the index are read from Parquet; each batch replaces
+    those objects' segments in one LanceDB version. An ANN index is built once the table is large enough.
+    """
+    model = marengo_model(context.partition_key)
+    expected = current_embeddings(lake, model)
+    indexed = segment_index.indexed_invocations(model)
+    todo = expected[~expected["invocation_id"].isin(indexed)]
+    state = segment_index.state(model)
+    for start in range(0, len(todo), MEDIA_PER_WRITE):
+        batch = todo.iloc[start : start + MEDIA_PER_WRITE]
+        segments = (
+            lake.read_tables(list(batch["table_path"])) or segment_schema(model.dimension).empty_table()
+        )
+        state = segment_index.replace_media(model, segments, [media_id(u) for u in batch["media_uri"]])
+
+    expected_rows = int(expected["segments"].fillna(0).sum())
+    context.log.info(
+        f"{state.table}: {state.rows} rows at version {state.version}, {len(todo)} objects added"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": state.rows,
+            "table": state.table,
+            "uri": dg.MetadataValue.path(segment_index.uri),
+            "table_version": state.version,
+            "objects_updated": len(todo),
+            "objects_indexed": len(expected),
+            "vector_index": state.vector_index
+            or f"none (exact search below {segment_index.ann_min_rows} rows)",
+            "unindexed_rows": state.unindexed_rows,
+            "updated_preview": preview(todo[["media_uri", "segments", "invocation_id"]]),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="matches_embedding_table",
+                passed=state.rows == expected_rows,
+                metadata={"index_rows": state.rows, "expected_rows": expected_rows},
+            )
+        ],
+    )

@@ -1,0 +1,53 @@
+"""Deciding what to submit: the pure core of the invocations asset.
+
+Given the inventory and the ledger, each usable object is either already handled for this model and these
+options (skip), over the model's limits (reject, recorded once), out of retries, or due for an attempt.
+"""
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
+from resources.marengo_models import MarengoModel
+
+SETTLED = {"in_progress", "completed", "rejected"}
+
+
+@dataclass
+class SubmissionPlan:
+    due: list[EmbeddingJob] = field(default_factory=list)
+    over_limit: list[tuple[EmbeddingJob, str]] = field(default_factory=list)
+    already_handled: int = 0
+    out_of_attempts: list[EmbeddingJob] = field(default_factory=list)
+
+
+def plan_submissions(
+    inventory: pd.DataFrame,
+    ledger_jobs: pd.DataFrame,
+    model: MarengoModel,
+    options: EmbeddingOptions,
+    max_attempts: int,
+) -> SubmissionPlan:
+    statuses: dict[str, list[str]] = {}
+    for job_key, status in zip(ledger_jobs.get("job_key", []), ledger_jobs.get("status", []), strict=True):
+        statuses.setdefault(job_key, []).append(status)
+
+    plan = SubmissionPlan()
+    for row in inventory[inventory["status"] == "ok"].to_dict("records"):
+        job = EmbeddingJob(row["media_uri"], row["etag"], row["modality"], model, options)
+        history = statuses.get(job.job_key, [])
+        if SETTLED.intersection(history):
+            plan.already_handled += 1
+            continue
+        failures = history.count("failed")
+        if failures >= max_attempts:
+            plan.out_of_attempts.append(job)
+            continue
+        duration = None if pd.isna(row["duration_sec"]) else float(row["duration_sec"])
+        violation = model.limit_violation(row["modality"], int(row["size_bytes"]), duration)
+        if violation:
+            plan.over_limit.append((job, violation))
+            continue
+        plan.due.append(EmbeddingJob(job.media_uri, job.etag, job.modality, model, options, failures + 1))
+    return plan

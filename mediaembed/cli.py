@@ -1,0 +1,56 @@
+"""The `mediaembed` command: search, demo, dev and emulate."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from resources.marengo_models import MARENGO_MODELS, SERVING_MODEL_KEY
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mediaembed", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    search_cmd = commands.add_parser("search", help="text search over the segment index")
+    search_cmd.add_argument("text")
+    search_cmd.add_argument("--top-k", type=int, default=5)
+    search_cmd.add_argument("--json", action="store_true", help="one JSON object per hit")
+    search_cmd.add_argument("--model", default=SERVING_MODEL_KEY, choices=sorted(MARENGO_MODELS))
+
+    demo_cmd = commands.add_parser("demo", help="run the pipeline on the local emulators, then search")
+    demo_cmd.add_argument("--workdir", type=Path, default=Path(".local"))
+
+    dev_cmd = commands.add_parser("dev", help="local emulators + sample media + the Dagster UI")
+    dev_cmd.add_argument("--workdir", type=Path, default=Path(".local"))
+    dev_cmd.add_argument("--port", type=int, default=3000)
+
+    commands.add_parser("emulate", help="run the local S3 and Bedrock emulators", add_help=False)
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "emulate":
+        from emulators.__main__ import serve
+
+        return serve(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "search":
+        from mediaembed.search import print_hits, search
+
+        try:
+            hits = search(args.text, args.top_k, args.model)
+        except LookupError as error:
+            print(f"mediaembed: {error}", file=sys.stderr)
+            return 1
+        print_hits(hits, as_json=args.json)
+        return 0
+    if args.command == "demo":
+        from mediaembed.demo import run_demo
+
+        return run_demo(args.workdir)
+    from mediaembed.dev import run_dev
+
+    return run_dev(args.workdir, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

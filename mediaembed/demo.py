@@ -1,0 +1,58 @@
+"""`make demo`: the whole pipeline on the local emulators and generated media, then sample searches."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from emulators.sample_media import upload_sample_media
+from emulators.stack import start_local_stack
+from mediaembed.local_env import apply, local_settings, prepare_dagster_home
+from mediaembed.runner import SensorDriver, materialization_metadata, run_job
+from mediaembed.search import print_hits, search
+from pipelines.definitions import pipeline_resources
+from resources.marengo_models import SERVING_MODEL_KEY
+
+SAMPLE_QUERIES = ("yellow triangle", "a red circle", "low hum")
+
+
+def run_demo(workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES) -> int:
+    settings = local_settings(workdir)
+    with start_local_stack(latency_sec=0.5) as stack:
+        apply({**stack.env(), **settings})
+        prepare_dagster_home(settings)
+        samples = upload_sample_media(stack.s3.client(), "media")
+        print(f"local stack: S3 {stack.s3_endpoint}, Bedrock {stack.bedrock_endpoint}")
+        print(f"uploaded {len(samples)} sample objects to s3://media/; lake and index under {workdir}/")
+
+        instance = dg.DagsterInstance.get()
+        submit = run_job(instance, "embed_new_media", SERVING_MODEL_KEY)
+        inventory = materialization_metadata(submit, ["media", "inventory"])
+        invocations = materialization_metadata(submit, ["marengo", "invocations"])
+        print(
+            f"inventory: {inventory['dagster/row_count']} objects, {inventory['usable_objects']} usable, "
+            f"{inventory['unusable_objects']} unusable, {inventory['media_seconds']:.1f} media seconds"
+        )
+        print(
+            f"submitted {invocations['submitted']} new Marengo invocations "
+            f"({invocations['already_handled']} already handled, {invocations['rejected']} rejected, "
+            f"est. ${invocations['estimated_cost_usd']:.4f})"
+        )
+
+        driver = SensorDriver(instance)
+        with dg.build_resources({"lake": pipeline_resources["lake"]}) as built:
+            driver.drain(built.lake)
+        for result in driver.results:
+            ingest = materialization_metadata(result, ["marengo", "embeddings"])
+            index = materialization_metadata(result, ["search", "marengo_segments"])
+            print(
+                f"sensor run {result.run_id[:8]}: {ingest['objects_embedded']} embedded, "
+                f"{ingest['objects_failed']} failed, {ingest['dagster/row_count']} segments; "
+                f"index {index['table']} now {index['dagster/row_count']} rows (v{index['table_version']})"
+            )
+        if not driver.results:
+            print("sensor: nothing new to ingest")
+
+        for query in queries:
+            print(f'\nsearch "{query}" (top 3):')
+            print_hits(search(query, 3, SERVING_MODEL_KEY), as_json=False)
+    return 0

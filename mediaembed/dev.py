@@ -1,0 +1,27 @@
+"""`make dev`: the local stack with sample media, plus the Dagster UI on the same settings."""
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from emulators.sample_media import upload_sample_media
+from emulators.stack import start_local_stack
+from mediaembed.local_env import apply, local_settings, prepare_dagster_home
+
+
+def run_dev(workdir: Path, port: int) -> int:
+    settings = local_settings(workdir)
+    with start_local_stack(s3_port=4566, bedrock_port=4567, latency_sec=2.0) as stack:
+        env = {**stack.env(), **settings}
+        apply(env)
+        prepare_dagster_home(settings)
+        upload_sample_media(stack.s3.client(), "media")
+        env_file = workdir / "dev.env"
+        env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+        print(f"emulators up; settings in {env_file} (`. {env_file}` then `mediaembed search ...`)")
+        command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)]
+        try:
+            return subprocess.call(command)
+        except KeyboardInterrupt:
+            return 0

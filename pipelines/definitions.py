@@ -1,0 +1,42 @@
+"""The code location: every asset, check, job, schedule, sensor and resource of the pipeline.
+
+All configuration comes from the environment. Endpoints follow the standard AWS variables
+(AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_BEDROCK_RUNTIME), so the same definitions run against AWS or the
+local emulators.
+"""
+
+import dagster as dg
+
+from assets_defs.marengo_embeddings import marengo_embeddings
+from assets_defs.marengo_invocations import marengo_invocations
+from assets_defs.media_inventory import media_inventory
+from assets_defs.segment_index import marengo_segment_index
+from pipelines.jobs import embed_new_media_job, ingest_marengo_job
+from pipelines.schedules import embed_new_media_schedule
+from pipelines.sensors import marengo_invocation_sensor
+from resources.bedrock_marengo import BedrockMarengo
+from resources.lake import Lake
+from resources.media_source import MediaSource
+from resources.s3_storage import S3Storage
+from resources.segment_index import SegmentIndex
+
+storage = S3Storage(region_name=dg.EnvVar("AWS_REGION"))
+
+pipeline_resources = {
+    "media": MediaSource(uri=dg.EnvVar("MEDIAEMBED_MEDIA_URI"), storage=storage),
+    "lake": Lake(root=dg.EnvVar("MEDIAEMBED_LAKE_URI"), storage=storage),
+    "marengo": BedrockMarengo(
+        region_name=dg.EnvVar("AWS_REGION"),
+        output_s3_uri=dg.EnvVar("MEDIAEMBED_ASYNC_OUTPUT_URI"),
+        storage=storage,
+    ),
+    "segment_index": SegmentIndex(uri=dg.EnvVar("MEDIAEMBED_INDEX_URI"), storage=storage),
+}
+
+defs = dg.Definitions(
+    assets=[media_inventory, marengo_invocations, marengo_embeddings, marengo_segment_index],
+    jobs=[embed_new_media_job, ingest_marengo_job],
+    schedules=[embed_new_media_schedule],
+    sensors=[marengo_invocation_sensor],
+    resources=pipeline_resources,
+)

@@ -1,0 +1,169 @@
+"""Marengo served by Amazon Bedrock: StartAsyncInvoke for media, InvokeModel for queries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from pydantic import Field, PrivateAttr
+
+from resources.bedrock_marengo_bodies import (
+    MarengoOutputError,
+    async_model_input,
+    parse_segments,
+    text_query_body,
+)
+from resources.embedding_jobs import (
+    EmbeddingJob,
+    InvocationState,
+    InvocationStatus,
+    SegmentEmbedding,
+    Submission,
+    SubmissionRefused,
+)
+from resources.marengo_models import MarengoModel
+from resources.marengo_provider import MarengoProvider
+from resources.s3_storage import S3Storage, S3Uri
+
+# Errors the SDK never retries and a retry of ours cannot fix: the request itself is wrong.
+PERMANENT_ERRORS = {"ValidationException", "ConflictException", "ResourceNotFoundException"}
+# The service is busy or the in-flight quota is full: leave the job for a later run.
+BUSY_ERRORS = {
+    "ServiceQuotaExceededException",
+    "ThrottlingException",
+    "ServiceUnavailableException",
+    "InternalServerException",
+    "ModelNotReadyException",
+}
+STATES: dict[str, InvocationState] = {
+    "InProgress": "in_progress",
+    "Completed": "completed",
+    "Failed": "failed",
+}
+# Our clock and Bedrock's may disagree; list a little further back than our own submit times.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class BedrockMarengo(MarengoProvider):
+    """Marengo on Amazon Bedrock. Async results land under `output_s3_uri/<model key>/<invocation id>/`."""
+
+    region_name: str = Field(description="AWS region of the model; the S3 buckets must be in it too.")
+    output_s3_uri: str = Field(description="s3:// prefix where Bedrock writes async invocation results.")
+    endpoint_url: str | None = Field(
+        default=None, description="bedrock-runtime endpoint override (else AWS_ENDPOINT_URL_BEDROCK_RUNTIME)."
+    )
+    bucket_owner: str | None = Field(default=None, description="Account id that owns the media bucket.")
+    retry_mode: Literal["standard", "adaptive", "legacy"] = Field(default="standard")
+    max_attempts: int = Field(default=5, description="botocore attempts per call, including the first.")
+    storage: S3Storage
+
+    @property
+    def provider_name(self) -> str:
+        return "bedrock"
+
+    _client: Any = PrivateAttr(default=None)
+
+    def client(self) -> Any:
+        """One bedrock-runtime client per resource instance, with botocore's own retry modes."""
+        if self._client is None:
+            config = Config(retries={"mode": self.retry_mode, "max_attempts": self.max_attempts})
+            self._client = boto3.session.Session().client(
+                "bedrock-runtime", region_name=self.region_name, endpoint_url=self.endpoint_url, config=config
+            )
+        return self._client
+
+    def submit(self, job: EmbeddingJob) -> Submission:
+        output = S3Uri.parse(self.output_s3_uri).join(job.model.key)
+        try:
+            response = self.client().start_async_invoke(
+                clientRequestToken=job.client_token,
+                modelId=job.model.base_model_id,
+                modelInput=async_model_input(
+                    job.model, job.modality, job.media_uri, job.options, self.bucket_owner
+                ),
+                outputDataConfig={"s3OutputDataConfig": {"s3Uri": str(output)}},
+            )
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            reason = f"{code}: {error.response.get('Error', {}).get('Message', '')}"
+            if code in PERMANENT_ERRORS:
+                raise SubmissionRefused(reason, permanent=True) from error
+            if code in BUSY_ERRORS:
+                raise SubmissionRefused(reason, permanent=False) from error
+            raise
+        arn = response["invocationArn"]
+        return Submission(
+            job=job,
+            invocation_id=arn,
+            output_uri=str(output.join(arn.rsplit("/", 1)[-1])),
+            submitted_at=datetime.now(UTC),
+        )
+
+    def finished_invocations(
+        self, client_tokens: Collection[str], submitted_after: datetime
+    ) -> list[InvocationStatus]:
+        wanted = set(client_tokens)
+        if not wanted:
+            return []
+        paginator = self.client().get_paginator("list_async_invokes")
+        found: list[InvocationStatus] = []
+        for status in ("Completed", "Failed"):
+            pages = paginator.paginate(
+                statusEquals=status,
+                submitTimeAfter=submitted_after - CLOCK_SKEW,
+                sortBy="SubmissionTime",
+                sortOrder="Ascending",
+                PaginationConfig={"PageSize": 1000},
+            )
+            for page in pages:
+                found.extend(
+                    _status(summary)
+                    for summary in page.get("asyncInvokeSummaries", [])
+                    if summary.get("clientRequestToken") in wanted
+                )
+        return found
+
+    def fetch_segments(self, invocation: InvocationStatus, job: EmbeddingJob) -> list[SegmentEmbedding]:
+        if not invocation.output_uri:
+            raise MarengoOutputError(f"invocation {invocation.invocation_id} has no output location")
+        location = S3Uri.parse(invocation.output_uri).join("output.json")
+        try:
+            obj = self.storage.get_client().get_object(Bucket=location.bucket, Key=location.key)
+        except ClientError as error:
+            raise MarengoOutputError(f"cannot read {location}: {error.response['Error']['Code']}") from error
+        try:
+            payload = json.loads(obj["Body"].read())
+        except json.JSONDecodeError as error:
+            raise MarengoOutputError(f"{location} is not JSON: {error}") from error
+        return parse_segments(payload, job.model, job.modality)
+
+    def embed_text(self, text: str, model: MarengoModel) -> list[float]:
+        response = self.client().invoke_model(
+            modelId=model.inference_profile_id(self.region_name),
+            body=json.dumps(text_query_body(model, text)),
+            contentType="application/json",
+            accept="application/json",
+        )
+        segments = parse_segments(json.loads(response["body"].read()), model)
+        if not segments:
+            raise MarengoOutputError("InvokeModel returned no embedding for the query")
+        return segments[0].vector
+
+
+def _status(summary: dict[str, Any]) -> InvocationStatus:
+    output = summary["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"].rstrip("/")
+    arn = summary["invocationArn"]
+    return InvocationStatus(
+        invocation_id=arn,
+        client_token=summary.get("clientRequestToken"),
+        state=STATES[summary["status"]],
+        submitted_at=summary["submitTime"],
+        ended_at=summary.get("endTime"),
+        failure_message=summary.get("failureMessage"),
+        output_uri=f"{output}/{arn.rsplit('/', 1)[-1]}",
+    )

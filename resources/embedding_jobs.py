@@ -1,0 +1,101 @@
+"""Provider-neutral vocabulary for asynchronous embedding work.
+
+Bedrock and the TwelveLabs API name the same ideas differently; the pipeline speaks only these types, and
+each provider translates at its edge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Literal
+
+from resources.marengo_models import MarengoModel, Modality
+
+InvocationState = Literal["in_progress", "completed", "failed"]
+
+
+@dataclass(frozen=True)
+class EmbeddingOptions:
+    """How media is cut and which embeddings are asked for; part of every job's identity."""
+
+    segmentation: Literal["dynamic", "fixed"] = "dynamic"
+    min_segment_sec: float = 4.0
+    fixed_segment_sec: float = 6.0
+    scopes: tuple[str, ...] = ("clip",)
+
+    def canonical(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class EmbeddingJob:
+    """One media object to embed with one model: the unit that is submitted, billed and ledgered."""
+
+    media_uri: str
+    etag: str
+    modality: Modality
+    model: MarengoModel
+    options: EmbeddingOptions
+    attempt: int = 1
+
+    @property
+    def job_key(self) -> str:
+        """Same object content + model + options -> same key, whatever the run or the attempt."""
+        raw = "|".join([self.media_uri, self.etag, self.model.base_model_id, self.options.canonical()])
+        return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+    @property
+    def client_token(self) -> str:
+        """Idempotency token: a replay of the same attempt can never start (and bill) a second job."""
+        return f"me-{self.job_key}-a{self.attempt}"
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: EmbeddingJob
+    invocation_id: str
+    output_uri: str | None
+    submitted_at: datetime
+
+
+class SubmissionRefused(Exception):
+    """The provider would not take a job.
+
+    `permanent` means the request itself is wrong (bad media, over a limit) and retrying cannot help;
+    otherwise the provider is busy (quota, throttling, outage) and the job should wait for a later run.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class InvocationStatus:
+    invocation_id: str
+    client_token: str | None
+    state: InvocationState
+    submitted_at: datetime
+    ended_at: datetime | None
+    failure_message: str | None
+    output_uri: str | None
+
+
+@dataclass(frozen=True)
+class SegmentEmbedding:
+    """One vector for a span of a media object (or the whole object: scope 'asset', or an image)."""
+
+    embedding_option: str | None
+    embedding_scope: str
+    start_sec: float | None
+    end_sec: float | None
+    vector: list[float]
+
+
+def options_from_canonical(canonical: str) -> EmbeddingOptions:
+    raw = json.loads(canonical)
+    return EmbeddingOptions(**{**raw, "scopes": tuple(raw["scopes"])})

@@ -1,0 +1,150 @@
+"""The LanceDB search index over segment embeddings: one table per model version.
+
+Vectors of different Marengo versions live in different spaces (and sizes), so each version has its own
+table; which one serves queries is the caller's choice. Writes go through LanceDB's merge_insert so a
+re-ingested media object replaces its segments in one atomic table version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import lancedb
+import pyarrow as pa
+from lancedb.index import IvfHnswSq
+from pydantic import Field, PrivateAttr
+
+from resources.marengo_models import MarengoModel
+from resources.s3_storage import S3Storage
+from resources.segment_schema import segment_schema
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    media_uri: str
+    start_sec: float | None
+    end_sec: float | None
+    score: float
+    model: str
+    embedding_option: str | None
+
+
+@dataclass(frozen=True)
+class IndexState:
+    table: str
+    version: int
+    rows: int
+    vector_index: str | None
+    unindexed_rows: int
+
+
+def _sql_list(values: list[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+class SegmentIndex(dg.ConfigurableResource):
+    uri: str = Field(description="Local directory or s3://bucket/prefix of the LanceDB database.")
+    storage: S3Storage
+    ann_min_rows: int = Field(
+        default=100_000,
+        description="Build an ANN index from this many rows; below it exact search is fast and exact.",
+    )
+    nprobes: int = Field(default=20, description="IVF partitions probed per query once an ANN index exists.")
+    refine_factor: int = Field(default=10, description="Re-rank this many times k candidates exactly.")
+    _db: Any = PrivateAttr(default=None)
+
+    def connect(self) -> Any:
+        if self._db is None:
+            if self.uri.startswith("s3://"):
+                self._db = lancedb.connect(self.uri, storage_options=self.storage.lance_storage_options())
+            else:
+                self._db = lancedb.connect(str(Path(self.uri).expanduser().resolve()))
+        return self._db
+
+    @staticmethod
+    def table_name(model: MarengoModel) -> str:
+        return "segments_" + model.key.replace("-", "_").replace(".", "_")
+
+    def open_table(self, model: MarengoModel) -> Any | None:
+        db = self.connect()
+        name = self.table_name(model)
+        return db.open_table(name) if name in db.list_tables().tables else None
+
+    def replace_media(self, model: MarengoModel, segments: pa.Table, media_ids: list[str]) -> IndexState:
+        """Make the index hold exactly `segments` for `media_ids`; other media are untouched."""
+        table = self.open_table(model)
+        if table is None:
+            table = self.connect().create_table(
+                self.table_name(model), schema=segment_schema(model.dimension)
+            )
+            table.create_scalar_index("segment_id", index_type="BTREE")
+            table.create_scalar_index("media_id", index_type="BTREE")
+        if media_ids:
+            last_row = {sid: i for i, sid in enumerate(segments.column("segment_id").to_pylist())}
+            segments = segments.take(sorted(last_row.values()))  # merge_insert needs unique keys per batch
+            (
+                table.merge_insert("segment_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete(f"media_id IN ({_sql_list(media_ids)})")
+                .execute(segments.select(segment_schema(model.dimension).names))
+            )
+        self._maintain_indexes(table)
+        return self.state(model)
+
+    def indexed_invocations(self, model: MarengoModel) -> set[str]:
+        table = self.open_table(model)
+        if table is None or table.count_rows() == 0:
+            return set()
+        column = table.to_lance().to_table(columns=["invocation_id"]).column("invocation_id")
+        return set(column.unique().to_pylist())
+
+    def _maintain_indexes(self, table: Any) -> None:
+        """ANN index once the table is big enough; afterwards fold new rows into it."""
+        rows = table.count_rows()
+        has_vector_index = any(ix.columns == ["vector"] for ix in table.list_indices())
+        if not has_vector_index and rows >= self.ann_min_rows:
+            table.create_index(
+                "vector",
+                config=IvfHnswSq(distance_type="cosine", num_partitions=max(1, rows // 1_048_576)),
+            )
+        elif has_vector_index:
+            table.optimize()
+
+    def state(self, model: MarengoModel) -> IndexState:
+        table = self.open_table(model)
+        if table is None:
+            return IndexState(self.table_name(model), 0, 0, None, 0)
+        vector = next((ix for ix in table.list_indices() if ix.columns == ["vector"]), None)
+        unindexed = table.index_stats(vector.name).num_unindexed_rows if vector else table.count_rows()
+        return IndexState(
+            table=self.table_name(model),
+            version=table.version,
+            rows=table.count_rows(),
+            vector_index=vector.index_type if vector else None,
+            unindexed_rows=unindexed,
+        )
+
+    def search(self, model: MarengoModel, vector: list[float], k: int = 10) -> list[SearchHit]:
+        table = self.open_table(model)
+        if table is None:
+            raise LookupError(f"no index for {model.key} yet at {self.uri}: run the ingest job first")
+        query = table.search(vector, vector_column_name="vector").distance_type("cosine").limit(k)
+        if any(ix.columns == ["vector"] for ix in table.list_indices()):
+            query = query.nprobes(self.nprobes).refine_factor(self.refine_factor)
+        columns = ["media_uri", "start_sec", "end_sec", "embedding_option", "model_key", "_distance"]
+        rows = query.select(columns[:-1]).to_arrow().select(columns).to_pylist()
+        return [
+            SearchHit(
+                media_uri=r["media_uri"],
+                start_sec=r["start_sec"],
+                end_sec=r["end_sec"],
+                score=round(1.0 - float(r["_distance"]), 6),
+                model=r["model_key"],
+                embedding_option=r["embedding_option"],
+            )
+            for r in rows
+        ]

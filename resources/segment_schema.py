@@ -1,0 +1,86 @@
+"""The provider-neutral embedding table: one row per segment vector.
+
+The same columns serve the Parquet system of record and the LanceDB index. The vector column is a
+fixed-size float32 list whose size is the model's dimension, so a 1024-d 2.7 row can never be appended to
+a 512-d 3.0 table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+import pyarrow as pa
+
+from resources.embedding_jobs import EmbeddingJob, SegmentEmbedding
+
+
+def media_id(media_uri: str) -> str:
+    """A stable, path-safe id for a media object."""
+    return hashlib.sha256(media_uri.encode()).hexdigest()[:24]
+
+
+def segment_schema(dimension: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("segment_id", pa.string(), nullable=False),
+            pa.field("media_id", pa.string(), nullable=False),
+            pa.field("media_uri", pa.string(), nullable=False),
+            pa.field("etag", pa.string(), nullable=False),
+            pa.field("modality", pa.string(), nullable=False),
+            pa.field("provider", pa.string(), nullable=False),
+            pa.field("model_key", pa.string(), nullable=False),
+            pa.field("model_id", pa.string(), nullable=False),
+            pa.field("model_version", pa.string(), nullable=False),
+            pa.field("embedding_option", pa.string()),
+            pa.field("embedding_scope", pa.string(), nullable=False),
+            pa.field("start_sec", pa.float64()),
+            pa.field("end_sec", pa.float64()),
+            pa.field("invocation_id", pa.string(), nullable=False),
+            pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dimension), nullable=False),
+        ]
+    )
+
+
+def segment_id(job: EmbeddingJob, segment: SegmentEmbedding) -> str:
+    parts = [
+        job.media_uri,
+        job.etag,
+        job.model.key,
+        segment.embedding_option or "",
+        segment.embedding_scope,
+        f"{segment.start_sec}",
+        f"{segment.end_sec}",
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def segments_table(
+    job: EmbeddingJob,
+    segments: list[SegmentEmbedding],
+    *,
+    provider: str,
+    invocation_id: str,
+    ingested_at: datetime,
+) -> pa.Table:
+    schema = segment_schema(job.model.dimension)
+    rows = {
+        "segment_id": [segment_id(job, s) for s in segments],
+        "media_id": [media_id(job.media_uri)] * len(segments),
+        "media_uri": [job.media_uri] * len(segments),
+        "etag": [job.etag] * len(segments),
+        "modality": [job.modality] * len(segments),
+        "provider": [provider] * len(segments),
+        "model_key": [job.model.key] * len(segments),
+        "model_id": [job.model.base_model_id] * len(segments),
+        "model_version": [job.model.version] * len(segments),
+        "embedding_option": [s.embedding_option for s in segments],
+        "embedding_scope": [s.embedding_scope for s in segments],
+        "start_sec": [s.start_sec for s in segments],
+        "end_sec": [s.end_sec for s in segments],
+        "invocation_id": [invocation_id] * len(segments),
+        "ingested_at": [ingested_at] * len(segments),
+        "vector": [s.vector for s in segments],
+    }
+    return pa.Table.from_pydict(rows, schema=schema)
