@@ -1,0 +1,566 @@
+"""A wire-compatible Bedrock runtime (rest-json, as botocore models it) for Marengo embeddings.
+
+It implements InvokeModel, StartAsyncInvoke, GetAsyncInvoke and ListAsyncInvokes with Bedrock's status codes
+and error wire format, runs accepted invocations on a worker pool against the S3 emulator, and exposes fault
+injection (latency, in-flight quota, throttling, failures) plus test hooks that never require sleeping.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import copy
+import json
+import logging
+import random
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+from emulators.bedrock_runtime import errors
+from emulators.bedrock_runtime.embedding import embed
+from emulators.bedrock_runtime.errors import ServiceError
+from emulators.bedrock_runtime.marengo_body import S3_URI, EmbedRequest, MediaRef, parse_body
+from emulators.bedrock_runtime.models import ACCOUNT_ID, ResolvedModel, resolve_model
+from emulators.bedrock_runtime.shapes import check_input
+from emulators.media_analysis import MediaError, MediaKind, probe_media
+
+log = logging.getLogger(__name__)
+
+INJECTED_FAILURE_MESSAGE = "Internal processing error (injected)"
+STATUSES = ("InProgress", "Completed", "Failed")
+_SESSION = boto3.session.Session()
+_SESSION_LOCK = threading.Lock()
+
+
+def iso(ts: datetime) -> str:
+    """Bedrock's timestamp wire format: ISO-8601 UTC with microseconds, e.g. 2026-11-23T10:00:00.123000Z."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str, name: str) -> datetime:
+    """Query-string timestamps: botocore sends ISO-8601; epoch seconds are accepted too."""
+    try:
+        return datetime.fromtimestamp(float(text), UTC)
+    except ValueError:
+        pass
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise errors.validation(
+            f"Value '{text}' at '{name}' failed to satisfy constraint: Member must be a timestamp"
+        ) from exc
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+@dataclass
+class Invocation:
+    """One async invocation; mutable inside the emulator, handed to tests only as copies."""
+
+    arn: str
+    model: ResolvedModel
+    client_request_token: str
+    fingerprint: str
+    request: EmbedRequest
+    output_data_config: dict[str, Any]
+    submit_time: datetime
+    status: str = "InProgress"
+    failure_message: str | None = None
+    last_modified_time: datetime | None = None
+    end_time: datetime | None = None
+    inject_failure: bool = False
+    output_keys: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def invocation_id(self) -> str:
+        return self.arn[-12:]
+
+    @property
+    def output_uri(self) -> str:
+        return str(self.output_data_config["s3OutputDataConfig"]["s3Uri"]).rstrip("/")
+
+    def summary(self, region: str) -> dict[str, Any]:
+        """The GetAsyncInvoke / AsyncInvokeSummary members, in wire form."""
+        out: dict[str, Any] = {
+            "invocationArn": self.arn,
+            "modelArn": self.model.arn(region),
+            "clientRequestToken": self.client_request_token,
+            "status": self.status,
+            "submitTime": iso(self.submit_time),
+            "lastModifiedTime": iso(self.last_modified_time or self.submit_time),
+            "outputDataConfig": self.output_data_config,
+        }
+        if self.failure_message is not None:
+            out["failureMessage"] = self.failure_message
+        if self.end_time is not None:
+            out["endTime"] = iso(self.end_time)
+        return out
+
+
+class BedrockRuntimeEmulator:
+    """Bedrock runtime on 127.0.0.1; faults are constructor kwargs and plain attributes tests may flip."""
+
+    def __init__(
+        self,
+        s3_endpoint: str,
+        region: str = "us-east-1",
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        latency_sec: float = 0.0,
+        max_concurrent_invocations: int = 50,
+        throttle_rate: float = 0.0,
+        failure_rate: float = 0.0,
+        seed: int | None = None,
+        workers: int = 4,
+    ) -> None:
+        self.s3_endpoint = s3_endpoint
+        self.region = region
+        self.host = host
+        self._requested_port = port
+        self.latency_sec = latency_sec
+        self.max_concurrent_invocations = max_concurrent_invocations
+        self.throttle_rate = throttle_rate
+        self.failure_rate = failure_rate
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._workers = workers
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._invocations: dict[str, Invocation] = {}
+        self._by_token: dict[str, Invocation] = {}
+        self._created = 0
+        self._timers: set[threading.Timer] = set()
+        self._stopping = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        with _SESSION_LOCK:  # sessions are costly to build and client creation is not thread-safe
+            self._s3: Any = _SESSION.client(
+                "s3",
+                endpoint_url=s3_endpoint,
+                region_name=region,
+                aws_access_key_id="test",
+                aws_secret_access_key="test",
+                config=Config(
+                    s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"}
+                ),
+            )
+        self._url_map = Map(
+            [
+                Rule("/model/<path:model_id>/invoke", methods=["POST"], endpoint="InvokeModel"),
+                Rule("/async-invoke", methods=["POST"], endpoint="StartAsyncInvoke"),
+                Rule("/async-invoke", methods=["GET"], endpoint="ListAsyncInvokes"),
+                Rule("/async-invoke/<path:invocation_arn>", methods=["GET"], endpoint="GetAsyncInvoke"),
+            ],
+            strict_slashes=False,
+            merge_slashes=False,
+        )
+        self._handlers: dict[str, Callable[..., Response]] = {
+            "InvokeModel": self._invoke_model,
+            "StartAsyncInvoke": self._start_async_invoke,
+            "GetAsyncInvoke": self._get_async_invoke,
+            "ListAsyncInvokes": self._list_async_invokes,
+        }
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("BedrockRuntimeEmulator is not started")
+        return int(self._server.server_port)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> BedrockRuntimeEmulator:
+        """Bind (port 0 = any free port) and serve in a background thread."""
+        if self._server is not None:
+            return self
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._stopping.clear()
+        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="bedrock-emu-worker")
+        self._server = make_server(self.host, self._requested_port, self._wsgi, threaded=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="bedrock-emu", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, cancel pending latency timers and abandon queued work (it stays InProgress)."""
+        self._stopping.set()
+        with self._lock:
+            for timer in self._timers:
+                timer.cancel()
+            self._timers.clear()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._server = self._thread = self._pool = None
+
+    def __enter__(self) -> BedrockRuntimeEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- test hooks -----------------------------------------------------------------------------------------
+
+    @property
+    def created_invocations(self) -> int:
+        """New invocations accepted (idempotent replays not counted)."""
+        with self._lock:
+            return self._created
+
+    @property
+    def invocations(self) -> Mapping[str, Invocation]:
+        """A read-only snapshot ARN -> Invocation (copies: mutating them changes nothing)."""
+        with self._lock:
+            return MappingProxyType({arn: copy.deepcopy(inv) for arn, inv in self._invocations.items()})
+
+    def in_progress(self) -> int:
+        with self._lock:
+            return sum(1 for inv in self._invocations.values() if inv.status == "InProgress")
+
+    def wait_until_idle(self, timeout: float = 30.0) -> None:
+        """Block until no invocation is InProgress; TimeoutError past `timeout` seconds."""
+        with self._idle:
+            if not self._idle.wait_for(lambda: self.in_progress() == 0, timeout=timeout):
+                raise TimeoutError(f"{self.in_progress()} invocation(s) still InProgress after {timeout:g}s")
+
+    # --- HTTP plumbing --------------------------------------------------------------------------------------
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        try:
+            response = self._dispatch(request)
+        except ServiceError as exc:
+            response = self._error(exc)
+        except Exception as exc:  # never leak a stack trace as HTML: answer like AWS would
+            log.exception("bedrock emulator: unhandled error")
+            response = self._error(errors.internal(f"{type(exc).__name__}: {exc}"))
+        response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
+        return response(environ, start_response)
+
+    def _dispatch(self, request: Request) -> Response:
+        adapter = self._url_map.bind_to_environ(request.environ)
+        try:
+            endpoint, args = adapter.match()
+        except NotFound as exc:
+            raise ServiceError("UnknownOperationException", 404, f"No operation for {request.path}") from exc
+        except MethodNotAllowed as exc:
+            raise ServiceError(
+                "UnknownOperationException", 405, f"{request.method} not allowed here"
+            ) from exc
+        if not request.headers.get("Authorization"):
+            raise errors.access_denied("Missing Authentication Token: requests must be signed (SigV4).")
+        with self._lock:
+            throttled = self.throttle_rate > 0 and self._rng.random() < self.throttle_rate
+        if throttled:
+            raise errors.throttling()
+        return self._handlers[str(endpoint)](request, **args)
+
+    @staticmethod
+    def _json(payload: Any, status: int = 200) -> Response:
+        return Response(json.dumps(payload), status=status, content_type="application/json")
+
+    def _error(self, exc: ServiceError) -> Response:
+        response = self._json({"message": exc.message}, exc.status)
+        response.headers["x-amzn-ErrorType"] = f"{exc.code}:"
+        return response
+
+    @staticmethod
+    def _body_json(request: Request) -> Any:
+        raw = request.get_data(cache=True)
+        try:
+            return json.loads(raw or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise errors.malformed(f"#: request body is not valid JSON ({exc.__class__.__name__})") from exc
+
+    # --- media access ---------------------------------------------------------------------------------------
+
+    def _read_media(self, ref: MediaRef) -> bytes:
+        """Bytes of an inline or S3 media source; a missing object is a ValidationException naming the URI."""
+        if ref.data is not None:
+            return ref.data
+        bucket, key = ref.bucket_key
+        try:
+            return bytes(self._s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            raise errors.validation(
+                f"The provided S3 object {ref.uri} does not exist or is not accessible ({code})."
+            ) from exc
+
+    def _admit_media(self, req: EmbedRequest) -> bytes | None:
+        """Fetch and probe the media so unreadable input fails at submit time, like Bedrock's checks."""
+        if req.media is None:
+            return None
+        data = self._read_media(req.media)
+        kind: MediaKind = "image" if req.input_type in ("image", "text_image") else req.input_type  # type: ignore[assignment]
+        where = req.media.uri or "mediaSource.base64String"
+        try:
+            probe_media(data, kind)
+        except MediaError as exc:
+            raise errors.validation(f"Unable to read media at {where}: {exc}") from exc
+        return data
+
+    # --- operations -----------------------------------------------------------------------------------------
+
+    def _invoke_model(self, request: Request, model_id: str) -> Response:
+        check_input("InvokeModel", {"modelId": model_id})
+        model = resolve_model(model_id)
+        req = parse_body(model.version, self._body_json(request), sync=True)
+        data = self._admit_media(req)
+        try:
+            result = embed(req, data)
+        except MediaError as exc:
+            raise errors.validation(f"Unable to read media: {exc}") from exc
+        return self._json({"data": result})
+
+    def _start_async_invoke(self, request: Request) -> Response:
+        body = self._body_json(request)
+        if not isinstance(body, dict):
+            raise errors.validation("Request body must be a JSON object.")
+        check_input("StartAsyncInvoke", body)
+        model = resolve_model(body["modelId"])
+        token = str(body.get("clientRequestToken") or uuid.uuid4())
+        fingerprint = json.dumps(
+            {k: body.get(k) for k in ("modelId", "modelInput", "outputDataConfig", "tags")}, sort_keys=True
+        )
+        with self._lock:
+            replay = self._replay(token, fingerprint)
+        if replay is not None:
+            return self._json({"invocationArn": replay})
+        req = parse_body(model.version, body["modelInput"], sync=False)
+        output = body["outputDataConfig"].get("s3OutputDataConfig")
+        if not output:
+            raise errors.validation("outputDataConfig.s3OutputDataConfig is required.")
+        bucket = S3_URI.fullmatch(output["s3Uri"].rstrip("/") + "/x")
+        assert bucket is not None  # the botocore pattern was already checked
+        try:
+            self._s3.head_bucket(Bucket=bucket.group("bucket"))
+        except ClientError as exc:
+            raise errors.validation(
+                f"The output S3 bucket {bucket.group('bucket')} does not exist or is not accessible."
+            ) from exc
+        self._admit_media(req)
+        with self._lock:
+            replay = self._replay(token, fingerprint)  # a concurrent duplicate may have won the race
+            if replay is not None:
+                return self._json({"invocationArn": replay})
+            in_flight = sum(
+                1
+                for inv in self._invocations.values()
+                if inv.status == "InProgress" and inv.model.base_id == model.base_id
+            )
+            if in_flight >= self.max_concurrent_invocations:
+                raise errors.quota_exceeded(
+                    f"Your account has reached the limit of {self.max_concurrent_invocations} concurrent "
+                    f"asynchronous invocations for {model.base_id}. Retry after some invocations complete."
+                )
+            now = datetime.now(UTC)
+            arn = f"arn:aws:bedrock:{self.region}:{ACCOUNT_ID}:async-invoke/{uuid.uuid4().hex[:12]}"
+            inv = Invocation(
+                arn=arn,
+                model=model,
+                client_request_token=token,
+                fingerprint=fingerprint,
+                request=req,
+                output_data_config=body["outputDataConfig"],
+                submit_time=now,
+                last_modified_time=now,
+                inject_failure=self.failure_rate > 0 and self._rng.random() < self.failure_rate,
+            )
+            self._invocations[arn] = inv
+            self._by_token[token] = inv
+            self._created += 1
+            self._schedule(inv)
+        return self._json({"invocationArn": arn})
+
+    def _replay(self, token: str, fingerprint: str) -> str | None:
+        existing = self._by_token.get(token)
+        if existing is None:
+            return None
+        if existing.fingerprint != fingerprint:
+            raise errors.conflict(
+                f"The clientRequestToken {token} was already used with different request parameters."
+            )
+        return existing.arn
+
+    def _get_async_invoke(self, request: Request, invocation_arn: str) -> Response:
+        check_input("GetAsyncInvoke", {"invocationArn": invocation_arn})
+        with self._lock:
+            inv = self._invocations.get(invocation_arn)
+            if inv is None:
+                raise errors.validation(f"The invocation {invocation_arn} was not found.")
+            return self._json(inv.summary(self.region))
+
+    def _list_async_invokes(self, request: Request) -> Response:
+        args = request.args
+        strings = {k: args[k] for k in ("statusEquals", "nextToken", "sortBy", "sortOrder") if k in args}
+        params: dict[str, Any] = dict(strings)
+        if "maxResults" in args:
+            try:
+                params["maxResults"] = int(args["maxResults"])
+            except ValueError as exc:
+                raise errors.validation(
+                    "Value at 'maxResults' failed to satisfy constraint: Member must be an integer"
+                ) from exc
+        check_input("ListAsyncInvokes", params)
+        after = parse_time(args["submitTimeAfter"], "submitTimeAfter") if "submitTimeAfter" in args else None
+        before = (
+            parse_time(args["submitTimeBefore"], "submitTimeBefore") if "submitTimeBefore" in args else None
+        )
+        descending = params.get("sortOrder", "Descending") == "Descending"
+        limit = params.get("maxResults", 1000)
+        with self._lock:
+            items = [
+                inv
+                for inv in self._invocations.values()
+                if ("statusEquals" not in params or inv.status == params["statusEquals"])
+                and (after is None or inv.submit_time > after)
+                and (before is None or inv.submit_time < before)
+            ]
+            items.sort(key=lambda inv: (inv.submit_time, inv.arn), reverse=descending)
+            if "nextToken" in params:
+                cursor = self._decode_token(params["nextToken"])
+                items = [
+                    inv
+                    for inv in items
+                    if (
+                        (iso(inv.submit_time), inv.arn) < cursor
+                        if descending
+                        else (iso(inv.submit_time), inv.arn) > cursor
+                    )
+                ]
+            page = items[:limit]
+            payload: dict[str, Any] = {"asyncInvokeSummaries": [inv.summary(self.region) for inv in page]}
+            if len(items) > limit:
+                last = page[-1]
+                payload["nextToken"] = self._encode_token((iso(last.submit_time), last.arn))
+        return self._json(payload)
+
+    @staticmethod
+    def _encode_token(cursor: tuple[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(list(cursor)).encode()).decode()
+
+    @staticmethod
+    def _decode_token(token: str) -> tuple[str, str]:
+        try:
+            submit, arn = json.loads(base64.urlsafe_b64decode(token.encode()))
+            return str(submit), str(arn)
+        except (ValueError, TypeError, binascii.Error) as exc:
+            raise errors.validation("The provided nextToken is invalid.") from exc
+
+    # --- async processing -----------------------------------------------------------------------------------
+
+    def _schedule(self, inv: Invocation) -> None:
+        """Hold the invocation InProgress for latency_sec (a timer, not a pool thread), then process it."""
+        latency = float(self.latency_sec)
+        if latency <= 0:
+            self._submit(inv.arn)
+            return
+        timer = threading.Timer(latency, self._submit, args=(inv.arn,))
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
+
+    def _submit(self, arn: str) -> None:
+        with self._lock:
+            self._timers = {t for t in self._timers if t.is_alive() and t is not threading.current_thread()}
+            pool = self._pool
+        if pool is None or self._stopping.is_set():
+            return
+        with contextlib.suppress(RuntimeError):  # pool shut down between the check and submit
+            pool.submit(self._process, arn)
+
+    def _process(self, arn: str) -> None:
+        with self._lock:
+            inv = self._invocations[arn]
+            req, inject = inv.request, inv.inject_failure
+        if self._stopping.is_set():
+            return
+        if inject:
+            self._finish(arn, "Failed", INJECTED_FAILURE_MESSAGE, None)
+            return
+        where = (req.media.uri or "mediaSource.base64String") if req.media else "inputText"
+        try:
+            data = self._read_media(req.media) if req.media else None
+            result = embed(req, data)
+        except ServiceError as exc:
+            self._finish(arn, "Failed", exc.message, None)
+        except MediaError as exc:
+            self._finish(arn, "Failed", f"Unable to process media at {where}: {exc}", None)
+        except Exception as exc:
+            log.exception("bedrock emulator: processing %s failed", arn)
+            self._finish(arn, "Failed", f"Internal processing error: {type(exc).__name__}: {exc}", None)
+        else:
+            self._finish(arn, "Completed", None, result)
+
+    def _finish(
+        self, arn: str, status: str, failure: str | None, result: list[dict[str, Any]] | None
+    ) -> None:
+        """Write manifest.json (+ output.json on success) to S3 first, then publish the final status."""
+        with self._lock:
+            inv = self._invocations[arn]
+            uri, model_id = inv.output_uri, inv.model.requested
+        match = S3_URI.fullmatch(uri + "/x")
+        assert match is not None
+        bucket, prefix = match.group("bucket"), match.group("key")[:-1]
+        base = f"{prefix}{inv.invocation_id}"
+        manifest: dict[str, Any] = {
+            "invocationArn": arn,
+            "requestId": str(uuid.uuid4()),
+            "modelId": model_id,
+            "status": status,
+            "outputFiles": ["output.json"] if result is not None else [],
+        }
+        if failure is not None:
+            manifest["failureMessage"] = failure
+        keys: tuple[str, ...] = ()
+        try:
+            if result is not None:
+                self._s3.put_object(
+                    Bucket=bucket,
+                    Key=f"{base}/output.json",
+                    Body=json.dumps({"data": result}),
+                    ContentType="application/json",
+                )
+                keys += (f"{base}/output.json",)
+            self._s3.put_object(
+                Bucket=bucket,
+                Key=f"{base}/manifest.json",
+                Body=json.dumps(manifest),
+                ContentType="application/json",
+            )
+            keys += (f"{base}/manifest.json",)
+        except ClientError as exc:
+            status, failure = "Failed", f"Unable to write output to {uri}: {exc}"
+        now = datetime.now(UTC)
+        with self._idle:
+            inv.status, inv.failure_message = status, failure
+            inv.last_modified_time = inv.end_time = now
+            inv.output_keys = keys
+            self._idle.notify_all()

@@ -1,0 +1,236 @@
+"""Deterministic synthetic media with a known ground truth, generated locally with PyAV + numpy.
+
+Every video scene is one (shape, colour, background, tone) combination at integer-second boundaries, and every
+(colour, shape) foreground pair occurs exactly once across the whole set, so a text query "<colour> <shape>"
+has exactly one right answer. A corrupt file and an unsupported object exercise the error paths.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import numpy as np
+
+from emulators.media_analysis import PALETTE
+
+FPS = 24
+VIDEO_SIZE = (320, 240)
+VIDEO_AUDIO_RATE = 44100
+AUDIO_FILE_RATE = 16000
+IMAGE_SIZE = 160
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Ground truth for one stretch of a media file."""
+
+    start_sec: float
+    end_sec: float
+    shape: str
+    color: str
+    background: str
+    tone_hz: float
+
+
+@dataclass(frozen=True)
+class SampleObject:
+    """One S3 object of the sample set and what it is known to contain."""
+
+    key: str
+    content_type: str
+    data: bytes
+    modality: str | None  # "video" | "audio" | "image" | None (not embeddable)
+    scenes: tuple[Scene, ...]
+    note: str
+
+
+VIDEO_SCENES: dict[str, tuple[Scene, ...]] = {
+    "videos/shapes_a.mp4": (
+        Scene(0.0, 4.0, "circle", "red", "blue", 440.0),
+        Scene(4.0, 9.0, "triangle", "yellow", "black", 220.0),
+        Scene(9.0, 14.0, "square", "green", "white", 1760.0),
+    ),
+    "videos/shapes_b.mp4": (
+        Scene(0.0, 5.0, "square", "magenta", "gray", 660.0),
+        Scene(5.0, 11.0, "triangle", "cyan", "purple", 1320.0),
+    ),
+    "videos/shapes_c.mp4": (
+        Scene(0.0, 6.0, "circle", "orange", "green", 150.0),
+        Scene(6.0, 10.0, "circle", "blue", "yellow", 880.0),
+    ),
+}
+IMAGE_SCENES: dict[str, Scene] = {
+    "images/green_triangle.png": Scene(0.0, 0.0, "triangle", "green", "black", 0.0),
+    "images/purple_circle.jpg": Scene(0.0, 0.0, "circle", "purple", "white", 0.0),
+}
+AUDIO_TONES: dict[str, tuple[float, float]] = {  # key -> (tone Hz, duration s)
+    "audio/hum_220hz.wav": (220.0, 12.0),
+    "audio/whistle_1760hz.flac": (1760.0, 8.0),
+}
+
+
+def shape_mask(shape: str, width: int, height: int, size: int) -> np.ndarray:
+    """Boolean (height, width) mask of a centred shape whose bounding box is size x size pixels."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    cx, cy = width / 2.0, height / 2.0
+    top, left = cy - size / 2.0, cx - size / 2.0
+    if shape == "circle":
+        return np.asarray((xs - cx + 0.5) ** 2 + (ys - cy + 0.5) ** 2 <= (size / 2.0) ** 2)
+    if shape == "square":
+        return np.asarray((xs >= left) & (xs < left + size) & (ys >= top) & (ys < top + size))
+    if shape == "triangle":  # apex at the top centre, base at the bottom: half of the bounding box
+        rel = (ys - top + 0.5) / size
+        return np.asarray((rel >= 0) & (rel <= 1) & (np.abs(xs - cx + 0.5) <= rel * size / 2.0))
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def render(shape: str, color: str, background: str, width: int, height: int, size: int) -> np.ndarray:
+    """An RGB uint8 picture of one shape on a plain background."""
+    img = np.empty((height, width, 3), dtype=np.uint8)
+    img[:] = PALETTE[background]
+    img[shape_mask(shape, width, height, size)] = PALETTE[color]
+    return img
+
+
+def _sine(hz: float, seconds: float, rate: int, amplitude: float = 0.4) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def _encode_audio(out: Any, stream: Any, samples: np.ndarray, fmt: str, frame_size: int) -> None:
+    rate = stream.codec_context.sample_rate
+    for pts in range(0, samples.size, frame_size):
+        chunk = samples[pts : pts + frame_size]
+        arr = (np.clip(chunk, -1, 1) * 32767).astype(np.int16)[None, :] if fmt == "s16" else chunk[None, :]
+        frame = av.AudioFrame.from_ndarray(arr, format=fmt, layout="mono")
+        frame.sample_rate = rate
+        frame.pts = pts
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+
+
+def make_video(scenes: tuple[Scene, ...]) -> bytes:
+    """H.264 + AAC MP4, 320x240 @ 24 fps: one static picture and one sine tone per scene."""
+    width, height = VIDEO_SIZE
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as out:
+        vstream: Any = out.add_stream("libx264", rate=FPS)
+        vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+        vstream.options = {"preset": "ultrafast", "crf": "18"}
+        astream: Any = out.add_stream("aac", rate=VIDEO_AUDIO_RATE)
+        astream.layout = "mono"
+        index = 0
+        for scene in scenes:
+            picture = render(scene.shape, scene.color, scene.background, width, height, 120)
+            for _ in range(round((scene.end_sec - scene.start_sec) * FPS)):
+                frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+                frame.pts = index
+                index += 1
+                for packet in vstream.encode(frame):
+                    out.mux(packet)
+        for packet in vstream.encode(None):
+            out.mux(packet)
+        tone = np.concatenate([_sine(s.tone_hz, s.end_sec - s.start_sec, VIDEO_AUDIO_RATE) for s in scenes])
+        _encode_audio(out, astream, tone, "fltp", astream.codec_context.frame_size or 1024)
+    return buf.getvalue()
+
+
+def make_audio(hz: float, seconds: float, fmt: str) -> bytes:
+    """A mono sine tone as WAV (pcm_s16le) or FLAC at 16 kHz."""
+    buf = io.BytesIO()
+    codec = {"wav": "pcm_s16le", "flac": "flac"}[fmt]
+    with av.open(buf, mode="w", format=fmt) as out:
+        stream: Any = out.add_stream(codec, rate=AUDIO_FILE_RATE)
+        stream.layout = "mono"
+        stream.format = "s16"
+        _encode_audio(out, stream, _sine(hz, seconds, AUDIO_FILE_RATE), "s16", 1024)
+    return buf.getvalue()
+
+
+def make_image(scene: Scene, fmt: str) -> bytes:
+    """A single PNG or JPEG picture of one shape."""
+    picture = render(scene.shape, scene.color, scene.background, IMAGE_SIZE, IMAGE_SIZE, 100)
+    buf = io.BytesIO()
+    codec, pix_fmt, container = {
+        "png": ("png", "rgb24", "image2pipe"),
+        "jpeg": ("mjpeg", "yuvj420p", "mjpeg"),
+    }[fmt]
+    with av.open(buf, mode="w", format=container) as out:
+        stream: Any = out.add_stream(codec, rate=1)
+        stream.width, stream.height, stream.pix_fmt = IMAGE_SIZE, IMAGE_SIZE, pix_fmt
+        if codec == "mjpeg":
+            stream.options = {"qmin": "2", "qmax": "4"}
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format=pix_fmt)
+        frame.pts = 0
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def generate_sample_media() -> list[SampleObject]:
+    """Build the whole sample set in memory (deterministic bytes for the same PyAV/FFmpeg build)."""
+    objects: list[SampleObject] = []
+    for key, scenes in VIDEO_SCENES.items():
+        note = "; ".join(
+            f"{s.start_sec:g}-{s.end_sec:g}s {s.color} {s.shape} on {s.background}, {s.tone_hz:g} Hz"
+            for s in scenes
+        )
+        objects.append(SampleObject(key, "video/mp4", make_video(scenes), "video", scenes, note))
+    for key, (hz, seconds) in AUDIO_TONES.items():
+        fmt = key.rsplit(".", 1)[1]
+        ctype = {"wav": "audio/wav", "flac": "audio/flac"}[fmt]
+        scene = Scene(0.0, seconds, "", "", "", hz)
+        objects.append(
+            SampleObject(
+                key, ctype, make_audio(hz, seconds, fmt), "audio", (scene,), f"{hz:g} Hz sine, {seconds:g} s"
+            )
+        )
+    for key, scene in IMAGE_SCENES.items():
+        fmt = "png" if key.endswith(".png") else "jpeg"
+        objects.append(
+            SampleObject(
+                key,
+                f"image/{fmt}",
+                make_image(scene, fmt),
+                "image",
+                (scene,),
+                f"{scene.color} {scene.shape} on {scene.background}",
+            )
+        )
+    garbage = np.random.default_rng(1234).bytes(8192)
+    objects.append(
+        SampleObject(
+            "videos/corrupt.mp4",
+            "video/mp4",
+            garbage,
+            None,
+            (),
+            "8 KiB of random bytes with an .mp4 name: must be rejected or fail, never embedded",
+        )
+    )
+    objects.append(
+        SampleObject(
+            "docs/notes.txt",
+            "text/plain",
+            b"Sample notes: this object is not media and should be skipped by the pipeline.\n",
+            None,
+            (),
+            "plain text: an unsupported object the pipeline must skip",
+        )
+    )
+    return objects
+
+
+def upload_sample_media(s3_client: Any, bucket: str, prefix: str = "") -> list[SampleObject]:
+    """Generate the sample set and put every object under `prefix` in `bucket`; returns what was uploaded."""
+    objects = generate_sample_media()
+    for obj in objects:
+        s3_client.put_object(Bucket=bucket, Key=prefix + obj.key, Body=obj.data, ContentType=obj.content_type)
+    return objects

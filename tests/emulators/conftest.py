@@ -1,0 +1,68 @@
+"""Fixtures: one moto S3 per session with the sample media, a fresh Bedrock emulator per test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from emulators.bedrock_runtime import BedrockRuntimeEmulator
+from emulators.s3 import S3Emulator
+from emulators.sample_media import SampleObject, upload_sample_media
+
+REGION = "us-east-1"
+MEDIA_BUCKET = "media"
+LAKE_BUCKET = "lake"
+_SESSION = boto3.session.Session()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Emulator]:
+    emulator = S3Emulator(region=REGION).start()
+    client = emulator.client()
+    for bucket in (MEDIA_BUCKET, LAKE_BUCKET):
+        client.create_bucket(Bucket=bucket)
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3: S3Emulator) -> Any:
+    return s3.client()
+
+
+@pytest.fixture(scope="session")
+def samples(s3_client: Any) -> dict[str, SampleObject]:
+    return {obj.key: obj for obj in upload_sample_media(s3_client, MEDIA_BUCKET)}
+
+
+@pytest.fixture()
+def bedrock(s3: S3Emulator, samples: dict[str, SampleObject]) -> Iterator[BedrockRuntimeEmulator]:
+    emulator = BedrockRuntimeEmulator(s3.endpoint, region=REGION, seed=7).start()
+    yield emulator
+    emulator.stop()
+
+
+def make_client(endpoint: str, **config: Any) -> Any:
+    """The real boto3 bedrock-runtime client, as production code would build it."""
+    return _SESSION.client(
+        "bedrock-runtime",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(**config) if config else None,
+    )
+
+
+@pytest.fixture()
+def client(bedrock: BedrockRuntimeEmulator) -> Any:
+    return make_client(bedrock.endpoint)
+
+
+@pytest.fixture()
+def client_factory(bedrock: BedrockRuntimeEmulator) -> Callable[..., Any]:
+    return lambda **config: make_client(bedrock.endpoint, **config)

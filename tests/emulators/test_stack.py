@@ -1,0 +1,76 @@
+"""The one-call local stack, the S3 emulator and the `python -m emulators` entry point."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pyarrow.fs as pafs
+
+from emulators.stack import start_local_stack
+
+
+def test_stack_env_drives_unmodified_boto3(monkeypatch: Any) -> None:
+    with start_local_stack(buckets=("stack-media", "stack-lake"), latency_sec=0.0) as stack:
+        env = stack.env()
+        assert set(env) == {
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        session = boto3.session.Session()  # no endpoint_url: picked up from the environment
+        s3 = session.client("s3")
+        s3.put_object(Bucket="stack-media", Key="hello.txt", Body=b"hi")
+        assert s3.get_object(Bucket="stack-media", Key="hello.txt")["Body"].read() == b"hi"
+        bedrock = session.client("bedrock-runtime")
+        assert bedrock.list_async_invokes()["asyncInvokeSummaries"] == []
+        host, port = stack.s3_endpoint.removeprefix("http://").split(":")
+        fs = pafs.S3FileSystem(
+            endpoint_override=f"{host}:{port}",
+            scheme="http",
+            access_key="test",
+            secret_key="test",
+            region="us-east-1",
+        )
+        assert fs.get_file_info("stack-media/hello.txt").size == 2
+
+
+def test_cli_prints_exports_and_stops_on_sigterm() -> None:
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulators", "--s3-port", "0", "--bedrock-port", "0", "--latency", "0.5"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().strip() for _ in range(6)]
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+        assert exports["AWS_ACCESS_KEY_ID"] == "test"
+        client = boto3.session.Session().client(
+            "bedrock-runtime",
+            endpoint_url=exports["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"],
+            region_name=exports["AWS_REGION"],
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        assert client.list_async_invokes()["asyncInvokeSummaries"] == []
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,196 @@
+"""The whole chain on the emulators: inventory, StartAsyncInvoke, sensor, Parquet, LanceDB, search."""
+
+import io
+import json
+from contextlib import redirect_stdout
+
+import pyarrow as pa
+
+from assets_defs.media_inventory import read_inventory
+from mediaembed.cli import main as cli
+from mediaembed.runner import SensorDriver, materialization_metadata, run_job
+from resources.marengo_models import SERVING_MODEL_KEY
+from resources.submission_ledger import SubmissionLedger
+from tests.pipeline.conftest import SECRET, World
+
+USABLE = 7  # three videos, two audio files, two images
+UNUSABLE = {"s3://media/videos/corrupt.mp4": "unreadable", "s3://media/docs/notes.txt": "unsupported"}
+
+
+def search_json(text: str, top_k: int = 3) -> list[dict]:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert cli(["search", text, "--top-k", str(top_k), "--json"]) == 0
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def submit(world: World, **config: object) -> dict:
+    run_config = {"ops": {"marengo__invocations": {"config": config}}} if config else None
+    result = run_job(world.instance, "embed_new_media", SERVING_MODEL_KEY, run_config=run_config)
+    return materialization_metadata(result, ["marengo", "invocations"])
+
+
+def ingest_when_idle(world: World) -> SensorDriver:
+    world.stack.bedrock.wait_until_idle(timeout=60)
+    driver = SensorDriver(world.instance)
+    driver.tick()
+    return driver
+
+
+def test_scene_search_returns_the_right_video_and_seconds(world: World) -> None:
+    submitted = submit(world)
+    inventory = read_inventory(world.lake).set_index("media_uri")
+    assert (inventory["status"] == "ok").sum() == USABLE
+    for uri, status in UNUSABLE.items():
+        assert inventory.loc[uri, "status"] == status
+        assert inventory.loc[uri, "reason"], f"{uri} must carry a reason"
+    assert submitted["submitted"] == USABLE and submitted["rejected"] == 0
+
+    driver = ingest_when_idle(world)
+    assert len(driver.results) == 1, "one finished batch -> one ingest run"
+    ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
+    assert ingest["objects_embedded"] == USABLE and ingest["objects_failed"] == 0
+    checks = driver.results[0].get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks), [(c.check_name, c.passed) for c in checks]
+    assert SubmissionLedger(world.lake, "").in_progress().empty
+
+    videos = [s for s in world.samples if s.modality == "video"]
+    for video in videos:
+        for scene in video.scenes:
+            [top] = search_json(f"{scene.color} {scene.shape}", top_k=1)
+            assert set(top) == {"media_uri", "start_sec", "end_sec", "score", "model"}
+            assert top["media_uri"] == f"s3://media/{video.key}"
+            assert (top["start_sec"], top["end_sec"]) == (scene.start_sec, scene.end_sec)
+            assert top["model"] == SERVING_MODEL_KEY
+
+
+def test_rerun_on_unchanged_media_submits_nothing(world: World) -> None:
+    assert submit(world)["submitted"] == USABLE
+    ingest_when_idle(world)
+    created = world.stack.bedrock.created_invocations
+
+    again = submit(world)
+    assert (again["submitted"], again["already_handled"]) == (0, USABLE)
+    assert world.stack.bedrock.created_invocations == created
+    assert SensorDriver(world.instance).tick() == 0, "nothing in flight, nothing to ingest"
+
+
+def test_changed_object_is_re_embedded_and_replaces_its_rows(world: World) -> None:
+    submit(world)
+    ingest_when_idle(world)
+    # A manual materialization from the UI: nothing new to ingest, the index reports its size.
+    manual = run_job(world.instance, "ingest_marengo_embeddings", SERVING_MODEL_KEY)
+    assert materialization_metadata(manual, ["marengo", "embeddings"])["invocations_finished"] == 0
+    rows_before = materialization_metadata(manual, ["search", "marengo_segments"])["dagster/row_count"]
+    [before] = search_json("green triangle", top_k=1)
+    assert before["media_uri"] == "s3://media/images/green_triangle.png"
+
+    # The object under the same key now holds a purple circle: a new ETag, so a new job.
+    purple = world.sample("images/purple_circle.jpg")
+    world.stack.s3.client().put_object(Bucket="media", Key="images/green_triangle.png", Body=purple.data)
+    assert submit(world)["submitted"] == 1
+    driver = ingest_when_idle(world)
+    index = materialization_metadata(driver.results[0], ["search", "marengo_segments"])
+    assert index["objects_updated"] == 1 and index["dagster/row_count"] == rows_before
+    top_two = {hit["media_uri"] for hit in search_json("purple circle", top_k=2)}
+    assert top_two == {"s3://media/images/green_triangle.png", "s3://media/images/purple_circle.jpg"}
+    [after] = search_json("green triangle", top_k=1)
+    assert after["media_uri"] != "s3://media/images/green_triangle.png"
+
+
+def test_failed_invocations_are_recorded_and_retried_with_a_new_token(world: World) -> None:
+    world.stack.bedrock.failure_rate = 1.0
+    assert submit(world)["submitted"] == USABLE
+    driver = ingest_when_idle(world)
+    ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
+    assert (ingest["objects_embedded"], ingest["objects_failed"]) == (0, USABLE)
+    failed = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    assert set(failed["status"]) == {"failed"} and failed["reason"].str.contains("injected").all()
+
+    world.stack.bedrock.failure_rate = 0.0
+    retry = submit(world)
+    assert retry["submitted"] == USABLE
+    ingest_when_idle(world)
+    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    assert sorted(jobs["status"].value_counts().items()) == [("completed", USABLE), ("failed", USABLE)]
+    assert submit(world)["submitted"] == 0
+
+
+def test_quota_defers_the_rest_without_failing(world: World) -> None:
+    world.stack.bedrock.max_concurrent_invocations = 3
+    world.stack.bedrock.latency_sec = 0.2
+    first = submit(world)
+    assert first["submitted"] == 3 and first["deferred"] == USABLE - 3
+    assert "ServiceQuotaExceededException" in first["deferred_reason"]
+    capped = submit(world, max_in_flight=3)
+    assert (capped["submitted"], capped["deferred"], capped["in_flight_before"]) == (0, USABLE - 3, 3)
+
+    ingest_when_idle(world)
+    second = submit(world)
+    assert second["submitted"] == 3
+    ingest_when_idle(world)
+    assert submit(world)["submitted"] == 1
+    ingest_when_idle(world)
+    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    assert (jobs["status"] == "completed").sum() == USABLE
+
+
+def test_lake_and_index_on_s3(s3_lake_world: World) -> None:
+    world = s3_lake_world
+    assert submit(world)["submitted"] == USABLE
+    driver = ingest_when_idle(world)
+    index = materialization_metadata(driver.results[0], ["search", "marengo_segments"])
+    assert index["dagster/row_count"] > USABLE
+    [top] = search_json("yellow triangle", top_k=1)
+    assert (top["media_uri"], top["start_sec"], top["end_sec"]) == (
+        "s3://media/videos/shapes_a.mp4",
+        4.0,
+        9.0,
+    )
+    keys = [o["Key"] for o in world.stack.s3.client().list_objects_v2(Bucket="lake")["Contents"]]
+    assert any(k.startswith("warehouse/tables/marengo_embeddings/marengo-3.0/") for k in keys)
+    assert any(k.startswith("lancedb/segments_marengo_3_0.lance/") for k in keys)
+
+
+def test_no_secret_reaches_run_logs_or_metadata(world: World) -> None:
+    submit(world)
+    ingest_when_idle(world)
+    for run in world.instance.get_runs():
+        records = world.instance.all_logs(run.run_id)
+        assert SECRET not in json.dumps([str(r) for r in records])
+        assert SECRET not in json.dumps(run.tags) and SECRET not in str(run.run_config)
+
+
+def test_embedding_table_rows_are_per_segment_and_typed(world: World) -> None:
+    submit(world)
+    ingest_when_idle(world)
+    files = world.lake.list_files("tables/marengo_embeddings/marengo-3.0")
+    assert len(files) == USABLE
+    table = world.lake.read_tables(files)
+    vector_type = table.schema.field("vector").type
+    assert pa.types.is_fixed_size_list(vector_type) and vector_type.list_size == 512
+    assert vector_type.value_type == pa.float32()
+    frame = table.select(["media_uri", "embedding_option", "start_sec", "end_sec"]).to_pandas()
+    visual = frame[
+        (frame["media_uri"] == "s3://media/videos/shapes_a.mp4") & (frame["embedding_option"] == "visual")
+    ]
+    scenes = world.sample("videos/shapes_a.mp4").scenes
+    assert sorted(zip(visual["start_sec"], visual["end_sec"], strict=True)) == [
+        (s.start_sec, s.end_sec) for s in scenes
+    ]
+
+
+def test_any_to_any_a_sound_query_finds_low_tones(world: World) -> None:
+    """'low hum' must land on spans whose audio is a low tone: the 220 Hz file or a low-tone video scene."""
+    submit(world)
+    ingest_when_idle(world)
+    low: set[tuple[str, tuple[float, float] | None]] = {("s3://media/audio/hum_220hz.wav", None)}
+    for video in (s for s in world.samples if s.modality == "video"):
+        low |= {
+            (f"s3://media/{video.key}", (sc.start_sec, sc.end_sec)) for sc in video.scenes if sc.tone_hz < 300
+        }
+    for hit in search_json("low hum", top_k=3):
+        span = (
+            None if hit["media_uri"].startswith("s3://media/audio/") else (hit["start_sec"], hit["end_sec"])
+        )
+        assert (hit["media_uri"], span) in low, hit

@@ -1,0 +1,185 @@
+"""Request bodies and response parsing against the JSON documented for Bedrock Marengo 2.7 and 3.0."""
+
+import botocore.session
+import pytest
+from botocore.validate import ParamValidator
+
+from resources.bedrock_marengo_bodies import (
+    MarengoOutputError,
+    async_model_input,
+    parse_segments,
+    text_query_body,
+)
+from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
+from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
+
+URI = "s3://bucket/key.mp4"
+
+
+def test_marengo_3_video_body_matches_documented_shape() -> None:
+    options = EmbeddingOptions(segmentation="dynamic", min_segment_sec=4, scopes=("clip", "asset"))
+    body = async_model_input(MARENGO_3_0, "video", URI, options, bucket_owner="123456789012")
+    assert body == {
+        "inputType": "video",
+        "video": {
+            "mediaSource": {"s3Location": {"uri": URI, "bucketOwner": "123456789012"}},
+            "segmentation": {"method": "dynamic", "dynamic": {"minDurationSec": 4}},
+            "embeddingOption": ["visual", "audio", "transcription"],
+            "embeddingScope": ["clip", "asset"],
+        },
+    }
+
+
+def test_marengo_3_fixed_segmentation_is_clamped_to_documented_range() -> None:
+    body = async_model_input(
+        MARENGO_3_0, "audio", URI, EmbeddingOptions(segmentation="fixed", fixed_segment_sec=30)
+    )
+    assert body["audio"]["segmentation"] == {"method": "fixed", "fixed": {"durationSec": 10}}
+    assert body["audio"]["embeddingOption"] == ["audio", "transcription"]
+    assert "bucketOwner" not in body["audio"]["mediaSource"]["s3Location"]
+
+
+def test_marengo_3_image_body_has_only_media_source() -> None:
+    assert async_model_input(MARENGO_3_0, "image", URI, EmbeddingOptions()) == {
+        "inputType": "image",
+        "image": {"mediaSource": {"s3Location": {"uri": URI}}},
+    }
+
+
+def test_marengo_2_7_bodies_are_flat() -> None:
+    video = async_model_input(MARENGO_2_7, "video", URI, EmbeddingOptions())
+    assert video == {
+        "inputType": "video",
+        "mediaSource": {"s3Location": {"uri": URI}},
+        "minClipSec": 4,
+        "embeddingOption": ["visual-text", "visual-image", "audio"],
+    }
+    audio = async_model_input(
+        MARENGO_2_7, "audio", URI, EmbeddingOptions(segmentation="fixed", fixed_segment_sec=1)
+    )
+    assert audio == {
+        "inputType": "audio",
+        "mediaSource": {"s3Location": {"uri": URI}},
+        "useFixedLengthSec": 2,
+    }
+
+
+def test_text_query_bodies() -> None:
+    assert text_query_body(MARENGO_3_0, "red circle") == {
+        "inputType": "text",
+        "text": {"inputText": "red circle"},
+    }
+    assert text_query_body(MARENGO_2_7, "red circle") == {"inputType": "text", "inputText": "red circle"}
+
+
+def test_start_async_invoke_parameters_satisfy_botocore_model() -> None:
+    job = EmbeddingJob(URI, "etag-1", "video", MARENGO_3_0, EmbeddingOptions())
+    params = {
+        "clientRequestToken": job.client_token,
+        "modelId": MARENGO_3_0.base_model_id,
+        "modelInput": async_model_input(MARENGO_3_0, "video", URI, job.options),
+        "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": "s3://out-bucket/marengo-3.0"}},
+    }
+    model = botocore.session.get_session().get_service_model("bedrock-runtime")
+    report = ParamValidator().validate(params, model.operation_model("StartAsyncInvoke").input_shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def test_client_token_is_stable_and_changes_with_what_is_billed() -> None:
+    base = EmbeddingJob(URI, "etag-1", "video", MARENGO_3_0, EmbeddingOptions())
+    assert (
+        base.client_token
+        == EmbeddingJob(URI, "etag-1", "video", MARENGO_3_0, EmbeddingOptions()).client_token
+    )
+    variants = [
+        EmbeddingJob(URI, "etag-2", "video", MARENGO_3_0, EmbeddingOptions()),
+        EmbeddingJob(URI, "etag-1", "video", MARENGO_2_7, EmbeddingOptions()),
+        EmbeddingJob(URI, "etag-1", "video", MARENGO_3_0, EmbeddingOptions(segmentation="fixed")),
+        EmbeddingJob(URI, "etag-1", "video", MARENGO_3_0, EmbeddingOptions(), attempt=2),
+        EmbeddingJob("s3://bucket/other.mp4", "etag-1", "video", MARENGO_3_0, EmbeddingOptions()),
+    ]
+    tokens = {base.client_token, *(v.client_token for v in variants)}
+    assert len(tokens) == 6
+    assert all(len(t) <= 256 and all("!" <= c <= "~" for c in t) for t in tokens)
+
+
+def test_parse_documented_marengo_3_output() -> None:
+    payload = {
+        "data": [
+            {
+                "embedding": [0.1] * 512,
+                "embeddingOption": "visual",
+                "embeddingScope": "clip",
+                "startSec": 0.0,
+                "endSec": 6.0,
+            },
+            {
+                "embedding": [0.2] * 512,
+                "embeddingOption": "audio",
+                "embeddingScope": "asset",
+                "startSec": 0,
+                "endSec": 12.5,
+            },
+        ]
+    }
+    first, second = parse_segments(payload, MARENGO_3_0, "video")
+    assert (first.embedding_option, first.embedding_scope, first.start_sec, first.end_sec) == (
+        "visual",
+        "clip",
+        0.0,
+        6.0,
+    )
+    assert (second.embedding_scope, second.end_sec) == ("asset", 12.5)
+    assert len(first.vector) == 512
+
+
+def test_parse_documented_marengo_2_7_output_defaults_scope() -> None:
+    payload = {
+        "data": [
+            {"embedding": [0.0, 1.0] * 512, "embeddingOption": "visual-text", "startSec": 0.0, "endSec": 6.0}
+        ]
+    }
+    [segment] = parse_segments(payload, MARENGO_2_7, "video")
+    assert segment.embedding_scope == "clip" and segment.embedding_option == "visual-text"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"data": {"embedding": [0.5] * 512}},
+        {"embedding": [0.5] * 512},
+        {"data": [{"embedding": [0.5] * 512}]},
+    ],
+)
+def test_parse_accepts_single_object_variants(payload: dict) -> None:
+    [segment] = parse_segments(payload, MARENGO_3_0, "image")
+    assert segment.start_sec is None and segment.embedding_scope == "asset"
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"data": [{"embedding": [0.1] * 1024}]}, "1024-d vector; Marengo 3.0 returns 512-d"),
+        ({"data": [{"embedding": [float("nan")] * 512}]}, "non-finite"),
+        ({"data": [{"vector": []}]}, "no 'embedding'"),
+        ({"result": []}, "no 'data'"),
+        ([1, 2], "expected a JSON object"),
+        ({"data": [{"embedding": [0.1] * 512, "startSec": 5, "endSec": 1}]}, "ends (1) before it starts (5)"),
+    ],
+)
+def test_parse_rejects_unusable_output_with_a_reason(payload: object, message: str) -> None:
+    with pytest.raises(MarengoOutputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_segments(payload, MARENGO_3_0, "video")
+
+
+def test_inference_profiles_and_limits() -> None:
+    assert MARENGO_3_0.inference_profile_id("us-east-1") == "us.twelvelabs.marengo-embed-3-0-v1:0"
+    assert MARENGO_2_7.inference_profile_id("ap-northeast-2") == "apac.twelvelabs.marengo-embed-2-7-v1:0"
+    with pytest.raises(ValueError, match="no inference profile"):
+        MARENGO_3_0.inference_profile_id("ap-northeast-2")
+    assert MARENGO_3_0.limit_violation("image", 6 * 1024**2, None) is not None
+    assert (
+        MARENGO_3_0.limit_violation("video", 10_000, 5 * 3600)
+        == "18000 s exceeds Marengo 3.0's limit of 14400 s"
+    )
+    assert MARENGO_3_0.limit_violation("video", 10_000, 60) is None

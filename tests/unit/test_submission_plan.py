@@ -1,0 +1,63 @@
+"""What the invocations asset decides to submit, from the inventory and the ledger."""
+
+import pandas as pd
+
+from assets_defs.submission_plan import plan_submissions
+from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
+from resources.marengo_models import MARENGO_3_0
+
+OPTIONS = EmbeddingOptions()
+
+
+def inventory(*rows: tuple[str, str, str, int, float | None]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"media_uri": u, "etag": e, "status": s, "modality": "video", "size_bytes": n, "duration_sec": d}
+            for u, e, s, n, d in rows
+        ]
+    )
+
+
+def ledger(*rows: tuple[str, str]) -> pd.DataFrame:
+    return pd.DataFrame([{"job_key": k, "status": s} for k, s in rows], columns=["job_key", "status"])
+
+
+def key(uri: str, etag: str) -> str:
+    return EmbeddingJob(uri, etag, "video", MARENGO_3_0, OPTIONS).job_key
+
+
+def test_new_objects_are_due_and_handled_ones_are_skipped() -> None:
+    inv = inventory(
+        ("s3://m/a.mp4", "e1", "ok", 10, 5.0),
+        ("s3://m/b.mp4", "e1", "ok", 10, 5.0),
+        ("s3://m/c.mp4", "e1", "ok", 10, 5.0),
+        ("s3://m/bad.mp4", "e1", "unreadable", 10, None),
+    )
+    jobs = ledger((key("s3://m/a.mp4", "e1"), "completed"), (key("s3://m/b.mp4", "e1"), "in_progress"))
+    plan = plan_submissions(inv, jobs, MARENGO_3_0, OPTIONS, max_attempts=2)
+    assert [j.media_uri for j in plan.due] == ["s3://m/c.mp4"]
+    assert plan.already_handled == 2
+
+
+def test_changed_etag_is_a_new_job() -> None:
+    inv = inventory(("s3://m/a.mp4", "e2", "ok", 10, 5.0))
+    plan = plan_submissions(inv, ledger((key("s3://m/a.mp4", "e1"), "completed")), MARENGO_3_0, OPTIONS, 2)
+    assert [(j.etag, j.attempt) for j in plan.due] == [("e2", 1)]
+
+
+def test_failures_are_retried_with_a_new_token_until_attempts_run_out() -> None:
+    inv = inventory(("s3://m/a.mp4", "e1", "ok", 10, 5.0))
+    once = plan_submissions(inv, ledger((key("s3://m/a.mp4", "e1"), "failed")), MARENGO_3_0, OPTIONS, 2)
+    assert [j.attempt for j in once.due] == [2]
+    assert once.due[0].client_token.endswith("-a2")
+    twice = ledger((key("s3://m/a.mp4", "e1"), "failed"), (key("s3://m/a.mp4", "e1"), "failed"))
+    plan = plan_submissions(inv, twice, MARENGO_3_0, OPTIONS, 2)
+    assert not plan.due and len(plan.out_of_attempts) == 1
+
+
+def test_objects_over_the_model_limits_are_rejected_not_submitted() -> None:
+    inv = inventory(("s3://m/long.mp4", "e1", "ok", 10, 5 * 3600.0))
+    plan = plan_submissions(inv, ledger(), MARENGO_3_0, OPTIONS, 2)
+    assert not plan.due
+    [(job, reason)] = plan.over_limit
+    assert job.media_uri == "s3://m/long.mp4" and "exceeds Marengo 3.0's limit" in reason
