@@ -83,11 +83,8 @@ def media_inventory(
     Objects already probed at the same ETag are not read again; unsupported or unreadable objects stay in
     the inventory with a reason, so nothing disappears silently.
     """
-    previous = read_inventory(lake)
-    known = {
-        (row["media_uri"], row["etag"]): row
-        for row in previous[previous["status"] == "ok"].to_dict("records")
-    }
+    previous = lake.read_table(INVENTORY_PATH) or INVENTORY_SCHEMA.empty_table()
+    known = {(row["media_uri"], row["etag"]): row for row in previous.to_pylist() if row["status"] == "ok"}
     objects = list(media.list_objects())
     fresh = [o for o in objects if (o.uri, o.etag) not in known]
     with ThreadPoolExecutor(PROBE_THREADS) as pool:

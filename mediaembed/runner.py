@@ -43,14 +43,10 @@ class SensorDriver:
     results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
 
     def tick(self) -> int:
-        with dg.build_resources(
-            {"marengo": pipeline_resources["marengo"], "lake": pipeline_resources["lake"]}
-        ) as built:
-            context = dg.build_sensor_context(
-                instance=self.instance,
-                cursor=self.cursor,
-                resources={"marengo": built.marengo, "lake": built.lake},
-            )
+        sensor_resources = {"marengo": pipeline_resources["marengo"], "lake": pipeline_resources["lake"]}
+        with dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources=sensor_resources
+        ) as context:
             result = marengo_invocation_sensor(context)
         if isinstance(result, dg.SkipReason):
             return 0

@@ -21,7 +21,8 @@ def search(text: str, top_k: int, model_key: str) -> list[SearchHit]:
         return built.segment_index.search(model, vector, top_k)
 
 
-def print_hits(hits: Sequence[SearchHit], as_json: bool, out: TextIO = sys.stdout) -> None:
+def print_hits(hits: Sequence[SearchHit], as_json: bool, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     for rank, hit in enumerate(hits, 1):
         if as_json:
             record = {

@@ -99,7 +99,7 @@ class SegmentIndex(dg.ConfigurableResource):
         table = self.open_table(model)
         if table is None or table.count_rows() == 0:
             return set()
-        column = table.to_lance().to_table(columns=["invocation_id"]).column("invocation_id")
+        column = table.search().select(["invocation_id"]).limit(None).to_arrow().column("invocation_id")
         return set(column.unique().to_pylist())
 
     def _maintain_indexes(self, table: Any) -> None:
@@ -136,7 +136,7 @@ class SegmentIndex(dg.ConfigurableResource):
         if any(ix.columns == ["vector"] for ix in table.list_indices()):
             query = query.nprobes(self.nprobes).refine_factor(self.refine_factor)
         columns = ["media_uri", "start_sec", "end_sec", "embedding_option", "model_key", "_distance"]
-        rows = query.select(columns[:-1]).to_arrow().select(columns).to_pylist()
+        rows = query.select(columns).to_arrow().to_pylist()
         return [
             SearchHit(
                 media_uri=r["media_uri"],
