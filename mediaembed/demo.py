@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets_defs.media_inventory import read_inventory
 from emulators.sample_media import upload_sample_media
 from emulators.stack import start_local_stack
 from mediaembed.local_env import apply, local_settings, prepare_dagster_home
@@ -32,6 +33,10 @@ def run_demo(workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES) -> int:
             f"inventory: {inventory['dagster/row_count']} objects, {inventory['usable_objects']} usable, "
             f"{inventory['unusable_objects']} unusable, {inventory['media_seconds']:.1f} media seconds"
         )
+        with dg.build_resources({"lake": pipeline_resources["lake"]}) as built:
+            inventory_rows = read_inventory(built.lake)
+        for problem in inventory_rows[inventory_rows["status"] != "ok"].itertuples():
+            print(f"  skipped {problem.media_uri}: {problem.status}: {problem.reason}")
         print(
             f"submitted {invocations['submitted']} new Marengo invocations "
             f"({invocations['already_handled']} already handled, {invocations['rejected']} rejected, "

@@ -16,10 +16,16 @@ from resources.submission_ledger import SubmissionLedger
 
 
 def run_job(
-    instance: dg.DagsterInstance, job_name: str, partition_key: str, **kwargs: Any
+    instance: dg.DagsterInstance,
+    job_name: str,
+    partition_key: str,
+    run_config: dict[str, Any] | None = None,
+    log_level: str = "INFO",
+    **kwargs: Any,
 ) -> dg.ExecuteInProcessResult:
+    run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}}
     result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, partition_key=partition_key, **kwargs
+        instance=instance, partition_key=partition_key, run_config=run_config, **kwargs
     )
     if not result.success:
         raise RuntimeError(f"run of {job_name} for {partition_key} failed: {result.run_id}")

@@ -43,13 +43,14 @@ def marengo_invocation_sensor(
     model_of = dict(zip(pending["client_token"], pending["model_key"], strict=True))
     by_model: dict[str, list[str]] = defaultdict(list)
     for status in fresh:
-        by_model[model_of[status.client_token or ""]].append(status.invocation_id)
         handed_off[status.invocation_id] = now
+        by_model[model_of[status.client_token or ""]].append(f"{status.invocation_id}@{now}")
 
     run_requests = [
         dg.RunRequest(
             partition_key=model_key,
-            run_key=f"ingest-{model_key}-{hashlib.sha256(''.join(sorted(ids)).encode()).hexdigest()[:16]}",
+            # Invocations and hand-off time: a re-hand-off is a new run; one hand-off is one run at most.
+            run_key=f"ingest-{model_key}-{hashlib.sha256(' '.join(sorted(ids)).encode()).hexdigest()[:16]}",
             tags={"mediaembed/finished_invocations": str(len(ids))},
         )
         for model_key, ids in sorted(by_model.items())

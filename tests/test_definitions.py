@@ -1,0 +1,76 @@
+"""The code location loads, and its catalog stays what users and the UI rely on."""
+
+import ast
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.definitions import defs
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCTION = ("pipelines", "assets_defs", "resources")
+
+
+def test_definitions_load() -> None:
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_asset_catalog_snapshot() -> None:
+    graph = defs.resolve_asset_graph()
+    catalog = {
+        node.key.to_user_string(): (
+            node.group_name,
+            sorted(node.kinds),
+            node.partitions_def.get_partition_keys() if node.partitions_def else None,
+        )
+        for node in graph.asset_nodes
+    }
+    models = ["marengo-2.7", "marengo-3.0"]
+    assert catalog == {
+        "media/inventory": ("media", ["parquet", "s3"], None),
+        "marengo/invocations": ("marengo", ["bedrock"], models),
+        "marengo/embeddings": ("marengo", ["parquet", "s3"], models),
+        "search/marengo_segments": ("search", ["lancedb"], models),
+    }
+    checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
+    assert checks == {
+        ("media/inventory", "all_media_readable"),
+        ("marengo/embeddings", "vectors_well_formed"),
+        ("marengo/embeddings", "segments_within_media"),
+        ("search/marengo_segments", "matches_embedding_table"),
+    }
+    pools = {node.key.to_user_string(): node.pools for node in graph.asset_nodes if node.pools}
+    assert pools == {"marengo/invocations": {"marengo_submit"}, "search/marengo_segments": {"lancedb_writer"}}
+
+
+def test_jobs_sensor_and_schedule_target_the_right_assets() -> None:
+    ingest = defs.resolve_job_def("ingest_marengo_embeddings")
+    submit = defs.resolve_job_def("embed_new_media")
+    assert {k.to_user_string() for k in ingest.asset_layer.executable_asset_keys} == {
+        "marengo/embeddings",
+        "search/marengo_segments",
+    }
+    assert {k.to_user_string() for k in submit.asset_layer.executable_asset_keys} == {
+        "media/inventory",
+        "marengo/invocations",
+    }
+    assert defs.resolve_sensor_def("marengo_invocation_sensor").job_name == "ingest_marengo_embeddings"
+    assert defs.resolve_schedule_def("embed_new_media_schedule").job_name == "embed_new_media"
+
+
+def _imports(package: str) -> set[str]:
+    found = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def test_emulators_and_production_never_import_each_other() -> None:
+    """The emulators are a second implementation of the contract; sharing code would test it with itself."""
+    assert not _imports("emulators") & {*PRODUCTION, "mediaembed"}
+    for package in PRODUCTION:
+        assert not _imports(package) & {"emulators", "mediaembed", "tests"}, package

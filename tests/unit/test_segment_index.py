@@ -1,0 +1,88 @@
+"""The LanceDB segment index: per-object replacement, and the ANN path measured against exact search."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
+from resources.marengo_models import MARENGO_3_0
+from resources.s3_storage import S3Storage
+from resources.segment_index import SegmentIndex
+from resources.segment_schema import media_id, segments_table
+
+RNG = np.random.default_rng(7)
+
+
+def object_segments(uri: str, etag: str, vectors: np.ndarray) -> pa.Table:
+    job = EmbeddingJob(uri, etag, "video", MARENGO_3_0, EmbeddingOptions())
+    segments = [
+        SegmentEmbedding("visual", "clip", float(i), float(i + 1), v.tolist()) for i, v in enumerate(vectors)
+    ]
+    return segments_table(
+        job, segments, provider="test", invocation_id=f"inv-{uri}-{etag}", ingested_at=datetime.now(UTC)
+    )
+
+
+def unit(n: int) -> np.ndarray:
+    v = RNG.normal(size=(n, MARENGO_3_0.dimension)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def index_at(tmp_path: Path, ann_min_rows: int = 100_000) -> SegmentIndex:
+    return SegmentIndex(
+        uri=str(tmp_path / "idx"), storage=S3Storage(region_name="us-east-1"), ann_min_rows=ann_min_rows
+    )
+
+
+def test_replacing_an_object_drops_its_stale_segments_only(tmp_path: Path) -> None:
+    index = index_at(tmp_path)
+    a_old, b = object_segments("s3://m/a.mp4", "e1", unit(4)), object_segments("s3://m/b.mp4", "e1", unit(3))
+    index.replace_media(
+        MARENGO_3_0, pa.concat_tables([a_old, b]), [media_id("s3://m/a.mp4"), media_id("s3://m/b.mp4")]
+    )
+    a_new = object_segments("s3://m/a.mp4", "e2", unit(2))
+    state = index.replace_media(MARENGO_3_0, a_new, [media_id("s3://m/a.mp4")])
+    assert state.rows == 5 and state.vector_index is None
+    assert index.indexed_invocations(MARENGO_3_0) == {"inv-s3://m/a.mp4-e2", "inv-s3://m/b.mp4-e1"}
+    hit = index.search(MARENGO_3_0, a_new.column("vector")[1].as_py(), k=1)[0]
+    assert (hit.media_uri, hit.start_sec, hit.end_sec, hit.score) == ("s3://m/a.mp4", 1.0, 2.0, 1.0)
+
+
+def test_duplicate_segment_ids_in_one_batch_are_written_once(tmp_path: Path) -> None:
+    index = index_at(tmp_path)
+    batch = object_segments("s3://m/a.mp4", "e1", unit(3))
+    state = index.replace_media(MARENGO_3_0, pa.concat_tables([batch, batch]), [media_id("s3://m/a.mp4")])
+    assert state.rows == 3
+
+
+def test_ann_index_is_built_past_the_threshold_and_keeps_recall(tmp_path: Path) -> None:
+    index = index_at(tmp_path, ann_min_rows=1500)
+    centres = unit(40)
+    objects = []
+    for i in range(200):  # 200 objects x 10 clips = 2000 rows clustered around 40 centres
+        noise = RNG.normal(scale=0.15, size=(10, MARENGO_3_0.dimension)).astype(np.float32)
+        vectors = centres[RNG.integers(0, 40, size=10)] + noise
+        objects.append(
+            object_segments(f"s3://m/{i}.mp4", "e", vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+        )
+    table = pa.concat_tables(objects)
+    state = index.replace_media(MARENGO_3_0, table, [media_id(f"s3://m/{i}.mp4") for i in range(200)])
+    assert state.rows == 2000 and state.vector_index is not None and state.unindexed_rows == 0
+
+    all_vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
+    queries = all_vectors[RNG.choice(len(all_vectors), size=25, replace=False)]
+    recalled = 0
+    for q in queries:
+        exact = np.argsort(-(all_vectors @ q))[:10]
+        exact_keys = {
+            (table.column("media_uri")[i].as_py(), table.column("start_sec")[i].as_py()) for i in exact
+        }
+        ann = {(h.media_uri, h.start_sec) for h in index.search(MARENGO_3_0, q.tolist(), k=10)}
+        recalled += len(ann & exact_keys)
+    assert recalled / (25 * 10) >= 0.9
+
+    more = object_segments("s3://m/late.mp4", "e", unit(5))
+    after = index.replace_media(MARENGO_3_0, more, [media_id("s3://m/late.mp4")])
+    assert after.rows == 2005 and after.unindexed_rows == 0, "optimize() folds new rows into the index"
