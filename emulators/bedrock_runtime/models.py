@@ -28,16 +28,33 @@ class ResolvedModel:
         return f"arn:aws:bedrock:{region}::foundation-model/{self.base_id}"
 
 
-def resolve_model(model_id: str) -> ResolvedModel:
-    """Accept a base id, a `us.`/`eu.`/`apac.` inference profile id, or the ARN of either."""
+# Per the Bedrock model pages: which geographic profiles each model has, and where InvokeModel also
+# takes the base id. StartAsyncInvoke takes the base id only.
+PROFILES: dict[str, tuple[str, ...]] = {MARENGO_3_0: ("us.", "eu."), MARENGO_2_7: ("us.", "eu.", "apac.")}
+SYNC_BASE_ID_REGIONS: dict[str, tuple[str, ...]] = {
+    MARENGO_3_0: ("us-east-1", "ap-northeast-2"),
+    MARENGO_2_7: (),
+}
+
+
+def resolve_model(model_id: str, *, sync: bool, region: str) -> ResolvedModel:
+    """Map a base id, an inference profile id or the ARN of either to the model, where Bedrock takes it."""
     candidate = model_id
     for pattern in (_FOUNDATION_ARN, _PROFILE_ARN):
         match = pattern.fullmatch(candidate)
         if match:
             candidate = match.group("id")
-    for prefix in PROFILE_PREFIXES:
-        if candidate.startswith(prefix) and candidate[len(prefix) :] in BASE_MODELS:
-            candidate = candidate[len(prefix) :]
-    if candidate not in BASE_MODELS:
+    profile = next((p for p in PROFILE_PREFIXES if candidate.startswith(p)), None)
+    base = candidate[len(profile) :] if profile else candidate
+    if base not in BASE_MODELS:
         raise validation("The provided model identifier is invalid.")
-    return ResolvedModel(model_id, candidate, BASE_MODELS[candidate])
+    if profile and (not sync or profile not in PROFILES[base]):
+        raise validation(
+            f"The provided model identifier is invalid: {model_id} is not supported for this operation."
+        )
+    if not profile and sync and region not in SYNC_BASE_ID_REGIONS[base]:
+        raise validation(
+            f"Invocation of model ID {base} with on-demand throughput isn't supported. Retry your request "
+            "with the ID or ARN of an inference profile that contains this model."
+        )
+    return ResolvedModel(model_id, base, BASE_MODELS[base])

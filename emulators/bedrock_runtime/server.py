@@ -330,7 +330,7 @@ class BedrockRuntimeEmulator:
 
     def _invoke_model(self, request: Request, model_id: str) -> Response:
         check_input("InvokeModel", {"modelId": model_id})
-        model = resolve_model(model_id)
+        model = resolve_model(model_id, sync=True, region=self.region)
         req = parse_body(model.version, self._body_json(request), sync=True)
         data = self._admit_media(req)
         try:
@@ -344,7 +344,7 @@ class BedrockRuntimeEmulator:
         if not isinstance(body, dict):
             raise errors.validation("Request body must be a JSON object.")
         check_input("StartAsyncInvoke", body)
-        model = resolve_model(body["modelId"])
+        model = resolve_model(body["modelId"], sync=False, region=self.region)
         token = str(body.get("clientRequestToken") or uuid.uuid4())
         fingerprint = json.dumps(
             {k: body.get(k) for k in ("modelId", "modelInput", "outputDataConfig", "tags")}, sort_keys=True

@@ -283,6 +283,26 @@ def test_invoke_model_text(client: Any, model: str, body: dict[str, Any], dim: i
     assert len(data) == 1 and len(data[0]["embedding"]) == dim
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        "apac." + MARENGO_3_0,  # Marengo 3.0 has no apac. profile
+        MARENGO_2_7,  # 2.7 is invoked through a profile only
+    ],
+)
+def test_invoke_model_rejects_ids_bedrock_does_not_serve(client: Any, model: str) -> None:
+    with pytest.raises(ClientError) as exc:
+        client.invoke_model(modelId=model, body=json.dumps(text_input()), contentType="application/json")
+    assert error_of(exc)[:2] == ("ValidationException", 400)
+
+
+def test_start_async_invoke_takes_the_base_model_id_only(client: Any) -> None:
+    with pytest.raises(ClientError) as exc:
+        start(client, video_input(), model="us." + MARENGO_3_0)
+    code, _, message = error_of(exc)
+    assert code == "ValidationException" and "not supported for this operation" in message
+
+
 def test_invoke_model_rejects_video(client: Any) -> None:
     with pytest.raises(ClientError) as exc:
         client.invoke_model(modelId="us." + MARENGO_3_0, body=json.dumps(video_input()))
