@@ -11,15 +11,16 @@ import pandas as pd
 import pyarrow as pa
 
 from assets_defs.marengo_invocations import marengo_invocations
+from assets_defs.media_inventory import read_inventory
 from assets_defs.metadata import column_schema, preview
 from pipelines.partitions import marengo_model_partitions
-from resources.bedrock_marengo_bodies import MarengoOutputError
+from resources.bedrock_marengo_bodies import MarengoOutputError, OutputUnavailable
 from resources.embedding_jobs import EmbeddingJob, InvocationStatus, options_from_canonical
 from resources.lake import Lake
 from resources.marengo_models import MarengoModel, marengo_model
 from resources.marengo_provider import MarengoProvider
 from resources.segment_schema import media_id, segment_schema, segments_table
-from resources.submission_ledger import Outcome, SubmissionLedger
+from resources.submission_ledger import Outcome, OutcomeStatus, SubmissionLedger, open_jobs
 
 FETCH_THREADS = 8
 # Containers round durations; a clip may end a frame or so past the probed duration.
@@ -33,12 +34,20 @@ def embeddings_path(model: MarengoModel, uri: str) -> str:
 
 @dataclass(frozen=True)
 class Ingested:
-    outcome: Outcome
-    table: pa.Table | None
+    """What became of one finished invocation; no outcome means it stays open and is read again later."""
+
+    outcome: Outcome | None
+    table: pa.Table | None = None
+    unavailable: str | None = None
 
 
 def _ingest_one(
-    marengo: MarengoProvider, lake: Lake, model: MarengoModel, row: dict[str, Any], status: InvocationStatus
+    marengo: MarengoProvider,
+    lake: Lake,
+    model: MarengoModel,
+    row: dict[str, Any],
+    status: InvocationStatus,
+    current_etags: dict[str, str],
 ) -> Ingested:
     job = EmbeddingJob(
         media_uri=row["media_uri"],
@@ -50,7 +59,7 @@ def _ingest_one(
     )
     seconds = None if pd.isna(row["media_seconds"]) else float(row["media_seconds"])
 
-    def outcome(status_: str, **fields: Any) -> Outcome:
+    def outcome(status_: OutcomeStatus, **fields: Any) -> Outcome:
         return Outcome(
             job_key=job.job_key,
             client_token=job.client_token,
@@ -58,18 +67,27 @@ def _ingest_one(
             media_uri=job.media_uri,
             etag=job.etag,
             invocation_id=status.invocation_id,
-            status=status_,  # type: ignore[arg-type]
+            status=status_,
             media_seconds=seconds,
             **fields,
         )
 
     if status.state == "failed":
         reason = status.failure_message or "the provider reported a failure without a message"
-        return Ingested(outcome("failed", reason=reason), None)
+        return Ingested(outcome("failed", reason=reason))
+    current = current_etags.get(job.media_uri)
+    if current != job.etag:
+        # The object changed or went away while the job ran: keep the newer embedding, not this one.
+        now = f"ETag {current}" if current else "not in the inventory"
+        return Ingested(
+            outcome("superseded", reason=f"object changed while embedding (ETag {job.etag}, now {now})")
+        )
     try:
         segments = marengo.fetch_segments(status, job)
+    except OutputUnavailable as error:
+        return Ingested(None, unavailable=f"{job.media_uri}: {error}")
     except MarengoOutputError as error:
-        return Ingested(outcome("failed", reason=f"unusable output: {error}"), None)
+        return Ingested(outcome("failed", reason=f"unusable output: {error}"))
     table = segments_table(
         job,
         segments,
@@ -106,16 +124,20 @@ def _segments_outside_media(table: pa.Table, durations: dict[str, float | None])
     partitions_def=marengo_model_partitions,
     group_name="marengo",
     kinds={"parquet", "s3"},
+    # One ingest at a time per model: two runs reading the same finished invocation would race.
+    pool="marengo_ingest",
     check_specs=[
         dg.AssetCheckSpec(
             "vectors_well_formed",
             asset=["marengo", "embeddings"],
             description="Every vector ingested has the model's dimension, finite values and a non-zero norm.",
+            blocking=True,
         ),
         dg.AssetCheckSpec(
             "segments_within_media",
             asset=["marengo", "embeddings"],
             description="Every clip starts before it ends and ends within the media's probed duration.",
+            blocking=True,
         ),
     ],
 )
@@ -133,21 +155,31 @@ def marengo_embeddings(
     finished: list[InvocationStatus] = []
     if not pending.empty:
         finished = marengo.finished_invocations(
-            set(pending["client_token"]), pending["submitted_at"].min().to_pydatetime()
+            open_jobs(pending), pending["submitted_at"].min().to_pydatetime()
         )
+    inventory = read_inventory(lake)
+    current_etags = dict(zip(inventory["media_uri"], inventory["etag"], strict=True))
     rows: dict[str, dict[str, Any]] = {
         str(r["client_token"]): {str(k): v for k, v in r.items()} for r in pending.to_dict("records")
     }
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         results = list(
-            pool.map(lambda s: _ingest_one(marengo, lake, model, rows[s.client_token or ""], s), finished)
+            pool.map(
+                lambda s: _ingest_one(marengo, lake, model, rows[s.client_token or ""], s, current_etags),
+                finished,
+            )
         )
-    ledger.record_outcomes([r.outcome for r in results], context.run_id)
+    outcomes = [r.outcome for r in results if r.outcome is not None]
+    ledger.record_outcomes(outcomes, context.run_id)
+    unavailable = [r.unavailable for r in results if r.unavailable]
+    for reason in unavailable:
+        context.log.warning(f"output not readable yet, the job stays open: {reason}")
 
     schema = segment_schema(model.dimension)
     written = pa.concat_tables([r.table for r in results if r.table is not None] or [schema.empty_table()])
-    completed = [r.outcome for r in results if r.outcome.status == "completed"]
-    failed = [r.outcome for r in results if r.outcome.status == "failed"]
+    completed = [o for o in outcomes if o.status == "completed"]
+    failed = [o for o in outcomes if o.status == "failed"]
+    superseded = [o for o in outcomes if o.status == "superseded"]
     for f in failed:
         context.log.warning(f"{f.media_uri}: embedding failed: {f.reason}")
     durations = {r["media_uri"]: r["media_seconds"] for r in rows.values()}
@@ -164,6 +196,8 @@ def marengo_embeddings(
             "invocations_still_running": len(pending) - len(finished),
             "objects_embedded": len(completed),
             "objects_failed": len(failed),
+            "objects_superseded": len(superseded),
+            "outputs_unreadable": len(unavailable),
             "media_seconds": round(sum(o.media_seconds or 0.0 for o in completed), 3),
             "location": dg.MetadataValue.path(lake.uri(f"tables/marengo_embeddings/{model.key}/")),
             "failures": preview(

@@ -17,19 +17,20 @@ from resources.marengo_provider import MarengoProvider
 from resources.submission_ledger import Outcome, SubmissionLedger
 
 LEDGER_FLUSH_EVERY = 50
+# This many refusals in a row with one reason and no acceptance stop the run's submissions.
+SETUP_PROBLEM_AFTER = 3
 
 
 class InvocationConfig(dg.Config):
     segmentation: Literal["dynamic", "fixed"] = Field(
         default="dynamic", description="dynamic: scene-aligned clips (video); fixed: equal clips."
     )
-    min_segment_sec: float = Field(default=4.0, description="Shortest dynamic clip, seconds.")
-    fixed_segment_sec: float = Field(default=6.0, description="Clip length for fixed segmentation, seconds.")
+    min_segment_sec: float = Field(default=4.0, ge=1, le=10, description="Shortest dynamic clip, seconds.")
+    fixed_segment_sec: float = Field(default=6.0, ge=1, le=10, description="Fixed clip length, seconds.")
     max_in_flight: int = Field(
-        default=30,
-        description="Keep at most this many invocations running (the provider's concurrency quota).",
+        default=30, ge=1, description="Keep at most this many invocations running (the provider's quota)."
     )
-    max_attempts: int = Field(default=2, description="Attempts per object before a failure is final.")
+    max_attempts: int = Field(default=2, ge=1, description="Attempts per object before a failure is final.")
 
     def options(self) -> EmbeddingOptions:
         return EmbeddingOptions(self.segmentation, self.min_segment_sec, self.fixed_segment_sec)
@@ -55,6 +56,16 @@ def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
     group_name="marengo",
     kinds={"bedrock"},
     pool="marengo_submit",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "provider_accepts_requests",
+            asset=["marengo", "invocations"],
+            description=(
+                "Fails when the provider refused several requests in a row for the same reason and accepted "
+                "none: a setup problem (model access, region, buckets), not bad media."
+            ),
+        )
+    ],
 )
 def marengo_invocations(
     context: dg.AssetExecutionContext, config: InvocationConfig, marengo: MarengoProvider, lake: Lake
@@ -79,6 +90,8 @@ def marengo_invocations(
     rejected = [_rejection(job, reason) for job, reason in plan.over_limit]
     deferred = 0
     busy_reason = None
+    same_refusals: list[str] = []  # consecutive provider refusals, with the object's URI masked
+    setup_problem = None
     try:
         for i, job in enumerate(plan.due):
             if in_flight + len(submitted) >= config.max_in_flight:
@@ -93,10 +106,20 @@ def marengo_invocations(
                         f"{job.media_uri}: rejected by {marengo.provider_name}: {refusal.reason}"
                     )
                     rejected.append(_rejection(job, refusal.reason))
+                    same_refusals.append(refusal.reason.replace(job.media_uri, "<media>"))
+                    if (
+                        not submitted
+                        and len(same_refusals) >= SETUP_PROBLEM_AFTER
+                        and len(set(same_refusals)) == 1
+                    ):
+                        deferred = len(plan.due) - i - 1
+                        setup_problem = same_refusals[0]
+                        break
                     continue
                 deferred = len(plan.due) - i
                 busy_reason = refusal.reason
                 break
+            same_refusals.clear()
             submitted.append(submission)
             unflushed.append(submission)
             if len(unflushed) >= LEDGER_FLUSH_EVERY:
@@ -108,6 +131,11 @@ def marengo_invocations(
 
     if busy_reason:
         context.log.info(f"{deferred} objects wait for a later run: {busy_reason}")
+    if setup_problem:
+        busy_reason = f"stopped: every request refused with the same reason: {setup_problem}"
+        context.log.error(
+            f"{busy_reason}; {deferred} objects wait. Check the model access, region and buckets."
+        )
     media_seconds = sum(seconds.get(s.job.media_uri) or 0.0 for s in submitted)
     cost = sum(model.estimated_cost_usd(s.job.modality, seconds.get(s.job.media_uri)) for s in submitted)
     rejected_frame = pd.DataFrame([{"media_uri": r.media_uri, "reason": r.reason} for r in rejected])
@@ -131,5 +159,15 @@ def marengo_invocations(
             "estimated_cost_usd": round(cost, 4),
             "submitted_preview": preview(submitted_frame),
             "rejected_preview": preview(rejected_frame),
-        }
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="provider_accepts_requests",
+                passed=setup_problem is None,
+                metadata={
+                    "consecutive_identical_refusals": len(same_refusals),
+                    "reason": setup_problem or "",
+                },
+            )
+        ],
     )

@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from assets_defs.marengo_embeddings import marengo_embeddings
+from assets_defs.media_inventory import read_inventory
 from assets_defs.metadata import preview
 from pipelines.partitions import marengo_model_partitions
 from resources.lake import Lake
@@ -15,10 +16,14 @@ from resources.submission_ledger import SubmissionLedger
 MEDIA_PER_WRITE = 500
 
 
-def current_embeddings(lake: Lake, model: MarengoModel) -> pd.DataFrame:
-    """The latest completed embedding of each media object: what the index should hold."""
+def current_embeddings(lake: Lake, model: MarengoModel, inventory: pd.DataFrame) -> pd.DataFrame:
+    """The latest completed embedding of each object still in the bucket: what the index should hold.
+
+    An object whose ETag changed keeps its previous embedding until the new one lands, so it stays
+    searchable; an object gone from the inventory goes from the index.
+    """
     jobs = SubmissionLedger(lake, provider="").jobs(model.key)
-    done = jobs[jobs["status"] == "completed"]
+    done = jobs[(jobs["status"] == "completed") & jobs["media_uri"].isin(inventory["media_uri"])]
     return done.sort_values("recorded_at").drop_duplicates("media_uri", keep="last").reset_index(drop=True)
 
 
@@ -43,13 +48,18 @@ def marengo_segment_index(
     """Vector search over every segment of this model version, updated incrementally.
 
     Only objects whose latest embedding is not yet in the index are read from Parquet; each batch replaces
-    those objects' segments in one LanceDB version. An ANN index is built once the table is large enough.
+    those objects' segments in one LanceDB version, and objects deleted from the bucket are dropped. An ANN
+    index is built once the table is large enough. The index is derived: Parquet can always rebuild it.
     """
     model = marengo_model(context.partition_key)
-    expected = current_embeddings(lake, model)
-    indexed = segment_index.indexed_invocations(model)
-    todo = expected[~expected["invocation_id"].isin(indexed)]
-    state = segment_index.state(model)
+    expected = current_embeddings(lake, model, read_inventory(lake))
+    expected_ids = dict(zip(expected["media_uri"].map(media_id), expected["invocation_id"], strict=True))
+    indexed = segment_index.indexed_media(model)
+    # An object needs (re)indexing unless the index holds exactly its latest embedding.
+    stale = [indexed.get(mid) != {inv} for mid, inv in expected_ids.items()]
+    todo = expected.loc[pd.Series(stale, index=expected.index, dtype=bool)]
+    removed = sorted(set(indexed) - set(expected_ids))
+    state = segment_index.remove_media(model, removed)
     for start in range(0, len(todo), MEDIA_PER_WRITE):
         batch = todo.iloc[start : start + MEDIA_PER_WRITE]
         segments = (
@@ -68,6 +78,7 @@ def marengo_segment_index(
             "uri": dg.MetadataValue.path(segment_index.uri),
             "table_version": state.version,
             "objects_updated": len(todo),
+            "objects_removed": len(removed),
             "objects_indexed": len(expected),
             "vector_index": state.vector_index
             or f"none (exact search below {segment_index.ann_min_rows} rows)",

@@ -5,13 +5,17 @@ options (skip), over the model's limits (reject, recorded once), out of retries,
 """
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.marengo_models import MarengoModel
 
-SETTLED = {"in_progress", "completed", "rejected"}
+SETTLED = {"in_progress", "completed", "rejected", "superseded"}
+# A refused request was never accepted, so it cost nothing; try it again after this long, in case the
+# refusal came from a setup problem since fixed.
+RETRY_REJECTED_AFTER = timedelta(hours=24)
 
 
 @dataclass
@@ -29,9 +33,18 @@ def plan_submissions(
     options: EmbeddingOptions,
     max_attempts: int,
 ) -> SubmissionPlan:
+    expired = datetime.now(UTC) - RETRY_REJECTED_AFTER
     statuses: dict[str, list[str]] = {}
-    for job_key, status in zip(ledger_jobs.get("job_key", []), ledger_jobs.get("status", []), strict=True):
-        statuses.setdefault(job_key, []).append(status)
+    for row in ledger_jobs.to_dict("records"):
+        recorded = row.get("recorded_at")
+        if (
+            row["status"] == "rejected"
+            and recorded is not None
+            and not pd.isna(recorded)
+            and recorded < expired
+        ):
+            continue
+        statuses.setdefault(str(row["job_key"]), []).append(str(row["status"]))
 
     plan = SubmissionPlan()
     for row in inventory[inventory["status"] == "ok"].to_dict("records"):

@@ -27,6 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("emulate", help="run the local S3 and Bedrock emulators", add_help=False)
 
     args, rest = parser.parse_known_args(argv)
+    if args.command in ("emulate", "demo", "dev"):
+        try:
+            import moto.server  # noqa: F401
+        except ImportError:
+            print(
+                f"mediaembed {args.command} needs the local emulators: pip install 'mediaembed[local]'",
+                file=sys.stderr,
+            )
+            return 2
     if args.command == "emulate":
         from emulators.__main__ import serve
 

@@ -7,8 +7,8 @@ DAGSTER_YAML = """\
 # Local instance for the demo and `make dev`.
 concurrency:
   pools:
-    # marengo_submit: one submitter; lancedb_writer: one writer per LanceDB table (concurrent merge_insert
-    # calls adding the same key can duplicate rows).
+    # marengo_submit: one submitter; marengo_ingest: one ingester; lancedb_writer: one writer per LanceDB
+    # table (concurrent merge_insert calls adding the same key can duplicate rows).
     default_limit: 1
 telemetry:
   enabled: false

@@ -10,7 +10,7 @@ import dagster as dg
 from pipelines.jobs import ingest_marengo_job
 from resources.lake import Lake
 from resources.marengo_provider import MarengoProvider
-from resources.submission_ledger import SubmissionLedger
+from resources.submission_ledger import SubmissionLedger, open_jobs
 
 # A finished invocation whose ingest run did not record it (the run failed or was cancelled) is handed
 # off again after this long.
@@ -33,9 +33,7 @@ def marengo_invocation_sensor(
     handed_off: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
     handed_off = {k: v for k, v in handed_off.items() if k in set(pending["invocation_id"])}
 
-    finished = marengo.finished_invocations(
-        set(pending["client_token"]), pending["submitted_at"].min().to_pydatetime()
-    )
+    finished = marengo.finished_invocations(open_jobs(pending), pending["submitted_at"].min().to_pydatetime())
     now = time.time()
     fresh = [
         s for s in finished if now - handed_off.get(s.invocation_id, -REHAND_AFTER_SEC) >= REHAND_AFTER_SEC

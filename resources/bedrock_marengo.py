@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, PrivateAttr
 
 from resources.bedrock_marengo_bodies import (
     MarengoOutputError,
+    OutputUnavailable,
     async_model_input,
     parse_segments,
     text_query_body,
@@ -31,7 +32,8 @@ from resources.marengo_provider import MarengoProvider
 from resources.s3_storage import S3Storage, S3Uri
 
 # Errors the SDK never retries and a retry of ours cannot fix: the request itself is wrong.
-PERMANENT_ERRORS = {"ValidationException", "ConflictException", "ResourceNotFoundException"}
+# ConflictException (a token reused with a different request) is neither: it raises and fails the run.
+PERMANENT_ERRORS = {"ValidationException", "ResourceNotFoundException"}
 # The service is busy or the in-flight quota is full: leave the job for a later run.
 BUSY_ERRORS = {
     "ServiceQuotaExceededException",
@@ -47,6 +49,8 @@ STATES: dict[str, InvocationState] = {
 }
 # Our clock and Bedrock's may disagree; list a little further back than our own submit times.
 CLOCK_SKEW = timedelta(minutes=5)
+# Open jobs missing from every listing are looked up with GetAsyncInvoke, at most this many a call.
+SWEEP_LIMIT = 100
 
 
 class BedrockMarengo(MarengoProvider):
@@ -105,28 +109,37 @@ class BedrockMarengo(MarengoProvider):
         )
 
     def finished_invocations(
-        self, client_tokens: Collection[str], submitted_after: datetime
+        self, open_jobs: Mapping[str, str], submitted_after: datetime
     ) -> list[InvocationStatus]:
-        wanted = set(client_tokens)
-        if not wanted:
+        if not open_jobs:
             return []
+        listed = {
+            status.client_token: status
+            for status in self._list(submitted_after - CLOCK_SKEW)
+            if status.client_token in open_jobs
+        }
+        # Open in our ledger but in no listing: our submit time was off (clock skew, or a token replayed
+        # after a crash answered with an older invocation). Ask for those by ARN, a bounded number a call.
+        unseen = [arn for token, arn in open_jobs.items() if token not in listed]
+        for arn in unseen[:SWEEP_LIMIT]:
+            try:
+                status = _status(self.client().get_async_invoke(invocationArn=arn))
+            except ClientError:
+                continue
+            listed[status.client_token] = status
+        return [s for s in listed.values() if s.state != "in_progress"]
+
+    def _list(self, submitted_after: datetime) -> Iterator[InvocationStatus]:
         paginator = self.client().get_paginator("list_async_invokes")
-        found: list[InvocationStatus] = []
-        for status in ("Completed", "Failed"):
-            pages = paginator.paginate(
-                statusEquals=status,
-                submitTimeAfter=submitted_after - CLOCK_SKEW,
-                sortBy="SubmissionTime",
-                sortOrder="Ascending",
-                PaginationConfig={"PageSize": 1000},
-            )
-            for page in pages:
-                found.extend(
-                    _status(summary)
-                    for summary in page.get("asyncInvokeSummaries", [])
-                    if summary.get("clientRequestToken") in wanted
-                )
-        return found
+        pages = paginator.paginate(
+            submitTimeAfter=submitted_after,
+            sortBy="SubmissionTime",
+            sortOrder="Ascending",
+            PaginationConfig={"PageSize": 1000},
+        )
+        for page in pages:
+            for summary in page.get("asyncInvokeSummaries", []):
+                yield _status(summary)
 
     def fetch_segments(self, invocation: InvocationStatus, job: EmbeddingJob) -> list[SegmentEmbedding]:
         if not invocation.output_uri:
@@ -134,17 +147,20 @@ class BedrockMarengo(MarengoProvider):
         location = S3Uri.parse(invocation.output_uri).join("output.json")
         try:
             obj = self.storage.get_client().get_object(Bucket=location.bucket, Key=location.key)
+            raw = obj["Body"].read()
         except ClientError as error:
-            raise MarengoOutputError(f"cannot read {location}: {error.response['Error']['Code']}") from error
+            raise OutputUnavailable(f"cannot read {location}: {error.response['Error']['Code']}") from error
+        except BotoCoreError as error:
+            raise OutputUnavailable(f"cannot read {location}: {error}") from error
         try:
-            payload = json.loads(obj["Body"].read())
+            payload = json.loads(raw)
         except json.JSONDecodeError as error:
             raise MarengoOutputError(f"{location} is not JSON: {error}") from error
         return parse_segments(payload, job.model, job.modality)
 
     def embed_text(self, text: str, model: MarengoModel) -> list[float]:
         response = self.client().invoke_model(
-            modelId=model.inference_profile_id(self.region_name),
+            modelId=model.sync_model_id(self.region_name),
             body=json.dumps(text_query_body(model, text)),
             contentType="application/json",
             accept="application/json",

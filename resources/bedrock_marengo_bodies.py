@@ -17,6 +17,11 @@ class MarengoOutputError(ValueError):
     """A Marengo response that does not hold the embeddings it should."""
 
 
+class OutputUnavailable(RuntimeError):
+    """A finished job's output could not be read now (access, network, throttling): the job itself may be
+    fine, so it must stay open and be read again rather than count as a failed, re-billed attempt."""
+
+
 def s3_media_source(uri: str, bucket_owner: str | None = None) -> dict[str, Any]:
     location: dict[str, Any] = {"uri": uri}
     if bucket_owner:

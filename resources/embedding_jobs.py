@@ -29,6 +29,17 @@ class EmbeddingOptions:
     def canonical(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
+    def applicable(self, modality: Modality) -> str:
+        """Only the options that shape the request for this modality: changing the others must not
+        re-embed (and re-bill) objects whose request would be the same."""
+        if modality == "image":
+            return "image"
+        if self.segmentation == "fixed":
+            cut = f"fixed:{self.fixed_segment_sec:g}"
+        else:
+            cut = f"dynamic:{self.min_segment_sec:g}" if modality == "video" else "service-default"
+        return f"{modality}|{cut}|{','.join(self.scopes)}"
+
 
 @dataclass(frozen=True)
 class EmbeddingJob:
@@ -43,8 +54,9 @@ class EmbeddingJob:
 
     @property
     def job_key(self) -> str:
-        """Same object content + model + options -> same key, whatever the run or the attempt."""
-        raw = "|".join([self.media_uri, self.etag, self.model.base_model_id, self.options.canonical()])
+        """Same object content + model + effective options -> same key, whatever the run or the attempt."""
+        options = self.options.applicable(self.modality)
+        raw = "|".join([self.media_uri, self.etag, self.model.base_model_id, options])
         return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
     @property

@@ -24,6 +24,7 @@ class MarengoModel:
     profile_geos: tuple[str, ...]
     video_embedding_options: tuple[str, ...]
     audio_embedding_options: tuple[str, ...]
+    sync_base_id_regions: tuple[str, ...]
     max_media_bytes: int
     max_media_seconds: float
     max_image_bytes: int
@@ -32,10 +33,13 @@ class MarengoModel:
     usd_per_audio_second: float
     usd_per_image: float
 
-    def inference_profile_id(self, region: str) -> str:
-        """InvokeModel takes a geographic inference profile; StartAsyncInvoke takes the base id."""
+    def sync_model_id(self, region: str) -> str:
+        """InvokeModel takes a geographic inference profile (or, where offered, the base id);
+        StartAsyncInvoke takes the base id."""
         geo = {"us": "us", "eu": "eu", "ap": "apac"}.get(region.split("-", 1)[0])
         if geo is None or geo not in self.profile_geos:
+            if region in self.sync_base_id_regions:
+                return self.base_model_id
             raise ValueError(
                 f"Marengo {self.version} has no inference profile for region {region!r} "
                 f"(profiles: {', '.join(self.profile_geos)})"
@@ -80,6 +84,7 @@ MARENGO_2_7 = MarengoModel(
     profile_geos=("us", "eu", "apac"),
     video_embedding_options=("visual-text", "visual-image", "audio"),
     audio_embedding_options=(),
+    sync_base_id_regions=(),
     max_media_bytes=2 * GB,
     max_media_seconds=2 * 3600,
     max_image_bytes=5 * MB,
@@ -97,6 +102,7 @@ MARENGO_3_0 = MarengoModel(
     profile_geos=("us", "eu"),
     video_embedding_options=("visual", "audio", "transcription"),
     audio_embedding_options=("audio", "transcription"),
+    sync_base_id_regions=("us-east-1", "ap-northeast-2"),
     max_media_bytes=6 * GB,
     max_media_seconds=4 * 3600,
     max_image_bytes=5 * MB,

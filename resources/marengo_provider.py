@@ -6,7 +6,7 @@ Assets and sensors depend on this interface only; Bedrock (and later the TwelveL
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Collection
+from collections.abc import Mapping
 from datetime import datetime
 
 import dagster as dg
@@ -26,13 +26,20 @@ class MarengoProvider(dg.ConfigurableResource):
 
     @abstractmethod
     def finished_invocations(
-        self, client_tokens: Collection[str], submitted_after: datetime
+        self, open_jobs: Mapping[str, str], submitted_after: datetime
     ) -> list[InvocationStatus]:
-        """Completed or failed invocations among `client_tokens`, found with a few listing calls."""
+        """Completed or failed invocations among `open_jobs` (client token -> invocation id).
+
+        Found with a few listing calls; jobs a listing does not show at all are looked up one by one.
+        """
 
     @abstractmethod
     def fetch_segments(self, invocation: InvocationStatus, job: EmbeddingJob) -> list[SegmentEmbedding]:
-        """The embeddings a completed invocation produced; raises MarengoOutputError if they are unusable."""
+        """The embeddings a completed invocation produced.
+
+        Raises MarengoOutputError when the output is there but unusable, OutputUnavailable when it cannot
+        be read right now.
+        """
 
     @abstractmethod
     def embed_text(self, text: str, model: MarengoModel) -> list[float]:

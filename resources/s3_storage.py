@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-import boto3
 import pyarrow.fs as pafs
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
@@ -50,8 +49,15 @@ class S3Storage(S3Resource):
     """dagster-aws's S3 resource, plus the same settings for pyarrow and LanceDB."""
 
     _resolved_settings: _Resolved | None = PrivateAttr(default=None)
+    _client: Any = PrivateAttr(default=None)
+    _arrow_fs: pafs.S3FileSystem | None = PrivateAttr(default=None)
 
     def arrow_filesystem(self) -> pafs.S3FileSystem:
+        if self._arrow_fs is None:
+            self._arrow_fs = self._new_arrow_filesystem()
+        return self._arrow_fs
+
+    def _new_arrow_filesystem(self) -> pafs.S3FileSystem:
         r = self._resolved()
         parsed = urlparse(r.endpoint_url)
         return pafs.S3FileSystem(
@@ -82,20 +88,19 @@ class S3Storage(S3Resource):
         return self._resolved_settings
 
     def _resolve(self) -> _Resolved:
-        session = boto3.session.Session(
-            profile_name=self.profile_name,
-            region_name=self.region_name,
-            aws_access_key_id=self.aws_access_key_id,
-            aws_secret_access_key=self.aws_secret_access_key,
-            aws_session_token=self.aws_session_token,
-        )
-        client: Any = session.client("s3", endpoint_url=self.endpoint_url)
-        credentials = session.get_credentials()
-        frozen = credentials.get_frozen_credentials() if credentials else None
+        client: Any = self.get_client()
+        # Keys are handed over only when configured here: otherwise pyarrow and LanceDB use the AWS
+        # credential chain themselves, which refreshes temporary credentials during long runs.
         return _Resolved(
             endpoint_url=client.meta.endpoint_url,
             region=client.meta.region_name,
-            access_key=frozen.access_key if frozen else None,
-            secret_key=frozen.secret_key if frozen else None,
-            session_token=frozen.token if frozen else None,
+            access_key=self.aws_access_key_id,
+            secret_key=self.aws_secret_access_key,
+            session_token=self.aws_session_token,
         )
+
+    def get_client(self) -> Any:
+        """One boto3 S3 client per resource instance (thread-safe), built by dagster-aws."""
+        if self._client is None:
+            self._client = super().get_client()
+        return self._client

@@ -95,12 +95,23 @@ class SegmentIndex(dg.ConfigurableResource):
         self._maintain_indexes(table)
         return self.state(model)
 
-    def indexed_invocations(self, model: MarengoModel) -> set[str]:
+    def indexed_media(self, model: MarengoModel) -> dict[str, set[str]]:
+        """media_id -> the invocation ids its indexed segments came from (one, once consistent)."""
         table = self.open_table(model)
         if table is None or table.count_rows() == 0:
-            return set()
-        column = table.search().select(["invocation_id"]).limit(None).to_arrow().column("invocation_id")
-        return set(column.unique().to_pylist())
+            return {}
+        pairs = table.search().select(["media_id", "invocation_id"]).limit(None).to_arrow()
+        indexed: dict[str, set[str]] = {}
+        for row in pairs.group_by(["media_id", "invocation_id"]).aggregate([]).to_pylist():
+            indexed.setdefault(row["media_id"], set()).add(row["invocation_id"])
+        return indexed
+
+    def remove_media(self, model: MarengoModel, media_ids: list[str]) -> IndexState:
+        table = self.open_table(model)
+        if table is not None and media_ids:
+            table.delete(f"media_id IN ({_sql_list(media_ids)})")
+            self._maintain_indexes(table)
+        return self.state(model)
 
     def _maintain_indexes(self, table: Any) -> None:
         """ANN index once the table is big enough; afterwards fold new rows into it."""

@@ -20,7 +20,7 @@ import pyarrow as pa
 from resources.embedding_jobs import Submission
 from resources.lake import Lake
 
-OutcomeStatus = Literal["completed", "failed", "rejected"]
+OutcomeStatus = Literal["completed", "failed", "rejected", "superseded"]
 TS = pa.timestamp("us", tz="UTC")
 
 SUBMISSION_SCHEMA = pa.schema(
@@ -74,6 +74,11 @@ class Outcome:
     segments: int = 0
     media_seconds: float | None = None
     table_path: str | None = None
+
+
+def open_jobs(jobs: pd.DataFrame) -> dict[str, str]:
+    """Client token -> invocation id of ledger rows, the form providers look jobs up by."""
+    return dict(zip(jobs["client_token"], jobs["invocation_id"], strict=True))
 
 
 class SubmissionLedger:

@@ -35,12 +35,17 @@ def test_asset_catalog_snapshot() -> None:
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     assert checks == {
         ("media/inventory", "all_media_readable"),
+        ("marengo/invocations", "provider_accepts_requests"),
         ("marengo/embeddings", "vectors_well_formed"),
         ("marengo/embeddings", "segments_within_media"),
         ("search/marengo_segments", "matches_embedding_table"),
     }
     pools = {node.key.to_user_string(): node.pools for node in graph.asset_nodes if node.pools}
-    assert pools == {"marengo/invocations": {"marengo_submit"}, "search/marengo_segments": {"lancedb_writer"}}
+    assert pools == {
+        "marengo/invocations": {"marengo_submit"},
+        "marengo/embeddings": {"marengo_ingest"},
+        "search/marengo_segments": {"lancedb_writer"},
+    }
 
 
 def test_jobs_sensor_and_schedule_target_the_right_assets() -> None:

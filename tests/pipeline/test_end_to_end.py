@@ -5,6 +5,7 @@ import json
 from contextlib import redirect_stdout
 
 import pyarrow as pa
+import pytest
 
 from assets_defs.media_inventory import read_inventory
 from mediaembed.cli import main as cli
@@ -194,3 +195,66 @@ def test_any_to_any_a_sound_query_finds_low_tones(world: World) -> None:
             None if hit["media_uri"].startswith("s3://media/audio/") else (hit["start_sec"], hit["end_sec"])
         )
         assert (hit["media_uri"], span) in low, hit
+
+
+def test_deleted_object_leaves_the_index(world: World) -> None:
+    submit(world)
+    ingest_when_idle(world)
+    world.stack.s3.client().delete_object(Bucket="media", Key="videos/shapes_a.mp4")
+    submit(world)  # refreshes the inventory
+    index = materialization_metadata(
+        run_job(world.instance, "ingest_marengo_embeddings", SERVING_MODEL_KEY),
+        ["search", "marengo_segments"],
+    )
+    assert index["objects_removed"] == 1
+    assert all(
+        hit["media_uri"] != "s3://media/videos/shapes_a.mp4" for hit in search_json("yellow triangle", 5)
+    )
+
+
+def test_object_changed_while_embedding_keeps_the_newer_result(world: World) -> None:
+    world.stack.bedrock.latency_sec = 3.0  # the first job is still running when the object changes
+    submit(world)
+    purple = world.sample("images/purple_circle.jpg")
+    world.stack.s3.client().put_object(Bucket="media", Key="images/green_triangle.png", Body=purple.data)
+    world.stack.bedrock.latency_sec = 0.0
+    assert submit(world)["submitted"] == 1
+    driver = ingest_when_idle(world)
+    ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
+    assert (ingest["objects_embedded"], ingest["objects_superseded"]) == (USABLE, 1)
+    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    [old] = jobs[jobs["status"] == "superseded"].to_dict("records")
+    assert old["media_uri"] == "s3://media/images/green_triangle.png" and "object changed" in old["reason"]
+    top_two = {hit["media_uri"] for hit in search_json("purple circle", top_k=2)}
+    assert top_two == {"s3://media/images/green_triangle.png", "s3://media/images/purple_circle.jpg"}
+
+
+def test_setup_problem_stops_submitting_and_fails_a_check(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDIAEMBED_ASYNC_OUTPUT_URI", "s3://no-such-output-bucket/marengo")
+    result = run_job(world.instance, "embed_new_media", SERVING_MODEL_KEY)
+    meta = materialization_metadata(result, ["marengo", "invocations"])
+    assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (0, 3, USABLE - 3)
+    assert "no-such-output-bucket" in meta["deferred_reason"]
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
+    assert not check.passed
+    assert world.stack.bedrock.created_invocations == 0
+
+
+def test_unreadable_output_keeps_the_job_open(world: World) -> None:
+    submit(world)
+    world.stack.bedrock.wait_until_idle(timeout=60)
+    s3 = world.stack.s3.client()
+    outputs = [o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="marengo-async/")["Contents"]]
+    [victim] = [k for k in outputs if k.endswith("output.json")][:1]
+    s3.delete_object(Bucket="lake", Key=victim)
+    driver = SensorDriver(world.instance)
+    driver.tick()
+    ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
+    assert (ingest["objects_embedded"], ingest["objects_failed"], ingest["outputs_unreadable"]) == (
+        USABLE - 1,
+        0,
+        1,
+    )
+    assert len(SubmissionLedger(world.lake, "").in_progress()) == 1, "not failed, not re-billed: still open"

@@ -103,6 +103,17 @@ def test_client_token_is_stable_and_changes_with_what_is_billed() -> None:
     assert all(len(t) <= 256 and all("!" <= c <= "~" for c in t) for t in tokens)
 
 
+def test_client_token_ignores_options_that_do_not_shape_the_request() -> None:
+    def token(modality: str, **options: object) -> str:
+        return EmbeddingJob(URI, "e", modality, MARENGO_3_0, EmbeddingOptions(**options)).client_token  # type: ignore[arg-type]
+
+    assert token("image") == token("image", segmentation="fixed", fixed_segment_sec=3, min_segment_sec=2)
+    assert token("video") == token("video", fixed_segment_sec=3)  # dynamic: the fixed length is not sent
+    assert token("video") != token("video", min_segment_sec=5)
+    assert token("audio") == token("audio", min_segment_sec=5)  # audio has no dynamic segmentation
+    assert token("audio", segmentation="fixed") != token("audio", segmentation="fixed", fixed_segment_sec=3)
+
+
 def test_parse_documented_marengo_3_output() -> None:
     payload = {
         "data": [
@@ -173,10 +184,13 @@ def test_parse_rejects_unusable_output_with_a_reason(payload: object, message: s
 
 
 def test_inference_profiles_and_limits() -> None:
-    assert MARENGO_3_0.inference_profile_id("us-east-1") == "us.twelvelabs.marengo-embed-3-0-v1:0"
-    assert MARENGO_2_7.inference_profile_id("ap-northeast-2") == "apac.twelvelabs.marengo-embed-2-7-v1:0"
+    assert MARENGO_3_0.sync_model_id("us-east-1") == "us.twelvelabs.marengo-embed-3-0-v1:0"
+    assert MARENGO_2_7.sync_model_id("ap-northeast-2") == "apac.twelvelabs.marengo-embed-2-7-v1:0"
+    assert (
+        MARENGO_3_0.sync_model_id("ap-northeast-2") == "twelvelabs.marengo-embed-3-0-v1:0"
+    )  # no apac. profile
     with pytest.raises(ValueError, match="no inference profile"):
-        MARENGO_3_0.inference_profile_id("ap-northeast-2")
+        MARENGO_3_0.sync_model_id("sa-east-1")
     assert MARENGO_3_0.limit_violation("image", 6 * 1024**2, None) is not None
     assert (
         MARENGO_3_0.limit_violation("video", 10_000, 5 * 3600)

@@ -1,7 +1,7 @@
 """The invocation sensor: which runs it requests, and what its cursor remembers."""
 
 import json
-from collections.abc import Collection
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,13 +39,13 @@ class FinishedListProvider(MarengoProvider):
         raise NotImplementedError
 
     def finished_invocations(
-        self, client_tokens: Collection[str], submitted_after: datetime
+        self, open_jobs: Mapping[str, str], submitted_after: datetime
     ) -> list[InvocationStatus]:
-        LISTINGS.append(len(client_tokens))
+        LISTINGS.append(len(open_jobs))
         return [
-            InvocationStatus(f"arn:{t}", t, "completed", submitted_after, None, None, f"s3://out/{t}")
-            for t in client_tokens
-            if f"arn:{t}" in self.completed_ids
+            InvocationStatus(arn, token, "completed", submitted_after, None, None, f"s3://out/{token}")
+            for token, arn in open_jobs.items()
+            if arn in self.completed_ids
         ]
 
     def fetch_segments(self, invocation: InvocationStatus, job: EmbeddingJob) -> list[SegmentEmbedding]:

@@ -45,7 +45,11 @@ def test_replacing_an_object_drops_its_stale_segments_only(tmp_path: Path) -> No
     a_new = object_segments("s3://m/a.mp4", "e2", unit(2))
     state = index.replace_media(MARENGO_3_0, a_new, [media_id("s3://m/a.mp4")])
     assert state.rows == 5 and state.vector_index is None
-    assert index.indexed_invocations(MARENGO_3_0) == {"inv-s3://m/a.mp4-e2", "inv-s3://m/b.mp4-e1"}
+    assert index.indexed_media(MARENGO_3_0) == {
+        media_id("s3://m/a.mp4"): {"inv-s3://m/a.mp4-e2"},
+        media_id("s3://m/b.mp4"): {"inv-s3://m/b.mp4-e1"},
+    }
+    assert index.remove_media(MARENGO_3_0, [media_id("s3://m/b.mp4")]).rows == 2
     hit = index.search(MARENGO_3_0, a_new.column("vector")[1].as_py(), k=1)[0]
     assert (hit.media_uri, hit.start_sec, hit.end_sec, hit.score) == ("s3://m/a.mp4", 1.0, 2.0, 1.0)
 

@@ -1,5 +1,7 @@
 """What the invocations asset decides to submit, from the inventory and the ledger."""
 
+from datetime import UTC, datetime, timedelta
+
 import pandas as pd
 
 from assets_defs.submission_plan import plan_submissions
@@ -18,8 +20,12 @@ def inventory(*rows: tuple[str, str, str, int, float | None]) -> pd.DataFrame:
     )
 
 
-def ledger(*rows: tuple[str, str]) -> pd.DataFrame:
-    return pd.DataFrame([{"job_key": k, "status": s} for k, s in rows], columns=["job_key", "status"])
+def ledger(*rows: tuple[str, str], recorded_at: datetime | None = None) -> pd.DataFrame:
+    when = recorded_at or datetime.now(UTC)
+    return pd.DataFrame(
+        [{"job_key": k, "status": s, "recorded_at": when} for k, s in rows],
+        columns=["job_key", "status", "recorded_at"],
+    )
 
 
 def key(uri: str, etag: str) -> str:
@@ -61,3 +67,12 @@ def test_objects_over_the_model_limits_are_rejected_not_submitted() -> None:
     assert not plan.due
     [(job, reason)] = plan.over_limit
     assert job.media_uri == "s3://m/long.mp4" and "exceeds Marengo 3.0's limit" in reason
+
+
+def test_rejections_are_retried_after_a_day_with_the_same_token() -> None:
+    inv = inventory(("s3://m/a.mp4", "e1", "ok", 10, 5.0))
+    recent = ledger((key("s3://m/a.mp4", "e1"), "rejected"))
+    assert not plan_submissions(inv, recent, MARENGO_3_0, OPTIONS, 2).due
+    old = ledger((key("s3://m/a.mp4", "e1"), "rejected"), recorded_at=datetime.now(UTC) - timedelta(days=2))
+    [job] = plan_submissions(inv, old, MARENGO_3_0, OPTIONS, 2).due
+    assert job.attempt == 1, "never accepted, so the first attempt's token is still unused"
