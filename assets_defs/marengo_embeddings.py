@@ -171,6 +171,7 @@ def marengo_embeddings(
         )
     outcomes = [r.outcome for r in results if r.outcome is not None]
     ledger.record_outcomes(outcomes, context.run_id)
+    compacted = ledger.compact()
     unavailable = [r.unavailable for r in results if r.unavailable]
     for reason in unavailable:
         context.log.warning(f"output not readable yet, the job stays open: {reason}")
@@ -198,6 +199,7 @@ def marengo_embeddings(
             "objects_failed": len(failed),
             "objects_superseded": len(superseded),
             "outputs_unreadable": len(unavailable),
+            "ledger_files_compacted": compacted,
             "media_seconds": round(sum(o.media_seconds or 0.0 for o in completed), 3),
             "location": dg.MetadataValue.path(lake.uri(f"tables/marengo_embeddings/{model.key}/")),
             "failures": preview(

@@ -5,7 +5,7 @@ import pandas as pd
 
 from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.media_inventory import read_inventory
-from assets_defs.metadata import preview
+from assets_defs.metadata import column_schema, preview
 from pipelines.partitions import marengo_model_partitions
 from resources.lake import Lake
 from resources.marengo_models import MarengoModel, marengo_model
@@ -74,6 +74,7 @@ def marengo_segment_index(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": state.rows,
+            "dagster/column_schema": column_schema(segment_schema(model.dimension)),
             "table": state.table,
             "uri": dg.MetadataValue.path(segment_index.uri),
             "table_version": state.version,

@@ -66,6 +66,11 @@ class Lake(dg.ConfigurableResource):
         dataset = pads.dataset([f"{base}/{f}" for f in files], filesystem=fs, format="parquet", schema=schema)
         return dataset.to_table()
 
+    def delete_files(self, relative_paths: list[str]) -> None:
+        fs, base = self._fs_and_base()
+        for path in relative_paths:
+            fs.delete_file(f"{base}/{path}")
+
     def list_files(self, relative_dir: str) -> list[str]:
         """Relative paths of the finished Parquet files under a folder, sorted."""
         fs, base = self._fs_and_base()

@@ -22,6 +22,7 @@ from resources.lake import Lake
 
 OutcomeStatus = Literal["completed", "failed", "rejected", "superseded"]
 TS = pa.timestamp("us", tz="UTC")
+COMPACT_FROM_FILES = 32
 
 SUBMISSION_SCHEMA = pa.schema(
     [
@@ -116,11 +117,31 @@ class SubmissionLedger:
         self._append("outcomes", rows, OUTCOME_SCHEMA)
 
     def _append(self, kind: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-        if not rows:
-            return
+        if rows:
+            self._write(kind, pa.Table.from_pylist(rows, schema=schema))
+
+    def _write(self, kind: str, table: pa.Table) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        table = pa.Table.from_pylist(rows, schema=schema)
         self._lake.write_table(table, f"ledger/{kind}/{stamp}-{uuid.uuid4().hex[:8]}.parquet")
+
+    def compact(self, min_files: int = COMPACT_FROM_FILES) -> int:
+        """Fold many small event files into one, so every read stays a few files; returns files folded.
+
+        The folded file is written before its inputs are deleted, and only by the process that read them:
+        a crash or a concurrent compaction can leave duplicate events (readers already tolerate those),
+        never a lost one.
+        """
+        folded = 0
+        for kind, schema in (("submissions", SUBMISSION_SCHEMA), ("outcomes", OUTCOME_SCHEMA)):
+            files = self._lake.list_files(f"ledger/{kind}")
+            if len(files) < min_files:
+                continue
+            table = self._lake.read_tables(files)
+            assert table is not None
+            self._write(kind, table.cast(schema))
+            self._lake.delete_files(files)
+            folded += len(files)
+        return folded
 
     def submissions(self) -> pd.DataFrame:
         return self._lake.read_dataset("ledger/submissions", SUBMISSION_SCHEMA).to_pandas()

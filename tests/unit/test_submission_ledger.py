@@ -65,3 +65,18 @@ def test_job_states_follow_the_latest_event(tmp_path: Path) -> None:
 def test_empty_ledger_has_no_jobs(tmp_path: Path) -> None:
     ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
     assert ledger.jobs().empty and ledger.in_progress().empty
+
+
+def test_compaction_keeps_every_event_and_reads_few_files(tmp_path: Path) -> None:
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    subs = [submission(f"s3://m/{i}.mp4") for i in range(40)]
+    for s in subs:
+        ledger.record_submissions([s], {}, "run")
+    ledger.record_outcomes([outcome(s, "completed") for s in subs[:10]], "ingest")
+    before = ledger.jobs().sort_values("client_token").reset_index(drop=True)
+
+    assert ledger.compact(min_files=32) == 40
+    assert len(list(tmp_path.glob("ledger/submissions/*.parquet"))) == 1
+    after = ledger.jobs().sort_values("client_token").reset_index(drop=True)
+    assert after[["client_token", "status"]].equals(before[["client_token", "status"]])
+    assert ledger.compact(min_files=32) == 0, "nothing left to fold"
