@@ -7,6 +7,7 @@ server re-checks required members, types, enums, string patterns and min/max fro
 from __future__ import annotations
 
 import re
+from collections.abc import Sized
 from functools import cache
 from typing import Any
 
@@ -29,6 +30,15 @@ def operation(name: str) -> OperationModel:
 def _short(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _length_errors(meta: dict[str, Any], value: Sized, where: str) -> list[str]:
+    errors = []
+    if "min" in meta and len(value) < meta["min"]:
+        errors.append(f"{where} have length greater than or equal to {meta['min']}")
+    if "max" in meta and len(value) > meta["max"]:
+        errors.append(f"{where} have length less than or equal to {meta['max']}")
+    return errors
 
 
 def shape_errors(shape: Shape, value: Any, path: str) -> list[str]:
@@ -54,22 +64,14 @@ def shape_errors(shape: Shape, value: Any, path: str) -> list[str]:
     if isinstance(shape, ListShape):
         if not isinstance(value, list):
             return [f"{where} be a list"]
-        errors = []
-        if "min" in meta and len(value) < meta["min"]:
-            errors.append(f"{where} have length greater than or equal to {meta['min']}")
-        if "max" in meta and len(value) > meta["max"]:
-            errors.append(f"{where} have length less than or equal to {meta['max']}")
+        errors = _length_errors(meta, value, where)
         for i, item in enumerate(value):
             errors += shape_errors(shape.member, item, f"{path}.{i + 1}.member")
         return errors
     if shape.type_name == "string":
         if not isinstance(value, str):
             return [f"{where} be a string"]
-        errors = []
-        if "min" in meta and len(value) < meta["min"]:
-            errors.append(f"{where} have length greater than or equal to {meta['min']}")
-        if "max" in meta and len(value) > meta["max"]:
-            errors.append(f"{where} have length less than or equal to {meta['max']}")
+        errors = _length_errors(meta, value, where)
         enum: list[str] = getattr(shape, "enum", None) or []
         if enum and value not in enum:
             errors.append(f"{where} satisfy enum value set: [{', '.join(enum)}]")
