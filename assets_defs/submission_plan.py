@@ -1,7 +1,7 @@
 """Deciding what to submit: the pure core of the invocations asset.
 
 Given the inventory and the ledger, each usable object is either already handled for this model and these
-options (skip), over the model's limits (reject, recorded once), out of retries, or due for an attempt.
+options (skip), over the model's limits (rejected; checked again a day later), out of retries, or due.
 """
 
 from dataclasses import dataclass, field

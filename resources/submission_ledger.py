@@ -161,8 +161,10 @@ class SubmissionLedger:
             outs = outs[outs["model_key"] == model_key]
         latest = outs.sort_values("recorded_at").drop_duplicates("client_token", keep="last")
         subs = subs.drop_duplicates("client_token", keep="first")
+        # A rejection means "never accepted": once the same token is accepted later, it no longer applies.
+        after_submission = latest[latest["status"] != "rejected"]
         outcome_cols = ["client_token", "status", "reason", "segments", "table_path", "recorded_at"]
-        merged = subs.merge(latest[outcome_cols], on="client_token", how="left")
+        merged = subs.merge(after_submission[outcome_cols], on="client_token", how="left")
         merged["status"] = merged["status"].fillna("in_progress")
         rejected = latest[latest["status"] == "rejected"]
         rejected = rejected[~rejected["client_token"].isin(subs["client_token"])]

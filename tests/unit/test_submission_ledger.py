@@ -80,3 +80,16 @@ def test_compaction_keeps_every_event_and_reads_few_files(tmp_path: Path) -> Non
     after = ledger.jobs().sort_values("client_token").reset_index(drop=True)
     assert after[["client_token", "status"]].equals(before[["client_token", "status"]])
     assert ledger.compact(min_files=32) == 0, "nothing left to fold"
+
+
+def test_a_rejected_token_accepted_later_is_in_progress(tmp_path: Path) -> None:
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    retried = submission("s3://m/a.mp4")
+    job = retried.job
+    rejection = Outcome(
+        job.job_key, job.client_token, "marengo-3.0", job.media_uri, "etag", None, "rejected", "no access"
+    )
+    ledger.record_outcomes([rejection], "run-1")
+    assert list(ledger.jobs()["status"]) == ["rejected"]
+    ledger.record_submissions([retried], {}, "run-2")  # a day later, with the same never-used token
+    assert list(ledger.in_progress()["client_token"]) == [job.client_token]
