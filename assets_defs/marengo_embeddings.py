@@ -162,13 +162,16 @@ def marengo_embeddings(
     rows: dict[str, dict[str, Any]] = {
         str(r["client_token"]): {str(k): v for k, v in r.items()} for r in pending.to_dict("records")
     }
+
+    def ingest(status: InvocationStatus) -> Ingested:
+        row = rows[status.client_token or ""]
+        try:
+            return _ingest_one(marengo, lake, model, row, status, current_etags)
+        except Exception as error:  # one object's surprise must not lose the others' outcomes
+            return Ingested(None, unavailable=f"{row['media_uri']}: {type(error).__name__}: {error}")
+
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
-        results = list(
-            pool.map(
-                lambda s: _ingest_one(marengo, lake, model, rows[s.client_token or ""], s, current_etags),
-                finished,
-            )
-        )
+        results = list(pool.map(ingest, [s for s in finished if (s.client_token or "") in rows]))
     outcomes = [r.outcome for r in results if r.outcome is not None]
     ledger.record_outcomes(outcomes, context.run_id)
     compacted = ledger.compact()

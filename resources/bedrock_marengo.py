@@ -120,13 +120,12 @@ class BedrockMarengo(MarengoProvider):
         }
         # Open in our ledger but in no listing: our submit time was off (clock skew, or a token replayed
         # after a crash answered with an older invocation). Ask for those by ARN, a bounded number a call.
-        unseen = [arn for token, arn in open_jobs.items() if token not in listed]
-        for arn in unseen[:SWEEP_LIMIT]:
+        unseen = [(token, arn) for token, arn in open_jobs.items() if token not in listed]
+        for token, arn in unseen[:SWEEP_LIMIT]:
             try:
-                status = _status(self.client().get_async_invoke(invocationArn=arn))
+                listed[token] = _status(self.client().get_async_invoke(invocationArn=arn))
             except ClientError:
                 continue
-            listed[status.client_token] = status
         return [s for s in listed.values() if s.state != "in_progress"]
 
     def _list(self, submitted_after: datetime) -> Iterator[InvocationStatus]:

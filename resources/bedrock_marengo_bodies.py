@@ -101,7 +101,10 @@ def parse_segments(
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("embedding"), list):
             raise MarengoOutputError(f"segment {i} has no 'embedding' list")
-        vector = [float(x) for x in item["embedding"]]
+        try:
+            vector = [float(x) for x in item["embedding"]]
+        except (TypeError, ValueError):
+            raise MarengoOutputError(f"segment {i} has non-numeric values") from None
         if len(vector) != model.dimension:
             raise MarengoOutputError(
                 f"segment {i} has a {len(vector)}-d vector; "

@@ -258,3 +258,19 @@ def test_unreadable_output_keeps_the_job_open(world: World) -> None:
         1,
     )
     assert len(SubmissionLedger(world.lake, "").in_progress()) == 1, "not failed, not re-billed: still open"
+
+
+def test_one_malformed_output_fails_alone_with_its_reason(world: World) -> None:
+    submit(world)
+    world.stack.bedrock.wait_until_idle(timeout=60)
+    s3 = world.stack.s3.client()
+    outputs = [o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="marengo-async/")["Contents"]]
+    victim = next(k for k in outputs if k.endswith("output.json"))
+    s3.put_object(Bucket="lake", Key=victim, Body=b'{"data": [{"embedding": ["NaN?"], "startSec": 0}]}')
+    driver = SensorDriver(world.instance)
+    driver.tick()
+    ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
+    assert (ingest["objects_embedded"], ingest["objects_failed"]) == (USABLE - 1, 1)
+    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    [failed] = jobs[jobs["status"] == "failed"].to_dict("records")
+    assert failed["reason"] == "unusable output: segment 0 has non-numeric values"

@@ -173,6 +173,7 @@ def test_parse_accepts_single_object_variants(payload: dict) -> None:
         ({"data": [{"embedding": [0.1] * 1024}]}, "1024-d vector; Marengo 3.0 returns 512-d"),
         ({"data": [{"embedding": [float("nan")] * 512}]}, "non-finite"),
         ({"data": [{"vector": []}]}, "no 'embedding'"),
+        ({"data": [{"embedding": ["x"] * 512}]}, "non-numeric"),
         ({"result": []}, "no 'data'"),
         ([1, 2], "expected a JSON object"),
         ({"data": [{"embedding": [0.1] * 512, "startSec": 5, "endSec": 1}]}, "ends (1) before it starts (5)"),
