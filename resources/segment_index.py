@@ -69,9 +69,10 @@ class SegmentIndex(dg.ConfigurableResource):
         return "segments_" + model.key.replace("-", "_").replace(".", "_")
 
     def open_table(self, model: MarengoModel) -> Any | None:
-        db = self.connect()
-        name = self.table_name(model)
-        return db.open_table(name) if name in db.list_tables().tables else None
+        try:
+            return self.connect().open_table(self.table_name(model))
+        except ValueError:  # LanceDB's "Table ... was not found"
+            return None
 
     def replace_media(self, model: MarengoModel, segments: pa.Table, media_ids: list[str]) -> IndexState:
         """Make the index hold exactly `segments` for `media_ids`; other media are untouched."""
