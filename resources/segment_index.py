@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import lancedb
 import pyarrow as pa
-from lancedb.index import IvfHnswSq
+from lancedb.index import BTree, IvfHnswSq
 from pydantic import Field, PrivateAttr
 
 from resources.marengo_models import MarengoModel
@@ -81,8 +81,8 @@ class SegmentIndex(dg.ConfigurableResource):
             table = self.connect().create_table(
                 self.table_name(model), schema=segment_schema(model.dimension)
             )
-            table.create_scalar_index("segment_id", index_type="BTREE")
-            table.create_scalar_index("media_id", index_type="BTREE")
+            table.create_index("segment_id", config=BTree())
+            table.create_index("media_id", config=BTree())
         if media_ids:
             last_row = {sid: i for i, sid in enumerate(segments.column("segment_id").to_pylist())}
             segments = segments.take(sorted(last_row.values()))  # merge_insert needs unique keys per batch
