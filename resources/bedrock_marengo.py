@@ -65,12 +65,11 @@ class BedrockMarengo(MarengoProvider):
     retry_mode: Literal["standard", "adaptive", "legacy"] = Field(default="standard")
     max_attempts: int = Field(default=5, description="botocore attempts per call, including the first.")
     storage: S3Storage
+    _client: Any = PrivateAttr(default=None)
 
     @property
     def provider_name(self) -> str:
         return "bedrock"
-
-    _client: Any = PrivateAttr(default=None)
 
     def client(self) -> Any:
         """One bedrock-runtime client per resource instance, with botocore's own retry modes."""
