@@ -55,7 +55,9 @@ def probe(key: str, content_type: str | None, open_file: BinaryIO) -> MediaProbe
     try:
         with av.open(open_file, mode="r") as container:
             return _describe(expected, container)
-    except (av.FFmpegError, ValueError, OSError, UnicodeDecodeError) as error:
+    except av.FFmpegError as error:  # its str() carries an errno and a placeholder file name
+        return MediaProbe.problem("unreadable", f"cannot decode {expected}: {error.strerror or error}")
+    except (ValueError, OSError, UnicodeDecodeError) as error:
         return MediaProbe.problem("unreadable", f"cannot decode {expected}: {error}")
 
 

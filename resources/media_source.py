@@ -47,5 +47,6 @@ class MediaSource(dg.ConfigurableResource):
         location = S3Uri.parse(obj.uri)
         filesystem = self.storage.arrow_filesystem()
         with filesystem.open_input_file(f"{location.bucket}/{location.key}") as handle:
-            content_type = handle.metadata().get(b"Content-Type", b"").decode() or None
+            raw = handle.metadata().get("Content-Type")
+            content_type = (raw.decode() if isinstance(raw, bytes) else raw) or None
             return content_type, probe(obj.key, content_type, handle)

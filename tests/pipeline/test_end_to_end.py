@@ -45,6 +45,8 @@ def test_scene_search_returns_the_right_video_and_seconds(world: World) -> None:
     for uri, status in UNUSABLE.items():
         assert inventory.loc[uri, "status"] == status
         assert inventory.loc[uri, "reason"], f"{uri} must carry a reason"
+    for sample in world.samples:
+        assert inventory.loc[f"s3://media/{sample.key}", "content_type"] == sample.content_type
     assert submitted["submitted"] == USABLE and submitted["rejected"] == 0
 
     driver = ingest_when_idle(world)
