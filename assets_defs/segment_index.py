@@ -52,13 +52,19 @@ def marengo_segment_index(
     index is built once the table is large enough. The index is derived: Parquet can always rebuild it.
     """
     model = marengo_model(context.partition_key)
-    expected = current_embeddings(lake, model, read_inventory(lake))
+    inventory = read_inventory(lake)
+    expected = current_embeddings(lake, model, inventory)
     expected_ids = dict(zip(expected["media_uri"].map(media_id), expected["invocation_id"], strict=True))
     indexed = segment_index.indexed_media(model)
     # An object needs (re)indexing unless the index holds exactly its latest embedding.
     stale = [indexed.get(mid) != {inv} for mid, inv in expected_ids.items()]
     todo = expected.loc[pd.Series(stale, index=expected.index, dtype=bool)]
     removed = sorted(set(indexed) - set(expected_ids))
+    if inventory.empty and removed:
+        # An empty bucket listing is far likelier a wrong prefix or a lost inventory than every object
+        # deleted at once: keep serving, and let the check below fail.
+        context.log.warning(f"the inventory lists no objects; keeping the {len(removed)} indexed objects")
+        removed = []
     state = segment_index.remove_media(model, removed)
     for start in range(0, len(todo), MEDIA_PER_WRITE):
         batch = todo.iloc[start : start + MEDIA_PER_WRITE]

@@ -276,3 +276,18 @@ def test_one_malformed_output_fails_alone_with_its_reason(world: World) -> None:
     jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
     [failed] = jobs[jobs["status"] == "failed"].to_dict("records")
     assert failed["reason"] == "unusable output: segment 0 has non-numeric values"
+
+
+def test_an_empty_listing_does_not_empty_the_index(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    submit(world)
+    driver = ingest_when_idle(world)
+    rows = materialization_metadata(driver.results[0], ["search", "marengo_segments"])["dagster/row_count"]
+    monkeypatch.setenv("MEDIAEMBED_MEDIA_URI", "s3://media/typo-in-the-prefix/")
+    assert submit(world)["submitted"] == 0
+    result = run_job(world.instance, "ingest_marengo_embeddings", SERVING_MODEL_KEY)
+    index = materialization_metadata(result, ["search", "marengo_segments"])
+    assert (index["objects_removed"], index["dagster/row_count"]) == (0, rows)
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "matches_embedding_table"]
+    assert not check.passed, "the mismatch is visible in the UI"
+    [top] = search_json("yellow triangle", top_k=1)
+    assert top["media_uri"] == "s3://media/videos/shapes_a.mp4"
