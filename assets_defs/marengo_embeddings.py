@@ -13,7 +13,7 @@ import pyarrow as pa
 from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import read_inventory
 from assets_defs.metadata import column_schema, preview
-from pipelines.partitions import marengo_model_partitions
+from assets_defs.partitions import marengo_model_partitions
 from resources.bedrock_marengo_bodies import MarengoOutputError, OutputUnavailable
 from resources.embedding_jobs import EmbeddingJob, InvocationStatus, options_from_canonical
 from resources.lake import Lake

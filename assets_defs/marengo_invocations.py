@@ -8,8 +8,8 @@ from pydantic import Field
 
 from assets_defs.media_inventory import media_inventory, read_inventory
 from assets_defs.metadata import preview
+from assets_defs.partitions import marengo_model_partitions
 from assets_defs.submission_plan import plan_submissions
-from pipelines.partitions import marengo_model_partitions
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission, SubmissionRefused
 from resources.lake import Lake
 from resources.marengo_models import marengo_model

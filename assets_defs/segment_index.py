@@ -6,7 +6,7 @@ import pandas as pd
 from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.media_inventory import read_inventory
 from assets_defs.metadata import column_schema, preview
-from pipelines.partitions import marengo_model_partitions
+from assets_defs.partitions import marengo_model_partitions
 from resources.lake import Lake
 from resources.marengo_models import MarengoModel, marengo_model
 from resources.segment_index import SegmentIndex

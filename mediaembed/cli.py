@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         print_hits(hits, as_json=args.json)
         return 0
     if args.command == "demo":
-        from mediaembed.demo import run_demo
+        from harness.demo import run_demo
 
         return run_demo(args.workdir)
-    from mediaembed.dev import run_dev
+    from harness.dev import run_dev
 
     return run_dev(args.workdir, args.port)
 

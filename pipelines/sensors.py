@@ -31,7 +31,8 @@ def marengo_invocation_sensor(
     if pending.empty:
         return dg.SkipReason("no Marengo invocations in flight")
     handed_off: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
-    handed_off = {k: v for k, v in handed_off.items() if k in set(pending["invocation_id"])}
+    open_ids = set(pending["invocation_id"])
+    handed_off = {k: v for k, v in handed_off.items() if k in open_ids}
 
     finished = marengo.finished_invocations(open_jobs(pending), pending["submitted_at"].min().to_pydatetime())
     now = time.time()

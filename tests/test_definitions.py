@@ -76,6 +76,29 @@ def _imports(package: str) -> set[str]:
 
 def test_emulators_and_production_never_import_each_other() -> None:
     """The emulators are a second implementation of the contract; sharing code would test it with itself."""
-    assert not _imports("emulators") & {*PRODUCTION, "mediaembed"}
+    assert not _imports("emulators") & {*PRODUCTION, "mediaembed", "harness"}
     for package in PRODUCTION:
-        assert not _imports(package) & {"emulators", "mediaembed", "tests"}, package
+        assert not _imports(package) & {"emulators", "harness", "mediaembed", "tests"}, package
+
+
+def test_imports_point_down() -> None:
+    """pipelines -> assets_defs -> resources: nothing below imports what sits above it."""
+    assert "pipelines" not in _imports("assets_defs") | _imports("resources")
+    assert "assets_defs" not in _imports("resources")
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_command_keeps_the_local_harness_at_arms_length() -> None:
+    """`mediaembed` is production: it reaches the harness (demo, dev, emulators) only when asked to."""
+    for path in (ROOT / "mediaembed").rglob("*.py"):
+        assert not _module_level_imports(path) & {"emulators", "harness", "tests"}, path

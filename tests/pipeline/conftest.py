@@ -9,7 +9,7 @@ import pytest
 
 from emulators.sample_media import SampleObject, upload_sample_media
 from emulators.stack import LocalStack, start_local_stack
-from mediaembed.local_env import local_settings
+from harness.local_env import local_settings
 from pipelines.definitions import pipeline_resources
 
 SECRET = "s3cr3t-never-in-metadata-7f3a"

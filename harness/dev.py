@@ -7,7 +7,7 @@ from pathlib import Path
 
 from emulators.sample_media import upload_sample_media
 from emulators.stack import start_local_stack
-from mediaembed.local_env import apply, local_settings, prepare_dagster_home
+from harness.local_env import apply, local_settings, prepare_dagster_home
 
 
 def run_dev(workdir: Path, port: int) -> int:
