@@ -1,15 +1,21 @@
 # Two set-up commands on a fresh machine with python3 and make: `make demo` and `make test`.
+# Installs go through uv from the committed uv.lock, so CI, developers and users get the same versions.
 PYTHON ?= python3
-VENV ?= .venv
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test dev lint typecheck unit clean
+.PHONY: demo test dev lint typecheck unit lock clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra dev --quiet
 	touch $(STAMP)
 
 ## Install, start the emulators, generate sample media, run the pipeline, print sample searches.
@@ -31,6 +37,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## Re-resolve the lock file after changing dependencies in pyproject.toml.
+lock: $(UV)
+	$(UV) lock
 
 clean:
 	rm -rf .local
