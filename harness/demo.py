@@ -8,7 +8,7 @@ from assets_defs.media_inventory import read_inventory
 from emulators.sample_media import upload_sample_media
 from emulators.stack import start_local_stack
 from harness.local_env import apply, local_settings, prepare_dagster_home
-from harness.runner import SensorDriver, materialization_metadata, run_job
+from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.search import print_hits, search
 from pipelines.definitions import pipeline_resources
 from resources.marengo_models import SERVING_MODEL_KEY

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from assets_defs.media_inventory import read_inventory
-from harness.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.cli import main as cli
+from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.marengo_models import SERVING_MODEL_KEY
 from resources.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import SECRET, World

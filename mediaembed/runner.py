@@ -1,4 +1,4 @@
-"""Drive the real Dagster definitions in-process: what the daemon does, step by step.
+"""Drive the real Dagster definitions in-process: what the daemon does, step by step (no daemon needed).
 
 Used by the demo and the end-to-end tests: the same jobs, the same sensor and its run requests, on a real
 DagsterInstance, without a daemon. Nothing here bypasses an asset.
