@@ -7,8 +7,6 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, PrivateAttr
 
@@ -17,8 +15,8 @@ from resources.bedrock_marengo_bodies import (
     OutputUnavailable,
     async_model_input,
     parse_segments,
-    text_query_body,
 )
+from resources.bedrock_query import embed_text, runtime_client
 from resources.embedding_jobs import (
     EmbeddingJob,
     InvocationState,
@@ -74,9 +72,8 @@ class BedrockMarengo(MarengoProvider):
     def client(self) -> Any:
         """One bedrock-runtime client per resource instance, with botocore's own retry modes."""
         if self._client is None:
-            config = Config(retries={"mode": self.retry_mode, "max_attempts": self.max_attempts})
-            self._client = boto3.session.Session().client(
-                "bedrock-runtime", region_name=self.region_name, endpoint_url=self.endpoint_url, config=config
+            self._client = runtime_client(
+                self.region_name, self.endpoint_url, self.retry_mode, self.max_attempts
             )
         return self._client
 
@@ -157,16 +154,8 @@ class BedrockMarengo(MarengoProvider):
         return parse_segments(payload, job.model, job.modality)
 
     def embed_text(self, text: str, model: MarengoModel) -> list[float]:
-        response = self.client().invoke_model(
-            modelId=model.sync_model_id(self.region_name),
-            body=json.dumps(text_query_body(model, text)),
-            contentType="application/json",
-            accept="application/json",
-        )
-        segments = parse_segments(json.loads(response["body"].read()), model)
-        if not segments:
-            raise MarengoOutputError("InvokeModel returned no embedding for the query")
-        return segments[0].vector
+        """Raises QueryEmbeddingError with one actionable line (endpoint, credentials, model access)."""
+        return embed_text(self.client(), model, self.region_name, text)
 
 
 def _status(summary: dict[str, Any]) -> InvocationStatus:
