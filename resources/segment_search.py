@@ -94,17 +94,17 @@ def search_segments(
     *,
     nprobes: int,
     refine_factor: int,
-    ann: bool | None = None,
 ) -> list[SearchHit]:
     """The `k` segments nearest to `vector` by cosine, best first; score = 1 - cosine distance.
 
     Exact below the ANN threshold; with an ANN index, `nprobes` partitions are probed and `refine_factor`
-    x k candidates re-ranked exactly. `ann` may be passed by a caller that already knows (saves a lookup).
+    x k candidates re-ranked exactly. Whether an ANN index exists is looked up per query (a tenth of a
+    millisecond), so a long-lived reader follows the writer building one.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     query = table.search(vector, vector_column_name="vector").distance_type("cosine").limit(k)
-    if has_vector_index(table) if ann is None else ann:
+    if has_vector_index(table):
         query = query.nprobes(nprobes).refine_factor(refine_factor)
     rows = query.select(SEARCH_COLUMNS).to_arrow().to_pylist()
     return [
