@@ -1,5 +1,7 @@
 """`make demo`: the whole pipeline on the local emulators and generated media, then sample searches."""
 
+import shlex
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +16,21 @@ from pipelines.definitions import pipeline_resources
 from resources.marengo_models import SERVING_MODEL_KEY
 
 SAMPLE_QUERIES = ("yellow triangle", "a red circle", "low hum")
+NEXT_QUERY = "red circle"
+
+
+def next_step(workdir: Path) -> str:
+    """The command that searches what the demo built after its emulators are gone, runnable as printed
+    from the directory the demo ran in (the README quotes it)."""
+    script = Path(sys.executable).parent / "mediaembed"
+    if not script.exists():
+        command = "mediaembed"
+    elif script.is_relative_to(Path.cwd()):
+        command = str(script.relative_to(Path.cwd()))
+    else:
+        command = str(script)
+    line = f'{shlex.quote(command)} search --local "{NEXT_QUERY}"'
+    return line if workdir == Path(".local") else f"{line} --workdir {shlex.quote(str(workdir))}"
 
 
 def run_demo(workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES) -> int:
@@ -60,4 +77,6 @@ def run_demo(workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES) -> int:
         for query in queries:
             print(f'\nsearch "{query}" (top 3):')
             print_hits(search(query, 3, SERVING_MODEL_KEY), as_json=False)
+    print("\nemulators stopped; search what the demo built with:")
+    print(next_step(workdir))
     return 0

@@ -61,7 +61,17 @@ def test_scene_search_returns_the_right_video_and_seconds(world: World) -> None:
     for video in videos:
         for scene in video.scenes:
             [top] = search_json(f"{scene.color} {scene.shape}", top_k=1)
-            assert set(top) == {"media_uri", "start_sec", "end_sec", "score", "model"}
+            assert set(top) == {
+                "rank",
+                "media_uri",
+                "start_sec",
+                "end_sec",
+                "score",
+                "model",
+                "embedding_option",
+                "embedding_scope",
+            }
+            assert (top["embedding_option"], top["embedding_scope"]) == ("visual", "clip")
             assert top["media_uri"] == f"s3://media/{video.key}"
             assert (top["start_sec"], top["end_sec"]) == (scene.start_sec, scene.end_sec)
             assert top["model"] == SERVING_MODEL_KEY
