@@ -172,16 +172,22 @@ class Searcher:
         table = self._tables.get(model.key)
         if table is None:
             uri = self.settings.index_uri
+            options = self._storage_options()
             try:
                 if self._db is None:
-                    self._db = connect_for_reading(
-                        uri, self._storage_options(), self.read_consistency_interval
-                    )
+                    self._db = connect_for_reading(uri, options, self.read_consistency_interval)
                 table = open_segments(self._db, model, uri)
             except IndexNotFound as error:
                 raise SearchError(
                     f"{error}: run the pipeline first (`make demo` locally, or materialize "
                     f"search/marengo_segments for {model.key}), or point MEDIAEMBED_INDEX_URI at its index"
+                ) from None
+            except (OSError, ValueError, RuntimeError) as error:  # LanceDB reports I/O as any of these
+                via = f" through {options['aws_endpoint']}" if options and "aws_endpoint" in options else ""
+                reason = " ".join(str(error).split())[:200]
+                raise SearchError(
+                    f"cannot open the search index at {uri}{via}: {reason}; check MEDIAEMBED_INDEX_URI, "
+                    "AWS_ENDPOINT_URL_S3 and access to the bucket"
                 ) from None
             self._tables[model.key] = table
         return table

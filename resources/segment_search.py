@@ -79,7 +79,9 @@ def connect_for_reading(
 def open_segments(db: Any, model: MarengoModel, uri: str) -> Any:
     try:
         return db.open_table(table_name(model))
-    except ValueError:  # LanceDB's "Table ... was not found"
+    except ValueError as error:
+        if "was not found" not in str(error):  # LanceDB's "Table ... was not found"; not an I/O failure
+            raise
         raise IndexNotFound(f"the search index at {uri} holds no {model.key} segments yet") from None
 
 

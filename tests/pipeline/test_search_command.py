@@ -245,6 +245,16 @@ def test_an_unreachable_endpoint_is_one_line_naming_it(
     assert code == 1 and f"cannot reach the Bedrock runtime endpoint {endpoint}" in err
 
 
+def test_an_unreachable_index_bucket_is_one_line_naming_the_endpoint(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("MEDIAEMBED_INDEX_URI", "s3://lake/lancedb")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    code, err = refused(capsys, "red circle")
+    assert code == 1 and f"cannot open the search index at s3://lake/lancedb through {endpoint}" in err
+
+
 @pytest.mark.parametrize(
     ("unset", "named"),
     [
