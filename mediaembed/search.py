@@ -264,5 +264,11 @@ def run_search(
         return 1
     if not hits:
         print(f"mediaembed search: the {model_key} index holds no segments yet", file=err)
-    print_hits(hits, as_json, out)
+    out = out or sys.stdout
+    try:
+        print_hits(hits, as_json, out)
+        out.flush()
+    except BrokenPipeError:  # `| head -1` stopped reading: not an error, and no traceback at exit
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

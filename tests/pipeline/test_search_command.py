@@ -6,6 +6,7 @@ vectors are the emulator's own embeddings of known phrases, so the right hit is 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
@@ -24,7 +25,7 @@ from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from harness.demo import NEXT_QUERY, next_step
 from harness.local_env import local_settings
 from mediaembed.cli import main as cli
-from mediaembed.search import Searcher, SearchError, SearchSettings, query_token_bound
+from mediaembed.search import Searcher, SearchError, SearchSettings, query_token_bound, run_search
 from resources.bedrock_query import QueryEmbeddingError, embed_text, runtime_client
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
 from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
@@ -155,6 +156,19 @@ def test_the_right_segment_comes_first_and_json_carries_what_text_shows(
             assert f"{record['start_sec']:6.2f}s - {record['end_sec']:6.2f}s" in line
     image = next(r for r in records if r["media_uri"].endswith(".png"))
     assert (image["embedding_option"], image["embedding_scope"], image["start_sec"]) == (None, "asset", None)
+
+
+class ClosedPipe(io.StringIO):
+    """stdout of `mediaembed search ... | head -1` once head has exited."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_that_stops_early_is_not_an_error(env: dict[str, str]) -> None:
+    err = io.StringIO()
+    assert run_search("red circle", 3, "marengo-3.0", as_json=False, out=ClosedPipe(), err=err) == 0
+    assert err.getvalue() == ""
 
 
 @pytest.mark.parametrize("top_k", ["0", "-3"])
