@@ -172,7 +172,7 @@ class Searcher:
         table = self._tables.get(model.key)
         if table is None:
             uri = self.settings.index_uri
-            options = self._storage_options()
+            options = self._storage_options() if self._db is None else None
             try:
                 if self._db is None:
                     self._db = connect_for_reading(uri, options, self.read_consistency_interval)
