@@ -34,7 +34,7 @@ from werkzeug.wrappers import Request, Response
 from emulators.bedrock_runtime import errors
 from emulators.bedrock_runtime.embedding import embed
 from emulators.bedrock_runtime.errors import ServiceError
-from emulators.bedrock_runtime.marengo_body import S3_URI, EmbedRequest, MediaRef, parse_body
+from emulators.bedrock_runtime.marengo_body import EmbedRequest, MediaRef, parse_body, split_s3_uri
 from emulators.bedrock_runtime.models import ACCOUNT_ID, ResolvedModel, resolve_model
 from emulators.bedrock_runtime.shapes import check_input
 from emulators.media_analysis import MediaError, MediaKind, probe_media
@@ -357,13 +357,12 @@ class BedrockRuntimeEmulator:
         output = body["outputDataConfig"].get("s3OutputDataConfig")
         if not output:
             raise errors.validation("outputDataConfig.s3OutputDataConfig is required.")
-        bucket = S3_URI.fullmatch(output["s3Uri"].rstrip("/") + "/x")
-        assert bucket is not None  # the botocore pattern was already checked
+        bucket, _ = split_s3_uri(output["s3Uri"].rstrip("/") + "/x")  # botocore checked the pattern
         try:
-            self._s3.head_bucket(Bucket=bucket.group("bucket"))
+            self._s3.head_bucket(Bucket=bucket)
         except ClientError as exc:
             raise errors.validation(
-                f"The output S3 bucket {bucket.group('bucket')} does not exist or is not accessible."
+                f"The output S3 bucket {bucket} does not exist or is not accessible."
             ) from exc
         self._admit_media(req)
         with self._lock:
@@ -526,10 +525,8 @@ class BedrockRuntimeEmulator:
         with self._lock:
             inv = self._invocations[arn]
             uri, model_id = inv.output_uri, inv.model.requested
-        match = S3_URI.fullmatch(uri + "/x")
-        assert match is not None
-        bucket, prefix = match.group("bucket"), match.group("key")[:-1]
-        base = f"{prefix}{inv.invocation_id}"
+        bucket, placeholder = split_s3_uri(uri + "/x")  # <s3Uri>/<invocation id>/, the prefix kept as sent
+        base = f"{placeholder[:-1]}{inv.invocation_id}"
         manifest: dict[str, Any] = {
             "invocationArn": arn,
             "requestId": str(uuid.uuid4()),
