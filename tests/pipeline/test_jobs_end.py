@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from emulators.bedrock_runtime import BedrockRuntimeEmulator
+from emulators.bedrock_runtime import BedrockRuntimeEmulator, ServiceError
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.marengo_models import MARENGO_3_0, SERVING_MODEL_KEY
 from resources.submission_ledger import SubmissionLedger
@@ -204,3 +204,16 @@ def test_bad_objects_at_the_top_of_the_listing_never_stop_good_ones(world: World
         uri = f"s3://media/{key}"
         assert jobs.loc[uri, "status"] == "rejected"
         assert jobs.loc[uri, "reason"].startswith(f"ValidationException: Unable to read media at {uri}")
+
+
+def test_access_denied_is_a_set_up_refusal_that_stops_submitting(world: World) -> None:
+    denied = ServiceError(
+        "AccessDeniedException", 403, "You don't have access to the model with the specified model ID."
+    )
+    world.stack.bedrock.operation_errors["StartAsyncInvoke"] = denied
+    result = run_job(world.instance, "embed_new_media", SERVING_MODEL_KEY)
+    meta = materialization_metadata(result, ["marengo", "invocations"])
+    assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (0, 3, USABLE - 3)
+    assert meta["deferred_reason"].startswith("stopped: every request refused with the same reason: Access")
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
+    assert not check.passed
