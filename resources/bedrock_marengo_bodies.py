@@ -117,15 +117,17 @@ def _segment(i: int, item: Any, model: MarengoModel, default_scope: str) -> Segm
     raw = item.get("embedding")
     if not isinstance(raw, list):
         raise MarengoOutputError(f"segment {i} has no 'embedding' list")
-    values = [_number(x) for x in raw]
-    vector = [x for x in values if x is not None]
-    if len(vector) != len(values):
+    if not all(map(_NUMBER_TYPES.__contains__, map(type, raw))):  # exact types: a bool is no number
         raise MarengoOutputError(f"segment {i} has non-numeric values")
+    try:
+        vector = list(map(float, raw))
+    except OverflowError:  # an integer beyond float range
+        raise MarengoOutputError(f"segment {i} has non-finite values") from None
     if len(vector) != model.dimension:
         raise MarengoOutputError(
             f"segment {i} has a {len(vector)}-d vector; Marengo {model.version} returns {model.dimension}-d"
         )
-    if not all(math.isfinite(x) for x in vector):
+    if not all(map(math.isfinite, vector)):
         raise MarengoOutputError(f"segment {i} has non-finite values")
     start, end = _seconds(i, item, "startSec"), _seconds(i, item, "endSec")
     if start is not None and end is not None and end < start:
@@ -137,6 +139,9 @@ def _segment(i: int, item: Any, model: MarengoModel, default_scope: str) -> Segm
         end_sec=end,
         vector=vector,
     )
+
+
+_NUMBER_TYPES = frozenset({int, float})
 
 
 def _number(value: Any) -> float | None:
