@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets_defs.media_inventory import read_inventory
-from emulators.sample_media import upload_sample_media
+from emulators.sample_media import SampleObject, upload_sample_media
 from emulators.stack import start_local_stack
 from harness.local_env import apply, local_settings, prepare_dagster_home
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
@@ -18,10 +18,14 @@ SAMPLE_QUERIES = ("yellow triangle", "a red circle", "low hum")
 
 def run_demo(workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES) -> int:
     settings = local_settings(workdir)
-    with start_local_stack(latency_sec=0.5) as stack:
+    samples: list[SampleObject] = []
+    with start_local_stack(
+        latency_sec=0.5,
+        workdir=workdir / "bedrock",  # jobs of an earlier, interrupted demo are still known and finish
+        prepare_s3=lambda client: samples.extend(upload_sample_media(client, "media")),
+    ) as stack:
         apply({**stack.env(), **settings})
         prepare_dagster_home(settings)
-        samples = upload_sample_media(stack.s3.client(), "media")
         print(f"local stack: S3 {stack.s3_endpoint}, Bedrock {stack.bedrock_endpoint}")
         print(f"uploaded {len(samples)} sample objects to s3://media/; lake and index under {workdir}/")
 
