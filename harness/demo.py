@@ -1,5 +1,6 @@
 """`make demo`: the whole pipeline on the local emulators and generated media, then sample searches."""
 
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -8,6 +9,7 @@ from assets_defs.media_inventory import read_inventory
 from emulators.sample_media import SampleObject, upload_sample_media
 from emulators.stack import start_local_stack
 from harness.local_env import apply, local_settings, prepare_dagster_home
+from mediaembed.run_slots import PoolSlotTimeout
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.search import print_hits, search
 from pipelines.definitions import pipeline_resources
@@ -17,6 +19,17 @@ SAMPLE_QUERIES = ("yellow triangle", "a red circle", "low hum")
 
 
 def run_demo(workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES) -> int:
+    try:
+        return _run_demo(workdir, queries)
+    except PoolSlotTimeout as error:
+        print(f"mediaembed demo: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mediaembed demo: interrupted; run it again to carry on where it stopped", file=sys.stderr)
+        return 130
+
+
+def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
     settings = local_settings(workdir)
     samples: list[SampleObject] = []
     with start_local_stack(
