@@ -7,9 +7,10 @@ from pathlib import Path
 import dagster as dg
 
 from assets_defs.media_inventory import read_inventory
-from emulators.sample_media import upload_sample_media
+from emulators.sample_media import SampleObject, upload_sample_media
 from emulators.stack import start_local_stack
 from harness.local_env import apply, local_settings, prepare_dagster_home
+from mediaembed.run_slots import PoolSlotTimeout
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.search import print_hits, search
 from pipelines.definitions import pipeline_resources
@@ -34,11 +35,26 @@ def next_step(workdir: Path) -> str:
 
 
 def run_demo(workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES) -> int:
+    try:
+        return _run_demo(workdir, queries)
+    except PoolSlotTimeout as error:
+        print(f"mediaembed demo: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mediaembed demo: interrupted; run it again to carry on where it stopped", file=sys.stderr)
+        return 130
+
+
+def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
     settings = local_settings(workdir)
-    with start_local_stack(latency_sec=0.5) as stack:
+    samples: list[SampleObject] = []
+    with start_local_stack(
+        latency_sec=0.5,
+        workdir=workdir / "bedrock",  # jobs of an earlier, interrupted demo are still known and finish
+        prepare_s3=lambda client: samples.extend(upload_sample_media(client, "media")),
+    ) as stack:
         apply({**stack.env(), **settings})
         prepare_dagster_home(settings)
-        samples = upload_sample_media(stack.s3.client(), "media")
         print(f"local stack: S3 {stack.s3_endpoint}, Bedrock {stack.bedrock_endpoint}")
         print(f"uploaded {len(samples)} sample objects to s3://media/; lake and index under {workdir}/")
 

@@ -23,8 +23,7 @@ class Lake(dg.ConfigurableResource):
 
     def _fs_and_base(self) -> tuple[pafs.FileSystem, str]:
         if self.root.startswith("s3://"):
-            uri = S3Uri.parse(self.root)
-            return self.storage.arrow_filesystem(), f"{uri.bucket}/{uri.key}".rstrip("/")
+            return self.storage.arrow_filesystem(), S3Uri.parse(self.root).arrow_path()
         return pafs.LocalFileSystem(), str(Path(self.root).expanduser().resolve())
 
     def uri(self, relative: str) -> str:

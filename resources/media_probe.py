@@ -34,7 +34,7 @@ class MediaProbe:
 
 
 def modality_from_name(key: str) -> Modality | None:
-    extension = os.path.splitext(key)[1].lower()
+    extension = os.path.splitext(key.rstrip())[1].lower()  # "clip.mp4 " is still an mp4
     if extension in VIDEO_EXTENSIONS:
         return "video"
     if extension in AUDIO_EXTENSIONS:

@@ -30,12 +30,13 @@ class MediaSource(dg.ConfigurableResource):
         """Every object under the prefix, through boto3's paginator (1000 keys a call)."""
         root = S3Uri.parse(self.uri)
         paginator = self.storage.get_client().get_paginator("list_objects_v2")
+        # botocore asks for url-encoded keys and decodes them, so every key arrives exactly as stored.
         for page in paginator.paginate(Bucket=root.bucket, Prefix=root.key):
             for item in page.get("Contents", []):
-                if item["Key"].endswith("/"):
+                if item["Key"].endswith("/") and item["Size"] == 0:  # a console "folder", not media
                     continue
                 yield MediaObject(
-                    uri=f"s3://{root.bucket}/{item['Key']}",
+                    uri=str(S3Uri(root.bucket, item["Key"])),
                     key=item["Key"],
                     etag=item["ETag"].strip('"'),
                     size_bytes=item["Size"],
@@ -43,10 +44,7 @@ class MediaSource(dg.ConfigurableResource):
                 )
 
     def probe(self, obj: MediaObject) -> tuple[str | None, MediaProbe]:
-        """Content type and media facts, reading only the byte ranges the container parser asks for."""
-        location = S3Uri.parse(obj.uri)
-        filesystem = self.storage.arrow_filesystem()
-        with filesystem.open_input_file(f"{location.bucket}/{location.key}") as handle:
-            raw = handle.metadata().get("Content-Type")
-            content_type = (raw.decode() if isinstance(raw, bytes) else raw) or None
-            return content_type, probe(obj.key, content_type, handle)
+        """Content type and media facts of the listed version, reading only the byte ranges the container
+        parser asks for. Through boto3, not pyarrow: pyarrow cannot address keys with `//` or `..`."""
+        with self.storage.open_object(S3Uri.parse(obj.uri), etag=obj.etag) as handle:
+            return handle.content_type, probe(obj.key, handle.content_type, handle)

@@ -88,7 +88,8 @@ class SegmentIndex(dg.ConfigurableResource):
             table.create_index("media_id", config=BTree())
         if media_ids:
             last_row = {sid: i for i, sid in enumerate(segments.column("segment_id").to_pylist())}
-            segments = segments.take(sorted(last_row.values()))  # merge_insert needs unique keys per batch
+            # merge_insert needs unique keys per batch; typed indices, so that no rows is a valid take too
+            segments = segments.take(pa.array(sorted(last_row.values()), type=pa.int64()))
             (
                 table.merge_insert("segment_id")
                 .when_matched_update_all()

@@ -15,7 +15,9 @@ from typing import Any
 
 from emulators.bedrock_runtime.errors import malformed
 
-S3_URI = re.compile(r"s3://(?P<bucket>[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9])/(?P<key>.+)")
+# The bucket is a DNS-style name, so it ends at the first "/"; the key is everything after it, byte for byte
+# (`#`, `?`, tabs, newlines, `//`, `..` and a leading "/" are all part of an S3 key).
+S3_URI = re.compile(r"s3://(?P<bucket>[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9])/(?P<key>.+)", re.DOTALL)
 ACCOUNT = re.compile(r"[0-9]{12}")
 
 SYNC_TYPES = {"3.0": ("text", "image", "text_image"), "2.7": ("text", "image")}
@@ -43,9 +45,15 @@ class MediaRef:
 
     @property
     def bucket_key(self) -> tuple[str, str]:
-        match = S3_URI.fullmatch(self.uri or "")
-        assert match is not None
-        return match.group("bucket"), match.group("key")
+        return split_s3_uri(self.uri or "")
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an `s3://bucket/key` already validated against S3_URI; never a URL parser."""
+    match = S3_URI.fullmatch(uri)
+    if match is None:
+        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+    return match.group("bucket"), match.group("key")
 
 
 @dataclass(frozen=True)

@@ -254,24 +254,6 @@ def test_setup_problem_stops_submitting_and_fails_a_check(
     assert world.stack.bedrock.created_invocations == 0
 
 
-def test_unreadable_output_keeps_the_job_open(world: World) -> None:
-    submit(world)
-    world.stack.bedrock.wait_until_idle(timeout=60)
-    s3 = world.stack.s3.client()
-    outputs = [o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="marengo-async/")["Contents"]]
-    [victim] = [k for k in outputs if k.endswith("output.json")][:1]
-    s3.delete_object(Bucket="lake", Key=victim)
-    driver = SensorDriver(world.instance)
-    driver.tick()
-    ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
-    assert (ingest["objects_embedded"], ingest["objects_failed"], ingest["outputs_unreadable"]) == (
-        USABLE - 1,
-        0,
-        1,
-    )
-    assert len(SubmissionLedger(world.lake, "").in_progress()) == 1, "not failed, not re-billed: still open"
-
-
 def test_one_malformed_output_fails_alone_with_its_reason(world: World) -> None:
     submit(world)
     world.stack.bedrock.wait_until_idle(timeout=60)
