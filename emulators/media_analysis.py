@@ -41,6 +41,8 @@ TONES: tuple[str, ...] = ("low", "mid", "high", "silence")
 _PALETTE_NAMES = np.array(COLORS)
 _PALETTE_RGB = np.array([PALETTE[c] for c in COLORS], dtype=np.float32)
 _STRIDE = 3  # analyse every 3rd pixel: plenty for solid synthetic shapes, ~9x cheaper
+_GRID_CELLS = 160  # ... and at most this many along the longer side: an HD frame costs no more
+ANALYSIS_FPS = 8.0  # between cuts, a changing picture is analysed this often at most (as models sample)
 SHOT_CUT_THRESHOLD = 20.0  # mean absolute RGB difference between consecutive frames that marks a cut
 SILENCE_RMS = 1e-3
 _REUSE_THRESHOLD = 0.5  # mean abs diff below which a frame is treated as a repeat of the previous one
@@ -146,9 +148,15 @@ def _salience(obj: VisualObject) -> float:
     return obj.presence * obj.area
 
 
+def _grid(rgb: np.ndarray) -> np.ndarray:
+    """The pixels analysed: every 3rd, or fewer on a large frame."""
+    stride = max(_STRIDE, -(-max(rgb.shape[:2]) // _GRID_CELLS))
+    return rgb[::stride, ::stride]
+
+
 def analyse_frame(rgb: np.ndarray) -> VisualFeatures:
     """Share of the frame per palette colour; every other compact colour patch is an object with a shape."""
-    small = rgb[::_STRIDE, ::_STRIDE]
+    small = _grid(rgb)
     idx = nearest_colors(small)
     mean_rgb = tuple(int(v) for v in small.reshape(-1, 3).mean(axis=0))
     share = np.bincount(idx.ravel(), minlength=len(COLORS)) / idx.size
@@ -218,6 +226,8 @@ def decode_media(data: bytes) -> DecodedMedia:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=media.sample_rate)
         chunks: list[np.ndarray] = []
         prev: np.ndarray | None = None
+        analysed: np.ndarray | None = None  # the grid of the last frame analysed, and its time
+        analysed_at = -math.inf
         t0: float | None = None
         for frame in container.decode(*streams):
             if isinstance(frame, av.VideoFrame):
@@ -225,14 +235,20 @@ def decode_media(data: bytes) -> DecodedMedia:
                 t = float(frame.time) if frame.time is not None else len(media.frames) / rate
                 if t0 is None:
                     t0 = t
-                small = rgb[::_STRIDE, ::_STRIDE].astype(np.float32)
+                small = _grid(rgb).astype(np.float32)
                 diff = 0.0 if prev is None else float(np.abs(small - prev).mean())
                 prev = small
                 media.frame_diffs.append(diff)
                 media.frame_times.append(round(t - t0, 6))
-                # A (near-)identical frame has the same features: skip the costly palette pass.
-                same = media.frames and diff < _REUSE_THRESHOLD
-                media.frames.append(media.frames[-1] if same else analyse_frame(rgb))
+                # A picture (nearly) unchanged since the last analysis has its features: skip the costly
+                # palette pass; a changing one is analysed ANALYSIS_FPS times a second, and at every cut.
+                changed = analysed is None or float(np.abs(small - analysed).mean()) >= _REUSE_THRESHOLD
+                due = diff > SHOT_CUT_THRESHOLD or t - analysed_at >= 1.0 / ANALYSIS_FPS - 1e-6
+                if media.frames and not (changed and due):
+                    media.frames.append(media.frames[-1])
+                else:
+                    media.frames.append(analyse_frame(rgb))
+                    analysed, analysed_at = small, t
             elif isinstance(frame, av.AudioFrame):
                 chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
         if astream is not None:

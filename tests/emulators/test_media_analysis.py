@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from emulators.media_analysis import (
     MediaError,
+    analyse_frame,
     classify_tone,
     decode_image,
     decode_media,
@@ -26,6 +29,7 @@ from emulators.sample_media import (
     CONTENT_STILLS,
     CONTENT_TONES,
     SampleObject,
+    render_shot_frame,
     shot_spans,
 )
 
@@ -130,3 +134,15 @@ def test_pitch_windows_follow_the_tones(content: dict[str, SampleObject]) -> Non
     # Across a change of tone each window hears the pitch of its own time.
     heard = pitches_in(tones, 9.0, 11.0)
     assert [round(p or 0) for p in heard] == [220] * 4 + [440] * 4
+
+
+def test_a_large_frame_reads_like_a_small_one() -> None:
+    """Large frames are analysed on a coarser grid: the same colours and objects, at the same cost."""
+    shot = CONTENT_SHOTS[2]
+    small = analyse_frame(render_shot_frame(shot, 1.0, 320, 240))
+    sprites = tuple(replace(s, size=s.size * 6) for s in shot.sprites)
+    large = analyse_frame(render_shot_frame(replace(shot, sprites=sprites), 1.0, 1920, 1440))
+    assert large.background == small.background
+    assert [(o.color, o.shape) for o in large.objects] == [(o.color, o.shape) for o in small.objects]
+    for a, b in zip(large.objects, small.objects, strict=True):
+        assert a.area == pytest.approx(b.area, rel=0.15)
