@@ -27,7 +27,7 @@ demo: $(STAMP)
 ## Install and run every check CI runs: lint, types, definitions, tests.
 test: $(STAMP) lint typecheck
 	$(BIN)/dagster definitions validate -w workspace.yaml
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 ## The local stack plus the Dagster UI on http://127.0.0.1:3000.
 dev: $(STAMP)

@@ -1,5 +1,9 @@
-"""Fixtures: one moto S3 per session with the sample media (and the realistic content when asked for), a
-fresh Bedrock emulator per test."""
+"""Fixtures: one moto S3 for this package with the sample media (and the realistic content when asked for),
+a fresh Bedrock emulator per test.
+
+moto keeps one state per process and every S3Emulator start resets it, so the S3 lives for this package
+only: under pytest-xdist a worker that runs pipeline tests in between sets it up afresh.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ LAKE_BUCKET = "lake"
 _SESSION = boto3.session.Session()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def s3() -> Iterator[S3Emulator]:
     emulator = S3Emulator(region=REGION).start()
     client = emulator.client()
@@ -30,17 +34,17 @@ def s3() -> Iterator[S3Emulator]:
     emulator.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def s3_client(s3: S3Emulator) -> Any:
     return s3.client()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def samples(s3_client: Any) -> dict[str, SampleObject]:
     return {obj.key: obj for obj in upload_sample_media(s3_client, MEDIA_BUCKET)}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def content(s3_client: Any) -> dict[str, SampleObject]:
     """The realistic-content set (moving objects, several shots, several pitches), uploaded under content/."""
     objects = {obj.key: obj for obj in generate_content_media()}
