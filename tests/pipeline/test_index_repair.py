@@ -51,12 +51,12 @@ def test_a_dead_writers_lease_expires_and_a_live_ones_blocks(s3: S3Emulator) -> 
     dead = {"holder": "run killed-mid-write", "owner": "x", "ttl_sec": 0.2, "n": 1}
     s3.client().put_object(Bucket="lake", Key=key, Body=json.dumps(dead).encode())  # never renewed again
     waits: list[str] = []
-    first = lease(s3, key, "run a")
+    first = lease(s3, key, "run a", ttl_sec=2.0)  # renewed every 0.67 s; stale only after 2 s unchanged
     first.acquire(10, on_wait=waits.append)
     assert waits == ["index table segments_t is being written by run killed-mid-write; waiting"]
 
     with pytest.raises(WriterLockTimeout, match=r"written by run a after 0\.8 s"):
-        lease(s3, key, "run b").acquire(0.8)  # run a renews every 0.1 s: never stale
+        lease(s3, key, "run b").acquire(0.8)  # shorter than run a's lease: never stale
     first.ensure_held()
     first.release()
     assert "Contents" not in s3.client().list_objects_v2(Bucket="lake", Prefix=key)
