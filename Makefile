@@ -1,5 +1,7 @@
 # Two set-up commands on a fresh machine with python3 and make: `make demo` and `make test`.
 # Installs go through uv from the committed uv.lock, so CI, developers and users get the same versions.
+# Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (containers, CI) every command would
+# otherwise compile its imports from source each run (a cold `mediaembed search`: ~3.4 s instead of ~1.7 s).
 PYTHON ?= python3
 UV_VERSION := 0.13.9
 TOOLS := .tools
@@ -15,7 +17,7 @@ $(UV):
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra dev --quiet
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --extra dev --quiet --compile-bytecode
 	touch $(STAMP)
 
 ## Install, start the emulators, generate sample media, run the pipeline, print sample searches.

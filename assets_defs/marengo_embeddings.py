@@ -2,13 +2,14 @@
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pydantic import Field
 
 from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import read_inventory
@@ -33,22 +34,112 @@ def embeddings_path(model: MarengoModel, uri: str) -> str:
 
 
 @dataclass(frozen=True)
+class ReadLimits:
+    max_reads: int
+    age_limit: timedelta
+
+
+class IngestConfig(dg.Config):
+    max_unreadable_reads: int = Field(
+        default=6,
+        ge=1,
+        description=(
+            "A finished job whose output or status cannot be read right now (access, throttling, network) "
+            "stays open and is read again by later runs; this many failed reads end it as failed."
+        ),
+    )
+    unreadable_age_limit_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description=(
+            "A job still unreadable this long after its first failed read is ended as failed too, "
+            "whichever limit comes first."
+        ),
+    )
+
+    def limits(self) -> ReadLimits:
+        return ReadLimits(self.max_unreadable_reads, timedelta(hours=self.unreadable_age_limit_hours))
+
+
+def give_up_reading(
+    reads_before: int, first_unreadable_at: datetime | None, now: datetime, limits: ReadLimits
+) -> str | None:
+    """Why a job whose result could not be read (once more, now) must end; None keeps it open.
+
+    Only transient trouble gets here; the bound on both reads and age is what makes every such job end.
+    """
+    reads = reads_before + 1
+    age = now - (first_unreadable_at or now)
+    if reads >= limits.max_reads:
+        return f"{reads} failed reads over {_duration(age)}"
+    if age >= limits.age_limit:
+        return f"{reads} failed reads over {_duration(age)} (age limit {_duration(limits.age_limit)})"
+    return None
+
+
+def _duration(delta: timedelta) -> str:
+    minutes = delta.total_seconds() / 60
+    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+@dataclass(frozen=True)
 class Ingested:
-    """What became of one finished invocation; no outcome means it stays open and is read again later."""
+    """What became of one finished invocation; an `unreadable` note means it stays open and is read again."""
 
     outcome: Outcome | None
     table: pa.Table | None = None
     unavailable: str | None = None
+    gave_up: bool = False
+
+
+def _timestamp(value: Any) -> datetime | None:
+    return None if value is None or pd.isna(value) else pd.Timestamp(value).to_pydatetime()
+
+
+class _Recorder:
+    """Builds one ledger row's outcomes, straight from the row so that even a surprise can be recorded."""
+
+    def __init__(self, row: dict[str, Any], model: MarengoModel, invocation_id: str, limits: ReadLimits):
+        self.row, self.model, self.invocation_id, self.limits = row, model, invocation_id, limits
+        self.seconds = None if pd.isna(row["media_seconds"]) else float(row["media_seconds"])
+
+    def outcome(self, status: OutcomeStatus, **fields: Any) -> Outcome:
+        return Outcome(
+            job_key=str(self.row["job_key"]),
+            client_token=str(self.row["client_token"]),
+            model_key=self.model.key,
+            media_uri=str(self.row["media_uri"]),
+            etag=str(self.row["etag"]),
+            invocation_id=self.invocation_id,
+            status=status,
+            media_seconds=self.seconds,
+            **fields,
+        )
+
+    def unreadable(self, reason: str, now: datetime) -> Ingested:
+        """Keep the job open with a note, or end it once it has been unreadable past the limits."""
+        reads = self.row.get("unreadable_reads")
+        reads_before = 0 if reads is None or pd.isna(reads) else int(reads)
+        first = _timestamp(self.row.get("first_unreadable_at"))
+        verdict = give_up_reading(reads_before, first, now, self.limits)
+        if verdict is None:
+            return Ingested(
+                self.outcome("unreadable", reason=reason), unavailable=f"{self.row['media_uri']}: {reason}"
+            )
+        return Ingested(
+            self.outcome("failed", reason=f"not readable after {verdict}: {reason}"), gave_up=True
+        )
 
 
 def _ingest_one(
     marengo: MarengoProvider,
     lake: Lake,
-    model: MarengoModel,
-    row: dict[str, Any],
+    recorder: _Recorder,
     status: InvocationStatus,
     current_etags: dict[str, str],
+    now: datetime,
 ) -> Ingested:
+    row, model = recorder.row, recorder.model
     job = EmbeddingJob(
         media_uri=row["media_uri"],
         etag=row["etag"],
@@ -57,37 +148,30 @@ def _ingest_one(
         options=options_from_canonical(row["options"]),
         attempt=int(row["attempt"]),
     )
-    seconds = None if pd.isna(row["media_seconds"]) else float(row["media_seconds"])
-
-    def outcome(status_: OutcomeStatus, **fields: Any) -> Outcome:
-        return Outcome(
-            job_key=job.job_key,
-            client_token=job.client_token,
-            model_key=model.key,
-            media_uri=job.media_uri,
-            etag=job.etag,
-            invocation_id=status.invocation_id,
-            status=status_,
-            media_seconds=seconds,
-            **fields,
-        )
-
     if status.state == "failed":
         reason = status.failure_message or "the provider reported a failure without a message"
-        return Ingested(outcome("failed", reason=reason))
+        return Ingested(recorder.outcome("failed", reason=reason))
+    if status.state == "lost":
+        reason = (
+            f"{marengo.provider_name} no longer knows invocation {status.invocation_id} "
+            f"({status.failure_message}); the next submission run resubmits it as attempt "
+            f"{job.attempt + 1} (a loss does not use up one of max_attempts; at most max_lost losses)"
+        )
+        return Ingested(recorder.outcome("lost", reason=reason))
+    if status.state == "unknown":
+        return recorder.unreadable(f"status not readable: {status.failure_message}", now)
     current = current_etags.get(job.media_uri)
     if current != job.etag:
         # The object changed or went away while the job ran: keep the newer embedding, not this one.
-        now = f"ETag {current}" if current else "not in the inventory"
-        return Ingested(
-            outcome("superseded", reason=f"object changed while embedding (ETag {job.etag}, now {now})")
-        )
+        now_is = f"ETag {current}" if current else "not in the inventory"
+        reason = f"object changed while embedding (ETag {job.etag}, now {now_is})"
+        return Ingested(recorder.outcome("superseded", reason=reason))
     try:
         segments = marengo.fetch_segments(status, job)
-    except OutputUnavailable as error:
-        return Ingested(None, unavailable=f"{job.media_uri}: {error}")
     except MarengoOutputError as error:
-        return Ingested(outcome("failed", reason=f"unusable output: {error}"))
+        return Ingested(recorder.outcome("failed", reason=f"unusable output: {error}"))
+    except OutputUnavailable as error:
+        return recorder.unreadable(str(error), now)
     table = segments_table(
         job,
         segments,
@@ -96,8 +180,12 @@ def _ingest_one(
         ingested_at=datetime.now(UTC),
     )
     path = embeddings_path(model, job.media_uri)
+    # Written even when empty: it replaces the rows of an earlier version of the object.
     lake.write_table(table, path)
-    return Ingested(outcome("completed", segments=table.num_rows, table_path=path), table)
+    if not segments:
+        reason = "the job completed with no segments: nothing in the media to embed with these options"
+        return Ingested(recorder.outcome("no_content", reason=reason, table_path=path), table)
+    return Ingested(recorder.outcome("completed", segments=table.num_rows, table_path=path), table)
 
 
 def _vector_problems(table: pa.Table, dimension: int) -> int:
@@ -128,6 +216,15 @@ def _segments_outside_media(table: pa.Table, durations: dict[str, float | None])
     pool="marengo_ingest",
     check_specs=[
         dg.AssetCheckSpec(
+            "finished_jobs_end",
+            asset=["marengo", "embeddings"],
+            description=(
+                "Fails naming the jobs this run ended because their output or status stayed unreadable "
+                "past the limits (max_unreadable_reads, unreadable_age_limit_hours); warns while "
+                "finished jobs wait to be read again."
+            ),
+        ),
+        dg.AssetCheckSpec(
             "vectors_well_formed",
             asset=["marengo", "embeddings"],
             description="Every vector ingested has the model's dimension, finite values and a non-zero norm.",
@@ -142,12 +239,15 @@ def _segments_outside_media(table: pa.Table, durations: dict[str, float | None])
     ],
 )
 def marengo_embeddings(
-    context: dg.AssetExecutionContext, marengo: MarengoProvider, lake: Lake
+    context: dg.AssetExecutionContext, config: IngestConfig, marengo: MarengoProvider, lake: Lake
 ) -> dg.MaterializeResult:
     """Segment embeddings from every finished invocation of this model version, one Parquet file per object.
 
     Completed invocations become rows (media, ETag, model, option, start/end seconds, vector); failed ones
-    are recorded in the ledger with the provider's reason. Idempotent: a finished invocation is ingested once.
+    are recorded in the ledger with the provider's reason, and so are unusable outputs. A job the provider
+    lost is recorded as lost (the next submission run starts a new attempt); a job that completed with no
+    segments as no_content. Only transient read trouble leaves a job open, within limits, so every job
+    ends. Idempotent: a finished invocation is ingested once.
     """
     model = marengo_model(context.partition_key)
     ledger = SubmissionLedger(lake, marengo.provider_name)
@@ -163,12 +263,14 @@ def marengo_embeddings(
         str(r["client_token"]): {str(k): v for k, v in r.items()} for r in pending.to_dict("records")
     }
 
+    limits, now = config.limits(), datetime.now(UTC)
+
     def ingest(status: InvocationStatus) -> Ingested:
-        row = rows[status.client_token or ""]
+        recorder = _Recorder(rows[status.client_token or ""], model, status.invocation_id, limits)
         try:
-            return _ingest_one(marengo, lake, model, row, status, current_etags)
+            return _ingest_one(marengo, lake, recorder, status, current_etags, now)
         except Exception as error:  # one object's surprise must not lose the others' outcomes
-            return Ingested(None, unavailable=f"{row['media_uri']}: {type(error).__name__}: {error}")
+            return recorder.unreadable(f"{type(error).__name__}: {error}", now)
 
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         results = list(pool.map(ingest, [s for s in finished if (s.client_token or "") in rows]))
@@ -177,15 +279,22 @@ def marengo_embeddings(
     compacted = ledger.compact()
     unavailable = [r.unavailable for r in results if r.unavailable]
     for reason in unavailable:
-        context.log.warning(f"output not readable yet, the job stays open: {reason}")
+        context.log.warning(f"not readable yet, the job stays open and is read again later: {reason}")
+    ended = [r.outcome for r in results if r.gave_up and r.outcome is not None]
+    for o in ended:
+        context.log.error(f"{o.media_uri}: job ended as failed, {o.reason}; it is retried with a new token")
 
     schema = segment_schema(model.dimension)
     written = pa.concat_tables([r.table for r in results if r.table is not None] or [schema.empty_table()])
     completed = [o for o in outcomes if o.status == "completed"]
     failed = [o for o in outcomes if o.status == "failed"]
     superseded = [o for o in outcomes if o.status == "superseded"]
+    lost = [o for o in outcomes if o.status == "lost"]
+    empty = [o for o in outcomes if o.status == "no_content"]
     for f in failed:
         context.log.warning(f"{f.media_uri}: embedding failed: {f.reason}")
+    for o in lost:
+        context.log.warning(f"{o.media_uri}: job lost: {o.reason}")
     durations = {r["media_uri"]: r["media_seconds"] for r in rows.values()}
     bad_vectors = _vector_problems(written, model.dimension)
     outside = _segments_outside_media(written, durations)
@@ -201,7 +310,10 @@ def marengo_embeddings(
             "objects_embedded": len(completed),
             "objects_failed": len(failed),
             "objects_superseded": len(superseded),
+            "objects_without_content": len(empty),
+            "jobs_lost": len(lost),
             "outputs_unreadable": len(unavailable),
+            "jobs_ended_past_read_limits": len(ended),
             "ledger_files_compacted": compacted,
             "media_seconds": round(sum(o.media_seconds or 0.0 for o in completed), 3),
             "location": dg.MetadataValue.path(lake.uri(f"tables/marengo_embeddings/{model.key}/")),
@@ -211,6 +323,19 @@ def marengo_embeddings(
             "preview": preview(written.select(columns).to_pandas()),
         },
         check_results=[
+            dg.AssetCheckResult(
+                check_name="finished_jobs_end",
+                passed=not ended and not unavailable,
+                severity=dg.AssetCheckSeverity.ERROR if ended else dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "ended_past_limits": preview(
+                        pd.DataFrame([{"media_uri": o.media_uri, "reason": o.reason} for o in ended])
+                    ),
+                    "waiting_to_be_read_again": len(unavailable),
+                    "max_unreadable_reads": limits.max_reads,
+                    "unreadable_age_limit_hours": config.unreadable_age_limit_hours,
+                },
+            ),
             dg.AssetCheckResult(
                 check_name="vectors_well_formed",
                 passed=bad_vectors == 0,

@@ -17,7 +17,8 @@ from resources.marengo_provider import MarengoProvider
 from resources.submission_ledger import Outcome, SubmissionLedger
 
 LEDGER_FLUSH_EVERY = 50
-# This many refusals in a row with one reason and no acceptance stop the run's submissions.
+# This many set-up refusals in a row with one reason and no acceptance stop the run's submissions.
+# Refusals about one object (bad media) never count: they say nothing about the next object.
 SETUP_PROBLEM_AFTER = 3
 
 
@@ -31,6 +32,14 @@ class InvocationConfig(dg.Config):
         default=30, ge=1, description="Keep at most this many invocations running (the provider's quota)."
     )
     max_attempts: int = Field(default=2, ge=1, description="Attempts per object before a failure is final.")
+    max_lost: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Jobs the provider lost (no longer knows) are resubmitted without using up an attempt, "
+            "up to this many times per object."
+        ),
+    )
 
     def options(self) -> EmbeddingOptions:
         return EmbeddingOptions(self.segmentation, self.min_segment_sec, self.fixed_segment_sec)
@@ -61,8 +70,9 @@ def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
             "provider_accepts_requests",
             asset=["marengo", "invocations"],
             description=(
-                "Fails when the provider refused several requests in a row for the same reason and accepted "
-                "none: a setup problem (model access, region, buckets), not bad media."
+                "Fails when the provider refused several requests in a row for the same set-up reason and "
+                "accepted none: a setup problem (model access, region, buckets). Refusals about one object "
+                "(bad media) never count."
             ),
         )
     ],
@@ -80,7 +90,9 @@ def marengo_invocations(
     inventory = read_inventory(lake)
     ledger = SubmissionLedger(lake, marengo.provider_name)
     ledger_jobs = ledger.jobs(model.key)
-    plan = plan_submissions(inventory, ledger_jobs, model, config.options(), config.max_attempts)
+    plan = plan_submissions(
+        inventory, ledger_jobs, model, config.options(), config.max_attempts, config.max_lost
+    )
     in_flight = int((ledger_jobs["status"] == "in_progress").sum()) if not ledger_jobs.empty else 0
     seconds = dict(zip(inventory["media_uri"], inventory["duration_sec"], strict=True))
     seconds = {uri: (None if pd.isna(s) else float(s)) for uri, s in seconds.items()}
@@ -90,7 +102,8 @@ def marengo_invocations(
     rejected = [_rejection(job, reason) for job, reason in plan.over_limit]
     deferred = 0
     busy_reason = None
-    same_refusals: list[str] = []  # consecutive provider refusals, with the object's URI masked
+    same_refusals: list[str] = []  # consecutive set-up refusals, with the object's URI masked
+    object_refusals = 0
     setup_problem = None
     try:
         for i, job in enumerate(plan.due):
@@ -106,6 +119,9 @@ def marengo_invocations(
                         f"{job.media_uri}: rejected by {marengo.provider_name}: {refusal.reason}"
                     )
                     rejected.append(_rejection(job, refusal.reason))
+                    if refusal.object_specific:
+                        object_refusals += 1
+                        continue
                     same_refusals.append(refusal.reason.replace(job.media_uri, "<media>"))
                     if (
                         not submitted
@@ -154,6 +170,8 @@ def marengo_invocations(
             "deferred": deferred,
             "deferred_reason": busy_reason or "",
             "rejected": len(rejected),
+            "rejected_for_the_object": object_refusals,
+            "resubmitted_after_lost": sum(s.job.job_key in plan.after_lost for s in submitted),
             "out_of_attempts": len(plan.out_of_attempts),
             "media_seconds_submitted": round(media_seconds, 3),
             "estimated_cost_usd": round(cost, 4),
@@ -166,6 +184,7 @@ def marengo_invocations(
                 passed=setup_problem is None,
                 metadata={
                     "consecutive_identical_refusals": len(same_refusals),
+                    "refusals_about_one_object": object_refusals,
                     "reason": setup_problem or "",
                 },
             )

@@ -54,8 +54,12 @@ def current_embeddings(lake: Lake, model: MarengoModel, inventory: pd.DataFrame)
     searchable; an object gone from the inventory goes from the index.
     """
     jobs = SubmissionLedger(lake, provider="").jobs(model.key)
-    done = jobs[(jobs["status"] == "completed") & jobs["media_uri"].isin(inventory["media_uri"])]
-    return done.sort_values("recorded_at").drop_duplicates("media_uri", keep="last").reset_index(drop=True)
+    done = jobs[
+        jobs["status"].isin(["completed", "no_content"]) & jobs["media_uri"].isin(inventory["media_uri"])
+    ]
+    latest = done.sort_values("recorded_at").drop_duplicates("media_uri", keep="last")
+    # A latest version with no content (no segments) takes the object's older segments out of the index.
+    return latest[latest["status"] == "completed"].reset_index(drop=True)
 
 
 def expected_objects(expected: pd.DataFrame) -> dict[str, ExpectedObject]:

@@ -3,9 +3,9 @@
 Synthetic clustered data (unit vectors around `--clusters` centres) with held-out queries drawn from the same
 clusters, so recall is measured the way search is used: exact cosine top-k from numpy is the truth.
 
-    .venv/bin/python bench/index_ann.py --rows 1000000 --dim 512 --config ivf_sq:1000 --nprobes 20,40 --refine 5,10
+    .venv/bin/python bench/index_ann.py --rows 1000000 --config ivf_sq:1000 --nprobes 20,40 --refine 5,10
 
-Each `--config` is `kind:partitions` with kind one of ivf_sq, ivf_pq, ivf_hnsw_sq, ivf_rq, or `exact` (no index).
+Each `--config` is `kind:partitions` (kind: ivf_sq, ivf_pq, ivf_hnsw_sq, ivf_rq) or `exact` (no index).
 The last line per config/probe setting is machine-readable: `config=... recall=... p50_ms=... speedup=...`.
 """
 
@@ -56,7 +56,9 @@ def directory_bytes(path: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--clusters", type=int, default=2_000)
@@ -73,7 +75,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="index-bench-"))
     try:
         t0 = time.perf_counter()
-        data = np.concatenate(list(clustered(args.rows + args.queries, args.dim, args.clusters, args.seed, args.spread)))
+        batches = clustered(args.rows + args.queries, args.dim, args.clusters, args.seed, args.spread)
+        data = np.concatenate(list(batches))
         order = np.random.default_rng(args.seed + 1).permutation(len(data))
         queries, base = data[order[: args.queries]], data[order[args.queries :]]
         print(f"data: {len(base)} x {args.dim}, {args.clusters} clusters, {len(queries)} held-out queries")
@@ -96,7 +99,8 @@ def main() -> None:
         for spec in configs:
             kind, _, parts = spec.partition(":")
             if kind != "exact":
-                table.drop_index("vector_idx") if any(i.name == "vector_idx" for i in table.list_indices()) else None
+                if any(i.name == "vector_idx" for i in table.list_indices()):
+                    table.drop_index("vector_idx")
                 start = time.perf_counter()
                 table.create_index("vector", config=index_config(kind, int(parts), args.dim))
                 build_s = time.perf_counter() - start
@@ -104,9 +108,11 @@ def main() -> None:
                 print(f"{spec}: build {build_s:.0f} s, index {size_mb:.0f} MB")
             else:
                 build_s, size_mb = 0.0, 0.0
-            probe_grid = [(0, 0)] if kind == "exact" else [
-                (int(n), int(r)) for n in args.nprobes.split(",") for r in args.refine.split(",")
-            ]
+            probe_grid = (
+                [(0, 0)]
+                if kind == "exact"
+                else [(int(n), int(r)) for n in args.nprobes.split(",") for r in args.refine.split(",")]
+            )
             for nprobes, refine in probe_grid:
                 latencies, hits = [], 0
                 for i, q in enumerate(queries):

@@ -29,12 +29,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed-sample-media", action="store_true", help="upload the sample media to bucket 'media'"
     )
+    p.add_argument(
+        "--workdir", default=None, help="keep Bedrock's async invocations in this folder across restarts"
+    )
     return p
 
 
 def serve(argv: list[str] | None = None) -> int:
     """Start the stack, print `export` lines for its env, block until interrupted, stop cleanly."""
     args = _parser().parse_args(argv)
+    uploaded: list[object] = []
     stack = start_local_stack(
         s3_port=args.s3_port,
         bedrock_port=args.bedrock_port,
@@ -44,6 +48,12 @@ def serve(argv: list[str] | None = None) -> int:
         throttle_rate=args.throttle_rate,
         failure_rate=args.failure_rate,
         seed=args.seed,
+        workdir=args.workdir,
+        prepare_s3=(
+            (lambda client: uploaded.extend(upload_sample_media(client, "media")))
+            if args.seed_sample_media
+            else None
+        ),
     )
     done = threading.Event()
 
@@ -53,7 +63,6 @@ def serve(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_signal)
     try:
         if args.seed_sample_media:
-            uploaded = upload_sample_media(stack.s3.client(), "media")
             print(f"# uploaded {len(uploaded)} sample objects to s3://media/", file=sys.stderr)
         for name, value in stack.env().items():
             print(f"export {name}={value}")

@@ -3,11 +3,16 @@
 Every video scene is one (shape, colour, background, tone) combination at integer-second boundaries, and every
 (colour, shape) foreground pair occurs exactly once across the whole set, so a text query "<colour> <shape>"
 has exactly one right answer. A corrupt file and an unsupported object exercise the error paths.
+
+`make_clip` and `make_tones` build more realistic content for tests: shots with small objects moving over a
+large background, objects that come and go within a shot, and audio at several pitches.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,10 +77,37 @@ AUDIO_TONES: dict[str, tuple[float, float]] = {  # key -> (tone Hz, duration s)
 }
 
 
-def shape_mask(shape: str, width: int, height: int, size: int) -> np.ndarray:
-    """Boolean (height, width) mask of a centred shape whose bounding box is size x size pixels."""
+@dataclass(frozen=True)
+class Sprite:
+    """An object in a shot: it moves in a straight line from `start` to `end` (centre, as fractions of the
+    frame's width and height) while it is visible, from `appear_sec` to `vanish_sec` into the shot."""
+
+    shape: str
+    color: str
+    size: int  # side of its bounding box, pixels
+    start: tuple[float, float] = (0.5, 0.5)
+    end: tuple[float, float] = (0.5, 0.5)
+    appear_sec: float = 0.0
+    vanish_sec: float | None = None  # None: until the shot ends
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One continuous shot: a plain background, objects on it and a sine tone (0 Hz: silence)."""
+
+    seconds: float
+    background: str
+    sprites: tuple[Sprite, ...] = ()
+    tone_hz: float = 0.0
+
+
+def shape_mask(
+    shape: str, width: int, height: int, size: int, center: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Boolean (height, width) mask of a shape whose size x size bounding box is centred on `center`
+    (pixels; the middle of the picture by default)."""
     ys, xs = np.mgrid[0:height, 0:width]
-    cx, cy = width / 2.0, height / 2.0
+    cx, cy = center if center is not None else (width / 2.0, height / 2.0)
     top, left = cy - size / 2.0, cx - size / 2.0
     if shape == "circle":
         return np.asarray((xs - cx + 0.5) ** 2 + (ys - cy + 0.5) ** 2 <= (size / 2.0) ** 2)
@@ -142,19 +174,81 @@ def make_video(scenes: tuple[Scene, ...]) -> bytes:
 
 def make_audio(hz: float, seconds: float, fmt: str) -> bytes:
     """A mono sine tone as WAV (pcm_s16le) or FLAC at 16 kHz."""
+    return make_tones(((hz, seconds),), fmt)
+
+
+def make_tones(tones: Sequence[tuple[float, float]], fmt: str) -> bytes:
+    """Sine tones one after another, (Hz, seconds) each (0 Hz: silence), as mono WAV or FLAC at 16 kHz."""
     buf = io.BytesIO()
     codec = {"wav": "pcm_s16le", "flac": "flac"}[fmt]
+    parts = [_sine(hz, seconds, AUDIO_FILE_RATE, 0.4 if hz else 0.0) for hz, seconds in tones]
+    samples = np.concatenate(parts)
     with av.open(buf, mode="w", format=fmt) as out:
         stream: Any = out.add_stream(codec, rate=AUDIO_FILE_RATE)
         stream.layout = "mono"
         stream.format = "s16"
-        _encode_audio(out, stream, _sine(hz, seconds, AUDIO_FILE_RATE), "s16", 1024)
+        _encode_audio(out, stream, samples, "s16", 1024)
+    return buf.getvalue()
+
+
+def shot_spans(shots: Sequence[Shot]) -> list[tuple[float, float]]:
+    """(start, end) seconds of each shot in a clip made of `shots`."""
+    ends = np.cumsum([0.0, *(shot.seconds for shot in shots)])
+    return [(float(a), float(b)) for a, b in itertools.pairwise(ends)]
+
+
+def render_shot_frame(shot: Shot, t: float, width: int, height: int) -> np.ndarray:
+    """The picture `t` seconds into a shot: every sprite visible at `t`, later ones drawn on top."""
+    img = np.empty((height, width, 3), dtype=np.uint8)
+    img[:] = PALETTE[shot.background]
+    for sprite in shot.sprites:
+        vanish = shot.seconds if sprite.vanish_sec is None else sprite.vanish_sec
+        if not sprite.appear_sec <= t < vanish:
+            continue
+        k = (t - sprite.appear_sec) / max(vanish - sprite.appear_sec, 1e-9)
+        fx = sprite.start[0] + k * (sprite.end[0] - sprite.start[0])
+        fy = sprite.start[1] + k * (sprite.end[1] - sprite.start[1])
+        center = (round(fx * width), round(fy * height))
+        img[shape_mask(sprite.shape, width, height, sprite.size, center)] = PALETTE[sprite.color]
+    return img
+
+
+def make_clip(shots: Sequence[Shot], fps: int = 12, size: tuple[int, int] = VIDEO_SIZE) -> bytes:
+    """H.264 + AAC MP4 of `shots` back to back: moving sprites over plain backgrounds, one tone per shot."""
+    width, height = size
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as out:
+        vstream: Any = out.add_stream("libx264", rate=fps)
+        vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+        vstream.options = {"preset": "ultrafast", "crf": "18"}
+        astream: Any = out.add_stream("aac", rate=VIDEO_AUDIO_RATE)
+        astream.layout = "mono"
+        index = 0
+        for shot in shots:
+            for i in range(round(shot.seconds * fps)):
+                picture = render_shot_frame(shot, i / fps, width, height)
+                frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+                frame.pts = index
+                index += 1
+                for packet in vstream.encode(frame):
+                    out.mux(packet)
+        for packet in vstream.encode(None):
+            out.mux(packet)
+        tone = np.concatenate(
+            [_sine(s.tone_hz, s.seconds, VIDEO_AUDIO_RATE, 0.4 if s.tone_hz else 0.0) for s in shots]
+        )
+        _encode_audio(out, astream, tone, "fltp", astream.codec_context.frame_size or 1024)
     return buf.getvalue()
 
 
 def make_image(scene: Scene, fmt: str) -> bytes:
     """A single PNG or JPEG picture of one shape."""
-    picture = render(scene.shape, scene.color, scene.background, IMAGE_SIZE, IMAGE_SIZE, 100)
+    return encode_image(render(scene.shape, scene.color, scene.background, IMAGE_SIZE, IMAGE_SIZE, 100), fmt)
+
+
+def encode_image(picture: np.ndarray, fmt: str) -> bytes:
+    """An RGB uint8 picture as PNG or JPEG."""
+    height, width = picture.shape[:2]
     buf = io.BytesIO()
     codec, pix_fmt, container = {
         "png": ("png", "rgb24", "image2pipe"),
@@ -162,7 +256,7 @@ def make_image(scene: Scene, fmt: str) -> bytes:
     }[fmt]
     with av.open(buf, mode="w", format=container) as out:
         stream: Any = out.add_stream(codec, rate=1)
-        stream.width, stream.height, stream.pix_fmt = IMAGE_SIZE, IMAGE_SIZE, pix_fmt
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "mjpeg":
             stream.options = {"qmin": "2", "qmax": "4"}
         frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format=pix_fmt)
@@ -172,6 +266,68 @@ def make_image(scene: Scene, fmt: str) -> bytes:
         for packet in stream.encode(None):
             out.mux(packet)
     return buf.getvalue()
+
+
+# Realistic content for the search tests: one clip of several shots, each a large plain background with small
+# objects moving over it (2-3 % of the frame), one whose object enters halfway through a 20 s shot (cut into
+# two 10 s segments); stills of its first two shots; and a tone at four pitches an octave or a fifth apart.
+# Clip and tones never share a pitch, so a pitch query has exactly one right segment.
+CONTENT_CLIP_KEY = "content/moving_objects.mp4"
+CONTENT_PITCHES_KEY = "content/pitches.wav"
+CONTENT_STILLS: dict[str, int] = {"content/yellow_still.png": 0, "content/blue_still.png": 1}  # key -> shot
+CONTENT_SHOTS: tuple[Shot, ...] = (
+    Shot(6.0, "yellow", (Sprite("square", "blue", 44, (0.15, 0.5), (0.85, 0.5)),), 247.0),
+    Shot(6.0, "blue", (Sprite("square", "yellow", 44, (0.85, 0.3), (0.15, 0.7)),), 494.0),
+    Shot(
+        6.0,
+        "green",
+        (
+            Sprite("circle", "red", 52, (0.2, 0.2), (0.8, 0.8)),
+            Sprite("triangle", "white", 60, (0.8, 0.25), (0.2, 0.75)),
+        ),
+        740.0,
+    ),
+    Shot(20.0, "purple", (Sprite("triangle", "orange", 56, (0.1, 0.5), (0.9, 0.5), appear_sec=6.0),), 1480.0),
+)
+CONTENT_TONES: tuple[tuple[float, float], ...] = ((220.0, 10.0), (440.0, 10.0), (660.0, 10.0), (880.0, 10.0))
+
+
+def generate_content_media() -> list[SampleObject]:
+    """The realistic-content set (deterministic bytes for the same PyAV/FFmpeg build)."""
+    spans = shot_spans(CONTENT_SHOTS)
+    objects = [
+        SampleObject(
+            CONTENT_CLIP_KEY,
+            "video/mp4",
+            make_clip(CONTENT_SHOTS),
+            "video",
+            (),
+            "; ".join(
+                f"{a:g}-{b:g}s {shot.background} with "
+                + ", ".join(f"a moving {p.color} {p.shape}" for p in shot.sprites)
+                + f", {shot.tone_hz:g} Hz"
+                for (a, b), shot in zip(spans, CONTENT_SHOTS, strict=True)
+            ),
+        ),
+        SampleObject(
+            CONTENT_PITCHES_KEY,
+            "audio/wav",
+            make_tones(CONTENT_TONES, "wav"),
+            "audio",
+            (),
+            ", ".join(f"{hz:g} Hz for {sec:g} s" for hz, sec in CONTENT_TONES),
+        ),
+    ]
+    width, height = VIDEO_SIZE
+    for key, index in CONTENT_STILLS.items():
+        shot = CONTENT_SHOTS[index]
+        picture = render_shot_frame(shot, shot.seconds / 2, width, height)
+        objects.append(
+            SampleObject(
+                key, "image/png", encode_image(picture, "png"), "image", (), f"a still of shot {index}"
+            )
+        )
+    return objects
 
 
 def generate_sample_media() -> list[SampleObject]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
@@ -54,10 +55,16 @@ def start_local_stack(
     bedrock_port: int = 0,
     region: str = "us-east-1",
     buckets: Sequence[str] = ("media", "lake"),
+    workdir: Path | str | None = None,
+    prepare_s3: Callable[[Any], object] | None = None,
     **faults: Any,
 ) -> LocalStack:
     """Start S3 then Bedrock (faults: latency_sec, max_concurrent_invocations, throttle_rate, failure_rate,
-    seed) and create `buckets` (existing ones are kept)."""
+    seed) and create `buckets` (existing ones are kept).
+
+    `workdir` keeps Bedrock's invocations on disk across restarts. `prepare_s3(client)` runs once the
+    buckets exist and before Bedrock starts, so jobs it carries on from an earlier run find their media.
+    """
     s3 = S3Emulator(port=s3_port, region=region).start()
     try:
         client = s3.client()
@@ -70,7 +77,11 @@ def start_local_stack(
                     client.create_bucket(
                         Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
                     )
-        bedrock = BedrockRuntimeEmulator(s3.endpoint, region=region, port=bedrock_port, **faults).start()
+        if prepare_s3 is not None:
+            prepare_s3(client)
+        bedrock = BedrockRuntimeEmulator(
+            s3.endpoint, region=region, port=bedrock_port, workdir=workdir, **faults
+        ).start()
     except BaseException:
         s3.stop()
         raise

@@ -1,27 +1,60 @@
 """`make demo`: the whole pipeline on the local emulators and generated media, then sample searches."""
 
+import shlex
+import sys
 from pathlib import Path
 
 import dagster as dg
 
 from assets_defs.media_inventory import read_inventory
-from emulators.sample_media import upload_sample_media
+from emulators.sample_media import SampleObject, upload_sample_media
 from emulators.stack import start_local_stack
 from harness.local_env import apply, local_settings, prepare_dagster_home
+from mediaembed.run_slots import PoolSlotTimeout
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.search import print_hits, search
 from pipelines.definitions import pipeline_resources
 from resources.marengo_models import SERVING_MODEL_KEY
 
 SAMPLE_QUERIES = ("yellow triangle", "a red circle", "low hum")
+NEXT_QUERY = "red circle"
+
+
+def next_step(workdir: Path) -> str:
+    """The command that searches what the demo built after its emulators are gone, runnable as printed
+    from the directory the demo ran in (the README quotes it)."""
+    script = Path(sys.executable).parent / "mediaembed"
+    if not script.exists():
+        command = "mediaembed"
+    elif script.is_relative_to(Path.cwd()):
+        command = str(script.relative_to(Path.cwd()))
+    else:
+        command = str(script)
+    line = f'{shlex.quote(command)} search --local "{NEXT_QUERY}"'
+    return line if workdir == Path(".local") else f"{line} --workdir {shlex.quote(str(workdir))}"
 
 
 def run_demo(workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES) -> int:
+    try:
+        return _run_demo(workdir, queries)
+    except PoolSlotTimeout as error:
+        print(f"mediaembed demo: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mediaembed demo: interrupted; run it again to carry on where it stopped", file=sys.stderr)
+        return 130
+
+
+def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
     settings = local_settings(workdir)
-    with start_local_stack(latency_sec=0.5) as stack:
+    samples: list[SampleObject] = []
+    with start_local_stack(
+        latency_sec=0.5,
+        workdir=workdir / "bedrock",  # jobs of an earlier, interrupted demo are still known and finish
+        prepare_s3=lambda client: samples.extend(upload_sample_media(client, "media")),
+    ) as stack:
         apply({**stack.env(), **settings})
         prepare_dagster_home(settings)
-        samples = upload_sample_media(stack.s3.client(), "media")
         print(f"local stack: S3 {stack.s3_endpoint}, Bedrock {stack.bedrock_endpoint}")
         print(f"uploaded {len(samples)} sample objects to s3://media/; lake and index under {workdir}/")
 
@@ -60,4 +93,6 @@ def run_demo(workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES) -> int:
         for query in queries:
             print(f'\nsearch "{query}" (top 3):')
             print_hits(search(query, 3, SERVING_MODEL_KEY), as_json=False)
+    print("\nemulators stopped; search what the demo built with:")
+    print(next_step(workdir))
     return 0

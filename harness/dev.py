@@ -12,11 +12,18 @@ from harness.local_env import apply, local_settings, prepare_dagster_home
 
 def run_dev(workdir: Path, port: int) -> int:
     settings = local_settings(workdir)
-    with start_local_stack(s3_port=4566, bedrock_port=4567, latency_sec=2.0) as stack:
+    # Bedrock's jobs live under the work folder, so a restart over a kept `.local` loses none of them;
+    # the media goes up before Bedrock starts, so the jobs it carries on find it.
+    with start_local_stack(
+        s3_port=4566,
+        bedrock_port=4567,
+        latency_sec=2.0,
+        workdir=workdir / "bedrock",
+        prepare_s3=lambda client: upload_sample_media(client, "media"),
+    ) as stack:
         env = {**stack.env(), **settings}
         apply(env)
         prepare_dagster_home(settings)
-        upload_sample_media(stack.s3.client(), "media")
         env_file = workdir / "dev.env"
         env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
         print(f"emulators up; settings in {env_file} (`. {env_file}` then `mediaembed search ...`)")

@@ -3,13 +3,26 @@
 import os
 from pathlib import Path
 
+import dagster as dg
+
+from mediaembed.run_slots import free_slots_of_dead_runs
+
 DAGSTER_YAML = """\
 # Local instance for the demo and `make dev`.
+# Written by harness/local_env.py at every start (edits here are replaced); see the README for production.
 concurrency:
   pools:
     # marengo_submit: one submitter; marengo_ingest: one ingester; lancedb_writer: one writer per LanceDB
     # table (concurrent merge_insert calls adding the same key can duplicate rows).
     default_limit: 1
+# The daemon of `make dev` fails runs whose worker is gone and frees the slots that finished runs still
+# hold. In-process runs (demo, tests, bench) free the slots of dead runs themselves (mediaembed/run_slots.py).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  poll_interval_seconds: 120
+  free_slots_after_run_end_seconds: 300
 telemetry:
   enabled: false
 """
@@ -27,11 +40,16 @@ def local_settings(workdir: Path) -> dict[str, str]:
 
 
 def prepare_dagster_home(settings: dict[str, str]) -> None:
+    """Write the local dagster.yaml (ours: a workdir from before run monitoring gets it too), then fail
+    the runs an earlier local process left behind when it was killed, so none keeps a pool slot."""
     home = Path(settings["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    if not config.exists() or config.read_text().startswith(DAGSTER_YAML.splitlines()[0]):
         config.write_text(DAGSTER_YAML)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for line in free_slots_of_dead_runs(instance):
+            print(line)
 
 
 def apply(env: dict[str, str]) -> None:

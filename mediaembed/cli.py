@@ -11,11 +11,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mediaembed", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    search_cmd = commands.add_parser("search", help="text search over the segment index")
+    search_cmd = commands.add_parser(
+        "search",
+        help="text search over the segment index",
+        description="Text search over the segment index. Exit status: 0 hits printed (maybe none), "
+        "1 settings, index or provider not ready, 2 bad command line or query.",
+    )
     search_cmd.add_argument("text")
-    search_cmd.add_argument("--top-k", type=int, default=5)
+    search_cmd.add_argument("--top-k", type=int, default=5, help="how many hits (1 or more)")
     search_cmd.add_argument("--json", action="store_true", help="one JSON object per hit")
     search_cmd.add_argument("--model", default=SERVING_MODEL_KEY, choices=sorted(MARENGO_MODELS))
+    search_cmd.add_argument(
+        "--local",
+        action="store_true",
+        help="search what `make demo` built: the index under --workdir, with the Bedrock emulator "
+        "started just for the query embedding",
+    )
+    search_cmd.add_argument("--workdir", type=Path, default=Path(".local"), help="with --local")
 
     demo_cmd = commands.add_parser("demo", help="run the pipeline on the local emulators, then search")
     demo_cmd.add_argument("--workdir", type=Path, default=Path(".local"))
@@ -43,15 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "search":
-        from mediaembed.search import print_hits, search
-
-        try:
-            hits = search(args.text, args.top_k, args.model)
-        except LookupError as error:
-            print(f"mediaembed: {error}", file=sys.stderr)
-            return 1
-        print_hits(hits, as_json=args.json)
-        return 0
+        return _search(args)
     if args.command == "demo":
         from harness.demo import run_demo
 
@@ -59,6 +63,30 @@ def main(argv: list[str] | None = None) -> int:
     from harness.dev import run_dev
 
     return run_dev(args.workdir, args.port)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from mediaembed.search import SearchError, run_search  # no Dagster, no code location: a fast start
+
+    def run() -> int:
+        return run_search(args.text, args.top_k, args.model, as_json=args.json)
+
+    if not args.local:
+        return run()
+    try:
+        from harness.local_search import local_search_env  # the local harness, only when asked for
+    except ImportError:
+        print(
+            "mediaembed search --local needs the local emulators: pip install 'mediaembed[local]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with local_search_env(args.workdir):
+            return run()
+    except SearchError as error:
+        print(f"mediaembed search: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

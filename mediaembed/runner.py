@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 
+from mediaembed.run_slots import execute_holding_slots
 from pipelines.definitions import defs, pipeline_resources
 from pipelines.sensors import marengo_invocation_sensor
 from resources.submission_ledger import SubmissionLedger
@@ -24,8 +25,8 @@ def run_job(
     **kwargs: Any,
 ) -> dg.ExecuteInProcessResult:
     run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}}
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, partition_key=partition_key, run_config=run_config, **kwargs
+    result = execute_holding_slots(
+        instance, defs.resolve_job_def(job_name), partition_key=partition_key, run_config=run_config, **kwargs
     )
     if not result.success:
         raise RuntimeError(f"run of {job_name} for {partition_key} failed: {result.run_id}")

@@ -35,6 +35,19 @@ def marengo_invocation_sensor(
     handed_off = {k: v for k, v in handed_off.items() if k in open_ids}
 
     finished = marengo.finished_invocations(open_jobs(pending), pending["submitted_at"].min().to_pydatetime())
+    # Handed off like finished jobs: the ingest run records them (lost: resubmitted by the next submission
+    # run; unknown: read again, and failed once past the ingest's read limits), so none stays open for ever.
+    for status in finished:
+        if status.state == "unknown":
+            context.log.warning(
+                f"cannot ask {marengo.provider_name} about {status.invocation_id}: {status.failure_message}; "
+                "the ingest run counts it and fails the job past its read limits"
+            )
+        elif status.state == "lost":
+            context.log.warning(
+                f"{marengo.provider_name} no longer knows {status.invocation_id} "
+                f"({status.failure_message}); the ingest run records it lost for resubmission"
+            )
     now = time.time()
     fresh = [
         s for s in finished if now - handed_off.get(s.invocation_id, -REHAND_AFTER_SEC) >= REHAND_AFTER_SEC
@@ -54,7 +67,11 @@ def marengo_invocation_sensor(
         )
         for model_key, ids in sorted(by_model.items())
     ]
-    context.log.info(f"{len(pending)} in flight, {len(finished)} finished, {len(fresh)} newly handed off")
+    states = {state: sum(s.state == state for s in finished) for state in ("lost", "unknown")}
+    context.log.info(
+        f"{len(pending)} in flight, {len(finished)} finished ({states['lost']} lost, "
+        f"{states['unknown']} not readable), {len(fresh)} newly handed off"
+    )
     if not run_requests:
         return dg.SensorResult(
             skip_reason=f"{len(pending)} invocations in flight, none newly finished",

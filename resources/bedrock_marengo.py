@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, PrivateAttr
 
@@ -17,8 +16,8 @@ from resources.bedrock_marengo_bodies import (
     OutputUnavailable,
     async_model_input,
     parse_segments,
-    text_query_body,
 )
+from resources.bedrock_query import embed_text, runtime_client
 from resources.embedding_jobs import (
     EmbeddingJob,
     InvocationState,
@@ -31,9 +30,29 @@ from resources.marengo_models import MarengoModel
 from resources.marengo_provider import MarengoProvider
 from resources.s3_storage import S3Storage, S3Uri
 
-# Errors the SDK never retries and a retry of ours cannot fix: the request itself is wrong.
+# Errors the SDK never retries and a retry of ours cannot fix now: the request or the set-up is wrong.
 # ConflictException (a token reused with a different request) is neither: it raises and fails the run.
-PERMANENT_ERRORS = {"ValidationException", "ResourceNotFoundException"}
+PERMANENT_ERRORS = {
+    "ValidationException",
+    "ResourceNotFoundException",
+    "AccessDeniedException",
+    "UnrecognizedClientException",
+}
+# A ValidationException is about the object (unreadable media, a missing key) unless, with the object's URI
+# masked, it speaks of the set-up: then every object would be refused alike.
+SETUP_HINTS = (
+    "region",
+    "output",
+    "access denied",
+    "accessdenied",
+    "not authorized",
+    "permission",
+    "model identifier",
+    "model id",
+    "not enabled",
+    "throughput",
+    "kms",
+)
 # The service is busy or the in-flight quota is full: leave the job for a later run.
 BUSY_ERRORS = {
     "ServiceQuotaExceededException",
@@ -51,6 +70,39 @@ STATES: dict[str, InvocationState] = {
 CLOCK_SKEW = timedelta(minutes=5)
 # Open jobs missing from every listing are looked up with GetAsyncInvoke, at most this many a call.
 SWEEP_LIMIT = 100
+# GetAsyncInvoke has no not-found error in its model (an unknown ARN is a ValidationException, see
+# operations below); ResourceNotFoundException is accepted too, should Bedrock ever send it.
+NOT_FOUND_ERRORS = {"ResourceNotFoundException", "NotFoundException"}
+INVOCATION_ARN = re.compile(
+    r"arn:aws(-[^:]+)?:bedrock:(?P<region>[a-z0-9-]{1,20}):[0-9]{12}:async-invoke/[a-z0-9]{12}"
+)
+# A finished job's output that is gone is gone for good; any other read error may clear up.
+OUTPUT_GONE_ERRORS = {"NoSuchKey", "404", "NotFound"}
+
+
+def refusal_is_object_specific(code: str, message: str, media_uri: str) -> bool:
+    """Whether a permanent refusal is about this object (so it says nothing about the next one).
+
+    Only validation errors can be; access, an unknown or disabled model and wrong regions refuse every
+    object alike, and so does a validation error that, with the object's URI masked, names the set-up.
+    """
+    if code != "ValidationException":
+        return False
+    masked = message.replace(media_uri, "<media>").lower()
+    return not any(hint in masked for hint in SETUP_HINTS)
+
+
+def invocation_not_found(code: str, arn: str, region: str) -> bool:
+    """Whether a GetAsyncInvoke error means the provider does not know this invocation.
+
+    Asked only for ARNs Bedrock itself returned and that no listing since their submission showed. A
+    ValidationException then means "not found" when the ARN is well formed and in our own region; in
+    another region (the configuration changed) the job may well exist, so it is not declared lost.
+    """
+    if code in NOT_FOUND_ERRORS:
+        return True
+    match = INVOCATION_ARN.fullmatch(arn)
+    return code == "ValidationException" and match is not None and match.group("region") == region
 
 
 class BedrockMarengo(MarengoProvider):
@@ -74,9 +126,8 @@ class BedrockMarengo(MarengoProvider):
     def client(self) -> Any:
         """One bedrock-runtime client per resource instance, with botocore's own retry modes."""
         if self._client is None:
-            config = Config(retries={"mode": self.retry_mode, "max_attempts": self.max_attempts})
-            self._client = boto3.session.Session().client(
-                "bedrock-runtime", region_name=self.region_name, endpoint_url=self.endpoint_url, config=config
+            self._client = runtime_client(
+                self.region_name, self.endpoint_url, self.retry_mode, self.max_attempts
             )
         return self._client
 
@@ -93,9 +144,11 @@ class BedrockMarengo(MarengoProvider):
             )
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
-            reason = f"{code}: {error.response.get('Error', {}).get('Message', '')}"
+            message = error.response.get("Error", {}).get("Message", "")
+            reason = f"{code}: {message}"
             if code in PERMANENT_ERRORS:
-                raise SubmissionRefused(reason, permanent=True) from error
+                specific = refusal_is_object_specific(code, message, job.media_uri)
+                raise SubmissionRefused(reason, permanent=True, object_specific=specific) from error
             if code in BUSY_ERRORS:
                 raise SubmissionRefused(reason, permanent=False) from error
             raise
@@ -118,14 +171,25 @@ class BedrockMarengo(MarengoProvider):
             if status.client_token in open_jobs
         }
         # Open in our ledger but in no listing: our submit time was off (clock skew, or a token replayed
-        # after a crash answered with an older invocation). Ask for those by ARN, a bounded number a call.
+        # after a crash answered with an older invocation), or Bedrock no longer knows the job. Ask for
+        # those by ARN, a bounded number a call; what cannot be asked is reported, never skipped.
         unseen = [(token, arn) for token, arn in open_jobs.items() if token not in listed]
         for token, arn in unseen[:SWEEP_LIMIT]:
-            try:
-                listed[token] = _status(self.client().get_async_invoke(invocationArn=arn))
-            except ClientError:
-                continue
+            listed[token] = self._look_up(token, arn)
         return [s for s in listed.values() if s.state != "in_progress"]
+
+    def _look_up(self, token: str, arn: str) -> InvocationStatus:
+        try:
+            return _status(self.client().get_async_invoke(invocationArn=arn))
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            message = f"GetAsyncInvoke: {code}: {error.response.get('Error', {}).get('Message', '')}"
+            state: InvocationState = (
+                "lost" if invocation_not_found(code, arn, self.region_name) else "unknown"
+            )
+        except BotoCoreError as error:
+            message, state = f"GetAsyncInvoke: {error}", "unknown"
+        return InvocationStatus(arn, token, state, None, None, message, None)
 
     def _list(self, submitted_after: datetime) -> Iterator[InvocationStatus]:
         paginator = self.client().get_paginator("list_async_invokes")
@@ -147,26 +211,27 @@ class BedrockMarengo(MarengoProvider):
             obj = self.storage.get_client().get_object(Bucket=location.bucket, Key=location.key)
             raw = obj["Body"].read()
         except ClientError as error:
-            raise OutputUnavailable(f"cannot read {location}: {error.response['Error']['Code']}") from error
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in OUTPUT_GONE_ERRORS:
+                raise MarengoOutputError(f"{location} is gone ({code}) although the job completed") from error
+            raise OutputUnavailable(f"cannot read {location}: {code}") from error
         except BotoCoreError as error:
             raise OutputUnavailable(f"cannot read {location}: {error}") from error
         try:
             payload = json.loads(raw)
+        except UnicodeDecodeError as error:
+            raise MarengoOutputError(
+                f"{location} is not UTF-8 text: {error.reason} at byte {error.start}"
+            ) from error
         except json.JSONDecodeError as error:
             raise MarengoOutputError(f"{location} is not JSON: {error}") from error
+        except RecursionError as error:
+            raise MarengoOutputError(f"{location} is nested too deeply to be Marengo output") from error
         return parse_segments(payload, job.model, job.modality)
 
     def embed_text(self, text: str, model: MarengoModel) -> list[float]:
-        response = self.client().invoke_model(
-            modelId=model.sync_model_id(self.region_name),
-            body=json.dumps(text_query_body(model, text)),
-            contentType="application/json",
-            accept="application/json",
-        )
-        segments = parse_segments(json.loads(response["body"].read()), model)
-        if not segments:
-            raise MarengoOutputError("InvokeModel returned no embedding for the query")
-        return segments[0].vector
+        """Raises QueryEmbeddingError with one actionable line (endpoint, credentials, model access)."""
+        return embed_text(self.client(), model, self.region_name, text)
 
 
 def _status(summary: dict[str, Any]) -> InvocationStatus:

@@ -87,44 +87,97 @@ def parse_segments(
     """Segments from a sync response body or an async `output.json`.
 
     Accepts the documented `{"data": [...]}` and the single-object variants some clients see
-    (`{"data": {...}}`, a top-level `{"embedding": [...]}`). Rejects vectors of the wrong size or with
-    non-finite values, naming the segment.
+    (`{"data": {...}}`, a top-level `{"embedding": [...]}`); `{"data": []}` is a valid answer with no
+    segments. Everything else that does not match the documented types raises MarengoOutputError naming
+    the segment and the field: vectors of the wrong size, non-numeric or non-finite values, times that are
+    not non-negative numbers, options or scopes that are not strings, items that are not objects. A JSON
+    null counts as an absent field.
     """
     if not isinstance(payload, dict):
-        raise MarengoOutputError(f"expected a JSON object, got {type(payload).__name__}")
-    data = payload.get("data", payload if "embedding" in payload else None)
-    if data is None:
-        raise MarengoOutputError(f"no 'data' in Marengo output (keys: {sorted(payload)})")
-    items = data if isinstance(data, list) else [data]
+        raise MarengoOutputError(f"expected a JSON object, got {_kind(payload)}")
+    if "data" in payload:
+        data = payload["data"]
+    elif "embedding" in payload:
+        data = payload
+    else:
+        raise MarengoOutputError(f"no 'data' in Marengo output (keys: {sorted(map(str, payload))[:10]})")
+    if isinstance(data, dict):
+        items: list[Any] = [data]
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise MarengoOutputError(f"'data' is {_kind(data)}, not a list of segments")
     default_scope = "asset" if modality == "image" else "clip"
-    segments = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("embedding"), list):
-            raise MarengoOutputError(f"segment {i} has no 'embedding' list")
-        try:
-            vector = [float(x) for x in item["embedding"]]
-        except (TypeError, ValueError):
-            raise MarengoOutputError(f"segment {i} has non-numeric values") from None
-        if len(vector) != model.dimension:
-            raise MarengoOutputError(
-                f"segment {i} has a {len(vector)}-d vector; "
-                f"Marengo {model.version} returns {model.dimension}-d"
-            )
-        if not all(math.isfinite(x) for x in vector):
-            raise MarengoOutputError(f"segment {i} has non-finite values")
-        start, end = item.get("startSec"), item.get("endSec")
-        if start is not None and end is not None and float(end) < float(start):
-            raise MarengoOutputError(f"segment {i} ends ({end}) before it starts ({start})")
-        segments.append(
-            SegmentEmbedding(
-                embedding_option=item.get("embeddingOption"),
-                embedding_scope=item.get("embeddingScope", default_scope),
-                start_sec=None if start is None else float(start),
-                end_sec=None if end is None else float(end),
-                vector=vector,
-            )
+    return [_segment(i, item, model, default_scope) for i, item in enumerate(items)]
+
+
+def _segment(i: int, item: Any, model: MarengoModel, default_scope: str) -> SegmentEmbedding:
+    if not isinstance(item, dict):
+        raise MarengoOutputError(f"segment {i} is {_kind(item)}, not an object")
+    raw = item.get("embedding")
+    if not isinstance(raw, list):
+        raise MarengoOutputError(f"segment {i} has no 'embedding' list")
+    if not all(map(_NUMBER_TYPES.__contains__, map(type, raw))):  # exact types: a bool is no number
+        raise MarengoOutputError(f"segment {i} has non-numeric values")
+    try:
+        vector = list(map(float, raw))
+    except OverflowError:  # an integer beyond float range
+        raise MarengoOutputError(f"segment {i} has non-finite values") from None
+    if len(vector) != model.dimension:
+        raise MarengoOutputError(
+            f"segment {i} has a {len(vector)}-d vector; Marengo {model.version} returns {model.dimension}-d"
         )
-    return segments
+    if not all(map(math.isfinite, vector)):
+        raise MarengoOutputError(f"segment {i} has non-finite values")
+    start, end = _seconds(i, item, "startSec"), _seconds(i, item, "endSec")
+    if start is not None and end is not None and end < start:
+        raise MarengoOutputError(f"segment {i} ends ({end:g}) before it starts ({start:g})")
+    return SegmentEmbedding(
+        embedding_option=_text(i, item, "embeddingOption"),
+        embedding_scope=_text(i, item, "embeddingScope") or default_scope,
+        start_sec=start,
+        end_sec=end,
+        vector=vector,
+    )
+
+
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number as a float; None for anything else (strings, booleans, null, objects)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float range
+        return math.inf
+
+
+def _seconds(i: int, item: dict[str, Any], name: str) -> float | None:
+    value = item.get(name)
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise MarengoOutputError(f"segment {i} has {name} {_show(value)}, not a non-negative number")
+    return seconds
+
+
+def _text(i: int, item: dict[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    if value is not None and not isinstance(value, str):
+        raise MarengoOutputError(f"segment {i} has {name} {_show(value)}, not a string")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _clamp(value: float, low: float, high: float) -> float:

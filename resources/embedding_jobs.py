@@ -14,7 +14,9 @@ from typing import Literal
 
 from resources.marengo_models import MarengoModel, Modality
 
-InvocationState = Literal["in_progress", "completed", "failed"]
+# lost: the provider says it does not know the job (it was never run, or it forgot it).
+# unknown: the provider could not be asked right now (access, throttling, outage); the job may still be fine.
+InvocationState = Literal["in_progress", "completed", "failed", "lost", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -76,22 +78,27 @@ class Submission:
 class SubmissionRefused(Exception):
     """The provider would not take a job.
 
-    `permanent` means the request itself is wrong (bad media, over a limit) and retrying cannot help;
-    otherwise the provider is busy (quota, throttling, outage) and the job should wait for a later run.
+    `permanent` means retrying now cannot help; otherwise the provider is busy (quota, throttling, outage)
+    and the job should wait for a later run. A permanent refusal is `object_specific` when it is about this
+    object (bad media, over a limit): it says nothing about the next object. Otherwise it is about the set-up
+    (access, model not enabled, region, buckets) and would refuse every object alike.
     """
 
-    def __init__(self, reason: str, *, permanent: bool) -> None:
+    def __init__(self, reason: str, *, permanent: bool, object_specific: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        self.object_specific = object_specific
 
 
 @dataclass(frozen=True)
 class InvocationStatus:
+    """What the provider says about one job; `failure_message` also carries why a job is lost or unknown."""
+
     invocation_id: str
     client_token: str | None
     state: InvocationState
-    submitted_at: datetime
+    submitted_at: datetime | None
     ended_at: datetime | None
     failure_message: str | None
     output_uri: str | None

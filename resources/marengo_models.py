@@ -28,6 +28,10 @@ class MarengoModel:
     max_media_bytes: int
     max_media_seconds: float
     max_image_bytes: int
+    # Text queries: the documented token limit, and whether longer text is cut at the end (2.7's
+    # `textTruncate: end`, its default) rather than refused (3.0).
+    max_text_tokens: int
+    truncates_long_text: bool
     # USD, from public price tables; the Bedrock pricing page is authoritative.
     usd_per_video_second: float
     usd_per_audio_second: float
@@ -88,6 +92,8 @@ MARENGO_2_7 = MarengoModel(
     max_media_bytes=2 * GB,
     max_media_seconds=2 * 3600,
     max_image_bytes=5 * MB,
+    max_text_tokens=77,
+    truncates_long_text=True,
     usd_per_video_second=0.0007,
     usd_per_audio_second=0.00014,
     usd_per_image=0.0001,
@@ -106,6 +112,8 @@ MARENGO_3_0 = MarengoModel(
     max_media_bytes=6 * GB,
     max_media_seconds=4 * 3600,
     max_image_bytes=5 * MB,
+    max_text_tokens=500,
+    truncates_long_text=False,
     usd_per_video_second=0.0007,
     usd_per_audio_second=0.00014,
     usd_per_image=0.0001,

@@ -26,19 +26,18 @@ from resources.index_writer_lock import LocalWriterLock, S3WriterLease, WriterLo
 from resources.marengo_models import MarengoModel
 from resources.s3_storage import S3Storage, S3Uri
 from resources.segment_schema import segment_schema
+from resources.segment_search import (
+    DEFAULT_NPROBES,
+    DEFAULT_REFINE_FACTOR,
+    IndexNotFound,
+    SearchHit,
+    local_index_path,
+    search_segments,
+    table_name,
+)
 
 # Row ids per delete statement when surplus copies are dropped: keeps each predicate a modest string.
 ROW_IDS_PER_DELETE = 20_000
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    media_uri: str
-    start_sec: float | None
-    end_sec: float | None
-    score: float
-    model: str
-    embedding_option: str | None
 
 
 @dataclass(frozen=True)
@@ -84,8 +83,12 @@ class SegmentIndex(dg.ConfigurableResource):
         default=100_000,
         description="Build an ANN index from this many rows; below it exact search is fast and exact.",
     )
-    nprobes: int = Field(default=20, description="IVF partitions probed per query once an ANN index exists.")
-    refine_factor: int = Field(default=10, description="Re-rank this many times k candidates exactly.")
+    nprobes: int = Field(
+        default=DEFAULT_NPROBES, description="IVF partitions probed per query once an ANN index exists."
+    )
+    refine_factor: int = Field(
+        default=DEFAULT_REFINE_FACTOR, description="Re-rank this many times k candidates exactly."
+    )
     writer_wait_sec: float = Field(
         default=900.0,
         description="How long a writer waits for another writer of the same table before giving up.",
@@ -108,7 +111,7 @@ class SegmentIndex(dg.ConfigurableResource):
 
     @staticmethod
     def table_name(model: MarengoModel) -> str:
-        return "segments_" + model.key.replace("-", "_").replace(".", "_")
+        return table_name(model)
 
     def open_table(self, model: MarengoModel) -> Any | None:
         try:
@@ -284,22 +287,12 @@ class SegmentIndex(dg.ConfigurableResource):
         )
 
     def search(self, model: MarengoModel, vector: list[float], k: int = 10) -> list[SearchHit]:
+        """Raises IndexNotFound (a LookupError) when nothing is indexed for `model`; never creates the
+        database directory as a side effect."""
+        path = local_index_path(self.uri)
+        if path is not None and not path.is_dir():
+            raise IndexNotFound(f"no search index at {path} yet")
         table = self.open_table(model)
         if table is None:
-            raise LookupError(f"no index for {model.key} yet at {self.uri}: run the ingest job first")
-        query = table.search(vector, vector_column_name="vector").distance_type("cosine").limit(k)
-        if any(ix.columns == ["vector"] for ix in table.list_indices()):
-            query = query.nprobes(self.nprobes).refine_factor(self.refine_factor)
-        columns = ["media_uri", "start_sec", "end_sec", "embedding_option", "model_key", "_distance"]
-        rows = query.select(columns).to_arrow().to_pylist()
-        return [
-            SearchHit(
-                media_uri=r["media_uri"],
-                start_sec=r["start_sec"],
-                end_sec=r["end_sec"],
-                score=round(1.0 - float(r["_distance"]), 6),
-                model=r["model_key"],
-                embedding_option=r["embedding_option"],
-            )
-            for r in rows
-        ]
+            raise IndexNotFound(f"the search index at {self.uri} holds no {model.key} segments yet")
+        return search_segments(table, vector, k, nprobes=self.nprobes, refine_factor=self.refine_factor)

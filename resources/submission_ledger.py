@@ -20,7 +20,14 @@ import pyarrow as pa
 from resources.embedding_jobs import Submission
 from resources.lake import Lake
 
-OutcomeStatus = Literal["completed", "failed", "rejected", "superseded"]
+# completed: segments written; no_content: completed with no segments (nothing to embed, nothing indexed);
+# failed: the provider's verdict, or output unusable, or unreadable past the limits (costs an attempt);
+# lost: the provider no longer knows the job (resubmitted, not counted as a failed attempt);
+# rejected: never accepted; superseded: the object changed while the job ran.
+OutcomeStatus = Literal["completed", "no_content", "failed", "lost", "rejected", "superseded", "unreadable"]
+# Notes, not outcomes: the job stays in progress. `unreadable` records one read of a finished job that
+# did not work (output or status not readable right now), so re-reads are counted and dated across runs.
+NOTE_STATUSES = ("unreadable",)
 TS = pa.timestamp("us", tz="UTC")
 COMPACT_FROM_FILES = 32
 
@@ -75,6 +82,19 @@ class Outcome:
     segments: int = 0
     media_seconds: float | None = None
     table_path: str | None = None
+
+
+def _unreadable_reads(notes: pd.DataFrame) -> pd.DataFrame:
+    """Per client token: how many reads failed, the first one's time and the latest reason."""
+    notes = notes.drop_duplicates(["client_token", "recorded_at", "run_id"]).sort_values("recorded_at")
+    grouped = notes.groupby("client_token", sort=False)
+    return pd.DataFrame(
+        {
+            "unreadable_reads": grouped.size(),
+            "first_unreadable_at": grouped["recorded_at"].min(),
+            "unreadable_reason": grouped["reason"].last(),
+        }
+    ).reset_index(names="client_token")
 
 
 def open_jobs(jobs: pd.DataFrame) -> dict[str, str]:
@@ -157,13 +177,17 @@ class SubmissionLedger:
     def jobs(self, model_key: str | None = None) -> pd.DataFrame:
         """Current state per client token: its submission (if any) and its latest outcome.
 
-        `status` is `in_progress` for a submitted job with no outcome yet.
+        `status` is `in_progress` for a submitted job with no outcome yet; `unreadable_reads`,
+        `first_unreadable_at` and `unreadable_reason` say how often, since when and why its result could
+        not be read so far.
         """
         subs = self.submissions()
         outs = self.outcomes()
         if model_key is not None:
             subs = subs[subs["model_key"] == model_key]
             outs = outs[outs["model_key"] == model_key]
+        is_note = outs["status"].isin(NOTE_STATUSES)
+        notes, outs = outs[is_note], outs[~is_note]
         latest = outs.sort_values("recorded_at").drop_duplicates("client_token", keep="last")
         subs = subs.drop_duplicates("client_token", keep="first")
         # A rejection means "never accepted": once the same token is accepted later, it no longer applies.
@@ -171,11 +195,15 @@ class SubmissionLedger:
         outcome_cols = ["client_token", "status", "reason", "segments", "table_path", "recorded_at"]
         merged = subs.merge(after_submission[outcome_cols], on="client_token", how="left")
         merged["status"] = merged["status"].fillna("in_progress")
+        merged = merged.merge(_unreadable_reads(notes), on="client_token", how="left")
+        merged["unreadable_reads"] = merged["unreadable_reads"].fillna(0).astype("int64")
         rejected = latest[latest["status"] == "rejected"]
         rejected = rejected[~rejected["client_token"].isin(subs["client_token"])]
         if rejected.empty:
             return merged.reset_index(drop=True)
-        return pd.concat([merged, rejected], ignore_index=True)
+        jobs = pd.concat([merged, rejected], ignore_index=True)
+        jobs["unreadable_reads"] = jobs["unreadable_reads"].fillna(0).astype("int64")
+        return jobs
 
     def in_progress(self, model_key: str | None = None) -> pd.DataFrame:
         jobs = self.jobs(model_key)

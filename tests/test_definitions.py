@@ -36,6 +36,7 @@ def test_asset_catalog_snapshot() -> None:
     assert checks == {
         ("media/inventory", "all_media_readable"),
         ("marengo/invocations", "provider_accepts_requests"),
+        ("marengo/embeddings", "finished_jobs_end"),
         ("marengo/embeddings", "vectors_well_formed"),
         ("marengo/embeddings", "segments_within_media"),
         ("search/marengo_segments", "matches_embedding_table"),

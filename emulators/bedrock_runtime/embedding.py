@@ -1,7 +1,8 @@
 """Turn a validated EmbedRequest plus the media bytes into Marengo's `data` list.
 
 Segments come from decoded content (shots, fixed chunks, ~10 s audio splits) and each vector from the
-concepts found in that segment, so times and vectors are both checkable against the sample media's truth.
+concepts found in that segment, weighted by how much of the frame and of the time they fill, so times and
+vectors are both checkable against the generated media's truth.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from emulators.media_analysis import (
     dynamic_segments,
     even_segments,
     fixed_segments,
-    tone_in,
+    pitches_in,
     visual_in,
 )
 
@@ -56,7 +57,7 @@ def _visual_key(f: VisualFeatures) -> str:
 def image_vector(space: MarengoSpace, data: bytes) -> np.ndarray:
     """An image is embedded like a single video frame."""
     f = decode_image(data)
-    return space.embed_visual(f.shape, f.foreground, f.background, _visual_key(f))
+    return space.embed_visual(f, _visual_key(f))
 
 
 def _segments(req: EmbedRequest, media: DecodedMedia, start: float, end: float) -> list[Span]:
@@ -100,12 +101,11 @@ def embed_media(req: EmbedRequest, data: bytes) -> list[dict[str, Any]]:
             if option in ("visual", "visual-text", "visual-image"):
                 feats = visual_in(media, *span)
                 if feats is not None:
-                    vec = space.embed_visual(
-                        feats.shape, feats.foreground, feats.background, _visual_key(feats)
-                    )
+                    vec = space.embed_visual(feats, _visual_key(feats))
             elif option == "audio":
-                tone, peak = tone_in(media, *span)
-                vec = space.embed_audio(tone, f"{peak:.0f}")
+                pitches = pitches_in(media, *span)
+                heard = [hz for hz in pitches if hz is not None]
+                vec = space.embed_audio(pitches, f"{np.median(heard):.0f}" if heard else "silence")
             # "transcription": the sample media has no speech, so no segments.
             if vec is None:
                 continue

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -37,6 +38,7 @@ from emulators.bedrock_runtime.errors import ServiceError
 from emulators.bedrock_runtime.marengo_body import EmbedRequest, MediaRef, parse_body, split_s3_uri
 from emulators.bedrock_runtime.models import ACCOUNT_ID, ResolvedModel, resolve_model
 from emulators.bedrock_runtime.shapes import check_input
+from emulators.bedrock_runtime.state import InvocationStore
 from emulators.media_analysis import MediaError, MediaKind, probe_media
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,47 @@ class Invocation:
     def output_uri(self) -> str:
         return str(self.output_data_config["s3OutputDataConfig"]["s3Uri"]).rstrip("/")
 
+    def document(self) -> dict[str, Any]:
+        """Everything needed to rebuild the invocation after a restart (the request is in the fingerprint)."""
+        return {
+            "arn": self.arn,
+            "model_id": self.model.requested,
+            "client_request_token": self.client_request_token,
+            "fingerprint": self.fingerprint,
+            "output_data_config": self.output_data_config,
+            "submit_time": iso(self.submit_time),
+            "status": self.status,
+            "failure_message": self.failure_message,
+            "last_modified_time": iso(self.last_modified_time) if self.last_modified_time else None,
+            "end_time": iso(self.end_time) if self.end_time else None,
+            "inject_failure": self.inject_failure,
+            "output_keys": list(self.output_keys),
+        }
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any], region: str) -> Invocation:
+        model = resolve_model(doc["model_id"], sync=False, region=region)
+        model_input = json.loads(doc["fingerprint"])["modelInput"]
+
+        def when(name: str) -> datetime | None:
+            return datetime.fromisoformat(doc[name]) if doc.get(name) else None
+
+        return cls(
+            arn=doc["arn"],
+            model=model,
+            client_request_token=doc["client_request_token"],
+            fingerprint=doc["fingerprint"],
+            request=parse_body(model.version, model_input, sync=False),
+            output_data_config=doc["output_data_config"],
+            submit_time=datetime.fromisoformat(doc["submit_time"]),
+            status=doc["status"],
+            failure_message=doc.get("failure_message"),
+            last_modified_time=when("last_modified_time"),
+            end_time=when("end_time"),
+            inject_failure=bool(doc.get("inject_failure")),
+            output_keys=tuple(doc.get("output_keys") or ()),
+        )
+
     def summary(self, region: str) -> dict[str, Any]:
         """The GetAsyncInvoke / AsyncInvokeSummary members, in wire form."""
         out: dict[str, Any] = {
@@ -112,7 +155,11 @@ class Invocation:
 
 
 class BedrockRuntimeEmulator:
-    """Bedrock runtime on 127.0.0.1; faults are constructor kwargs and plain attributes tests may flip."""
+    """Bedrock runtime on 127.0.0.1; faults are constructor kwargs and plain attributes tests may flip.
+
+    With a `workdir`, invocations are kept on disk: an emulator started over the same folder knows every
+    earlier job and finishes those still in progress. Without one it starts empty, like a new account.
+    """
 
     def __init__(
         self,
@@ -127,6 +174,7 @@ class BedrockRuntimeEmulator:
         failure_rate: float = 0.0,
         seed: int | None = None,
         workers: int = 4,
+        workdir: Path | str | None = None,
     ) -> None:
         self.s3_endpoint = s3_endpoint
         self.region = region
@@ -138,6 +186,8 @@ class BedrockRuntimeEmulator:
         self.failure_rate = failure_rate
         self.seed = seed
         self._rng = random.Random(seed)
+        # Operation name -> the error every call of it answers with (e.g. GetAsyncInvoke -> AccessDenied).
+        self.operation_errors: dict[str, ServiceError] = {}
         self._workers = workers
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
@@ -146,6 +196,15 @@ class BedrockRuntimeEmulator:
         self._created = 0
         self._timers: set[threading.Timer] = set()
         self._stopping = threading.Event()
+        self._store = InvocationStore(Path(workdir)) if workdir is not None else None
+        self._restored = False
+        if self._store is not None:
+            documents, created = self._store.load()
+            for doc in documents:
+                inv = Invocation.from_document(doc, region)
+                self._invocations[inv.arn] = inv
+                self._by_token[inv.client_request_token] = inv
+            self._created = len(documents) if created is None else created
         self._pool: ThreadPoolExecutor | None = None
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -194,6 +253,9 @@ class BedrockRuntimeEmulator:
         if self._server is not None:
             return self
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        if self._store is not None and not self._restored:  # before serving: no reader finds a gap
+            self._restore_outputs()
+            self._restored = True
         self._stopping.clear()
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="bedrock-emu-worker")
         self._server = make_server(self.host, self._requested_port, self._wsgi, threaded=True)
@@ -201,6 +263,10 @@ class BedrockRuntimeEmulator:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="bedrock-emu", daemon=True
         )
         self._thread.start()
+        with self._lock:  # jobs kept from an earlier run, or abandoned by stop(), carry on
+            pending = [inv for inv in self._invocations.values() if inv.status == "InProgress"]
+            for inv in pending:
+                self._schedule(inv)
         return self
 
     def stop(self) -> None:
@@ -238,6 +304,26 @@ class BedrockRuntimeEmulator:
         """A read-only snapshot ARN -> Invocation (copies: mutating them changes nothing)."""
         with self._lock:
             return MappingProxyType({arn: copy.deepcopy(inv) for arn, inv in self._invocations.items()})
+
+    def forget(self, arn: str) -> None:
+        """Lose an invocation, as a provider that lost its state would: unknown ARN, unknown token."""
+        with self._idle:
+            inv = self._invocations.pop(arn)
+            self._by_token.pop(inv.client_request_token, None)
+            if self._store is not None:
+                self._store.delete(arn)
+            self._idle.notify_all()
+
+    def replace_output(self, arn: str, body: bytes) -> str:
+        """Overwrite a completed invocation's output.json with `body` (corrupt output); returns its key."""
+        with self._lock:
+            inv = self._invocations[arn]
+            keys = [k for k in inv.output_keys if k.endswith("/output.json")]
+        if inv.status != "Completed" or not keys:
+            raise ValueError(f"{arn} has no output.json (status {inv.status})")
+        bucket, _ = split_s3_uri(inv.output_uri + "/x")
+        self._s3.put_object(Bucket=bucket, Key=keys[0], Body=body)
+        return keys[0]
 
     def in_progress(self) -> int:
         with self._lock:
@@ -279,6 +365,9 @@ class BedrockRuntimeEmulator:
             throttled = self.throttle_rate > 0 and self._rng.random() < self.throttle_rate
         if throttled:
             raise errors.throttling()
+        injected = self.operation_errors.get(str(endpoint))
+        if injected is not None:
+            raise injected
         return self._handlers[str(endpoint)](request, **args)
 
     @staticmethod
@@ -395,6 +484,8 @@ class BedrockRuntimeEmulator:
             self._invocations[arn] = inv
             self._by_token[token] = inv
             self._created += 1
+            if self._store is not None:  # durable before the ARN is handed out
+                self._store.save(arn, token, inv.document(), created=self._created)
             self._schedule(inv)
         return self._json({"invocationArn": arn})
 
@@ -497,7 +588,9 @@ class BedrockRuntimeEmulator:
 
     def _process(self, arn: str) -> None:
         with self._lock:
-            inv = self._invocations[arn]
+            inv = self._invocations.get(arn)
+            if inv is None:  # forgotten before it ran
+                return
             req, inject = inv.request, inv.inject_failure
         if self._stopping.is_set():
             return
@@ -523,41 +616,75 @@ class BedrockRuntimeEmulator:
     ) -> None:
         """Write manifest.json (+ output.json on success) to S3 first, then publish the final status."""
         with self._lock:
-            inv = self._invocations[arn]
-            uri, model_id = inv.output_uri, inv.model.requested
-        bucket, placeholder = split_s3_uri(uri + "/x")  # <s3Uri>/<invocation id>/, the prefix kept as sent
+            found = self._invocations.get(arn)
+            if found is None:  # forgotten while it ran
+                return
+            inv = found
+        try:
+            keys = self._write_results(inv, status, failure, result)
+        except ClientError as exc:
+            status, failure, keys = "Failed", f"Unable to write output to {inv.output_uri}: {exc}", ()
+        now = datetime.now(UTC)
+        with self._idle:
+            if self._invocations.get(arn) is not inv:
+                return  # forgotten while it ran
+            inv.status, inv.failure_message = status, failure
+            inv.last_modified_time = inv.end_time = now
+            inv.output_keys = keys
+            if self._store is not None:
+                self._store.save(arn, inv.client_request_token, inv.document())
+            self._idle.notify_all()
+
+    def _write_results(
+        self, inv: Invocation, status: str, failure: str | None, result: list[dict[str, Any]] | None
+    ) -> tuple[str, ...]:
+        """manifest.json (+ output.json) under `<s3Uri>/<invocation id>/`; returns the keys written."""
+        bucket, placeholder = split_s3_uri(inv.output_uri + "/x")  # the prefix kept as sent
         base = f"{placeholder[:-1]}{inv.invocation_id}"
         manifest: dict[str, Any] = {
-            "invocationArn": arn,
+            "invocationArn": inv.arn,
             "requestId": str(uuid.uuid4()),
-            "modelId": model_id,
+            "modelId": inv.model.requested,
             "status": status,
             "outputFiles": ["output.json"] if result is not None else [],
         }
         if failure is not None:
             manifest["failureMessage"] = failure
         keys: tuple[str, ...] = ()
-        try:
-            if result is not None:
-                self._s3.put_object(
-                    Bucket=bucket,
-                    Key=f"{base}/output.json",
-                    Body=json.dumps({"data": result}),
-                    ContentType="application/json",
-                )
-                keys += (f"{base}/output.json",)
+        if result is not None:
+            body = json.dumps({"data": result})
             self._s3.put_object(
-                Bucket=bucket,
-                Key=f"{base}/manifest.json",
-                Body=json.dumps(manifest),
-                ContentType="application/json",
+                Bucket=bucket, Key=f"{base}/output.json", Body=body, ContentType="application/json"
             )
-            keys += (f"{base}/manifest.json",)
-        except ClientError as exc:
-            status, failure = "Failed", f"Unable to write output to {uri}: {exc}"
-        now = datetime.now(UTC)
-        with self._idle:
-            inv.status, inv.failure_message = status, failure
-            inv.last_modified_time = inv.end_time = now
-            inv.output_keys = keys
-            self._idle.notify_all()
+            keys += (f"{base}/output.json",)
+        self._s3.put_object(
+            Bucket=bucket,
+            Key=f"{base}/manifest.json",
+            Body=json.dumps(manifest),
+            ContentType="application/json",
+        )
+        return (*keys, f"{base}/manifest.json")
+
+    def _restore_outputs(self) -> None:
+        """Rewrite the results of kept completed jobs whose output the object store no longer has.
+
+        Bedrock never loses a finished job's output; the local S3 starts empty on every restart, so the
+        emulator recomputes it (the embeddings are deterministic). A job whose media is gone keeps no output.
+        """
+        with self._lock:
+            completed = [inv for inv in self._invocations.values() if inv.status == "Completed"]
+        for inv in completed:
+            keys = [k for k in inv.output_keys if k.endswith("/output.json")]
+            if not keys:
+                continue
+            bucket, _ = split_s3_uri(inv.output_uri + "/x")
+            try:
+                self._s3.head_object(Bucket=bucket, Key=keys[0])
+                continue
+            except ClientError:
+                pass
+            try:
+                data = self._read_media(inv.request.media) if inv.request.media else None
+                self._write_results(inv, "Completed", None, embed(inv.request, data))
+            except (ServiceError, MediaError, ClientError) as exc:
+                log.warning("bedrock emulator: cannot restore the output of %s: %s", inv.arn, exc)

@@ -1,4 +1,5 @@
-"""Fixtures: one moto S3 per session with the sample media, a fresh Bedrock emulator per test."""
+"""Fixtures: one moto S3 per session with the sample media (and the realistic content when asked for), a
+fresh Bedrock emulator per test."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from botocore.config import Config
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from emulators.s3 import S3Emulator
-from emulators.sample_media import SampleObject, upload_sample_media
+from emulators.sample_media import SampleObject, generate_content_media, upload_sample_media
 
 REGION = "us-east-1"
 MEDIA_BUCKET = "media"
@@ -37,6 +38,15 @@ def s3_client(s3: S3Emulator) -> Any:
 @pytest.fixture(scope="session")
 def samples(s3_client: Any) -> dict[str, SampleObject]:
     return {obj.key: obj for obj in upload_sample_media(s3_client, MEDIA_BUCKET)}
+
+
+@pytest.fixture(scope="session")
+def content(s3_client: Any) -> dict[str, SampleObject]:
+    """The realistic-content set (moving objects, several shots, several pitches), uploaded under content/."""
+    objects = {obj.key: obj for obj in generate_content_media()}
+    for obj in objects.values():
+        s3_client.put_object(Bucket=MEDIA_BUCKET, Key=obj.key, Body=obj.data, ContentType=obj.content_type)
+    return objects
 
 
 @pytest.fixture()

@@ -107,13 +107,13 @@ def test_text_query_ranks_its_scene_first(
             best_key, best = pool[int(scores.argmax())]
             assert (best_key, best["startSec"], best["endSec"]) == (key, scene.start_sec, scene.end_sec)
             assert best["embeddingOption"].startswith("visual")
-            assert scores.max() > 0.85
+            assert scores.max() > 0.75
             others = [
                 float(sc)
                 for sc, (k, d) in zip(scores, pool, strict=True)
                 if (k, d["startSec"]) != (key, scene.start_sec)
             ]
-            assert max(others) < scores.max() - 0.15  # a clear margin over every other scene
+            assert max(others) < scores.max() - 0.3  # a clear margin over every other scene
 
 
 def test_audio_segments_match_tone_words(
@@ -126,8 +126,12 @@ def test_audio_segments_match_tone_words(
     )
     hum = outputs[("3.0", "audio/hum_220hz.wav")][0]["embedding"]
     whistle = outputs[("3.0", "audio/whistle_1760hz.flac")][0]["embedding"]
-    assert cosine(hum, low) > 0.9 > cosine(hum, high)
-    assert cosine(whistle, high) > 0.9 > cosine(whistle, low)
+    assert cosine(hum, low) > cosine(hum, high) + 0.3
+    assert cosine(whistle, high) > cosine(whistle, low) + 0.3
+    # The exact pitch is closer still than its register: a tone is findable by its frequency.
+    hz220 = _text_vector(client, MARENGO_3_0, "a 220 Hz tone")
+    assert cosine(hum, hz220) > cosine(hum, low) + 0.2
+    assert cosine(hum, hz220) > cosine(whistle, hz220) + 0.4
 
 
 def test_versions_are_incompatible_spaces(outputs: dict[tuple[str, str], list[dict[str, Any]]]) -> None:

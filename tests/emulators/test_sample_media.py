@@ -1,10 +1,21 @@
-"""The sample set's ground truth is internally consistent and unambiguous."""
+"""The sample and content sets' ground truth is internally consistent and unambiguous."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
-from emulators.sample_media import SampleObject, generate_sample_media
+from emulators.sample_media import (
+    CONTENT_CLIP_KEY,
+    CONTENT_PITCHES_KEY,
+    CONTENT_SHOTS,
+    CONTENT_STILLS,
+    CONTENT_TONES,
+    SampleObject,
+    generate_content_media,
+    generate_sample_media,
+    shot_spans,
+)
 
 
 def test_layout(samples: dict[str, SampleObject]) -> None:
@@ -38,3 +49,22 @@ def test_every_colour_shape_pair_is_unique(samples: dict[str, SampleObject]) -> 
 def test_generation_is_deterministic(samples: dict[str, SampleObject]) -> None:
     again = {o.key: o for o in generate_sample_media()}
     assert {k: o.data for k, o in again.items()} == {k: o.data for k, o in samples.items()}
+
+
+def test_content_set_has_one_right_answer_per_query(content: dict[str, SampleObject]) -> None:
+    assert set(content) == {CONTENT_CLIP_KEY, CONTENT_PITCHES_KEY, *CONTENT_STILLS}
+    looks = [(s.color, s.shape) for shot in CONTENT_SHOTS for s in shot.sprites]
+    assert len(looks) == len(set(looks)), "each object in one shot only (stills copy shots 0 and 1)"
+    for shot in CONTENT_SHOTS:
+        assert all(s.color != shot.background for s in shot.sprites)
+        assert all(s.size <= 60 for s in shot.sprites), "small objects: at most ~3 % of the frame"
+    backgrounds = [shot.background for shot in CONTENT_SHOTS]
+    assert len(backgrounds) == len(set(backgrounds))
+    clip_hz = [shot.tone_hz for shot in CONTENT_SHOTS]
+    tone_hz = [hz for hz, _ in CONTENT_TONES]
+    assert tone_hz == [220.0, 440.0, 660.0, 880.0], "octaves and a fifth"
+    for a in clip_hz:
+        assert all(abs(12 * math.log2(a / b)) > 1.9 for b in tone_hz), "a whole tone or more from any other"
+    assert shot_spans(CONTENT_SHOTS)[-1] == (18.0, 38.0)
+    again = {o.key: o.data for o in generate_content_media()}
+    assert again == {k: o.data for k, o in content.items()}

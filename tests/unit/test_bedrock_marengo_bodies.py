@@ -1,5 +1,7 @@
 """Request bodies and response parsing against the JSON documented for Bedrock Marengo 2.7 and 3.0."""
 
+import re
+
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
@@ -177,11 +179,36 @@ def test_parse_accepts_single_object_variants(payload: dict) -> None:
         ({"result": []}, "no 'data'"),
         ([1, 2], "expected a JSON object"),
         ({"data": [{"embedding": [0.1] * 512, "startSec": 5, "endSec": 1}]}, "ends (1) before it starts (5)"),
+        # Each of these once left its job open for ever: output that parses but is not Marengo's.
+        ({"data": [None]}, "segment 0 is null, not an object"),
+        ({"data": [{"embedding": [0.1] * 512}, 7]}, "segment 1 is a int, not an object"),
+        ({"data": None}, "'data' is null, not a list of segments"),
+        ({"data": "ok"}, "'data' is a str, not a list of segments"),
+        ({"data": [{"embedding": [0.1] * 512, "startSec": "0"}]}, "startSec '0', not a non-negative number"),
+        ({"data": [{"embedding": [0.1] * 512, "endSec": [6]}]}, "endSec [6], not a non-negative number"),
+        ({"data": [{"embedding": [0.1] * 512, "startSec": True}]}, "startSec True, not a non-negative"),
+        ({"data": [{"embedding": [0.1] * 512, "startSec": -1}]}, "startSec -1, not a non-negative number"),
+        ({"data": [{"embedding": [0.1] * 512, "endSec": 10**400}]}, "not a non-negative number"),
+        ({"data": [{"embedding": [0.1] * 512, "embeddingOption": 3}]}, "embeddingOption 3, not a string"),
+        (
+            {"data": [{"embedding": [0.1] * 512, "embeddingScope": ["clip"]}]},
+            "embeddingScope ['clip'], not a",
+        ),
+        ({"data": [{"embedding": [True] * 512}]}, "non-numeric"),
+        ({"data": [{"embedding": [None] * 512}]}, "non-numeric"),
+        ({"data": [{"embedding": [10**400] * 512}]}, "non-finite"),
     ],
 )
 def test_parse_rejects_unusable_output_with_a_reason(payload: object, message: str) -> None:
-    with pytest.raises(MarengoOutputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(MarengoOutputError, match=re.escape(message)):
         parse_segments(payload, MARENGO_3_0, "video")
+
+
+def test_parse_accepts_no_segments_and_null_optional_fields() -> None:
+    assert parse_segments({"data": []}, MARENGO_3_0, "video") == []
+    item = {"embedding": [0.5] * 512, "embeddingOption": None, "embeddingScope": None, "startSec": None}
+    [segment] = parse_segments({"data": [item]}, MARENGO_3_0, "video")
+    assert (segment.embedding_option, segment.embedding_scope, segment.start_sec) == (None, "clip", None)
 
 
 def test_inference_profiles_and_limits() -> None:

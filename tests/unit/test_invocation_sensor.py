@@ -30,6 +30,8 @@ class FinishedListProvider(MarengoProvider):
     """Reports a fixed set of invocation ids as completed, like a ListAsyncInvokes page would."""
 
     completed_ids: list[str]
+    state: str = "completed"
+    message: str | None = None
 
     @property
     def provider_name(self) -> str:
@@ -43,7 +45,7 @@ class FinishedListProvider(MarengoProvider):
     ) -> list[InvocationStatus]:
         LISTINGS.append(len(open_jobs))
         return [
-            InvocationStatus(arn, token, "completed", submitted_after, None, None, f"s3://out/{token}")
+            InvocationStatus(arn, token, self.state, submitted_after, None, self.message, f"s3://out/{token}")  # type: ignore[arg-type]
             for token, arn in open_jobs.items()
             if arn in self.completed_ids
         ]
@@ -141,3 +143,25 @@ def test_unrecorded_handoff_is_requested_again_after_a_while(
     assert isinstance(again, dg.SensorResult) and again.run_requests
     # A new run key: the daemon runs each run key at most once, so reusing it would drop the retry.
     assert again.run_requests[0].run_key != first.run_requests[0].run_key
+
+
+@pytest.mark.parametrize(
+    ("state", "logged"),
+    [
+        ("lost", "no longer knows"),
+        ("unknown", "cannot ask fake about"),
+    ],
+)
+def test_lost_and_unaskable_jobs_are_logged_and_handed_to_an_ingest_run(
+    lake: Lake, capfd: pytest.CaptureFixture[str], state: str, logged: str
+) -> None:
+    a = submit(SubmissionLedger(lake, "fake"), "s3://m/a.mp4")
+    provider = FinishedListProvider(
+        completed_ids=[a.invocation_id], state=state, message="GetAsyncInvoke: AccessDeniedException: no"
+    )
+    result = tick(provider, lake, None)
+    assert isinstance(result, dg.SensorResult) and result.run_requests, "the ingest run records and bounds it"
+    warnings = [line for line in capfd.readouterr().err.splitlines() if " - WARNING - " in line]
+    assert any(logged in w and a.invocation_id in w and "AccessDeniedException" in w for w in warnings), (
+        warnings
+    )

@@ -3,6 +3,8 @@
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
@@ -93,3 +95,22 @@ def test_a_rejected_token_accepted_later_is_in_progress(tmp_path: Path) -> None:
     assert list(ledger.jobs()["status"]) == ["rejected"]
     ledger.record_submissions([retried], {}, "run-2")  # a day later, with the same never-used token
     assert list(ledger.in_progress()["client_token"]) == [job.client_token]
+
+
+def test_unreadable_notes_keep_a_job_open_and_are_counted_once_each(tmp_path: Path) -> None:
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    a, b = submission("s3://m/a.mp4"), submission("s3://m/b.mp4")
+    ledger.record_submissions([a, b], {}, "run-1")
+    ledger.record_outcomes([outcome(a, "unreadable", "SlowDown")], "ingest-1")
+    ledger.record_outcomes([outcome(a, "unreadable", "AccessDenied")], "ingest-2")
+    events = ledger.outcomes()
+    ledger._write("outcomes", pa.Table.from_pandas(events, preserve_index=False))  # a compaction's duplicate
+    jobs = ledger.jobs().set_index("media_uri")
+    assert list(jobs["status"]) == ["in_progress", "in_progress"]
+    assert jobs.loc["s3://m/a.mp4", "unreadable_reads"] == 2
+    assert jobs.loc["s3://m/a.mp4", "unreadable_reason"] == "AccessDenied"
+    assert jobs.loc["s3://m/a.mp4", "first_unreadable_at"] == events["recorded_at"].min()
+    assert jobs.loc["s3://m/b.mp4", "unreadable_reads"] == 0
+    ledger.record_outcomes([outcome(a, "failed", "not readable after 3 failed reads")], "ingest-3")
+    ledger.record_outcomes([outcome(a, "unreadable", "late note of a concurrent run")], "ingest-4")
+    assert ledger.jobs().set_index("media_uri").loc["s3://m/a.mp4", "status"] == "failed"

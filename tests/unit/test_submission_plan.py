@@ -76,3 +76,21 @@ def test_rejections_are_retried_after_a_day_with_the_same_token() -> None:
     old = ledger((key("s3://m/a.mp4", "e1"), "rejected"), recorded_at=datetime.now(UTC) - timedelta(days=2))
     [job] = plan_submissions(inv, old, MARENGO_3_0, OPTIONS, 2).due
     assert job.attempt == 1, "never accepted, so the first attempt's token is still unused"
+
+
+def test_a_lost_job_gets_a_new_token_without_using_up_an_attempt() -> None:
+    inv = inventory(("s3://m/a.mp4", "e1", "ok", 10, 5.0))
+    k = key("s3://m/a.mp4", "e1")
+    [job] = plan_submissions(inv, ledger((k, "lost")), MARENGO_3_0, OPTIONS, max_attempts=1).due
+    assert job.attempt == 2, "the lost attempt's token is spent: a replay would answer with the lost job"
+    [job] = plan_submissions(inv, ledger((k, "failed"), (k, "lost")), MARENGO_3_0, OPTIONS, 2).due
+    assert job.attempt == 3
+    lost_thrice = ledger((k, "lost"), (k, "lost"), (k, "lost"))
+    plan = plan_submissions(inv, lost_thrice, MARENGO_3_0, OPTIONS, 2, max_lost=3)
+    assert not plan.due and len(plan.out_of_attempts) == 1
+
+
+def test_no_content_is_settled() -> None:
+    inv = inventory(("s3://m/a.mp4", "e1", "ok", 10, 5.0))
+    plan = plan_submissions(inv, ledger((key("s3://m/a.mp4", "e1"), "no_content")), MARENGO_3_0, OPTIONS, 2)
+    assert not plan.due and plan.already_handled == 1

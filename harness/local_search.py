@@ -1,0 +1,55 @@
+"""`mediaembed search --local`: search what `make demo` built, after its emulators are gone.
+
+The demo's index is a directory under the work folder, so only the query embedding needs a Bedrock
+endpoint. This starts the Bedrock runtime emulator alone for the one command (a text query never reads
+S3, so no S3 emulator) and points the standard AWS variables at it; the search itself is the production
+code path, unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from emulators.bedrock_runtime import BedrockRuntimeEmulator
+from harness.local_env import local_settings
+from mediaembed.search import SearchError
+
+REGION = "us-east-1"
+# The emulator's S3 client is only used for media and async results; a text query never touches it.
+NO_S3 = "http://127.0.0.1:9"
+
+
+@contextmanager
+def local_search_env(workdir: Path) -> Iterator[dict[str, str]]:
+    """Settings of the local work folder plus a running Bedrock emulator, applied to this process for the
+    duration of the block (and restored after it)."""
+    settings = local_settings(workdir)
+    index = Path(settings["MEDIAEMBED_INDEX_URI"])
+    if not index.is_dir():
+        raise SearchError(
+            f"no local index at {index}: run `make demo` first, or pass --workdir to the folder it used"
+        )
+    emulator = BedrockRuntimeEmulator(NO_S3, region=REGION).start()
+    env = {
+        "MEDIAEMBED_INDEX_URI": str(index),
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+    }
+    saved = {name: os.environ.get(name) for name in (*env, "AWS_SESSION_TOKEN", "AWS_PROFILE")}
+    try:
+        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):  # real credentials never reach the emulator
+            os.environ.pop(name, None)
+        os.environ.update(env)
+        yield env
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        emulator.stop()
