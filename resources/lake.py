@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import time
 import uuid
 from pathlib import Path
 
@@ -10,9 +13,15 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from resources.s3_storage import S3Storage, S3Uri
+
+# `<name>.parquet.<uuid4 hex>.tmp`: what write_table writes before its atomic rename, and what a killed
+# write leaves behind.
+TEMPORARY = re.compile(r"\.parquet\.[0-9a-f]{32}\.tmp$")
+# A listing can name a file that a concurrent ledger compaction deletes before it is read: list again.
+READ_ATTEMPTS = 5
 
 
 class Lake(dg.ConfigurableResource):
@@ -20,6 +29,12 @@ class Lake(dg.ConfigurableResource):
 
     root: str = Field(description="Local directory or s3://bucket/prefix holding the tables.")
     storage: S3Storage
+    stale_temporary_sec: float = Field(
+        default=3600.0,
+        description="A local temporary file older than this is litter from a killed write and is deleted "
+        "by the next write to its folder (a live write renames its own within seconds).",
+    )
+    _swept: set[str] = PrivateAttr(default_factory=set)
 
     def _fs_and_base(self) -> tuple[pafs.FileSystem, str]:
         if self.root.startswith("s3://"):
@@ -34,7 +49,11 @@ class Lake(dg.ConfigurableResource):
         fs, base = self._fs_and_base()
         path = f"{base}/{relative}"
         if isinstance(fs, pafs.LocalFileSystem):
-            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            folder = path.rsplit("/", 1)[0]
+            fs.create_dir(folder, recursive=True)
+            if folder not in self._swept:  # once per folder and process: cheap, and enough
+                self._swept.add(folder)
+                self._remove_stale_temporaries(folder, recursive=False)
             tmp = f"{path}.{uuid.uuid4().hex}.tmp"
             pq.write_table(table, tmp, filesystem=fs)
             fs.move(tmp, path)
@@ -57,18 +76,66 @@ class Lake(dg.ConfigurableResource):
         return dataset.to_table(columns=columns)
 
     def read_dataset(self, relative_dir: str, schema: pa.Schema) -> pa.Table:
-        """Every Parquet file under a folder, as one table (empty with `schema` when there are none)."""
-        files = self.list_files(relative_dir)
-        if not files:
-            return schema.empty_table()
-        fs, base = self._fs_and_base()
-        dataset = pads.dataset([f"{base}/{f}" for f in files], filesystem=fs, format="parquet", schema=schema)
-        return dataset.to_table()
+        """Every Parquet file under a folder, as one table (empty with `schema` when there are none).
 
-    def delete_files(self, relative_paths: list[str]) -> None:
+        A file listed but gone by the time it is read was folded into another by a concurrent compaction,
+        which writes the folded file before deleting: listing again finds every event.
+        """
+        fs, base = self._fs_and_base()
+        for attempt in range(READ_ATTEMPTS):
+            files = self.list_files(relative_dir)
+            if not files:
+                return schema.empty_table()
+            paths = [f"{base}/{f}" for f in files]
+            try:
+                return pads.dataset(paths, filesystem=fs, format="parquet", schema=schema).to_table()
+            except FileNotFoundError:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def delete_files(self, relative_paths: list[str], missing_ok: bool = False) -> None:
+        """Delete files; with `missing_ok`, one that another process already deleted is not an error."""
         fs, base = self._fs_and_base()
         for path in relative_paths:
-            fs.delete_file(f"{base}/{path}")
+            try:
+                fs.delete_file(f"{base}/{path}")
+            except FileNotFoundError:
+                if not missing_ok:
+                    raise
+
+    def remove_stale_temporaries(self, relative_dir: str = "") -> list[str]:
+        """Delete the temporary files killed writes left under a folder of a local lake; returns them.
+
+        Only files older than `stale_temporary_sec` go, so a write in progress keeps its own. On s3:// a
+        write is a single PUT or a multipart upload, which leaves no object behind if it is killed (an
+        incomplete upload is removed by the bucket's AbortIncompleteMultipartUpload lifecycle rule).
+        """
+        fs, base = self._fs_and_base()
+        if not isinstance(fs, pafs.LocalFileSystem):
+            return []
+        folder = f"{base}/{relative_dir}".rstrip("/")
+        prefix = len(base) + 1
+        return [p[prefix:] for p in self._remove_stale_temporaries(folder, recursive=True)]
+
+    def _remove_stale_temporaries(self, folder: str, recursive: bool) -> list[str]:
+        cutoff = time.time() - self.stale_temporary_sec
+        removed: list[str] = []
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive:
+                        removed += self._remove_stale_temporaries(entry.path, recursive=True)
+                elif TEMPORARY.search(entry.name) and entry.stat().st_mtime < cutoff:
+                    os.remove(entry.path)
+                    removed.append(entry.path)
+            except FileNotFoundError:
+                continue  # renamed by its writer or removed by another sweep meanwhile
+        return removed
 
     def list_files(self, relative_dir: str) -> list[str]:
         """Relative paths of the finished Parquet files under a folder, sorted."""

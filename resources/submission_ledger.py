@@ -149,17 +149,22 @@ class SubmissionLedger:
 
         The folded file is written before its inputs are deleted, and only by the process that read them:
         a crash or a concurrent compaction can leave duplicate events (readers already tolerate those),
-        never a lost one.
+        never a lost one. Two runs compacting at once never fail each other: inputs the other run deleted
+        first are already in its folded file, so a read that misses them skips this round, and a delete
+        that finds them gone is done.
         """
         folded = 0
         for kind, schema in (("submissions", SUBMISSION_SCHEMA), ("outcomes", OUTCOME_SCHEMA)):
             files = self._lake.list_files(f"ledger/{kind}")
             if len(files) < min_files:
                 continue
-            table = self._lake.read_tables(files)
+            try:
+                table = self._lake.read_tables(files)
+            except FileNotFoundError:
+                continue  # another run is folding these files; its folded file holds their events
             assert table is not None
             self._write(kind, table.cast(schema))
-            self._lake.delete_files(files)
+            self._lake.delete_files(files, missing_ok=True)
             folded += len(files)
         return folded
 

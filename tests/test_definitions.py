@@ -40,6 +40,8 @@ def test_asset_catalog_snapshot() -> None:
         ("marengo/embeddings", "vectors_well_formed"),
         ("marengo/embeddings", "segments_within_media"),
         ("search/marengo_segments", "matches_embedding_table"),
+        ("search/marengo_segments", "no_duplicate_segment_ids"),
+        ("search/marengo_segments", "removals_confirmed"),
     }
     pools = {node.key.to_user_string(): node.pools for node in graph.asset_nodes if node.pools}
     assert pools == {
