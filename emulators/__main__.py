@@ -157,10 +157,12 @@ def serve(argv: list[str] | None = None) -> int:
                 f"# uploaded {files} files ({size / 1e6:.1f} MB) from {args.upload} to s3://{media_buckets[0]}/",
                 file=sys.stderr,
             )
-        for name, value in {**stack.env(), **settings(media_buckets[0], outputs, workdir)}.items():
+        pipeline = settings(media_buckets[0], outputs, workdir)
+        Path(pipeline["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)  # `dagster dev` needs it to exist
+        for name, value in {**stack.env(), **pipeline}.items():
             print(f"export {name}={shlex.quote(value)}")
+        sys.stdout.flush()  # all settings are out (in a file too) before we say we are up
         print("# emulators running; Ctrl-C to stop", file=sys.stderr, flush=True)
-        sys.stdout.flush()
         try:
             while not done.wait(3600):
                 pass
