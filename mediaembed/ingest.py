@@ -544,9 +544,10 @@ def _ingest(
                     pause = min(pause * 2, MAX_POLL_SEC)
                     continue
                 pause = FIRST_POLL_SEC
-                # With objects waiting for the quota, submit again once half of the in-flight slots are free.
-                half = max(1, len(in_flight) // 2)
-                until = partial(_at_most, half) if invocations["deferred"] else None
+                # With objects waiting for the quota, submit again once half of the in-flight jobs ended
+                # (all of them when there is one): never a new submission run before any job finished.
+                half = len(in_flight) // 2
+                until = partial(_at_most, half) if invocations["deferred"] and half else None
                 driver.drain(
                     lake,
                     timeout_sec=remaining,

@@ -3,6 +3,7 @@
 import io
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from emulators.sample_media import Scene, make_image
@@ -48,3 +49,29 @@ def test_ingest_stops_waiting_and_names_what_is_in_flight(
         assert out.getvalue().startswith("s3://media/mine/: 1 seen, 1 embedded, 0 skipped, 0 failed\n")
         assert "0 invocations submitted now" in out.getvalue()
         assert stack.bedrock.created_invocations == 1
+
+
+def test_objects_waiting_for_the_quota_are_submitted_as_it_frees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bedrock takes one job at a time: ingest submits the rest as jobs end, one submission run per job."""
+    with start_local_stack(latency_sec=0.05, max_concurrent_invocations=1) as stack:
+        for name, value in {**stack.env(), **local_settings(tmp_path)}.items():
+            monkeypatch.setenv(name, value)
+        for colour in ("red", "green", "blue"):
+            picture = make_image(Scene(0, 0, "circle", colour, "white", 0.0), "png")
+            stack.s3.client().put_object(Bucket="media", Key=f"q/{colour}.png", Body=picture)
+        out, err = io.StringIO(), io.StringIO()
+
+        assert run_ingest("s3://media/q/", SERVING_MODEL_KEY, out=out, err=err, tty=False) == 0, (
+            err.getvalue()
+        )
+
+        assert out.getvalue().startswith("s3://media/q/: 3 seen, 3 embedded, 0 skipped, 0 failed\n")
+        assert "3 invocations submitted now (3 completed, 0 failed)" in out.getvalue()
+        assert stack.bedrock.created_invocations == 3
+        with dg.DagsterInstance.get() as instance:
+            submissions = instance.get_runs(dg.RunsFilter(job_name="embed_new_media"))
+        # At most one run per accepted job and a last one that finds nothing left: none while the quota is
+        # full (a busy loop would start runs until the first job ended).
+        assert len(submissions) <= stack.bedrock.created_invocations + 1
