@@ -55,7 +55,7 @@ def test_objects_waiting_for_the_quota_are_submitted_as_it_frees(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Bedrock takes one job at a time: ingest submits the rest as jobs end, one submission run per job."""
-    with start_local_stack(latency_sec=0.05, max_concurrent_invocations=1) as stack:
+    with start_local_stack(latency_sec=1.5, max_concurrent_invocations=1) as stack:
         for name, value in {**stack.env(), **local_settings(tmp_path)}.items():
             monkeypatch.setenv(name, value)
         for colour in ("red", "green", "blue"):
