@@ -1,4 +1,4 @@
-"""The `mediaembed` command: search, demo, dev and emulate."""
+"""The `mediaembed` command: search, ingest, demo, dev and emulate."""
 
 import argparse
 import sys
@@ -29,6 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     search_cmd.add_argument("--workdir", type=Path, default=Path(".local"), help="with --local")
 
+    ingest_cmd = commands.add_parser(
+        "ingest", help="embed and index everything under s3://bucket/prefix, following it to the end"
+    )
+    ingest_cmd.add_argument("uri", metavar="s3://bucket/prefix")
+    ingest_cmd.add_argument("--model", default=SERVING_MODEL_KEY, choices=sorted(MARENGO_MODELS))
+    ingest_cmd.add_argument(
+        "--timeout", type=float, default=3600.0, help="stop waiting for Bedrock after this many seconds"
+    )
+    ingest_cmd.add_argument(
+        "--replace", action="store_true", help="make this prefix the lake's media, dropping any other"
+    )
+
     demo_cmd = commands.add_parser("demo", help="run the pipeline on the local emulators, then search")
     demo_cmd.add_argument("--workdir", type=Path, default=Path(".local"))
 
@@ -56,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "search":
         return _search(args)
+    if args.command == "ingest":
+        from mediaembed.ingest import run_ingest
+
+        return run_ingest(args.uri, args.model, args.timeout, args.replace)
     if args.command == "demo":
         from harness.demo import run_demo
 

@@ -5,10 +5,12 @@ DagsterInstance, without a daemon. Nothing here bypasses an asset.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 
 from mediaembed.run_slots import execute_holding_slots
 from pipelines.definitions import defs, pipeline_resources
@@ -48,12 +50,14 @@ class SensorDriver:
     cursor: str | None = None
     launched_run_keys: list[str] = field(default_factory=list)
     results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
+    log_level: str = "INFO"  # of the sensor's log and of the runs it launches
 
     def tick(self) -> int:
         sensor_resources = {"marengo": pipeline_resources["marengo"], "lake": pipeline_resources["lake"]}
         with dg.build_sensor_context(
             instance=self.instance, cursor=self.cursor, resources=sensor_resources
         ) as context:
+            context.log.setLevel(self.log_level)
             result = marengo_invocation_sensor(context)
         if isinstance(result, dg.SkipReason):
             return 0
@@ -67,17 +71,53 @@ class SensorDriver:
             self.launched_run_keys.append(request.run_key)
             job_name = request.job_name or "ingest_marengo_embeddings"
             tags = {**request.tags, "dagster/run_key": request.run_key}
-            self.results.append(run_job(self.instance, job_name, request.partition_key, tags=tags))
+            self.results.append(
+                run_job(self.instance, job_name, request.partition_key, log_level=self.log_level, tags=tags)
+            )
             launched += 1
         return launched
 
-    def drain(self, lake_resource: Any, timeout_sec: float = 120.0, interval_sec: float = 0.5) -> None:
-        """Tick until the ledger has no invocation in flight, as the daemon would every 30 s."""
+    def drain(
+        self,
+        lake_resource: Any,
+        timeout_sec: float = 120.0,
+        interval_sec: float = 0.5,
+        *,
+        progress: Callable[[pd.DataFrame], None] | None = None,
+        until: Callable[[pd.DataFrame], bool] | None = None,
+        max_interval_sec: float | None = None,
+    ) -> None:
+        """Tick until the ledger has no invocation in flight (or `until(in_flight)` holds), as the daemon
+        would every 30 s, then return; past `timeout_sec` raise `StillInFlight` naming what is left.
+
+        `progress(in_flight)` sees the ledger's open jobs after every tick. With `max_interval_sec`, the
+        pause between ticks grows by half up to it while nothing finishes (fewer list calls on long jobs).
+        """
         deadline = time.monotonic() + timeout_sec
+        pause = interval_sec
         while True:
-            self.tick()
-            if SubmissionLedger(lake_resource, "").in_progress().empty:
+            launched = self.tick()
+            in_flight = SubmissionLedger(lake_resource, "").in_progress()
+            if progress is not None:
+                progress(in_flight)
+            if in_flight.empty or (until is not None and until(in_flight)):
                 return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"invocations still in flight after {timeout_sec:.0f} s")
-            time.sleep(interval_sec)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StillInFlight(timeout_sec, in_flight)
+            if launched or max_interval_sec is None:
+                pause = interval_sec
+            else:
+                pause = min(pause * 1.5, max(max_interval_sec, interval_sec))
+            time.sleep(min(pause, remaining))
+
+
+class StillInFlight(TimeoutError):
+    """The wait for the provider ended before every invocation did; `in_flight` lists the open jobs."""
+
+    def __init__(self, waited_sec: float, in_flight: pd.DataFrame) -> None:
+        self.waited_sec = waited_sec
+        self.in_flight = in_flight
+        uris = sorted(set(in_flight["media_uri"]))
+        shown = ", ".join(uris[:3]) + (f" and {len(uris) - 3} more" if len(uris) > 3 else "")
+        super().__init__(f"{len(in_flight)} invocations still in flight after {waited_sec:.0f} s: {shown}")

@@ -45,10 +45,11 @@ def test_stack_env_drives_unmodified_boto3(monkeypatch: Any) -> None:
         assert fs.get_file_info("stack-media/hello.txt").size == 2
 
 
-def test_cli_prints_exports_and_stops_on_sigterm() -> None:
+def test_cli_prints_exports_and_stops_on_sigterm(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
+    ports = ["--s3-port", "0", "--bedrock-port", "0"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emulators", "--s3-port", "0", "--bedrock-port", "0", "--latency", "0.5"],
+        [sys.executable, "-m", "emulators", *ports, "--latency", "0.5", "--workdir", str(tmp_path)],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

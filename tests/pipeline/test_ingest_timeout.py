@@ -1,0 +1,77 @@
+"""`mediaembed ingest` ends: past its wait it stops naming what is in flight; a re-run collects it."""
+
+import io
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from emulators.sample_media import Scene, make_image
+from emulators.stack import start_local_stack
+from harness.local_env import local_settings
+from mediaembed.ingest import EXIT_STILL_IN_FLIGHT, run_ingest
+from resources.marengo_models import SERVING_MODEL_KEY
+
+
+def test_ingest_stops_waiting_and_names_what_is_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with start_local_stack(latency_sec=3600.0) as stack:  # Bedrock never finishes within the wait
+        for name, value in {**stack.env(), **local_settings(tmp_path)}.items():
+            monkeypatch.setenv(name, value)
+        picture = make_image(Scene(0, 0, "circle", "red", "white", 0.0), "png")
+        stack.s3.client().put_object(Bucket="media", Key="mine/pic.png", Body=picture)
+        out, err = io.StringIO(), io.StringIO()
+
+        code = run_ingest("s3://media/mine/", SERVING_MODEL_KEY, timeout_sec=1.0, out=out, err=err, tty=False)
+
+        assert code == EXIT_STILL_IN_FLIGHT
+        last = err.getvalue().strip().splitlines()[-1]
+        assert last.startswith(
+            "mediaembed ingest: stopped waiting: 1 invocations still in flight after 1 s: s3://media/mine/pic.png;"
+        )
+        assert "run the same command again to collect them" in last
+        assert out.getvalue().startswith(
+            "s3://media/mine/: 1 seen, 0 embedded, 0 skipped, 0 failed, 1 still in flight\n"
+        )
+        assert stack.bedrock.created_invocations == 1
+
+        # Bedrock finishes; the same command collects it without submitting (or billing) it again.
+        stack.bedrock.latency_sec = 0.0
+        stack.bedrock.stop()
+        stack.bedrock.start()  # a restart carries on the jobs it kept, now with no latency, on a new port
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", stack.bedrock.endpoint)
+        stack.bedrock.wait_until_idle(timeout=30)
+        out, err = io.StringIO(), io.StringIO()
+        assert run_ingest("s3://media/mine/", SERVING_MODEL_KEY, out=out, err=err, tty=False) == 0, (
+            err.getvalue()
+        )
+        assert out.getvalue().startswith("s3://media/mine/: 1 seen, 1 embedded, 0 skipped, 0 failed\n")
+        assert "0 invocations submitted now" in out.getvalue()
+        assert stack.bedrock.created_invocations == 1
+
+
+def test_objects_waiting_for_the_quota_are_submitted_as_it_frees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bedrock takes one job at a time: ingest submits the rest as jobs end, one submission run per job."""
+    with start_local_stack(latency_sec=1.5, max_concurrent_invocations=1) as stack:
+        for name, value in {**stack.env(), **local_settings(tmp_path)}.items():
+            monkeypatch.setenv(name, value)
+        for colour in ("red", "green", "blue"):
+            picture = make_image(Scene(0, 0, "circle", colour, "white", 0.0), "png")
+            stack.s3.client().put_object(Bucket="media", Key=f"q/{colour}.png", Body=picture)
+        out, err = io.StringIO(), io.StringIO()
+
+        assert run_ingest("s3://media/q/", SERVING_MODEL_KEY, out=out, err=err, tty=False) == 0, (
+            err.getvalue()
+        )
+
+        assert out.getvalue().startswith("s3://media/q/: 3 seen, 3 embedded, 0 skipped, 0 failed\n")
+        assert "3 invocations submitted now (3 completed, 0 failed)" in out.getvalue()
+        assert stack.bedrock.created_invocations == 3
+        with dg.DagsterInstance.get() as instance:
+            submissions = instance.get_runs(dg.RunsFilter(job_name="embed_new_media"))
+        # At most one run per accepted job and a last one that finds nothing left: none while the quota is
+        # full (a busy loop would start runs until the first job ended).
+        assert len(submissions) <= stack.bedrock.created_invocations + 1

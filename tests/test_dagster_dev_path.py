@@ -1,0 +1,53 @@
+"""Your own media from `dagster dev` alone: settings in the environment, no project command.
+
+The code location must load from `workspace.yaml` with nothing but the settings, and the schedule and the
+sensor must be on from the start, so a first `dagster dev` submits and ingests without anyone switching
+them on in the UI.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.definitions import defs
+from pipelines.schedules import embed_new_media_schedule
+from resources.marengo_models import SERVING_MODEL_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {
+    "AWS_REGION": "us-east-1",
+    "MEDIAEMBED_MEDIA_URI": "s3://your-media/prefix/",
+    "MEDIAEMBED_ASYNC_OUTPUT_URI": "s3://your-outputs/marengo-async",
+    "MEDIAEMBED_LAKE_URI": "s3://your-outputs/mediaembed/lake",
+    "MEDIAEMBED_INDEX_URI": "s3://your-outputs/mediaembed/index",
+}
+
+
+def test_schedule_and_sensor_run_from_the_start() -> None:
+    schedule = defs.resolve_schedule_def("embed_new_media_schedule")
+    sensor = defs.resolve_sensor_def("marengo_invocation_sensor")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    request = embed_new_media_schedule(dg.build_schedule_context())
+    assert isinstance(request, dg.RunRequest) and request.partition_key == SERVING_MODEL_KEY
+
+
+def test_the_code_location_loads_from_the_settings_alone(tmp_path: Path) -> None:
+    """What `dagster dev -w workspace.yaml` loads, in a process that has only PATH and the settings."""
+    home = tmp_path / "dagster"
+    home.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DAGSTER_HOME": str(home), **SETTINGS}
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Validation successful" in done.stdout + done.stderr
