@@ -135,14 +135,16 @@ def marengo_segment_index(
         for mid, problem in sorted(plan.repaired.items()):
             context.log.warning(f"repairing {wanted[mid].media_uri} in the index: {problem}")
         deduplicated = segment_index.remove_duplicate_rows(model, plan.deduplicate)
-        state = segment_index.remove_media(model, plan.delete)
+        segment_index.remove_media(model, plan.delete, maintain=False)
         rewrite = expected.set_index(expected["media_uri"].map(media_id)).loc[plan.rewrite]
         for start in range(0, len(rewrite), MEDIA_PER_WRITE):
             batch = rewrite.iloc[start : start + MEDIA_PER_WRITE]
             segments = (
                 lake.read_tables(list(batch["table_path"])) or segment_schema(model.dimension).empty_table()
             )
-            state = segment_index.replace_media(model, segments, list(batch.index))
+            segment_index.replace_media(model, segments, list(batch.index), maintain=False)
+        # Once per run, after every write: each optimize() leaves one more index segment to search.
+        vector_action, vector_reason = segment_index.maintain_indexes(model)
         state = segment_index.state(model)
         duplicates = segment_index.duplicate_segment_ids(model)
 
@@ -168,6 +170,9 @@ def marengo_segment_index(
             "vector_index": state.vector_index
             or f"none (exact search below {segment_index.ann_min_rows} rows)",
             "unindexed_rows": state.unindexed_rows,
+            "scalar_index_unindexed_rows": state.scalar_unindexed_rows,
+            "vector_index_segments": state.index_segments,
+            "vector_index_action": f"{vector_action}: {vector_reason}",
             "updated_preview": preview(
                 rewrite.reset_index(drop=True)[["media_uri", "segments", "invocation_id"]]
             ),

@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from resources.embedding_jobs import EmbeddingOptions, SegmentEmbedding
 from resources.marengo_models import MarengoModel, Modality
 
@@ -89,9 +92,13 @@ def parse_segments(
     Accepts the documented `{"data": [...]}` and the single-object variants some clients see
     (`{"data": {...}}`, a top-level `{"embedding": [...]}`); `{"data": []}` is a valid answer with no
     segments. Everything else that does not match the documented types raises MarengoOutputError naming
-    the segment and the field: vectors of the wrong size, non-numeric or non-finite values, times that are
-    not non-negative numbers, options or scopes that are not strings, items that are not objects. A JSON
-    null counts as an absent field.
+    the segment and the field: vectors of the wrong size, non-numeric or non-finite values (in float32,
+    the type the vectors are stored as), times that are not non-negative numbers, options or scopes that
+    are not strings, items that are not objects. A JSON null counts as an absent field.
+
+    The vectors are checked and converted in numpy, all segments at once (one float32 matrix whose rows
+    become the segments' vectors); only when that finds a problem is each segment examined in turn, so
+    the error names the first bad segment and field exactly as a segment-by-segment reading would.
     """
     if not isinstance(payload, dict):
         raise MarengoOutputError(f"expected a JSON object, got {_kind(payload)}")
@@ -108,27 +115,79 @@ def parse_segments(
     else:
         raise MarengoOutputError(f"'data' is {_kind(data)}, not a list of segments")
     default_scope = "asset" if modality == "image" else "clip"
-    return [_segment(i, item, model, default_scope) for i, item in enumerate(items)]
+    vectors = _all_vectors(items, model.dimension)
+    if vectors is None:  # some vector is wrong: find the first bad segment, checking each field in order
+        return [_segment(i, item, _vector(i, item, model), default_scope) for i, item in enumerate(items)]
+    return [_segment(i, item, vectors[i], default_scope) for i, item in enumerate(items)]
 
 
-def _segment(i: int, item: Any, model: MarengoModel, default_scope: str) -> SegmentEmbedding:
+def _all_vectors(items: list[Any], dimension: int) -> npt.NDArray[np.float32] | None:
+    """Every segment's vector as one (segments, dimension) float32 matrix, or None if any is unusable."""
+    raws = [item.get("embedding") if isinstance(item, dict) else None for item in items]
+    if not all(isinstance(raw, list) and len(raw) == dimension for raw in raws):
+        return None
+    if not raws:
+        return np.empty((0, dimension), dtype=np.float32)
+    try:
+        values = np.array(raws)  # numpy infers the type: float64 or int64 when every value is a number
+    except (ValueError, TypeError):  # nested lists, mixed shapes
+        return None
+    if values.dtype.kind not in "fiu" or values.ndim != 2 or _holds_booleans(values, raws):
+        return None
+    return _float32(values)
+
+
+def _vector(i: int, item: Any, model: MarengoModel) -> npt.NDArray[np.float32]:
+    """One segment's vector, checked on its own: raises naming the segment and what is wrong."""
     if not isinstance(item, dict):
         raise MarengoOutputError(f"segment {i} is {_kind(item)}, not an object")
     raw = item.get("embedding")
     if not isinstance(raw, list):
         raise MarengoOutputError(f"segment {i} has no 'embedding' list")
-    if not all(map(_NUMBER_TYPES.__contains__, map(type, raw))):  # exact types: a bool is no number
-        raise MarengoOutputError(f"segment {i} has non-numeric values")
     try:
-        vector = list(map(float, raw))
-    except OverflowError:  # an integer beyond float range
-        raise MarengoOutputError(f"segment {i} has non-finite values") from None
-    if len(vector) != model.dimension:
+        values = np.array(raw)
+    except (ValueError, TypeError):
+        raise MarengoOutputError(f"segment {i} has non-numeric values") from None
+    if values.dtype.kind == "O" and values.ndim == 1 and _exact_numbers(raw):  # e.g. integers beyond int64
+        try:
+            values = np.array(raw, dtype=np.float64)
+        except OverflowError:  # an integer beyond float range
+            raise MarengoOutputError(f"segment {i} has non-finite values") from None
+    if values.dtype.kind not in "fiu" or values.ndim != 1 or _holds_booleans(values[np.newaxis], [raw]):
+        raise MarengoOutputError(f"segment {i} has non-numeric values")
+    if len(values) != model.dimension:
         raise MarengoOutputError(
-            f"segment {i} has a {len(vector)}-d vector; Marengo {model.version} returns {model.dimension}-d"
+            f"segment {i} has a {len(values)}-d vector; Marengo {model.version} returns {model.dimension}-d"
         )
-    if not all(map(math.isfinite, vector)):
+    if not np.isfinite(values).all():
         raise MarengoOutputError(f"segment {i} has non-finite values")
+    vector = _float32(values[np.newaxis])
+    if vector is None:
+        raise MarengoOutputError(f"segment {i} has values beyond the float32 range vectors are stored in")
+    return vector[0]
+
+
+def _holds_booleans(values: npt.NDArray[Any], rows: list[Any]) -> bool:
+    """Whether a JSON true or false hides among the numbers of a (segments, dimension) array: numpy reads
+    them as 1 and 0, so only the values equal to 1 or 0 need their Python type looked at."""
+    found = np.nonzero((values == 0) | (values == 1))
+    return any(type(rows[r][c]) is bool for r, c in zip(found[0].tolist(), found[1].tolist(), strict=True))
+
+
+def _exact_numbers(raw: list[Any]) -> bool:
+    return all(map(_NUMBER_TYPES.__contains__, map(type, raw)))  # exact types: a bool is no number
+
+
+def _float32(values: npt.NDArray[Any]) -> npt.NDArray[np.float32] | None:
+    """`values` as float32, or None when any is not finite there (NaN, infinity, beyond float32's range)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        vectors = values.astype(np.float32)
+    return vectors if np.isfinite(vectors).all() else None
+
+
+def _segment(
+    i: int, item: dict[str, Any], vector: npt.NDArray[np.float32], default_scope: str
+) -> SegmentEmbedding:
     start, end = _seconds(i, item, "startSec"), _seconds(i, item, "endSec")
     if start is not None and end is not None and end < start:
         raise MarengoOutputError(f"segment {i} ends ({end:g}) before it starts ({start:g})")

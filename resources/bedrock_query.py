@@ -82,7 +82,7 @@ def embed_text(client: Any, model: MarengoModel, region_name: str, text: str) ->
         raise QueryEmbeddingError(f"Bedrock returned an unusable query embedding: {error}") from None
     if not segments:
         raise QueryEmbeddingError("InvokeModel returned no embedding for the query")
-    return segments[0].vector
+    return segments[0].vector.tolist()
 
 
 def _refusal(error: ClientError, model: MarengoModel, model_id: str, region: str) -> str:

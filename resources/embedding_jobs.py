@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
+
 from resources.marengo_models import MarengoModel, Modality
 
 # lost: the provider says it does not know the job (it was never run, or it forgot it).
@@ -106,13 +109,17 @@ class InvocationStatus:
 
 @dataclass(frozen=True)
 class SegmentEmbedding:
-    """One vector for a span of a media object (or the whole object: scope 'asset', or an image)."""
+    """One vector for a span of a media object (or the whole object: scope 'asset', or an image).
+
+    `vector` is float32 of the model's dimension, usually a row of the one matrix its response was parsed
+    into, so a table of segments is built without touching each float in Python.
+    """
 
     embedding_option: str | None
     embedding_scope: str
     start_sec: float | None
     end_sec: float | None
-    vector: list[float]
+    vector: npt.NDArray[np.float32]
 
 
 def options_from_canonical(canonical: str) -> EmbeddingOptions:

@@ -178,17 +178,19 @@ class S3Storage(S3Resource):
         return meta.endpoint_url, meta.region_name
 
     def arrow_filesystem(self) -> pafs.S3FileSystem:
-        if self._arrow_fs is None:
-            endpoint, region = self._endpoint_and_region()
-            parsed = urlparse(endpoint)
-            self._arrow_fs = pafs.S3FileSystem(
-                access_key=self.aws_access_key_id,
-                secret_key=self.aws_secret_access_key,
-                session_token=self.aws_session_token,
-                region=region,
-                endpoint_override=parsed.netloc,
-                scheme=parsed.scheme or "https",
-            )
+        """One pyarrow S3 filesystem per resource instance (thread-safe): ingest writes from many threads."""
+        endpoint, region = self._endpoint_and_region()
+        with self._client_lock:
+            if self._arrow_fs is None:
+                parsed = urlparse(endpoint)
+                self._arrow_fs = pafs.S3FileSystem(
+                    access_key=self.aws_access_key_id,
+                    secret_key=self.aws_secret_access_key,
+                    session_token=self.aws_session_token,
+                    region=region,
+                    endpoint_override=parsed.netloc,
+                    scheme=parsed.scheme or "https",
+                )
         return self._arrow_fs
 
     def lance_storage_options(self) -> dict[str, str]:

@@ -8,18 +8,19 @@ table's writer lock (resources/index_writer_lock.py), so two runs never commit t
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import lancedb
 import pyarrow as pa
 import pyarrow.compute as pc
-from lancedb.index import BTree, IvfHnswSq
+from lancedb.index import BTree, IvfSq
 from pydantic import Field, PrivateAttr
 
 from resources.index_writer_lock import LocalWriterLock, S3WriterLease, WriterLock, describe_holder
@@ -38,6 +39,60 @@ from resources.segment_search import (
 
 # Row ids per delete statement when surplus copies are dropped: keeps each predicate a modest string.
 ROW_IDS_PER_DELETE = 20_000
+# merge_insert joins on segment_id, and every per-object delete and audit filters on media_id.
+SCALAR_INDEX_COLUMNS = ("segment_id", "media_id")
+# Rows from which search uses the IVF_SQ index. LanceDB's exact scan takes ~8 ms at 5,000 rows and passes
+# 20 ms near 10,000 on 2 cores, while the index answers in ~3 ms, as exactly (every partition probed), and
+# builds in a tenth of a second (bench/index_threshold.py; figures in the README's Index section).
+DEFAULT_ANN_MIN_ROWS = 5_000
+VECTOR_INDEX_TYPE = "IvfSq"
+# Field metadata of `vector`: the row count the IVF centroids were trained on, to know when to re-train.
+TRAINED_ROWS_KEY = "mediaembed:ann_trained_rows"
+
+VectorIndexAction = Literal["build", "fold", "none"]
+
+
+def ann_partitions(rows: int) -> int:
+    """IVF partitions for `rows` vectors: about 1,000 rows a partition up to 1 M rows, sqrt(rows) beyond.
+
+    With ~1,000 rows a partition, the default 20 probes read at least 2% of the rows: every partition
+    below 20,000 rows (exact but for the 8-bit quantization, which the refine step re-ranks away), and at
+    1 M rows recall@10 of 1.000 at ~4.5 ms (bench/index_ann.py). sqrt(rows) (LanceDB's default) trains
+    poorly on small tables (recall 0.71 at 5,000 rows, bench/index_threshold.py), but beyond 1 M rows it
+    keeps the k-means cost, which grows with rows x partitions, near-linear in the rows.
+    """
+    return max(1, min(rows // 1_000, round(math.sqrt(rows))))
+
+
+def vector_index_action(
+    rows: int,
+    index_type: str | None,
+    trained_rows: int | None,
+    segments: int,
+    *,
+    min_rows: int,
+    growth: float,
+    max_segments: int,
+) -> tuple[VectorIndexAction, str]:
+    """What the vector index needs after a write, and why: build (train it anew), fold (add the new rows
+    to the trained partitions with optimize()), or none.
+
+    Re-trained when the table has grown or shrunk `growth` times since the centroids were trained (the
+    partitions no longer fit the data), when it was built by an older release (another type, or no
+    record of its training size), or when folds have left `max_segments` index segments (each is searched
+    on its own, about half a millisecond more per query).
+    """
+    if index_type is None:
+        if rows >= min_rows:
+            return "build", f"{rows} rows reached ann_min_rows {min_rows}"
+        return "none", f"{rows} rows, exact search below ann_min_rows {min_rows}"
+    if index_type != VECTOR_INDEX_TYPE or trained_rows is None:
+        return "build", f"the {index_type} index predates this release's {VECTOR_INDEX_TYPE}"
+    if rows >= growth * trained_rows or rows * growth <= trained_rows:
+        return "build", f"{rows} rows, trained on {trained_rows}: more than {growth:g}x apart"
+    if segments >= max_segments:
+        return "build", f"{segments} index segments from folds (at most {max_segments})"
+    return "fold", f"trained on {trained_rows} rows; new rows are added to its partitions"
 
 
 @dataclass(frozen=True)
@@ -46,7 +101,9 @@ class IndexState:
     version: int
     rows: int
     vector_index: str | None
-    unindexed_rows: int
+    unindexed_rows: int  # rows the vector index does not cover yet (all of them without one)
+    scalar_unindexed_rows: int = 0  # rows some scalar index does not cover (all of them without one)
+    index_segments: int = 0  # segments of the vector index: 1 after a build, one more per fold
 
 
 @dataclass(frozen=True)
@@ -62,6 +119,11 @@ class IndexedObject:
     @property
     def duplicate_rows(self) -> int:
         return self.rows - self.segment_ids
+
+
+def _trained_rows(table: Any) -> int | None:
+    value = (table.schema.field("vector").metadata or {}).get(TRAINED_ROWS_KEY.encode())
+    return int(value) if value else None
 
 
 def _sql_list(values: list[str]) -> str:
@@ -80,8 +142,20 @@ class SegmentIndex(dg.ConfigurableResource):
     uri: str = Field(description="Local directory or s3://bucket/prefix of the LanceDB database.")
     storage: S3Storage
     ann_min_rows: int = Field(
-        default=100_000,
-        description="Build an ANN index from this many rows; below it exact search is fast and exact.",
+        default=DEFAULT_ANN_MIN_ROWS,
+        description="Build the IVF_SQ index from this many rows; below it exact search takes under ~20 ms.",
+    )
+    ann_rebuild_growth: float = Field(
+        default=4.0,
+        gt=1,
+        description="Re-train the IVF centroids once the table has grown (or shrunk) this many times since "
+        "they were trained; in between, optimize() adds new rows to the trained partitions.",
+    )
+    ann_max_index_segments: int = Field(
+        default=16,
+        ge=2,
+        description="Re-train once optimize() has left this many index segments (each costs every query "
+        "about half a millisecond).",
     )
     nprobes: int = Field(
         default=DEFAULT_NPROBES, description="IVF partitions probed per query once an ANN index exists."
@@ -153,21 +227,24 @@ class SegmentIndex(dg.ConfigurableResource):
             del held[name]
             lock.release()
 
-    def replace_media(self, model: MarengoModel, segments: pa.Table, media_ids: list[str]) -> IndexState:
+    def replace_media(
+        self, model: MarengoModel, segments: pa.Table, media_ids: list[str], *, maintain: bool = True
+    ) -> IndexState:
         """Make the index hold exactly `segments` for `media_ids`; other media are untouched.
 
         Copies of one segment_id left by an unlocked concurrent writer are dropped first: merge_insert
-        would update every copy and keep them all.
+        would update every copy and keep them all. With `maintain=False` the indexes are brought up to
+        date later, by one `maintain_indexes` after several writes (what a run does).
         """
         with self.writer(model) as lock:
             table = self.open_table(model)
             if table is None:
                 lock.ensure_held()
+                # Indexes come with the first rows (_maintain_indexes): made on an empty table, they
+                # would index nothing until an optimize().
                 table = self.connect().create_table(
                     self.table_name(model), schema=segment_schema(model.dimension)
                 )
-                table.create_index("segment_id", config=BTree())
-                table.create_index("media_id", config=BTree())
             if media_ids:
                 where = f"media_id IN ({_sql_list(media_ids)})"
                 self._delete_surplus_rows(table, lock, where)
@@ -182,7 +259,8 @@ class SegmentIndex(dg.ConfigurableResource):
                     .when_not_matched_by_source_delete(where)
                     .execute(segments.select(segment_schema(model.dimension).names))
                 )
-            self._maintain_indexes(table, lock)
+            if maintain:
+                self._maintain_indexes(table, lock)
         return self.state(model)
 
     def _scan(self, table: Any, columns: list[str], where: str | None = None) -> pa.Table:
@@ -249,41 +327,83 @@ class SegmentIndex(dg.ConfigurableResource):
         """media_id -> the invocation ids its indexed segments came from (one, once consistent)."""
         return {mid: set(obj.invocation_ids) for mid, obj in self.audit(model).items()}
 
-    def remove_media(self, model: MarengoModel, media_ids: list[str]) -> IndexState:
+    def remove_media(self, model: MarengoModel, media_ids: list[str], *, maintain: bool = True) -> IndexState:
         if media_ids:
             with self.writer(model) as lock:
                 table = self.open_table(model)
                 if table is not None:
                     lock.ensure_held()
                     table.delete(f"media_id IN ({_sql_list(media_ids)})")
-                    self._maintain_indexes(table, lock)
+                    if maintain:
+                        self._maintain_indexes(table, lock)
         return self.state(model)
 
-    def _maintain_indexes(self, table: Any, lock: WriterLock) -> None:
-        """ANN index once the table is big enough; afterwards fold new rows into it."""
+    def maintain_indexes(self, model: MarengoModel) -> tuple[VectorIndexAction, str]:
+        """Bring every index up to date after writes made with `maintain=False`; returns what was done
+        to the vector index and why."""
+        with self.writer(model) as lock:
+            table = self.open_table(model)
+            if table is None:
+                return "none", "no table yet"
+            return self._maintain_indexes(table, lock)
+
+    def _maintain_indexes(self, table: Any, lock: WriterLock) -> tuple[VectorIndexAction, str]:
+        """Scalar indexes once there are rows, kept current; the IVF_SQ index from `ann_min_rows`,
+        re-trained when `vector_index_action` says so, otherwise new rows folded into it.
+
+        optimize() folds the rows written since the last call into every index (and is no new version
+        when nothing changed); rows not yet folded are still searched, by a flat scan of just those.
+        """
         rows = table.count_rows()
-        has_vector_index = any(ix.columns == ["vector"] for ix in table.list_indices())
-        lock.ensure_held()
-        if not has_vector_index and rows >= self.ann_min_rows:
+        if rows == 0:
+            return "none", "no rows"
+        indices = {tuple(ix.columns): ix for ix in table.list_indices()}
+        vector = indices.get(("vector",))
+        action, reason = vector_index_action(
+            rows,
+            vector.index_type if vector else None,
+            _trained_rows(table),
+            (table.index_stats(vector.name).num_indices or 1) if vector else 0,
+            min_rows=self.ann_min_rows,
+            growth=self.ann_rebuild_growth,
+            max_segments=self.ann_max_index_segments,
+        )
+        if action == "build":
+            lock.ensure_held()
             table.create_index(
                 "vector",
-                config=IvfHnswSq(distance_type="cosine", num_partitions=max(1, rows // 1_048_576)),
+                config=IvfSq(distance_type="cosine", num_partitions=ann_partitions(rows)),
+                replace=True,
             )
-        elif has_vector_index:
-            table.optimize()
+            lock.ensure_held()
+            table.update_field_metadata({"path": "vector", "metadata": {TRAINED_ROWS_KEY: str(rows)}})
+        lock.ensure_held()
+        table.optimize()
+        for column in SCALAR_INDEX_COLUMNS:
+            if (column,) not in indices:
+                lock.ensure_held()
+                table.create_index(column, config=BTree())
+        return action, reason
 
     def state(self, model: MarengoModel) -> IndexState:
         table = self.open_table(model)
         if table is None:
             return IndexState(self.table_name(model), 0, 0, None, 0)
-        vector = next((ix for ix in table.list_indices() if ix.columns == ["vector"]), None)
-        unindexed = table.index_stats(vector.name).num_unindexed_rows if vector else table.count_rows()
+        rows = table.count_rows()
+        indices = {tuple(ix.columns): ix for ix in table.list_indices()}
+        vector = indices.get(("vector",))
+        stats = table.index_stats(vector.name) if vector else None
+        scalar = [indices.get((column,)) for column in SCALAR_INDEX_COLUMNS]
         return IndexState(
             table=self.table_name(model),
             version=table.version,
-            rows=table.count_rows(),
+            rows=rows,
             vector_index=vector.index_type if vector else None,
-            unindexed_rows=unindexed,
+            unindexed_rows=stats.num_unindexed_rows if stats else rows,
+            scalar_unindexed_rows=max(
+                table.index_stats(ix.name).num_unindexed_rows if ix else rows for ix in scalar
+            ),
+            index_segments=(stats.num_indices or 1) if stats else 0,
         )
 
     def search(self, model: MarengoModel, vector: list[float], k: int = 10) -> list[SearchHit]:
