@@ -117,6 +117,8 @@ def main() -> None:
                     f"refine={args.refine}",
                     flush=True,
                 )
+            if not args.folds:
+                continue
             extra = np.concatenate(
                 list(clustered(args.folds * 200, args.dim, args.clusters, args.seed + 2, args.spread))
             )
