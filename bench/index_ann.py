@@ -83,10 +83,19 @@ def main() -> None:
     parser.add_argument("--nprobes", default="20,40")
     parser.add_argument("--refine", default="5,10")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep the table and index in this folder; a later run with the same folder and data "
+        "arguments only times the queries again (e.g. the build at nice 19, the queries when the machine "
+        "is quieter)",
+    )
     args = parser.parse_args()
     configs = args.config or ["ivf_sq:1000"]
 
-    workdir = Path(tempfile.mkdtemp(prefix="index-bench-"))
+    keep = args.keep is not None
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="index-bench-"))
     try:
         t0 = time.perf_counter()
         batches = clustered(args.rows + args.queries, args.dim, args.clusters, args.seed, args.spread)
@@ -101,11 +110,21 @@ def main() -> None:
         print(f"numpy brute force: p50 {numpy_p50:.1f} ms ({time.perf_counter() - t0:.0f} s to prepare)")
 
         db = lancedb.connect(str(workdir))
-        vectors = pa.FixedSizeListArray.from_arrays(pa.array(base.reshape(-1)), args.dim)
-        table = db.create_table("bench", pa.table({"id": pa.array(np.arange(len(base))), "vector": vectors}))
+        reuse = keep and (workdir / "bench.lance").is_dir()
+        if reuse:  # the same seed gives the same data: only the timing is run again
+            table = db.open_table("bench")
+        else:
+            vectors = pa.FixedSizeListArray.from_arrays(pa.array(base.reshape(-1)), args.dim)
+            table = db.create_table(
+                "bench", pa.table({"id": pa.array(np.arange(len(base))), "vector": vectors})
+            )
         for spec in configs:
             kind, _, parts = spec.partition(":")
-            if kind != "exact":
+            if reuse and kind != "exact":
+                build_s = float("nan")
+                size_mb = directory_bytes(workdir / "bench.lance" / "_indices") / 1e6
+                print(f"{spec}: index kept from an earlier run, {size_mb:.0f} MB")
+            elif kind != "exact":
                 if any(i.name == "vector_idx" for i in table.list_indices()):
                     table.drop_index("vector_idx")
                 start = time.perf_counter()
@@ -156,7 +175,8 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

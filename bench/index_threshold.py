@@ -8,6 +8,8 @@ bench/index_ann.py with held-out queries.
 
 Rules: `sqrt` = round(sqrt(rows)) partitions, `per1000` = rows // 1000 (at least 1), `per4096` = rows // 4096.
 One machine-readable line per row count and rule: `rows=... rule=... partitions=... build_s=... ...`.
+With `--folds N`, the last index then takes N small writes, each followed by optimize() as an ingest run
+does, and queries are timed as the index segments pile up.
 """
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ def main() -> None:
     parser.add_argument("--refine", type=int, default=5)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="then add 200 rows and optimize() this many times, timing queries",
+    )
     args = parser.parse_args()
 
     for rows in [int(r) for r in args.rows.split(",")]:
@@ -109,6 +117,32 @@ def main() -> None:
                     f"refine={args.refine}",
                     flush=True,
                 )
+            if not args.folds:
+                continue
+            extra = np.concatenate(
+                list(clustered(args.folds * 200, args.dim, args.clusters, args.seed + 2, args.spread))
+            )
+            for fold in range(args.folds):  # what each ingest run's optimize() leaves: one more index segment
+                chunk = extra[fold * 200 : (fold + 1) * 200]
+                ids = pa.array(np.arange(len(base) + fold * 200, len(base) + (fold + 1) * 200))
+                table.add(
+                    pa.table(
+                        {
+                            "id": ids,
+                            "vector": pa.FixedSizeListArray.from_arrays(
+                                pa.array(chunk.reshape(-1)), args.dim
+                            ),
+                        }
+                    )
+                )
+                table.optimize()
+                if (fold + 1) % 8 == 0 or fold + 1 == args.folds:
+                    ann_ms, recall = measure(table, queries, truth, args.k, (args.nprobes, args.refine))
+                    segments = table.index_stats("vector_idx").num_indices
+                    print(
+                        f"rows={rows} folds={fold + 1} index_segments={segments} ann_p50_ms={ann_ms:.2f}",
+                        flush=True,
+                    )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
