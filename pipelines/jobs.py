@@ -1,4 +1,4 @@
-"""Jobs: submitting new media, and ingesting what the provider has finished."""
+"""Jobs: submitting new media, submitting what waits for the quota, and ingesting what has finished."""
 
 import dagster as dg
 
@@ -12,6 +12,27 @@ embed_new_media_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(media_inventory, marengo_invocations),
     description="Inventory the media prefix and start Marengo jobs for anything new (partition = model).",
 )
+
+submit_marengo_job = dg.define_asset_job(
+    "submit_marengo_invocations",
+    selection=dg.AssetSelection.assets(marengo_invocations),
+    description=(
+        "Start Marengo jobs for what waits (the quota, retries), planned from the existing inventory: no "
+        "listing of the bucket. The invocation sensor requests it when slots free."
+    ),
+)
+
+# Both submit: at most one of them runs per model at a time (the sensor checks, the pool enforces).
+SUBMITTING_JOBS = (embed_new_media_job.name, submit_marengo_job.name)
+# A submission run started by automation keeps submitting as jobs finish for this long, so the quota stays
+# full between runs; under 15 minutes, so at most one scheduled run waits for it (pool marengo_submit).
+HOLD_QUOTA_SEC = 14 * 60
+
+
+def holding_config(hold_quota_sec: float = HOLD_QUOTA_SEC) -> dict[str, object]:
+    """Run config of a submission run that holds the quota."""
+    return {"ops": {"marengo__invocations": {"config": {"hold_quota_sec": hold_quota_sec}}}}
+
 
 ingest_marengo_job = dg.define_asset_job(
     "ingest_marengo_embeddings",
