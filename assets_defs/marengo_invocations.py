@@ -31,6 +31,9 @@ LEDGER_FLUSH_EVERY = 50
 # This many set-up refusals in a row with one reason and no acceptance stop the run's submissions.
 # Refusals about one object (bad media) never count: they say nothing about the next object.
 SETUP_PROBLEM_AFTER = 3
+# How long a submission run keeps the quota full while objects wait: under the schedule's 15 minutes, so
+# at most one scheduled run waits for it (pool marengo_submit); the sensor starts the next if work remains.
+HOLD_QUOTA_SEC = 14 * 60
 # A busy refusal with none of our jobs running (another client holds the quota, or throttling) is retried
 # after slot_poll_sec, doubling up to this.
 MAX_BUSY_BACKOFF_SEC = 60.0
@@ -51,13 +54,13 @@ class InvocationConfig(dg.Config):
         ),
     )
     hold_quota_sec: float = Field(
-        default=0.0,
+        default=HOLD_QUOTA_SEC,
         ge=0,
         le=24 * 3600,
         description=(
             "While objects wait for the quota, keep the run going this long, submitting as jobs finish "
-            "(asking the provider every slot_poll_sec). 0: stop at the quota, and the invocation sensor "
-            "starts a submission run when slots free. The schedule and the sensor ask for 840 s."
+            "(asking the provider every slot_poll_sec). 0: stop at the quota; the invocation sensor then "
+            "starts a submission run once slots free (in-process runs of `mediaembed` default to 0)."
         ),
     )
     slot_poll_sec: float = Field(

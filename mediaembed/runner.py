@@ -27,7 +27,18 @@ def run_job(
     log_level: str = "INFO",
     **kwargs: Any,
 ) -> dg.ExecuteInProcessResult:
+    """Execute one run in this process and wait for it; a failed run raises.
+
+    A submission run here ends at the quota unless its run config sets `hold_quota_sec`: the caller's loop
+    (the sensor driver, `mediaembed ingest`) submits again as jobs end, and a run holding the quota would
+    stop that loop while it waits. Under the daemon the default holds.
+    """
     run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}}
+    if job_name in SUBMITTING_JOBS:
+        ops = dict(run_config.get("ops", {}))
+        step = dict(ops.get("marengo__invocations", {}))
+        step["config"] = {"hold_quota_sec": 0.0, **step.get("config", {})}
+        run_config["ops"] = {**ops, "marengo__invocations": step}
     result = execute_holding_slots(
         instance, defs.resolve_job_def(job_name), partition_key=partition_key, run_config=run_config, **kwargs
     )

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets_defs.marengo_embeddings import marengo_embeddings
-from assets_defs.marengo_invocations import marengo_invocations
+from assets_defs.marengo_invocations import HOLD_QUOTA_SEC, marengo_invocations
 from assets_defs.media_inventory import media_inventory
 from assets_defs.segment_index import marengo_segment_index
 
@@ -24,13 +24,11 @@ submit_marengo_job = dg.define_asset_job(
 
 # Both submit: at most one of them runs per model at a time (the sensor checks, the pool enforces).
 SUBMITTING_JOBS = (embed_new_media_job.name, submit_marengo_job.name)
-# A submission run started by automation keeps submitting as jobs finish for this long, so the quota stays
-# full between runs; under 15 minutes, so at most one scheduled run waits for it (pool marengo_submit).
-HOLD_QUOTA_SEC = 14 * 60
 
 
 def holding_config(hold_quota_sec: float = HOLD_QUOTA_SEC) -> dict[str, object]:
-    """Run config of a submission run that holds the quota."""
+    """Run config of a submission run that holds the quota (the default, spelled out where automation
+    starts one so the run's config shows it; 0 stops at the quota)."""
     return {"ops": {"marengo__invocations": {"config": {"hold_quota_sec": hold_quota_sec}}}}
 
 

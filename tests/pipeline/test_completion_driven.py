@@ -27,7 +27,7 @@ def quota_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Wor
 
 def test_a_submission_run_starts_within_one_sensor_interval_of_a_slot_freeing(quota_world: World) -> None:
     world, bedrock = quota_world, quota_world.stack.bedrock
-    first = submit(world)  # launched by hand, without holding: it stops at the quota
+    first = submit(world, hold_quota_sec=0)  # without holding: it stops at the quota
     assert (first["submitted"], first["deferred"], first["quota"]) == (QUOTA, USABLE - QUOTA, QUOTA)
     assert first["deferred_reason"] == f"{QUOTA} invocations in flight (the bedrock quota)"
 

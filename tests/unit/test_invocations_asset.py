@@ -166,7 +166,7 @@ def holding(hold_sec: float = 60.0) -> InvocationConfig:
 
 
 def test_without_holding_the_run_stops_at_the_configured_quota(lake: Lake, account: Account) -> None:
-    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake)
+    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0))
     assert (meta["submitted"], meta["deferred"], meta["quota"]) == (2, len(BAD + GOOD) - 2, 2)
     assert meta["deferred_reason"] == "2 invocations in flight (the fake quota)"
     assert (account.refusals, account.listings) == (0, 0), "the quota is known: nothing refused or listed"
@@ -200,7 +200,7 @@ def test_a_holding_run_ends_at_its_time_limit_with_the_rest_waiting(lake: Lake, 
 
 
 def test_jobs_found_finished_before_the_run_do_not_hold_slots(lake: Lake, account: Account) -> None:
-    run(QuotaProvider(async_quotas="marengo-3.0=2"), lake)
+    run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0))
     ledger = SubmissionLedger(lake, "fake").in_progress(MARENGO_3_0.key)
     # The sensor found both finished; no ingest run has recorded them yet.
     statuses = [
@@ -209,5 +209,5 @@ def test_jobs_found_finished_before_the_run_do_not_hold_slots(lake: Lake, accoun
     ]
     InvocationFindings(lake).record(statuses, MARENGO_3_0.key, found_by="sensor")
     account.running.clear()
-    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake)
+    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0))
     assert (meta["in_flight_before"], meta["finished_not_yet_ingested"], meta["submitted"]) == (0, 2, 2)
