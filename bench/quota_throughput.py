@@ -6,8 +6,9 @@ The real definitions run under the real daemon (`dagster-daemon run` on a tempor
 deployed instance settings: queued runs, pool limits of 1), against a Bedrock emulator that runs at most
 `--quota` Marengo jobs at once, each taking `--latency` seconds. Nothing is compressed: the sensor ticks
 every 30 s and the schedule fires at the quarter hours, as deployed. The pipeline is started the way the
-README says to start it at once: one launch of `embed_new_media` (no holding); from there the sensor and
-the submission runs it requests keep the quota full.
+README says to start it at once: one launch of `embed_new_media` with its default config, whose
+submission run holds the quota; the sensor hands finished jobs to ingest runs and starts another
+submission run should one end with objects waiting.
 
 In the same run, on a second emulator with the same quota and latency (same S3), a plain script keeps up to
 `--quota` jobs in flight and polls each with GetAsyncInvoke every 10 s.
@@ -85,6 +86,10 @@ def media_objects(count: int) -> list[tuple[str, bytes, str]]:
     return [(name, o.data, o.content_type) for name, o in zip(names, picked, strict=True)]
 
 
+def first_submit(bedrock: BedrockRuntimeEmulator) -> float:
+    return min(inv.submit_time.timestamp() for inv in bedrock.invocations.values())
+
+
 def ends_of(bedrock: BedrockRuntimeEmulator) -> list[float]:
     return [
         inv.end_time.timestamp()
@@ -137,7 +142,7 @@ def tail(path: str, lines: int = 40) -> str:
 
 def launch(env: dict[str, str]) -> None:
     """What a person does to start at once: launch embed_new_media for the serving model."""
-    subprocess.run(
+    launched = subprocess.run(
         [
             str(BIN / "dagster"),
             "job",
@@ -151,9 +156,11 @@ def launch(env: dict[str, str]) -> None:
         ],
         cwd=ROOT,
         env=env,
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if launched.returncode:
+        raise RuntimeError(f"dagster job launch failed:\n{launched.stderr[-3000:]}")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -166,6 +173,12 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
+
+
+def active_runs(home: Path) -> int:
+    statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return len(instance.get_runs(dg.RunsFilter(statuses=statuses)))
 
 
 def runs_summary(home: Path) -> tuple[int, str]:
@@ -181,7 +194,8 @@ def runs_summary(home: Path) -> tuple[int, str]:
                 f"{getattr(meta.get('submitted'), 'value', '?')} submitted in "
                 f"{getattr(meta.get('held_sec'), 'value', '?')} s held"
             )
-    detail = ", ".join(f"{n} {job}" for job, n in sorted(by_job.items()))
+    failed = sum(run.status == dg.DagsterRunStatus.FAILURE for run in runs)
+    detail = ", ".join(f"{n} {job}" for job, n in sorted(by_job.items())) + f"; {failed} failed"
     return len(runs), f"{detail}; submission runs: {'; '.join(reversed(held))}"
 
 
@@ -190,6 +204,7 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=200)
     parser.add_argument("--quota", type=int, default=20, help="jobs the provider runs at once (Q)")
     parser.add_argument("--latency", type=float, default=60.0, help="seconds per job at the provider (L)")
+    parser.add_argument("--keep", type=Path, help="keep the instance, lake and daemon log in this folder")
     args = parser.parse_args()
     n, quota, latency = args.objects, args.quota, args.latency
     limit = quota / latency
@@ -197,10 +212,10 @@ def main() -> None:
     objects = media_objects(n)
 
     with (
-        tempfile.TemporaryDirectory(prefix="quota-bench-") as tmp,
+        tempfile.TemporaryDirectory(prefix="quota-bench-") as scratch,
         start_local_stack(latency_sec=latency, max_concurrent_invocations=quota) as stack,
     ):
-        workdir = Path(tmp)
+        workdir = args.keep.resolve() if args.keep else Path(scratch)
         s3 = stack.s3.client()
         s3.create_bucket(Bucket="plain")
         for key, data, content_type in objects:
@@ -214,6 +229,8 @@ def main() -> None:
         home = Path(settings["DAGSTER_HOME"])
         home.mkdir(parents=True)
         (home / "dagster.yaml").write_text(INSTANCE_YAML)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            instance.get_runs(limit=1)  # create the storage once, before two processes race to
         env = {
             **os.environ,
             **stack.env(),
@@ -254,16 +271,17 @@ def main() -> None:
                 done = len(ends_of(stack.bedrock))
                 jobs = SubmissionLedger(lake, "").jobs(SERVING_MODEL_KEY)
                 completed = 0 if jobs.empty else int((jobs["status"] == "completed").sum())
-                if completed >= n and not worker.is_alive():
+                if completed >= n and ingested_at is None:
                     ingested_at = time.time()
-                    break
+                if ingested_at is not None and not worker.is_alive() and not active_runs(home):
+                    break  # the last ingest run wrote the index too
                 if int(time.time() - started) % 60 < 5:
                     print(
                         f"{datetime.now(UTC):%H:%M:%S} pipeline: {done} jobs ended at the provider, "
                         f"{completed} ingested; plain script: {len(ends_of(plain_bedrock))} ended",
                         flush=True,
                     )
-            if ingested_at is None:
+            else:
                 raise RuntimeError(f"not all ingested within {deadline_sec:.0f} s:\n{tail(log.name)}")
         finally:
             stop(daemon)
@@ -271,6 +289,7 @@ def main() -> None:
         calls, records = stack.bedrock.calls, stack.bedrock.status_records
         plain_calls = plain_bedrock.calls
         pipeline = Outcome(started, ends_of(stack.bedrock))
+        first_job = first_submit(stack.bedrock) - started
         plain_outcome = Outcome(plain["started"], ends_of(plain_bedrock))
         plain_bedrock.stop()
         runs, detail = runs_summary(home)
@@ -283,7 +302,8 @@ def main() -> None:
     before = min(quota, OLD_CAP) / SCHEDULE_EVERY_SEC / limit
     print(
         f"pipeline: {n} jobs ended {pipeline.seconds():.0f} s after the launch "
-        f"({pipeline.jobs_per_sec():.4f} jobs/s, {fraction:.3f} of the limit); all ingested after "
+        f"({pipeline.jobs_per_sec():.4f} jobs/s, {fraction:.3f} of the limit; the first job started "
+        f"{first_job:.0f} s after the launch); all ingested after "
         f"{ingested_at - started:.0f} s; {runs} Dagster runs ({detail})"
     )
     print(
