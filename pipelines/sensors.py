@@ -127,7 +127,7 @@ def marengo_invocation_sensor(
         f"{len(fresh)} handed to ingest runs, {len(run_requests) - len(handed)} submission runs requested"
     )
     if not run_requests:
-        reason = f"{len(pending)} invocations open, none newly finished, no slot for waiting objects"
+        reason = f"{len(pending)} invocations open, none newly finished, no submission run needed"
         return dg.SensorResult(skip_reason=reason, cursor=state.dump())
     return dg.SensorResult(run_requests=run_requests, cursor=state.dump())
 
