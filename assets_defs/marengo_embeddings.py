@@ -17,6 +17,7 @@ from assets_defs.metadata import column_schema, preview
 from assets_defs.partitions import marengo_model_partitions
 from resources.bedrock_marengo_bodies import MarengoOutputError, OutputUnavailable
 from resources.embedding_jobs import EmbeddingJob, InvocationStatus, options_from_canonical
+from resources.invocation_findings import InvocationFindings
 from resources.lake import Lake
 from resources.marengo_models import MarengoModel, marengo_model
 from resources.marengo_provider import MarengoProvider
@@ -54,6 +55,15 @@ class IngestConfig(dg.Config):
         description=(
             "A job still unreadable this long after its first failed read is ended as failed too, "
             "whichever limit comes first."
+        ),
+    )
+
+    list_provider: bool = Field(
+        default=True,
+        description=(
+            "Ask the provider which jobs finished, besides the findings a listing already recorded in the "
+            "lake. The invocation sensor's runs set it to false: the sensor listed just before, so they "
+            "take its findings and call the provider only to read outputs."
         ),
     )
 
@@ -251,17 +261,23 @@ def marengo_embeddings(
     """
     model = marengo_model(context.partition_key)
     ledger = SubmissionLedger(lake, marengo.provider_name)
+    findings = InvocationFindings(lake)
+    known = findings.read(model.key)  # before the ledger: it then holds every job these findings name
     pending = ledger.in_progress(model.key)
-    finished: list[InvocationStatus] = []
-    if not pending.empty:
-        finished = marengo.finished_invocations(
-            open_jobs(pending), pending["submitted_at"].min().to_pydatetime()
-        )
-    inventory = read_inventory(lake)
-    current_etags = dict(zip(inventory["media_uri"], inventory["etag"], strict=True))
     rows: dict[str, dict[str, Any]] = {
         str(r["client_token"]): {str(k): v for k, v in r.items()} for r in pending.to_dict("records")
     }
+    by_token = {s.client_token: s for s in known.statuses.values() if (s.client_token or "") in rows}
+    listed = 0
+    if config.list_provider:
+        rest = pending[~pending["client_token"].isin(list(by_token))]
+        if not rest.empty:
+            found = marengo.finished_invocations(open_jobs(rest), rest["submitted_at"].min().to_pydatetime())
+            listed = len(found)
+            by_token.update((s.client_token, s) for s in found if (s.client_token or "") in rows)
+    finished = [s for s in by_token.values() if s.state != "in_progress"]
+    inventory = read_inventory(lake)
+    current_etags = dict(zip(inventory["media_uri"], inventory["etag"], strict=True))
 
     limits, now = config.limits(), datetime.now(UTC)
 
@@ -273,9 +289,14 @@ def marengo_embeddings(
             return recorder.unreadable(f"{type(error).__name__}: {error}", now)
 
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
-        results = list(pool.map(ingest, [s for s in finished if (s.client_token or "") in rows]))
+        results = list(pool.map(ingest, finished))
     outcomes = [r.outcome for r in results if r.outcome is not None]
     ledger.record_outcomes(outcomes, context.run_id)
+    # Findings now in the ledger go; a completed job whose output could not be read yet stays found (the
+    # sensor hands it on again later), one whose status could not be read is asked about again.
+    carried = [s for s, r in zip(finished, results, strict=True) if r.unavailable and s.state == "completed"]
+    findings.record(carried, model.key, found_by=f"ingest run {context.run_id}: output not readable yet")
+    findings.consume(known.files)
     compacted = ledger.compact()
     unavailable = [r.unavailable for r in results if r.unavailable]
     for reason in unavailable:
@@ -306,6 +327,8 @@ def marengo_embeddings(
             "model": model.base_model_id,
             "dimension": model.dimension,
             "invocations_finished": len(finished),
+            "finished_from_findings": len(finished) - listed,
+            "finished_from_own_listing": listed,
             "invocations_still_running": len(pending) - len(finished),
             "objects_embedded": len(completed),
             "objects_failed": len(failed),

@@ -1,5 +1,9 @@
 """Marengo async invocations: one StartAsyncInvoke per media object not yet embedded for a model version."""
 
+import time
+from collections import deque
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Literal
 
 import dagster as dg
@@ -9,8 +13,15 @@ from pydantic import Field
 from assets_defs.media_inventory import media_inventory, read_inventory
 from assets_defs.metadata import preview
 from assets_defs.partitions import marengo_model_partitions
-from assets_defs.submission_plan import plan_submissions
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission, SubmissionRefused
+from assets_defs.submission_plan import Slots, plan_submissions
+from resources.embedding_jobs import (
+    EmbeddingJob,
+    EmbeddingOptions,
+    InvocationStatus,
+    Submission,
+    SubmissionRefused,
+)
+from resources.invocation_findings import FREES_SLOT, InvocationFindings
 from resources.lake import Lake
 from resources.marengo_models import marengo_model
 from resources.marengo_provider import MarengoProvider
@@ -20,6 +31,12 @@ LEDGER_FLUSH_EVERY = 50
 # This many set-up refusals in a row with one reason and no acceptance stop the run's submissions.
 # Refusals about one object (bad media) never count: they say nothing about the next object.
 SETUP_PROBLEM_AFTER = 3
+# How long a submission run keeps the quota full while objects wait: under the schedule's 15 minutes, so
+# at most one scheduled run waits for it (pool marengo_submit); the sensor starts the next if work remains.
+HOLD_QUOTA_SEC = 14 * 60
+# A busy refusal with none of our jobs running (another client holds the quota, or throttling) is retried
+# after slot_poll_sec, doubling up to this.
+MAX_BUSY_BACKOFF_SEC = 60.0
 
 
 class InvocationConfig(dg.Config):
@@ -28,8 +45,29 @@ class InvocationConfig(dg.Config):
     )
     min_segment_sec: float = Field(default=4.0, ge=1, le=10, description="Shortest dynamic clip, seconds.")
     fixed_segment_sec: float = Field(default=6.0, ge=1, le=10, description="Fixed clip length, seconds.")
-    max_in_flight: int = Field(
-        default=30, ge=1, description="Keep at most this many invocations running (the provider's quota)."
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Keep at most this many invocations running. Unset: the provider's quota for the model "
+            "(MEDIAEMBED_QUOTAS, else the provider's default), which nothing else caps."
+        ),
+    )
+    hold_quota_sec: float = Field(
+        default=HOLD_QUOTA_SEC,
+        ge=0,
+        le=24 * 3600,
+        description=(
+            "While objects wait for the quota, keep the run going this long, submitting as jobs finish "
+            "(asking the provider every slot_poll_sec). 0: stop at the quota; the invocation sensor then "
+            "starts a submission run once slots free (in-process runs of `mediaembed` default to 0)."
+        ),
+    )
+    slot_poll_sec: float = Field(
+        default=5.0,
+        ge=0.01,
+        le=600,
+        description="While holding the quota: how often to ask the provider which jobs finished.",
     )
     max_attempts: int = Field(default=2, ge=1, description="Attempts per object before a failure is final.")
     max_lost: int = Field(
@@ -43,6 +81,10 @@ class InvocationConfig(dg.Config):
 
     def options(self) -> EmbeddingOptions:
         return EmbeddingOptions(self.segmentation, self.min_segment_sec, self.fixed_segment_sec)
+
+
+def _finished_tokens(statuses: Iterable[InvocationStatus]) -> set[str]:
+    return {s.client_token for s in statuses if s.client_token and s.state in FREES_SLOT}
 
 
 def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
@@ -84,33 +126,80 @@ def marengo_invocations(
 
     Each job carries a client token derived from the object's ETag, the model and the options, and every
     submission is written to the ledger as it goes, so a re-run, a crash or a backfill never bills twice.
-    Objects the provider refuses are recorded with its reason; when the provider is busy the rest wait.
+    Objects the provider refuses are recorded with its reason.
+
+    At most the provider's quota of jobs runs at once (jobs found finished free their slot before they
+    are ingested). When it is full, or the provider refuses for being busy, the rest wait: with
+    `hold_quota_sec` the run keeps going and submits as jobs finish, otherwise the invocation sensor
+    starts a submission run once slots free.
     """
     model = marengo_model(context.partition_key)
+    planned_at = datetime.now(UTC)
+    deadline = time.monotonic() + config.hold_quota_sec
+    findings = InvocationFindings(lake)
+    known = findings.read(model.key)  # before the ledger: it then holds every job these findings name
     inventory = read_inventory(lake)
     ledger = SubmissionLedger(lake, marengo.provider_name)
     ledger_jobs = ledger.jobs(model.key)
     plan = plan_submissions(
         inventory, ledger_jobs, model, config.options(), config.max_attempts, config.max_lost
     )
-    in_flight = int((ledger_jobs["status"] == "in_progress").sum()) if not ledger_jobs.empty else 0
+    quota = config.max_in_flight or marengo.max_in_flight(model)
+    slots = Slots(quota)
+    if not ledger_jobs.empty:
+        pending = ledger_jobs[ledger_jobs["status"] == "in_progress"]
+        for row in pending.to_dict("records"):
+            submitted_at = pd.Timestamp(row["submitted_at"]).to_pydatetime()
+            slots.take(str(row["client_token"]), str(row["invocation_id"]), submitted_at)
+    # Finished at the provider but not ingested yet: their slots are free already.
+    finished_before = slots.release(_finished_tokens(known.statuses.values()))
+    in_flight = len(slots.held)
     seconds = dict(zip(inventory["media_uri"], inventory["duration_sec"], strict=True))
     seconds = {uri: (None if pd.isna(s) else float(s)) for uri, s in seconds.items()}
 
     submitted: list[Submission] = []
     unflushed: list[Submission] = []
     rejected = [_rejection(job, reason) for job, reason in plan.over_limit]
-    deferred = 0
-    busy_reason = None
+    due = deque(plan.due)
+    last_refusal: str | None = None
     same_refusals: list[str] = []  # consecutive set-up refusals, with the object's URI masked
     object_refusals = 0
     setup_problem = None
+    polls = seen_finishing = 0
+    held_sec = 0.0
+    backoff = config.slot_poll_sec
+
+    def wait_for_slots() -> None:
+        """Sleep one poll interval, then free the slots of jobs now finished: those another listing found
+        (the sensor's findings), then one cheap listing for the rest, whose findings the sensor hands on."""
+        nonlocal polls, seen_finishing, held_sec
+        pause = max(0.0, min(config.slot_poll_sec, deadline - time.monotonic()))
+        time.sleep(pause)
+        held_sec += pause
+        polls += 1
+        freed = slots.release(_finished_tokens(findings.read(model.key).statuses.values()))
+        still_open = slots.open_jobs()
+        oldest = slots.oldest_submission()
+        if still_open and oldest is not None:
+            listed = [s for s in marengo.newly_finished(still_open, oldest) if s.client_token in still_open]
+            findings.record(listed, model.key, found_by=f"submission run {context.run_id}")
+            freed += slots.release(_finished_tokens(listed))
+        seen_finishing += freed
+        if freed:
+            context.log.debug(f"{freed} jobs finished: {slots.free(time.monotonic())} slots free")
+
     try:
-        for i, job in enumerate(plan.due):
-            if in_flight + len(submitted) >= config.max_in_flight:
-                deferred = len(plan.due) - i
-                busy_reason = f"{config.max_in_flight} invocations in flight (max_in_flight)"
-                break
+        while due:
+            now = time.monotonic()
+            if slots.free(now) == 0:
+                if now >= deadline:
+                    break
+                if unflushed:  # the sensor and ingest runs see a job only once the ledger holds it
+                    ledger.record_submissions(unflushed, seconds, context.run_id)
+                    unflushed = []
+                wait_for_slots()
+                continue
+            job = due.popleft()
             try:
                 submission = marengo.submit(job)
             except SubmissionRefused as refusal:
@@ -128,16 +217,20 @@ def marengo_invocations(
                         and len(same_refusals) >= SETUP_PROBLEM_AFTER
                         and len(set(same_refusals)) == 1
                     ):
-                        deferred = len(plan.due) - i - 1
                         setup_problem = same_refusals[0]
                         break
                     continue
-                deferred = len(plan.due) - i
-                busy_reason = refusal.reason
-                break
+                # Busy: the quota is full (or throttled). Wait until a slot frees, or stop if not holding.
+                due.appendleft(job)
+                last_refusal = refusal.reason
+                slots.refused(now, backoff)
+                backoff = min(backoff * 2, MAX_BUSY_BACKOFF_SEC)
+                continue
             same_refusals.clear()
+            backoff = config.slot_poll_sec
             submitted.append(submission)
             unflushed.append(submission)
+            slots.take(job.client_token, submission.invocation_id, submission.submitted_at)
             if len(unflushed) >= LEDGER_FLUSH_EVERY:
                 ledger.record_submissions(unflushed, seconds, context.run_id)
                 unflushed = []
@@ -145,7 +238,10 @@ def marengo_invocations(
         ledger.record_submissions(unflushed, seconds, context.run_id)
         ledger.record_outcomes(rejected, context.run_id)
 
-    if busy_reason:
+    deferred = len(due)
+    busy_reason = None
+    if deferred and not setup_problem:
+        busy_reason = last_refusal or f"{quota} invocations in flight (the {marengo.provider_name} quota)"
         context.log.info(f"{deferred} objects wait for a later run: {busy_reason}")
     if setup_problem:
         busy_reason = f"stopped: every request refused with the same reason: {setup_problem}"
@@ -167,12 +263,19 @@ def marengo_invocations(
             "submitted": len(submitted),
             "already_handled": plan.already_handled,
             "in_flight_before": in_flight,
+            "finished_not_yet_ingested": finished_before,
+            "quota": quota,
             "deferred": deferred,
             "deferred_reason": busy_reason or "",
             "rejected": len(rejected),
             "rejected_for_the_object": object_refusals,
             "resubmitted_after_lost": sum(s.job.job_key in plan.after_lost for s in submitted),
             "out_of_attempts": len(plan.out_of_attempts),
+            "planned_at": dg.MetadataValue.timestamp(planned_at),
+            "hold_quota_sec": config.hold_quota_sec,
+            "held_sec": round(held_sec, 1),
+            "slot_polls": polls,
+            "jobs_seen_finishing": seen_finishing,
             "media_seconds_submitted": round(media_seconds, 3),
             "estimated_cost_usd": round(cost, 4),
             "submitted_preview": preview(submitted_frame),

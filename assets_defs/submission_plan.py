@@ -76,3 +76,50 @@ def plan_submissions(
             plan.after_lost.add(job.job_key)
         plan.due.append(EmbeddingJob(job.media_uri, job.etag, job.modality, model, options, attempt))
     return plan
+
+
+@dataclass
+class Slots:
+    """The provider's quota for one model as a submission run sees it: which jobs hold a slot, and how many
+    slots there are.
+
+    A job holds a slot from its submission until a listing (ours, or a finding in the lake) shows it
+    finished, whether or not an ingest run has recorded it yet. When the provider refuses for being busy
+    although slots look free (another client, a lower quota than configured), the run believes it: no more
+    until a job it knows of finishes, or until `retry_at` for a refusal with nothing of ours in flight.
+    """
+
+    quota: int
+    held: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # token -> (invocation, submitted)
+    cap: int | None = None  # lowered to the count in flight by a busy refusal; None: the quota
+    retry_at: float | None = None  # monotonic time after which a refusal with nothing in flight is retried
+
+    def free(self, now: float) -> int:
+        if self.cap is not None and self.retry_at is not None and now >= self.retry_at:
+            self.cap, self.retry_at = None, None
+        cap = self.quota if self.cap is None else self.cap
+        return max(0, cap - len(self.held))
+
+    def take(self, token: str, invocation_id: str, submitted_at: datetime) -> None:
+        self.held[token] = (invocation_id, submitted_at)
+
+    def release(self, tokens: set[str]) -> int:
+        """Free the slots of jobs now known to be finished; any release lifts a busy refusal."""
+        released = [t for t in tokens if t in self.held]
+        for token in released:
+            del self.held[token]
+        if released:
+            self.cap, self.retry_at = None, None
+        return len(released)
+
+    def refused(self, now: float, backoff_sec: float) -> None:
+        """The provider said it is full: hold at the current count until a slot frees (or `backoff_sec`
+        passes, when none of ours is running to free one)."""
+        self.cap = len(self.held)
+        self.retry_at = now + backoff_sec if not self.held else None
+
+    def open_jobs(self) -> dict[str, str]:
+        return {token: invocation for token, (invocation, _) in self.held.items()}
+
+    def oldest_submission(self) -> datetime | None:
+        return min((submitted for _, submitted in self.held.values()), default=None)

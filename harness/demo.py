@@ -79,7 +79,7 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
         driver = SensorDriver(instance)
         with dg.build_resources({"lake": pipeline_resources["lake"]}) as built:
             driver.drain(built.lake)
-        for result in driver.results:
+        for result in driver.ingest_results:
             ingest = materialization_metadata(result, ["marengo", "embeddings"])
             index = materialization_metadata(result, ["search", "marengo_segments"])
             print(
@@ -87,7 +87,7 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
                 f"{ingest['objects_failed']} failed, {ingest['dagster/row_count']} segments; "
                 f"index {index['table']} now {index['dagster/row_count']} rows (v{index['table_version']})"
             )
-        if not driver.results:
+        if not driver.ingest_results:
             print("sensor: nothing new to ingest")
 
         for query in queries:

@@ -496,6 +496,7 @@ def _ingest(
 
         def finish() -> Summary:
             progress.close()
+            submit_runs.update(r.run_id for r in driver.submission_results)  # those the sensor requested
             summary = summarize(str(prefix), read_inventory(lake), ledger.jobs(model.key), model, submit_runs)
             print("\n".join(summary.lines()), file=out, flush=True)
             return summary

@@ -14,6 +14,7 @@ import pandas as pd
 
 from mediaembed.run_slots import execute_holding_slots
 from pipelines.definitions import defs, pipeline_resources
+from pipelines.jobs import SUBMITTING_JOBS, holding_config
 from pipelines.sensors import marengo_invocation_sensor
 from resources.submission_ledger import SubmissionLedger
 
@@ -26,7 +27,18 @@ def run_job(
     log_level: str = "INFO",
     **kwargs: Any,
 ) -> dg.ExecuteInProcessResult:
+    """Execute one run in this process and wait for it; a failed run raises.
+
+    A submission run here ends at the quota unless its run config sets `hold_quota_sec`: the caller's loop
+    (the sensor driver, `mediaembed ingest`) submits again as jobs end, and a run holding the quota would
+    stop that loop while it waits. Under the daemon the default holds.
+    """
     run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}}
+    if job_name in SUBMITTING_JOBS:
+        ops = dict(run_config.get("ops", {}))
+        step = dict(ops.get("marengo__invocations", {}))
+        step["config"] = {"hold_quota_sec": 0.0, **step.get("config", {})}
+        run_config["ops"] = {**ops, "marengo__invocations": step}
     result = execute_holding_slots(
         instance, defs.resolve_job_def(job_name), partition_key=partition_key, run_config=run_config, **kwargs
     )
@@ -44,13 +56,27 @@ def materialization_metadata(result: dg.ExecuteInProcessResult, asset_key: list[
 
 @dataclass
 class SensorDriver:
-    """Ticks the real invocation sensor and launches the runs it requests, once per run key."""
+    """Ticks the real invocation sensor and launches the runs it requests, once per run key.
+
+    The runs execute in this process, one after the other, so a submission run the sensor asks to hold
+    the quota would stop the ticks while it waits: by default it ends at the quota instead, and the next
+    ticks start another as slots free (`hold_quota_sec=None` runs requests exactly as asked).
+    """
 
     instance: dg.DagsterInstance
     cursor: str | None = None
     launched_run_keys: list[str] = field(default_factory=list)
     results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
     log_level: str = "INFO"  # of the sensor's log and of the runs it launches
+    hold_quota_sec: float | None = 0.0
+
+    @property
+    def ingest_results(self) -> list[dg.ExecuteInProcessResult]:
+        return [r for r in self.results if r.job_def.name == "ingest_marengo_embeddings"]
+
+    @property
+    def submission_results(self) -> list[dg.ExecuteInProcessResult]:
+        return [r for r in self.results if r.job_def.name in SUBMITTING_JOBS]
 
     def tick(self) -> int:
         sensor_resources = {"marengo": pipeline_resources["marengo"], "lake": pipeline_resources["lake"]}
@@ -71,8 +97,18 @@ class SensorDriver:
             self.launched_run_keys.append(request.run_key)
             job_name = request.job_name or "ingest_marengo_embeddings"
             tags = {**request.tags, "dagster/run_key": request.run_key}
+            run_config = request.run_config if isinstance(request.run_config, dict) else {}
+            if job_name in SUBMITTING_JOBS and self.hold_quota_sec is not None:
+                run_config = {**run_config, **holding_config(self.hold_quota_sec)}
             self.results.append(
-                run_job(self.instance, job_name, request.partition_key, log_level=self.log_level, tags=tags)
+                run_job(
+                    self.instance,
+                    job_name,
+                    request.partition_key,
+                    run_config=run_config,
+                    log_level=self.log_level,
+                    tags=tags,
+                )
             )
             launched += 1
         return launched

@@ -11,7 +11,7 @@ from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import media_inventory
 from assets_defs.segment_index import marengo_segment_index
-from pipelines.jobs import embed_new_media_job, ingest_marengo_job
+from pipelines.jobs import embed_new_media_job, ingest_marengo_job, submit_marengo_job
 from pipelines.schedules import embed_new_media_schedule
 from pipelines.sensors import marengo_invocation_sensor
 from resources.bedrock_marengo import BedrockMarengo
@@ -35,7 +35,7 @@ pipeline_resources = {
 
 defs = dg.Definitions(
     assets=[media_inventory, marengo_invocations, marengo_embeddings, marengo_segment_index],
-    jobs=[embed_new_media_job, ingest_marengo_job],
+    jobs=[embed_new_media_job, submit_marengo_job, ingest_marengo_job],
     schedules=[embed_new_media_schedule],
     sensors=[marengo_invocation_sensor],
     resources=pipeline_resources,

@@ -1,9 +1,9 @@
-"""Jobs: submitting new media, and ingesting what the provider has finished."""
+"""Jobs: submitting new media, submitting what waits for the quota, and ingesting what has finished."""
 
 import dagster as dg
 
 from assets_defs.marengo_embeddings import marengo_embeddings
-from assets_defs.marengo_invocations import marengo_invocations
+from assets_defs.marengo_invocations import HOLD_QUOTA_SEC, marengo_invocations
 from assets_defs.media_inventory import media_inventory
 from assets_defs.segment_index import marengo_segment_index
 
@@ -12,6 +12,25 @@ embed_new_media_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(media_inventory, marengo_invocations),
     description="Inventory the media prefix and start Marengo jobs for anything new (partition = model).",
 )
+
+submit_marengo_job = dg.define_asset_job(
+    "submit_marengo_invocations",
+    selection=dg.AssetSelection.assets(marengo_invocations),
+    description=(
+        "Start Marengo jobs for what waits (the quota, retries), planned from the existing inventory: no "
+        "listing of the bucket. The invocation sensor requests it when slots free."
+    ),
+)
+
+# Both submit: at most one of them runs per model at a time (the sensor checks, the pool enforces).
+SUBMITTING_JOBS = (embed_new_media_job.name, submit_marengo_job.name)
+
+
+def holding_config(hold_quota_sec: float = HOLD_QUOTA_SEC) -> dict[str, object]:
+    """Run config of a submission run that holds the quota (the default, spelled out where automation
+    starts one so the run's config shows it; 0 stops at the quota)."""
+    return {"ops": {"marengo__invocations": {"config": {"hold_quota_sec": hold_quota_sec}}}}
+
 
 ingest_marengo_job = dg.define_asset_job(
     "ingest_marengo_embeddings",

@@ -1,43 +1,167 @@
-"""The sensor that notices finished Marengo invocations and requests the run that ingests them."""
+"""The sensor that follows Marengo invocations: it hands finished ones to an ingest run, and starts a
+submission run when the provider's quota has free slots and objects wait for them."""
+
+from __future__ import annotations
 
 import hashlib
 import json
 import time
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
+import pandas as pd
 
-from pipelines.jobs import ingest_marengo_job
+from assets_defs.partitions import marengo_model_partitions
+from pipelines.jobs import SUBMITTING_JOBS, holding_config, ingest_marengo_job, submit_marengo_job
+from resources.embedding_jobs import InvocationStatus
+from resources.invocation_findings import FREES_SLOT, InvocationFindings
 from resources.lake import Lake
+from resources.marengo_models import marengo_model
 from resources.marengo_provider import MarengoProvider
 from resources.submission_ledger import SubmissionLedger, open_jobs
 
-# A finished invocation whose ingest run did not record it (the run failed or was cancelled) is handed
-# off again after this long.
+# A finished invocation whose ingest run did not record it (the run failed or was cancelled, or its output
+# could not be read yet) is handed off again after this long.
 REHAND_AFTER_SEC = 15 * 60
+# Every tick lists only finished jobs submitted since the oldest open one (about one status record per
+# job). This often, it also lists the running ones and looks up by ARN what no listing showed: jobs whose
+# submit time by Bedrock's clock is earlier than ours says, and jobs Bedrock lost.
+RECONCILE_EVERY_SEC = 10 * 60
+ACTIVE_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+INVOCATIONS_KEY = dg.AssetKey(["marengo", "invocations"])
+EMBEDDINGS_KEY = dg.AssetKey(["marengo", "embeddings"])
+INVENTORY_KEY = dg.AssetKey(["media", "inventory"])
+# How the ingest runs the sensor requests take their statuses: from the sensor's findings, listing nothing.
+FROM_FINDINGS = {"ops": {"marengo__embeddings": {"config": {"list_provider": False}}}}
+
+
+@dataclass
+class SensorState:
+    """The cursor: invocation id -> when it was handed to an ingest run (jobs still open only), and when
+    the last thorough check ran."""
+
+    handed_off: dict[str, float] = field(default_factory=dict)
+    reconciled_at: float | None = None
+
+    @classmethod
+    def load(cls, cursor: str | None) -> SensorState:
+        raw = json.loads(cursor) if cursor else {}
+        if "handed_off" not in raw:  # a cursor written before the findings: the hand-offs alone
+            return cls({str(k): float(v) for k, v in raw.items()})
+        return cls({str(k): float(v) for k, v in raw["handed_off"].items()}, raw.get("reconciled_at"))
+
+    def dump(self) -> str:
+        return json.dumps({"handed_off": self.handed_off, "reconciled_at": self.reconciled_at})
 
 
 @dg.sensor(
-    job=ingest_marengo_job,
+    jobs=[ingest_marengo_job, submit_marengo_job],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Polls the provider (a few paginated list calls per tick) for finished Marengo invocations.",
+    description=(
+        "Lists the Marengo jobs finished since the oldest open one (two paginated calls a tick), records "
+        "them in the lake for the ingest run it requests, and requests a submission run when the quota "
+        "has free slots and objects wait."
+    ),
 )
 def marengo_invocation_sensor(
     context: dg.SensorEvaluationContext, marengo: MarengoProvider, lake: Lake
 ) -> dg.SensorResult | dg.SkipReason:
-    """Cursor: invocation id -> when it was handed to a run, for invocations still open in the ledger."""
+    state = SensorState.load(context.cursor)
+    now = time.time()
+    store = InvocationFindings(lake)
+    known = store.read()  # before the ledger: it then holds every job these findings name
     pending = SubmissionLedger(lake, marengo.provider_name).in_progress()
-    if pending.empty:
-        return dg.SkipReason("no Marengo invocations in flight")
-    handed_off: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
     open_ids = set(pending["invocation_id"])
-    handed_off = {k: v for k, v in handed_off.items() if k in open_ids}
+    state.handed_off = {k: v for k, v in state.handed_off.items() if k in open_ids}
+    found = {i: s for i, s in known.statuses.items() if i in open_ids}
+    model_of = dict(zip(pending["invocation_id"], pending["model_key"], strict=True))
 
-    finished = marengo.finished_invocations(open_jobs(pending), pending["submitted_at"].min().to_pydatetime())
+    listed: list[InvocationStatus] = []
+    if not pending.empty:
+        listed = _ask_provider(context, marengo, pending, found, state, now)
+        by_model: dict[str, list[InvocationStatus]] = defaultdict(list)
+        for status in listed:
+            by_model[model_of[status.invocation_id]].append(status)
+        for model_key, statuses in by_model.items():
+            store.record(statuses, model_key, found_by="sensor")
+        found.update((s.invocation_id, s) for s in listed)
+
+    fresh = [
+        s for i, s in found.items() if now - state.handed_off.get(i, -REHAND_AFTER_SEC) >= REHAND_AFTER_SEC
+    ]
+    handed: dict[str, list[str]] = defaultdict(list)
+    for status in fresh:
+        state.handed_off[status.invocation_id] = now
+        handed[model_of[status.invocation_id]].append(f"{status.invocation_id}@{now}")
+    run_requests = [
+        dg.RunRequest(
+            job_name=ingest_marengo_job.name,
+            partition_key=model_key,
+            # Invocations and hand-off time: a re-hand-off is a new run; one hand-off is one run at most.
+            run_key=f"ingest-{model_key}-{_digest(sorted(ids))}",
+            run_config=FROM_FINDINGS,
+            tags={"mediaembed/finished_invocations": str(len(ids))},
+        )
+        for model_key, ids in sorted(handed.items())
+    ]
+
+    finished_ids = {i for i, s in found.items() if s.state in FREES_SLOT}
+    for model_key in marengo_model_partitions.get_partition_keys():
+        in_model = pending[pending["model_key"] == model_key]
+        holding = sorted(set(in_model["invocation_id"]) - finished_ids)
+        request = _submission_request(context, marengo, model_key, holding)
+        if request is not None:
+            run_requests.append(request)
+
+    context.log.info(
+        f"{len(pending)} open in the ledger, {len(found)} of them finished ({len(listed)} found now), "
+        f"{len(fresh)} handed to ingest runs, {len(run_requests) - len(handed)} submission runs requested"
+    )
+    if not run_requests:
+        reason = f"{len(pending)} invocations open, none newly finished, no submission run needed"
+        return dg.SensorResult(skip_reason=reason, cursor=state.dump())
+    return dg.SensorResult(run_requests=run_requests, cursor=state.dump())
+
+
+def _ask_provider(
+    context: dg.SensorEvaluationContext,
+    marengo: MarengoProvider,
+    pending: pd.DataFrame,
+    found: dict[str, InvocationStatus],
+    state: SensorState,
+    now: float,
+) -> list[InvocationStatus]:
+    """Which open jobs not found finished yet have finished now.
+
+    Each tick asks cheaply about the jobs never handed off; the thorough check now and then also asks
+    again about handed-off jobs still open after REHAND_AFTER_SEC whose finding is gone (their status
+    could not be read), and finds what the cheap listing cannot see.
+    """
+    reconcile = state.reconciled_at is None or now - state.reconciled_at >= RECONCILE_EVERY_SEC
+    ids = pending["invocation_id"]
+    not_found = ~ids.isin(list(found))
+    handed_at = ids.map(state.handed_off)
+    ask = not_found & handed_at.isna()
+    if reconcile:
+        ask |= not_found & (now - handed_at.fillna(now) >= REHAND_AFTER_SEC)
+        state.reconciled_at = now
+    asked = pending[ask]
+    if asked.empty:
+        return []
+    look = marengo.finished_invocations if reconcile else marengo.newly_finished
+    statuses = look(open_jobs(asked), asked["submitted_at"].min().to_pydatetime())
     # Handed off like finished jobs: the ingest run records them (lost: resubmitted by the next submission
     # run; unknown: read again, and failed once past the ingest's read limits), so none stays open for ever.
-    for status in finished:
+    for status in statuses:
         if status.state == "unknown":
             context.log.warning(
                 f"cannot ask {marengo.provider_name} about {status.invocation_id}: {status.failure_message}; "
@@ -48,33 +172,81 @@ def marengo_invocation_sensor(
                 f"{marengo.provider_name} no longer knows {status.invocation_id} "
                 f"({status.failure_message}); the ingest run records it lost for resubmission"
             )
-    now = time.time()
-    fresh = [
-        s for s in finished if now - handed_off.get(s.invocation_id, -REHAND_AFTER_SEC) >= REHAND_AFTER_SEC
-    ]
-    model_of = dict(zip(pending["client_token"], pending["model_key"], strict=True))
-    by_model: dict[str, list[str]] = defaultdict(list)
-    for status in fresh:
-        handed_off[status.invocation_id] = now
-        by_model[model_of[status.client_token or ""]].append(f"{status.invocation_id}@{now}")
+    asked_ids = set(asked["invocation_id"])
+    return [s for s in statuses if s.invocation_id in asked_ids]
 
-    run_requests = [
-        dg.RunRequest(
-            partition_key=model_key,
-            # Invocations and hand-off time: a re-hand-off is a new run; one hand-off is one run at most.
-            run_key=f"ingest-{model_key}-{hashlib.sha256(' '.join(sorted(ids)).encode()).hexdigest()[:16]}",
-            tags={"mediaembed/finished_invocations": str(len(ids))},
-        )
-        for model_key, ids in sorted(by_model.items())
-    ]
-    states = {state: sum(s.state == state for s in finished) for state in ("lost", "unknown")}
-    context.log.info(
-        f"{len(pending)} in flight, {len(finished)} finished ({states['lost']} lost, "
-        f"{states['unknown']} not readable), {len(fresh)} newly handed off"
+
+def _submission_request(
+    context: dg.SensorEvaluationContext, marengo: MarengoProvider, model_key: str, holding: list[str]
+) -> dg.RunRequest | None:
+    """A submission run for `model_key` when its quota has a free slot, objects wait, and no submission
+    run of the model is queued or running. One run key per slot window: the jobs holding slots and the
+    last submission run, so the same state never starts two runs."""
+    quota = marengo.max_in_flight(marengo_model(model_key))
+    if len(holding) >= quota:
+        return None
+    instance = context.instance
+    last = _latest(instance, dg.AssetRecordsFilter(INVOCATIONS_KEY, asset_partitions=[model_key]))
+    if last is None:
+        return None  # nothing was ever submitted for this model: the schedule (or a person) starts it
+    due = _due_work(instance, model_key, last)
+    if due is None:
+        return None
+    active = instance.get_runs(
+        dg.RunsFilter(statuses=ACTIVE_RUN_STATUSES, tags={"dagster/partition": model_key}), limit=50
     )
-    if not run_requests:
-        return dg.SensorResult(
-            skip_reason=f"{len(pending)} invocations in flight, none newly finished",
-            cursor=json.dumps(handed_off),
-        )
-    return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(handed_off))
+    if any(run.job_name in SUBMITTING_JOBS for run in active):
+        return None
+    free = quota - len(holding)
+    context.log.info(f"{model_key}: {free} of {quota} slots free and {due}: requesting a submission run")
+    return dg.RunRequest(
+        job_name=submit_marengo_job.name,
+        partition_key=model_key,
+        run_key=f"submit-{model_key}-{_digest([*holding, last.run_id])}",
+        run_config=holding_config(),
+        tags={"mediaembed/free_slots": str(free), "mediaembed/waiting": due},
+    )
+
+
+def _due_work(instance: dg.DagsterInstance, model_key: str, last: dg.EventLogRecord) -> str | None:
+    """Why objects may wait for submission, from the last submission run's metadata and what happened
+    since it planned; None when nothing does (planning is left to the run itself)."""
+    metadata = _metadata(last)
+    deferred = int(_value(metadata, "deferred", 0))
+    reason = str(_value(metadata, "deferred_reason", ""))
+    if deferred and not reason.startswith("stopped:"):  # a set-up problem waits for a person
+        return f"{deferred} objects wait ({reason})"
+    planned_at = float(_value(metadata, "planned_at", last.timestamp))
+    ingests = instance.fetch_materializations(
+        dg.AssetRecordsFilter(EMBEDDINGS_KEY, asset_partitions=[model_key], after_timestamp=planned_at),
+        limit=100,
+    ).records
+    retries = 0
+    for record in ingests:
+        meta = _metadata(record)
+        retries += int(_value(meta, "objects_failed", 0)) + int(_value(meta, "jobs_lost", 0))
+    if retries:
+        return f"{retries} jobs failed or lost since the last submission run planned"
+    if _latest(instance, dg.AssetRecordsFilter(INVENTORY_KEY, after_timestamp=planned_at)) is not None:
+        return "the inventory changed since the last submission run planned"
+    return None
+
+
+def _latest(instance: dg.DagsterInstance, records: dg.AssetRecordsFilter) -> dg.EventLogRecord | None:
+    found = instance.fetch_materializations(records, limit=1).records
+    return found[0] if found else None
+
+
+def _metadata(record: dg.EventLogRecord) -> Mapping[str, Any]:
+    materialization = record.asset_materialization
+    return materialization.metadata if materialization is not None else {}
+
+
+def _value(metadata: Mapping[str, Any], key: str, default: float | str) -> Any:
+    """The plain value of a metadata entry (MetadataValue.value), or `default` when it is absent."""
+    value = metadata.get(key)
+    return default if value is None else getattr(value, "value", value)
+
+
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]

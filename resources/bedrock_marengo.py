@@ -66,8 +66,16 @@ STATES: dict[str, InvocationState] = {
     "Completed": "completed",
     "Failed": "failed",
 }
-# Our clock and Bedrock's may disagree; list a little further back than our own submit times.
+# Our clock and Bedrock's may disagree: the thorough check lists running jobs this far back from our
+# submit times. The cheap listing of finished jobs allows only QUICK_MARGIN (our submit time is taken
+# before the request, so only a clock of ours running ahead of Bedrock's can hide a job from it; NTP keeps
+# that to milliseconds), and the thorough check finds what it misses.
 CLOCK_SKEW = timedelta(minutes=5)
+QUICK_MARGIN = timedelta(seconds=0.5)
+# "On-demand InvokeModel async concurrent requests for TwelveLabs Marengo Embed 3.0" (Service Quotas code
+# L-BC3096B9) and its 2.7 counterpart: per account and region; raise them in Service Quotas and set
+# MEDIAEMBED_QUOTAS to match.
+DEFAULT_ASYNC_QUOTA = 30
 # Open jobs missing from every listing are looked up with GetAsyncInvoke, at most this many a call.
 SWEEP_LIMIT = 100
 # GetAsyncInvoke has no not-found error in its model (an unknown ARN is a ValidationException, see
@@ -123,6 +131,9 @@ class BedrockMarengo(MarengoProvider):
     def provider_name(self) -> str:
         return "bedrock"
 
+    def default_quota(self, model: MarengoModel) -> int:
+        return DEFAULT_ASYNC_QUOTA
+
     def client(self) -> Any:
         """One bedrock-runtime client per resource instance, with botocore's own retry modes."""
         if self._client is None:
@@ -133,6 +144,8 @@ class BedrockMarengo(MarengoProvider):
 
     def submit(self, job: EmbeddingJob) -> Submission:
         output = S3Uri.parse(self.output_s3_uri).join(job.model.key)
+        # Before the request: Bedrock's submit time is later, so listings from our time never miss the job.
+        submitted_at = datetime.now(UTC)
         try:
             response = self.client().start_async_invoke(
                 clientRequestToken=job.client_token,
@@ -157,7 +170,7 @@ class BedrockMarengo(MarengoProvider):
             job=job,
             invocation_id=arn,
             output_uri=str(output.join(arn.rsplit("/", 1)[-1])),
-            submitted_at=datetime.now(UTC),
+            submitted_at=submitted_at,
         )
 
     def finished_invocations(
@@ -165,18 +178,33 @@ class BedrockMarengo(MarengoProvider):
     ) -> list[InvocationStatus]:
         if not open_jobs:
             return []
-        listed = {
-            status.client_token: status
-            for status in self._list(submitted_after - CLOCK_SKEW)
+        # Running jobs first: one that finishes between the two listings is then in both, never in none.
+        running = {
+            status.client_token
+            for status in self._list(submitted_after - CLOCK_SKEW, "InProgress")
             if status.client_token in open_jobs
         }
+        finished = {status.client_token: status for status in self.newly_finished(open_jobs, submitted_after)}
         # Open in our ledger but in no listing: our submit time was off (clock skew, or a token replayed
         # after a crash answered with an older invocation), or Bedrock no longer knows the job. Ask for
         # those by ARN, a bounded number a call; what cannot be asked is reported, never skipped.
-        unseen = [(token, arn) for token, arn in open_jobs.items() if token not in listed]
+        unseen = [(t, arn) for t, arn in open_jobs.items() if t not in running and t not in finished]
         for token, arn in unseen[:SWEEP_LIMIT]:
-            listed[token] = self._look_up(token, arn)
-        return [s for s in listed.values() if s.state != "in_progress"]
+            finished[token] = self._look_up(token, arn)
+        return [s for s in finished.values() if s.state != "in_progress"]
+
+    def newly_finished(
+        self, open_jobs: Mapping[str, str], submitted_after: datetime
+    ) -> list[InvocationStatus]:
+        if not open_jobs:
+            return []
+        since = submitted_after - QUICK_MARGIN
+        return [
+            status
+            for state in ("Completed", "Failed")
+            for status in self._list(since, state)
+            if status.client_token in open_jobs
+        ]
 
     def _look_up(self, token: str, arn: str) -> InvocationStatus:
         try:
@@ -191,10 +219,11 @@ class BedrockMarengo(MarengoProvider):
             message, state = f"GetAsyncInvoke: {error}", "unknown"
         return InvocationStatus(arn, token, state, None, None, message, None)
 
-    def _list(self, submitted_after: datetime) -> Iterator[InvocationStatus]:
+    def _list(self, submitted_after: datetime, status: str) -> Iterator[InvocationStatus]:
         paginator = self.client().get_paginator("list_async_invokes")
         pages = paginator.paginate(
             submitTimeAfter=submitted_after,
+            statusEquals=status,
             sortBy="SubmissionTime",
             sortOrder="Ascending",
             PaginationConfig={"PageSize": 1000},

@@ -5,20 +5,62 @@ Assets and sensors depend on this interface only; Bedrock (and later the TwelveL
 
 from __future__ import annotations
 
+import os
 from abc import abstractmethod
 from collections.abc import Mapping
 from datetime import datetime
 
 import dagster as dg
+from pydantic import Field
 
 from resources.embedding_jobs import EmbeddingJob, InvocationStatus, SegmentEmbedding, Submission
-from resources.marengo_models import MarengoModel
+from resources.marengo_models import MARENGO_MODELS, MarengoModel
+
+# Concurrent async jobs per model, "marengo-3.0=30,marengo-2.7=30", when the resource does not set them.
+QUOTAS_ENV = "MEDIAEMBED_QUOTAS"
+
+
+def parse_quotas(text: str, source: str = QUOTAS_ENV) -> dict[str, int]:
+    """Model key -> concurrent jobs from "marengo-3.0=30,marengo-2.7=20"; a one-line error names the fault."""
+    quotas: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, _, value = (s.strip() for s in part.partition("="))
+        if key not in MARENGO_MODELS:
+            known = ", ".join(MARENGO_MODELS)
+            raise ValueError(f"{source}: unknown model {key!r} in {part!r}; known: {known}")
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{source}: {part!r} needs a whole number of jobs of at least 1, as {key}=30")
+        quotas[key] = int(value)
+    return quotas
 
 
 class MarengoProvider(dg.ConfigurableResource):
+    async_quotas: str | None = Field(
+        default=None,
+        description=(
+            "How many async jobs the provider runs at once per model, e.g. 'marengo-3.0=30,marengo-2.7=30' "
+            f"(your account's quota). Unset: the {QUOTAS_ENV} environment variable, else the provider's "
+            "documented default."
+        ),
+    )
+
     @property
     @abstractmethod
     def provider_name(self) -> str: ...
+
+    def default_quota(self, model: MarengoModel) -> int:
+        """Concurrent async jobs the provider accepts for `model` unless the account has asked for more."""
+        return 30
+
+    def max_in_flight(self, model: MarengoModel) -> int:
+        """The quota of concurrent async jobs for `model`: what submission keeps full, and never exceeds."""
+        if self.async_quotas is not None:
+            quotas = parse_quotas(self.async_quotas, "async_quotas")
+        else:
+            quotas = parse_quotas(os.environ.get(QUOTAS_ENV, ""))
+        return quotas.get(model.key, self.default_quota(model))
 
     @abstractmethod
     def submit(self, job: EmbeddingJob) -> Submission:
@@ -28,10 +70,24 @@ class MarengoProvider(dg.ConfigurableResource):
     def finished_invocations(
         self, open_jobs: Mapping[str, str], submitted_after: datetime
     ) -> list[InvocationStatus]:
-        """Completed or failed invocations among `open_jobs` (client token -> invocation id).
+        """Completed or failed invocations among `open_jobs` (client token -> invocation id), thoroughly.
 
-        Found with a few listing calls; jobs a listing does not show at all are looked up one by one.
+        `submitted_after` is the earliest submit time of `open_jobs` by our clock. Found with a few listing
+        calls; jobs no listing shows (a provider clock ahead of ours, a replayed token, a job the provider
+        lost) are looked up one by one, so every open job gets an answer.
         """
+
+    def newly_finished(
+        self, open_jobs: Mapping[str, str], submitted_after: datetime
+    ) -> list[InvocationStatus]:
+        """Completed or failed invocations among `open_jobs`, cheaply: only finished jobs submitted since
+        `submitted_after` are listed, about one status record per finished job.
+
+        May miss a job whose provider-side submit time is earlier than ours says (clock skew, a token
+        replayed after a crash) or that the provider lost; `finished_invocations` finds those, so callers
+        run it now and then. By default the two are the same.
+        """
+        return self.finished_invocations(open_jobs, submitted_after)
 
     @abstractmethod
     def fetch_segments(self, invocation: InvocationStatus, job: EmbeddingJob) -> list[SegmentEmbedding]:

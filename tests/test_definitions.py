@@ -63,7 +63,16 @@ def test_jobs_sensor_and_schedule_target_the_right_assets() -> None:
         "media/inventory",
         "marengo/invocations",
     }
-    assert defs.resolve_sensor_def("marengo_invocation_sensor").job_name == "ingest_marengo_embeddings"
+    # Submission without the bucket listing: only the invocations asset, planned from the inventory table.
+    submit_only = defs.resolve_job_def("submit_marengo_invocations")
+    assert {k.to_user_string() for k in submit_only.asset_layer.executable_asset_keys} == {
+        "marengo/invocations"
+    }
+    sensor = defs.resolve_sensor_def("marengo_invocation_sensor")
+    assert sorted(t.job_name for t in sensor.targets) == [
+        "ingest_marengo_embeddings",
+        "submit_marengo_invocations",
+    ]
     assert defs.resolve_schedule_def("embed_new_media_schedule").job_name == "embed_new_media"
 
 

@@ -194,6 +194,10 @@ class BedrockRuntimeEmulator:
         self._invocations: dict[str, Invocation] = {}
         self._by_token: dict[str, Invocation] = {}
         self._created = 0
+        # Traffic seen, for benchmarks: requests per operation (errors included), and invocation summaries
+        # returned by ListAsyncInvokes and GetAsyncInvoke (status records).
+        self._calls: dict[str, int] = {}
+        self._status_records = 0
         self._timers: set[threading.Timer] = set()
         self._stopping = threading.Event()
         self._store = InvocationStore(Path(workdir)) if workdir is not None else None
@@ -325,6 +329,18 @@ class BedrockRuntimeEmulator:
         self._s3.put_object(Bucket=bucket, Key=keys[0], Body=body)
         return keys[0]
 
+    @property
+    def calls(self) -> Mapping[str, int]:
+        """Requests answered per operation since start (errors included), e.g. {"ListAsyncInvokes": 3}."""
+        with self._lock:
+            return MappingProxyType(dict(self._calls))
+
+    @property
+    def status_records(self) -> int:
+        """Invocation summaries returned so far by ListAsyncInvokes pages and GetAsyncInvoke answers."""
+        with self._lock:
+            return self._status_records
+
     def in_progress(self) -> int:
         with self._lock:
             return sum(1 for inv in self._invocations.values() if inv.status == "InProgress")
@@ -359,6 +375,8 @@ class BedrockRuntimeEmulator:
             raise ServiceError(
                 "UnknownOperationException", 405, f"{request.method} not allowed here"
             ) from exc
+        with self._lock:
+            self._calls[str(endpoint)] = self._calls.get(str(endpoint), 0) + 1
         if not request.headers.get("Authorization"):
             raise errors.access_denied("Missing Authentication Token: requests must be signed (SigV4).")
         with self._lock:
@@ -505,6 +523,7 @@ class BedrockRuntimeEmulator:
             inv = self._invocations.get(invocation_arn)
             if inv is None:
                 raise errors.validation(f"The invocation {invocation_arn} was not found.")
+            self._status_records += 1
             return self._json(inv.summary(self.region))
 
     def _list_async_invokes(self, request: Request) -> Response:
@@ -546,6 +565,7 @@ class BedrockRuntimeEmulator:
                     )
                 ]
             page = items[:limit]
+            self._status_records += len(page)
             payload: dict[str, Any] = {"asyncInvokeSummaries": [inv.summary(self.region) for inv in page]}
             if len(items) > limit:
                 last = page[-1]

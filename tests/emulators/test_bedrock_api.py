@@ -355,6 +355,18 @@ def test_list_paginates_with_boto3_paginator(client: Any, bedrock: BedrockRuntim
     assert [s["invocationArn"] for p in ascending for s in p["asyncInvokeSummaries"]] == arns
 
 
+def test_counts_calls_and_status_records_returned(client: Any, bedrock: BedrockRuntimeEmulator) -> None:
+    arns = [start(client, text_input(f"count{i}")) for i in range(3)]
+    bedrock.wait_until_idle(30)
+    list(client.get_paginator("list_async_invokes").paginate(PaginationConfig={"PageSize": 2}))
+    client.list_async_invokes(statusEquals="Failed")
+    client.get_async_invoke(invocationArn=arns[0])
+    with pytest.raises(ClientError):
+        client.get_async_invoke(invocationArn=arns[0][:-1] + "x")
+    assert dict(bedrock.calls) == {"StartAsyncInvoke": 3, "ListAsyncInvokes": 3, "GetAsyncInvoke": 2}
+    assert bedrock.status_records == 3 + 0 + 1, "two pages of 2 and 1, none failed, one found by ARN"
+
+
 def test_list_rejects_bad_next_token(client: Any) -> None:
     with pytest.raises(ClientError) as exc:
         client.list_async_invokes(nextToken="not-a-token")

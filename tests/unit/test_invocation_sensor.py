@@ -1,7 +1,6 @@
-"""The invocation sensor: which runs it requests, and what its cursor remembers."""
+"""The invocation sensor: which runs it requests, what it asks the provider, and what its cursor remembers."""
 
-import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import dagster as dg
 import pytest
 
 from pipelines import sensors
-from pipelines.sensors import marengo_invocation_sensor
+from pipelines.sensors import SensorState, marengo_invocation_sensor
 from resources.embedding_jobs import (
     EmbeddingJob,
     EmbeddingOptions,
@@ -17,17 +16,19 @@ from resources.embedding_jobs import (
     SegmentEmbedding,
     Submission,
 )
+from resources.invocation_findings import InvocationFindings
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
 from resources.marengo_provider import MarengoProvider
 from resources.s3_storage import S3Storage
 from resources.submission_ledger import Outcome, SubmissionLedger
 
-LISTINGS: list[int] = []  # tokens asked about per listing; resources are copied when bound, so not a field
+# (how, tokens asked about) per call; resources are copied when bound, so not a field
+LISTINGS: list[tuple[str, int]] = []
 
 
 class FinishedListProvider(MarengoProvider):
-    """Reports a fixed set of invocation ids as completed, like a ListAsyncInvokes page would."""
+    """Reports a fixed set of invocation ids as finished, like a ListAsyncInvokes page would."""
 
     completed_ids: list[str]
     state: str = "completed"
@@ -43,7 +44,16 @@ class FinishedListProvider(MarengoProvider):
     def finished_invocations(
         self, open_jobs: Mapping[str, str], submitted_after: datetime
     ) -> list[InvocationStatus]:
-        LISTINGS.append(len(open_jobs))
+        LISTINGS.append(("thorough", len(open_jobs)))
+        return self._finished(open_jobs, submitted_after)
+
+    def newly_finished(
+        self, open_jobs: Mapping[str, str], submitted_after: datetime
+    ) -> list[InvocationStatus]:
+        LISTINGS.append(("cheap", len(open_jobs)))
+        return self._finished(open_jobs, submitted_after)
+
+    def _finished(self, open_jobs: Mapping[str, str], submitted_after: datetime) -> list[InvocationStatus]:
         return [
             InvocationStatus(arn, token, self.state, submitted_after, None, self.message, f"s3://out/{token}")  # type: ignore[arg-type]
             for token, arn in open_jobs.items()
@@ -64,11 +74,18 @@ def submit(ledger: SubmissionLedger, uri: str, model: MarengoModel = MARENGO_3_0
     return submission
 
 
-def tick(provider: MarengoProvider, lake: Lake, cursor: str | None) -> dg.SensorResult | dg.SkipReason:
-    with dg.build_sensor_context(cursor=cursor, resources={"marengo": provider, "lake": lake}) as context:
-        result = marengo_invocation_sensor(context)
-    assert isinstance(result, dg.SensorResult | dg.SkipReason)
-    return result
+def record(ledger: SubmissionLedger, submission: Submission, status: str = "completed") -> None:
+    job = submission.job
+    outcome = Outcome(
+        job.job_key,
+        job.client_token,
+        job.model.key,
+        job.media_uri,
+        "etag",
+        submission.invocation_id,
+        status,  # type: ignore[arg-type]
+    )
+    ledger.record_outcomes([outcome], "ingest")
 
 
 @pytest.fixture(autouse=True)
@@ -81,68 +98,117 @@ def lake(tmp_path: Path) -> Lake:
     return Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1"))
 
 
-def test_nothing_in_flight_skips_without_calling_the_provider(lake: Lake) -> None:
-    provider = FinishedListProvider(completed_ids=[])
-    result = tick(provider, lake, None)
-    assert isinstance(result, dg.SkipReason) and LISTINGS == []
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
 
 
-def test_finished_invocations_become_one_run_per_model_once(lake: Lake) -> None:
+Tick = Callable[[MarengoProvider, str | None], dg.SensorResult | dg.SkipReason]
+
+
+@pytest.fixture
+def tick(instance: dg.DagsterInstance, lake: Lake) -> Tick:
+    def tick(provider: MarengoProvider, cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+        resources = {"marengo": provider, "lake": lake}
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            result = marengo_invocation_sensor(context)
+        assert isinstance(result, dg.SensorResult | dg.SkipReason)
+        return result
+
+    return tick
+
+
+def requests(result: dg.SensorResult | dg.SkipReason, job: str) -> list[dg.RunRequest]:
+    assert isinstance(result, dg.SensorResult)
+    return [r for r in result.run_requests or [] if isinstance(r, dg.RunRequest) and r.job_name == job]
+
+
+def handed_off(result: dg.SensorResult | dg.SkipReason) -> set[str]:
+    assert isinstance(result, dg.SensorResult)
+    return set(SensorState.load(result.cursor).handed_off)
+
+
+def test_nothing_in_flight_asks_the_provider_nothing(tick: Tick) -> None:
+    result = tick(FinishedListProvider(completed_ids=[]), None)
+    assert isinstance(result, dg.SensorResult) and not result.run_requests and LISTINGS == []
+
+
+def test_finished_invocations_become_one_ingest_run_per_model_once(tick: Tick, lake: Lake) -> None:
     ledger = SubmissionLedger(lake, "fake")
     a = submit(ledger, "s3://m/a.mp4")
     b = submit(ledger, "s3://m/b.mp4", MARENGO_2_7)
     still_running = submit(ledger, "s3://m/c.mp4")
     provider = FinishedListProvider(completed_ids=[a.invocation_id, b.invocation_id])
 
-    first = tick(provider, lake, None)
-    assert isinstance(first, dg.SensorResult) and first.run_requests
-    assert sorted(
-        (r.partition_key, r.tags["mediaembed/finished_invocations"]) for r in first.run_requests
-    ) == [
+    first = tick(provider, None)
+    ingests = requests(first, "ingest_marengo_embeddings")
+    assert sorted((r.partition_key, r.tags["mediaembed/finished_invocations"]) for r in ingests) == [
         ("marengo-2.7", "1"),
         ("marengo-3.0", "1"),
     ]
-    assert LISTINGS == [3], "one listing for all in-flight tokens"
-    assert set(json.loads(first.cursor or "{}")) == {a.invocation_id, b.invocation_id}
+    assert LISTINGS == [("thorough", 3)], "one check for all in-flight tokens, thorough on the first tick"
+    # The ingest runs take the sensor's findings and list nothing themselves.
+    for request in ingests:
+        assert request.run_config == {"ops": {"marengo__embeddings": {"config": {"list_provider": False}}}}
+    found = InvocationFindings(lake).read()
+    assert {i: found.model_of[i] for i in found.statuses} == {
+        a.invocation_id: "marengo-3.0",
+        b.invocation_id: "marengo-2.7",
+    }
+    assert handed_off(first) == {a.invocation_id, b.invocation_id}
 
-    second = tick(provider, lake, first.cursor)
+    second = tick(provider, first.cursor)
     assert isinstance(second, dg.SensorResult) and not second.run_requests
+    assert LISTINGS[1:] == [("cheap", 1)], "later ticks ask cheaply, and only about jobs not found yet"
 
     # The ingest run records `a`; the cursor forgets it, while the still-running job is never in it.
-    ledger.record_outcomes(
-        [
-            Outcome(
-                a.job.job_key,
-                a.job.client_token,
-                "marengo-3.0",
-                a.job.media_uri,
-                "etag",
-                a.invocation_id,
-                "completed",
-            )
-        ],
-        "ingest",
-    )
-    third = tick(provider, lake, second.cursor)
-    assert isinstance(third, dg.SensorResult)
-    assert set(json.loads(third.cursor or "{}")) == {b.invocation_id}
+    record(ledger, a)
+    third = tick(provider, second.cursor)
+    assert handed_off(third) == {b.invocation_id}
     assert still_running.invocation_id not in (third.cursor or "")
 
 
-def test_unrecorded_handoff_is_requested_again_after_a_while(
-    lake: Lake, monkeypatch: pytest.MonkeyPatch
+def test_the_thorough_check_runs_now_and_then_and_asks_again_about_unrecorded_jobs(
+    tick: Tick,
+    lake: Lake,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ledger = SubmissionLedger(lake, "fake")
-    a = submit(ledger, "s3://m/a.mp4")
+    a, b = submit(ledger, "s3://m/a.mp4"), submit(ledger, "s3://m/b.mp4")
     provider = FinishedListProvider(completed_ids=[a.invocation_id])
-    first = tick(provider, lake, None)
-    assert isinstance(first, dg.SensorResult) and first.run_requests
-    stale = json.dumps({a.invocation_id: 0.0})  # handed off long ago, its run never recorded it
+    first = tick(provider, None)
+    # The ingest run read `a` and consumed the finding, but could not record it (its status was unreadable).
+    store = InvocationFindings(lake)
+    store.consume(store.read().files)
+    assert isinstance(first, dg.SensorResult)
+    old = SensorState.load(first.cursor)
+    old.reconciled_at = old.handed_off[a.invocation_id] = 0.0
     monkeypatch.setattr(sensors, "REHAND_AFTER_SEC", 60)
-    again = tick(provider, lake, stale)
-    assert isinstance(again, dg.SensorResult) and again.run_requests
+    LISTINGS.clear()
+    again = tick(provider, old.dump())
+    assert LISTINGS == [("thorough", 2)], "asked again about `a`, and about `b` as always"
+    [ingest] = requests(again, "ingest_marengo_embeddings")
     # A new run key: the daemon runs each run key at most once, so reusing it would drop the retry.
-    assert again.run_requests[0].run_key != first.run_requests[0].run_key
+    assert ingest.run_key != requests(first, "ingest_marengo_embeddings")[0].run_key
+    assert b.invocation_id not in handed_off(again)
+
+
+def test_an_unrecorded_handoff_is_handed_off_again_from_the_findings(
+    tick: Tick,
+    lake: Lake,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = submit(SubmissionLedger(lake, "fake"), "s3://m/a.mp4")
+    provider = FinishedListProvider(completed_ids=[a.invocation_id])
+    first = tick(provider, None)
+    stale = f'{{"{a.invocation_id}": 0.0}}'  # a cursor of the old form: handed off long ago, never recorded
+    monkeypatch.setattr(sensors, "REHAND_AFTER_SEC", 60)
+    LISTINGS.clear()
+    again = tick(provider, stale)
+    [ingest] = requests(again, "ingest_marengo_embeddings")
+    assert ingest.run_key != requests(first, "ingest_marengo_embeddings")[0].run_key
+    assert LISTINGS == [], "its finding is still in the lake: nothing to ask"
 
 
 @pytest.mark.parametrize(
@@ -153,15 +219,114 @@ def test_unrecorded_handoff_is_requested_again_after_a_while(
     ],
 )
 def test_lost_and_unaskable_jobs_are_logged_and_handed_to_an_ingest_run(
-    lake: Lake, capfd: pytest.CaptureFixture[str], state: str, logged: str
+    tick: Tick,
+    lake: Lake,
+    capfd: pytest.CaptureFixture[str],
+    state: str,
+    logged: str,
 ) -> None:
     a = submit(SubmissionLedger(lake, "fake"), "s3://m/a.mp4")
     provider = FinishedListProvider(
         completed_ids=[a.invocation_id], state=state, message="GetAsyncInvoke: AccessDeniedException: no"
     )
-    result = tick(provider, lake, None)
-    assert isinstance(result, dg.SensorResult) and result.run_requests, "the ingest run records and bounds it"
+    result = tick(provider, None)
+    assert requests(result, "ingest_marengo_embeddings"), "the ingest run records and bounds it"
     warnings = [line for line in capfd.readouterr().err.splitlines() if " - WARNING - " in line]
     assert any(logged in w and a.invocation_id in w and "AccessDeniedException" in w for w in warnings), (
         warnings
     )
+
+
+# --- completion-driven submission ---------------------------------------------------------------------
+
+
+def last_submission_run(
+    instance: dg.DagsterInstance, deferred: int, reason: str = "2 invocations in flight (the fake quota)"
+) -> None:
+    """What the last submission run of marengo-3.0 reported, as its materialization would."""
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            ["marengo", "invocations"],
+            partition="marengo-3.0",
+            metadata={
+                "deferred": deferred,
+                "deferred_reason": reason,
+                "planned_at": dg.MetadataValue.timestamp(datetime.now(UTC)),
+            },
+        )
+    )
+
+
+def test_a_freed_slot_with_objects_waiting_requests_a_holding_submission_run(
+    tick: Tick,
+    lake: Lake,
+    instance: dg.DagsterInstance,
+) -> None:
+    ledger = SubmissionLedger(lake, "fake")
+    a, b = submit(ledger, "s3://m/a.mp4"), submit(ledger, "s3://m/b.mp4")
+    last_submission_run(instance, deferred=5)
+    quota = "marengo-3.0=2"
+
+    full = tick(FinishedListProvider(completed_ids=[], async_quotas=quota), None)
+    assert requests(full, "submit_marengo_invocations") == [], "both slots held: nothing to submit into"
+
+    freed = tick(FinishedListProvider(completed_ids=[a.invocation_id], async_quotas=quota), full.cursor)
+    assert len(requests(freed, "ingest_marengo_embeddings")) == 1
+    [submission] = requests(freed, "submit_marengo_invocations")
+    assert submission.partition_key == "marengo-3.0"
+    assert submission.tags["mediaembed/free_slots"] == "1"
+    assert submission.tags["mediaembed/waiting"].startswith("5 objects wait")
+    assert submission.run_config == {"ops": {"marengo__invocations": {"config": {"hold_quota_sec": 840}}}}
+
+    # The same slot window is the same run key, so the daemon starts it once however often it is asked.
+    same = tick(FinishedListProvider(completed_ids=[a.invocation_id], async_quotas=quota), freed.cursor)
+    assert [r.run_key for r in requests(same, "submit_marengo_invocations")] == [submission.run_key]
+    # Another job finishing is another window.
+    both = [a.invocation_id, b.invocation_id]
+    later = tick(FinishedListProvider(completed_ids=both, async_quotas=quota), same.cursor)
+    [next_window] = requests(later, "submit_marengo_invocations")
+    assert next_window.run_key != submission.run_key
+
+
+def test_no_submission_run_while_one_runs_or_when_nothing_waits(
+    tick: Tick,
+    lake: Lake,
+    instance: dg.DagsterInstance,
+) -> None:
+    a = submit(SubmissionLedger(lake, "fake"), "s3://m/a.mp4")
+    provider = FinishedListProvider(completed_ids=[a.invocation_id])
+    assert requests(tick(provider, None), "submit_marengo_invocations") == [], "never submitted: the schedule"
+
+    last_submission_run(instance, deferred=0, reason="")
+    assert requests(tick(provider, None), "submit_marengo_invocations") == [], "nothing waits"
+
+    last_submission_run(instance, deferred=3, reason="stopped: every request refused with the same reason")
+    assert requests(tick(provider, None), "submit_marengo_invocations") == [], "a set-up problem waits"
+
+    last_submission_run(instance, deferred=3)
+    running = dg.DagsterRun(
+        job_name="embed_new_media",
+        run_id="0" * 36,
+        status=dg.DagsterRunStatus.STARTED,
+        tags={"dagster/partition": "marengo-3.0"},
+    )
+    instance.add_run(running)
+    assert requests(tick(provider, None), "submit_marengo_invocations") == [], "one submitter at a time"
+
+
+def test_failures_recorded_since_the_last_submission_run_are_waiting_work(
+    tick: Tick,
+    lake: Lake,
+    instance: dg.DagsterInstance,
+) -> None:
+    a = submit(SubmissionLedger(lake, "fake"), "s3://m/a.mp4")
+    last_submission_run(instance, deferred=0, reason="")
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            ["marengo", "embeddings"], partition="marengo-3.0", metadata={"objects_failed": 1, "jobs_lost": 1}
+        )
+    )
+    result = tick(FinishedListProvider(completed_ids=[a.invocation_id]), None)
+    [submission] = requests(result, "submit_marengo_invocations")
+    waiting = submission.tags["mediaembed/waiting"]
+    assert waiting == "2 jobs failed or lost since the last submission run planned"

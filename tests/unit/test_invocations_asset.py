@@ -1,6 +1,7 @@
 """The invocations asset: refusals about one object never stop the others; set-up refusals do."""
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from resources.embedding_jobs import (
     Submission,
     SubmissionRefused,
 )
+from resources.invocation_findings import InvocationFindings
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_3_0, MarengoModel
 from resources.marengo_provider import MarengoProvider
@@ -73,11 +75,13 @@ def lake(tmp_path: Path) -> Lake:
     return lake
 
 
-def run(provider: MarengoProvider, lake: Lake) -> tuple[dict, dg.AssetCheckResult]:
+def run(
+    provider: MarengoProvider, lake: Lake, config: InvocationConfig | None = None
+) -> tuple[dict, dg.AssetCheckResult]:
     with dg.build_asset_context(
         partition_key=MARENGO_3_0.key, resources={"marengo": provider, "lake": lake}
     ) as context:
-        result = marengo_invocations(context, InvocationConfig())
+        result = marengo_invocations(context, config or InvocationConfig())
     assert isinstance(result, dg.MaterializeResult) and result.metadata and result.check_results
     [check] = result.check_results
     return {k: getattr(v, "value", v) for k, v in result.metadata.items()}, check
@@ -98,3 +102,112 @@ def test_three_identical_set_up_refusals_still_stop_the_run(lake: Lake) -> None:
     meta, check = run(RefusingProvider(refused=BAD, object_specific=False), lake)
     assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (0, 3, 7)
     assert not check.passed
+
+
+@dataclass
+class Account:
+    """What a provider with a concurrency quota sees: jobs running, and the most ever running at once."""
+
+    capacity: int
+    running: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    most_running: int = 0
+    refusals: int = 0
+    listings: int = 0
+
+
+ACCOUNT = Account(0)  # resources are copied when bound: state lives here, reset per test
+
+
+class QuotaProvider(MarengoProvider):
+    """Runs at most ACCOUNT.capacity jobs, refusing more like Bedrock's ServiceQuotaExceededException; each
+    listing of finished jobs finds the oldest running one finished."""
+
+    @property
+    def provider_name(self) -> str:
+        return "fake"
+
+    def submit(self, job: EmbeddingJob) -> Submission:
+        if len(ACCOUNT.running) >= ACCOUNT.capacity:
+            ACCOUNT.refusals += 1
+            raise SubmissionRefused("ServiceQuotaExceededException: too many in flight", permanent=False)
+        ACCOUNT.running.append(job.client_token)
+        ACCOUNT.most_running = max(ACCOUNT.most_running, len(ACCOUNT.running))
+        return Submission(job, f"arn-{job.client_token}", "s3://out/x", datetime.now(UTC))
+
+    def finished_invocations(
+        self, open_jobs: Mapping[str, str], submitted_after: datetime
+    ) -> list[InvocationStatus]:
+        ACCOUNT.listings += 1
+        if ACCOUNT.running:
+            ACCOUNT.done.append(ACCOUNT.running.pop(0))
+        return [
+            InvocationStatus(arn, token, "completed", None, None, None, "s3://out/x")
+            for token, arn in open_jobs.items()
+            if token in ACCOUNT.done
+        ]
+
+    def fetch_segments(self, invocation: InvocationStatus, job: EmbeddingJob) -> list[SegmentEmbedding]:
+        raise NotImplementedError
+
+    def embed_text(self, text: str, model: MarengoModel) -> list[float]:
+        raise NotImplementedError
+
+
+@pytest.fixture
+def account() -> Account:
+    global ACCOUNT
+    ACCOUNT = Account(capacity=2)
+    return ACCOUNT
+
+
+def holding(hold_sec: float = 60.0) -> InvocationConfig:
+    return InvocationConfig(hold_quota_sec=hold_sec, slot_poll_sec=0.01)
+
+
+def test_without_holding_the_run_stops_at_the_configured_quota(lake: Lake, account: Account) -> None:
+    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0))
+    assert (meta["submitted"], meta["deferred"], meta["quota"]) == (2, len(BAD + GOOD) - 2, 2)
+    assert meta["deferred_reason"] == "2 invocations in flight (the fake quota)"
+    assert (account.refusals, account.listings) == (0, 0), "the quota is known: nothing refused or listed"
+
+
+def test_a_holding_run_submits_as_slots_free_and_never_over_the_quota(lake: Lake, account: Account) -> None:
+    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding())
+    assert (meta["submitted"], meta["deferred"], meta["deferred_reason"]) == (10, 0, "")
+    assert account.most_running == 2 and account.refusals == 0
+    assert meta["jobs_seen_finishing"] == account.listings >= 8 and meta["slot_polls"] == account.listings
+    # What the run found finished is in the lake for the sensor and the ingest run, which list nothing.
+    found = InvocationFindings(lake).read(MARENGO_3_0.key)
+    assert sorted(s.client_token or "" for s in found.statuses.values()) == sorted(account.done)
+    assert {found.model_of[i] for i in found.statuses} == {MARENGO_3_0.key}
+
+
+def test_a_quota_refusal_pauses_submissions_until_a_slot_frees(lake: Lake, account: Account) -> None:
+    """Configured for 5 but the account runs 2: each refusal waits for a job to finish, then goes on."""
+    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=5"), lake, holding())
+    assert (meta["submitted"], meta["deferred"], meta["quota"]) == (10, 0, 5)
+    assert account.most_running == 2
+    assert account.refusals <= account.listings + 1, "after a refusal, no retry before a slot frees"
+
+
+def test_a_holding_run_ends_at_its_time_limit_with_the_rest_waiting(lake: Lake, account: Account) -> None:
+    account.capacity = 0  # nothing ever runs: the provider refuses every request for being busy
+    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0.2))
+    assert (meta["submitted"], meta["deferred"]) == (0, 10)
+    assert meta["deferred_reason"] == "ServiceQuotaExceededException: too many in flight"
+    assert 2 <= account.refusals <= 10, "refusals back off: slot_poll_sec, doubling"
+
+
+def test_jobs_found_finished_before_the_run_do_not_hold_slots(lake: Lake, account: Account) -> None:
+    run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0))
+    ledger = SubmissionLedger(lake, "fake").in_progress(MARENGO_3_0.key)
+    # The sensor found both finished; no ingest run has recorded them yet.
+    statuses = [
+        InvocationStatus(arn, token, "completed", None, None, None, "s3://out/x")
+        for token, arn in zip(ledger["client_token"], ledger["invocation_id"], strict=True)
+    ]
+    InvocationFindings(lake).record(statuses, MARENGO_3_0.key, found_by="sensor")
+    account.running.clear()
+    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0))
+    assert (meta["in_flight_before"], meta["finished_not_yet_ingested"], meta["submitted"]) == (0, 2, 2)
