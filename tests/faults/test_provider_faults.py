@@ -1,4 +1,4 @@
-"""Provider faults on the emulators: throttling storms, a small in-flight quota, failed invocations, a restart.
+"""Provider faults on the emulators: throttling storms, a small quota, failed invocations, a restart.
 
 Each case runs the pipeline until it converges (every object reached an end) and checks the invariants;
 the exact counts come from the emulator's own records, never from a hard-coded seed outcome.

@@ -318,7 +318,7 @@ class FaultWorld:
     # --- a worker process ----------------------------------------------------------------------------
 
     def spawn(self, step: str, config: dict[str, Any] | None = None) -> Child:
-        """Run `step` (submit | ingest | ingest-run) in a worker process of its own, its output going to a log file."""
+        """Run `step` (submit | ingest | ingest-run) in a worker process of its own, output to a log file."""
         log = self.root / f"worker-{len(self.logs)}-{step}.log"
         self.logs.append(log)
         env = {**os.environ, **self.env}
