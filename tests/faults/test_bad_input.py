@@ -1,0 +1,122 @@
+"""Bad input on the emulators: every kind of corrupt output, bad media beside hostile keys, a partial listing.
+
+A bad object ends with its reason and stops nothing else; the invariants hold for the world as a whole and
+for each bad object on its own (one summary row per kind).
+"""
+
+import json
+
+import pytest
+
+from emulators.sample_media import SampleObject, Scene, make_image
+from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
+from tests.faults.conftest import MakeWorld
+from tests.faults.world import extra_images
+from tests.s3_key_matrix import hostile_keys
+
+SAMPLES, USABLE_SAMPLES = 9, 7  # a corrupt .mp4 and a text file are skipped with a reason
+VECTOR = [0.1] * marengo_model(SERVING_MODEL_KEY).dimension
+
+
+def item(**fields: object) -> dict[str, object]:
+    return {"embedding": VECTOR, "embeddingOption": "visual", "startSec": 0.0, "endSec": 1.0, **fields}
+
+
+# Outputs that parse (or nearly) but are not Marengo's, and an output gone after Completed.
+CORRUPT_OUTPUTS: dict[str, bytes | None] = {
+    "invalid UTF-8": b'{"data": []}\xff\xfe',
+    "non-numeric startSec": json.dumps({"data": [item(startSec="zero")]}).encode(),
+    "non-string embeddingOption": json.dumps({"data": [item(embeddingOption=7)]}).encode(),
+    "non-string embeddingScope": json.dumps({"data": [item(embeddingScope={"clip": True})]}).encode(),
+    "null items": b'{"data": [null, null]}',
+    "output gone (NoSuchKey)": None,
+}
+
+
+def test_each_corrupt_output_kind_fails_its_job_alone_and_the_retry_embeds_it(
+    make_world: MakeWorld, samples: list[SampleObject]
+) -> None:
+    world = make_world()
+    world.put_samples(samples)
+    world.put(extra_images(3))
+    usable = USABLE_SAMPLES + 3
+    assert world.submit()["submitted"] == usable
+    world.bedrock.wait_until_idle()
+    pending = world.ledger().in_progress(SERVING_MODEL_KEY)
+    arns = dict(zip(pending["media_uri"], pending["invocation_id"], strict=True))
+    victims = dict(zip(CORRUPT_OUTPUTS, sorted(arns), strict=False))
+    assert len(victims) == len(CORRUPT_OUTPUTS)
+    for kind, uri in victims.items():
+        body = CORRUPT_OUTPUTS[kind]
+        key = world.bedrock.replace_output(arns[uri], body or b"")
+        if body is None:
+            world.s3.client().delete_object(Bucket=world.output_bucket, Key=key)
+
+    world.converge()
+    scopes: dict[str, set[str] | None] = {f"corrupt output: {k}": {u} for k, u in victims.items()}
+    counts = world.check_each({**scopes, "corrupt outputs: the whole world": None})
+    for kind in victims:
+        row = counts[f"corrupt output: {kind}"]
+        assert (row.seen, row.embedded, row.jobs_created) == (1, 1, 2), f"{kind}: failed once, retried once"
+    whole = counts["corrupt outputs: the whole world"]
+    assert (whole.seen, whole.embedded, whole.skipped) == (SAMPLES + 3, usable, 2)
+    assert whole.jobs_created == usable + len(victims)
+    jobs = world.jobs().set_index("client_token")
+    failed = jobs[jobs["status"] == "failed"]
+    assert sorted(failed["media_uri"]) == sorted(victims.values())
+    assert failed["reason"].str.startswith("unusable output: ").all()
+    assert world.errors == []
+
+
+def test_bad_media_beside_hostile_keys_ends_each_object_with_a_reason(
+    make_world: MakeWorld, samples: list[SampleObject]
+) -> None:
+    world = make_world()
+    world.put_samples(samples)  # includes a corrupt .mp4 and a text file
+    picture = make_image(Scene(0.0, 0.0, "circle", "red", "white", 0.0), "png")
+    keys = hostile_keys(".png")
+    world.put((key, picture) for key in keys.values())
+    world.put([("empty/zero-bytes.png", b""), ("misnamed/text-as-video.mp4", b"not a video at all")])
+
+    world.converge()
+    counts = world.check("bad media (4) beside 15 hostile keys")
+    seen = SAMPLES + len(keys) + 2
+    assert (counts.seen, counts.embedded, counts.failed, counts.skipped) == (
+        seen,
+        USABLE_SAMPLES + len(keys),
+        0,
+        4,
+    )
+    assert counts.jobs_created == USABLE_SAMPLES + len(keys), "bad media is never sent to the provider"
+    jobs = world.jobs()
+    embedded = set(jobs.loc[jobs["status"] == "completed", "media_uri"])
+    assert {world.uri(key) for key in keys.values()} <= embedded, "every hostile key embedded as it is"
+    assert world.errors == []
+
+
+@pytest.mark.parametrize("confirm", [False, True], ids=["held", "confirmed"])
+def test_a_partial_listing_never_shrinks_the_index_until_confirmed(
+    make_world: MakeWorld, samples: list[SampleObject], monkeypatch: pytest.MonkeyPatch, confirm: bool
+) -> None:
+    world = make_world()
+    world.put_samples(samples)
+    world.converge()
+    before = world.check("partial listing: before, all 9 listed")
+    assert (before.seen, before.embedded) == (SAMPLES, USABLE_SAMPLES)
+
+    prefix = world.uri("images/purple")  # a wrong prefix: 1 of the 7 usable objects is listed
+    monkeypatch.setenv("MEDIAEMBED_MEDIA_URI", prefix)
+    world.env["MEDIAEMBED_MEDIA_URI"] = prefix
+    assert world.submit()["submitted"] == 0
+    world.ingest(confirm_removals=confirm)
+    listed = {world.uri("images/purple_circle.jpg")}
+    embedded = {world.uri(s.key) for s in samples if s.modality is not None}
+    held = set() if confirm else embedded - listed
+    label = "confirmed, 6 removed" if confirm else "6 held until confirmed"
+    after = world.check(f"partial listing: 1 of 7 listed, {label}", held=held)
+    assert (after.seen, after.embedded) == (1, 1)
+    if confirm:
+        assert after.index_rows < before.index_rows
+    else:
+        assert after.index_rows == before.index_rows, "the index kept every unlisted object"
+    assert world.errors == []

@@ -1,0 +1,80 @@
+"""SIGKILL of a worker process at exact points: mid-submission before and after the first ledger flush, and
+mid-ingest. Each kill is made where the test holds the worker's next call (no sleeping), the state it leaves
+is checked, and a re-run on the same instance frees the dead run's pool slots and converges without billing
+anything twice.
+"""
+
+import dagster as dg
+
+from assets_defs.marengo_embeddings import FETCH_THREADS
+from assets_defs.marengo_invocations import LEDGER_FLUSH_EVERY
+from resources.marengo_models import SERVING_MODEL_KEY
+from tests.faults.conftest import MakeWorld
+from tests.faults.world import Child, FaultWorld, extra_images
+
+EMBEDDINGS = f"tables/marengo_embeddings/{SERVING_MODEL_KEY}"
+
+
+def assert_killed_run_failed_and_slots_free(world: FaultWorld, child: Child) -> None:
+    [killed] = world.runs_of(child)
+    run = world.instance.get_run_by_id(killed.run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.FAILURE, "the re-run failed the dead run"
+    assert world.instance.event_log_storage.get_concurrency_run_ids() == set(), "no slot is held"
+
+
+def kill_mid_submission(world: FaultWorld, objects: int, allow: int) -> Child:
+    """A submission worker killed while its call number `allow + 1` is on the wire. The provider accepts
+    that call after the kill: a job billed that no ledger has heard of, which the re-run must not bill again.
+    """
+    world.put(extra_images(objects))
+    with world.gate_submissions(allow) as gate:
+        child = world.spawn("submit", {"max_in_flight": objects})
+        gate.wait_held(1, child.alive)
+        assert world.bedrock.created_invocations == allow
+        flushed = len(world.ledger().submissions())
+        assert flushed == LEDGER_FLUSH_EVERY * (allow // LEDGER_FLUSH_EVERY)
+        child.kill()
+    assert world.bedrock.created_invocations == allow + 1
+    return child
+
+
+def test_sigkill_mid_submission_before_the_first_ledger_flush(make_world: MakeWorld) -> None:
+    world = make_world()
+    child = kill_mid_submission(world, objects=10, allow=4)
+    assert world.ledger().submissions().empty
+    world.converge()
+    counts = world.check("SIGKILL mid-submission, before the first ledger flush")
+    assert (counts.seen, counts.embedded, counts.jobs_created) == (10, 10, 10)
+    assert_killed_run_failed_and_slots_free(world, child)
+    assert world.errors == []
+
+
+def test_sigkill_mid_submission_after_the_first_ledger_flush(make_world: MakeWorld) -> None:
+    world = make_world()
+    objects = LEDGER_FLUSH_EVERY + 4
+    child = kill_mid_submission(world, objects=objects, allow=LEDGER_FLUSH_EVERY + 2)
+    assert len(world.ledger().submissions()) == LEDGER_FLUSH_EVERY
+    world.converge(max_in_flight=objects)
+    counts = world.check("SIGKILL mid-submission, after the first ledger flush")
+    assert (counts.seen, counts.embedded, counts.jobs_created) == (objects, objects, objects)
+    assert_killed_run_failed_and_slots_free(world, child)
+    assert world.errors == []
+
+
+def test_sigkill_mid_ingest(make_world: MakeWorld) -> None:
+    world = make_world()
+    objects, read = 12, 4
+    world.put(extra_images(objects))
+    assert world.submit()["submitted"] == objects
+    world.bedrock.wait_until_idle()
+    with world.gate_output_reads(read) as gate:
+        child = world.spawn("ingest")
+        gate.wait_held(FETCH_THREADS, child.alive)  # every fetch thread waits: the first reads are written
+        assert len(world.lake.list_files(EMBEDDINGS)) == read
+        assert world.ledger().outcomes().empty, "no outcome recorded yet"
+        child.kill()
+    assert world.converge() == 1, "nothing to submit again"
+    counts = world.check("SIGKILL mid-ingest (4 of 12 outputs written)")
+    assert (counts.seen, counts.embedded, counts.jobs_created) == (objects, objects, objects)
+    assert_killed_run_failed_and_slots_free(world, child)
+    assert world.errors == []
