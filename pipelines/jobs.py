@@ -7,10 +7,17 @@ from assets_defs.marengo_invocations import HOLD_QUOTA_SEC, marengo_invocations
 from assets_defs.media_inventory import media_inventory
 from assets_defs.segment_index import marengo_segment_index
 
+# Run monitoring fails a run still going past `dagster/max_runtime` (seconds), so a run whose worker hangs
+# or vanished under a launcher that cannot see it never holds its pool slot for ever. Submission: the
+# quota hold (14 min) plus the submissions themselves; ingest: ten thousand outputs with ample room.
+SUBMISSION_MAX_RUNTIME_SEC = 60 * 60
+INGEST_MAX_RUNTIME_SEC = 4 * 60 * 60
+
 embed_new_media_job = dg.define_asset_job(
     "embed_new_media",
     selection=dg.AssetSelection.assets(media_inventory, marengo_invocations),
     description="Inventory the media prefix and start Marengo jobs for anything new (partition = model).",
+    tags={"dagster/max_runtime": SUBMISSION_MAX_RUNTIME_SEC},
 )
 
 submit_marengo_job = dg.define_asset_job(
@@ -20,6 +27,7 @@ submit_marengo_job = dg.define_asset_job(
         "Start Marengo jobs for what waits (the quota, retries), planned from the existing inventory: no "
         "listing of the bucket. The invocation sensor requests it when slots free."
     ),
+    tags={"dagster/max_runtime": SUBMISSION_MAX_RUNTIME_SEC},
 )
 
 # Both submit: at most one of them runs per model at a time (the sensor checks, the pool enforces).
@@ -36,4 +44,5 @@ ingest_marengo_job = dg.define_asset_job(
     "ingest_marengo_embeddings",
     selection=dg.AssetSelection.assets(marengo_embeddings, marengo_segment_index),
     description="Turn finished Marengo invocations into Parquet rows and LanceDB index entries.",
+    tags={"dagster/max_runtime": INGEST_MAX_RUNTIME_SEC},
 )

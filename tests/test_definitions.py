@@ -6,7 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets_defs.marengo_invocations import HOLD_QUOTA_SEC
 from pipelines.definitions import defs
+from pipelines.jobs import SUBMITTING_JOBS
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION = ("pipelines", "assets_defs", "resources")
@@ -93,6 +95,17 @@ def _imports(package: str) -> set[str]:
         for path in (ROOT / package).rglob("*.py")
         for name in _top_level_names(ast.walk(ast.parse(path.read_text())))
     }
+
+
+def test_every_job_has_a_max_runtime_that_run_monitoring_enforces() -> None:
+    hold = HOLD_QUOTA_SEC
+    for job in defs.resolve_all_job_defs():
+        if job.name.startswith("__"):
+            continue  # Dagster's implicit asset job
+        limit = int(job.tags.get("dagster/max_runtime", 0))
+        assert limit > 0, f"{job.name} has no dagster/max_runtime: a hung run would hold its slot"
+        if job.name in SUBMITTING_JOBS:
+            assert limit > hold, f"{job.name}: max_runtime {limit} s would end the quota hold ({hold} s)"
 
 
 def test_emulators_and_production_never_import_each_other() -> None:
