@@ -44,6 +44,16 @@ class Lake(dg.ConfigurableResource):
     def uri(self, relative: str) -> str:
         return f"{self.root.rstrip('/')}/{relative}"
 
+    def table_uri(self, relative: str) -> str:
+        """Where a table library (Delta Lake) finds a folder: an s3:// URI, or an absolute local path."""
+        if self.root.startswith("s3://"):
+            return self.uri(relative)
+        return str(Path(self.root).expanduser().resolve() / relative)
+
+    def delta_storage_options(self) -> dict[str, str] | None:
+        """delta-rs settings for an s3:// lake: the same object_store keys LanceDB takes."""
+        return self.storage.lance_storage_options() if self.root.startswith("s3://") else None
+
     def write_table(self, table: pa.Table, relative: str) -> None:
         """Write a whole Parquet file; on a local disk via a temporary file and an atomic rename."""
         fs, base = self._fs_and_base()
