@@ -25,8 +25,9 @@ from resources.segment_schema import segment_schema
 
 # What the lake held before the table format: one `<media id>.parquet` per object in the table's folder.
 LEGACY_FILE = re.compile(r"^[0-9a-f]{24}\.parquet$")
-# Compact once this many data files make up the current version (ingest runs add one or a few each).
-COMPACT_FROM_FILES = 64
+# Compact once this many data files make up the current version (ingest runs add one or a few each):
+# every file is a fragment each read opens, so a read of few large files stays near one Parquet file's.
+COMPACT_FROM_FILES = 16
 # Files no version younger than this needs are vacuumed: a week of time travel.
 RETENTION_HOURS = 7 * 24
 COMMIT_ATTEMPTS = 5
@@ -53,6 +54,11 @@ class EmbeddingTable:
         self.uri = lake.table_uri(self.relative)
         self._options = lake.delta_storage_options()
         self.schema = segment_schema(model.dimension)
+        # As the files hold it: Delta has no fixed-size list, so a vector is a list of float32.
+        vector = self.schema.get_field_index("vector")
+        self.file_schema = self.schema.set(
+            vector, pa.field("vector", pa.list_(pa.field("element", pa.float32())), nullable=False)
+        )
 
     # --- reading -----------------------------------------------------------------------------------------
 
@@ -63,13 +69,19 @@ class EmbeddingTable:
             return None
 
     def read(self, media_ids: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
-        """Current rows, of only `media_ids` when given (pushed down to the files' statistics)."""
+        """Current rows, of only `media_ids` when given (pushed down to the files' statistics).
+
+        The current version's files are read with pyarrow's own filesystems: delta-rs writes no deletion
+        vectors, so they are exactly the rows. `DeltaTable.to_pyarrow_dataset()` would read through a
+        Python filesystem handler whose scanner threads can abort the interpreter at exit
+        (delta-rs#2184); this way is also faster.
+        """
         table = self.open()
         if table is None:
             empty = self.schema.empty_table()
             return empty.select(columns) if columns else empty
-        dataset = table.to_pyarrow_dataset()
         where = None if media_ids is None else pc.field("media_id").isin(media_ids)
+        dataset = self._lake.files_dataset(table.file_uris(), self.file_schema)
         rows = dataset.to_table(columns=columns, filter=where)
         # Delta has no fixed-size list type: vectors come back as lists and regain their dimension here.
         return rows.cast(pa.schema([self.schema.field(name) for name in rows.column_names]))
@@ -127,6 +139,8 @@ class EmbeddingTable:
         if files < COMPACT_FROM_FILES:
             return f"{files} data files, compaction from {COMPACT_FROM_FILES}"
         metrics = table.optimize.compact()
+        # A checkpoint: readers then load the log from one Parquet file instead of replaying every commit.
+        table.create_checkpoint()
         removed = table.vacuum(retention_hours=RETENTION_HOURS, dry_run=False, full=True)
         return (
             f"compacted {metrics.get('numFilesRemoved', files)} files into "

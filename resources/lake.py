@@ -85,6 +85,12 @@ class Lake(dg.ConfigurableResource):
         dataset = pads.dataset([f"{base}/{p}" for p in relative_paths], filesystem=fs, format="parquet")
         return dataset.to_table(columns=columns)
 
+    def files_dataset(self, uris: list[str], schema: pa.Schema) -> pads.Dataset:
+        """A Parquet dataset over files named by absolute local paths or s3:// URIs (a table's files)."""
+        fs, _ = self._fs_and_base()
+        paths = [S3Uri.parse(u).arrow_path() if u.startswith("s3://") else u for u in uris]
+        return pads.dataset(paths, filesystem=fs, format="parquet", schema=schema)
+
     def read_dataset(self, relative_dir: str, schema: pa.Schema) -> pa.Table:
         """Every Parquet file under a folder, as one table (empty with `schema` when there are none).
 

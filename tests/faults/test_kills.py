@@ -71,7 +71,10 @@ def test_sigkill_mid_ingest(make_world: MakeWorld) -> None:
     with world.gate_output_reads(read) as gate:
         child = world.spawn("ingest")
         gate.wait_held(FETCH_THREADS, child.alive)  # every fetch thread waits: the first reads are done
-        assert EmbeddingTable(world.lake, MODEL).version() is None, "nothing committed before all are read"
+        table = EmbeddingTable(world.lake, MODEL)
+        assert table.version() == 0 and table.read().num_rows == 0, (
+            "created; nothing committed before all reads"
+        )
         assert world.ledger().outcomes().empty, "no outcome recorded yet"
         child.kill()
     assert world.converge() == 1, "nothing to submit again"
