@@ -17,6 +17,7 @@ from assets_defs.metadata import column_schema, preview
 from assets_defs.partitions import marengo_model_partitions
 from resources.bedrock_marengo_bodies import MarengoOutputError, OutputUnavailable
 from resources.embedding_jobs import EmbeddingJob, InvocationStatus, options_from_canonical
+from resources.embedding_table import EmbeddingTable
 from resources.invocation_findings import InvocationFindings
 from resources.lake import Lake
 from resources.marengo_models import MarengoModel, marengo_model
@@ -27,11 +28,6 @@ from resources.submission_ledger import Outcome, OutcomeStatus, SubmissionLedger
 FETCH_THREADS = 8
 # Containers round durations; a clip may end a frame or so past the probed duration.
 DURATION_TOLERANCE_SEC = 0.5
-
-
-def embeddings_path(model: MarengoModel, uri: str) -> str:
-    """One file per media object and model: re-ingesting an object replaces exactly its rows."""
-    return f"tables/marengo_embeddings/{model.key}/{media_id(uri)}.parquet"
 
 
 @dataclass(frozen=True)
@@ -189,9 +185,8 @@ def _ingest_one(
         invocation_id=status.invocation_id,
         ingested_at=datetime.now(UTC),
     )
-    path = embeddings_path(model, job.media_uri)
-    # Written even when empty: it replaces the rows of an earlier version of the object.
-    lake.write_table(table, path)
+    # Committed by the run, even when empty: it replaces the rows of an earlier version of the object.
+    path = EmbeddingTable(lake, model).relative
     if not segments:
         reason = "the job completed with no segments: nothing in the media to embed with these options"
         return Ingested(recorder.outcome("no_content", reason=reason, table_path=path), table)
@@ -260,6 +255,8 @@ def marengo_embeddings(
     ends. Idempotent: a finished invocation is ingested once.
     """
     model = marengo_model(context.partition_key)
+    table = EmbeddingTable(lake, model)
+    table.ensure()  # created, or migrated from one file per object, on first use
     ledger = SubmissionLedger(lake, marengo.provider_name)
     findings = InvocationFindings(lake)
     known = findings.read(model.key)  # before the ledger: it then holds every job these findings name
@@ -290,6 +287,13 @@ def marengo_embeddings(
 
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         results = list(pool.map(ingest, finished))
+    # Every object's rows in one commit, before the ledger says so: a run killed before the commit leaves
+    # the previous version and no outcome (the next run reads the outputs again); after it, the same rows.
+    embedded = [r for r in results if r.table is not None]
+    commit = table.replace(
+        pa.concat_tables([r.table for r in embedded if r.table is not None] or [table.schema.empty_table()]),
+        [media_id(r.outcome.media_uri) for r in embedded if r.outcome is not None],
+    )
     outcomes = [r.outcome for r in results if r.outcome is not None]
     ledger.record_outcomes(outcomes, context.run_id)
     # Findings now in the ledger go; a completed job whose output could not be read yet stays found (the
@@ -298,6 +302,7 @@ def marengo_embeddings(
     findings.record(carried, model.key, found_by=f"ingest run {context.run_id}: output not readable yet")
     findings.consume(known.files)
     compacted = ledger.compact()
+    maintenance = table.maintain()
     unavailable = [r.unavailable for r in results if r.unavailable]
     for reason in unavailable:
         context.log.warning(f"not readable yet, the job stays open and is read again later: {reason}")
@@ -339,7 +344,11 @@ def marengo_embeddings(
             "jobs_ended_past_read_limits": len(ended),
             "ledger_files_compacted": compacted,
             "media_seconds": round(sum(o.media_seconds or 0.0 for o in completed), 3),
-            "location": dg.MetadataValue.path(lake.uri(f"tables/marengo_embeddings/{model.key}/")),
+            "location": dg.MetadataValue.path(table.uri),
+            "table_format": "Delta Lake",
+            "table_version": table.version() if commit is None else commit.version,
+            "objects_replaced_in_commit": 0 if commit is None else commit.objects_replaced,
+            "table_maintenance": maintenance,
             "failures": preview(
                 pd.DataFrame([{"media_uri": f.media_uri, "reason": f.reason} for f in failed])
             ),

@@ -16,6 +16,7 @@ from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.media_inventory import read_inventory
 from assets_defs.metadata import column_schema, preview
 from assets_defs.partitions import marengo_model_partitions
+from resources.embedding_table import EmbeddingTable
 from resources.lake import Lake
 from resources.marengo_models import MarengoModel, marengo_model
 from resources.segment_index import SegmentIndex
@@ -136,12 +137,16 @@ def marengo_segment_index(
             context.log.warning(f"repairing {wanted[mid].media_uri} in the index: {problem}")
         deduplicated = segment_index.remove_duplicate_rows(model, plan.deduplicate)
         segment_index.remove_media(model, plan.delete, maintain=False)
+        # The embedding table follows the same decision: what leaves the index leaves its current version
+        # (history keeps it), and so do rows of objects with no current embedding at all (held ones stay).
+        table = EmbeddingTable(lake, model)
+        table.ensure()
+        stale = table.media_ids() - set(wanted) - set(plan.held)
+        table.delete(sorted(stale))
         rewrite = expected.set_index(expected["media_uri"].map(media_id)).loc[plan.rewrite]
         for start in range(0, len(rewrite), MEDIA_PER_WRITE):
             batch = rewrite.iloc[start : start + MEDIA_PER_WRITE]
-            segments = (
-                lake.read_tables(list(batch["table_path"])) or segment_schema(model.dimension).empty_table()
-            )
+            segments = table.read(list(batch.index))
             segment_index.replace_media(model, segments, list(batch.index), maintain=False)
         # Once per run, after every write: each optimize() leaves one more index segment to search.
         vector_action, vector_reason = segment_index.maintain_indexes(model)
@@ -163,6 +168,8 @@ def marengo_segment_index(
             "objects_updated": len(plan.rewrite),
             "objects_repaired": len(plan.repaired),
             "objects_removed": len(plan.delete),
+            "embedding_table_objects_removed": len(stale),
+            "embedding_table_version": table.version(),
             "objects_held": len(plan.held),
             "objects_indexed": len(expected),
             "duplicate_rows_removed": deduplicated

@@ -44,6 +44,16 @@ class Lake(dg.ConfigurableResource):
     def uri(self, relative: str) -> str:
         return f"{self.root.rstrip('/')}/{relative}"
 
+    def table_uri(self, relative: str) -> str:
+        """Where a table library (Delta Lake) finds a folder: an s3:// URI, or an absolute local path."""
+        if self.root.startswith("s3://"):
+            return self.uri(relative)
+        return str(Path(self.root).expanduser().resolve() / relative)
+
+    def delta_storage_options(self) -> dict[str, str] | None:
+        """delta-rs settings for an s3:// lake: the same object_store keys LanceDB takes."""
+        return self.storage.lance_storage_options() if self.root.startswith("s3://") else None
+
     def write_table(self, table: pa.Table, relative: str) -> None:
         """Write a whole Parquet file; on a local disk via a temporary file and an atomic rename."""
         fs, base = self._fs_and_base()
@@ -74,6 +84,12 @@ class Lake(dg.ConfigurableResource):
         fs, base = self._fs_and_base()
         dataset = pads.dataset([f"{base}/{p}" for p in relative_paths], filesystem=fs, format="parquet")
         return dataset.to_table(columns=columns)
+
+    def files_dataset(self, uris: list[str], schema: pa.Schema) -> pads.Dataset:
+        """A Parquet dataset over files named by absolute local paths or s3:// URIs (a table's files)."""
+        fs, _ = self._fs_and_base()
+        paths = [S3Uri.parse(u).arrow_path() if u.startswith("s3://") else u for u in uris]
+        return pads.dataset(paths, filesystem=fs, format="parquet", schema=schema)
 
     def read_dataset(self, relative_dir: str, schema: pa.Schema) -> pa.Table:
         """Every Parquet file under a folder, as one table (empty with `schema` when there are none).

@@ -107,14 +107,17 @@ def make_world(
     """`make_world(pools=True, kept_state=False, **faults)`: a fresh case on the module's S3 emulator.
 
     `pools`: the local instance's pool limits (1 per pool); False: none at all. `kept_state`: Bedrock keeps
-    its jobs under a workdir (restarts lose none). `faults`: the Bedrock emulator's fault options.
+    its jobs under a workdir (restarts lose none). `lake_on_s3`: the lake in the S3 emulator, where a test
+    can hold its requests. `faults`: the Bedrock emulator's fault options.
     """
     made: list[FaultWorld] = []
     monkeypatch.setitem(
         ExponentialBackoff._DEFAULT_BACKOFF_CONFIG, "throttling_base_scale", THROTTLING_BACKOFF_SCALE_SEC
     )
 
-    def make(*, pools: bool = True, kept_state: bool = False, **faults: object) -> FaultWorld:
+    def make(
+        *, pools: bool = True, kept_state: bool = False, lake_on_s3: bool = False, **faults: object
+    ) -> FaultWorld:
         case = uuid.uuid4().hex[:8]
         bucket, output_prefix = f"m-{case}", f"async-{case}"
         s3.client().create_bucket(Bucket=bucket)
@@ -132,7 +135,9 @@ def make_world(
             "AWS_SECRET_ACCESS_KEY": MARKER,
             "MEDIAEMBED_MEDIA_URI": f"s3://{bucket}/",
             "MEDIAEMBED_ASYNC_OUTPUT_URI": f"s3://{OUTPUT_BUCKET}/{output_prefix}",
-            "MEDIAEMBED_LAKE_URI": str(tmp_path / "lake"),
+            "MEDIAEMBED_LAKE_URI": f"s3://{OUTPUT_BUCKET}/lake-{case}"
+            if lake_on_s3
+            else str(tmp_path / "lake"),
             "MEDIAEMBED_INDEX_URI": str(tmp_path / "index"),
             "DAGSTER_HOME": str(home),
         }

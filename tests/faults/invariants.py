@@ -23,10 +23,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets_defs.marengo_embeddings import embeddings_path
 from assets_defs.media_inventory import read_inventory
 from emulators.bedrock_runtime.server import Invocation
 from mediaembed.run_slots import LIVE_RUN_STATUSES
+from resources.embedding_table import EmbeddingTable
 from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
 from resources.s3_storage import S3Storage
 from resources.segment_index import SegmentIndex
@@ -174,13 +174,20 @@ def check_tables(
     latest = done.drop_duplicates("media_uri", keep="last").set_index("media_uri")
     current = sorted({uri for uri, (verdict, _) in verdicts.items() if verdict == "embedded"} | held)
     parquet_ids: list[str] = []
+    table = EmbeddingTable(world.lake, MODEL).read(columns=["media_uri", "segment_id", "invocation_id"])
+    if scope is not None:
+        table = table.filter(pc.is_in(table.column("media_uri"), pa.array(sorted(scope | held), pa.string())))
+    in_table = set(table.column("media_uri").to_pylist())
+    assert in_table == set(current), (
+        f"current rows of objects with no current embedding: {sorted(in_table - set(current))[:3]}; "
+        f"embedded objects without rows: {sorted(set(current) - in_table)[:3]}"
+    )
     for uri in current:
-        table = world.lake.read_table(embeddings_path(MODEL, uri), columns=["segment_id", "invocation_id"])
-        assert table is not None, f"{uri}: embedded, but no Parquet file"
-        invocations = set(table.column("invocation_id").to_pylist())
-        assert invocations == {latest.loc[uri, "invocation_id"]}, f"{uri}: Parquet of {invocations}"
-        assert table.num_rows == latest.loc[uri, "segments"], f"{uri}: Parquet rows differ from the ledger"
-        parquet_ids += table.column("segment_id").to_pylist()
+        rows = table.filter(pc.equal(table.column("media_uri"), uri))
+        invocations = set(rows.column("invocation_id").to_pylist())
+        assert invocations == {latest.loc[uri, "invocation_id"]}, f"{uri}: table rows of {invocations}"
+        assert rows.num_rows == latest.loc[uri, "segments"], f"{uri}: table rows differ from the ledger"
+        parquet_ids += rows.column("segment_id").to_pylist()
 
     rows = snap.index
     if scope is not None:

@@ -8,11 +8,12 @@ import dagster as dg
 
 from assets_defs.marengo_embeddings import FETCH_THREADS
 from assets_defs.marengo_invocations import LEDGER_FLUSH_EVERY
-from resources.marengo_models import SERVING_MODEL_KEY
+from resources.embedding_table import EmbeddingTable
+from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
 from tests.faults.conftest import MakeWorld
 from tests.faults.world import Child, FaultWorld, extra_images
 
-EMBEDDINGS = f"tables/marengo_embeddings/{SERVING_MODEL_KEY}"
+MODEL = marengo_model(SERVING_MODEL_KEY)
 
 
 def assert_killed_run_failed_and_slots_free(world: FaultWorld, child: Child) -> None:
@@ -69,12 +70,43 @@ def test_sigkill_mid_ingest(make_world: MakeWorld) -> None:
     world.bedrock.wait_until_idle()
     with world.gate_output_reads(read) as gate:
         child = world.spawn("ingest")
-        gate.wait_held(FETCH_THREADS, child.alive)  # every fetch thread waits: the first reads are written
-        assert len(world.lake.list_files(EMBEDDINGS)) == read
+        gate.wait_held(FETCH_THREADS, child.alive)  # every fetch thread waits: the first reads are done
+        table = EmbeddingTable(world.lake, MODEL)
+        assert table.version() == 0 and table.read().num_rows == 0, (
+            "created; nothing committed before all reads"
+        )
         assert world.ledger().outcomes().empty, "no outcome recorded yet"
         child.kill()
     assert world.converge() == 1, "nothing to submit again"
-    counts = world.check("SIGKILL mid-ingest (4 of 12 outputs written)")
+    counts = world.check("SIGKILL mid-ingest (4 of 12 outputs read)")
     assert (counts.seen, counts.embedded, counts.jobs_created) == (objects, objects, objects)
+    assert_killed_run_failed_and_slots_free(world, child)
+    assert world.errors == []
+
+
+def test_sigkill_mid_commit_leaves_the_embedding_table_at_its_previous_version(make_world: MakeWorld) -> None:
+    world = make_world(lake_on_s3=True)
+    first, more = 4, 6
+    world.put(extra_images(first))
+    world.converge()
+    table = EmbeddingTable(world.lake, MODEL)
+    before_version, before = table.version(), table.read().sort_by("segment_id")
+    assert before_version == 1 and before.num_rows == first
+
+    world.put((f"more/{key}", body) for key, body in extra_images(first + more)[first:])
+    assert world.submit()["submitted"] == more
+    world.bedrock.wait_until_idle()
+    with world.gate_table_commits(allow=0) as gate:
+        child = world.spawn("ingest")
+        gate.wait_held(1, child.alive)  # the data files are written; the commit is on the wire
+        child.kill()
+    assert table.version() == before_version, "the commit never happened"
+    assert table.read().sort_by("segment_id").equals(before), "the current rows are exactly the previous ones"
+    assert world.ledger().outcomes()["status"].eq("completed").sum() == first, "no outcome of the dead run"
+
+    assert world.converge() == 1, "nothing to submit again"
+    counts = world.check("SIGKILL mid-commit of the embedding table (S3 lake)")
+    assert (counts.seen, counts.embedded, counts.jobs_created) == (first + more,) * 3
+    assert table.version() == before_version + 1
     assert_killed_run_failed_and_slots_free(world, child)
     assert world.errors == []

@@ -76,8 +76,10 @@ class Gate:
 
     HOLD_LIMIT_SEC = 120.0  # a held request goes on by itself after this: nothing waits for ever
 
-    def __init__(self, app: Any, matches: Callable[[dict[str, Any]], bool], allow: int) -> None:
-        self.app, self.matches, self.allow = app, matches, allow
+    def __init__(
+        self, app: Any, matches: Callable[[dict[str, Any]], bool], allow: int, drop_held: bool = False
+    ) -> None:
+        self.app, self.matches, self.allow, self.drop_held = app, matches, allow, drop_held
         self.passed = self.held = self.answered = 0
         self._released = False
         self._cond = threading.Condition()
@@ -94,6 +96,9 @@ class Gate:
             else:
                 self.passed += 1
         try:
+            if hold and self.drop_held:  # the request never reaches the server: as if the client died first
+                start_response("503 Service Unavailable", [("Content-Length", "0")])
+                return [b""]
             return self.app(environ, start_response)
         finally:
             if hold:
@@ -119,9 +124,11 @@ class Gate:
 
 
 @contextmanager
-def gated(server: Any, matches: Callable[[dict[str, Any]], bool], allow: int) -> Iterator[Gate]:
+def gated(
+    server: Any, matches: Callable[[dict[str, Any]], bool], allow: int, drop_held: bool = False
+) -> Iterator[Gate]:
     """Install a Gate on a running werkzeug server (`server.app` is read per request) and remove it after."""
-    gate = Gate(server.app, matches, allow)
+    gate = Gate(server.app, matches, allow, drop_held)
     server.app = gate
     try:
         yield gate
@@ -314,6 +321,20 @@ class FaultWorld:
             )
 
         return gated(server, matches, allow)
+
+    def gate_table_commits(self, allow: int) -> Any:
+        """Hold the writes of Delta Lake commit files (anything under `_delta_log/`) of an s3:// lake; held
+        writes never land (the writer is killed while they are on the wire)."""
+        server = self.s3._server._server  # type: ignore[union-attr]
+        lake = self.env["MEDIAEMBED_LAKE_URI"]
+        assert lake.startswith("s3://"), "make_world(lake_on_s3=True)"
+        prefix = "/" + lake[len("s3://") :] + "/"
+
+        def matches(environ: dict[str, Any]) -> bool:
+            path = environ["PATH_INFO"]
+            return environ["REQUEST_METHOD"] == "PUT" and path.startswith(prefix) and "/_delta_log/" in path
+
+        return gated(server, matches, allow, drop_held=True)
 
     # --- a worker process ----------------------------------------------------------------------------
 

@@ -5,12 +5,14 @@ import json
 from contextlib import redirect_stdout
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from assets_defs.media_inventory import read_inventory
 from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
-from resources.marengo_models import SERVING_MODEL_KEY
+from resources.embedding_table import EmbeddingTable
+from resources.marengo_models import MARENGO_3_0, SERVING_MODEL_KEY
 from resources.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import SECRET, World
 
@@ -156,7 +158,7 @@ def test_lake_and_index_on_s3(s3_lake_world: World) -> None:
         9.0,
     )
     keys = [o["Key"] for o in world.stack.s3.client().list_objects_v2(Bucket="lake")["Contents"]]
-    assert any(k.startswith("warehouse/tables/marengo_embeddings/marengo-3.0/") for k in keys)
+    assert "warehouse/tables/marengo_embeddings/marengo-3.0/_delta_log/00000000000000000001.json" in keys
     assert any(k.startswith("lancedb/segments_marengo_3_0.lance/") for k in keys)
 
 
@@ -172,9 +174,11 @@ def test_no_secret_reaches_run_logs_or_metadata(world: World) -> None:
 def test_embedding_table_rows_are_per_segment_and_typed(world: World) -> None:
     submit(world)
     ingest_when_idle(world)
-    files = world.lake.list_files("tables/marengo_embeddings/marengo-3.0")
-    assert len(files) == USABLE
-    table = world.lake.read_tables(files)
+    embeddings = EmbeddingTable(world.lake, MARENGO_3_0)
+    delta = embeddings.open()
+    assert delta is not None and delta.version() == 1, "created, then one commit for the whole ingest run"
+    table = embeddings.read()
+    assert pc.count_distinct(table.column("media_uri")).as_py() == USABLE
     vector_type = table.schema.field("vector").type
     assert pa.types.is_fixed_size_list(vector_type) and vector_type.list_size == 512
     assert vector_type.value_type == pa.float32()

@@ -21,10 +21,12 @@ from resources.embedding_jobs import (
     SegmentEmbedding,
     Submission,
 )
+from resources.embedding_table import EmbeddingTable
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_3_0, MarengoModel
 from resources.marengo_provider import MarengoProvider
 from resources.s3_storage import S3Storage
+from resources.segment_schema import media_id
 from resources.submission_ledger import SubmissionLedger
 
 GOOD, OTHER = "s3://m/good.mp4", "s3://m/other.mp4"
@@ -228,7 +230,9 @@ def test_zero_segments_is_a_recorded_no_content_outcome(lake: Lake, tmp_path: Pa
     assert result.metadata["objects_embedded"] == 1
     row = job_row(lake, OTHER)
     assert (row["status"], row["segments"]) == ("no_content", 0) and "no segments" in row["reason"]
-    empty = lake.read_table(row["table_path"])
-    assert empty is not None and empty.num_rows == 0, "an empty file replaces any older rows"
+    table = EmbeddingTable(lake, MARENGO_3_0)
+    assert row["table_path"] == table.relative
+    assert table.read([media_id(OTHER)]).num_rows == 0, "no rows: it replaces any older ones"
+    assert table.read([media_id(GOOD)]).num_rows > 0
     assert due_attempts(lake) == [], "settled: not resubmitted"
     assert ingest(ScriptedProvider(), lake).metadata["invocations_finished"] == 0  # type: ignore[index]

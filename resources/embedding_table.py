@@ -1,0 +1,207 @@
+"""The Marengo embedding table of one model version: a Delta Lake table in the lake, the system of record.
+
+Delta Lake (delta-rs) gives what per-object Parquet files had to fake: an ingest run replaces the rows of
+all its objects in one atomic commit (a killed run leaves the previous version), deleted objects leave the
+current table while its history keeps them (`load_as_version`), small files are compacted and old ones
+vacuumed by the library. On S3 it commits with conditional writes, so no lock table is needed. Any
+Delta reader (pyarrow through `deltalake`, DuckDB's `delta_scan`, Spark) reads it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from resources.lake import Lake
+from resources.marengo_models import MarengoModel
+from resources.segment_schema import segment_schema
+
+# What the lake held before the table format: one `<media id>.parquet` per object in the table's folder.
+LEGACY_FILE = re.compile(r"^[0-9a-f]{24}\.parquet$")
+# Compact once this many data files make up the current version (ingest runs add one or a few each):
+# every file is a fragment each read opens, so a read of few large files stays near one Parquet file's.
+COMPACT_FROM_FILES = 16
+# Files no version younger than this needs are vacuumed: a week of time travel.
+RETENTION_HOURS = 7 * 24
+COMMIT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Commit:
+    version: int
+    rows_written: int
+    objects_replaced: int
+
+
+def _in_list(column: str, values: list[str]) -> str:
+    """A SQL `IN` predicate over hex ids (media ids are hex digests, so quoting cannot be broken)."""
+    assert all(re.fullmatch(r"[0-9a-f]+", v) for v in values), "media ids are hex digests"
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class EmbeddingTable:
+    def __init__(self, lake: Lake, model: MarengoModel) -> None:
+        self._lake = lake
+        self.model = model
+        self.relative = f"tables/marengo_embeddings/{model.key}"
+        self.uri = lake.table_uri(self.relative)
+        self._options = lake.delta_storage_options()
+        self.schema = segment_schema(model.dimension)
+        # As the files hold it: Delta has no fixed-size list, so a vector is a list of float32.
+        vector = self.schema.get_field_index("vector")
+        self.file_schema = self.schema.set(
+            vector, pa.field("vector", pa.list_(pa.field("element", pa.float32())), nullable=False)
+        )
+
+    # --- reading -----------------------------------------------------------------------------------------
+
+    def open(self, version: int | None = None) -> DeltaTable | None:
+        try:
+            return DeltaTable(self.uri, version=version, storage_options=self._options)
+        except TableNotFoundError:
+            return None
+
+    def read(self, media_ids: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Current rows, of only `media_ids` when given (pushed down to the files' statistics).
+
+        The current version's files are read with pyarrow's own filesystems: delta-rs writes no deletion
+        vectors, so they are exactly the rows. `DeltaTable.to_pyarrow_dataset()` would read through a
+        Python filesystem handler whose scanner threads can abort the interpreter at exit
+        (delta-rs#2184); this way is also faster.
+        """
+        table = self.open()
+        if table is None:
+            empty = self.schema.empty_table()
+            return empty.select(columns) if columns else empty
+        where = None if media_ids is None else pc.field("media_id").isin(media_ids)
+        dataset = self._lake.files_dataset(table.file_uris(), self.file_schema)
+        rows = dataset.to_table(columns=columns, filter=where)
+        # Delta has no fixed-size list type: vectors come back as lists and regain their dimension here.
+        return rows.cast(pa.schema([self.schema.field(name) for name in rows.column_names]))
+
+    def media_ids(self) -> set[str]:
+        ids = self.read(columns=["media_id"]).column("media_id")
+        return set(pc.unique(ids).to_pylist())
+
+    # --- writing -----------------------------------------------------------------------------------------
+
+    def ensure(self) -> DeltaTable:
+        """The table, created on first use; a lake of per-object files is migrated into it once."""
+        table = self.open()
+        if table is not None:
+            return table
+        legacy = self.legacy_files()
+        if legacy:
+            self._migrate(legacy)
+        else:
+            DeltaTable.create(
+                self.uri,
+                schema=self.schema,
+                mode="ignore",
+                storage_options=self._options,
+                name=self.model.key,
+            )
+        table = self.open()
+        assert table is not None
+        return table
+
+    def replace(self, rows: pa.Table, media_ids: list[str]) -> Commit | None:
+        """Replace every row of `media_ids` with `rows` (theirs, possibly none) in one commit."""
+        if not media_ids:
+            return None
+        self.ensure()
+        rows = rows.select(self.schema.names).cast(self.schema)
+        predicate = _in_list("media_id", sorted(set(media_ids)))
+        version = self._commit(lambda: self._write(rows, predicate))
+        return Commit(version, rows.num_rows, len(set(media_ids)))
+
+    def delete(self, media_ids: list[str]) -> int | None:
+        """Take objects out of the current version in one commit (history keeps them); the new version."""
+        table = self.open()
+        if table is None or not media_ids:
+            return None
+        predicate = _in_list("media_id", sorted(set(media_ids)))
+        return self._commit(lambda: self._delete(predicate))
+
+    def maintain(self) -> str:
+        """Compact small files once there are many, then vacuum what no version of the last week needs."""
+        table = self.open()
+        if table is None:
+            return "no table yet"
+        files = len(table.file_uris())
+        if files < COMPACT_FROM_FILES:
+            return f"{files} data files, compaction from {COMPACT_FROM_FILES}"
+        metrics = table.optimize.compact()
+        # A checkpoint: readers then load the log from one Parquet file instead of replaying every commit.
+        table.create_checkpoint()
+        removed = table.vacuum(retention_hours=RETENTION_HOURS, dry_run=False, full=True)
+        return (
+            f"compacted {metrics.get('numFilesRemoved', files)} files into "
+            f"{metrics.get('numFilesAdded', '?')}; vacuumed {len(removed)} files older than "
+            f"{RETENTION_HOURS} h"
+        )
+
+    def version(self) -> int | None:
+        table = self.open()
+        return None if table is None else table.version()
+
+    def _write(self, rows: pa.Table, predicate: str) -> int:
+        write_deltalake(self.uri, rows, mode="overwrite", predicate=predicate, storage_options=self._options)
+        table = self.open()
+        assert table is not None
+        return table.version()
+
+    def _delete(self, predicate: str) -> int:
+        table = self.open()
+        assert table is not None
+        table.delete(predicate)
+        return table.version()
+
+    def _commit(self, write: Any) -> int:
+        """A commit, tried again when another writer committed first (bounded: it ends)."""
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                return int(write())
+            except CommitFailedError:
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # --- the one-time migration --------------------------------------------------------------------------
+
+    def legacy_files(self) -> list[str]:
+        """The per-object Parquet files of the layout before the table format, if any are left."""
+        prefix = len(self.relative) + 1
+        return [f for f in self._lake.list_files(self.relative) if LEGACY_FILE.match(f[prefix:]) is not None]
+
+    def _migrate(self, legacy: list[str]) -> None:
+        """Fold the per-object files into version 0 of the table in one commit, then delete them.
+
+        Another run migrating at the same moment loses the race for version 0 and finds the table made;
+        a kill before the commit leaves the files to migrate next time, a kill after it leaves files the
+        table does not reference, which its vacuum deletes.
+        """
+        rows = self._lake.read_tables(legacy)
+        assert rows is not None
+        rows = rows.select(self.schema.names).cast(self.schema)
+        try:
+            write_deltalake(
+                self.uri,
+                rows,
+                mode="error",
+                name=self.model.key,
+                description="migrated from one Parquet file per object",
+                storage_options=self._options,
+            )
+        except DeltaError as error:
+            if "exists" not in str(error).lower():
+                raise
+        self._lake.delete_files(legacy, missing_ok=True)

@@ -1,0 +1,70 @@
+"""A lake written before the table format (one Parquet file per object and model) is migrated once, on
+first use, into the Delta Lake table: no new submission, the same rows, search unchanged, history kept."""
+
+import shutil
+
+import dagster as dg
+import pyarrow.compute as pc
+import pytest
+
+from mediaembed.runner import SensorDriver, materialization_metadata, run_job
+from resources.embedding_table import EmbeddingTable
+from resources.marengo_models import MARENGO_3_0, SERVING_MODEL_KEY
+from resources.segment_schema import media_id
+from tests.pipeline.conftest import World
+from tests.pipeline.test_end_to_end import USABLE, ingest_when_idle, search_json, submit
+
+GONE = "s3://media/videos/deleted_long_ago.mp4"  # a file of an object no longer in the bucket
+
+
+def write_pre_format_lake(world: World) -> int:
+    """Turn the lake into the earlier layout: `<media id>.parquet` per object, no Delta log. Returns rows."""
+    table = EmbeddingTable(world.lake, MARENGO_3_0)
+    rows = table.read()
+    shutil.rmtree(table.uri)
+    for mid in sorted(set(rows.column("media_id").to_pylist())):
+        mine = rows.filter(pc.equal(rows.column("media_id"), mid))
+        world.lake.write_table(mine, f"{table.relative}/{mid}.parquet")
+    stale = rows.slice(0, 1)
+    stale = stale.set_column(
+        stale.schema.get_field_index("media_uri"), "media_uri", pc.cast([GONE], "string")
+    ).set_column(stale.schema.get_field_index("media_id"), "media_id", pc.cast([media_id(GONE)], "string"))
+    world.lake.write_table(stale, f"{table.relative}/{media_id(GONE)}.parquet")
+    assert table.open() is None and len(table.legacy_files()) == USABLE + 1
+    return rows.num_rows
+
+
+@pytest.mark.parametrize("first_user", ["ingest run", "index step"])
+def test_a_pre_format_lake_is_migrated_once_with_no_new_submission(world: World, first_user: str) -> None:
+    submit(world)
+    ingest_when_idle(world)
+    [before] = search_json("yellow triangle", top_k=1)
+    rows = write_pre_format_lake(world)
+    created = world.stack.bedrock.created_invocations
+
+    assert submit(world)["submitted"] == 0, "the ledger still knows every object: nothing is billed again"
+    if first_user == "ingest run":  # the whole job: its ingest step opens the table first
+        driver = SensorDriver(world.instance)
+        driver.tick()
+        assert driver.results == [], "no job was open: the sensor requests nothing"
+        result = run_job(world.instance, "ingest_marengo_embeddings", SERVING_MODEL_KEY)
+    else:  # the index step alone, as a materialization of only search/marengo_segments
+        result = run_job(
+            world.instance,
+            "ingest_marengo_embeddings",
+            SERVING_MODEL_KEY,
+            asset_selection=[dg.AssetKey(["search", "marengo_segments"])],
+        )
+    assert world.stack.bedrock.created_invocations == created
+
+    table = EmbeddingTable(world.lake, MARENGO_3_0)
+    assert table.legacy_files() == [], "the per-object files are gone"
+    migrated = table.open(version=0)
+    assert migrated is not None and migrated.to_pyarrow_table().num_rows == rows + 1, "version 0: every file"
+    current = table.read()
+    assert current.num_rows == rows and GONE not in current.column("media_uri").to_pylist()
+    index = materialization_metadata(result, ["search", "marengo_segments"])
+    assert (index["objects_updated"], index["embedding_table_objects_removed"]) == (0, 1)
+    assert index["dagster/row_count"] == rows
+    [after] = search_json("yellow triangle", top_k=1)
+    assert after == before
