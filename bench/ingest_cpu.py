@@ -11,7 +11,8 @@ finishes them all.
 - ingest: the real `marengo/embeddings` asset (one in-process Dagster run) against a plain script that
   lists the invocations with one paginated ListAsyncInvokes, fetches each `output.json` with GetObject on
   8 threads sharing one boto3 client, parses it with `json.loads`, builds the segment rows with numpy and
-  pyarrow and writes one Parquet file per object plus one outcomes file, as the pipeline's lake does.
+  pyarrow and writes one Parquet file of them all plus one outcomes file (the pipeline commits one Delta
+  Lake version per run, then records the outcomes).
 - index: the real `search/marengo_segments` asset (a first build of the LanceDB table, scalar indexes and
   the vector index the pipeline builds at this size) against one Parquet write of all the segments plus
   one LanceDB write of them.
@@ -56,6 +57,7 @@ from emulators.sample_media import generate_sample_media
 from harness.local_env import local_settings
 from mediaembed.runner import materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
+from resources.embedding_table import EmbeddingTable
 from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
 from resources.submission_ledger import SubmissionLedger
 
@@ -171,7 +173,7 @@ class PlainTarget:
 
 
 def plain_ingest(env: dict[str, str], target: PlainTarget, jobs: dict[str, dict[str, str]]) -> pa.Table:
-    """List once, fetch and parse every output, write one Parquet file per object and one outcomes file.
+    """List once, fetch and parse every output, write one Parquet file of all rows and one outcomes file.
 
     `jobs`: client token -> media_uri, etag, modality (what a plain script keeps of its own submissions).
     Rows carry the same 16 columns as the pipeline's, so both write the same bytes.
@@ -221,12 +223,12 @@ def plain_ingest(env: dict[str, str], target: PlainTarget, jobs: dict[str, dict[
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
             }
         )
-        name = f"{target.base}/embeddings/{sha256(uri.encode()).hexdigest()[:24]}.parquet"
-        pq.write_table(table, name, filesystem=target.fs)
         return table
 
     with ThreadPoolExecutor(THREADS) as pool:
         tables = list(pool.map(one, done))
+    # One table write of every object's rows, as the pipeline commits one Delta version per run.
+    pq.write_table(pa.concat_tables(tables), f"{target.base}/embeddings/run.parquet", filesystem=target.fs)
     outcomes = pa.table(
         {
             "invocation_id": [s["invocationArn"] for s in done],
@@ -250,12 +252,13 @@ def plain_index(segments: pa.Table, target: PlainTarget) -> None:
 
 
 def read_embedding_files() -> int:
-    """Read every object's embedding file the way the index step does; returns the rows read."""
+    """Read the embedding table the way the index step does (500 objects a read); returns the rows read."""
     rows = 0
     with dg.build_resources({"lake": pipeline_resources["lake"]}) as built:
-        files = built.lake.list_files(f"tables/marengo_embeddings/{MODEL.key}")
-        for start in range(0, len(files), MEDIA_PER_WRITE):
-            rows += built.lake.read_tables(files[start : start + MEDIA_PER_WRITE]).num_rows
+        table = EmbeddingTable(built.lake, MODEL)
+        ids = sorted(table.media_ids())
+        for start in range(0, len(ids), MEDIA_PER_WRITE):
+            rows += table.read(ids[start : start + MEDIA_PER_WRITE]).num_rows
     return rows
 
 
@@ -363,7 +366,7 @@ def main() -> None:
             f"ratio {index_ratio:.2f}"
         )
         print(
-            f"  of which reading the {args.objects} per-object Parquet files (as the index step does, "
+            f"  of which reading the embedding table (as the index step does, "
             f"{MEDIA_PER_WRITE} a read): cpu {read_cpu:.2f} s; without it the ratio is "
             f"{(cpu - read_cpu) / plain_cpu:.2f}"
         )
