@@ -42,27 +42,25 @@ def plan_submissions(
     max_attempts: int,
     max_lost: int = 3,
 ) -> SubmissionPlan:
-    expired = datetime.now(UTC) - RETRY_REJECTED_AFTER
-    statuses: dict[str, list[str]] = {}
-    for row in ledger_jobs.to_dict("records"):
-        recorded = row.get("recorded_at")
-        if (
-            row["status"] == "rejected"
-            and recorded is not None
-            and not pd.isna(recorded)
-            and recorded < expired
-        ):
-            continue
-        statuses.setdefault(str(row["job_key"]), []).append(str(row["status"]))
-
-    plan = SubmissionPlan()
-    for row in inventory[inventory["status"] == "ok"].to_dict("records"):
+    """Vectorized over the ledger and the inventory: a library of a million objects plans in seconds, and
+    only objects that are not settled become `EmbeddingJob`s."""
+    history = job_history(ledger_jobs)
+    usable = inventory[inventory["status"] == "ok"]
+    keys = job_keys(usable, model, options)
+    known = history.reindex(keys)
+    settled = known["settled"].fillna(False).to_numpy(dtype=bool)
+    plan = SubmissionPlan(already_handled=int(settled.sum()))
+    failures_of = known["failed"].fillna(0).astype(int).to_numpy()
+    lost_of = known["lost"].fillna(0).astype(int).to_numpy()
+    open_rows = usable[~settled]
+    for row, key, failures, lost in zip(
+        open_rows.to_dict("records"),
+        keys[~settled],
+        failures_of[~settled],
+        lost_of[~settled],
+        strict=True,
+    ):
         job = EmbeddingJob(row["media_uri"], row["etag"], row["modality"], model, options)
-        history = statuses.get(job.job_key, [])
-        if SETTLED.intersection(history):
-            plan.already_handled += 1
-            continue
-        failures, lost = history.count("failed"), history.count("lost")
         if failures >= max_attempts or lost >= max_lost:
             plan.out_of_attempts.append(job)
             continue
@@ -71,11 +69,43 @@ def plan_submissions(
         if violation:
             plan.over_limit.append((job, violation))
             continue
-        attempt = failures + lost + 1
         if lost:
-            plan.after_lost.add(job.job_key)
+            plan.after_lost.add(key)
+        attempt = int(failures + lost + 1)
         plan.due.append(EmbeddingJob(job.media_uri, job.etag, job.modality, model, options, attempt))
     return plan
+
+
+def job_history(ledger_jobs: pd.DataFrame) -> pd.DataFrame:
+    """Per job key: whether a job is settled (running, done, or refused within the last day), and how many
+    of its jobs failed and were lost. A rejection older than RETRY_REJECTED_AFTER no longer counts."""
+    expired = datetime.now(UTC) - RETRY_REJECTED_AFTER
+    status = ledger_jobs["status"]
+    recorded = pd.to_datetime(ledger_jobs["recorded_at"], utc=True) if len(ledger_jobs) else None
+    stale = (status == "rejected") & (recorded < expired) if recorded is not None else status != status
+    counted = ledger_jobs[~stale.fillna(False)]
+    flags = pd.DataFrame(
+        {
+            "job_key": counted["job_key"].astype(str),
+            "settled": counted["status"].isin(SETTLED),
+            "failed": counted["status"] == "failed",
+            "lost": counted["status"] == "lost",
+        }
+    )
+    return flags.groupby("job_key").agg({"settled": "any", "failed": "sum", "lost": "sum"})
+
+
+def job_keys(usable: pd.DataFrame, model: MarengoModel, options: EmbeddingOptions) -> pd.Index:
+    """`EmbeddingJob.job_key` of every inventory row, without building a job per row."""
+    probe = {
+        modality: EmbeddingJob("", "", modality, model, options)
+        for modality in usable["modality"].dropna().unique()
+    }
+    keys = [
+        probe[modality].key_for(uri, etag)
+        for uri, etag, modality in zip(usable["media_uri"], usable["etag"], usable["modality"], strict=True)
+    ]
+    return pd.Index(keys, dtype=object)
 
 
 @dataclass

@@ -60,8 +60,13 @@ class EmbeddingJob:
     @property
     def job_key(self) -> str:
         """Same object content + model + effective options -> same key, whatever the run or the attempt."""
+        return self.key_for(self.media_uri, self.etag)
+
+    def key_for(self, media_uri: str, etag: str) -> str:
+        """The job key of another object with this job's modality, model and options (planning uses it to
+        key a whole inventory without a job per object)."""
         options = self.options.applicable(self.modality)
-        raw = "|".join([self.media_uri, self.etag, self.model.base_model_id, options])
+        raw = "|".join([media_uri, etag, self.model.base_model_id, options])
         return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
     @property

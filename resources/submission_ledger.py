@@ -4,6 +4,12 @@ Append-only Parquet events in the lake: a submission file per flush and an outco
 Nothing is ever rewritten, so concurrent runs cannot clobber each other, and the current state of a job is
 derived by reading the events. Together with the deterministic client token this is what makes
 re-runs, crashes and backfills free of double billing.
+
+What is read grows with open work, not with history. The live folders (`ledger/submissions`,
+`ledger/outcomes`) hold the events of open jobs and of what happened since the last compaction; a
+compaction moves the events of every ended job to `ledger/archive/` (the history, kept, read by nobody on
+the hot path) and its final state, one row per job, to `ledger/closed/`. The sensor and ingest read only
+the live events; planning reads them plus the one-row-per-job closed state.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from resources.embedding_jobs import Submission
 from resources.lake import Lake
@@ -30,6 +37,7 @@ OutcomeStatus = Literal["completed", "no_content", "failed", "lost", "rejected",
 NOTE_STATUSES = ("unreadable",)
 TS = pa.timestamp("us", tz="UTC")
 COMPACT_FROM_FILES = 32
+LIVE = ("submissions", "outcomes")
 
 SUBMISSION_SCHEMA = pa.schema(
     [
@@ -67,6 +75,25 @@ OUTCOME_SCHEMA = pa.schema(
         ("run_id", pa.string()),
     ]
 )
+
+
+# The state of an ended job, one row per client token: what `jobs()` derives, kept after its events go.
+CLOSED_SCHEMA = pa.schema(
+    [
+        *SUBMISSION_SCHEMA,
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("segments", pa.float64()),
+        ("table_path", pa.string()),
+        ("recorded_at", TS),
+        ("unreadable_reads", pa.int64()),
+        ("first_unreadable_at", TS),
+        ("unreadable_reason", pa.string()),
+    ]
+)
+
+
+SCHEMAS = (SUBMISSION_SCHEMA, OUTCOME_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -141,70 +168,123 @@ class SubmissionLedger:
             self._write(kind, pa.Table.from_pylist(rows, schema=schema))
 
     def _write(self, kind: str, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         self._lake.write_table(table, f"ledger/{kind}/{stamp}-{uuid.uuid4().hex[:8]}.parquet")
 
     def compact(self, min_files: int = COMPACT_FROM_FILES) -> int:
-        """Fold many small event files into one, so every read stays a few files; returns files folded.
+        """Once the live events are `min_files` files: archive the events of ended jobs, keep their final
+        state in `ledger/closed/`, and fold the open jobs' events into one live file; returns files folded.
 
-        The folded file is written before its inputs are deleted, and only by the process that read them:
-        a crash or a concurrent compaction can leave duplicate events (readers already tolerate those),
-        never a lost one. Two runs compacting at once never fail each other: inputs the other run deleted
-        first are already in its folded file, so a read that misses them skips this round, and a delete
-        that finds them gone is done.
+        Every new file is written before any input is deleted, and only by the process that read them: a
+        crash or a concurrent compaction can leave duplicate events or closed rows (readers tolerate
+        both), never lose one. Two runs compacting at once never fail each other: inputs the other run
+        deleted first are already in its files, so a read that misses them skips this round, and a
+        delete that finds them gone is done.
         """
+        files = {kind: self._lake.list_files(f"ledger/{kind}") for kind in LIVE}
         folded = 0
-        for kind, schema in (("submissions", SUBMISSION_SCHEMA), ("outcomes", OUTCOME_SCHEMA)):
-            files = self._lake.list_files(f"ledger/{kind}")
-            if len(files) < min_files:
-                continue
+        if sum(len(f) for f in files.values()) >= min_files:
             try:
-                table = self._lake.read_tables(files)
+                subs, outs = (self._read(files[k], schema) for k, schema in zip(LIVE, SCHEMAS, strict=True))
             except FileNotFoundError:
-                continue  # another run is folding these files; its folded file holds their events
-            assert table is not None
-            self._write(kind, table.cast(schema))
-            self._lake.delete_files(files, missing_ok=True)
-            folded += len(files)
+                return 0  # another run is folding these files; its files hold their events
+            jobs = derive_jobs(subs.to_pandas(), outs.to_pandas())
+            open_tokens = pa.array(jobs.loc[jobs["status"] == "in_progress", "client_token"], pa.string())
+            ended = jobs[jobs["status"] != "in_progress"]
+            for kind, events, schema in zip(LIVE, (subs, outs), SCHEMAS, strict=True):
+                is_open = pc.is_in(events.column("client_token"), open_tokens)
+                self._write(f"archive/{kind}", events.filter(pc.invert(is_open)).cast(schema))
+                self._write(kind, events.filter(is_open).cast(schema))
+            self._write("closed", pa.Table.from_pandas(ended, schema=CLOSED_SCHEMA, preserve_index=False))
+            for kind in LIVE:
+                self._lake.delete_files(files[kind], missing_ok=True)
+            folded += sum(len(f) for f in files.values())
+        closed = self._lake.list_files("ledger/closed")
+        if len(closed) >= min_files:
+            try:
+                rows = self._read(closed, CLOSED_SCHEMA)
+            except FileNotFoundError:
+                return folded
+            self._write("closed", rows)
+            self._lake.delete_files(closed, missing_ok=True)
+            folded += len(closed)
         return folded
 
+    def _read(self, files: list[str], schema: pa.Schema) -> pa.Table:
+        table = self._lake.read_tables(files)
+        return schema.empty_table() if table is None else table.cast(schema)
+
     def submissions(self) -> pd.DataFrame:
-        return self._lake.read_dataset("ledger/submissions", SUBMISSION_SCHEMA).to_pandas()
+        """Every submission event, archived ones included (the whole history: not for hot paths)."""
+        return pd.concat(
+            [self._events(f, SUBMISSION_SCHEMA) for f in ("submissions", "archive/submissions")],
+            ignore_index=True,
+        )
 
     def outcomes(self) -> pd.DataFrame:
-        return self._lake.read_dataset("ledger/outcomes", OUTCOME_SCHEMA).to_pandas()
+        """Every outcome event, archived ones included (the whole history: not for hot paths)."""
+        return pd.concat(
+            [self._events(f, OUTCOME_SCHEMA) for f in ("outcomes", "archive/outcomes")], ignore_index=True
+        )
+
+    def _events(self, folder: str, schema: pa.Schema) -> pd.DataFrame:
+        return self._lake.read_dataset(f"ledger/{folder}", schema).to_pandas()
+
+    def live_jobs(self, model_key: str | None = None) -> pd.DataFrame:
+        """The state of the jobs with live events: every open job, and those that ended since the last
+        compaction. What the sensor and ingest need, at a cost that grows with open work."""
+        subs = self._events("submissions", SUBMISSION_SCHEMA)
+        outs = self._events("outcomes", OUTCOME_SCHEMA)
+        if model_key is not None:
+            subs = subs[subs["model_key"] == model_key]
+            outs = outs[outs["model_key"] == model_key]
+        return derive_jobs(subs, outs)
 
     def jobs(self, model_key: str | None = None) -> pd.DataFrame:
         """Current state per client token: its submission (if any) and its latest outcome.
 
         `status` is `in_progress` for a submitted job with no outcome yet; `unreadable_reads`,
         `first_unreadable_at` and `unreadable_reason` say how often, since when and why its result could
-        not be read so far.
+        not be read so far. Live events win over a closed row of the same token (a rejected token
+        accepted later).
         """
-        subs = self.submissions()
-        outs = self.outcomes()
+        live = self.live_jobs(model_key)
+        closed = self._lake.read_dataset("ledger/closed", CLOSED_SCHEMA).to_pandas()
         if model_key is not None:
-            subs = subs[subs["model_key"] == model_key]
-            outs = outs[outs["model_key"] == model_key]
-        is_note = outs["status"].isin(NOTE_STATUSES)
-        notes, outs = outs[is_note], outs[~is_note]
-        latest = outs.sort_values("recorded_at").drop_duplicates("client_token", keep="last")
-        subs = subs.drop_duplicates("client_token", keep="first")
-        # A rejection means "never accepted": once the same token is accepted later, it no longer applies.
-        after_submission = latest[latest["status"] != "rejected"]
-        outcome_cols = ["client_token", "status", "reason", "segments", "table_path", "recorded_at"]
-        merged = subs.merge(after_submission[outcome_cols], on="client_token", how="left")
-        merged["status"] = merged["status"].fillna("in_progress")
-        merged = merged.merge(_unreadable_reads(notes), on="client_token", how="left")
-        merged["unreadable_reads"] = merged["unreadable_reads"].fillna(0).astype("int64")
-        rejected = latest[latest["status"] == "rejected"]
-        rejected = rejected[~rejected["client_token"].isin(subs["client_token"])]
-        if rejected.empty:
-            return merged.reset_index(drop=True)
-        jobs = pd.concat([merged, rejected], ignore_index=True)
+            closed = closed[closed["model_key"] == model_key]
+        closed = closed[~closed["client_token"].isin(live["client_token"])]
+        if closed.empty:
+            return live
+        closed = closed.sort_values("recorded_at").drop_duplicates("client_token", keep="last")
+        jobs = pd.concat([live, closed], ignore_index=True) if not live.empty else closed
         jobs["unreadable_reads"] = jobs["unreadable_reads"].fillna(0).astype("int64")
-        return jobs
+        return jobs.reset_index(drop=True)
 
     def in_progress(self, model_key: str | None = None) -> pd.DataFrame:
-        jobs = self.jobs(model_key)
+        """The open jobs, from the live events alone."""
+        jobs = self.live_jobs(model_key)
         return jobs[jobs["status"] == "in_progress"].reset_index(drop=True)
+
+
+def derive_jobs(subs: pd.DataFrame, outs: pd.DataFrame) -> pd.DataFrame:
+    """The state per client token from submission and outcome events (duplicates tolerated)."""
+    is_note = outs["status"].isin(NOTE_STATUSES)
+    notes, outs = outs[is_note], outs[~is_note]
+    latest = outs.sort_values("recorded_at").drop_duplicates("client_token", keep="last")
+    subs = subs.drop_duplicates("client_token", keep="first")
+    # A rejection means "never accepted": once the same token is accepted later, it no longer applies.
+    after_submission = latest[latest["status"] != "rejected"]
+    outcome_cols = ["client_token", "status", "reason", "segments", "table_path", "recorded_at"]
+    merged = subs.merge(after_submission[outcome_cols], on="client_token", how="left")
+    merged["status"] = merged["status"].fillna("in_progress")
+    merged = merged.merge(_unreadable_reads(notes), on="client_token", how="left")
+    merged["unreadable_reads"] = merged["unreadable_reads"].fillna(0).astype("int64")
+    rejected = latest[latest["status"] == "rejected"]
+    rejected = rejected[~rejected["client_token"].isin(subs["client_token"])]
+    if rejected.empty:
+        return merged.reset_index(drop=True)
+    jobs = pd.concat([merged, rejected], ignore_index=True)
+    jobs["unreadable_reads"] = jobs["unreadable_reads"].fillna(0).astype("int64")
+    return jobs

@@ -1,15 +1,18 @@
 """The ledger derives each job's state from append-only events."""
 
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
+import pytest
 
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
 from resources.s3_storage import S3Storage
-from resources.submission_ledger import Outcome, SubmissionLedger
+from resources.submission_ledger import Outcome, SubmissionLedger, derive_jobs
 
 
 def submission(uri: str, model=MARENGO_3_0) -> Submission:
@@ -69,19 +72,111 @@ def test_empty_ledger_has_no_jobs(tmp_path: Path) -> None:
     assert ledger.jobs().empty and ledger.in_progress().empty
 
 
-def test_compaction_keeps_every_event_and_reads_few_files(tmp_path: Path) -> None:
+def test_compaction_keeps_every_event_and_leaves_only_open_work_live(tmp_path: Path) -> None:
     ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
     subs = [submission(f"s3://m/{i}.mp4") for i in range(40)]
     for s in subs:
         ledger.record_submissions([s], {}, "run")
     ledger.record_outcomes([outcome(s, "completed") for s in subs[:10]], "ingest")
     before = ledger.jobs().sort_values("client_token").reset_index(drop=True)
+    history = (len(ledger.submissions()), len(ledger.outcomes()))
 
-    assert ledger.compact(min_files=32) == 40
+    assert ledger.compact(min_files=32) == 41
     assert len(list(tmp_path.glob("ledger/submissions/*.parquet"))) == 1
+    assert not list(tmp_path.glob("ledger/outcomes/*.parquet")), "no open job has an outcome"
+    assert len(ledger.live_jobs()) == 30, "the live events are the open jobs' alone"
+    assert len(list(tmp_path.glob("ledger/closed/*.parquet"))) == 1
+    assert (len(ledger.submissions()), len(ledger.outcomes())) == history, "the archive keeps every event"
     after = ledger.jobs().sort_values("client_token").reset_index(drop=True)
-    assert after[["client_token", "status"]].equals(before[["client_token", "status"]])
+    columns = ["client_token", "status", "invocation_id", "media_uri", "attempt", "recorded_at"]
+    assert after[columns].equals(before[columns])
+    assert set(ledger.in_progress()["client_token"]) == {s.job.client_token for s in subs[10:]}
     assert ledger.compact(min_files=32) == 0, "nothing left to fold"
+
+
+# Outcomes of an accepted job; a rejection only ever comes before acceptance.
+STATUSES = ["completed", "failed", "lost", "no_content", "superseded", "unreadable"]
+
+
+def comparable(jobs: pd.DataFrame) -> pd.DataFrame:
+    """What must agree: every job's status and ids, and an open job's notes (an ended job's reason may be
+    the first of its repeats rather than the last)."""
+    jobs = jobs.copy()
+    ended = jobs["status"] != "in_progress"
+    jobs.loc[ended, ["reason", "unreadable_reads"]] = None
+    jobs["attempt"] = pd.to_numeric(jobs["attempt"]).astype("Float64")  # NaN for rejections makes it float
+    jobs["unreadable_reads"] = pd.to_numeric(jobs["unreadable_reads"]).astype("Float64")
+    columns = ["client_token", "status", "reason", "attempt", "unreadable_reads", "invocation_id"]
+    return jobs[columns].sort_values("client_token").reset_index(drop=True).astype(str)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_state_after_random_events_and_compactions_equals_the_full_history(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    subs = [submission(f"s3://m/{i}.mp4", rng.choice([MARENGO_3_0, MARENGO_2_7])) for i in range(30)]
+    submitted: list[Submission] = []
+    ended: dict[str, str] = {}  # client token -> its final status
+    for step in range(120):
+        s = rng.choice(subs)
+        token = s.job.client_token
+        if s not in submitted:
+            if rng.random() < 0.25:  # refused before it was ever accepted (a day later it may be)
+                ledger.record_outcomes([outcome(s, "rejected", "quota")], f"run-{step}")
+            else:
+                ledger.record_submissions([s], {}, f"run-{step}")
+                submitted.append(s)
+        elif token not in ended and rng.random() < 0.1:  # an open job's flush recorded twice (retried)
+            ledger.record_submissions([s], {}, f"run-{step}")
+        elif token in ended:  # what concurrent runs add to an ended job: a late note, or the same end again
+            status = rng.choice(["unreadable", ended[token]])
+            ledger.record_outcomes([outcome(s, status, f"late {step}")], f"run-{step}")  # type: ignore[arg-type]
+        else:
+            status = rng.choice(STATUSES)
+            ledger.record_outcomes([outcome(s, status, f"reason {step}")], f"run-{step}")  # type: ignore[arg-type]
+            if status != "unreadable":
+                ended[token] = status
+        if rng.random() < 0.1:
+            ledger.compact(min_files=rng.choice([1, 4, 8]))
+        if rng.random() < 0.05:  # a compaction killed after writing its files, before deleting its inputs
+            killed_compaction(ledger)
+    full = derive_jobs(ledger.submissions(), ledger.outcomes())
+    assert comparable(ledger.jobs()).equals(comparable(full))
+    assert comparable(ledger.in_progress()).equals(comparable(full[full["status"] == "in_progress"]))
+    for model in (MARENGO_3_0, MARENGO_2_7):
+        mine = full[full["model_key"] == model.key]
+        assert comparable(ledger.jobs(model.key)).equals(comparable(mine))
+
+
+class KilledBeforeDeleting(Exception):
+    pass
+
+
+class LakeKilledBeforeDeleting(Lake):
+    def delete_files(self, relative_paths: list[str], missing_ok: bool = False) -> None:
+        raise KilledBeforeDeleting
+
+
+def killed_compaction(ledger: SubmissionLedger) -> None:
+    dying = SubmissionLedger(
+        LakeKilledBeforeDeleting(root=ledger._lake.root, storage=ledger._lake.storage), "x"
+    )
+    with pytest.raises(KilledBeforeDeleting):
+        dying.compact(min_files=1)
+
+
+def test_a_compaction_killed_before_deleting_its_inputs_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    subs = [submission(f"s3://m/{i}.mp4") for i in range(6)]
+    ledger.record_submissions(subs, {}, "run")
+    ledger.record_outcomes([outcome(s, "completed") for s in subs[:4]], "ingest")
+    before = comparable(ledger.jobs())
+    killed_compaction(ledger)
+    assert comparable(ledger.jobs()).equals(before), "closed rows and live events of the same jobs agree"
+    assert len(ledger.in_progress()) == 2
+    ledger.compact(min_files=1)
+    assert comparable(ledger.jobs()).equals(before)
+    assert len(ledger.live_jobs()) == 2
 
 
 def test_a_rejected_token_accepted_later_is_in_progress(tmp_path: Path) -> None:
