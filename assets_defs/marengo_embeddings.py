@@ -54,6 +54,16 @@ class IngestConfig(dg.Config):
         ),
     )
 
+    running_age_limit_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description=(
+            "A job the provider still reports running this long after its submission is named by the "
+            "check `no_job_running_too_long`. It is not resubmitted: the provider may still finish, and "
+            "bill, it. Ask the provider about it (or raise this for very long media)."
+        ),
+    )
+
     list_provider: bool = Field(
         default=True,
         description=(
@@ -65,6 +75,16 @@ class IngestConfig(dg.Config):
 
     def limits(self) -> ReadLimits:
         return ReadLimits(self.max_unreadable_reads, timedelta(hours=self.unreadable_age_limit_hours))
+
+
+def running_too_long(running: pd.DataFrame, now: datetime, limit: timedelta) -> pd.DataFrame:
+    """The jobs still running past `limit` since submission, oldest first, with their age in hours."""
+    submitted = pd.to_datetime(running["submitted_at"], utc=True)
+    late = running[now - submitted > limit].copy()
+    late["age_hours"] = ((now - submitted[late.index]).dt.total_seconds() / 3600).round(1)
+    return late.sort_values("age_hours", ascending=False)[
+        ["media_uri", "invocation_id", "submitted_at", "age_hours"]
+    ].reset_index(drop=True)
 
 
 def give_up_reading(
@@ -216,7 +236,7 @@ def _segments_outside_media(table: pa.Table, durations: dict[str, float | None])
     deps=[marengo_invocations],
     partitions_def=marengo_model_partitions,
     group_name="marengo",
-    kinds={"parquet", "s3"},
+    kinds={"deltalake", "s3"},
     # One ingest at a time per model: two runs reading the same finished invocation would race.
     pool="marengo_ingest",
     check_specs=[
@@ -227,6 +247,14 @@ def _segments_outside_media(table: pa.Table, durations: dict[str, float | None])
                 "Fails naming the jobs this run ended because their output or status stayed unreadable "
                 "past the limits (max_unreadable_reads, unreadable_age_limit_hours); warns while "
                 "finished jobs wait to be read again."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            "no_job_running_too_long",
+            asset=["marengo", "embeddings"],
+            description=(
+                "Fails naming the jobs the provider still reports running past running_age_limit_hours "
+                "(24) since submission: every job must end, and these need a look."
             ),
         ),
         dg.AssetCheckSpec(
@@ -246,7 +274,7 @@ def _segments_outside_media(table: pa.Table, durations: dict[str, float | None])
 def marengo_embeddings(
     context: dg.AssetExecutionContext, config: IngestConfig, marengo: MarengoProvider, lake: Lake
 ) -> dg.MaterializeResult:
-    """Segment embeddings from every finished invocation of this model version, one Parquet file per object.
+    """Segment embeddings from every finished invocation of this model version, in its Delta Lake table.
 
     Completed invocations become rows (media, ETag, model, option, start/end seconds, vector); failed ones
     are recorded in the ledger with the provider's reason, and so are unusable outputs. A job the provider
@@ -277,6 +305,13 @@ def marengo_embeddings(
     current_etags = dict(zip(inventory["media_uri"], inventory["etag"], strict=True))
 
     limits, now = config.limits(), datetime.now(UTC)
+    still_running = pending[~pending["client_token"].isin([s.client_token for s in finished])]
+    overdue = running_too_long(still_running, now, timedelta(hours=config.running_age_limit_hours))
+    for row in overdue.to_dict("records"):
+        context.log.error(
+            f"{row['media_uri']}: {marengo.provider_name} still runs {row['invocation_id']} after "
+            f"{row['age_hours']} h; it is not resubmitted (it may still finish and bill), ask the provider"
+        )
 
     def ingest(status: InvocationStatus) -> Ingested:
         recorder = _Recorder(rows[status.client_token or ""], model, status.invocation_id, limits)
@@ -366,6 +401,19 @@ def marengo_embeddings(
                     "waiting_to_be_read_again": len(unavailable),
                     "max_unreadable_reads": limits.max_reads,
                     "unreadable_age_limit_hours": config.unreadable_age_limit_hours,
+                },
+            ),
+            dg.AssetCheckResult(
+                check_name="no_job_running_too_long",
+                passed=overdue.empty,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=None
+                if overdue.empty
+                else f"{len(overdue)} jobs still running past {config.running_age_limit_hours:g} h",
+                metadata={
+                    "running_past_limit": preview(overdue),
+                    "still_running": len(still_running),
+                    "running_age_limit_hours": config.running_age_limit_hours,
                 },
             ),
             dg.AssetCheckResult(

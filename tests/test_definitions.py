@@ -32,7 +32,7 @@ def test_asset_catalog_snapshot() -> None:
     assert catalog == {
         "media/inventory": ("media", ["parquet", "s3"], None),
         "marengo/invocations": ("marengo", ["bedrock"], models),
-        "marengo/embeddings": ("marengo", ["parquet", "s3"], models),
+        "marengo/embeddings": ("marengo", ["deltalake", "s3"], models),
         "search/marengo_segments": ("search", ["lancedb"], models),
     }
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
@@ -40,6 +40,7 @@ def test_asset_catalog_snapshot() -> None:
         ("media/inventory", "all_media_readable"),
         ("marengo/invocations", "provider_accepts_requests"),
         ("marengo/embeddings", "finished_jobs_end"),
+        ("marengo/embeddings", "no_job_running_too_long"),
         ("marengo/embeddings", "vectors_well_formed"),
         ("marengo/embeddings", "segments_within_media"),
         ("search/marengo_segments", "matches_embedding_table"),

@@ -236,3 +236,22 @@ def test_zero_segments_is_a_recorded_no_content_outcome(lake: Lake, tmp_path: Pa
     assert table.read([media_id(GOOD)]).num_rows > 0
     assert due_attempts(lake) == [], "settled: not resubmitted"
     assert ingest(ScriptedProvider(), lake).metadata["invocations_finished"] == 0  # type: ignore[index]
+
+
+def test_a_job_running_past_the_age_limit_is_named_and_never_resubmitted(lake: Lake) -> None:
+    stale = EmbeddingJob(GOOD, "e1", "video", MARENGO_3_0, EmbeddingOptions())
+    long_ago = datetime.now(UTC) - timedelta(hours=30)
+    ledger = SubmissionLedger(lake, "fake")
+    ledger.record_submissions([Submission(stale, "arn-stale", "s3://out/x", long_ago)], {GOOD: 9.0}, "old")
+    submit(lake, OTHER)
+    result = ingest(ScriptedProvider(state="in_progress"), lake)
+    [overdue] = [c for c in result.check_results or [] if c.check_name == "no_job_running_too_long"]
+    assert not overdue.passed and overdue.severity == dg.AssetCheckSeverity.ERROR
+    named = overdue.metadata["running_past_limit"].value
+    assert "arn-stale" in named and GOOD in named and OTHER not in named, "only the one past 24 h"
+    assert overdue.metadata["still_running"].value == 2
+    assert due_attempts(lake) == [], "both still count as running: nothing is billed again"
+    relaxed = ingest(ScriptedProvider(state="in_progress"), lake, running_age_limit_hours=48)
+    assert [c.passed for c in relaxed.check_results or [] if c.check_name == "no_job_running_too_long"] == [
+        True
+    ]
