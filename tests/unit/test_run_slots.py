@@ -323,7 +323,8 @@ def test_a_process_waiting_for_a_slot_says_so_and_ends_on_sigterm(
         line = first_line_starting(waiter.stderr, "waiting for", timeout_sec=120)
         assert f"held by run {holder}" in line
         waiter.send_signal(signal.SIGTERM)
-        assert waiter.wait(timeout=20) == -signal.SIGTERM
+        # A bound for a hang, not a timing target: a loaded CI machine once took over 20 s to reap it.
+        assert waiter.wait(timeout=120) == -signal.SIGTERM
     finally:
         waiter.kill()
         waiter.wait()
