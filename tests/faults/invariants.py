@@ -3,8 +3,8 @@
 - objects seen = embedded + failed with a reason + skipped with a reason (no object unaccounted for);
 - jobs the provider created = unique (object, model, attempt), each in the ledger under the provider's ARN,
   and a new attempt only after the previous one ended failed or lost: nothing billed twice;
-- 0 duplicate segment ids, in the index and in the current Parquet files;
-- index rows = current Parquet rows, segment id for segment id;
+- 0 duplicate segment ids, in the index and in the current version of the embedding table;
+- index rows = current embedding-table rows, segment id for segment id;
 - 0 jobs open once the drain is over (ledger and provider), and every Dagster run finished;
 - the marker credentials found in 0 places: Dagster storage, lake, index, worker logs, stdout/stderr.
 
@@ -50,7 +50,7 @@ class Counts:
     jobs_created: int
     duplicates: int
     index_rows: int
-    parquet_rows: int
+    table_rows: int
     open_past_limit: int
     secrets_found: int
 
@@ -168,12 +168,12 @@ def check_tables(
     scope: set[str] | None,
     held: set[str],
 ) -> tuple[int, int, int]:
-    """(duplicate segment ids, index rows, current Parquet rows); the index holds exactly the current Parquet:
+    """(duplicate segment ids, index rows, current table rows); the index holds exactly the current table:
     the latest embedding of every embedded object in scope, and of the objects held by the removal guard."""
     done = snap.jobs[snap.jobs["status"] == "completed"].sort_values("recorded_at")
     latest = done.drop_duplicates("media_uri", keep="last").set_index("media_uri")
     current = sorted({uri for uri, (verdict, _) in verdicts.items() if verdict == "embedded"} | held)
-    parquet_ids: list[str] = []
+    table_ids: list[str] = []
     table = EmbeddingTable(world.lake, MODEL).read(columns=["media_uri", "segment_id", "invocation_id"])
     if scope is not None:
         table = table.filter(pc.is_in(table.column("media_uri"), pa.array(sorted(scope | held), pa.string())))
@@ -187,18 +187,18 @@ def check_tables(
         invocations = set(rows.column("invocation_id").to_pylist())
         assert invocations == {latest.loc[uri, "invocation_id"]}, f"{uri}: table rows of {invocations}"
         assert rows.num_rows == latest.loc[uri, "segments"], f"{uri}: table rows differ from the ledger"
-        parquet_ids += rows.column("segment_id").to_pylist()
+        table_ids += rows.column("segment_id").to_pylist()
 
     rows = snap.index
     if scope is not None:
         rows = rows.filter(pc.is_in(rows.column("media_uri"), pa.array(sorted(scope | held), pa.string())))
     index_ids = rows.column("segment_id").to_pylist()
-    duplicates = len(index_ids) - len(set(index_ids)) + len(parquet_ids) - len(set(parquet_ids))
-    assert set(index_ids) == set(parquet_ids), (
-        f"indexed without current Parquet: {sorted(set(index_ids) - set(parquet_ids))[:3]}, "
-        f"current Parquet not indexed: {sorted(set(parquet_ids) - set(index_ids))[:3]}"
+    duplicates = len(index_ids) - len(set(index_ids)) + len(table_ids) - len(set(table_ids))
+    assert set(index_ids) == set(table_ids), (
+        f"indexed without a current table row: {sorted(set(index_ids) - set(table_ids))[:3]}, "
+        f"current table rows not indexed: {sorted(set(table_ids) - set(index_ids))[:3]}"
     )
-    return duplicates, len(index_ids), len(parquet_ids)
+    return duplicates, len(index_ids), len(table_ids)
 
 
 def _files(root: Path) -> Iterator[Path]:
@@ -238,9 +238,9 @@ def check_invariants(world: FaultWorld, snap: Snapshot, scope: set[str] | None, 
     assert len(verdicts) == sum(tally.values())
 
     created = check_billing(snap, scope)
-    duplicates, index_rows, parquet_rows = check_tables(world, snap, verdicts, scope, held)
+    duplicates, index_rows, table_rows = check_tables(world, snap, verdicts, scope, held)
     assert duplicates == 0, f"{duplicates} duplicate segment ids"
-    assert index_rows == parquet_rows
+    assert index_rows == table_rows
 
     jobs = snap.jobs if scope is None else snap.jobs[snap.jobs["media_uri"].isin(scope)]
     still_open = int((jobs["status"] == "in_progress").sum())
@@ -256,7 +256,7 @@ def check_invariants(world: FaultWorld, snap: Snapshot, scope: set[str] | None, 
         jobs_created=created,
         duplicates=duplicates,
         index_rows=index_rows,
-        parquet_rows=parquet_rows,
+        table_rows=table_rows,
         open_past_limit=still_open,
         secrets_found=len(snap.secrets),
     )
