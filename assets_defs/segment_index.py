@@ -137,12 +137,18 @@ def marengo_segment_index(
             context.log.warning(f"repairing {wanted[mid].media_uri} in the index: {problem}")
         deduplicated = segment_index.remove_duplicate_rows(model, plan.deduplicate)
         segment_index.remove_media(model, plan.delete, maintain=False)
-        # The embedding table follows the same decision: what leaves the index leaves its current version
-        # (history keeps it), and so do rows of objects with no current embedding at all (held ones stay).
+        # The embedding table follows the same decision: objects gone from the bucket leave its current
+        # version (history keeps them), unless held for confirmation. Only gone ones: an ingest run may
+        # be committing listed objects right now, before the ledger says so.
         table = EmbeddingTable(lake, model)
         table.ensure()
-        stale = table.media_ids() - set(wanted) - set(plan.held)
-        table.delete(sorted(stale))
+        listed = set(inventory["media_uri"])
+        stale = sorted(
+            mid
+            for mid, uri in table.media_uris().items()
+            if uri not in listed and mid not in wanted and mid not in plan.held
+        )
+        table.delete(stale)
         rewrite = expected.set_index(expected["media_uri"].map(media_id)).loc[plan.rewrite]
         for start in range(0, len(rewrite), MEDIA_PER_WRITE):
             batch = rewrite.iloc[start : start + MEDIA_PER_WRITE]

@@ -90,6 +90,13 @@ class EmbeddingTable:
         ids = self.read(columns=["media_id"]).column("media_id")
         return set(pc.unique(ids).to_pylist())
 
+    def media_uris(self) -> dict[str, str]:
+        """media id -> media URI of every object with current rows."""
+        rows = self.read(columns=["media_id", "media_uri"]).group_by(["media_id", "media_uri"]).aggregate([])
+        return dict(
+            zip(rows.column("media_id").to_pylist(), rows.column("media_uri").to_pylist(), strict=True)
+        )
+
     # --- writing -----------------------------------------------------------------------------------------
 
     def ensure(self) -> DeltaTable:

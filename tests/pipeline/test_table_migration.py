@@ -2,15 +2,19 @@
 first use, into the Delta Lake table: no new submission, the same rows, search unchanged, history kept."""
 
 import shutil
+from datetime import UTC, datetime
 
 import dagster as dg
+import numpy as np
 import pyarrow.compute as pc
 import pytest
 
+from assets_defs.media_inventory import read_inventory
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
+from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
 from resources.embedding_table import EmbeddingTable
 from resources.marengo_models import MARENGO_3_0, SERVING_MODEL_KEY
-from resources.segment_schema import media_id
+from resources.segment_schema import media_id, segments_table
 from tests.pipeline.conftest import World
 from tests.pipeline.test_end_to_end import USABLE, ingest_when_idle, search_json, submit
 
@@ -68,3 +72,44 @@ def test_a_pre_format_lake_is_migrated_once_with_no_new_submission(world: World,
     assert index["dagster/row_count"] == rows
     [after] = search_json("yellow triangle", top_k=1)
     assert after == before
+
+
+def test_rows_committed_before_the_ledger_knows_survive_a_concurrent_index_run(world: World) -> None:
+    """Run B's ingest commits an object's rows, then records its outcome; run A's index step in between
+    sees rows of a listed object with no completed job. They are not stale: they must stay."""
+    submit(world)
+    world.stack.bedrock.wait_until_idle(timeout=60)
+    uri = "s3://media/images/purple_circle.jpg"
+    table = EmbeddingTable(world.lake, MARENGO_3_0)
+    table.ensure()
+    vector = np.zeros(MARENGO_3_0.dimension, np.float32)
+    vector[0] = 1.0
+    job = EmbeddingJob(
+        uri,
+        str(read_inventory(world.lake).set_index("media_uri").loc[uri, "etag"]),
+        "image",
+        MARENGO_3_0,
+        EmbeddingOptions(),
+    )
+    rows = segments_table(
+        job,
+        [SegmentEmbedding("visual", "clip", 0.0, 0.0, vector)],
+        provider="bedrock",
+        invocation_id="arn:in-flight",
+        ingested_at=datetime.now(UTC),
+    )
+    table.replace(rows, [media_id(uri)])  # run B's commit; its outcome is not recorded yet
+
+    result = run_job(
+        world.instance,
+        "ingest_marengo_embeddings",
+        SERVING_MODEL_KEY,
+        asset_selection=[dg.AssetKey(["search", "marengo_segments"])],
+    )  # run A's index step
+    assert (
+        materialization_metadata(result, ["search", "marengo_segments"])["embedding_table_objects_removed"]
+        == 0
+    )
+    assert table.read([media_id(uri)]).num_rows == 1, "a listed object's rows are never taken as stale"
+    ingest_when_idle(world)
+    assert uri in {hit["media_uri"] for hit in search_json("purple circle", top_k=3)}
