@@ -42,7 +42,9 @@ class Commit:
 
 def _in_list(column: str, values: list[str]) -> str:
     """A SQL `IN` predicate over hex ids (media ids are hex digests, so quoting cannot be broken)."""
-    assert all(re.fullmatch(r"[0-9a-f]+", v) for v in values), "media ids are hex digests"
+    bad = [v for v in values if not re.fullmatch(r"[0-9a-f]+", v)]
+    if bad:
+        raise ValueError(f"not a media id (a hex digest): {bad[0]!r}")
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
