@@ -3,8 +3,8 @@
 The index is compared with what it should hold object by object, not only by invocation id: copies of a
 segment (two writers at once), rows of another model, rows of an older invocation next to the newer
 ones, or a row count that differs from the embedding table all make the object's rows be rewritten from
-Parquet. Objects no longer expected leave the index, unless so many would go at once that a wrong prefix
-or a partial listing is the likelier cause: then they stay until someone confirms.
+the embedding table. Objects no longer expected leave the index, unless so many would go at once that a
+wrong prefix or a partial listing is the likelier cause: then they stay until someone confirms.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class ExpectedObject:
 
     media_uri: str
     invocation_id: str
-    segments: int | None  # rows of its Parquet file; None when the ledger does not say
+    segments: int | None  # its rows in the embedding table; None when the ledger does not say
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class IndexPlan:
 
     @property
     def rewrite(self) -> list[str]:
-        """Media ids whose rows are written from Parquet, in a stable order."""
+        """Media ids whose rows are written from the embedding table, in a stable order."""
         return sorted([*self.new, *self.updated, *self.repaired])
 
     @property

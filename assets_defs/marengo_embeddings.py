@@ -1,4 +1,4 @@
-"""The Parquet embedding table: finished Marengo invocations turned into one row per segment."""
+"""The Marengo embedding table (Delta Lake): finished Marengo invocations turned into one row per segment."""
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""The LanceDB segment index, kept in step with the Parquet embedding table."""
+"""The LanceDB segment index, kept in step with the Delta Lake embedding table."""
 
 import dagster as dg
 import pandas as pd
@@ -118,9 +118,10 @@ def marengo_segment_index(
     Under the table's writer lock (one writer at a time, whatever the pools), the index is audited object
     by object against the latest embedding of each listed object. Objects that are new, re-embedded or
     wrongly held (duplicate rows, rows of another invocation or model, a different segment count) are
-    rewritten from Parquet, 500 per LanceDB version; objects no longer listed are dropped, unless they are
-    more than `max_removal_share` of the index, which waits for confirmation (run config or launchpad).
-    An ANN index is built once the table is large enough. The index is derived: Parquet can rebuild it.
+    rewritten from the embedding table, 500 per LanceDB version; objects no longer listed are dropped,
+    unless they are more than `max_removal_share` of the index, which waits for confirmation (run config
+    or launchpad). An ANN index is built once the table is large enough. The index is derived: the
+    embedding table rebuilds it.
     """
     model = marengo_model(context.partition_key)
     inventory = read_inventory(lake)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 REQUIRED_SETTINGS: dict[str, str] = {
     "AWS_REGION": "the region of the model and the buckets",
     "MEDIAEMBED_ASYNC_OUTPUT_URI": "an s3:// prefix Bedrock writes results to",
-    "MEDIAEMBED_LAKE_URI": "a directory or s3:// prefix for the Parquet tables and the ledger",
+    "MEDIAEMBED_LAKE_URI": "a directory or s3:// prefix for the tables and the ledger",
     "MEDIAEMBED_INDEX_URI": "a directory or s3:// prefix for the LanceDB index",
     "DAGSTER_HOME": "a directory for the run history the Dagster UI shows",
 }

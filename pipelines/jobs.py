@@ -43,6 +43,6 @@ def holding_config(hold_quota_sec: float = HOLD_QUOTA_SEC) -> dict[str, object]:
 ingest_marengo_job = dg.define_asset_job(
     "ingest_marengo_embeddings",
     selection=dg.AssetSelection.assets(marengo_embeddings, marengo_segment_index),
-    description="Turn finished Marengo invocations into Parquet rows and LanceDB index entries.",
+    description="Turn finished Marengo invocations into embedding-table rows and LanceDB index entries.",
     tags={"dagster/max_runtime": INGEST_MAX_RUNTIME_SEC},
 )
