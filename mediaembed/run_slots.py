@@ -16,8 +16,10 @@ never sleeps and defers SIGTERM, so every later run spins at 100% CPU for ever. 
 
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -320,5 +322,21 @@ def execute_holding_slots(
     """`job.execute_in_process` on `instance`, tagged with this process and holding its pool slots."""
     run_id = kwargs.pop("run_id", None) or str(uuid4())
     tags = {**(kwargs.pop("tags", None) or {}), **owner_tags()}
-    with holding_pool_slots(instance, job, run_id):
+    with holding_pool_slots(instance, job, run_id), sigterm_kept():
         return job.execute_in_process(instance=instance, run_id=run_id, tags=tags, **kwargs)
+
+
+@contextmanager
+def sigterm_kept() -> Iterator[None]:
+    """Leave SIGTERM as it was. Dagster's in-process execution points SIGTERM at SIGINT's handler and
+    leaves it there: in a process started with SIGINT ignored (a background job of a script, a CI step,
+    an xdist worker) SIGTERM is then ignored too, by this process and every child it starts later, so
+    `kill` no longer stops the demo or its emulators."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, handler)

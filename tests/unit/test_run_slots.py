@@ -26,6 +26,7 @@ from mediaembed.run_slots import (
     PoolSlotTimeout,
     ProcessIdentity,
     SlotNeed,
+    execute_holding_slots,
     free_slots_of_dead_runs,
     holding_pool_slots,
     judge_owner,
@@ -317,14 +318,20 @@ def test_a_process_waiting_for_a_slot_says_so_and_ends_on_sigterm(
     """What used to spin at 100% CPU and ignore SIGTERM inside Dagster's executor (same path as run_job)."""
     holder = add_run(instance, ProcessIdentity.current())
     command = [sys.executable, "-c", WAITER, str(home[0])]
-    waiter = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    # An ignored SIGTERM is inherited: start the waiter as a shell would, whatever this worker's is.
+    waiter = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
+    )
     try:
         assert waiter.stderr is not None
         line = first_line_starting(waiter.stderr, "waiting for", timeout_sec=120)
         assert f"held by run {holder}" in line
         waiter.send_signal(signal.SIGTERM)
-        # A bound for a hang, not a timing target: a loaded CI machine once took over 20 s to reap it.
-        assert waiter.wait(timeout=120) == -signal.SIGTERM
+        assert waiter.wait(timeout=60) == -signal.SIGTERM  # a bound for a hang, not a timing target
     finally:
         waiter.kill()
         waiter.wait()
@@ -343,3 +350,27 @@ def first_line_starting(stream: IO[str], prefix: str, timeout_sec: float) -> str
         return found.get(timeout=timeout_sec)
     except queue.Empty:
         return ""
+
+
+def test_a_run_leaves_sigterm_as_it_found_it_even_with_sigint_ignored(instance: dg.DagsterInstance) -> None:
+    """Dagster's in-process execution points SIGTERM at SIGINT's handler: with SIGINT ignored (a process
+    started in the background by a script) SIGTERM stayed ignored, by the process and its children."""
+
+    @dg.op
+    def step() -> None:
+        pass
+
+    @dg.job
+    def quick() -> None:
+        step()
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert quick.execute_in_process(instance=instance).success
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, "what Dagster alone leaves behind"
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        assert execute_holding_slots(instance, quick).success
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
