@@ -85,6 +85,11 @@ class Lake(dg.ConfigurableResource):
         dataset = pads.dataset([f"{base}/{p}" for p in relative_paths], filesystem=fs, format="parquet")
         return dataset.to_table(columns=columns)
 
+    def file_metadata(self, relative_paths: list[str]) -> list[dict[bytes, bytes]]:
+        """The key-value metadata of each Parquet file (its footer alone is read)."""
+        fs, base = self._fs_and_base()
+        return [dict(pq.read_schema(f"{base}/{p}", filesystem=fs).metadata or {}) for p in relative_paths]
+
     def files_dataset(self, uris: list[str], schema: pa.Schema) -> pads.Dataset:
         """A Parquet dataset over files named by absolute local paths or s3:// URIs (a table's files)."""
         fs, _ = self._fs_and_base()

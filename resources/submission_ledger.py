@@ -10,10 +10,17 @@ What is read grows with open work, not with history. The live folders (`ledger/s
 compaction moves the events of every ended job to `ledger/archive/` (the history, kept, read by nobody on
 the hot path) and its final state, one row per job, to `ledger/closed/`. The sensor and ingest read only
 the live events; planning reads them plus the one-row-per-job closed state.
+
+The closed state is derived, never the record: each compaction names its archive files and its closed file
+after itself, and every closed file carries a watermark (`FOLDED_KEY`), the compactions whose archived
+events it holds. A compaction archived but named by no closed file (a closed file deleted, an older one
+restored, a compaction killed between its writes, a lake from before the watermark) makes the next
+`jobs()` rebuild the closed state from the archive, once, and write it back.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from resources.embedding_jobs import Submission
-from resources.lake import Lake
+from resources.lake import READ_ATTEMPTS, Lake
 
 # completed: segments written; no_content: completed with no segments (nothing to embed, nothing indexed);
 # failed: the provider's verdict, or output unusable, or unreadable past the limits (costs an attempt);
@@ -94,6 +101,9 @@ CLOSED_SCHEMA = pa.schema(
 
 
 SCHEMAS = (SUBMISSION_SCHEMA, OUTCOME_SCHEMA)
+# Parquet key-value metadata of a closed file: the JSON list of the compactions (ids, the names of their
+# archive files) whose ended jobs it holds. The closed state is complete when it names every archive file.
+FOLDED_KEY = b"mediaembed.ledger.folded"
 
 
 @dataclass(frozen=True)
@@ -167,11 +177,16 @@ class SubmissionLedger:
         if rows:
             self._write(kind, pa.Table.from_pylist(rows, schema=schema))
 
-    def _write(self, kind: str, table: pa.Table) -> None:
+    def _write(self, kind: str, table: pa.Table, name: str | None = None) -> None:
         if table.num_rows == 0:
             return
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        self._lake.write_table(table, f"ledger/{kind}/{stamp}-{uuid.uuid4().hex[:8]}.parquet")
+        self._lake.write_table(table, f"ledger/{kind}/{name or _new_id()}.parquet")
+
+    def _write_closed(self, rows: pa.Table, folded: Iterable[str]) -> None:
+        """One closed file with its watermark, written even with no rows: the watermark is the point."""
+        metadata = {FOLDED_KEY: json.dumps(sorted(set(folded))).encode()}
+        table = rows.cast(CLOSED_SCHEMA).replace_schema_metadata(metadata)
+        self._lake.write_table(table, f"ledger/closed/{_new_id()}.parquet")
 
     def compact(self, min_files: int = COMPACT_FROM_FILES) -> int:
         """Once the live events are `min_files` files: archive the events of ended jobs, keep their final
@@ -193,24 +208,72 @@ class SubmissionLedger:
             jobs = derive_jobs(subs.to_pandas(), outs.to_pandas())
             open_tokens = pa.array(jobs.loc[jobs["status"] == "in_progress", "client_token"], pa.string())
             ended = jobs[jobs["status"] != "in_progress"]
-            for kind, events, schema in zip(LIVE, (subs, outs), SCHEMAS, strict=True):
-                is_open = pc.is_in(events.column("client_token"), open_tokens)
-                self._write(f"archive/{kind}", events.filter(pc.invert(is_open)).cast(schema))
-                self._write(kind, events.filter(is_open).cast(schema))
-            self._write("closed", pa.Table.from_pandas(ended, schema=CLOSED_SCHEMA, preserve_index=False))
+            compaction = _new_id()  # names its archive files; its closed file's watermark names it
+            is_open = [pc.is_in(events.column("client_token"), open_tokens) for events in (subs, outs)]
+            archived = 0
+            for kind, events, schema, keep in zip(LIVE, (subs, outs), SCHEMAS, is_open, strict=True):
+                leaving = events.filter(pc.invert(keep)).cast(schema)
+                self._write(f"archive/{kind}", leaving, compaction)
+                archived += leaving.num_rows
+            if archived:
+                self._write_closed(_closed_rows(ended), [compaction])
+            for kind, events, schema, keep in zip(LIVE, (subs, outs), SCHEMAS, is_open, strict=True):
+                self._write(kind, events.filter(keep).cast(schema))
             for kind in LIVE:
                 self._lake.delete_files(files[kind], missing_ok=True)
             folded += sum(len(f) for f in files.values())
-        closed = self._lake.list_files("ledger/closed")
-        if len(closed) >= min_files:
+        if len(self._lake.list_files("ledger/closed")) >= min_files:
             try:
-                rows = self._read(closed, CLOSED_SCHEMA)
+                closed, watermark, rows = self._closed()
             except FileNotFoundError:
-                return folded
-            self._write("closed", rows)
+                return folded  # another run is folding them
+            self._write_closed(rows, watermark)
             self._lake.delete_files(closed, missing_ok=True)
             folded += len(closed)
         return folded
+
+    def _closed(self) -> tuple[list[str], set[str], pa.Table]:
+        """The closed files, the compactions their watermarks name, and their rows (duplicates kept)."""
+        closed = self._lake.list_files("ledger/closed")
+        watermark: set[str] = set()
+        for metadata in self._lake.file_metadata(closed):
+            watermark.update(json.loads(metadata.get(FOLDED_KEY, b"[]")))
+        return closed, watermark, self._read(closed, CLOSED_SCHEMA)
+
+    def closed_jobs(self) -> pd.DataFrame:
+        """The final state of every ended job that left the live events, one row per client token; rebuilt
+        from the archive (and written back) when the watermark misses an archived compaction."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                closed, watermark, rows = self._closed()
+                # Listed after the closed files: a closed file is written after its archive files, so every
+                # compaction a listed closed file names is in this listing too.
+                archived = {_file_id(f) for f in self._lake.list_files("ledger/archive")}
+                if not archived - watermark:
+                    break
+                rows = self._rebuild_closed(closed, watermark, rows)
+                break
+            except FileNotFoundError:  # a concurrent fold deleted a closed file listed here: list again
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+        jobs = rows.to_pandas()
+        return jobs.sort_values("recorded_at").drop_duplicates("client_token", keep="last")
+
+    def _rebuild_closed(self, closed: list[str], watermark: set[str], rows: pa.Table) -> pa.Table:
+        """Derive the ended jobs from every archived event, write them as one closed file naming every
+        archived compaction, then delete the closed files it replaces. The archive is the truth; a closed
+        row of a token the archive no longer holds is kept."""
+        files = {kind: self._lake.list_files(f"ledger/archive/{kind}") for kind in LIVE}
+        subs, outs = (self._read(files[k], schema) for k, schema in zip(LIVE, SCHEMAS, strict=True))
+        jobs = derive_jobs(subs.to_pandas(), outs.to_pandas())
+        # In progress here: a compaction killed between its archive files; those events are still live.
+        ended = _closed_rows(jobs[jobs["status"] != "in_progress"])
+        kept = rows.filter(pc.invert(pc.is_in(rows.column("client_token"), ended.column("client_token"))))
+        rebuilt = pa.concat_tables([ended, kept.cast(CLOSED_SCHEMA)])
+        archived = {_file_id(f) for kind in LIVE for f in files[kind]}
+        self._write_closed(rebuilt, watermark | archived)
+        self._lake.delete_files(closed, missing_ok=True)
+        return rebuilt
 
     def _read(self, files: list[str], schema: pa.Schema) -> pa.Table:
         table = self._lake.read_tables(files)
@@ -250,14 +313,13 @@ class SubmissionLedger:
         not be read so far. Live events win over a closed row of the same token (a rejected token
         accepted later).
         """
-        live = self.live_jobs(model_key)
-        closed = self._lake.read_dataset("ledger/closed", CLOSED_SCHEMA).to_pandas()
+        live = self.live_jobs(model_key)  # before the closed state: a compaction moves live to closed
+        closed = self.closed_jobs()
         if model_key is not None:
             closed = closed[closed["model_key"] == model_key]
         closed = closed[~closed["client_token"].isin(live["client_token"])]
         if closed.empty:
             return live
-        closed = closed.sort_values("recorded_at").drop_duplicates("client_token", keep="last")
         jobs = pd.concat([live, closed], ignore_index=True) if not live.empty else closed
         jobs["unreadable_reads"] = jobs["unreadable_reads"].fillna(0).astype("int64")
         return jobs.reset_index(drop=True)
@@ -266,6 +328,19 @@ class SubmissionLedger:
         """The open jobs, from the live events alone."""
         jobs = self.live_jobs(model_key)
         return jobs[jobs["status"] == "in_progress"].reset_index(drop=True)
+
+
+def _new_id() -> str:
+    """A file name that sorts by time and never collides: `<UTC stamp>-<8 hex>`."""
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
+
+
+def _closed_rows(ended: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(ended, schema=CLOSED_SCHEMA, preserve_index=False)
+
+
+def _file_id(path: str) -> str:
+    return path.rsplit("/", 1)[-1].removesuffix(".parquet")
 
 
 def derive_jobs(subs: pd.DataFrame, outs: pd.DataFrame) -> pd.DataFrame:

@@ -1,18 +1,22 @@
 """The ledger derives each job's state from append-only events."""
 
+import json
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from pydantic import PrivateAttr
 
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
 from resources.s3_storage import S3Storage
-from resources.submission_ledger import Outcome, SubmissionLedger, derive_jobs
+from resources.submission_ledger import FOLDED_KEY, Outcome, SubmissionLedger, derive_jobs
 
 
 def submission(uri: str, model=MARENGO_3_0) -> Submission:
@@ -110,13 +114,14 @@ def comparable(jobs: pd.DataFrame) -> pd.DataFrame:
     return jobs[columns].sort_values("client_token").reset_index(drop=True).astype(str)
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_state_after_random_events_and_compactions_equals_the_full_history(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
     subs = [submission(f"s3://m/{i}.mp4", rng.choice([MARENGO_3_0, MARENGO_2_7])) for i in range(30)]
     submitted: list[Submission] = []
     ended: dict[str, str] = {}  # client token -> its final status
+    saved: dict[Path, bytes] = {}  # a closed state as it once was
     for step in range(120):
         s = rng.choice(subs)
         token = s.job.client_token
@@ -140,6 +145,21 @@ def test_state_after_random_events_and_compactions_equals_the_full_history(tmp_p
             ledger.compact(min_files=rng.choice([1, 4, 8]))
         if rng.random() < 0.05:  # a compaction killed after writing its files, before deleting its inputs
             killed_compaction(ledger)
+        damage = rng.random()
+        if damage < 0.03:  # killed with its events archived, its closed file not written
+            killed_compaction(ledger, at="ledger/closed/", must_die=False)
+        elif damage < 0.05:  # killed between its two archive files
+            killed_compaction(ledger, at="ledger/archive/outcomes/", must_die=False)
+        elif damage < 0.07:  # the closed state deleted
+            for path in tmp_path.glob("ledger/closed/*.parquet"):
+                path.unlink()
+        elif damage < 0.09:
+            saved = {p: p.read_bytes() for p in tmp_path.glob("ledger/closed/*.parquet")}
+        elif damage < 0.11:  # an older closed state restored over the current one
+            for path in tmp_path.glob("ledger/closed/*.parquet"):
+                path.unlink()
+            for path, content in saved.items():
+                path.write_bytes(content)
     full = derive_jobs(ledger.submissions(), ledger.outcomes())
     assert comparable(ledger.jobs()).equals(comparable(full))
     assert comparable(ledger.in_progress()).equals(comparable(full[full["status"] == "in_progress"]))
@@ -148,21 +168,47 @@ def test_state_after_random_events_and_compactions_equals_the_full_history(tmp_p
         assert comparable(ledger.jobs(model.key)).equals(comparable(mine))
 
 
-class KilledBeforeDeleting(Exception):
+class Killed(Exception):
     pass
 
 
-class LakeKilledBeforeDeleting(Lake):
+class LakeKilledAt(Lake):
+    """Dies at the first write under `at`, or at the first delete when `at` is "delete"."""
+
+    at: str = "delete"
+
+    def write_table(self, table: pa.Table, relative: str) -> None:
+        if relative.startswith(self.at):
+            raise Killed
+        super().write_table(table, relative)
+
     def delete_files(self, relative_paths: list[str], missing_ok: bool = False) -> None:
-        raise KilledBeforeDeleting
+        if self.at == "delete":
+            raise Killed
+        super().delete_files(relative_paths, missing_ok)
 
 
-def killed_compaction(ledger: SubmissionLedger) -> None:
-    dying = SubmissionLedger(
-        LakeKilledBeforeDeleting(root=ledger._lake.root, storage=ledger._lake.storage), "x"
-    )
-    with pytest.raises(KilledBeforeDeleting):
+def killed_compaction(ledger: SubmissionLedger, at: str = "delete", must_die: bool = True) -> None:
+    """A compaction of every live file killed at `at` (one with nothing to archive may not get there)."""
+    dying = SubmissionLedger(LakeKilledAt(root=ledger._lake.root, storage=ledger._lake.storage, at=at), "x")
+    try:
         dying.compact(min_files=1)
+    except Killed:
+        return
+    assert not must_die, f"the compaction never reached {at}"
+
+
+class LakeWithAnotherRun(Lake):
+    """Runs `meanwhile` once, just before its first write under `at`: another run working between this
+    one's reads and its writes."""
+
+    at: str
+    _meanwhile: list[Callable[[], None]] = PrivateAttr(default_factory=list)
+
+    def write_table(self, table: pa.Table, relative: str) -> None:
+        if relative.startswith(self.at) and self._meanwhile:
+            self._meanwhile.pop()()
+        super().write_table(table, relative)
 
 
 def test_a_compaction_killed_before_deleting_its_inputs_loses_and_doubles_nothing(tmp_path: Path) -> None:
@@ -209,3 +255,110 @@ def test_unreadable_notes_keep_a_job_open_and_are_counted_once_each(tmp_path: Pa
     ledger.record_outcomes([outcome(a, "failed", "not readable after 3 failed reads")], "ingest-3")
     ledger.record_outcomes([outcome(a, "unreadable", "late note of a concurrent run")], "ingest-4")
     assert ledger.jobs().set_index("media_uri").loc["s3://m/a.mp4", "status"] == "failed"
+
+
+def ended_and_open(ledger: SubmissionLedger, ended: int, still_open: int) -> list[Submission]:
+    subs = [submission(f"s3://m/{i}.mp4") for i in range(ended + still_open)]
+    for s in subs:
+        ledger.record_submissions([s], {}, "run")
+    ledger.record_outcomes([outcome(s, "completed") for s in subs[:ended]], "ingest")
+    return subs
+
+
+def full_history(ledger: SubmissionLedger) -> pd.DataFrame:
+    return comparable(derive_jobs(ledger.submissions(), ledger.outcomes()))
+
+
+def test_a_missing_closed_state_is_rebuilt_from_the_archive_once(tmp_path: Path) -> None:
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    ended_and_open(ledger, 8, 3)
+    ledger.compact(min_files=1)
+    before = comparable(ledger.jobs())
+    assert before.equals(full_history(ledger)) and (before["status"] == "completed").sum() == 8
+    for path in tmp_path.glob("ledger/closed/*.parquet"):
+        path.unlink()
+
+    assert comparable(ledger.jobs()).equals(before), "rebuilt from the archived events"
+    [rebuilt] = tmp_path.glob("ledger/closed/*.parquet")
+    archived = {p.stem for p in tmp_path.glob("ledger/archive/*/*.parquet")}
+    assert set(json.loads(pq.read_schema(rebuilt).metadata[FOLDED_KEY])) == archived
+    assert comparable(ledger.jobs()).equals(before)
+    assert list(tmp_path.glob("ledger/closed/*.parquet")) == [rebuilt], "consistent now: not rebuilt again"
+
+
+def test_a_stale_closed_state_is_rebuilt(tmp_path: Path) -> None:
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    subs = ended_and_open(ledger, 4, 6)
+    ledger.compact(min_files=1)
+    stale = {p: p.read_bytes() for p in tmp_path.glob("ledger/closed/*.parquet")}
+    ledger.record_outcomes([outcome(s, "failed", "bad codec") for s in subs[4:]], "ingest-2")
+    ledger.compact(min_files=1)
+    for path in tmp_path.glob("ledger/closed/*.parquet"):
+        path.unlink()
+    for path, content in stale.items():  # the closed state as the first compaction left it
+        path.write_bytes(content)
+
+    jobs = ledger.jobs()
+    assert comparable(jobs).equals(full_history(ledger))
+    assert (jobs["status"] == "failed").sum() == 6 and ledger.in_progress().empty
+
+
+def test_a_kill_between_archiving_and_the_closed_state_heals_on_the_next_read(tmp_path: Path) -> None:
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    ended_and_open(ledger, 5, 2)
+    before = comparable(ledger.jobs())
+    killed_compaction(ledger, at="ledger/closed/")  # events archived, closed state not written
+    assert list(tmp_path.glob("ledger/archive/*/*.parquet")) and not list(tmp_path.glob("ledger/closed/*"))
+    assert comparable(ledger.jobs()).equals(before)
+    assert len(ledger.in_progress()) == 2
+    ledger.compact(min_files=1)
+    assert comparable(ledger.jobs()).equals(before)
+    assert len(ledger.live_jobs()) == 2, "only the open jobs stay live"
+
+
+def test_a_lake_from_before_the_watermark_is_rebuilt_once(tmp_path: Path) -> None:
+    """Archive files with no closed file naming them (an earlier layout): the first read rebuilds."""
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    ended_and_open(ledger, 5, 2)
+    ledger.compact(min_files=1)
+    before = comparable(ledger.jobs())
+    [closed] = tmp_path.glob("ledger/closed/*.parquet")
+    pq.write_table(pq.read_table(closed).replace_schema_metadata(None), closed)  # no watermark
+    assert comparable(ledger.jobs()).equals(before)
+    [rebuilt] = tmp_path.glob("ledger/closed/*.parquet")
+    assert rebuilt != closed and FOLDED_KEY in pq.read_schema(rebuilt).metadata
+
+
+def test_a_run_recording_during_a_compaction_loses_nothing(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    storage = S3Storage(region_name="us-east-1")
+    ledger = SubmissionLedger(Lake(root=root, storage=storage), "bedrock")
+    ended_and_open(ledger, 6, 3)
+    late = submission("s3://m/late.mp4")
+    slow_lake = LakeWithAnotherRun(root=root, storage=storage, at="ledger/archive/")
+    slow_lake._meanwhile.append(lambda: ledger.record_submissions([late], {}, "another-run"))
+    SubmissionLedger(slow_lake, "bedrock").compact(min_files=1)
+    assert late.job.client_token in set(ledger.in_progress()["client_token"])
+    assert len(ledger.in_progress()) == 4
+    assert comparable(ledger.jobs()).equals(full_history(ledger))
+
+
+@pytest.mark.parametrize("at", ["ledger/archive/", "ledger/closed/", "ledger/submissions/"])
+def test_two_compactions_at_once_lose_nothing(tmp_path: Path, at: str) -> None:
+    """The second compaction runs whole while the first is between reading its inputs and writing at `at`."""
+    root = str(tmp_path)
+    storage = S3Storage(region_name="us-east-1")
+    ledger = SubmissionLedger(Lake(root=root, storage=storage), "bedrock")
+    subs = ended_and_open(ledger, 6, 4)
+    ledger.compact(min_files=1)
+    ledger.record_outcomes([outcome(s, "completed") for s in subs[6:8]], "ingest-2")
+    ledger.record_submissions([submission("s3://m/new.mp4")], {}, "run-2")
+    first = LakeWithAnotherRun(root=root, storage=storage, at=at)
+    first._meanwhile.append(lambda: ledger.compact(min_files=1))
+    SubmissionLedger(first, "bedrock").compact(min_files=1)
+
+    assert comparable(ledger.jobs()).equals(full_history(ledger))
+    assert len(ledger.in_progress()) == 3
+    ledger.compact(min_files=1)
+    assert comparable(ledger.jobs()).equals(full_history(ledger))
+    assert len(ledger.live_jobs()) == 3
