@@ -15,13 +15,14 @@ from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import read_inventory
 from assets_defs.metadata import column_schema, preview
 from assets_defs.partitions import marengo_model_partitions
-from resources.bedrock_marengo_bodies import MarengoOutputError, OutputUnavailable
 from resources.embedding_jobs import EmbeddingJob, InvocationStatus, options_from_canonical
 from resources.embedding_table import EmbeddingTable
 from resources.invocation_findings import InvocationFindings
 from resources.lake import Lake
 from resources.marengo_models import MarengoModel, marengo_model
 from resources.marengo_provider import MarengoProvider
+from resources.marengo_providers import MarengoProviders
+from resources.provider_errors import MarengoOutputError, OutputUnavailable
 from resources.segment_schema import media_id, segment_schema, segments_table
 from resources.submission_ledger import Outcome, OutcomeStatus, SubmissionLedger, open_jobs
 
@@ -83,7 +84,7 @@ def running_too_long(running: pd.DataFrame, now: datetime, limit: timedelta) -> 
     late = running[now - submitted > limit].copy()
     late["age_hours"] = ((now - submitted[late.index]).dt.total_seconds() / 3600).round(1)
     return late.sort_values("age_hours", ascending=False)[
-        ["media_uri", "invocation_id", "submitted_at", "age_hours"]
+        ["media_uri", "provider", "invocation_id", "submitted_at", "age_hours"]
     ].reset_index(drop=True)
 
 
@@ -173,6 +174,7 @@ def _ingest_one(
         model=model,
         options=options_from_canonical(row["options"]),
         attempt=int(row["attempt"]),
+        provider=marengo.provider_name,
     )
     if status.state == "failed":
         reason = status.failure_message or "the provider reported a failure without a message"
@@ -201,7 +203,7 @@ def _ingest_one(
     table = segments_table(
         job,
         segments,
-        provider=marengo.provider_name,
+        route=marengo.route(model),
         invocation_id=status.invocation_id,
         ingested_at=datetime.now(UTC),
     )
@@ -272,7 +274,7 @@ def _segments_outside_media(table: pa.Table, durations: dict[str, float | None])
     ],
 )
 def marengo_embeddings(
-    context: dg.AssetExecutionContext, config: IngestConfig, marengo: MarengoProvider, lake: Lake
+    context: dg.AssetExecutionContext, config: IngestConfig, marengo: MarengoProviders, lake: Lake
 ) -> dg.MaterializeResult:
     """Segment embeddings from every finished invocation of this model version, in its Delta Lake table.
 
@@ -280,25 +282,31 @@ def marengo_embeddings(
     are recorded in the ledger with the provider's reason, and so are unusable outputs. A job the provider
     lost is recorded as lost (the next submission run starts a new attempt); a job that completed with no
     segments as no_content. Only transient read trouble leaves a job open, within limits, so every job
-    ends. Idempotent: a finished invocation is ingested once.
+    ends. Idempotent: a finished invocation is ingested once. Each job is read through the provider that
+    ran it, which may no longer be the one serving the version.
     """
     model = marengo_model(context.partition_key)
     table = EmbeddingTable(lake, model)
     table.ensure()  # created, or migrated from one file per object, on first use
-    ledger = SubmissionLedger(lake, marengo.provider_name)
+    ledger = SubmissionLedger(lake, marengo.serving(model).provider_name)
     findings = InvocationFindings(lake)
     known = findings.read(model.key)  # before the ledger: it then holds every job these findings name
-    pending = ledger.in_progress(model.key)
+    providers = {p.provider_name: p for p in marengo.configured()}
+    open_at = {name: SubmissionLedger(lake, name).in_progress(model.key) for name in providers}
+    pending = pd.concat(open_at.values(), ignore_index=True)
     rows: dict[str, dict[str, Any]] = {
         str(r["client_token"]): {str(k): v for k, v in r.items()} for r in pending.to_dict("records")
     }
     by_token = {s.client_token: s for s in known.statuses.values() if (s.client_token or "") in rows}
     listed = 0
     if config.list_provider:
-        rest = pending[~pending["client_token"].isin(list(by_token))]
-        if not rest.empty:
-            found = marengo.finished_invocations(open_jobs(rest), rest["submitted_at"].min().to_pydatetime())
-            listed = len(found)
+        for name, provider_open in open_at.items():
+            rest = provider_open[~provider_open["client_token"].isin(list(by_token))]
+            if rest.empty:
+                continue
+            oldest = rest["submitted_at"].min().to_pydatetime()
+            found = providers[name].finished_invocations(open_jobs(rest), oldest)
+            listed += len(found)
             by_token.update((s.client_token, s) for s in found if (s.client_token or "") in rows)
     finished = [s for s in by_token.values() if s.state != "in_progress"]
     inventory = read_inventory(lake)
@@ -309,14 +317,15 @@ def marengo_embeddings(
     overdue = running_too_long(still_running, now, timedelta(hours=config.running_age_limit_hours))
     for row in overdue.to_dict("records"):
         context.log.error(
-            f"{row['media_uri']}: {marengo.provider_name} still runs {row['invocation_id']} after "
+            f"{row['media_uri']}: {row['provider']} still runs {row['invocation_id']} after "
             f"{row['age_hours']} h; it is not resubmitted (it may still finish and bill), ask the provider"
         )
 
     def ingest(status: InvocationStatus) -> Ingested:
-        recorder = _Recorder(rows[status.client_token or ""], model, status.invocation_id, limits)
+        row = rows[status.client_token or ""]
+        recorder = _Recorder(row, model, status.invocation_id, limits)
         try:
-            return _ingest_one(marengo, lake, recorder, status, current_etags, now)
+            return _ingest_one(providers[row["provider"]], lake, recorder, status, current_etags, now)
         except Exception as error:  # one object's surprise must not lose the others' outcomes
             return recorder.unreadable(f"{type(error).__name__}: {error}", now)
 
@@ -364,7 +373,8 @@ def marengo_embeddings(
         metadata={
             "dagster/row_count": written.num_rows,
             "dagster/column_schema": column_schema(schema),
-            "model": model.base_model_id,
+            "model": model.key,
+            "providers": ", ".join(sorted(set(pending["provider"]))) if not pending.empty else "",
             "dimension": model.dimension,
             "invocations_finished": len(finished),
             "finished_from_findings": len(finished) - listed,

@@ -1,9 +1,11 @@
-"""Marengo async invocations: one StartAsyncInvoke per media object not yet embedded for a model version."""
+"""Marengo async invocations: one async embedding job per media object not yet embedded for a model
+version, at the provider configured to serve it (Bedrock StartAsyncInvoke, or a TwelveLabs embed task)."""
 
 import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Literal
 
 import dagster as dg
@@ -19,12 +21,14 @@ from resources.embedding_jobs import (
     EmbeddingOptions,
     InvocationStatus,
     Submission,
-    SubmissionRefused,
+    options_from_canonical,
 )
 from resources.invocation_findings import FREES_SLOT, InvocationFindings
 from resources.lake import Lake
-from resources.marengo_models import marengo_model
+from resources.marengo_models import MarengoModel, marengo_model
 from resources.marengo_provider import MarengoProvider
+from resources.marengo_providers import MarengoProviders
+from resources.provider_errors import ProviderError
 from resources.submission_ledger import Outcome, SubmissionLedger
 
 LEDGER_FLUSH_EVERY = 50
@@ -105,7 +109,7 @@ def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
     deps=[media_inventory],
     partitions_def=marengo_model_partitions,
     group_name="marengo",
-    kinds={"bedrock"},
+    kinds={"bedrock", "twelvelabs"},
     pool="marengo_submit",
     check_specs=[
         dg.AssetCheckSpec(
@@ -120,7 +124,7 @@ def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
     ],
 )
 def marengo_invocations(
-    context: dg.AssetExecutionContext, config: InvocationConfig, marengo: MarengoProvider, lake: Lake
+    context: dg.AssetExecutionContext, config: InvocationConfig, marengo: MarengoProviders, lake: Lake
 ) -> dg.MaterializeResult:
     """Starts an async embedding job for every usable media object not yet handled for this model version.
 
@@ -134,28 +138,50 @@ def marengo_invocations(
     starts a submission run once slots free.
     """
     model = marengo_model(context.partition_key)
+    provider = marengo.serving(model)
+    route = provider.route(model)
     planned_at = datetime.now(UTC)
     deadline = time.monotonic() + config.hold_quota_sec
     findings = InvocationFindings(lake)
     known = findings.read(model.key)  # before the ledger: it then holds every job these findings name
     inventory = read_inventory(lake)
-    ledger = SubmissionLedger(lake, marengo.provider_name)
-    ledger_jobs = ledger.jobs(model.key)
+    ledger = SubmissionLedger(lake, provider.provider_name)
+    every_provider = SubmissionLedger(lake, None).jobs(model.key)
+    seconds = dict(zip(inventory["media_uri"], inventory["duration_sec"], strict=True))
+    seconds = {uri: (None if pd.isna(s) else float(s)) for uri, s in seconds.items()}
+    recovered: list[Submission] = []
+    if provider.needs_intent:  # jobs a killed run created but never recorded: adopt, never create again
+        recovered = _recover_intents(provider, ledger, model, every_provider, config.options())
+        if recovered:
+            ledger.record_submissions(recovered, seconds, context.run_id)
+            context.log.warning(
+                f"{len(recovered)} jobs created by an earlier run that stopped before recording them were "
+                f"found at {provider.provider_name} and recorded; none is created again"
+            )
+            every_provider = SubmissionLedger(lake, None).jobs(model.key)
     plan = plan_submissions(
-        inventory, ledger_jobs, model, config.options(), config.max_attempts, config.max_lost
+        inventory,
+        every_provider,
+        model,
+        config.options(),
+        config.max_attempts,
+        config.max_lost,
+        provider.provider_name,
     )
-    quota = config.max_in_flight or marengo.max_in_flight(model)
+    quota = config.max_in_flight or provider.max_in_flight(model)
     slots = Slots(quota)
-    if not ledger_jobs.empty:
-        pending = ledger_jobs[ledger_jobs["status"] == "in_progress"]
+    if not every_provider.empty:  # the quota is this provider's: only its own open jobs hold slots
+        pending = every_provider[
+            (every_provider["status"] == "in_progress")
+            & (every_provider["provider"] == provider.provider_name)
+        ]
         for row in pending.to_dict("records"):
             submitted_at = pd.Timestamp(row["submitted_at"]).to_pydatetime()
             slots.take(str(row["client_token"]), str(row["invocation_id"]), submitted_at)
     # Finished at the provider but not ingested yet: their slots are free already.
     finished_before = slots.release(_finished_tokens(known.statuses.values()))
     in_flight = len(slots.held)
-    seconds = dict(zip(inventory["media_uri"], inventory["duration_sec"], strict=True))
-    seconds = {uri: (None if pd.isna(s) else float(s)) for uri, s in seconds.items()}
+    intended: set[str] = set()
 
     submitted: list[Submission] = []
     unflushed: list[Submission] = []
@@ -181,7 +207,7 @@ def marengo_invocations(
         still_open = slots.open_jobs()
         oldest = slots.oldest_submission()
         if still_open and oldest is not None:
-            listed = [s for s in marengo.newly_finished(still_open, oldest) if s.client_token in still_open]
+            listed = [s for s in provider.newly_finished(still_open, oldest) if s.client_token in still_open]
             findings.record(listed, model.key, found_by=f"submission run {context.run_id}")
             freed += slots.release(_finished_tokens(listed))
         seen_finishing += freed
@@ -200,12 +226,17 @@ def marengo_invocations(
                 wait_for_slots()
                 continue
             job = due.popleft()
+            if provider.needs_intent and job.client_token not in intended:
+                # One write for the jobs the free slots take next, before any of them is created.
+                batch = [job, *list(islice(due, max(0, min(slots.free(now), LEDGER_FLUSH_EVERY) - 1)))]
+                ledger.record_intents(batch, context.run_id)
+                intended.update(j.client_token for j in batch)
             try:
-                submission = marengo.submit(job)
-            except SubmissionRefused as refusal:
+                submission = provider.submit(job)
+            except ProviderError as refusal:
                 if refusal.permanent:
                     context.log.warning(
-                        f"{job.media_uri}: rejected by {marengo.provider_name}: {refusal.reason}"
+                        f"{job.media_uri}: rejected by {provider.provider_name}: {refusal.reason}"
                     )
                     rejected.append(_rejection(job, refusal.reason))
                     if refusal.object_specific:
@@ -241,7 +272,7 @@ def marengo_invocations(
     deferred = len(due)
     busy_reason = None
     if deferred and not setup_problem:
-        busy_reason = last_refusal or f"{quota} invocations in flight (the {marengo.provider_name} quota)"
+        busy_reason = last_refusal or f"{quota} invocations in flight (the {provider.provider_name} quota)"
         context.log.info(f"{deferred} objects wait for a later run: {busy_reason}")
     if setup_problem:
         busy_reason = f"stopped: every request refused with the same reason: {setup_problem}"
@@ -249,7 +280,7 @@ def marengo_invocations(
             f"{busy_reason}; {deferred} objects wait. Check the model access, region and buckets."
         )
     media_seconds = sum(seconds.get(s.job.media_uri) or 0.0 for s in submitted)
-    cost = sum(model.estimated_cost_usd(s.job.modality, seconds.get(s.job.media_uri)) for s in submitted)
+    cost = sum(route.estimated_cost_usd(s.job.modality, seconds.get(s.job.media_uri)) for s in submitted)
     rejected_frame = pd.DataFrame([{"media_uri": r.media_uri, "reason": r.reason} for r in rejected])
     submitted_frame = pd.DataFrame(
         [
@@ -259,8 +290,12 @@ def marengo_invocations(
     )
     return dg.MaterializeResult(
         metadata={
-            "model": model.base_model_id,
+            "model": model.key,
+            "provider": provider.provider_name,
+            "provider_model_id": route.model_id,
+            "priced": route.priced,
             "submitted": len(submitted),
+            "recovered_after_crash": len(recovered),
             "already_handled": plan.already_handled,
             "in_flight_before": in_flight,
             "finished_not_yet_ingested": finished_before,
@@ -293,3 +328,34 @@ def marengo_invocations(
             )
         ],
     )
+
+
+def _recover_intents(
+    provider: MarengoProvider,
+    ledger: SubmissionLedger,
+    model: MarengoModel,
+    jobs: pd.DataFrame,
+    options: EmbeddingOptions,
+) -> list[Submission]:
+    """The jobs of unclaimed intents (a run stopped between creating a job and recording it) that the
+    provider did create; planning then sees them in flight and creates nothing for them."""
+    intents = ledger.unclaimed_intents(model.key, jobs)
+    if intents.empty:
+        return []
+    pending = [
+        (
+            EmbeddingJob(
+                row["media_uri"],
+                row["etag"],
+                row["modality"],
+                model,
+                options_from_canonical(row["options"]),
+                int(row["attempt"]),
+                provider.provider_name,
+            ),
+            pd.Timestamp(row["intended_at"]).to_pydatetime(),
+        )
+        for row in intents.to_dict("records")
+    ]
+    claimed = set(jobs["invocation_id"].dropna()) if "invocation_id" in jobs else set()
+    return provider.find_submissions(pending, claimed)

@@ -54,7 +54,7 @@ def current_embeddings(lake: Lake, model: MarengoModel, inventory: pd.DataFrame)
     An object whose ETag changed keeps its previous embedding until the new one lands, so it stays
     searchable; an object gone from the inventory goes from the index.
     """
-    jobs = SubmissionLedger(lake, provider="").jobs(model.key)
+    jobs = SubmissionLedger(lake, None).jobs(model.key)
     done = jobs[
         jobs["status"].isin(["completed", "no_content"]) & jobs["media_uri"].isin(inventory["media_uri"])
     ]

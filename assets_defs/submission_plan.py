@@ -41,9 +41,14 @@ def plan_submissions(
     options: EmbeddingOptions,
     max_attempts: int,
     max_lost: int = 3,
+    provider: str = "bedrock",
 ) -> SubmissionPlan:
     """Vectorized over the ledger and the inventory: a library of a million objects plans in seconds, and
-    only objects that are not settled become `EmbeddingJob`s."""
+    only objects that are not settled become `EmbeddingJob`s.
+
+    `ledger_jobs` holds every provider's jobs for the model: an object embedded, running or refused at
+    any of them is settled, and attempts count across them. The due jobs go to `provider`.
+    """
     history = job_history(ledger_jobs)
     usable = inventory[inventory["status"] == "ok"]
     keys = job_keys(usable, model, options)
@@ -60,7 +65,7 @@ def plan_submissions(
         lost_of[~settled],
         strict=True,
     ):
-        job = EmbeddingJob(row["media_uri"], row["etag"], row["modality"], model, options)
+        job = EmbeddingJob(row["media_uri"], row["etag"], row["modality"], model, options, 1, provider)
         if failures >= max_attempts or lost >= max_lost:
             plan.out_of_attempts.append(job)
             continue
@@ -72,7 +77,9 @@ def plan_submissions(
         if lost:
             plan.after_lost.add(key)
         attempt = int(failures + lost + 1)
-        plan.due.append(EmbeddingJob(job.media_uri, job.etag, job.modality, model, options, attempt))
+        plan.due.append(
+            EmbeddingJob(job.media_uri, job.etag, job.modality, model, options, attempt, provider)
+        )
     return plan
 
 

@@ -39,6 +39,7 @@ from harness.local_env import local_settings
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
 from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
+from resources.model_routes import route
 
 THREADS = 8
 MODEL = marengo_model(SERVING_MODEL_KEY)
@@ -91,7 +92,7 @@ def plain_loop(env: dict[str, str], target: Any, prefix: str) -> int:
         token = f"plain-{etag[:16]}-{abs(hash(key)) % 10**12}"
         bedrock.start_async_invoke(
             clientRequestToken=token,
-            modelId=MODEL.base_model_id,
+            modelId=route("bedrock", MODEL.key).model_id,
             modelInput=plain_model_input(modality, uri),
             outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://lake/plain-async"}},
         )

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
 from resources.marengo_models import MARENGO_3_0
+from resources.model_routes import route
 from resources.s3_storage import S3Storage
 from resources.segment_index import SegmentIndex
 from resources.segment_schema import media_id, segments_table
@@ -39,7 +40,11 @@ def dataset(objects: int, segments: int) -> tuple[pa.Table, list[str]]:
         ]
         tables.append(
             segments_table(
-                job, rows, provider="bench", invocation_id=f"inv-{i}", ingested_at=datetime.now(UTC)
+                job,
+                rows,
+                route=route("bedrock", job.model.key),
+                invocation_id=f"inv-{i}",
+                ingested_at=datetime.now(UTC),
             )
         )
         ids.append(media_id(uri))

@@ -59,6 +59,7 @@ from mediaembed.runner import materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
 from resources.embedding_table import EmbeddingTable
 from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
+from resources.model_routes import route
 from resources.submission_ledger import SubmissionLedger
 
 THREADS = 8
@@ -212,7 +213,7 @@ def plain_ingest(env: dict[str, str], target: PlainTarget, jobs: dict[str, dict[
                 "modality": [job["modality"]] * n,
                 "provider": ["bedrock"] * n,
                 "model_key": [MODEL.key] * n,
-                "model_id": [MODEL.base_model_id] * n,
+                "model_id": [route("bedrock", MODEL.key).model_id] * n,
                 "model_version": [MODEL.version] * n,
                 "embedding_option": pa.array([s[0] for s in spans], pa.string()),
                 "embedding_scope": [s[1] or "clip" for s in spans],

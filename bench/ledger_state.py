@@ -44,6 +44,8 @@ from resources.embedding_jobs import (
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_3_0, MarengoModel
 from resources.marengo_provider import MarengoProvider
+from resources.marengo_providers import MarengoProviders
+from resources.model_routes import ProviderName
 from resources.s3_storage import S3Storage
 from resources.submission_ledger import OUTCOME_SCHEMA, SUBMISSION_SCHEMA, SubmissionLedger
 
@@ -55,7 +57,7 @@ class InstantProvider(MarengoProvider):
     """Answers every status question at once with "nothing finished", so a tick's time is the pipeline's."""
 
     @property
-    def provider_name(self) -> str:
+    def provider_name(self) -> ProviderName:
         return "bedrock"
 
     def submit(self, job: EmbeddingJob) -> Submission:
@@ -149,7 +151,7 @@ def best_of(work: Callable[[], Any], times: int = 3) -> tuple[float, Any]:
 
 def sensor_tick(instance: dg.DagsterInstance, lake: Lake, cursor: str | None) -> str | None:
     """One evaluation of the real sensor; returns its cursor for the next tick."""
-    resources = {"marengo": InstantProvider(), "lake": lake}
+    resources = {"marengo": MarengoProviders(bedrock=InstantProvider()), "lake": lake}
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
         result = marengo_invocation_sensor(context)
     assert isinstance(result, dg.SensorResult), result

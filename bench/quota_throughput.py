@@ -46,6 +46,7 @@ from resources.bedrock_marengo_bodies import async_model_input
 from resources.embedding_jobs import EmbeddingOptions
 from resources.lake import Lake
 from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
+from resources.model_routes import route
 from resources.s3_storage import S3Storage
 from resources.submission_ledger import SubmissionLedger
 
@@ -118,8 +119,10 @@ def plain_script(
         while waiting and len(in_flight) < quota:
             key = waiting.pop(0)
             response = client.start_async_invoke(
-                modelId=model.base_model_id,
-                modelInput=async_model_input(model, "image", f"s3://{bucket}/{key}", EmbeddingOptions()),
+                modelId=route("bedrock", model.key).model_id,
+                modelInput=async_model_input(
+                    route("bedrock", model.key), "image", f"s3://{bucket}/{key}", EmbeddingOptions()
+                ),
                 outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://lake/plain-async"}},
             )
             in_flight[response["invocationArn"]] = time.monotonic() + PLAIN_POLL_SEC
@@ -269,7 +272,7 @@ def main() -> None:
                 if daemon.poll() is not None:
                     raise RuntimeError(f"dagster-daemon exited with {daemon.returncode}:\n{tail(log.name)}")
                 done = len(ends_of(stack.bedrock))
-                jobs = SubmissionLedger(lake, "").jobs(SERVING_MODEL_KEY)
+                jobs = SubmissionLedger(lake, None).jobs(SERVING_MODEL_KEY)
                 completed = 0 if jobs.empty else int((jobs["status"] == "completed").sum())
                 if completed >= n and ingested_at is None:
                     ingested_at = time.time()

@@ -33,6 +33,7 @@ from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from mediaembed.search import Searcher, SearchSettings
 from resources.bedrock_query import embed_text, runtime_client
 from resources.marengo_models import MARENGO_3_0
+from resources.model_routes import route
 from resources.s3_storage import S3Storage
 from resources.segment_index import DEFAULT_ANN_MIN_ROWS, SegmentIndex, ann_partitions
 from resources.segment_schema import segment_schema
@@ -69,7 +70,7 @@ def segments(vectors: np.ndarray, per_object: int = 10) -> pa.Table:
         "modality": ["video"] * rows,
         "provider": ["bench"] * rows,
         "model_key": [MARENGO_3_0.key] * rows,
-        "model_id": [MARENGO_3_0.base_model_id] * rows,
+        "model_id": [route("bedrock", MARENGO_3_0.key).model_id] * rows,
         "model_version": [MARENGO_3_0.version] * rows,
         "embedding_option": ["visual"] * rows,
         "embedding_scope": ["clip"] * rows,
@@ -170,7 +171,7 @@ def warm(root: Path, endpoint: str, rows: int, n_queries: int, ann: bool) -> Non
     embed_times = []
     for text in texts:
         t0 = time.perf_counter()
-        embed_text(client, MARENGO_3_0, REGION, text)
+        embed_text(client, route("bedrock", MARENGO_3_0.key), REGION, text)
         embed_times.append((time.perf_counter() - t0) * 1000)
     report("query embedding alone", embed_times)
     label = f"search, {state.vector_index} nprobes {settings.nprobes} refine {settings.refine_factor}"

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from resources.embedding_table import EmbeddingTable
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_3_0
+from resources.model_routes import route
 from resources.s3_storage import S3Storage
 from resources.segment_schema import media_id, segment_schema
 
@@ -58,7 +59,7 @@ def make_rows(objects: int, segments: int, seed: int = 7) -> pa.Table:
         "modality": ["video"] * n,
         "provider": ["bedrock"] * n,
         "model_key": [MODEL.key] * n,
-        "model_id": [MODEL.base_model_id] * n,
+        "model_id": [route("bedrock", MODEL.key).model_id] * n,
         "model_version": [MODEL.version] * n,
         "embedding_option": ["visual"] * n,
         "embedding_scope": ["clip"] * n,

@@ -33,6 +33,8 @@ from botocore.exceptions import (
 
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.marengo_models import SERVING_MODEL_KEY, MarengoModel
+from resources.model_routes import route
+from resources.provider_errors import ProviderError
 
 if TYPE_CHECKING:
     from resources.s3_storage import S3Uri
@@ -247,8 +249,8 @@ def summarize(
         summary.submitted_failed = int((ours["status"] == "failed").sum())
         summary.estimated_cost_usd = float(
             sum(
-                model.estimated_cost_usd(m, None if pd.isna(s) else float(s))
-                for m, s in zip(ours["modality"], ours["media_seconds"], strict=True)
+                route(p, model.key).estimated_cost_usd(m, None if pd.isna(s) else float(s))
+                for p, m, s in zip(ours["provider"], ours["modality"], ours["media_seconds"], strict=True)
             )
         )
     return summary
@@ -368,16 +370,19 @@ class _Follower:
         self.progress.update(*self.counts)
 
 
-def _preflight(prefix: S3Uri, marengo: Any, environ: Mapping[str, str]) -> None:
+def _preflight(prefix: S3Uri, marengo: Any, lake: Any, model: Any, environ: Mapping[str, str]) -> None:
     """Ask each store once, cheaply, so a wrong name, access or endpoint is one line before any run."""
-    s3 = marengo.storage.get_client()
+    provider = marengo.serving(model)
+    s3 = lake.storage.get_client()
     try:
         listing = s3.list_objects_v2(Bucket=prefix.bucket, Prefix=prefix.key, MaxKeys=1)
     except (ClientError, BotoCoreError) as error:
         raise IngestError(explain_aws_error(error, str(prefix)) or str(error)) from error
     if not listing.get("KeyCount") and not listing.get("Contents"):
         raise IngestError(f"no objects under {prefix}: upload media there, or check the prefix")
-    stores = [("MEDIAEMBED_ASYNC_OUTPUT_URI", environ["MEDIAEMBED_ASYNC_OUTPUT_URI"])]
+    stores = []
+    if provider.provider_name == "bedrock":  # where Bedrock writes async results
+        stores.append(("MEDIAEMBED_ASYNC_OUTPUT_URI", environ["MEDIAEMBED_ASYNC_OUTPUT_URI"]))
     stores += [(n, environ[n]) for n in ("MEDIAEMBED_LAKE_URI", "MEDIAEMBED_INDEX_URI")]
     for name, uri in stores:
         if not uri.startswith("s3://") and name != "MEDIAEMBED_ASYNC_OUTPUT_URI":
@@ -392,7 +397,9 @@ def _preflight(prefix: S3Uri, marengo: Any, environ: Mapping[str, str]) -> None:
             message = explain_aws_error(error, f"s3://{bucket}/") or str(error)
             raise IngestError(f"{name}: {message}") from error
     try:
-        marengo.client().list_async_invokes(maxResults=1)
+        provider.preflight()
+    except ProviderError as error:
+        raise IngestError(error.reason) from error
     except (ClientError, BotoCoreError) as error:
         raise IngestError(explain_aws_error(error, "Bedrock runtime") or str(error)) from error
 
@@ -480,11 +487,14 @@ def _ingest(
         "lake": pipeline_resources["lake"],
     }
     with dg.build_resources(resources) as built:
-        _preflight(prefix, built.marengo, os.environ)
+        try:
+            _preflight(prefix, built.marengo, built.lake, model, os.environ)
+        except ProviderError as error:  # the serving provider is not configured
+            raise IngestError(error.reason) from error
         lake = built.lake
         if not replace:
             _check_lake_prefix(read_inventory(lake), str(prefix), os.environ["MEDIAEMBED_LAKE_URI"])
-        ledger = SubmissionLedger(lake, "")
+        ledger = SubmissionLedger(lake, None)
         wrote = prepare_instance_home(Path(os.environ["DAGSTER_HOME"]))
         if wrote:
             progress.say(wrote)

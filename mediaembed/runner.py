@@ -133,7 +133,7 @@ class SensorDriver:
         pause = interval_sec
         while True:
             launched = self.tick()
-            in_flight = SubmissionLedger(lake_resource, "").in_progress()
+            in_flight = SubmissionLedger(lake_resource, None).in_progress()
             if progress is not None:
                 progress(in_flight)
             if in_flight.empty or (until is not None and until(in_flight)):

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TextIO
 
-from resources.bedrock_query import QueryEmbeddingError, embed_text, runtime_client
+from resources.bedrock_query import embed_text, runtime_client
 from resources.marengo_models import MARENGO_MODELS, SERVING_MODEL_KEY, MarengoModel
+from resources.model_routes import ProviderName, configured_providers, route
+from resources.provider_errors import ProviderError, QueryEmbeddingError
 from resources.segment_search import (
     DEFAULT_NPROBES,
     DEFAULT_REFINE_FACTOR,
@@ -54,6 +56,11 @@ class SearchSettings:
     index_uri: str
     region: str
     bedrock_endpoint: str | None = None  # None: AWS_ENDPOINT_URL_BEDROCK_RUNTIME / config / AWS default
+    # Which provider embeds queries for each version (MEDIAEMBED_PROVIDERS over the defaults), and the
+    # TwelveLabs key and base URL (None: TWELVELABS_BASE_URL / the public API) where it is one of them.
+    providers: Mapping[str, ProviderName] | None = None
+    twelvelabs_api_key: str = ""
+    twelvelabs_base_url: str | None = None
     nprobes: int = DEFAULT_NPROBES
     refine_factor: int = DEFAULT_REFINE_FACTOR
 
@@ -77,7 +84,17 @@ class SearchSettings:
                 "AWS_REGION is not set: set it to the region of the Marengo model and your buckets "
                 f"(us-east-1, eu-west-1 or ap-northeast-2; {CONFIG_HELP}); {LOCAL_HINT}"
             )
-        return cls(index_uri=index_uri, region=region)
+        try:
+            providers = configured_providers(dict(env))
+        except ValueError as error:
+            raise BadQuery(str(error)) from None
+        return cls(
+            index_uri=index_uri,
+            region=region,
+            providers=providers,
+            twelvelabs_api_key=env.get("TWELVELABS_API_KEY", "").strip(),
+            twelvelabs_base_url=env.get("TWELVELABS_BASE_URL", "").strip() or None,
+        )
 
 
 def query_token_bound(text: str) -> int:
@@ -145,7 +162,8 @@ class Searcher:
     ) -> None:
         self.settings = settings
         self.read_consistency_interval = read_consistency_interval
-        self._client = runtime_client(settings.region, settings.bedrock_endpoint, "standard", max_attempts)
+        self._max_attempts = max_attempts
+        self._clients: dict[str, Any] = {}
         self._db: Any = None
         self._tables: dict[str, Any] = {}
 
@@ -161,12 +179,33 @@ class Searcher:
         check_query(text, model)
         table = self._table(model)
         try:
-            vector = embed_text(self._client, model, self.settings.region, text)
-        except QueryEmbeddingError as error:
+            vector = self._embed_query(model, text)
+        except (QueryEmbeddingError, ProviderError) as error:
             raise SearchError(str(error)) from None
         return search_segments(
             table, vector, top_k, nprobes=self.settings.nprobes, refine_factor=self.settings.refine_factor
         )
+
+    def _embed_query(self, model: MarengoModel, text: str) -> list[float]:
+        """The query vector from the provider that serves `model`: one client per provider, kept."""
+        provider = (self.settings.providers or configured_providers())[model.key]
+        if provider == "twelvelabs":
+            from resources.twelvelabs_query import api_client
+            from resources.twelvelabs_query import embed_text as twelvelabs_embed_text
+
+            client = self._clients.get(provider)
+            if client is None:
+                client = api_client(self.settings.twelvelabs_api_key, self.settings.twelvelabs_base_url)
+                self._clients[provider] = client
+            return twelvelabs_embed_text(client, route(provider, model.key), text)
+        client = self._clients.get(provider)
+        if client is None:
+            settings = self.settings
+            client = runtime_client(
+                settings.region, settings.bedrock_endpoint, "standard", self._max_attempts
+            )
+            self._clients[provider] = client
+        return embed_text(client, route(provider, model.key), self.settings.region, text)
 
     def _table(self, model: MarengoModel) -> Any:
         table = self._tables.get(model.key)

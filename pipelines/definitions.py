@@ -1,8 +1,9 @@
 """The code location: every asset, check, job, schedule, sensor and resource of the pipeline.
 
 All configuration comes from the environment. Endpoints follow the standard AWS variables
-(AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_BEDROCK_RUNTIME), so the same definitions run against AWS or the
-local emulators.
+(AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_BEDROCK_RUNTIME) and the TwelveLabs SDK's (TWELVELABS_BASE_URL), so
+the same definitions run against AWS and TwelveLabs or the local emulators. MEDIAEMBED_PROVIDERS picks the
+provider per Marengo version.
 """
 
 import dagster as dg
@@ -16,6 +17,7 @@ from pipelines.schedules import embed_new_media_schedule
 from pipelines.sensors import marengo_invocation_sensor
 from resources.bedrock_marengo import BedrockMarengo
 from resources.lake import Lake
+from resources.marengo_providers import MarengoProviders
 from resources.media_source import MediaSource
 from resources.s3_storage import S3Storage
 from resources.segment_index import SegmentIndex
@@ -25,10 +27,12 @@ storage = S3Storage(region_name=dg.EnvVar("AWS_REGION"))
 pipeline_resources = {
     "media": MediaSource(uri=dg.EnvVar("MEDIAEMBED_MEDIA_URI"), storage=storage),
     "lake": Lake(root=dg.EnvVar("MEDIAEMBED_LAKE_URI"), storage=storage),
-    "marengo": BedrockMarengo(
-        region_name=dg.EnvVar("AWS_REGION"),
-        output_s3_uri=dg.EnvVar("MEDIAEMBED_ASYNC_OUTPUT_URI"),
-        storage=storage,
+    "marengo": MarengoProviders(
+        bedrock=BedrockMarengo(
+            region_name=dg.EnvVar("AWS_REGION"),
+            output_s3_uri=dg.EnvVar("MEDIAEMBED_ASYNC_OUTPUT_URI"),
+            storage=storage,
+        ),
     ),
     "segment_index": SegmentIndex(uri=dg.EnvVar("MEDIAEMBED_INDEX_URI"), storage=storage),
 }

@@ -1,5 +1,9 @@
 """The sensor that follows Marengo invocations: it hands finished ones to an ingest run, and starts a
-submission run when the provider's quota has free slots and objects wait for them."""
+submission run when a provider's quota has free slots and objects wait for them.
+
+Each configured provider is asked only about its own open jobs (the ledger read filters by provider), so a
+Bedrock invocation ARN never reaches the TwelveLabs API, and jobs still open at a provider that no longer
+serves their model are followed to their end by that provider."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from resources.invocation_findings import FREES_SLOT, InvocationFindings
 from resources.lake import Lake
 from resources.marengo_models import marengo_model
 from resources.marengo_provider import MarengoProvider
+from resources.marengo_providers import MarengoProviders
 from resources.submission_ledger import SubmissionLedger, open_jobs
 
 # A finished invocation whose ingest run did not record it (the run failed or was cancelled, or its output
@@ -73,27 +78,35 @@ class SensorState:
     ),
 )
 def marengo_invocation_sensor(
-    context: dg.SensorEvaluationContext, marengo: MarengoProvider, lake: Lake
+    context: dg.SensorEvaluationContext, marengo: MarengoProviders, lake: Lake
 ) -> dg.SensorResult | dg.SkipReason:
     state = SensorState.load(context.cursor)
     now = time.time()
     store = InvocationFindings(lake)
     known = store.read()  # before the ledger: it then holds every job these findings name
-    pending = SubmissionLedger(lake, marengo.provider_name).in_progress()
-    open_ids = set(pending["invocation_id"])
+    open_at = {
+        p.provider_name: SubmissionLedger(lake, p.provider_name).in_progress() for p in marengo.configured()
+    }
+    pending = pd.concat(open_at.values(), ignore_index=True) if open_at else pd.DataFrame()
+    open_ids = set(pending["invocation_id"]) if not pending.empty else set()
     state.handed_off = {k: v for k, v in state.handed_off.items() if k in open_ids}
     found = {i: s for i, s in known.statuses.items() if i in open_ids}
-    model_of = dict(zip(pending["invocation_id"], pending["model_key"], strict=True))
+    model_of = dict(zip(pending["invocation_id"], pending["model_key"], strict=True)) if open_ids else {}
+    reconcile = state.reconciled_at is None or now - state.reconciled_at >= RECONCILE_EVERY_SEC
+    if reconcile:
+        state.reconciled_at = now
 
     listed: list[InvocationStatus] = []
-    if not pending.empty:
-        listed = _ask_provider(context, marengo, pending, found, state, now)
-        by_model: dict[str, list[InvocationStatus]] = defaultdict(list)
-        for status in listed:
-            by_model[model_of[status.invocation_id]].append(status)
-        for model_key, statuses in by_model.items():
-            store.record(statuses, model_key, found_by="sensor")
-        found.update((s.invocation_id, s) for s in listed)
+    for provider in marengo.configured():
+        provider_open = open_at[provider.provider_name]
+        if not provider_open.empty:
+            listed += _ask_provider(context, provider, provider_open, found, state, now, reconcile)
+    by_model: dict[str, list[InvocationStatus]] = defaultdict(list)
+    for status in listed:
+        by_model[model_of[status.invocation_id]].append(status)
+    for model_key, statuses in by_model.items():
+        store.record(statuses, model_key, found_by="sensor")
+    found.update((s.invocation_id, s) for s in listed)
 
     fresh = [
         s for i, s in found.items() if now - state.handed_off.get(i, -REHAND_AFTER_SEC) >= REHAND_AFTER_SEC
@@ -115,10 +128,14 @@ def marengo_invocation_sensor(
     ]
 
     finished_ids = {i for i, s in found.items() if s.state in FREES_SLOT}
+    routing = marengo.routing()
     for model_key in marengo_model_partitions.get_partition_keys():
-        in_model = pending[pending["model_key"] == model_key]
+        serving = open_at.get(routing[model_key])
+        if serving is None:
+            continue  # the provider of this version is not configured: nothing can be submitted to it
+        in_model = serving[serving["model_key"] == model_key]
         holding = sorted(set(in_model["invocation_id"]) - finished_ids)
-        request = _submission_request(context, marengo, model_key, holding)
+        request = _submission_request(context, marengo.serving(marengo_model(model_key)), model_key, holding)
         if request is not None:
             run_requests.append(request)
 
@@ -139,21 +156,20 @@ def _ask_provider(
     found: dict[str, InvocationStatus],
     state: SensorState,
     now: float,
+    reconcile: bool,
 ) -> list[InvocationStatus]:
-    """Which open jobs not found finished yet have finished now.
+    """Which of one provider's open jobs not found finished yet have finished now.
 
     Each tick asks cheaply about the jobs never handed off; the thorough check now and then also asks
     again about handed-off jobs still open after REHAND_AFTER_SEC whose finding is gone (their status
     could not be read), and finds what the cheap listing cannot see.
     """
-    reconcile = state.reconciled_at is None or now - state.reconciled_at >= RECONCILE_EVERY_SEC
     ids = pending["invocation_id"]
     not_found = ~ids.isin(list(found))
     handed_at = ids.map(state.handed_off)
     ask = not_found & handed_at.isna()
     if reconcile:
         ask |= not_found & (now - handed_at.fillna(now) >= REHAND_AFTER_SEC)
-        state.reconciled_at = now
     asked = pending[ask]
     if asked.empty:
         return []

@@ -11,12 +11,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, PrivateAttr
 
-from resources.bedrock_marengo_bodies import (
-    MarengoOutputError,
-    OutputUnavailable,
-    async_model_input,
-    parse_segments,
-)
+from resources.bedrock_marengo_bodies import async_model_input, parse_segments
 from resources.bedrock_query import embed_text, runtime_client
 from resources.embedding_jobs import (
     EmbeddingJob,
@@ -24,10 +19,18 @@ from resources.embedding_jobs import (
     InvocationStatus,
     SegmentEmbedding,
     Submission,
-    SubmissionRefused,
 )
 from resources.marengo_models import MarengoModel
 from resources.marengo_provider import MarengoProvider
+from resources.model_routes import ProviderName
+from resources.provider_errors import (
+    MarengoOutputError,
+    OutputUnavailable,
+    PermanentError,
+    ProviderError,
+    RetryableError,
+    SetupError,
+)
 from resources.s3_storage import S3Storage, S3Uri
 
 # Errors the SDK never retries and a retry of ours cannot fix now: the request or the set-up is wrong.
@@ -100,6 +103,18 @@ def refusal_is_object_specific(code: str, message: str, media_uri: str) -> bool:
     return not any(hint in masked for hint in SETUP_HINTS)
 
 
+def provider_error(code: str, message: str, media_uri: str) -> ProviderError | None:
+    """The neutral error for a botocore error code, or None for a code that fits none (it is raised)."""
+    reason = f"{code}: {message}"
+    if code in PERMANENT_ERRORS:
+        if refusal_is_object_specific(code, message, media_uri):
+            return PermanentError(reason)
+        return SetupError(reason)
+    if code in BUSY_ERRORS:
+        return RetryableError(reason)
+    return None
+
+
 def invocation_not_found(code: str, arn: str, region: str) -> bool:
     """Whether a GetAsyncInvoke error means the provider does not know this invocation.
 
@@ -128,7 +143,7 @@ class BedrockMarengo(MarengoProvider):
     _client: Any = PrivateAttr(default=None)
 
     @property
-    def provider_name(self) -> str:
+    def provider_name(self) -> ProviderName:
         return "bedrock"
 
     def default_quota(self, model: MarengoModel) -> int:
@@ -142,29 +157,31 @@ class BedrockMarengo(MarengoProvider):
             )
         return self._client
 
+    def preflight(self) -> None:
+        """botocore's errors go up as they are: callers explain them with the endpoint and the bucket."""
+        self.client().list_async_invokes(maxResults=1)
+
     def submit(self, job: EmbeddingJob) -> Submission:
         output = S3Uri.parse(self.output_s3_uri).join(job.model.key)
+        model_route = self.route(job.model)
         # Before the request: Bedrock's submit time is later, so listings from our time never miss the job.
         submitted_at = datetime.now(UTC)
         try:
             response = self.client().start_async_invoke(
                 clientRequestToken=job.client_token,
-                modelId=job.model.base_model_id,
+                modelId=model_route.model_id,
                 modelInput=async_model_input(
-                    job.model, job.modality, job.media_uri, job.options, self.bucket_owner
+                    model_route, job.modality, job.media_uri, job.options, self.bucket_owner
                 ),
                 outputDataConfig={"s3OutputDataConfig": {"s3Uri": str(output)}},
             )
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             message = error.response.get("Error", {}).get("Message", "")
-            reason = f"{code}: {message}"
-            if code in PERMANENT_ERRORS:
-                specific = refusal_is_object_specific(code, message, job.media_uri)
-                raise SubmissionRefused(reason, permanent=True, object_specific=specific) from error
-            if code in BUSY_ERRORS:
-                raise SubmissionRefused(reason, permanent=False) from error
-            raise
+            refusal = provider_error(code, message, job.media_uri)
+            if refusal is None:
+                raise
+            raise refusal from error
         arn = response["invocationArn"]
         return Submission(
             job=job,
@@ -260,7 +277,7 @@ class BedrockMarengo(MarengoProvider):
 
     def embed_text(self, text: str, model: MarengoModel) -> list[float]:
         """Raises QueryEmbeddingError with one actionable line (endpoint, credentials, model access)."""
-        return embed_text(self.client(), model, self.region_name, text)
+        return embed_text(self.client(), self.route(model), self.region_name, text)
 
 
 def _status(summary: dict[str, Any]) -> InvocationStatus:

@@ -14,15 +14,8 @@ import numpy.typing as npt
 
 from resources.embedding_jobs import EmbeddingOptions, SegmentEmbedding
 from resources.marengo_models import MarengoModel, Modality
-
-
-class MarengoOutputError(ValueError):
-    """A Marengo response that does not hold the embeddings it should."""
-
-
-class OutputUnavailable(RuntimeError):
-    """A finished job's output could not be read now (access, network, throttling): the job itself may be
-    fine, so it must stay open and be read again rather than count as a failed, re-billed attempt."""
+from resources.model_routes import ModelRoute
+from resources.provider_errors import MarengoOutputError
 
 
 def s3_media_source(uri: str, bucket_owner: str | None = None) -> dict[str, Any]:
@@ -33,7 +26,7 @@ def s3_media_source(uri: str, bucket_owner: str | None = None) -> dict[str, Any]
 
 
 def async_model_input(
-    model: MarengoModel,
+    route: ModelRoute,
     modality: Modality,
     media_uri: str,
     options: EmbeddingOptions,
@@ -41,9 +34,9 @@ def async_model_input(
 ) -> dict[str, Any]:
     """The `modelInput` document of StartAsyncInvoke for one media object."""
     source = s3_media_source(media_uri, bucket_owner)
-    if model.request_style == "flat":
-        return _flat_media_input(model, modality, source, options)
-    return _nested_media_input(model, modality, source, options)
+    if route.request_style == "bedrock-flat":
+        return _flat_media_input(route.model, modality, source, options)
+    return _nested_media_input(route.model, modality, source, options)
 
 
 def _flat_media_input(
@@ -77,9 +70,9 @@ def _nested_media_input(
     return {"inputType": modality, modality: params}
 
 
-def text_query_body(model: MarengoModel, text: str) -> dict[str, Any]:
+def text_query_body(route: ModelRoute, text: str) -> dict[str, Any]:
     """The InvokeModel body that embeds a search query into the model's space."""
-    if model.request_style == "flat":
+    if route.request_style == "bedrock-flat":
         return {"inputType": "text", "inputText": text}
     return {"inputType": "text", "text": {"inputText": text}}
 

@@ -21,14 +21,12 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as EndpointUnreachable
 
-from resources.bedrock_marengo_bodies import MarengoOutputError, parse_segments, text_query_body
+from resources.bedrock_marengo_bodies import parse_segments, text_query_body
 from resources.marengo_models import MarengoModel
+from resources.model_routes import ModelRoute
+from resources.provider_errors import MarengoOutputError, QueryEmbeddingError
 
 RetryMode = Literal["standard", "adaptive", "legacy"]
-
-
-class QueryEmbeddingError(RuntimeError):
-    """The query could not be embedded; the message is one line a person can act on."""
 
 
 def runtime_client(
@@ -42,10 +40,12 @@ def runtime_client(
     )
 
 
-def embed_text(client: Any, model: MarengoModel, region_name: str, text: str) -> list[float]:
-    """A query vector in `model`'s space from InvokeModel; every failure becomes a QueryEmbeddingError."""
+def embed_text(client: Any, route: ModelRoute, region_name: str, text: str) -> list[float]:
+    """A query vector in the route's model space from InvokeModel; every failure becomes a
+    QueryEmbeddingError."""
+    model = route.model
     try:
-        model_id = model.sync_model_id(region_name)
+        model_id = route.sync_model_id(region_name)
     except ValueError as error:
         hint = "set AWS_REGION to us-east-1, eu-west-1 or ap-northeast-2"
         raise QueryEmbeddingError(f"{error}; {hint}") from None
@@ -53,7 +53,7 @@ def embed_text(client: Any, model: MarengoModel, region_name: str, text: str) ->
     try:
         response = client.invoke_model(
             modelId=model_id,
-            body=json.dumps(text_query_body(model, text)),
+            body=json.dumps(text_query_body(route, text)),
             contentType="application/json",
             accept="application/json",
         )

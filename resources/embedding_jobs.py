@@ -48,7 +48,12 @@ class EmbeddingOptions:
 
 @dataclass(frozen=True)
 class EmbeddingJob:
-    """One media object to embed with one model: the unit that is submitted, billed and ledgered."""
+    """One media object to embed with one model: the unit that is submitted, billed and ledgered.
+
+    Its key names what is embedded (object, model, options), not who embeds it: a version switched to
+    another provider does not re-embed what the first one did. Its client token names one attempt at one
+    provider, so the ledger tells the providers' jobs apart by token alone.
+    """
 
     media_uri: str
     etag: str
@@ -56,6 +61,7 @@ class EmbeddingJob:
     model: MarengoModel
     options: EmbeddingOptions
     attempt: int = 1
+    provider: str = "bedrock"
 
     @property
     def job_key(self) -> str:
@@ -66,13 +72,16 @@ class EmbeddingJob:
         """The job key of another object with this job's modality, model and options (planning uses it to
         key a whole inventory without a job per object)."""
         options = self.options.applicable(self.modality)
-        raw = "|".join([media_uri, etag, self.model.base_model_id, options])
+        raw = "|".join([media_uri, etag, self.model.job_identity, options])
         return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
     @property
     def client_token(self) -> str:
-        """Idempotency token: a replay of the same attempt can never start (and bill) a second job."""
-        return f"me-{self.job_key}-a{self.attempt}"
+        """Idempotency token: a replay of the same attempt can never start (and bill) a second job.
+        Bedrock's tokens keep the form they had before there were two providers (its jobs' tokens must
+        not change); the others name their provider."""
+        suffix = "" if self.provider == "bedrock" else f"-{self.provider}"
+        return f"me-{self.job_key}-a{self.attempt}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -81,22 +90,6 @@ class Submission:
     invocation_id: str
     output_uri: str | None
     submitted_at: datetime
-
-
-class SubmissionRefused(Exception):
-    """The provider would not take a job.
-
-    `permanent` means retrying now cannot help; otherwise the provider is busy (quota, throttling, outage)
-    and the job should wait for a later run. A permanent refusal is `object_specific` when it is about this
-    object (bad media, over a limit): it says nothing about the next object. Otherwise it is about the set-up
-    (access, model not enabled, region, buckets) and would refuse every object alike.
-    """
-
-    def __init__(self, reason: str, *, permanent: bool, object_specific: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.permanent = permanent
-        self.object_specific = object_specific
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,31 @@
-"""Marengo model versions as data.
+"""Marengo model versions as data: what a version is, whoever serves it.
 
-Everything that differs between Marengo versions (ids, vector size, request shape, limits, prices) lives in
-one record, so a new version is a new entry here rather than a code path. 2.7 and 3.0 vectors live in
-different spaces: the `key` is what separates their tables, indexes and partitions.
+A record holds the facts of the model itself (its space and vector size, the inputs and options it has, its
+documented limits). How one provider reaches it (model id, request style, inference profiles, prices) is a
+route (`resources/model_routes.py`), and which provider serves which version is configuration. 2.7, 3.0 and
+3.5 vectors live in different spaces: the `key` is what separates their tables, indexes and partitions.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
 Modality = Literal["video", "audio", "image"]
-RequestStyle = Literal["flat", "nested"]
 
 
 @dataclass(frozen=True)
 class MarengoModel:
     key: str
     version: str
-    base_model_id: str
+    # What job keys hash to name the model. For 2.7 and 3.0 it is the Bedrock model id they were first
+    # keyed by, kept so that no existing job changes key (and is billed again); it names the model's space,
+    # not a provider: the same object embedded by either provider is the same job.
+    job_identity: str
     dimension: int
-    request_style: RequestStyle
-    profile_geos: tuple[str, ...]
     video_embedding_options: tuple[str, ...]
     audio_embedding_options: tuple[str, ...]
-    sync_base_id_regions: tuple[str, ...]
     max_media_bytes: int
     max_media_seconds: float
     max_image_bytes: int
@@ -32,34 +33,11 @@ class MarengoModel:
     # `textTruncate: end`, its default) rather than refused (3.0).
     max_text_tokens: int
     truncates_long_text: bool
-    # USD, from public price tables; the Bedrock pricing page is authoritative.
-    usd_per_video_second: float
-    usd_per_audio_second: float
-    usd_per_image: float
-
-    def sync_model_id(self, region: str) -> str:
-        """InvokeModel takes a geographic inference profile (or, where offered, the base id);
-        StartAsyncInvoke takes the base id."""
-        geo = {"us": "us", "eu": "eu", "ap": "apac"}.get(region.split("-", 1)[0])
-        if geo is None or geo not in self.profile_geos:
-            if region in self.sync_base_id_regions:
-                return self.base_model_id
-            raise ValueError(
-                f"Marengo {self.version} has no inference profile for region {region!r} "
-                f"(profiles: {', '.join(self.profile_geos)})"
-            )
-        return f"{geo}.{self.base_model_id}"
 
     def embedding_options(self, modality: Modality) -> tuple[str, ...]:
         return {"video": self.video_embedding_options, "audio": self.audio_embedding_options}.get(
             modality, ()
         )
-
-    def estimated_cost_usd(self, modality: Modality, media_seconds: float | None) -> float:
-        if modality == "image":
-            return self.usd_per_image
-        rate = self.usd_per_video_second if modality == "video" else self.usd_per_audio_second
-        return rate * (media_seconds or 0.0)
 
     def limit_violation(self, modality: Modality, size_bytes: int, media_seconds: float | None) -> str | None:
         """Why this object cannot be sent to this model, or None when it is within the documented limits."""
@@ -82,44 +60,60 @@ MB = 1024**2
 MARENGO_2_7 = MarengoModel(
     key="marengo-2.7",
     version="2.7",
-    base_model_id="twelvelabs.marengo-embed-2-7-v1:0",
+    job_identity="twelvelabs.marengo-embed-2-7-v1:0",
     dimension=1024,
-    request_style="flat",
-    profile_geos=("us", "eu", "apac"),
     video_embedding_options=("visual-text", "visual-image", "audio"),
     audio_embedding_options=(),
-    sync_base_id_regions=(),
     max_media_bytes=2 * GB,
     max_media_seconds=2 * 3600,
     max_image_bytes=5 * MB,
     max_text_tokens=77,
     truncates_long_text=True,
-    usd_per_video_second=0.0007,
-    usd_per_audio_second=0.00014,
-    usd_per_image=0.0001,
 )
 
 MARENGO_3_0 = MarengoModel(
     key="marengo-3.0",
     version="3.0",
-    base_model_id="twelvelabs.marengo-embed-3-0-v1:0",
+    job_identity="twelvelabs.marengo-embed-3-0-v1:0",
     dimension=512,
-    request_style="nested",
-    profile_geos=("us", "eu"),
     video_embedding_options=("visual", "audio", "transcription"),
     audio_embedding_options=("audio", "transcription"),
-    sync_base_id_regions=("us-east-1", "ap-northeast-2"),
     max_media_bytes=6 * GB,
     max_media_seconds=4 * 3600,
     max_image_bytes=5 * MB,
     max_text_tokens=500,
     truncates_long_text=False,
-    usd_per_video_second=0.0007,
-    usd_per_audio_second=0.00014,
-    usd_per_image=0.0001,
 )
 
-MARENGO_MODELS: dict[str, MarengoModel] = {m.key: m for m in (MARENGO_2_7, MARENGO_3_0)}
+# Matryoshka vectors: a shorter one is the start of the full 512-d one. The length is configuration, read
+# once (a process serves one length); it is part of the job identity, since vectors of two lengths cannot
+# share a table or an index.
+MARENGO_3_5_DIMENSION_ENV = "MEDIAEMBED_MARENGO_3_5_DIMENSION"
+
+
+def _matryoshka_dimension(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 512:
+        raise ValueError(f"{MARENGO_3_5_DIMENSION_ENV}={text!r}: give a whole number from 1 to 512, as 256")
+    return int(text)
+
+
+_DIMENSION_3_5 = _matryoshka_dimension(os.environ.get(MARENGO_3_5_DIMENSION_ENV, "512").strip())
+MARENGO_3_5 = MarengoModel(
+    key="marengo-3.5",
+    version="3.5",
+    job_identity=f"marengo3.5@{_DIMENSION_3_5}",
+    dimension=_DIMENSION_3_5,
+    video_embedding_options=("visual", "audio", "transcription"),
+    audio_embedding_options=("audio", "transcription"),
+    # The SDK defers 3.5's limits to its model page, which the reference does not capture: 3.0's apply.
+    max_media_bytes=6 * GB,
+    max_media_seconds=4 * 3600,
+    max_image_bytes=5 * MB,
+    max_text_tokens=2000,
+    truncates_long_text=False,
+)
+
+MARENGO_MODELS: dict[str, MarengoModel] = {m.key: m for m in (MARENGO_2_7, MARENGO_3_0, MARENGO_3_5)}
 SERVING_MODEL_KEY = MARENGO_3_0.key
 
 

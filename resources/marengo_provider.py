@@ -1,6 +1,7 @@
 """What the pipeline needs from whoever serves Marengo, whichever service that is.
 
-Assets and sensors depend on this interface only; Bedrock (and later the TwelveLabs API) implement it.
+Assets and sensors depend on this interface only; Bedrock and the TwelveLabs API implement it. Failures
+reach callers as the neutral family in `resources/provider_errors.py`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import Field
 
 from resources.embedding_jobs import EmbeddingJob, InvocationStatus, SegmentEmbedding, Submission
 from resources.marengo_models import MARENGO_MODELS, MarengoModel
+from resources.model_routes import ModelRoute, ProviderName, route
 
 # Concurrent async jobs per model, "marengo-3.0=30,marengo-2.7=30", when the resource does not set them.
 QUOTAS_ENV = "MEDIAEMBED_QUOTAS"
@@ -48,7 +50,11 @@ class MarengoProvider(dg.ConfigurableResource):
 
     @property
     @abstractmethod
-    def provider_name(self) -> str: ...
+    def provider_name(self) -> ProviderName: ...
+
+    def route(self, model: MarengoModel) -> ModelRoute:
+        """How this provider reaches `model` (its id, request style, prices)."""
+        return route(self.provider_name, model.key)
 
     def default_quota(self, model: MarengoModel) -> int:
         """Concurrent async jobs the provider accepts for `model` unless the account has asked for more."""
@@ -62,9 +68,28 @@ class MarengoProvider(dg.ConfigurableResource):
             quotas = parse_quotas(os.environ.get(QUOTAS_ENV, ""))
         return quotas.get(model.key, self.default_quota(model))
 
+    @property
+    def needs_intent(self) -> bool:
+        """Whether submission runs must record an intent before each submit: a provider without an
+        idempotency token cannot tell a retried create from a new one."""
+        return False
+
+    def find_submissions(
+        self, intents: list[tuple[EmbeddingJob, datetime]], claimed: set[str]
+    ) -> list[Submission]:
+        """For providers that need intents: the jobs that runs created after recording these intents (job,
+        when) but never recorded, skipping invocation ids in `claimed` (the ledger has them already)."""
+        raise NotImplementedError(f"{self.provider_name} has idempotency tokens and records no intents")
+
+    def preflight(self) -> None:
+        """One cheap call that proves the endpoint, credentials and access work; raises a ProviderError
+        (SetupError for what a person must fix) with one line that says what to do."""
+
     @abstractmethod
     def submit(self, job: EmbeddingJob) -> Submission:
-        """Start one asynchronous embedding job; raises SubmissionRefused when the provider declines."""
+        """Start one asynchronous embedding job; raises a ProviderError when the provider declines
+        (RetryableError: wait and send it again with the same identity; PermanentError: this object;
+        SetupError: every object)."""
 
     @abstractmethod
     def finished_invocations(

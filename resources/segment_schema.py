@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from resources.embedding_jobs import EmbeddingJob, SegmentEmbedding
+from resources.model_routes import ModelRoute
 
 
 def media_id(media_uri: str) -> str:
@@ -61,7 +62,7 @@ def segments_table(
     job: EmbeddingJob,
     segments: list[SegmentEmbedding],
     *,
-    provider: str,
+    route: ModelRoute,
     invocation_id: str,
     ingested_at: datetime,
 ) -> pa.Table:
@@ -83,9 +84,9 @@ def segments_table(
         "media_uri": [job.media_uri] * n,
         "etag": [job.etag] * n,
         "modality": [job.modality] * n,
-        "provider": [provider] * n,
+        "provider": [route.provider] * n,
         "model_key": [job.model.key] * n,
-        "model_id": [job.model.base_model_id] * n,
+        "model_id": [route.model_id] * n,
         "model_version": [job.model.version] * n,
         "embedding_option": [s.embedding_option for s in segments],
         "embedding_scope": [s.embedding_scope for s in segments],

@@ -24,14 +24,14 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from resources.embedding_jobs import Submission
+from resources.embedding_jobs import EmbeddingJob, Submission
 from resources.lake import READ_ATTEMPTS, Lake
 
 # completed: segments written; no_content: completed with no segments (nothing to embed, nothing indexed);
@@ -100,6 +100,28 @@ CLOSED_SCHEMA = pa.schema(
 )
 
 
+# What a submission run is about to create at a provider without idempotency tokens, written before the
+# create: a run killed between the create and its submission row leaves an intent no submission claims, and
+# the next run finds the task the provider made instead of making a second one (see `unclaimed_intents`).
+INTENT_SCHEMA = pa.schema(
+    [
+        ("client_token", pa.string()),
+        ("job_key", pa.string()),
+        ("attempt", pa.int32()),
+        ("media_uri", pa.string()),
+        ("etag", pa.string()),
+        ("modality", pa.string()),
+        ("model_key", pa.string()),
+        ("options", pa.string()),
+        ("provider", pa.string()),
+        ("intended_at", TS),
+        ("run_id", pa.string()),
+    ]
+)
+# Intents are reconciled by the next submission run, minutes later; older ones are history (a task created
+# that long ago and never recorded is the one window left, see the README).
+INTENT_HORIZON = timedelta(days=1)
+
 SCHEMAS = (SUBMISSION_SCHEMA, OUTCOME_SCHEMA)
 # Parquet key-value metadata of a closed file: the JSON list of the compactions (ids, the names of their
 # archive files) whose ended jobs it holds. The closed state is complete when it names every archive file.
@@ -140,7 +162,13 @@ def open_jobs(jobs: pd.DataFrame) -> dict[str, str]:
 
 
 class SubmissionLedger:
-    def __init__(self, lake: Lake, provider: str) -> None:
+    """One provider's view of the ledger: reads see that provider's jobs only and writes are its own.
+
+    `provider=None` reads every provider's jobs: planning does, since a job's key names the model and the
+    object, not who embedded it, and so does the index; it cannot write.
+    """
+
+    def __init__(self, lake: Lake, provider: str | None) -> None:
         self._lake = lake
         self._provider = provider
 
@@ -158,7 +186,7 @@ class SubmissionLedger:
                 "media_seconds": media_seconds.get(s.job.media_uri),
                 "model_key": s.job.model.key,
                 "options": s.job.options.canonical(),
-                "provider": self._provider,
+                "provider": self._writer(),
                 "invocation_id": s.invocation_id,
                 "output_uri": s.output_uri,
                 "submitted_at": s.submitted_at,
@@ -168,7 +196,43 @@ class SubmissionLedger:
         ]
         self._append("submissions", rows, SUBMISSION_SCHEMA)
 
+    def record_intents(self, jobs: Iterable[EmbeddingJob], run_id: str) -> None:
+        """Before creating these jobs at a provider without idempotency tokens (one write for the batch)."""
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "client_token": j.client_token,
+                "job_key": j.job_key,
+                "attempt": j.attempt,
+                "media_uri": j.media_uri,
+                "etag": j.etag,
+                "modality": j.modality,
+                "model_key": j.model.key,
+                "options": j.options.canonical(),
+                "provider": self._writer(),
+                "intended_at": now,
+                "run_id": run_id,
+            }
+            for j in jobs
+        ]
+        self._append("intents", rows, INTENT_SCHEMA)
+
+    def unclaimed_intents(self, model_key: str, jobs: pd.DataFrame) -> pd.DataFrame:
+        """This provider's recent intents for `model_key` whose token no job in `jobs` (the ledger's jobs,
+        live and closed) holds: a run recorded them and may have created the job, but never recorded it."""
+        intents = self._events("intents", INTENT_SCHEMA)
+        recent = intents["intended_at"] >= pd.Timestamp(datetime.now(UTC) - INTENT_HORIZON)
+        mine = (intents["provider"] == self._writer()) & (intents["model_key"] == model_key) & recent
+        intents = intents[mine & ~intents["client_token"].isin(jobs["client_token"])]
+        return intents.sort_values("intended_at").drop_duplicates("client_token", keep="first")
+
+    def _writer(self) -> str:
+        if self._provider is None:
+            raise ValueError("a ledger read across providers cannot record; name the provider")
+        return self._provider
+
     def record_outcomes(self, outcomes: Iterable[Outcome], run_id: str) -> None:
+        self._writer()
         now = datetime.now(UTC)
         rows = [{**o.__dict__, "recorded_at": now, "run_id": run_id} for o in outcomes]
         self._append("outcomes", rows, OUTCOME_SCHEMA)
@@ -222,6 +286,7 @@ class SubmissionLedger:
             for kind in LIVE:
                 self._lake.delete_files(files[kind], missing_ok=True)
             folded += sum(len(f) for f in files.values())
+        self._forget_old_intents()
         if len(self._lake.list_files("ledger/closed")) >= min_files:
             try:
                 closed, watermark, rows = self._closed()
@@ -231,6 +296,12 @@ class SubmissionLedger:
             self._lake.delete_files(closed, missing_ok=True)
             folded += len(closed)
         return folded
+
+    def _forget_old_intents(self) -> None:
+        """Intent files past twice the horizon are never read again (file names start with their time)."""
+        cutoff = (datetime.now(UTC) - 2 * INTENT_HORIZON).strftime("%Y%m%dT%H%M%S%f")
+        old = [f for f in self._lake.list_files("ledger/intents") if _file_id(f) < cutoff]
+        self._lake.delete_files(old, missing_ok=True)
 
     def _closed(self) -> tuple[list[str], set[str], pa.Table]:
         """The closed files, the compactions their watermarks name, and their rows (duplicates kept)."""
@@ -303,6 +374,9 @@ class SubmissionLedger:
         if model_key is not None:
             subs = subs[subs["model_key"] == model_key]
             outs = outs[outs["model_key"] == model_key]
+        if self._provider is not None:  # outcomes follow their submission's token (tokens name a provider)
+            subs = subs[subs["provider"] == self._provider]
+            outs = outs[outs["client_token"].isin(subs["client_token"]) | _token_of(outs, self._provider)]
         return derive_jobs(subs, outs)
 
     def jobs(self, model_key: str | None = None) -> pd.DataFrame:
@@ -317,6 +391,8 @@ class SubmissionLedger:
         closed = self.closed_jobs()
         if model_key is not None:
             closed = closed[closed["model_key"] == model_key]
+        if self._provider is not None:
+            closed = closed[(closed["provider"] == self._provider) | _token_of(closed, self._provider)]
         closed = closed[~closed["client_token"].isin(live["client_token"])]
         if closed.empty:
             return live
@@ -328,6 +404,14 @@ class SubmissionLedger:
         """The open jobs, from the live events alone."""
         jobs = self.live_jobs(model_key)
         return jobs[jobs["status"] == "in_progress"].reset_index(drop=True)
+
+
+def _token_of(rows: pd.DataFrame, provider: str) -> pd.Series:
+    """Rows whose client token names `provider` (a rejection has no submission to say whose it was)."""
+    tokens = rows["client_token"].astype(str)
+    if provider == "bedrock":  # Bedrock's tokens predate the provider suffix
+        return ~tokens.str.contains(r"-a\d+-[a-z]+$", regex=True)
+    return tokens.str.endswith(f"-{provider}")
 
 
 def _new_id() -> str:

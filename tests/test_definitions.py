@@ -28,10 +28,10 @@ def test_asset_catalog_snapshot() -> None:
         )
         for node in graph.asset_nodes
     }
-    models = ["marengo-2.7", "marengo-3.0"]
+    models = ["marengo-2.7", "marengo-3.0", "marengo-3.5"]
     assert catalog == {
         "media/inventory": ("media", ["parquet", "s3"], None),
-        "marengo/invocations": ("marengo", ["bedrock"], models),
+        "marengo/invocations": ("marengo", ["bedrock", "twelvelabs"], models),
         "marengo/embeddings": ("marengo", ["deltalake", "s3"], models),
         "search/marengo_segments": ("search", ["lancedb"], models),
     }

@@ -231,7 +231,7 @@ class FaultWorld:
         return self.run("ingest_marengo_embeddings", run_config, instance)
 
     def ledger(self) -> SubmissionLedger:
-        return SubmissionLedger(self.lake, "")
+        return SubmissionLedger(self.lake, None)
 
     def open_jobs(self) -> int:
         return len(self.ledger().in_progress(SERVING_MODEL_KEY))

@@ -10,9 +10,9 @@ from emulators.bedrock_runtime import ServiceError
 from emulators.s3 import free_port
 from pipelines.definitions import pipeline_resources
 from resources.bedrock_marengo import BedrockMarengo
-from resources.bedrock_marengo_bodies import MarengoOutputError, OutputUnavailable
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SubmissionRefused
+from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.marengo_models import MARENGO_3_0
+from resources.provider_errors import MarengoOutputError, OutputUnavailable, ProviderError
 from resources.s3_storage import S3Storage, S3Uri
 from tests.pipeline.conftest import World
 
@@ -22,7 +22,7 @@ VIDEO = "s3://media/videos/shapes_a.mp4"
 @pytest.fixture
 def provider(world: World) -> Iterator[BedrockMarengo]:
     with dg.build_resources({"marengo": pipeline_resources["marengo"]}) as built:
-        yield built.marengo
+        yield built.marengo.named("bedrock")
 
 
 def job(uri: str = VIDEO, etag: str = "e1") -> EmbeddingJob:
@@ -111,12 +111,12 @@ def test_a_job_that_cannot_be_looked_up_is_reported_not_skipped(
 
 
 def test_refusals_say_whether_to_wait_or_give_up(provider: BedrockMarengo, world: World) -> None:
-    with pytest.raises(SubmissionRefused) as missing:
+    with pytest.raises(ProviderError) as missing:
         provider.submit(job("s3://media/videos/not-there.mp4"))
     assert missing.value.permanent and "ValidationException" in missing.value.reason
     assert missing.value.object_specific, "a missing object says nothing about the next one"
     world.stack.bedrock.max_concurrent_invocations = 0
-    with pytest.raises(SubmissionRefused) as busy:
+    with pytest.raises(ProviderError) as busy:
         provider.submit(job())
     assert not busy.value.permanent and "ServiceQuotaExceededException" in busy.value.reason
 

@@ -60,7 +60,7 @@ def test_a_submission_run_starts_within_one_sensor_interval_of_a_slot_freeing(qu
     bedrock.wait_until_idle(timeout=60)
     driver.tick()
     assert [r.job_def.name for r in driver.results[-1:]] == ["ingest_marengo_embeddings"], "nothing waits"
-    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
     assert (jobs["status"] == "completed").sum() == USABLE
     assert bedrock.created_invocations == USABLE
     assert bedrock.calls["StartAsyncInvoke"] == USABLE, "the quota is known: no request was refused"
@@ -83,7 +83,7 @@ def test_a_holding_run_keeps_the_quota_full_and_its_findings_reach_ingest(quota_
     assert sum(m["finished_from_findings"] for m in ingests) == USABLE
     assert sum(m["finished_from_own_listing"] for m in ingests) == 0
     assert driver.submission_results == [], "nothing waited"
-    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
     assert (jobs["status"] == "completed").sum() == USABLE
     runs = world.instance.get_runs(dg.RunsFilter(job_name="submit_marengo_invocations"))
     assert runs == []

@@ -57,7 +57,7 @@ def test_scene_search_returns_the_right_video_and_seconds(world: World) -> None:
     assert ingest["objects_embedded"] == USABLE and ingest["objects_failed"] == 0
     checks = driver.results[0].get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks), [(c.check_name, c.passed) for c in checks]
-    assert SubmissionLedger(world.lake, "").in_progress().empty
+    assert SubmissionLedger(world.lake, None).in_progress().empty
 
     videos = [s for s in world.samples if s.modality == "video"]
     for video in videos:
@@ -119,14 +119,14 @@ def test_failed_invocations_are_recorded_and_retried_with_a_new_token(world: Wor
     driver = ingest_when_idle(world)
     ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
     assert (ingest["objects_embedded"], ingest["objects_failed"]) == (0, USABLE)
-    failed = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    failed = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
     assert set(failed["status"]) == {"failed"} and failed["reason"].str.contains("injected").all()
 
     world.stack.bedrock.failure_rate = 0.0
     retry = submit(world)
     assert retry["submitted"] == USABLE
     ingest_when_idle(world)
-    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
     assert sorted(jobs["status"].value_counts().items()) == [("completed", USABLE), ("failed", USABLE)]
     assert submit(world)["submitted"] == 0
 
@@ -233,7 +233,7 @@ def test_object_changed_while_embedding_keeps_the_newer_result(world: World) -> 
     driver = ingest_when_idle(world)
     ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
     assert (ingest["objects_embedded"], ingest["objects_superseded"]) == (USABLE, 1)
-    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
     [old] = jobs[jobs["status"] == "superseded"].to_dict("records")
     assert old["media_uri"] == "s3://media/images/green_triangle.png" and "object changed" in old["reason"]
     top_two = {hit["media_uri"] for hit in search_json("purple circle", top_k=2)}
@@ -264,7 +264,7 @@ def test_one_malformed_output_fails_alone_with_its_reason(world: World) -> None:
     driver.tick()
     ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
     assert (ingest["objects_embedded"], ingest["objects_failed"]) == (USABLE - 1, 1)
-    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
     [failed] = jobs[jobs["status"] == "failed"].to_dict("records")
     assert failed["reason"] == "unusable output: segment 0 has non-numeric values"
 

@@ -89,7 +89,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 ingested[name] = ingested.get(name, 0) + value if isinstance(value, int) else value
         with dg.build_resources({"lake": pipeline_resources["lake"]}) as built:
             inventory = read_inventory(built.lake)
-            jobs = SubmissionLedger(built.lake, "").jobs(SERVING_MODEL_KEY)
+            jobs = SubmissionLedger(built.lake, None).jobs(SERVING_MODEL_KEY)
         yield Run(expected, queries, inventory, submitted, ingested, jobs)
 
 

@@ -40,7 +40,7 @@ CORRUPT_OUTPUTS: dict[str, tuple[bytes | None, str]] = {
 
 def open_arns(world: World) -> dict[str, str]:
     """media URI -> invocation ARN of the jobs open in the ledger."""
-    pending = SubmissionLedger(world.lake, "").in_progress(SERVING_MODEL_KEY)
+    pending = SubmissionLedger(world.lake, None).in_progress(SERVING_MODEL_KEY)
     return dict(zip(pending["media_uri"], pending["invocation_id"], strict=True))
 
 
@@ -79,7 +79,7 @@ def test_every_corrupt_output_fails_alone_and_is_retried_with_a_new_token(world:
         0,
     )
     assert ingest_checks(result)["finished_jobs_end"], "nothing waits: every one of them ended now"
-    ledger = SubmissionLedger(world.lake, "")
+    ledger = SubmissionLedger(world.lake, None)
     assert ledger.in_progress().empty, "no job stays open"
     jobs = ledger.jobs(SERVING_MODEL_KEY).set_index("media_uri")
     for uri, (kind, (_body, reason)) in victims.items():
@@ -92,10 +92,10 @@ def test_every_corrupt_output_fails_alone_and_is_retried_with_a_new_token(world:
     retry = submit(world)
     assert retry["submitted"] == len(victims)
     assert world.stack.bedrock.created_invocations == created + len(victims)
-    retried = SubmissionLedger(world.lake, "").in_progress(SERVING_MODEL_KEY)
+    retried = SubmissionLedger(world.lake, None).in_progress(SERVING_MODEL_KEY)
     assert set(retried["attempt"]) == {2} and retried["client_token"].str.endswith("-a2").all()
     ingest_when_idle(world)
-    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
     assert (jobs["status"] == "completed").sum() == USABLE
     assert submit(world)["submitted"] == 0
 
@@ -110,7 +110,7 @@ def test_jobs_a_fresh_emulator_no_longer_knows_are_lost_and_resubmitted(world: W
     [result] = driver.results
     ingest = materialization_metadata(result, ["marengo", "embeddings"])
     assert (ingest["jobs_lost"], ingest["objects_embedded"], ingest["objects_failed"]) == (USABLE, 0, 0)
-    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
     assert set(jobs["status"]) == {"lost"}
     assert jobs["reason"].str.contains("no longer knows invocation arn:aws:bedrock:").all()
     assert jobs["reason"].str.contains("ValidationException").all()
@@ -123,7 +123,7 @@ def test_jobs_a_fresh_emulator_no_longer_knows_are_lost_and_resubmitted(world: W
     )
     assert fresh.created_invocations == USABLE
     ingest_when_idle(world)
-    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
     assert sorted(jobs["status"].value_counts().items()) == [("completed", USABLE), ("lost", USABLE)]
     [top] = search_json("yellow triangle", top_k=1)
     assert top["media_uri"] == "s3://media/videos/shapes_a.mp4"
@@ -142,7 +142,7 @@ def test_a_restart_over_a_kept_workdir_loses_no_job(
     ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
     assert (ingest["objects_embedded"], ingest["jobs_lost"]) == (USABLE, 0)
     assert restarted.created_invocations == USABLE, "nothing was submitted twice"
-    assert SubmissionLedger(world.lake, "").in_progress().empty
+    assert SubmissionLedger(world.lake, None).in_progress().empty
 
 
 def test_zero_segments_is_no_content_through_ingest_and_index(world: World) -> None:
@@ -175,7 +175,7 @@ def test_zero_segments_is_no_content_through_ingest_and_index(world: World) -> N
 
     later = run_job(world.instance, "ingest_marengo_embeddings", SERVING_MODEL_KEY)  # used to crash
     assert materialization_metadata(later, ["search", "marengo_segments"])["objects_updated"] == 0
-    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
     assert (jobs["status"] == "no_content").sum() == 2 and submit(world)["submitted"] == 0
     assert all(
         h["media_uri"] != "s3://media/images/green_triangle.png" for h in search_json("green triangle", 3)
@@ -199,7 +199,7 @@ def test_bad_objects_at_the_top_of_the_listing_never_stop_good_ones(world: World
     assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (USABLE, 3, 0)
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
     assert check.passed
-    jobs = SubmissionLedger(world.lake, "").jobs(SERVING_MODEL_KEY).set_index("media_uri")
+    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY).set_index("media_uri")
     for key in bad:
         uri = f"s3://media/{key}"
         assert jobs.loc[uri, "status"] == "rejected"

@@ -26,9 +26,11 @@ from harness.demo import NEXT_QUERY, next_step
 from harness.local_env import local_settings
 from mediaembed.cli import main as cli
 from mediaembed.search import Searcher, SearchError, SearchSettings, query_token_bound, run_search
-from resources.bedrock_query import QueryEmbeddingError, embed_text, runtime_client
+from resources.bedrock_query import embed_text, runtime_client
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
 from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
+from resources.model_routes import route
+from resources.provider_errors import QueryEmbeddingError
 from resources.s3_storage import S3Storage
 from resources.segment_index import SegmentIndex
 from resources.segment_schema import media_id, segments_table
@@ -45,13 +47,17 @@ PHRASES = {  # media object -> (phrase its segment embeds, option, scope, start,
 def _segments(client: object, model: MarengoModel) -> pa.Table:
     tables = []
     for uri, (phrase, option, scope, start, end) in PHRASES.items():
-        vector = embed_text(client, model, REGION, phrase)
+        vector = embed_text(client, route("bedrock", model.key), REGION, phrase)
         modality = "image" if scope == "asset" else "video"
         job = EmbeddingJob(uri, "etag1", modality, model, EmbeddingOptions())
         segment = SegmentEmbedding(option, scope, start, end, vector)
         tables.append(
             segments_table(
-                job, [segment], provider="test", invocation_id="inv", ingested_at=datetime.now(UTC)
+                job,
+                [segment],
+                route=route("bedrock", job.model.key),
+                invocation_id="inv",
+                ingested_at=datetime.now(UTC),
             )
         )
     return pa.concat_tables(tables)
@@ -312,7 +318,7 @@ def test_refusals_from_bedrock_become_one_actionable_line(code: str, says: str) 
     with Stubber(client) as stub:
         stub.add_client_error("invoke_model", service_error_code=code, service_message="bad\nbody")
         with pytest.raises(QueryEmbeddingError) as raised:
-            embed_text(client, MARENGO_3_0, REGION, "red circle")
+            embed_text(client, route("bedrock", MARENGO_3_0.key), REGION, "red circle")
     assert says in str(raised.value)
     assert "\n" not in str(raised.value)
 

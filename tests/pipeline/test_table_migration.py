@@ -14,6 +14,7 @@ from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
 from resources.embedding_table import EmbeddingTable
 from resources.marengo_models import MARENGO_3_0, SERVING_MODEL_KEY
+from resources.model_routes import route
 from resources.segment_schema import media_id, segments_table
 from tests.pipeline.conftest import World
 from tests.pipeline.test_end_to_end import USABLE, ingest_when_idle, search_json, submit
@@ -94,7 +95,7 @@ def test_rows_committed_before_the_ledger_knows_survive_a_concurrent_index_run(w
     rows = segments_table(
         job,
         [SegmentEmbedding("visual", "clip", 0.0, 0.0, vector)],
-        provider="bedrock",
+        route=route("bedrock", job.model.key),
         invocation_id="arn:in-flight",
         ingested_at=datetime.now(UTC),
     )

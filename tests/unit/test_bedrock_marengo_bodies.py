@@ -14,13 +14,16 @@ from resources.bedrock_marengo_bodies import (
 )
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.model_routes import route
 
 URI = "s3://bucket/key.mp4"
 
 
 def test_marengo_3_video_body_matches_documented_shape() -> None:
     options = EmbeddingOptions(segmentation="dynamic", min_segment_sec=4, scopes=("clip", "asset"))
-    body = async_model_input(MARENGO_3_0, "video", URI, options, bucket_owner="123456789012")
+    body = async_model_input(
+        route("bedrock", MARENGO_3_0.key), "video", URI, options, bucket_owner="123456789012"
+    )
     assert body == {
         "inputType": "video",
         "video": {
@@ -34,7 +37,10 @@ def test_marengo_3_video_body_matches_documented_shape() -> None:
 
 def test_marengo_3_fixed_segmentation_is_clamped_to_documented_range() -> None:
     body = async_model_input(
-        MARENGO_3_0, "audio", URI, EmbeddingOptions(segmentation="fixed", fixed_segment_sec=30)
+        route("bedrock", MARENGO_3_0.key),
+        "audio",
+        URI,
+        EmbeddingOptions(segmentation="fixed", fixed_segment_sec=30),
     )
     assert body["audio"]["segmentation"] == {"method": "fixed", "fixed": {"durationSec": 10}}
     assert body["audio"]["embeddingOption"] == ["audio", "transcription"]
@@ -42,14 +48,14 @@ def test_marengo_3_fixed_segmentation_is_clamped_to_documented_range() -> None:
 
 
 def test_marengo_3_image_body_has_only_media_source() -> None:
-    assert async_model_input(MARENGO_3_0, "image", URI, EmbeddingOptions()) == {
+    assert async_model_input(route("bedrock", MARENGO_3_0.key), "image", URI, EmbeddingOptions()) == {
         "inputType": "image",
         "image": {"mediaSource": {"s3Location": {"uri": URI}}},
     }
 
 
 def test_marengo_2_7_bodies_are_flat() -> None:
-    video = async_model_input(MARENGO_2_7, "video", URI, EmbeddingOptions())
+    video = async_model_input(route("bedrock", MARENGO_2_7.key), "video", URI, EmbeddingOptions())
     assert video == {
         "inputType": "video",
         "mediaSource": {"s3Location": {"uri": URI}},
@@ -57,7 +63,10 @@ def test_marengo_2_7_bodies_are_flat() -> None:
         "embeddingOption": ["visual-text", "visual-image", "audio"],
     }
     audio = async_model_input(
-        MARENGO_2_7, "audio", URI, EmbeddingOptions(segmentation="fixed", fixed_segment_sec=1)
+        route("bedrock", MARENGO_2_7.key),
+        "audio",
+        URI,
+        EmbeddingOptions(segmentation="fixed", fixed_segment_sec=1),
     )
     assert audio == {
         "inputType": "audio",
@@ -67,19 +76,22 @@ def test_marengo_2_7_bodies_are_flat() -> None:
 
 
 def test_text_query_bodies() -> None:
-    assert text_query_body(MARENGO_3_0, "red circle") == {
+    assert text_query_body(route("bedrock", MARENGO_3_0.key), "red circle") == {
         "inputType": "text",
         "text": {"inputText": "red circle"},
     }
-    assert text_query_body(MARENGO_2_7, "red circle") == {"inputType": "text", "inputText": "red circle"}
+    assert text_query_body(route("bedrock", MARENGO_2_7.key), "red circle") == {
+        "inputType": "text",
+        "inputText": "red circle",
+    }
 
 
 def test_start_async_invoke_parameters_satisfy_botocore_model() -> None:
     job = EmbeddingJob(URI, "etag-1", "video", MARENGO_3_0, EmbeddingOptions())
     params = {
         "clientRequestToken": job.client_token,
-        "modelId": MARENGO_3_0.base_model_id,
-        "modelInput": async_model_input(MARENGO_3_0, "video", URI, job.options),
+        "modelId": route("bedrock", MARENGO_3_0.key).model_id,
+        "modelInput": async_model_input(route("bedrock", MARENGO_3_0.key), "video", URI, job.options),
         "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": "s3://out-bucket/marengo-3.0"}},
     }
     model = botocore.session.get_session().get_service_model("bedrock-runtime")
@@ -212,13 +224,19 @@ def test_parse_accepts_no_segments_and_null_optional_fields() -> None:
 
 
 def test_inference_profiles_and_limits() -> None:
-    assert MARENGO_3_0.sync_model_id("us-east-1") == "us.twelvelabs.marengo-embed-3-0-v1:0"
-    assert MARENGO_2_7.sync_model_id("ap-northeast-2") == "apac.twelvelabs.marengo-embed-2-7-v1:0"
     assert (
-        MARENGO_3_0.sync_model_id("ap-northeast-2") == "twelvelabs.marengo-embed-3-0-v1:0"
+        route("bedrock", MARENGO_3_0.key).sync_model_id("us-east-1") == "us.twelvelabs.marengo-embed-3-0-v1:0"
+    )
+    assert (
+        route("bedrock", MARENGO_2_7.key).sync_model_id("ap-northeast-2")
+        == "apac.twelvelabs.marengo-embed-2-7-v1:0"
+    )
+    assert (
+        route("bedrock", MARENGO_3_0.key).sync_model_id("ap-northeast-2")
+        == "twelvelabs.marengo-embed-3-0-v1:0"
     )  # no apac. profile
     with pytest.raises(ValueError, match="no inference profile"):
-        MARENGO_3_0.sync_model_id("sa-east-1")
+        route("bedrock", MARENGO_3_0.key).sync_model_id("sa-east-1")
     assert MARENGO_3_0.limit_violation("image", 6 * 1024**2, None) is not None
     assert (
         MARENGO_3_0.limit_violation("video", 10_000, 5 * 3600)

@@ -7,6 +7,7 @@ import numpy as np
 
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
 from resources.marengo_models import MARENGO_3_0
+from resources.model_routes import route
 from resources.s3_storage import S3Storage
 from resources.segment_index import SegmentIndex
 from resources.segment_schema import media_id, segment_schema, segments_table
@@ -21,7 +22,7 @@ def test_replacing_an_object_with_no_segments_empties_it(tmp_path: Path) -> None
     rows = segments_table(
         job,
         [SegmentEmbedding("visual", "clip", 0.0, 1.0, vector)],
-        provider="test",
+        route=route("bedrock", job.model.key),
         invocation_id="inv-1",
         ingested_at=datetime.now(UTC),
     )

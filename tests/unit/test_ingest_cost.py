@@ -18,9 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from resources.bedrock_marengo_bodies import MarengoOutputError, parse_segments
+from resources.bedrock_marengo_bodies import parse_segments
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.model_routes import route
+from resources.provider_errors import MarengoOutputError
 from resources.s3_storage import S3Storage
 from resources.segment_schema import segment_schema, segments_table
 
@@ -124,7 +126,13 @@ def test_segments_table_takes_the_vectors_as_one_float32_buffer() -> None:
     job = EmbeddingJob("s3://m/a.mp4", "e1", "video", MARENGO_3_0, EmbeddingOptions())
     rng = np.random.default_rng(5)
     segments = parse_segments(payload(rng.normal(size=(3, DIM)).tolist()), MARENGO_3_0, "video")
-    table = segments_table(job, segments, provider="p", invocation_id="inv", ingested_at=datetime.now(UTC))
+    table = segments_table(
+        job,
+        segments,
+        route=route("bedrock", job.model.key),
+        invocation_id="inv",
+        ingested_at=datetime.now(UTC),
+    )
     assert table.schema == segment_schema(DIM)
     vectors = table.column("vector").combine_chunks()
     assert isinstance(vectors, pa.FixedSizeListArray) and vectors.null_count == 0
@@ -132,5 +140,7 @@ def test_segments_table_takes_the_vectors_as_one_float32_buffer() -> None:
         vectors.values.to_numpy().reshape(3, DIM), np.stack([s.vector for s in segments])
     )
     assert table.column("start_sec").to_pylist() == [0.0, 1.0, 2.0]
-    empty = segments_table(job, [], provider="p", invocation_id="inv", ingested_at=datetime.now(UTC))
+    empty = segments_table(
+        job, [], route=route("bedrock", job.model.key), invocation_id="inv", ingested_at=datetime.now(UTC)
+    )
     assert empty.num_rows == 0 and empty.schema == segment_schema(DIM)

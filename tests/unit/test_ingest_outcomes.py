@@ -13,7 +13,6 @@ from pydantic import Field
 from assets_defs.marengo_embeddings import IngestConfig, ReadLimits, give_up_reading, marengo_embeddings
 from assets_defs.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA, read_inventory
 from assets_defs.submission_plan import plan_submissions
-from resources.bedrock_marengo_bodies import MarengoOutputError, OutputUnavailable
 from resources.embedding_jobs import (
     EmbeddingJob,
     EmbeddingOptions,
@@ -25,6 +24,9 @@ from resources.embedding_table import EmbeddingTable
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_3_0, MarengoModel
 from resources.marengo_provider import MarengoProvider
+from resources.marengo_providers import MarengoProviders
+from resources.model_routes import ProviderName
+from resources.provider_errors import MarengoOutputError, OutputUnavailable
 from resources.s3_storage import S3Storage
 from resources.segment_schema import media_id
 from resources.submission_ledger import SubmissionLedger
@@ -42,8 +44,8 @@ class ScriptedProvider(MarengoProvider):
     )  # media URI -> ok | empty | unavailable | unusable | surprise
 
     @property
-    def provider_name(self) -> str:
-        return "fake"
+    def provider_name(self) -> ProviderName:
+        return "bedrock"
 
     def submit(self, job: EmbeddingJob) -> Submission:
         raise NotImplementedError
@@ -95,12 +97,12 @@ def submit(lake: Lake, *uris: str, attempt: int = 1) -> None:
     for uri in uris:
         job = EmbeddingJob(uri, "e1", "video", MARENGO_3_0, EmbeddingOptions(), attempt)
         submissions.append(Submission(job, f"arn-{job.client_token}", "s3://out/x", datetime.now(UTC)))
-    SubmissionLedger(lake, "fake").record_submissions(submissions, {u: 9.0 for u in uris}, "submit-run")
+    SubmissionLedger(lake, "bedrock").record_submissions(submissions, {u: 9.0 for u in uris}, "submit-run")
 
 
 def ingest(provider: MarengoProvider, lake: Lake, **config: Any) -> dg.MaterializeResult:
     with dg.build_asset_context(
-        partition_key=MARENGO_3_0.key, resources={"marengo": provider, "lake": lake}
+        partition_key=MARENGO_3_0.key, resources={"marengo": MarengoProviders(bedrock=provider), "lake": lake}
     ) as context:
         result = marengo_embeddings(context, IngestConfig(**config))
     assert isinstance(result, dg.MaterializeResult)
@@ -113,14 +115,14 @@ def check(result: dg.MaterializeResult) -> dg.AssetCheckResult:
 
 
 def job_row(lake: Lake, uri: str) -> dict[str, Any]:
-    jobs = SubmissionLedger(lake, "").jobs(MARENGO_3_0.key)
+    jobs = SubmissionLedger(lake, None).jobs(MARENGO_3_0.key)
     [row] = jobs[jobs["media_uri"] == uri].sort_values("attempt").tail(1).to_dict("records")
     return row
 
 
 def due_attempts(lake: Lake, max_attempts: int = 2, max_lost: int = 3) -> list[tuple[str, int]]:
     """What the next submission run would start, among the objects submitted so far."""
-    jobs = SubmissionLedger(lake, "").jobs(MARENGO_3_0.key)
+    jobs = SubmissionLedger(lake, None).jobs(MARENGO_3_0.key)
     plan = plan_submissions(
         read_inventory(lake), jobs, MARENGO_3_0, EmbeddingOptions(), max_attempts, max_lost
     )
@@ -152,7 +154,7 @@ def test_unreadable_output_is_read_again_then_ends_failed_past_the_read_limit(la
     assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
     assert OTHER in str(result.metadata["ended_past_limits"].value)
     assert due_attempts(lake) == [(OTHER, 2)], "failed: retried once with a new token"
-    assert SubmissionLedger(lake, "").in_progress().empty
+    assert SubmissionLedger(lake, None).in_progress().empty
 
 
 def test_unreadable_output_ends_past_the_age_limit(lake: Lake) -> None:
@@ -241,7 +243,7 @@ def test_zero_segments_is_a_recorded_no_content_outcome(lake: Lake, tmp_path: Pa
 def test_a_job_running_past_the_age_limit_is_named_and_never_resubmitted(lake: Lake) -> None:
     stale = EmbeddingJob(GOOD, "e1", "video", MARENGO_3_0, EmbeddingOptions())
     long_ago = datetime.now(UTC) - timedelta(hours=30)
-    ledger = SubmissionLedger(lake, "fake")
+    ledger = SubmissionLedger(lake, "bedrock")
     ledger.record_submissions([Submission(stale, "arn-stale", "s3://out/x", long_ago)], {GOOD: 9.0}, "old")
     submit(lake, OTHER)
     result = ingest(ScriptedProvider(state="in_progress"), lake)

@@ -21,6 +21,7 @@ from mediaembed.ingest import (
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_3_0
+from resources.model_routes import route
 from resources.s3_storage import S3Storage
 from resources.submission_ledger import Outcome, OutcomeStatus, SubmissionLedger
 
@@ -107,8 +108,10 @@ def test_every_object_is_classified_once_with_its_reason(ledger: SubmissionLedge
     assert summary.media_seconds == pytest.approx(16.0)  # clip + retried; the image has no seconds
     # This command's invocations only (clip.mp4 was submitted by an earlier run): 7, billed as submitted.
     assert (summary.submitted, summary.submitted_completed, summary.submitted_failed) == (7, 3, 3)
-    expected = MARENGO_3_0.usd_per_video_second * (4 + 4 + 30 + 30) + MARENGO_3_0.usd_per_image
-    expected += MARENGO_3_0.usd_per_audio_second * (8 + 3)
+    prices = route("bedrock", MARENGO_3_0.key)
+    assert prices.usd_per_video_second and prices.usd_per_audio_second and prices.usd_per_image
+    expected = prices.usd_per_video_second * (4 + 4 + 30 + 30) + prices.usd_per_image
+    expected += prices.usd_per_audio_second * (8 + 3)
     assert summary.estimated_cost_usd == pytest.approx(expected)
     lines = summary.lines()
     assert lines[0] == f"{PREFIX}: 9 seen, 3 embedded, 3 skipped, 1 failed, 1 still in flight, 1 waiting"

@@ -20,6 +20,8 @@ from resources.invocation_findings import InvocationFindings
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
 from resources.marengo_provider import MarengoProvider
+from resources.marengo_providers import MarengoProviders
+from resources.model_routes import ProviderName
 from resources.s3_storage import S3Storage
 from resources.submission_ledger import Outcome, SubmissionLedger
 
@@ -35,8 +37,8 @@ class FinishedListProvider(MarengoProvider):
     message: str | None = None
 
     @property
-    def provider_name(self) -> str:
-        return "fake"
+    def provider_name(self) -> ProviderName:
+        return "bedrock"
 
     def submit(self, job: EmbeddingJob) -> Submission:
         raise NotImplementedError
@@ -110,7 +112,7 @@ Tick = Callable[[MarengoProvider, str | None], dg.SensorResult | dg.SkipReason]
 @pytest.fixture
 def tick(instance: dg.DagsterInstance, lake: Lake) -> Tick:
     def tick(provider: MarengoProvider, cursor: str | None) -> dg.SensorResult | dg.SkipReason:
-        resources = {"marengo": provider, "lake": lake}
+        resources = {"marengo": MarengoProviders(bedrock=provider), "lake": lake}
         with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
             result = marengo_invocation_sensor(context)
         assert isinstance(result, dg.SensorResult | dg.SkipReason)
@@ -135,7 +137,7 @@ def test_nothing_in_flight_asks_the_provider_nothing(tick: Tick) -> None:
 
 
 def test_finished_invocations_become_one_ingest_run_per_model_once(tick: Tick, lake: Lake) -> None:
-    ledger = SubmissionLedger(lake, "fake")
+    ledger = SubmissionLedger(lake, "bedrock")
     a = submit(ledger, "s3://m/a.mp4")
     b = submit(ledger, "s3://m/b.mp4", MARENGO_2_7)
     still_running = submit(ledger, "s3://m/c.mp4")
@@ -174,7 +176,7 @@ def test_the_thorough_check_runs_now_and_then_and_asks_again_about_unrecorded_jo
     lake: Lake,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ledger = SubmissionLedger(lake, "fake")
+    ledger = SubmissionLedger(lake, "bedrock")
     a, b = submit(ledger, "s3://m/a.mp4"), submit(ledger, "s3://m/b.mp4")
     provider = FinishedListProvider(completed_ids=[a.invocation_id])
     first = tick(provider, None)
@@ -199,7 +201,7 @@ def test_an_unrecorded_handoff_is_handed_off_again_from_the_findings(
     lake: Lake,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    a = submit(SubmissionLedger(lake, "fake"), "s3://m/a.mp4")
+    a = submit(SubmissionLedger(lake, "bedrock"), "s3://m/a.mp4")
     provider = FinishedListProvider(completed_ids=[a.invocation_id])
     first = tick(provider, None)
     stale = f'{{"{a.invocation_id}": 0.0}}'  # a cursor of the old form: handed off long ago, never recorded
@@ -215,7 +217,7 @@ def test_an_unrecorded_handoff_is_handed_off_again_from_the_findings(
     ("state", "logged"),
     [
         ("lost", "no longer knows"),
-        ("unknown", "cannot ask fake about"),
+        ("unknown", "cannot ask bedrock about"),
     ],
 )
 def test_lost_and_unaskable_jobs_are_logged_and_handed_to_an_ingest_run(
@@ -225,7 +227,7 @@ def test_lost_and_unaskable_jobs_are_logged_and_handed_to_an_ingest_run(
     state: str,
     logged: str,
 ) -> None:
-    a = submit(SubmissionLedger(lake, "fake"), "s3://m/a.mp4")
+    a = submit(SubmissionLedger(lake, "bedrock"), "s3://m/a.mp4")
     provider = FinishedListProvider(
         completed_ids=[a.invocation_id], state=state, message="GetAsyncInvoke: AccessDeniedException: no"
     )
@@ -241,7 +243,7 @@ def test_lost_and_unaskable_jobs_are_logged_and_handed_to_an_ingest_run(
 
 
 def last_submission_run(
-    instance: dg.DagsterInstance, deferred: int, reason: str = "2 invocations in flight (the fake quota)"
+    instance: dg.DagsterInstance, deferred: int, reason: str = "2 invocations in flight (the bedrock quota)"
 ) -> None:
     """What the last submission run of marengo-3.0 reported, as its materialization would."""
     instance.report_runless_asset_event(
@@ -262,7 +264,7 @@ def test_a_freed_slot_with_objects_waiting_requests_a_holding_submission_run(
     lake: Lake,
     instance: dg.DagsterInstance,
 ) -> None:
-    ledger = SubmissionLedger(lake, "fake")
+    ledger = SubmissionLedger(lake, "bedrock")
     a, b = submit(ledger, "s3://m/a.mp4"), submit(ledger, "s3://m/b.mp4")
     last_submission_run(instance, deferred=5)
     quota = "marengo-3.0=2"
@@ -293,7 +295,7 @@ def test_no_submission_run_while_one_runs_or_when_nothing_waits(
     lake: Lake,
     instance: dg.DagsterInstance,
 ) -> None:
-    a = submit(SubmissionLedger(lake, "fake"), "s3://m/a.mp4")
+    a = submit(SubmissionLedger(lake, "bedrock"), "s3://m/a.mp4")
     provider = FinishedListProvider(completed_ids=[a.invocation_id])
     assert requests(tick(provider, None), "submit_marengo_invocations") == [], "never submitted: the schedule"
 
@@ -319,7 +321,7 @@ def test_failures_recorded_since_the_last_submission_run_are_waiting_work(
     lake: Lake,
     instance: dg.DagsterInstance,
 ) -> None:
-    a = submit(SubmissionLedger(lake, "fake"), "s3://m/a.mp4")
+    a = submit(SubmissionLedger(lake, "bedrock"), "s3://m/a.mp4")
     last_submission_run(instance, deferred=0, reason="")
     instance.report_runless_asset_event(
         dg.AssetMaterialization(

@@ -16,12 +16,14 @@ from resources.embedding_jobs import (
     InvocationStatus,
     SegmentEmbedding,
     Submission,
-    SubmissionRefused,
 )
 from resources.invocation_findings import InvocationFindings
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_3_0, MarengoModel
 from resources.marengo_provider import MarengoProvider
+from resources.marengo_providers import MarengoProviders
+from resources.model_routes import ProviderName
+from resources.provider_errors import PermanentError, RetryableError, SetupError
 from resources.s3_storage import S3Storage
 from resources.submission_ledger import SubmissionLedger
 
@@ -36,13 +38,13 @@ class RefusingProvider(MarengoProvider):
     object_specific: bool
 
     @property
-    def provider_name(self) -> str:
-        return "fake"
+    def provider_name(self) -> ProviderName:
+        return "bedrock"
 
     def submit(self, job: EmbeddingJob) -> Submission:
         if job.media_uri in self.refused:
             reason = f"ValidationException: Unable to read media at {job.media_uri}: no decodable frames"
-            raise SubmissionRefused(reason, permanent=True, object_specific=self.object_specific)
+            raise (PermanentError if self.object_specific else SetupError)(reason)
         return Submission(job, f"arn-{job.client_token}", "s3://out/x", datetime.now(UTC))
 
     def finished_invocations(
@@ -79,7 +81,7 @@ def run(
     provider: MarengoProvider, lake: Lake, config: InvocationConfig | None = None
 ) -> tuple[dict, dg.AssetCheckResult]:
     with dg.build_asset_context(
-        partition_key=MARENGO_3_0.key, resources={"marengo": provider, "lake": lake}
+        partition_key=MARENGO_3_0.key, resources={"marengo": MarengoProviders(bedrock=provider), "lake": lake}
     ) as context:
         result = marengo_invocations(context, config or InvocationConfig())
     assert isinstance(result, dg.MaterializeResult) and result.metadata and result.check_results
@@ -92,7 +94,7 @@ def test_three_bad_objects_first_do_not_stop_seven_good_ones(lake: Lake) -> None
     assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (7, 3, 0)
     assert meta["rejected_for_the_object"] == 3
     assert check.passed
-    jobs = SubmissionLedger(lake, "").jobs(MARENGO_3_0.key)
+    jobs = SubmissionLedger(lake, None).jobs(MARENGO_3_0.key)
     assert sorted(jobs[jobs["status"] == "in_progress"]["media_uri"]) == GOOD
     rejected = jobs[jobs["status"] == "rejected"]
     assert sorted(rejected["media_uri"]) == BAD and rejected["reason"].str.contains("no decodable").all()
@@ -124,13 +126,13 @@ class QuotaProvider(MarengoProvider):
     listing of finished jobs finds the oldest running one finished."""
 
     @property
-    def provider_name(self) -> str:
-        return "fake"
+    def provider_name(self) -> ProviderName:
+        return "bedrock"
 
     def submit(self, job: EmbeddingJob) -> Submission:
         if len(ACCOUNT.running) >= ACCOUNT.capacity:
             ACCOUNT.refusals += 1
-            raise SubmissionRefused("ServiceQuotaExceededException: too many in flight", permanent=False)
+            raise RetryableError("ServiceQuotaExceededException: too many in flight")
         ACCOUNT.running.append(job.client_token)
         ACCOUNT.most_running = max(ACCOUNT.most_running, len(ACCOUNT.running))
         return Submission(job, f"arn-{job.client_token}", "s3://out/x", datetime.now(UTC))
@@ -168,7 +170,7 @@ def holding(hold_sec: float = 60.0) -> InvocationConfig:
 def test_without_holding_the_run_stops_at_the_configured_quota(lake: Lake, account: Account) -> None:
     meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0))
     assert (meta["submitted"], meta["deferred"], meta["quota"]) == (2, len(BAD + GOOD) - 2, 2)
-    assert meta["deferred_reason"] == "2 invocations in flight (the fake quota)"
+    assert meta["deferred_reason"] == "2 invocations in flight (the bedrock quota)"
     assert (account.refusals, account.listings) == (0, 0), "the quota is known: nothing refused or listed"
 
 
@@ -201,7 +203,7 @@ def test_a_holding_run_ends_at_its_time_limit_with_the_rest_waiting(lake: Lake, 
 
 def test_jobs_found_finished_before_the_run_do_not_hold_slots(lake: Lake, account: Account) -> None:
     run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0))
-    ledger = SubmissionLedger(lake, "fake").in_progress(MARENGO_3_0.key)
+    ledger = SubmissionLedger(lake, "bedrock").in_progress(MARENGO_3_0.key)
     # The sensor found both finished; no ingest run has recorded them yet.
     statuses = [
         InvocationStatus(arn, token, "completed", None, None, None, "s3://out/x")

@@ -9,6 +9,7 @@ import pytest
 
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
 from resources.marengo_models import MARENGO_3_0
+from resources.model_routes import route
 from resources.s3_storage import S3Storage
 from resources.segment_index import SegmentIndex, ann_partitions, vector_index_action
 from resources.segment_schema import media_id, segments_table
@@ -22,7 +23,11 @@ def object_segments(uri: str, etag: str, vectors: np.ndarray) -> pa.Table:
         SegmentEmbedding("visual", "clip", float(i), float(i + 1), v.tolist()) for i, v in enumerate(vectors)
     ]
     return segments_table(
-        job, segments, provider="test", invocation_id=f"inv-{uri}-{etag}", ingested_at=datetime.now(UTC)
+        job,
+        segments,
+        route=route("bedrock", job.model.key),
+        invocation_id=f"inv-{uri}-{etag}",
+        ingested_at=datetime.now(UTC),
     )
 
 
