@@ -27,10 +27,11 @@ from emulators.stack import start_local_stack
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="mediaembed emulate", description="Run local S3 + Bedrock runtime emulators."
+        prog="mediaembed emulate", description="Run local S3, Bedrock runtime and TwelveLabs API emulators."
     )
     p.add_argument("--s3-port", type=int, default=4566)
     p.add_argument("--bedrock-port", type=int, default=4567)
+    p.add_argument("--twelvelabs-port", type=int, default=4568)
     p.add_argument("--region", default="us-east-1")
     p.add_argument(
         "--latency", type=float, default=0.0, help="seconds each async invocation stays InProgress"
@@ -55,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workdir",
         default=".local/emulate",
-        help="lake, index and Dagster instance live here; Bedrock keeps its invocations in <workdir>/bedrock",
+        help=(
+            "lake, index and Dagster instance live here; Bedrock keeps its invocations in <workdir>/bedrock, "
+            "the TwelveLabs API its tasks in <workdir>/twelvelabs"
+        ),
     )
     return p
 
@@ -129,6 +133,7 @@ def serve(argv: list[str] | None = None) -> int:
             seed=args.seed,
             buckets=buckets,
             workdir=workdir / "bedrock",
+            twelvelabs_workdir=workdir / "twelvelabs",
             prepare_s3=prepare,
         )
     except ClientError as error:  # a bucket name S3 refuses
@@ -138,7 +143,8 @@ def serve(argv: list[str] | None = None) -> int:
         return 2
     except OSError as error:  # a port in use, a file that cannot be read
         print(
-            f"mediaembed emulate: cannot start: {error}: fix that (ports: --s3-port, --bedrock-port)",
+            f"mediaembed emulate: cannot start: {error}: fix that "
+            "(ports: --s3-port, --bedrock-port, --twelvelabs-port)",
             file=sys.stderr,
         )
         return 2

@@ -29,7 +29,8 @@ import numpy as np
 
 from emulators.media_analysis import COLORS, SHAPES, TONES, VisualFeatures, VisualObject, classify_tone
 
-MODEL_DIMS: dict[str, int] = {"3.0": 512, "2.7": 1024}
+# 3.5 is Matryoshka: its full vector is 512-d, and a shorter one is the start of it, renormalized.
+MODEL_DIMS: dict[str, int] = {"3.0": 512, "2.7": 1024, "3.5": 512}
 NOISE_SCALE = 0.05  # norm of the deterministic per-content noise
 UNKNOWN_WORD_WEIGHT = 0.15  # unknown words nudge a text vector without drowning the known concepts
 OBJECT_SALIENT_AREA = 0.08  # an object filling this share of the frame (or more) is fully salient
@@ -316,5 +317,5 @@ def _direction(version: str, dim: int, name: str) -> np.ndarray:
 
 @cache
 def space_for(version: str) -> MarengoSpace:
-    """The shared space for "3.0" or "2.7"."""
+    """The shared space of "2.7", "3.0" or "3.5"."""
     return MarengoSpace(version)

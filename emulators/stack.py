@@ -1,4 +1,5 @@
-"""The whole local world in one call: S3 + Bedrock runtime, buckets created, env vars for production code."""
+"""The whole local world in one call: S3, the Bedrock runtime and the TwelveLabs API, buckets created, and
+the environment production code reads to reach them."""
 
 from __future__ import annotations
 
@@ -8,14 +9,27 @@ from typing import Any
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from emulators.s3 import S3Emulator
+from emulators.twelvelabs_api import TwelveLabsEmulator
+
+# Faults of start_local_stack by the name each emulator gives them.
+_TWELVELABS_FAULTS = {
+    "latency_sec": "latency_sec",
+    "max_concurrent_invocations": "max_concurrent_tasks",
+    "throttle_rate": "throttle_rate",
+    "failure_rate": "failure_rate",
+    "seed": "seed",
+}
 
 
 class LocalStack:
-    """A running S3 emulator and Bedrock emulator pointed at it."""
+    """A running S3 emulator, and the Bedrock and TwelveLabs emulators that read media from it."""
 
-    def __init__(self, s3: S3Emulator, bedrock: BedrockRuntimeEmulator, region: str) -> None:
+    def __init__(
+        self, s3: S3Emulator, bedrock: BedrockRuntimeEmulator, twelvelabs: TwelveLabsEmulator, region: str
+    ) -> None:
         self.s3 = s3
         self.bedrock = bedrock
+        self.twelvelabs = twelvelabs
         self.region = region
 
     @property
@@ -26,9 +40,16 @@ class LocalStack:
     def bedrock_endpoint(self) -> str:
         return self.bedrock.endpoint
 
+    @property
+    def twelvelabs_base_url(self) -> str:
+        return self.twelvelabs.base_url
+
     def env(self) -> dict[str, str]:
-        """Standard AWS variables an unmodified boto3 client honours (service-specific endpoint URLs)."""
+        """Standard AWS variables an unmodified boto3 client honours (service-specific endpoint URLs), and the
+        base URL and key the `twelvelabs` SDK reads."""
         return {
+            "TWELVELABS_BASE_URL": self.twelvelabs_base_url,
+            "TWELVELABS_API_KEY": self.twelvelabs.api_key,
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.bedrock_endpoint,
             "AWS_REGION": self.region,
@@ -38,7 +59,8 @@ class LocalStack:
         }
 
     def stop(self) -> None:
-        """Bedrock first (its workers write to S3), then S3."""
+        """The providers first (they read and write S3), then S3."""
+        self.twelvelabs.stop()
         self.bedrock.stop()
         self.s3.stop()
 
@@ -53,17 +75,21 @@ def start_local_stack(
     *,
     s3_port: int = 0,
     bedrock_port: int = 0,
+    twelvelabs_port: int = 0,
     region: str = "us-east-1",
     buckets: Sequence[str] = ("media", "lake"),
     workdir: Path | str | None = None,
+    twelvelabs_workdir: Path | str | None = None,
     prepare_s3: Callable[[Any], object] | None = None,
     **faults: Any,
 ) -> LocalStack:
-    """Start S3 then Bedrock (faults: latency_sec, max_concurrent_invocations, throttle_rate, failure_rate,
-    seed) and create `buckets` (existing ones are kept).
+    """Start S3, then Bedrock and the TwelveLabs API with the same faults (latency_sec,
+    max_concurrent_invocations, throttle_rate, failure_rate, seed), and create `buckets` (existing ones are
+    kept).
 
-    `workdir` keeps Bedrock's invocations on disk across restarts. `prepare_s3(client)` runs once the
-    buckets exist and before Bedrock starts, so jobs it carries on from an earlier run find their media.
+    `workdir` keeps Bedrock's invocations on disk across restarts, `twelvelabs_workdir` the API's tasks.
+    `prepare_s3(client)` runs once the buckets exist and before the providers start, so jobs they carry on
+    from an earlier run find their media.
     """
     s3 = S3Emulator(port=s3_port, region=region).start()
     try:
@@ -85,4 +111,13 @@ def start_local_stack(
     except BaseException:
         s3.stop()
         raise
-    return LocalStack(s3, bedrock, region)
+    try:
+        tl_faults = {_TWELVELABS_FAULTS[name]: value for name, value in faults.items()}
+        twelvelabs = TwelveLabsEmulator(
+            port=twelvelabs_port, workdir=twelvelabs_workdir, retry_after_sec=0, **tl_faults
+        ).start()
+    except BaseException:
+        bedrock.stop()
+        s3.stop()
+        raise
+    return LocalStack(s3, bedrock, twelvelabs, region)

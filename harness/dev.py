@@ -12,13 +12,15 @@ from harness.local_env import apply, local_settings, prepare_dagster_home
 
 def run_dev(workdir: Path, port: int) -> int:
     settings = local_settings(workdir)
-    # Bedrock's jobs live under the work folder, so a restart over a kept `.local` loses none of them;
-    # the media goes up before Bedrock starts, so the jobs it carries on find it.
+    # Bedrock's jobs and the TwelveLabs API's tasks live under the work folder, so a restart over a kept
+    # `.local` loses none of them; the media goes up before they start, so the jobs it carries on find it.
     with start_local_stack(
         s3_port=4566,
         bedrock_port=4567,
+        twelvelabs_port=4568,
         latency_sec=2.0,
         workdir=workdir / "bedrock",
+        twelvelabs_workdir=workdir / "twelvelabs",
         prepare_s3=lambda client: upload_sample_media(client, "media"),
     ) as stack:
         env = {**stack.env(), **settings}

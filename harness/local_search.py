@@ -1,9 +1,9 @@
 """`mediaembed search --local`: search what `make demo` built, after its emulators are gone.
 
-The demo's index is a directory under the work folder, so only the query embedding needs a Bedrock
-endpoint. This starts the Bedrock runtime emulator alone for the one command (a text query never reads
-S3, so no S3 emulator) and points the standard AWS variables at it; the search itself is the production
-code path, unchanged.
+The demo's index is a directory under the work folder, so only the query embedding needs a provider.
+This starts the Bedrock runtime and TwelveLabs API emulators alone for the one command (a text query never
+reads S3, so no S3 emulator) and points the standard AWS and TwelveLabs variables at them, so a query is
+embedded by whichever provider MEDIAEMBED_PROVIDERS names; the search itself is the production code path.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
+from emulators.twelvelabs_api import TwelveLabsEmulator
 from harness.local_env import local_settings
 from mediaembed.search import SearchError
 
@@ -33,7 +34,10 @@ def local_search_env(workdir: Path) -> Iterator[dict[str, str]]:
             f"no local index at {index}: run `make demo` first, or pass --workdir to the folder it used"
         )
     emulator = BedrockRuntimeEmulator(NO_S3, region=REGION).start()
+    twelvelabs = TwelveLabsEmulator().start()
     env = {
+        "TWELVELABS_BASE_URL": twelvelabs.base_url,
+        "TWELVELABS_API_KEY": twelvelabs.api_key,
         "MEDIAEMBED_INDEX_URI": str(index),
         "AWS_REGION": REGION,
         "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.endpoint,
@@ -53,3 +57,4 @@ def local_search_env(workdir: Path) -> Iterator[dict[str, str]]:
             else:
                 os.environ[name] = value
         emulator.stop()
+        twelvelabs.stop()

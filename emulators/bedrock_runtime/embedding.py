@@ -71,7 +71,7 @@ def _segments(req: EmbedRequest, media: DecodedMedia, start: float, end: float) 
 
 def _item(req: EmbedRequest, vec: np.ndarray, option: str, scope: str, span: Span) -> dict[str, Any]:
     item: dict[str, Any] = {"embedding": [float(x) for x in vec], "embeddingOption": option}
-    if req.version == "3.0":
+    if req.version != "2.7":  # 2.7 has no scopes
         item["embeddingScope"] = scope
     item["startSec"] = float(round(span[0], 6))
     item["endSec"] = float(round(span[1], 6))

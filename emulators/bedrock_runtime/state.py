@@ -21,9 +21,9 @@ DB_NAME = "bedrock-invocations.sqlite3"
 class InvocationStore:
     """One SQLite file; every call is its own transaction, serialised by a lock (one process writes)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, name: str = DB_NAME) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        self.path = workdir / DB_NAME
+        self.path = workdir / name
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

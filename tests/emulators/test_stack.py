@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 import pyarrow.fs as pafs
+from twelvelabs import TwelveLabs
 
 from emulators.stack import start_local_stack
 
@@ -25,6 +26,8 @@ def test_stack_env_drives_unmodified_boto3(monkeypatch: Any) -> None:
             "AWS_DEFAULT_REGION",
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
+            "TWELVELABS_BASE_URL",
+            "TWELVELABS_API_KEY",
         }
         for name, value in env.items():
             monkeypatch.setenv(name, value)
@@ -34,6 +37,9 @@ def test_stack_env_drives_unmodified_boto3(monkeypatch: Any) -> None:
         assert s3.get_object(Bucket="stack-media", Key="hello.txt")["Body"].read() == b"hi"
         bedrock = session.client("bedrock-runtime")
         assert bedrock.list_async_invokes()["asyncInvokeSummaries"] == []
+        twelvelabs = TwelveLabs(api_key=env["TWELVELABS_API_KEY"])  # the base URL from the environment
+        assert list(twelvelabs.embed.v_2.tasks.list()) == []
+        assert stack.twelvelabs.calls == {"ListTasks": 2}  # the SDK pager asks for one page past the last
         host, port = stack.s3_endpoint.removeprefix("http://").split(":")
         fs = pafs.S3FileSystem(
             endpoint_override=f"{host}:{port}",
@@ -47,7 +53,7 @@ def test_stack_env_drives_unmodified_boto3(monkeypatch: Any) -> None:
 
 def test_cli_prints_exports_and_stops_on_sigterm(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
-    ports = ["--s3-port", "0", "--bedrock-port", "0"]
+    ports = ["--s3-port", "0", "--bedrock-port", "0", "--twelvelabs-port", "0"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "emulators", *ports, "--latency", "0.5", "--workdir", str(tmp_path)],
         cwd=root,
@@ -58,9 +64,10 @@ def test_cli_prints_exports_and_stops_on_sigterm(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline().strip() for _ in range(6)]
+        lines = [proc.stdout.readline().strip() for _ in range(8)]
         exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
         assert exports["AWS_ACCESS_KEY_ID"] == "test"
+        assert exports["TWELVELABS_BASE_URL"].endswith("/v1.3")
         client = boto3.session.Session().client(
             "bedrock-runtime",
             endpoint_url=exports["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"],
