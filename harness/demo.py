@@ -15,6 +15,7 @@ from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.search import print_hits, search
 from pipelines.definitions import pipeline_resources
 from resources.marengo_models import SERVING_MODEL_KEY
+from resources.model_routes import describe_cost
 
 SAMPLE_QUERIES = ("yellow triangle", "a red circle", "low hum")
 NEXT_QUERY = "red circle"
@@ -51,11 +52,15 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
     with start_local_stack(
         latency_sec=0.5,
         workdir=workdir / "bedrock",  # jobs of an earlier, interrupted demo are still known and finish
+        twelvelabs_workdir=workdir / "twelvelabs",
         prepare_s3=lambda client: samples.extend(upload_sample_media(client, "media")),
     ) as stack:
         apply({**stack.env(), **settings})
         prepare_dagster_home(settings)
-        print(f"local stack: S3 {stack.s3_endpoint}, Bedrock {stack.bedrock_endpoint}")
+        print(
+            f"local stack: S3 {stack.s3_endpoint}, Bedrock {stack.bedrock_endpoint}, "
+            f"TwelveLabs {stack.twelvelabs_base_url}"
+        )
         print(f"uploaded {len(samples)} sample objects to s3://media/; lake and index under {workdir}/")
 
         instance = dg.DagsterInstance.get()
@@ -73,7 +78,7 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
         print(
             f"submitted {invocations['submitted']} new Marengo invocations "
             f"({invocations['already_handled']} already handled, {invocations['rejected']} rejected, "
-            f"est. ${invocations['estimated_cost_usd']:.4f})"
+            f"{describe_cost(float(invocations['estimated_cost_usd']), bool(invocations['priced']))})"
         )
 
         driver = SensorDriver(instance)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from emulators.twelvelabs_api import LOCAL_API_KEY as LOCAL_TWELVELABS_KEY
 from mediaembed.run_slots import free_slots_of_dead_runs
 
 DAGSTER_YAML = """\
@@ -28,9 +29,16 @@ telemetry:
 """
 
 
+def bind_local_twelvelabs() -> None:
+    """Set the local emulator's key unless one is set, before anything imports the code location: a key
+    binds the TwelveLabs provider beside Bedrock (MEDIAEMBED_PROVIDERS picks who serves which version)."""
+    os.environ.setdefault("TWELVELABS_API_KEY", LOCAL_TWELVELABS_KEY)
+
+
 def local_settings(workdir: Path) -> dict[str, str]:
     workdir = workdir.resolve()
     return {
+        "TWELVELABS_API_KEY": LOCAL_TWELVELABS_KEY,
         "MEDIAEMBED_MEDIA_URI": "s3://media/",
         "MEDIAEMBED_ASYNC_OUTPUT_URI": "s3://lake/marengo-async",
         "MEDIAEMBED_LAKE_URI": str(workdir / "lake"),

@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_ingest(args.uri, args.model, args.timeout, args.replace)
     if args.command == "demo":
+        from harness.local_env import bind_local_twelvelabs
+
+        bind_local_twelvelabs()  # before the code location loads: the demo's TwelveLabs is the emulator
         from harness.demo import run_demo
 
         return run_demo(args.workdir)

@@ -33,7 +33,7 @@ from botocore.exceptions import (
 
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.marengo_models import SERVING_MODEL_KEY, MarengoModel
-from resources.model_routes import route
+from resources.model_routes import describe_cost, route
 from resources.provider_errors import ProviderError
 
 if TYPE_CHECKING:
@@ -165,6 +165,7 @@ class Summary:
     submitted_completed: int = 0
     submitted_failed: int = 0
     estimated_cost_usd: float = 0.0
+    priced: bool = True
 
     def lines(self) -> list[str]:
         head = (
@@ -185,7 +186,8 @@ class Summary:
         out.append(
             f"{self.media_seconds:.1f} media seconds embedded ({self.model_key}); "
             f"{self.submitted} invocations submitted now ({self.submitted_completed} completed, "
-            f"{self.submitted_failed} failed), estimated cost ${self.estimated_cost_usd:.4f}"
+            f"{self.submitted_failed} failed), "
+            f"{describe_cost(self.estimated_cost_usd, self.priced, 'estimated cost')}"
         )
         return out
 
@@ -247,6 +249,7 @@ def summarize(
         summary.submitted = len(ours)
         summary.submitted_completed = int(ours["status"].isin(["completed", "no_content"]).sum())
         summary.submitted_failed = int((ours["status"] == "failed").sum())
+        summary.priced = all(route(p, model.key).priced for p in set(ours["provider"]))
         summary.estimated_cost_usd = float(
             sum(
                 route(p, model.key).estimated_cost_usd(m, None if pd.isna(s) else float(s))
@@ -527,10 +530,12 @@ def _ingest(
                         f"{inventory['unusable_objects']} skipped, {inventory['media_seconds']:.1f} media s"
                     )
                 if invocations["submitted"] or first:
+                    cost = describe_cost(
+                        float(invocations["estimated_cost_usd"]), bool(invocations["priced"])
+                    )
                     progress.say(
                         f"submitted {invocations['submitted']} Marengo invocations "
-                        f"({invocations['already_handled']} already handled, "
-                        f"est. ${invocations['estimated_cost_usd']:.4f})"
+                        f"({invocations['already_handled']} already handled, {cost})"
                     )
                 reason = str(invocations["deferred_reason"])
                 if reason.startswith("stopped:"):

@@ -6,6 +6,8 @@ the same definitions run against AWS and TwelveLabs or the local emulators. MEDI
 provider per Marengo version.
 """
 
+import os
+
 import dagster as dg
 
 from assets_defs.marengo_embeddings import marengo_embeddings
@@ -21,6 +23,7 @@ from resources.marengo_providers import MarengoProviders
 from resources.media_source import MediaSource
 from resources.s3_storage import S3Storage
 from resources.segment_index import SegmentIndex
+from resources.twelvelabs_marengo import TwelveLabsMarengo
 
 storage = S3Storage(region_name=dg.EnvVar("AWS_REGION"))
 
@@ -33,6 +36,15 @@ pipeline_resources = {
             output_s3_uri=dg.EnvVar("MEDIAEMBED_ASYNC_OUTPUT_URI"),
             storage=storage,
         ),
+        # Bound only with a key: a Bedrock-only deployment has none, and an unset EnvVar would fail the
+        # whole code location. The key stays an EnvVar: the UI shows its name, never its value.
+        twelvelabs=TwelveLabsMarengo(
+            api_key=dg.EnvVar("TWELVELABS_API_KEY"),
+            output_s3_uri=dg.EnvVar("MEDIAEMBED_ASYNC_OUTPUT_URI"),
+            storage=storage,
+        )
+        if os.environ.get("TWELVELABS_API_KEY")
+        else None,
     ),
     "segment_index": SegmentIndex(uri=dg.EnvVar("MEDIAEMBED_INDEX_URI"), storage=storage),
 }

@@ -71,6 +71,11 @@ class ModelRoute:
         return (rate or 0.0) * (media_seconds or 0.0)
 
 
+def describe_cost(usd: float, priced: bool, label: str = "est.") -> str:
+    """The estimate as a person reads it: never $0 for a provider whose price is not in the tables."""
+    return f"{label} ${usd:.4f}" if priced else "cost not estimated: no published price for this provider"
+
+
 ROUTES: dict[tuple[str, str], ModelRoute] = {
     ("bedrock", MARENGO_2_7.key): ModelRoute(
         "bedrock",

@@ -112,6 +112,9 @@ def search_segments(
     if has_vector_index(table):
         query = query.nprobes(nprobes).refine_factor(refine_factor)
     rows = query.select(SEARCH_COLUMNS).to_arrow().to_pylist()
+    # Equal scores (the same content twice) rank by object and time, not by the order rows were written,
+    # so the same library gives the same answer whichever provider or run embedded it.
+    rows.sort(key=lambda r: (round(float(r["_distance"]), 6), r["media_uri"], r["start_sec"] or 0.0))
     return [
         SearchHit(
             media_uri=r["media_uri"],

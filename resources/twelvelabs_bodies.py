@@ -54,6 +54,23 @@ def task_request(
     return request
 
 
+def image_request(route: ModelRoute, media_url: str) -> dict[str, Any]:
+    """Keyword arguments of `client.embed.v_2.create` that embed one image (3.0: sync only)."""
+    if route.model.version == "3.5":
+        source = {"name": "image", "media_type": "image", **media_source(media_url)}
+        return {
+            "input_type": "multi_input",
+            "model_name": route.model_id,
+            "multi_input": {"media_sources": [source]},
+            "embedding_dimension": route.model.dimension,
+        }
+    return {
+        "input_type": "image",
+        "model_name": route.model_id,
+        "image": {"media_source": media_source(media_url)},
+    }
+
+
 def text_request(route: ModelRoute, text: str) -> dict[str, Any]:
     """Keyword arguments of `client.embed.v_2.create` that embed a search query (3.5 takes only
     `multi_input`, which carries the text alone here)."""

@@ -1,6 +1,9 @@
 """Marengo served by the TwelveLabs API, through the official `twelvelabs` SDK: embed v2 tasks for media
 (create, then poll `processing` / `ready` / `failed`), sync embed v2 for queries.
 
+Marengo 3.0 has no image tasks: an image is embedded by the sync call at submission, and its result kept
+under `output_s3_uri` (as Bedrock keeps async results), so it is ingested like any finished job.
+
 The API has no idempotency token. Submission runs record an intent in the ledger before each create
 (`needs_intent`), and reconcile intents without a recorded task through `find_submissions`, which looks
 for a task on the same object created since the intent. Media reach the API by presigned S3 URL.
@@ -8,12 +11,14 @@ for a task on the same object created since the intent. Media reach the API by p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, PrivateAttr
 from twelvelabs.core.api_error import ApiError
 
@@ -35,7 +40,7 @@ from resources.provider_errors import (
     SetupError,
 )
 from resources.s3_storage import S3Storage, S3Uri
-from resources.twelvelabs_bodies import TASK_RETENTION_DAYS, parse_embedding_data, task_request
+from resources.twelvelabs_bodies import TASK_RETENTION_DAYS, image_request, parse_embedding_data, task_request
 from resources.twelvelabs_query import READ_RETRIES, api_client, api_message, embed_text, provider_error
 
 STATES: dict[str, InvocationState] = {"processing": "in_progress", "ready": "completed", "failed": "failed"}
@@ -45,6 +50,8 @@ SWEEP_LIMIT = 100
 # Listings start this long before our earliest submit time (the API's clock may lag ours).
 CLOCK_SKEW = timedelta(minutes=5)
 DEFAULT_QUOTA = 30
+# Invocation ids of sync embeddings (no task id exists): the prefix plus the client token.
+SYNC_PREFIX = "sync-"
 RETRY: dict[str, Any] = {"max_retries": READ_RETRIES}
 
 
@@ -60,6 +67,9 @@ class TwelveLabsMarengo(MarengoProvider):
         default=6 * 3600, description="How long the presigned media URLs handed to the API stay valid."
     )
     timeout_sec: float = Field(default=60.0, description="Per-request timeout of the SDK client.")
+    output_s3_uri: str = Field(
+        description="s3:// prefix where the results of sync embeddings (images on 3.0) are kept for ingest."
+    )
     storage: S3Storage
     _client: Any = PrivateAttr(default=None)
 
@@ -104,6 +114,8 @@ class TwelveLabsMarengo(MarengoProvider):
             ) from error
 
     def submit(self, job: EmbeddingJob) -> Submission:
+        if _embedded_sync(job):
+            return self._submit_sync(job)
         route = self.route(job.model)
         try:
             request = task_request(route, job.modality, self.media_url(job.media_uri), job.options)
@@ -120,19 +132,48 @@ class TwelveLabsMarengo(MarengoProvider):
             ) from error
         return Submission(job=job, invocation_id=created.id, output_uri=None, submitted_at=submitted_at)
 
+    def _sync_output(self, job: EmbeddingJob) -> S3Uri:
+        return S3Uri.parse(self.output_s3_uri).join(job.model.key, "sync", f"{job.client_token}.json")
+
+    def _submit_sync(self, job: EmbeddingJob) -> Submission:
+        """Embed now and keep the answer where ingest reads it; the job is finished as soon as it exists."""
+        route = self.route(job.model)
+        try:
+            request = image_request(route, self.media_url(job.media_uri))
+        except ValueError as error:
+            raise PermanentError(str(error)) from error
+        submitted_at = datetime.now(UTC)
+        try:
+            response = self.client().embed.v_2.create(**request, request_options={"max_retries": 0})
+        except ApiError as error:
+            raise provider_error(error, f"the embedding of {job.media_uri}") from error
+        except httpx.HTTPError as error:
+            raise RetryableError(f"TwelveLabs embed for {job.media_uri}: {type(error).__name__}") from error
+        output = self._sync_output(job)
+        body = json.dumps({"data": [_plain(item) for item in (response.data or [])]})
+        self.storage.get_client().put_object(Bucket=output.bucket, Key=output.key, Body=body.encode())
+        return Submission(job, f"{SYNC_PREFIX}{job.client_token}", str(output), submitted_at)
+
     def find_submissions(
         self, intents: list[tuple[EmbeddingJob, datetime]], claimed: set[str]
     ) -> list[Submission]:
         """Tasks that killed runs created after recording their intents: for each intent, the oldest task
         on the same object and model created since it that no ledger row claims. One listing for all."""
+        found: dict[str, Submission] = {}
+        for job, _ in intents:  # a sync result is found where it is kept
+            if _embedded_sync(job) and self._exists(self._sync_output(job)):
+                sync_id = f"{SYNC_PREFIX}{job.client_token}"
+                found[job.client_token] = Submission(
+                    job, sync_id, str(self._sync_output(job)), datetime.now(UTC)
+                )
+        intents = [(job, at) for job, at in intents if not _embedded_sync(job)]
         if not intents:
-            return []
+            return list(found.values())
         wanted = {
             (_object_path(self.media_url(job.media_uri)), self.route(job.model).model_id): (job, at)
             for job, at in intents
         }
         since = min(at for _, at in intents) - CLOCK_SKEW
-        found: dict[str, Submission] = {}
         model_names = {model for _, model in wanted}
         for task in reversed(list(self._list(since, None))):  # oldest first: the first create wins
             if task.id in claimed or (task.model_name and task.model_name not in model_names):
@@ -154,8 +195,8 @@ class TwelveLabsMarengo(MarengoProvider):
     ) -> list[InvocationStatus]:
         if not open_jobs:
             return []
-        token_of = {task_id: token for token, task_id in open_jobs.items()}
-        seen: dict[str, InvocationStatus] = {}
+        token_of = {task_id: token for token, task_id in open_jobs.items() if not _is_sync(task_id)}
+        seen: dict[str, InvocationStatus] = {i: _sync_done(i, t) for t, i in open_jobs.items() if _is_sync(i)}
         for task in self._list(submitted_after - CLOCK_SKEW, None):
             if task.id in token_of:
                 seen[task.id] = _status(task, token_of[task.id])
@@ -169,8 +210,9 @@ class TwelveLabsMarengo(MarengoProvider):
     ) -> list[InvocationStatus]:
         if not open_jobs:
             return []
-        token_of = {task_id: token for token, task_id in open_jobs.items()}
-        return [
+        token_of = {task_id: token for token, task_id in open_jobs.items() if not _is_sync(task_id)}
+        done = [_sync_done(i, t) for t, i in open_jobs.items() if _is_sync(i)]
+        return done + [
             _status(task, token_of[task.id])
             for status in ("ready", "failed")
             for task in self._list(submitted_after - CLOCK_SKEW, status)
@@ -199,6 +241,8 @@ class TwelveLabsMarengo(MarengoProvider):
         return _status(task, token)
 
     def fetch_segments(self, invocation: InvocationStatus, job: EmbeddingJob) -> list[SegmentEmbedding]:
+        if _is_sync(invocation.invocation_id):
+            return self._fetch_sync(job)
         try:
             task = self.client().embed.v_2.tasks.retrieve(invocation.invocation_id, request_options=RETRY)
         except ApiError as error:
@@ -214,8 +258,35 @@ class TwelveLabsMarengo(MarengoProvider):
             raise OutputUnavailable(f"cannot read task {invocation.invocation_id}: {error}") from error
         if task.status != "ready":
             raise OutputUnavailable(f"task {invocation.invocation_id} is {task.status}, not ready")
-        data = [item.dict() if hasattr(item, "dict") else item for item in (task.data or [])]
+        data = [_plain(item) for item in (task.data or [])]
         return parse_embedding_data(data, job.model, job.modality)
+
+    def _fetch_sync(self, job: EmbeddingJob) -> list[SegmentEmbedding]:
+        location = self._sync_output(job)
+        try:
+            raw = (
+                self.storage.get_client().get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+            )
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise MarengoOutputError(f"{location} is gone ({code}) although it was written") from error
+            raise OutputUnavailable(f"cannot read {location}: {code}") from error
+        except BotoCoreError as error:
+            raise OutputUnavailable(f"cannot read {location}: {error}") from error
+        try:
+            payload = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise MarengoOutputError(f"{location} is not JSON: {error}") from error
+        data = payload.get("data") if isinstance(payload, dict) else None
+        return parse_embedding_data(data, job.model, job.modality)
+
+    def _exists(self, location: S3Uri) -> bool:
+        try:
+            self.storage.get_client().head_object(Bucket=location.bucket, Key=location.key)
+        except ClientError:
+            return False
+        return True
 
     def embed_text(self, text: str, model: MarengoModel) -> list[float]:
         return embed_text(self.client(), self.route(model), text)
@@ -236,6 +307,23 @@ def _status(task: Any, token: str) -> InvocationStatus:
         failure_message=message,
         output_uri=None,
     )
+
+
+def _embedded_sync(job: EmbeddingJob) -> bool:
+    """Images on 3.0 have no embed task; they take the sync call."""
+    return job.modality == "image" and job.model.version != "3.5"
+
+
+def _is_sync(invocation_id: str) -> bool:
+    return invocation_id.startswith(SYNC_PREFIX)
+
+
+def _sync_done(invocation_id: str, token: str) -> InvocationStatus:
+    return InvocationStatus(invocation_id, token, "completed", None, None, None, None)
+
+
+def _plain(item: Any) -> Any:
+    return item.dict() if hasattr(item, "dict") else item
 
 
 def _input_url(task: Any) -> str | None:

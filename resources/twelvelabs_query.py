@@ -27,7 +27,10 @@ API_KEY_ENV = "TWELVELABS_API_KEY"
 BASE_URL_ENV = "TWELVELABS_BASE_URL"
 # Reads are retried by the SDK (429, 408, 409 and 5xx, honouring Retry-After); a task create never is:
 # the API has no idempotency token, and the intent in the ledger recovers a create whose answer was lost.
-READ_RETRIES = 3
+# SDK 1.3.6 starts its retry counter at 2 (`retries: int = 2` in core/http_client.py), so `max_retries`
+# must be the retries wanted plus 2: READ_RETRIES = 5 is three retries.
+SDK_RETRY_OFFSET = 2
+READ_RETRIES = 3 + SDK_RETRY_OFFSET
 
 
 def api_client(api_key: str, base_url: str | None = None, timeout_sec: float = 60.0) -> TwelveLabs:
