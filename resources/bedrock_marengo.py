@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -25,12 +24,12 @@ from resources.marengo_provider import MarengoProvider
 from resources.model_routes import ProviderName
 from resources.provider_errors import (
     MarengoOutputError,
-    OutputUnavailable,
     PermanentError,
     ProviderError,
     RetryableError,
     SetupError,
 )
+from resources.provider_outputs import read_output_json
 from resources.s3_storage import S3Storage, S3Uri
 
 # Errors the SDK never retries and a retry of ours cannot fix now: the request or the set-up is wrong.
@@ -87,8 +86,6 @@ NOT_FOUND_ERRORS = {"ResourceNotFoundException", "NotFoundException"}
 INVOCATION_ARN = re.compile(
     r"arn:aws(-[^:]+)?:bedrock:(?P<region>[a-z0-9-]{1,20}):[0-9]{12}:async-invoke/[a-z0-9]{12}"
 )
-# A finished job's output that is gone is gone for good; any other read error may clear up.
-OUTPUT_GONE_ERRORS = {"NoSuchKey", "404", "NotFound"}
 
 
 def refusal_is_object_specific(code: str, message: str, media_uri: str) -> bool:
@@ -253,26 +250,7 @@ class BedrockMarengo(MarengoProvider):
         if not invocation.output_uri:
             raise MarengoOutputError(f"invocation {invocation.invocation_id} has no output location")
         location = S3Uri.parse(invocation.output_uri).join("output.json")
-        try:
-            obj = self.storage.get_client().get_object(Bucket=location.bucket, Key=location.key)
-            raw = obj["Body"].read()
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code in OUTPUT_GONE_ERRORS:
-                raise MarengoOutputError(f"{location} is gone ({code}) although the job completed") from error
-            raise OutputUnavailable(f"cannot read {location}: {code}") from error
-        except BotoCoreError as error:
-            raise OutputUnavailable(f"cannot read {location}: {error}") from error
-        try:
-            payload = json.loads(raw)
-        except UnicodeDecodeError as error:
-            raise MarengoOutputError(
-                f"{location} is not UTF-8 text: {error.reason} at byte {error.start}"
-            ) from error
-        except json.JSONDecodeError as error:
-            raise MarengoOutputError(f"{location} is not JSON: {error}") from error
-        except RecursionError as error:
-            raise MarengoOutputError(f"{location} is nested too deeply to be Marengo output") from error
+        payload = read_output_json(self.storage, location, "the job completed")
         return parse_segments(payload, job.model, job.modality)
 
     def embed_text(self, text: str, model: MarengoModel) -> list[float]:

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from pydantic import Field, PrivateAttr
 from twelvelabs.core.api_error import ApiError
 
@@ -39,6 +39,7 @@ from resources.provider_errors import (
     RetryableError,
     SetupError,
 )
+from resources.provider_outputs import read_output_json
 from resources.s3_storage import S3Storage, S3Uri
 from resources.twelvelabs_bodies import TASK_RETENTION_DAYS, image_request, parse_embedding_data, task_request
 from resources.twelvelabs_query import READ_RETRIES, api_client, api_message, embed_text, provider_error
@@ -262,22 +263,7 @@ class TwelveLabsMarengo(MarengoProvider):
         return parse_embedding_data(data, job.model, job.modality)
 
     def _fetch_sync(self, job: EmbeddingJob) -> list[SegmentEmbedding]:
-        location = self._sync_output(job)
-        try:
-            raw = (
-                self.storage.get_client().get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
-            )
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise MarengoOutputError(f"{location} is gone ({code}) although it was written") from error
-            raise OutputUnavailable(f"cannot read {location}: {code}") from error
-        except BotoCoreError as error:
-            raise OutputUnavailable(f"cannot read {location}: {error}") from error
-        try:
-            payload = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise MarengoOutputError(f"{location} is not JSON: {error}") from error
+        payload = read_output_json(self.storage, self._sync_output(job), "it was written")
         data = payload.get("data") if isinstance(payload, dict) else None
         return parse_embedding_data(data, job.model, job.modality)
 
