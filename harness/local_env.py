@@ -38,7 +38,6 @@ def bind_local_twelvelabs() -> None:
 def local_settings(workdir: Path) -> dict[str, str]:
     workdir = workdir.resolve()
     return {
-        "TWELVELABS_API_KEY": LOCAL_TWELVELABS_KEY,
         "MEDIAEMBED_MEDIA_URI": "s3://media/",
         "MEDIAEMBED_ASYNC_OUTPUT_URI": "s3://lake/marengo-async",
         "MEDIAEMBED_LAKE_URI": str(workdir / "lake"),
