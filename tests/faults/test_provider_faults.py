@@ -25,7 +25,9 @@ def test_throttling_at_60_percent_of_all_calls(make_world: MakeWorld, samples: l
 
 
 def test_quota_of_3_with_20_objects(make_world: MakeWorld, samples: list[SampleObject]) -> None:
-    world = make_world(max_concurrent_invocations=3, latency_sec=0.05)
+    # Jobs last 0.5 s: four submissions always land inside one job's run, so the quota refusal is certain
+    # even on a loaded machine (at 0.05 s a slow run could submit between finishes and never be refused).
+    world = make_world(max_concurrent_invocations=3, latency_sec=0.5)
     world.put_samples(samples)
     world.put(extra_images(13))
     deferred: list[str] = []
