@@ -84,6 +84,11 @@ def text_request(route: ModelRoute, text: str) -> dict[str, Any]:
     return {"input_type": "text", "model_name": route.model_id, "text": {"input_text": text}}
 
 
+def plain_item(item: Any) -> Any:
+    """An SDK `EmbeddingData` as the plain dict the parser reads (dicts pass through)."""
+    return item.dict() if hasattr(item, "dict") else item
+
+
 def parse_embedding_data(
     data: Any, model: MarengoModel, modality: Modality | None = None
 ) -> list[SegmentEmbedding]:

@@ -41,7 +41,13 @@ from resources.provider_errors import (
 )
 from resources.provider_outputs import read_output_json
 from resources.s3_storage import S3Storage, S3Uri
-from resources.twelvelabs_bodies import TASK_RETENTION_DAYS, image_request, parse_embedding_data, task_request
+from resources.twelvelabs_bodies import (
+    TASK_RETENTION_DAYS,
+    image_request,
+    parse_embedding_data,
+    plain_item,
+    task_request,
+)
 from resources.twelvelabs_query import READ_RETRIES, api_client, api_message, embed_text, provider_error
 
 STATES: dict[str, InvocationState] = {"processing": "in_progress", "ready": "completed", "failed": "failed"}
@@ -151,9 +157,13 @@ class TwelveLabsMarengo(MarengoProvider):
         except httpx.HTTPError as error:
             raise RetryableError(f"TwelveLabs embed for {job.media_uri}: {type(error).__name__}") from error
         output = self._sync_output(job)
-        body = json.dumps({"data": [_plain(item) for item in (response.data or [])]})
+        body = json.dumps({"data": [plain_item(item) for item in (response.data or [])]})
         self.storage.get_client().put_object(Bucket=output.bucket, Key=output.key, Body=body.encode())
-        return Submission(job, f"{SYNC_PREFIX}{job.client_token}", str(output), submitted_at)
+        return self._sync_submission(job, submitted_at)
+
+    def _sync_submission(self, job: EmbeddingJob, submitted_at: datetime) -> Submission:
+        """A sync embedding's job: its id names the token, its output is where the answer is kept."""
+        return Submission(job, f"{SYNC_PREFIX}{job.client_token}", str(self._sync_output(job)), submitted_at)
 
     def find_submissions(
         self, intents: list[tuple[EmbeddingJob, datetime]], claimed: set[str]
@@ -163,10 +173,7 @@ class TwelveLabsMarengo(MarengoProvider):
         found: dict[str, Submission] = {}
         for job, _ in intents:  # a sync result is found where it is kept
             if _embedded_sync(job) and self._exists(self._sync_output(job)):
-                sync_id = f"{SYNC_PREFIX}{job.client_token}"
-                found[job.client_token] = Submission(
-                    job, sync_id, str(self._sync_output(job)), datetime.now(UTC)
-                )
+                found[job.client_token] = self._sync_submission(job, datetime.now(UTC))
         intents = [(job, at) for job, at in intents if not _embedded_sync(job)]
         if not intents:
             return list(found.values())
@@ -259,7 +266,7 @@ class TwelveLabsMarengo(MarengoProvider):
             raise OutputUnavailable(f"cannot read task {invocation.invocation_id}: {error}") from error
         if task.status != "ready":
             raise OutputUnavailable(f"task {invocation.invocation_id} is {task.status}, not ready")
-        data = [_plain(item) for item in (task.data or [])]
+        data = [plain_item(item) for item in (task.data or [])]
         return parse_embedding_data(data, job.model, job.modality)
 
     def _fetch_sync(self, job: EmbeddingJob) -> list[SegmentEmbedding]:
@@ -306,10 +313,6 @@ def _is_sync(invocation_id: str) -> bool:
 
 def _sync_done(invocation_id: str, token: str) -> InvocationStatus:
     return InvocationStatus(invocation_id, token, "completed", None, None, None, None)
-
-
-def _plain(item: Any) -> Any:
-    return item.dict() if hasattr(item, "dict") else item
 
 
 def _input_url(task: Any) -> str | None:

@@ -21,7 +21,7 @@ from resources.provider_errors import (
     RetryableError,
     SetupError,
 )
-from resources.twelvelabs_bodies import parse_embedding_data, text_request
+from resources.twelvelabs_bodies import parse_embedding_data, plain_item, text_request
 
 API_KEY_ENV = "TWELVELABS_API_KEY"
 BASE_URL_ENV = "TWELVELABS_BASE_URL"
@@ -78,7 +78,7 @@ def embed_text(client: TwelveLabs, route: ModelRoute, text: str) -> list[float]:
             f"cannot reach the TwelveLabs API at {endpoint} ({type(error).__name__}): check "
             f"{BASE_URL_ENV}, the network, or start the emulators (`mediaembed emulate`)"
         ) from None
-    data = [item.dict() if hasattr(item, "dict") else item for item in (response.data or [])]
+    data = [plain_item(item) for item in (response.data or [])]
     try:
         segments = parse_embedding_data(data, route.model)
     except MarengoOutputError as error:
