@@ -16,7 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
+import pyarrow.dataset as pads
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from resources.lake import Lake
@@ -28,6 +29,12 @@ LEGACY_FILE = re.compile(r"^[0-9a-f]{24}\.parquet$")
 # Compact once this many data files make up the current version (ingest runs add one or a few each):
 # every file is a fragment each read opens, so a read of few large files stays near one Parquet file's.
 COMPACT_FROM_FILES = 16
+# A table this small is compacted into one file after every commit that leaves it in several: rewriting
+# it costs an ingest run well under a second, and every read then opens one file.
+SMALL_TABLE_BYTES = 64 * 1024 * 1024
+# Snappy for every file written, compactions included: delta-rs compacts with ZSTD by default, which
+# reads back about 40% slower than the Snappy files its writes make.
+WRITER = WriterProperties(compression="SNAPPY")
 # Files no version younger than this needs are vacuumed: a week of time travel.
 RETENTION_HOURS = 7 * 24
 COMMIT_ATTEMPTS = 5
@@ -61,14 +68,56 @@ class EmbeddingTable:
         self.file_schema = self.schema.set(
             vector, pa.field("vector", pa.list_(pa.field("element", pa.float32())), nullable=False)
         )
+        # The latest version this instance loaded, and the stamp of its commit file (see `open`).
+        self._held: tuple[DeltaTable, tuple[int, int] | None] | None = None
+        # Data files never change once written (a new version writes new files), so their footers are
+        # read once per instance: a fragment with complete metadata per file of the current version.
+        self._fragments: dict[str, pads.ParquetFileFragment] = {}
 
     # --- reading -----------------------------------------------------------------------------------------
 
     def open(self, version: int | None = None) -> DeltaTable | None:
+        """The table at `version`, or at the latest one.
+
+        Loading replays the log (milliseconds), so the latest version is held and checked the way Delta
+        readers check: commits are numbered files, so version N is still the latest while the file of N+1
+        does not exist and N's own is the one loaded (same size and time; else the table was made again
+        under the same URI). Otherwise it is loaded afresh.
+        """
+        if version is not None:
+            return self._load(version)
+        if self._held is not None:
+            held, stamp = self._held
+            mine, next_one = self._lake.file_stamps(
+                [self._commit_file(held.version()), self._commit_file(held.version() + 1)]
+            )
+            if mine == stamp and stamp is not None and next_one is None:
+                return held
+        table = self._load(None)
+        self._held = None
+        if table is not None:
+            self._held = (table, self._lake.file_stamps([self._commit_file(table.version())])[0])
+        return table
+
+    def _load(self, version: int | None) -> DeltaTable | None:
         try:
             return DeltaTable(self.uri, version=version, storage_options=self._options)
         except TableNotFoundError:
             return None
+
+    def _commit_file(self, version: int) -> str:
+        return f"{self.uri}/_delta_log/{version:020d}.json"
+
+    def _dataset(self, table: DeltaTable) -> pads.Dataset:
+        """The current version's files as one dataset, each file's footer read once."""
+        uris = table.file_uris()
+        missing = [u for u in uris if u not in self._fragments]
+        if missing:
+            self._fragments.update(zip(missing, self._lake.parquet_fragments(missing), strict=True))
+        current = set(uris)
+        for gone in [u for u in self._fragments if u not in current]:
+            del self._fragments[gone]
+        return self._lake.fragments_dataset([self._fragments[u] for u in uris], self.file_schema)
 
     def read(self, media_ids: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
         """Current rows, of only `media_ids` when given (pushed down to the files' statistics).
@@ -83,8 +132,7 @@ class EmbeddingTable:
             empty = self.schema.empty_table()
             return empty.select(columns) if columns else empty
         where = None if media_ids is None else pc.field("media_id").isin(media_ids)
-        dataset = self._lake.files_dataset(table.file_uris(), self.file_schema)
-        rows = dataset.to_table(columns=columns, filter=where)
+        rows = self._dataset(table).to_table(columns=columns, filter=where)
         # Delta has no fixed-size list type: vectors come back as lists and regain their dimension here.
         return rows.cast(pa.schema([self.schema.field(name) for name in rows.column_names]))
 
@@ -140,14 +188,19 @@ class EmbeddingTable:
         return self._commit(lambda: self._delete(predicate))
 
     def maintain(self) -> str:
-        """Compact small files once there are many, then vacuum what no version of the last week needs."""
+        """Compact small files once there are many (a small table: into one file after every commit), then
+        vacuum what no version of the last week needs."""
         table = self.open()
         if table is None:
             return "no table yet"
         files = len(table.file_uris())
-        if files < COMPACT_FROM_FILES:
+        size = sum(pa.table(table.get_add_actions()).column("size_bytes").to_pylist())
+        small = size <= SMALL_TABLE_BYTES
+        if files < COMPACT_FROM_FILES and not (small and files > 1):
             return f"{files} data files, compaction from {COMPACT_FROM_FILES}"
-        metrics = table.optimize.compact()
+        metrics = table.optimize.compact(
+            target_size=SMALL_TABLE_BYTES if small else None, writer_properties=WRITER
+        )
         # A checkpoint: readers then load the log from one Parquet file instead of replaying every commit.
         table.create_checkpoint()
         removed = table.vacuum(retention_hours=RETENTION_HOURS, dry_run=False, full=True)
@@ -162,7 +215,14 @@ class EmbeddingTable:
         return None if table is None else table.version()
 
     def _write(self, rows: pa.Table, predicate: str) -> int:
-        write_deltalake(self.uri, rows, mode="overwrite", predicate=predicate, storage_options=self._options)
+        write_deltalake(
+            self.uri,
+            rows,
+            mode="overwrite",
+            predicate=predicate,
+            storage_options=self._options,
+            writer_properties=WRITER,
+        )
         table = self.open()
         assert table is not None
         return table.version()
@@ -207,6 +267,7 @@ class EmbeddingTable:
                 rows,
                 mode="error",
                 name=self.model.key,
+                writer_properties=WRITER,
                 description="migrated from one Parquet file per object",
                 storage_options=self._options,
             )

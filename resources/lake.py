@@ -20,6 +20,7 @@ from resources.s3_storage import S3Storage, S3Uri
 # `<name>.parquet.<uuid4 hex>.tmp`: what write_table writes before its atomic rename, and what a killed
 # write leaves behind.
 TEMPORARY = re.compile(r"\.parquet\.[0-9a-f]{32}\.tmp$")
+PARQUET = pads.ParquetFileFormat()
 # A listing can name a file that a concurrent ledger compaction deletes before it is read: list again.
 READ_ATTEMPTS = 5
 
@@ -90,11 +91,33 @@ class Lake(dg.ConfigurableResource):
         fs, base = self._fs_and_base()
         return [dict(pq.read_schema(f"{base}/{p}", filesystem=fs).metadata or {}) for p in relative_paths]
 
-    def files_dataset(self, uris: list[str], schema: pa.Schema) -> pads.Dataset:
-        """A Parquet dataset over files named by absolute local paths or s3:// URIs (a table's files)."""
+    def _paths(self, uris: list[str]) -> list[str]:
+        """pyarrow paths of files named by absolute local paths or s3:// URIs (a table's files)."""
+        return [S3Uri.parse(u).arrow_path() if u.startswith("s3://") else u for u in uris]
+
+    def parquet_fragments(self, uris: list[str]) -> list[pads.ParquetFileFragment]:
+        """One fragment per Parquet file, its footer read (so later scans skip reading it again)."""
         fs, _ = self._fs_and_base()
-        paths = [S3Uri.parse(u).arrow_path() if u.startswith("s3://") else u for u in uris]
-        return pads.dataset(paths, filesystem=fs, format="parquet", schema=schema)
+        fragments = [PARQUET.make_fragment(path, filesystem=fs) for path in self._paths(uris)]
+        for fragment in fragments:
+            fragment.ensure_complete_metadata()
+        return fragments
+
+    def fragments_dataset(self, fragments: list[pads.ParquetFileFragment], schema: pa.Schema) -> pads.Dataset:
+        fs, _ = self._fs_and_base()
+        return pads.FileSystemDataset(fragments, schema=schema, format=PARQUET, filesystem=fs)
+
+    def file_stamps(self, uris: list[str]) -> list[tuple[int, int] | None]:
+        """(size, modification time in ns) of each file, None for one that does not exist: one stat, or one
+        HEAD on S3, each."""
+        fs, _ = self._fs_and_base()
+        stamps: list[tuple[int, int] | None] = []
+        for info in fs.get_file_info(self._paths(uris)):
+            if info.type != pafs.FileType.File:
+                stamps.append(None)
+            else:
+                stamps.append((int(info.size or 0), int(info.mtime_ns or 0)))
+        return stamps
 
     def read_dataset(self, relative_dir: str, schema: pa.Schema) -> pa.Table:
         """Every Parquet file under a folder, as one table (empty with `schema` when there are none).

@@ -107,6 +107,12 @@ def test_sigkill_mid_commit_leaves_the_embedding_table_at_its_previous_version(m
     assert world.converge() == 1, "nothing to submit again"
     counts = world.check("SIGKILL mid-commit of the embedding table (S3 lake)")
     assert (counts.seen, counts.embedded, counts.jobs_created) == (first + more,) * 3
-    assert table.version() == before_version + 1
+    committed = table.open(before_version + 1)
+    assert committed is not None
+    objects = set(committed.to_pyarrow_table(columns=["media_uri"]).column("media_uri").to_pylist())
+    assert len(objects) == first + more, "the next run committed every object in one commit"
+    assert table.read().num_rows == committed.to_pyarrow_table(columns=["media_uri"]).num_rows, (
+        "what followed (the compaction) changed no rows"
+    )
     assert_killed_run_failed_and_slots_free(world, child)
     assert world.errors == []
