@@ -13,11 +13,25 @@ def main(argv: list[str] | None = None) -> int:
 
     search_cmd = commands.add_parser(
         "search",
-        help="text search over the segment index",
-        description="Text search over the segment index. Exit status: 0 hits printed (maybe none), "
-        "1 settings, index or provider not ready, 2 bad command line or query.",
+        help="search the segment index by text, images or a short audio clip",
+        description="Search the segment index by text, images (--image, several for a multi-input query) "
+        "or a short audio clip (--audio); text with one image searches by both. Exit status: 0 hits "
+        "printed (maybe none), 1 settings, index or provider not ready, 2 bad command line or query.",
     )
-    search_cmd.add_argument("text")
+    search_cmd.add_argument("text", nargs="?", help="the words to search for (may be left out with --image)")
+    search_cmd.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH|s3://…",
+        help="an image to search by: a local file (sent inline) or an S3 object; repeat for several",
+    )
+    search_cmd.add_argument("--audio", metavar="PATH|s3://…", help="an audio clip under 10 minutes")
+    search_cmd.add_argument(
+        "--text-truncate",
+        choices=("start", "end", "none"),
+        help="Marengo 2.7 only: drop the start or the end of a text over 77 tokens, or refuse it (none)",
+    )
     search_cmd.add_argument("--top-k", type=int, default=5, help="how many hits (1 or more)")
     search_cmd.add_argument("--json", action="store_true", help="one JSON object per hit")
     search_cmd.add_argument("--model", default=SERVING_MODEL_KEY, choices=sorted(MARENGO_MODELS))
@@ -88,7 +102,15 @@ def _search(args: argparse.Namespace) -> int:
     from mediaembed.search import SearchError, run_search  # no Dagster, no code location: a fast start
 
     def run() -> int:
-        return run_search(args.text, args.top_k, args.model, as_json=args.json)
+        return run_search(
+            args.text,
+            args.top_k,
+            args.model,
+            as_json=args.json,
+            images=args.image,
+            audio=args.audio,
+            text_truncate=args.text_truncate,
+        )
 
     if not args.local:
         return run()

@@ -17,9 +17,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TextIO
 
-from resources.bedrock_query import embed_text, runtime_client
+from resources.bedrock_query import embed_query, runtime_client
 from resources.marengo_models import MARENGO_MODELS, SERVING_MODEL_KEY, MarengoModel
-from resources.model_routes import ProviderName, configured_providers, route
+from resources.marengo_query import (
+    MarengoQuery,
+    QueryLimitError,
+    QueryMedia,
+    QueryMediaKind,
+    TextTruncate,
+)
+from resources.marengo_query import check_query as check_marengo_query
+from resources.marengo_query import query_token_bound as query_token_bound
+from resources.model_routes import ModelRoute, ProviderName, configured_providers, route
 from resources.provider_errors import ProviderError, QueryEmbeddingError
 from resources.segment_search import (
     DEFAULT_NPROBES,
@@ -97,39 +106,20 @@ class SearchSettings:
         )
 
 
-def query_token_bound(text: str) -> int:
-    """An upper bound on the tokens Marengo's text encoder can make of `text`; never an underestimate.
-
-    Bedrock does not publish Marengo's tokenizer, so count the worst case: byte-level BPE (the CLIP and GPT
-    family) and SentencePiece with byte fallback never emit more tokens than the UTF-8 bytes of the text,
-    with each run of whitespace counted as one byte; add one start and one end marker. English words
-    usually take a quarter of this, so the bound can flag a query the model would accept, never the reverse.
-    """
-    return len(" ".join(text.split()).encode("utf-8")) + 2
-
-
-def check_query(text: str, model: MarengoModel) -> str | None:
-    """Refuse a query Marengo cannot embed. Returns a one-line notice when the model may truncate it.
-
-    Over the limit, Marengo 2.7 documents cutting the text at the end (`textTruncate: end`, its default):
-    the query runs, and the notice says the tail may be ignored. Marengo 3.0 answers ValidationException
-    instead, so a query that may exceed its limit is refused before it is sent, naming the limit.
-    """
-    if not text.strip():
-        raise BadQuery(
-            'the query is empty: give the words to search for, e.g. mediaembed search "red circle"'
-        )
-    bound = query_token_bound(text)
-    if bound <= model.max_text_tokens:
-        return None
-    limit = f"Marengo {model.version}'s {model.max_text_tokens}-token text limit"
-    counted = f"up to {bound} tokens, counting each UTF-8 byte as one"
-    if model.truncates_long_text:
-        return (
-            f"note: the query may exceed {limit} ({counted}); the model reads the first "
-            f"{model.max_text_tokens} tokens and ignores the rest (textTruncate=end)"
-        )
-    raise BadQuery(f"the query may exceed {limit} ({counted}): shorten it")
+def check_query(
+    query: str | MarengoQuery,
+    model: MarengoModel,
+    route_of: ModelRoute | None = None,
+    region: str | None = None,
+) -> str | None:
+    """Refuse a query the serving model cannot embed, before anything is sent; a one-line notice when the
+    model will cut it instead (Marengo 2.7's text truncation)."""
+    query = MarengoQuery.of_text(query) if isinstance(query, str) else query
+    target = route_of or route(configured_providers()[model.key], model.key)
+    try:
+        return check_marengo_query(query, target, region if target.provider == "bedrock" else None)
+    except QueryLimitError as error:
+        raise BadQuery(str(error)) from None
 
 
 def check_top_k(top_k: int) -> None:
@@ -159,11 +149,13 @@ class Searcher:
         *,
         read_consistency_interval: timedelta | None = timedelta(seconds=5),
         max_attempts: int = 3,
+        clients: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.read_consistency_interval = read_consistency_interval
         self._max_attempts = max_attempts
-        self._clients: dict[str, Any] = {}
+        # "bedrock", "twelvelabs", "s3": built on first use unless given (tests give their own).
+        self._clients: dict[str, Any] = dict(clients or {})
         self._db: Any = None
         self._tables: dict[str, Any] = {}
 
@@ -171,41 +163,79 @@ class Searcher:
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> Searcher:
         return cls(SearchSettings.from_env(env), **options)
 
-    def search(self, text: str, top_k: int = 5, model_key: str = SERVING_MODEL_KEY) -> list[SearchHit]:
-        """The `top_k` best segments for `text`, best first. The index is opened before the query is embedded,
-        so a search with nothing to search costs no Bedrock call."""
+    def search(
+        self, query: str | MarengoQuery, top_k: int = 5, model_key: str = SERVING_MODEL_KEY
+    ) -> list[SearchHit]:
+        """The `top_k` best segments for a query (text, or a `MarengoQuery` with images or a clip), best
+        first. Its limits are checked and the index is opened before the query is embedded, so a search
+        that cannot succeed costs no provider call."""
         model = serving_model(model_key)
         check_top_k(top_k)
-        check_query(text, model)
+        query = MarengoQuery.of_text(query) if isinstance(query, str) else query
+        target = self.route_of(model)
+        check_query(query, model, target, self.settings.region)
         table = self._table(model)
         try:
-            vector = self._embed_query(model, text)
+            vector = self._embed_query(target, query)
         except (QueryEmbeddingError, ProviderError) as error:
             raise SearchError(str(error)) from None
         return search_segments(
             table, vector, top_k, nprobes=self.settings.nprobes, refine_factor=self.settings.refine_factor
         )
 
-    def _embed_query(self, model: MarengoModel, text: str) -> list[float]:
-        """The query vector from the provider that serves `model`: one client per provider, kept."""
-        provider = (self.settings.providers or configured_providers())[model.key]
-        if provider == "twelvelabs":
-            from resources.twelvelabs_query import api_client
-            from resources.twelvelabs_query import embed_text as twelvelabs_embed_text
+    def query_media(self, spec: str, kind: QueryMediaKind, name: str = "") -> QueryMedia:
+        """An image or clip for a query, from a local path or an s3:// URI (looked at, not yet sent)."""
+        from resources.query_media import QueryMediaError, resolve_query_media
 
-            client = self._clients.get(provider)
+        try:
+            return resolve_query_media(spec, kind, self._s3() if spec.startswith("s3://") else None, name)
+        except (QueryMediaError, QueryLimitError) as error:
+            raise BadQuery(str(error)) from None
+
+    def route_of(self, model: MarengoModel) -> ModelRoute:
+        """The route that embeds this model's queries (MEDIAEMBED_PROVIDERS over the defaults)."""
+        return route((self.settings.providers or configured_providers())[model.key], model.key)
+
+    def _embed_query(self, target: ModelRoute, query: MarengoQuery) -> list[float]:
+        """The query vector from the provider that serves the model: one client per provider, kept."""
+        if target.provider == "twelvelabs":
+            from resources.twelvelabs_query import api_client
+            from resources.twelvelabs_query import embed_query as twelvelabs_embed_query
+
+            client = self._clients.get("twelvelabs")
             if client is None:
                 client = api_client(self.settings.twelvelabs_api_key, self.settings.twelvelabs_base_url)
-                self._clients[provider] = client
-            return twelvelabs_embed_text(client, route(provider, model.key), text)
-        client = self._clients.get(provider)
+                self._clients["twelvelabs"] = client
+            return twelvelabs_embed_query(client, target, query, self._presigned_url)
+        client = self._clients.get("bedrock")
         if client is None:
             settings = self.settings
             client = runtime_client(
                 settings.region, settings.bedrock_endpoint, "standard", self._max_attempts
             )
-            self._clients[provider] = client
-        return embed_text(client, route(provider, model.key), self.settings.region, text)
+            self._clients["bedrock"] = client
+        return embed_query(client, target, self.settings.region, query)
+
+    def _s3(self) -> Any:
+        """One S3 client (the standard AWS chain, AWS_ENDPOINT_URL_S3 included) for a query's media."""
+        client = self._clients.get("s3")
+        if client is None:
+            import boto3
+
+            client = boto3.session.Session().client("s3", region_name=self.settings.region)
+            self._clients["s3"] = client
+        return client
+
+    def _presigned_url(self, s3_uri: str) -> str:
+        """How the TwelveLabs API reaches a query's S3 object: a GET URL valid for 10 minutes."""
+        from resources.s3_objects import S3Uri
+
+        location = S3Uri.parse(s3_uri)
+        return str(
+            self._s3().generate_presigned_url(
+                "get_object", Params={"Bucket": location.bucket, "Key": location.key}, ExpiresIn=600
+            )
+        )
 
     def _table(self, model: MarengoModel) -> Any:
         table = self._tables.get(model.key)
@@ -240,9 +270,9 @@ class Searcher:
         return S3Storage(region_name=self.settings.region).lance_storage_options()
 
 
-def search(text: str, top_k: int = 5, model_key: str = SERVING_MODEL_KEY) -> list[SearchHit]:
+def search(query: str | MarengoQuery, top_k: int = 5, model_key: str = SERVING_MODEL_KEY) -> list[SearchHit]:
     """One search with settings read from the environment now (a long-lived caller keeps a `Searcher`)."""
-    return Searcher.from_env().search(text, top_k, model_key)
+    return Searcher.from_env().search(query, top_k, model_key)
 
 
 def hit_record(rank: int, hit: SearchHit) -> dict[str, Any]:
@@ -271,23 +301,37 @@ def print_hits(hits: Sequence[SearchHit], as_json: bool, out: TextIO | None = No
 
 
 def run_search(
-    text: str,
+    text: str | None,
     top_k: int,
     model_key: str,
     *,
     as_json: bool,
+    images: Sequence[str] = (),
+    audio: str | None = None,
+    text_truncate: TextTruncate | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """`mediaembed search`: hits on `out`; notices and errors as one line each on `err`; the exit status."""
+    """`mediaembed search`: hits on `out`; notices and errors as one line each on `err`; the exit status.
+
+    A text-only query is checked before any setting is read; images and a clip (local paths or s3:// URIs)
+    are looked at first, then checked, then sent."""
     err = err or sys.stderr
     try:
         model = serving_model(model_key)
         check_top_k(top_k)
-        notice = check_query(text, model)
+        query = MarengoQuery(text=text, text_truncate=text_truncate)
+        if not images and audio is None:
+            notice = check_query(query, model)
+        searcher = Searcher.from_env()
+        if images or audio is not None:
+            media = [searcher.query_media(spec, "image") for spec in images]
+            media += [searcher.query_media(audio, "audio")] if audio is not None else []
+            query = MarengoQuery(text=text, media=tuple(media), text_truncate=text_truncate)
+            notice = check_query(query, model, searcher.route_of(model), searcher.settings.region)
         if notice:
             print(f"mediaembed search: {notice}", file=err)
-        hits = Searcher.from_env().search(text, top_k, model_key)
+        hits = searcher.search(query, top_k, model_key)
     except SearchError as error:
         print(f"mediaembed search: {error}", file=err)
         return error.exit_code

@@ -6,6 +6,7 @@ Shapes follow the Bedrock model-parameter pages for TwelveLabs Marengo Embed 2.7
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy.typing as npt
 
 from resources.embedding_jobs import EmbeddingOptions, SegmentEmbedding
 from resources.marengo_models import MarengoModel, Modality
+from resources.marengo_query import MarengoQuery, QueryMedia, input_type
 from resources.model_routes import ModelRoute
 from resources.provider_errors import MarengoOutputError
 
@@ -72,9 +74,40 @@ def _nested_media_input(
 
 def text_query_body(route: ModelRoute, text: str) -> dict[str, Any]:
     """The InvokeModel body that embeds a search query into the model's space."""
+    return query_body(route, MarengoQuery.of_text(text))
+
+
+def query_media_source(media: QueryMedia, bucket_owner: str | None = None) -> dict[str, Any]:
+    """An S3 object by reference (`s3Location`), or bytes inline (`base64String`)."""
+    if media.s3_uri is not None:
+        return s3_media_source(media.s3_uri, bucket_owner)
+    return {"base64String": base64.b64encode(media.data or b"").decode("ascii")}
+
+
+def query_body(route: ModelRoute, query: MarengoQuery, bucket_owner: str | None = None) -> dict[str, Any]:
+    """The InvokeModel body that embeds a query (text, an image, or both) into the model's space.
+
+    The query is checked first (`check_query`); a type this route has no body for is a programming
+    error here, not a person's."""
+    kind = input_type(query)
+    text = (query.text or "").strip()
     if route.request_style == "bedrock-flat":
-        return {"inputType": "text", "inputText": text}
-    return {"inputType": "text", "text": {"inputText": text}}
+        if kind == "text":
+            body: dict[str, Any] = {"inputType": "text", "inputText": text}
+            if query.text_truncate is not None:
+                body["textTruncate"] = query.text_truncate
+            return body
+        if kind == "image":
+            return {"inputType": "image", "mediaSource": query_media_source(query.images[0], bucket_owner)}
+    else:
+        if kind == "text":
+            return {"inputType": "text", "text": {"inputText": text}}
+        if kind in ("image", "text_image"):
+            params: dict[str, Any] = {"mediaSource": query_media_source(query.images[0], bucket_owner)}
+            if kind == "text_image":
+                params = {"inputText": text, **params}
+            return {"inputType": kind, kind: params}
+    raise ValueError(f"Marengo {route.model.version} on Bedrock has no {kind} query body")
 
 
 def parse_segments(

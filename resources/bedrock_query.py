@@ -21,8 +21,9 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as EndpointUnreachable
 
-from resources.bedrock_marengo_bodies import parse_segments, text_query_body
+from resources.bedrock_marengo_bodies import parse_segments, query_body
 from resources.marengo_models import MarengoModel
+from resources.marengo_query import MarengoQuery, QueryLimitError, check_query
 from resources.model_routes import ModelRoute
 from resources.provider_errors import MarengoOutputError, QueryEmbeddingError
 
@@ -41,9 +42,19 @@ def runtime_client(
 
 
 def embed_text(client: Any, route: ModelRoute, region_name: str, text: str) -> list[float]:
+    return embed_query(client, route, region_name, MarengoQuery.of_text(text))
+
+
+def embed_query(
+    client: Any, route: ModelRoute, region_name: str, query: MarengoQuery, bucket_owner: str | None = None
+) -> list[float]:
     """A query vector in the route's model space from InvokeModel; every failure becomes a
-    QueryEmbeddingError."""
+    QueryEmbeddingError. The query's limits are checked before anything is sent."""
     model = route.model
+    try:
+        check_query(query, route, region_name)
+    except QueryLimitError as error:
+        raise QueryEmbeddingError(str(error)) from None
     try:
         model_id = route.sync_model_id(region_name)
     except ValueError as error:
@@ -53,7 +64,7 @@ def embed_text(client: Any, route: ModelRoute, region_name: str, text: str) -> l
     try:
         response = client.invoke_model(
             modelId=model_id,
-            body=json.dumps(text_query_body(route, text)),
+            body=json.dumps(query_body(route, query, bucket_owner)),
             contentType="application/json",
             accept="application/json",
         )

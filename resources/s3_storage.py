@@ -12,141 +12,17 @@ the lake, whose paths this project chooses.
 
 from __future__ import annotations
 
-import io
 import threading
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
-from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
-SCHEME = "s3://"
-# Bytes fetched per ranged GetObject: a container header and its first packets in one or two requests,
-# while a probe of a multi-gigabyte video still reads only the few regions the demuxer seeks to.
-READ_AHEAD_BYTES = 256 * 1024
+from resources.s3_objects import SCHEME, ObjectChanged, S3ObjectFile, S3Uri, open_s3_object
 
-
-@dataclass(frozen=True)
-class S3Uri:
-    """`s3://bucket/key`, where the key is everything after the first `/` that follows the bucket."""
-
-    bucket: str
-    key: str
-
-    @classmethod
-    def parse(cls, uri: str) -> S3Uri:
-        """Split at the first `/` after the bucket and keep the key byte for byte.
-
-        Not a URL parser: urlparse cuts the key at `#` or `?` and drops tabs and newlines, all of which are
-        legal in an S3 key and would silently point at another object.
-        """
-        if uri[: len(SCHEME)].lower() != SCHEME:
-            raise ValueError(f"not an s3:// URI: {uri!r}")
-        bucket, _, key = uri[len(SCHEME) :].partition("/")
-        if not bucket:
-            raise ValueError(f"no bucket in the S3 URI {uri!r}: write it as s3://bucket/key")
-        return cls(bucket, key)
-
-    def __str__(self) -> str:
-        return f"{SCHEME}{self.bucket}/{self.key}"
-
-    def join(self, *parts: str) -> S3Uri:
-        """`parts` under this prefix: one `/` between the prefix and each part, nothing else changed."""
-        key = self.key
-        for part in parts:
-            key = f"{key}{part}" if not key or key.endswith("/") else f"{key}/{part}"
-        return S3Uri(self.bucket, key)
-
-    def arrow_path(self) -> str:
-        """`bucket/prefix` for pyarrow's S3FileSystem, which cannot address every key.
-
-        pyarrow refuses empty segments (`//`, a leading `/`) and resolves `.` and `..`, so such a prefix is
-        refused here by name instead of reading or writing somewhere else.
-        """
-        segments = self.key.rstrip("/").split("/") if self.key.rstrip("/") else []
-        if any(segment in ("", ".", "..") for segment in segments):
-            raise ValueError(
-                f"{self} has an empty, '.' or '..' path segment, which pyarrow cannot address: "
-                "choose a prefix without them"
-            )
-        return "/".join([self.bucket, *segments])
-
-
-class ObjectChanged(RuntimeError):
-    """The object was replaced while it was being read: its bytes would mix two versions."""
-
-
-class S3ObjectFile(io.BufferedReader):
-    """A seekable, read-only file over one version of an S3 object (see `S3Storage.open_object`)."""
-
-    def __init__(self, raw: _RangedObject, buffer_size: int = READ_AHEAD_BYTES) -> None:
-        super().__init__(raw, buffer_size)
-        self.content_type = raw.content_type
-        self.size = raw.size
-
-
-class _RangedObject(io.RawIOBase):
-    """Raw reads of one S3 object: each a ranged GetObject pinned to the ETag first seen."""
-
-    def __init__(self, client: Any, location: S3Uri, etag: str | None) -> None:
-        super().__init__()
-        self._client, self._location = client, location
-        try:
-            head = client.head_object(**self._request(etag))
-        except ClientError as error:
-            raise _object_error(error, location, etag) from error
-        self.size: int = head["ContentLength"]
-        self.content_type: str | None = head.get("ContentType") or None
-        self._etag: str = head["ETag"]
-        self._position = 0
-
-    def _request(self, etag: str | None) -> dict[str, Any]:
-        request = {"Bucket": self._location.bucket, "Key": self._location.key}
-        if etag:
-            request["IfMatch"] = etag if etag.startswith('"') else f'"{etag}"'
-        return request
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset} in {self._location}")
-        self._position = base + offset
-        return self._position
-
-    def readinto(self, buffer: Any) -> int:
-        if self._position >= self.size or len(buffer) == 0:
-            return 0
-        last = min(self._position + len(buffer), self.size) - 1
-        try:
-            response = self._client.get_object(
-                **self._request(self._etag), Range=f"bytes={self._position}-{last}"
-            )
-        except ClientError as error:
-            raise _object_error(error, self._location, self._etag) from error
-        data = response["Body"].read()
-        memoryview(buffer)[: len(data)] = data
-        self._position += len(data)
-        return len(data)
-
-
-def _object_error(error: ClientError, location: S3Uri, etag: str | None) -> Exception:
-    code = str(error.response.get("Error", {}).get("Code", ""))
-    if code in ("PreconditionFailed", "412"):
-        changed = f"{location} changed while it was read (no longer ETag {etag})"
-        return ObjectChanged(f"{changed}; the next run reads the new version")
-    return error
+__all__ = ["SCHEME", "ObjectChanged", "S3ObjectFile", "S3Storage", "S3Uri", "open_s3_object"]
 
 
 class S3Storage(S3Resource):
@@ -171,7 +47,7 @@ class S3Storage(S3Resource):
     def open_object(self, location: S3Uri, etag: str | None = None) -> S3ObjectFile:
         """A seekable file over the object at exactly `location`, read in ranged requests by this
         resource's boto3 client; with `etag`, only that version (else `ObjectChanged`)."""
-        return S3ObjectFile(_RangedObject(self.get_client(), location, etag))
+        return open_s3_object(self.get_client(), location, etag)
 
     def _endpoint_and_region(self) -> tuple[str, str]:
         meta = self.get_client().meta

@@ -7,11 +7,14 @@ API cannot read `s3://`). Kept free of I/O so they are unit-tested against the d
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
 from typing import Any
 
 from resources.bedrock_marengo_bodies import parse_segments
 from resources.embedding_jobs import EmbeddingOptions, SegmentEmbedding
 from resources.marengo_models import MarengoModel, Modality
+from resources.marengo_query import MarengoQuery, QueryMedia, input_type
 from resources.model_routes import ModelRoute
 from resources.provider_errors import MarengoOutputError
 
@@ -72,16 +75,109 @@ def image_request(route: ModelRoute, media_url: str) -> dict[str, Any]:
 
 
 def text_request(route: ModelRoute, text: str) -> dict[str, Any]:
-    """Keyword arguments of `client.embed.v_2.create` that embed a search query (3.5 takes only
-    `multi_input`, which carries the text alone here)."""
-    if route.model.version == "3.5":
-        return {
-            "input_type": "multi_input",
-            "model_name": route.model_id,
-            "multi_input": {"input_text": text},
-            "embedding_dimension": route.model.dimension,
+    """Keyword arguments of `client.embed.v_2.create` that embed a text query."""
+    return query_request(route, MarengoQuery.of_text(text), no_media_url)
+
+
+def no_media_url(uri: str) -> str:
+    raise ValueError(f"{uri}: a text query carries no media")
+
+
+def query_media_source(media: QueryMedia, url_for: Callable[[str], str]) -> dict[str, Any]:
+    """An S3 object as a presigned URL (the API cannot read `s3://`), or bytes inline (`base64_string`)."""
+    if media.s3_uri is not None:
+        return media_source(url_for(media.s3_uri))
+    return {"base64_string": base64.b64encode(media.data or b"").decode("ascii")}
+
+
+def query_request(route: ModelRoute, query: MarengoQuery, url_for: Callable[[str], str]) -> dict[str, Any]:
+    """Keyword arguments of `client.embed.v_2.create` that embed a query (checked by `check_query`).
+
+    3.5 takes every query as `multi_input`; an audio clip asks for its one whole-clip audio vector."""
+    kind = input_type(query)
+    text = (query.text or "").strip()
+    request: dict[str, Any] = {"model_name": route.model_id}
+    if route.model.version == "3.5" and kind != "text":
+        kind = "multi_input"
+    if kind == "text" and route.model.version != "3.5":
+        params: dict[str, Any] = {"input_text": text}
+    elif kind == "text" or kind == "multi_input":
+        kind = "multi_input"
+        params = {}
+        if text:
+            params["input_text"] = text
+        if query.media:
+            params["media_sources"] = [
+                {"name": m.name, "media_type": m.kind, **query_media_source(m, url_for)}
+                for m in query.named_media()
+            ]
+    elif kind == "audio":
+        params = {
+            "media_source": query_media_source(query.audio[0], url_for),
+            "embedding_option": ["audio"],
+            "embedding_scope": ["asset"],
         }
-    return {"input_type": "text", "model_name": route.model_id, "text": {"input_text": text}}
+    else:  # image, text_image
+        params = {"media_source": query_media_source(query.images[0], url_for)}
+        if kind == "text_image":
+            params = {"input_text": text, **params}
+    request.update({"input_type": kind, kind: params})
+    if route.model.version == "3.5":
+        request["embedding_dimension"] = route.model.dimension
+    return request
+
+
+def legacy_query_request(
+    route: ModelRoute, query: MarengoQuery, url_for: Callable[[str], str]
+) -> dict[str, Any]:
+    """Keyword arguments of `client.embed.create` (the legacy v1 call, Marengo-retrieval-2.7).
+
+    SDK 1.3.6 has no `text_truncate` argument: it travels as an additional body parameter, which the SDK
+    sends as one more multipart field."""
+    kind = input_type(query)
+    request: dict[str, Any] = {"model_name": route.model_id}
+    if kind == "text":
+        request["text"] = (query.text or "").strip()
+        if query.text_truncate is not None:
+            extra = {"text_truncate": query.text_truncate}
+            request["request_options"] = {"additional_body_parameters": extra}
+        return request
+    if kind in ("image", "audio"):
+        media = query.media[0]
+        if media.s3_uri is not None:
+            request[f"{kind}_url"] = url_for(media.s3_uri)
+        else:
+            request[f"{kind}_file"] = (media.label.rsplit("/", 1)[-1] or kind, media.data or b"")
+        return request
+    raise ValueError(f"the legacy {route.model_id} call has no {kind} query")
+
+
+def parse_legacy_embedding(response: Any, model: MarengoModel) -> list[float]:
+    """The query vector of a legacy `EmbeddingResponse` (`{text|image|audio}_embedding.segments[0].float`)."""
+    if not isinstance(response, dict):
+        raise MarengoOutputError(f"expected a JSON object, got a {type(response).__name__}")
+    for key in ("text_embedding", "image_embedding", "audio_embedding"):
+        part = response.get(key)
+        if part is None:
+            continue
+        if not isinstance(part, dict):
+            raise MarengoOutputError(f"'{key}' is a {type(part).__name__}, not an object")
+        if part.get("error_message"):
+            raise MarengoOutputError(f"{key}: {part['error_message']}")
+        segments = part.get("segments")
+        if not isinstance(segments, list) or not segments or not isinstance(segments[0], dict):
+            raise MarengoOutputError(f"'{key}' holds no segments")
+        vector = segments[0].get("float", segments[0].get("float_"))
+        [segment] = parse_segments({"data": [{"embedding": vector}]}, model)
+        return [float(v) for v in segment.vector]
+    keys = sorted(map(str, response))[:10]
+    raise MarengoOutputError(f"no text, image or audio embedding in the answer (keys: {keys})")
+
+
+def query_vector(segments: list[SegmentEmbedding]) -> list[float]:
+    """The one vector a query embedding stands for: the whole-clip (asset) one where there are several."""
+    whole = [s for s in segments if s.embedding_scope == "asset"]
+    return [float(v) for v in (whole or segments)[0].vector]
 
 
 def plain_item(item: Any) -> Any:

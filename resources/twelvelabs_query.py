@@ -6,12 +6,14 @@ the same ones without loading the code location.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 from twelvelabs import TwelveLabs
 from twelvelabs.core.api_error import ApiError
 
+from resources.marengo_query import MarengoQuery, QueryLimitError, check_query
 from resources.model_routes import ModelRoute
 from resources.provider_errors import (
     MarengoOutputError,
@@ -21,7 +23,15 @@ from resources.provider_errors import (
     RetryableError,
     SetupError,
 )
-from resources.twelvelabs_bodies import parse_embedding_data, plain_item, text_request
+from resources.twelvelabs_bodies import (
+    legacy_query_request,
+    no_media_url,
+    parse_embedding_data,
+    parse_legacy_embedding,
+    plain_item,
+    query_request,
+    query_vector,
+)
 
 API_KEY_ENV = "TWELVELABS_API_KEY"
 BASE_URL_ENV = "TWELVELABS_BASE_URL"
@@ -65,11 +75,26 @@ def provider_error(error: ApiError, what: str = "the request") -> ProviderError:
 
 
 def embed_text(client: TwelveLabs, route: ModelRoute, text: str) -> list[float]:
-    """A query vector in the route's model space; every failure becomes a QueryEmbeddingError."""
+    return embed_query(client, route, MarengoQuery.of_text(text), no_media_url)
+
+
+def embed_query(
+    client: TwelveLabs, route: ModelRoute, query: MarengoQuery, url_for: Callable[[str], str]
+) -> list[float]:
+    """A query vector in the route's model space; every failure becomes a QueryEmbeddingError. The query's
+    limits are checked before anything is sent; S3 media go by `url_for` (a presigned URL)."""
     try:
-        response = client.embed.v_2.create(
-            **text_request(route, text), request_options={"max_retries": READ_RETRIES}
-        )
+        check_query(query, route)
+    except QueryLimitError as error:
+        raise QueryEmbeddingError(str(error)) from None
+    options: dict[str, Any] = {"max_retries": READ_RETRIES}
+    try:
+        if route.request_style == "twelvelabs-embed-v1":
+            request = legacy_query_request(route, query, url_for)
+            options.update(request.pop("request_options", {}))
+            legacy = client.embed.create(**request, request_options=options)  # type: ignore[arg-type]
+            return parse_legacy_embedding(legacy.dict(), route.model)
+        response = client.embed.v_2.create(**query_request(route, query, url_for), request_options=options)  # type: ignore[arg-type]
     except ApiError as error:
         raise QueryEmbeddingError(provider_error(error, "the query").reason) from None
     except httpx.HTTPError as error:
@@ -78,6 +103,8 @@ def embed_text(client: TwelveLabs, route: ModelRoute, text: str) -> list[float]:
             f"cannot reach the TwelveLabs API at {endpoint} ({type(error).__name__}): check "
             f"{BASE_URL_ENV}, the network, or start the emulators (`mediaembed emulate`)"
         ) from None
+    except MarengoOutputError as error:
+        raise QueryEmbeddingError(f"TwelveLabs returned an unusable query embedding: {error}") from None
     data = [plain_item(item) for item in (response.data or [])]
     try:
         segments = parse_embedding_data(data, route.model)
@@ -85,4 +112,4 @@ def embed_text(client: TwelveLabs, route: ModelRoute, text: str) -> list[float]:
         raise QueryEmbeddingError(f"TwelveLabs returned an unusable query embedding: {error}") from None
     if not segments:
         raise QueryEmbeddingError("TwelveLabs returned no embedding for the query")
-    return segments[0].vector.tolist()
+    return query_vector(segments)
