@@ -1,14 +1,17 @@
 """Fused and separate vectors in one normalized output: told apart by `embedding_type`, in the rows, their
-ids and the Delta table; and tables written before the column existed (every row separate) read and extend
-with nothing rewritten. Real deltalake on tmp_path."""
+ids, the Delta table, the LanceDB index and search hits; and tables written before the column existed
+(every row separate) read and extend with nothing rewritten. Real deltalake and lancedb on tmp_path."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import lancedb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
@@ -19,7 +22,9 @@ from resources.lake import Lake
 from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
 from resources.model_routes import route
 from resources.s3_storage import S3Storage
+from resources.segment_index import SegmentIndex
 from resources.segment_schema import media_id, segment_id, segment_schema, segments_table
+from resources.segment_search import search_segments, table_name
 from resources.twelvelabs_bodies import parse_embedding_data
 
 MODEL = MARENGO_3_0
@@ -196,3 +201,39 @@ def test_per_object_files_from_before_the_table_format_migrate_as_separate(lake:
     assert by_id(rows) == {
         sid: (OLD_URI, "visual", "separate") for sid in old_rows().column("segment_id").to_pylist()
     }
+
+
+# --- the LanceDB index ---------------------------------------------------------------------------------
+
+
+def test_an_old_index_table_is_searched_then_gains_the_column_and_takes_fused_rows(tmp_path: Path) -> None:
+    index = SegmentIndex(uri=str(tmp_path / "idx"), storage=S3Storage(region_name="us-east-1"))
+    old = lancedb.connect(str(tmp_path / "idx")).create_table(table_name(MODEL), schema=old_schema())
+    old.add(old_rows())
+    old_ids = old_rows().column("segment_id").to_pylist()
+
+    [hit] = index.search(MODEL, unit(0).tolist(), k=1)  # before any write: no column, all separate
+    assert (hit.media_uri, hit.embedding_option, hit.embedding_type) == (OLD_URI, "visual", "separate")
+
+    state = index.replace_media(MODEL, new_rows(), [media_id(NEW_URI)])
+    assert state.rows == 4
+    table: Any = index.open_table(MODEL)
+    assert table.schema.field("embedding_type") == pa.field("embedding_type", pa.string(), nullable=False)
+    held = by_id(table.to_arrow())
+    assert held == {sid: (OLD_URI, "visual", "separate") for sid in old_ids} | by_id(new_rows())
+
+    [fused] = search_segments(table, unit(11).tolist(), 1, nprobes=20, refine_factor=5)
+    assert (fused.media_uri, fused.embedding_option, fused.embedding_type, fused.score) == (
+        NEW_URI,
+        None,
+        "fused",
+        pytest.approx(1.0, abs=1e-5),
+    )
+    again = rows_of(
+        OLD_URI, [SegmentEmbedding("visual", "clip", float(i), float(i + 6), unit(i)) for i in (0, 6)]
+    )
+    assert again.column("segment_id").to_pylist() == old_ids, "a re-ingest gives the same ids"
+    assert index.replace_media(MODEL, again, [media_id(OLD_URI)]).rows == 4
+    assert index.duplicate_segment_ids(MODEL) == 0
+    kinds = pc.value_counts(index.open_table(MODEL).to_arrow().column("embedding_type")).to_pylist()
+    assert sorted((k["values"], k["counts"]) for k in kinds) == [("fused", 1), ("separate", 3)]
