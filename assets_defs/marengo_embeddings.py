@@ -368,7 +368,7 @@ def marengo_embeddings(
     durations = {r["media_uri"]: r["media_seconds"] for r in rows.values()}
     bad_vectors = _vector_problems(written, model.dimension)
     outside = _segments_outside_media(written, durations)
-    columns = ["media_uri", "embedding_option", "embedding_scope", "start_sec", "end_sec"]
+    columns = ["media_uri", "embedding_option", "embedding_type", "embedding_scope", "start_sec", "end_sec"]
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": written.num_rows,

@@ -73,6 +73,7 @@ def segments(vectors: np.ndarray, per_object: int = 10) -> pa.Table:
         "model_id": [route("bedrock", MARENGO_3_0.key).model_id] * rows,
         "model_version": [MARENGO_3_0.version] * rows,
         "embedding_option": ["visual"] * rows,
+        "embedding_type": ["separate"] * rows,
         "embedding_scope": ["clip"] * rows,
         "start_sec": clip * 6.0,
         "end_sec": clip * 6.0 + 6.0,

@@ -63,6 +63,7 @@ def make_rows(objects: int, segments: int, seed: int = 7) -> pa.Table:
         "model_id": [route("bedrock", MODEL.key).model_id] * n,
         "model_version": [MODEL.version] * n,
         "embedding_option": ["visual"] * n,
+        "embedding_type": ["separate"] * n,
         "embedding_scope": ["clip"] * n,
         "start_sec": starts,
         "end_sec": starts + 6.0,

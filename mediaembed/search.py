@@ -285,6 +285,7 @@ def hit_record(rank: int, hit: SearchHit) -> dict[str, Any]:
         "score": hit.score,
         "model": hit.model,
         "embedding_option": hit.embedding_option,
+        "embedding_type": hit.embedding_type,
         "embedding_scope": hit.embedding_scope,
     }
 
@@ -296,7 +297,8 @@ def print_hits(hits: Sequence[SearchHit], as_json: bool, out: TextIO | None = No
             print(json.dumps(hit_record(rank, hit)), file=out)
             continue
         span = "" if hit.start_sec is None else f"  [{hit.start_sec:6.2f}s - {hit.end_sec:6.2f}s]"
-        kind = ", ".join(k for k in (hit.embedding_option, hit.embedding_scope) if k)
+        fused = "fused" if hit.embedding_type == "fused" else None  # separate: its option says enough
+        kind = ", ".join(k for k in (hit.embedding_option, fused, hit.embedding_scope) if k)
         print(f"{rank:2d}. {hit.score:.4f}  {hit.media_uri}{span}  {hit.model}  ({kind})", file=out)
 
 

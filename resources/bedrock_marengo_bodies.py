@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from resources.embedding_jobs import EmbeddingOptions, SegmentEmbedding
+from resources.embedding_jobs import EmbeddingOptions, EmbeddingType, SegmentEmbedding
 from resources.marengo_models import MarengoModel, Modality
 from resources.marengo_query import MarengoQuery, QueryMedia, input_type
 from resources.model_routes import ModelRoute
@@ -125,6 +125,10 @@ def parse_segments(
     The vectors are checked and converted in numpy, all segments at once (one float32 matrix whose rows
     become the segments' vectors); only when that finds a problem is each segment examined in turn, so
     the error names the first bad segment and field exactly as a segment-by-segment reading would.
+
+    Options are read in the names both providers share (visual, audio, transcription for 3.x;
+    visual-text, visual-image, audio for 2.7), whatever their case or surrounding spaces. A `fused`
+    option (TwelveLabs' vector combining the options) becomes embedding_type "fused" with no option.
     """
     if not isinstance(payload, dict):
         raise MarengoOutputError(f"expected a JSON object, got {_kind(payload)}")
@@ -217,13 +221,24 @@ def _segment(
     start, end = _seconds(i, item, "startSec"), _seconds(i, item, "endSec")
     if start is not None and end is not None and end < start:
         raise MarengoOutputError(f"segment {i} ends ({end:g}) before it starts ({start:g})")
+    option, kind = _option(_text(i, item, "embeddingOption"))
     return SegmentEmbedding(
-        embedding_option=_text(i, item, "embeddingOption"),
+        embedding_option=option,
         embedding_scope=_text(i, item, "embeddingScope") or default_scope,
         start_sec=start,
         end_sec=end,
         vector=vector,
+        embedding_type=kind,
     )
+
+
+def _option(raw: str | None) -> tuple[str | None, EmbeddingType]:
+    """A provider's option name as the one stored: lower case, trimmed, empty as none. A fused vector is
+    of every option at once, so it is told apart by its type, not by an option."""
+    option = (raw or "").strip().lower() or None
+    if option == "fused":
+        return None, "fused"
+    return option, "separate"
 
 
 _NUMBER_TYPES = frozenset({int, float})

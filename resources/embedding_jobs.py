@@ -20,6 +20,11 @@ from resources.marengo_models import MarengoModel, Modality
 # lost: the provider says it does not know the job (it was never run, or it forgot it).
 # unknown: the provider could not be asked right now (access, throttling, outage); the job may still be fine.
 InvocationState = Literal["in_progress", "completed", "failed", "lost", "unknown"]
+# separate: one vector per embedding option (visual, audio, ...); fused: one vector combining the options.
+# They live in one table, so this column keeps them apart; every row written before it existed is separate.
+EmbeddingType = Literal["separate", "fused"]
+# What a row written before the embedding_type column is: every vector was a separate one then.
+LEGACY_EMBEDDING_TYPE: EmbeddingType = "separate"
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,8 @@ class SegmentEmbedding:
     """One vector for a span of a media object (or the whole object: scope 'asset', or an image).
 
     `vector` is float32 of the model's dimension, usually a row of the one matrix its response was parsed
-    into, so a table of segments is built without touching each float in Python.
+    into, so a table of segments is built without touching each float in Python. A fused vector has no
+    option (it is all of them): `embedding_type` says what it is.
     """
 
     embedding_option: str | None
@@ -118,6 +124,7 @@ class SegmentEmbedding:
     start_sec: float | None
     end_sec: float | None
     vector: npt.NDArray[np.float32]
+    embedding_type: EmbeddingType = "separate"
 
 
 def options_from_canonical(canonical: str) -> EmbeddingOptions:

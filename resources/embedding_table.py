@@ -5,6 +5,10 @@ all its objects in one atomic commit (a killed run leaves the previous version),
 current table while its history keeps them (`load_as_version`), small files are compacted and old ones
 vacuumed by the library. On S3 it commits with conditional writes, so no lock table is needed. Any
 Delta reader (pyarrow through `deltalake`, DuckDB's `delta_scan`, Spark) reads it.
+
+A table written before the `embedding_type` column gains it, nullable, with the first write that carries
+it (schema evolution, in that write's own commit); its older files hold no such column, and their rows,
+all separate vectors, read as "separate". Nothing already written is rewritten.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import pyarrow.dataset as pads
 from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
+from resources.embedding_jobs import LEGACY_EMBEDDING_TYPE
 from resources.lake import Lake
 from resources.marengo_models import MarengoModel
 from resources.segment_schema import segment_schema
@@ -63,11 +68,14 @@ class EmbeddingTable:
         self.uri = lake.table_uri(self.relative)
         self._options = lake.delta_storage_options()
         self.schema = segment_schema(model.dimension)
-        # As the files hold it: Delta has no fixed-size list, so a vector is a list of float32.
+        # As the files hold it: Delta has no fixed-size list, so a vector is a list of float32; and
+        # embedding_type is null in files written before the column existed. Tables are created and written
+        # with this schema, so the column is nullable in every table, made now or evolved.
         vector = self.schema.get_field_index("vector")
+        kind = self.schema.get_field_index("embedding_type")
         self.file_schema = self.schema.set(
             vector, pa.field("vector", pa.list_(pa.field("element", pa.float32())), nullable=False)
-        )
+        ).set(kind, pa.field("embedding_type", pa.string()))
         # The latest version this instance loaded, and the stamp of its commit file (see `open`).
         self._held: tuple[DeltaTable, tuple[int, int] | None] | None = None
         # Data files never change once written (a new version writes new files), so their footers are
@@ -133,7 +141,15 @@ class EmbeddingTable:
             return empty.select(columns) if columns else empty
         where = None if media_ids is None else pc.field("media_id").isin(media_ids)
         rows = self._dataset(table).to_table(columns=columns, filter=where)
-        # Delta has no fixed-size list type: vectors come back as lists and regain their dimension here.
+        return self._as_segments(rows)
+
+    def _as_segments(self, rows: pa.Table) -> pa.Table:
+        """Rows as the files hold them, in `schema`: vectors regain their dimension (Delta has no
+        fixed-size list type), and a row from before the embedding_type column reads as separate."""
+        if "embedding_type" in rows.column_names:
+            i = rows.column_names.index("embedding_type")
+            kind = pc.fill_null(rows.column(i), LEGACY_EMBEDDING_TYPE)
+            rows = rows.set_column(i, "embedding_type", kind)
         return rows.cast(pa.schema([self.schema.field(name) for name in rows.column_names]))
 
     def media_ids(self) -> set[str]:
@@ -160,7 +176,7 @@ class EmbeddingTable:
         else:
             DeltaTable.create(
                 self.uri,
-                schema=self.schema,
+                schema=self.file_schema,
                 mode="ignore",
                 storage_options=self._options,
                 name=self.model.key,
@@ -174,7 +190,7 @@ class EmbeddingTable:
         if not media_ids:
             return None
         self.ensure()
-        rows = rows.select(self.schema.names).cast(self.schema)
+        rows = rows.select(self.schema.names).cast(self.schema).cast(self.file_schema)
         predicate = _in_list("media_id", sorted(set(media_ids)))
         version = self._commit(lambda: self._write(rows, predicate))
         return Commit(version, rows.num_rows, len(set(media_ids)))
@@ -215,11 +231,15 @@ class EmbeddingTable:
         return None if table is None else table.version()
 
     def _write(self, rows: pa.Table, predicate: str) -> int:
+        """One commit replacing the rows `predicate` selects. `schema_mode="merge"` adds a column the
+        table lacks (embedding_type, to a table written before it) in this same commit; the rows were cast
+        to `file_schema`, so nothing but this table's own columns can be added."""
         write_deltalake(
             self.uri,
             rows,
             mode="overwrite",
             predicate=predicate,
+            schema_mode="merge",
             storage_options=self._options,
             writer_properties=WRITER,
         )
@@ -260,7 +280,9 @@ class EmbeddingTable:
         """
         rows = self._lake.read_tables(legacy)
         assert rows is not None
-        rows = rows.select(self.schema.names).cast(self.schema)
+        if "embedding_type" not in rows.column_names:  # the per-object files predate it: all separate
+            rows = rows.append_column("embedding_type", pa.repeat(LEGACY_EMBEDDING_TYPE, rows.num_rows))
+        rows = rows.select(self.schema.names).cast(self.schema).cast(self.file_schema)
         try:
             write_deltalake(
                 self.uri,

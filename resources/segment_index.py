@@ -4,6 +4,9 @@ Vectors of different Marengo versions live in different spaces (and sizes), so e
 table; which one serves queries is the caller's choice. Writes go through LanceDB's merge_insert so a
 re-ingested media object replaces its segments in one atomic table version, and every write holds the
 table's writer lock (resources/index_writer_lock.py), so two runs never commit to one table at once.
+
+A table made before the `embedding_type` column gains it on the next write, with every existing row
+"separate" (a SQL default: Lance writes the one new column, leaving the rows and their indexes as they are).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pyarrow.compute as pc
 from lancedb.index import BTree, IvfSq
 from pydantic import Field, PrivateAttr
 
+from resources.embedding_jobs import LEGACY_EMBEDDING_TYPE
 from resources.index_writer_lock import LocalWriterLock, S3WriterLease, WriterLock, describe_holder
 from resources.marengo_models import MarengoModel
 from resources.s3_storage import S3Storage, S3Uri
@@ -124,6 +128,14 @@ class IndexedObject:
 def _trained_rows(table: Any) -> int | None:
     value = (table.schema.field("vector").metadata or {}).get(TRAINED_ROWS_KEY.encode())
     return int(value) if value else None
+
+
+def _add_missing_columns(table: Any, lock: WriterLock) -> None:
+    """Give a table made before the `embedding_type` column that column, "separate" in every existing row
+    (all of them were then), so merge_insert of rows carrying it can run."""
+    if "embedding_type" not in table.schema.names:
+        lock.ensure_held()
+        table.add_columns({"embedding_type": f"'{LEGACY_EMBEDDING_TYPE}'"})
 
 
 def _sql_list(values: list[str]) -> str:
@@ -245,6 +257,7 @@ class SegmentIndex(dg.ConfigurableResource):
                 table = self.connect().create_table(
                     self.table_name(model), schema=segment_schema(model.dimension)
                 )
+            _add_missing_columns(table, lock)
             if media_ids:
                 where = f"media_id IN ({_sql_list(media_ids)})"
                 self._delete_surplus_rows(table, lock, where)

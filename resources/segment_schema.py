@@ -2,7 +2,9 @@
 
 The same columns serve the Parquet system of record and the LanceDB index. The vector column is a
 fixed-size float32 list whose size is the model's dimension, so a 1024-d 2.7 row can never be appended to
-a 512-d 3.0 table.
+a 512-d 3.0 table. `embedding_type` tells a fused vector (no option: it combines them) from the separate
+ones; tables written before the column existed gain it, their rows all separate (resources/embedding_table.py,
+resources/segment_index.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def segment_schema(dimension: int) -> pa.Schema:
             pa.field("model_id", pa.string(), nullable=False),
             pa.field("model_version", pa.string(), nullable=False),
             pa.field("embedding_option", pa.string()),
+            pa.field("embedding_type", pa.string(), nullable=False),
             pa.field("embedding_scope", pa.string(), nullable=False),
             pa.field("start_sec", pa.float64()),
             pa.field("end_sec", pa.float64()),
@@ -46,6 +49,9 @@ def segment_schema(dimension: int) -> pa.Schema:
 
 
 def segment_id(job: EmbeddingJob, segment: SegmentEmbedding) -> str:
+    """Same object, model, option, scope and span -> same id. The type is hashed only when it is not
+    separate: a separate vector keeps the id it had before there were types, so nothing indexed changes,
+    and a fused vector of the same span still gets an id of its own."""
     parts = [
         job.media_uri,
         job.etag,
@@ -55,6 +61,8 @@ def segment_id(job: EmbeddingJob, segment: SegmentEmbedding) -> str:
         f"{segment.start_sec}",
         f"{segment.end_sec}",
     ]
+    if segment.embedding_type != "separate":
+        parts.append(segment.embedding_type)
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
@@ -89,6 +97,7 @@ def segments_table(
         "model_id": [route.model_id] * n,
         "model_version": [job.model.version] * n,
         "embedding_option": [s.embedding_option for s in segments],
+        "embedding_type": [s.embedding_type for s in segments],
         "embedding_scope": [s.embedding_scope for s in segments],
         "start_sec": [s.start_sec for s in segments],
         "end_sec": [s.end_sec for s in segments],

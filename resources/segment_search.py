@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from resources.embedding_jobs import LEGACY_EMBEDDING_TYPE, EmbeddingType
 from resources.marengo_models import MarengoModel
 
 # Once an ANN index exists: IVF partitions probed per query, and how many times k candidates are re-ranked
@@ -27,6 +28,7 @@ SEARCH_COLUMNS = [
     "start_sec",
     "end_sec",
     "embedding_option",
+    "embedding_type",
     "embedding_scope",
     "model_key",
     "_distance",
@@ -42,6 +44,7 @@ class SearchHit:
     model: str
     embedding_option: str | None
     embedding_scope: str | None = None
+    embedding_type: EmbeddingType = LEGACY_EMBEDDING_TYPE  # a table made before the column: separate
 
 
 class IndexNotFound(LookupError):
@@ -111,7 +114,11 @@ def search_segments(
     query = table.search(vector, vector_column_name="vector").distance_type("cosine").limit(k)
     if has_vector_index(table):
         query = query.nprobes(nprobes).refine_factor(refine_factor)
-    rows = query.select(SEARCH_COLUMNS).to_arrow().to_pylist()
+    # A table made before the embedding_type column lacks it until the pipeline's next write adds it;
+    # its rows are all separate. Looking costs a tenth of a millisecond.
+    typed = "embedding_type" in table.schema.names
+    columns = SEARCH_COLUMNS if typed else [c for c in SEARCH_COLUMNS if c != "embedding_type"]
+    rows = query.select(columns).to_arrow().to_pylist()
     # Equal scores (the same content twice) rank by object and time, not by the order rows were written,
     # so the same library gives the same answer whichever provider or run embedded it.
     rows.sort(key=lambda r: (round(float(r["_distance"]), 6), r["media_uri"], r["start_sec"] or 0.0))
@@ -124,6 +131,7 @@ def search_segments(
             model=r["model_key"],
             embedding_option=r["embedding_option"],
             embedding_scope=r["embedding_scope"],
+            embedding_type=r.get("embedding_type", LEGACY_EMBEDDING_TYPE),
         )
         for r in rows
     ]

@@ -192,7 +192,8 @@ def parse_embedding_data(
     `embedding_option`, `embedding_scope`, `start_sec`, `end_sec`), checked like any Marengo output.
 
     The field names are mapped onto the one checked parser, so a bad vector, time or option reads the
-    same whoever produced it. A fused vector keeps its option, `fused`, apart from the separate ones.
+    same whoever produced it. A fused vector (option `fused`) becomes embedding_type "fused" with no option,
+    so it stays apart from the separate vectors of the same span.
     """
     if data is None:
         raise MarengoOutputError("the task is ready but holds no 'data'")

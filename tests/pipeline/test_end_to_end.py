@@ -71,9 +71,14 @@ def test_scene_search_returns_the_right_video_and_seconds(world: World) -> None:
                 "score",
                 "model",
                 "embedding_option",
+                "embedding_type",
                 "embedding_scope",
             }
-            assert (top["embedding_option"], top["embedding_scope"]) == ("visual", "clip")
+            assert (top["embedding_option"], top["embedding_type"], top["embedding_scope"]) == (
+                "visual",
+                "separate",
+                "clip",
+            )
             assert top["media_uri"] == f"s3://media/{video.key}"
             assert (top["start_sec"], top["end_sec"]) == (scene.start_sec, scene.end_sec)
             assert top["model"] == SERVING_MODEL_KEY

@@ -140,6 +140,7 @@ def test_the_right_segment_comes_first_and_json_carries_what_text_shows(
         "score",
         "model",
         "embedding_option",
+        "embedding_type",
         "embedding_scope",
     }
     assert (first["media_uri"], first["start_sec"], first["end_sec"]) == (
@@ -147,8 +148,9 @@ def test_the_right_segment_comes_first_and_json_carries_what_text_shows(
         0.0,
         4.0,
     )
-    assert (first["embedding_option"], first["embedding_scope"], first["model"]) == (
+    assert (first["embedding_option"], first["embedding_type"], first["embedding_scope"], first["model"]) == (
         "visual",
+        "separate",
         "clip",
         "marengo-3.0",
     )

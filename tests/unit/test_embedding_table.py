@@ -36,6 +36,7 @@ def rows(*uris: str, segments: int = 2) -> pa.Table:
         "model_id": ["m"] * n,
         "model_version": [MODEL.version] * n,
         "embedding_option": ["visual"] * n,
+        "embedding_type": ["separate"] * n,
         "embedding_scope": ["clip"] * n,
         "start_sec": starts,
         "end_sec": starts + 6.0,

@@ -117,7 +117,7 @@ def test_an_s3_uri_never_reaches_the_api() -> None:
         task_request(TL_3_0, "video", "s3://media/a.mp4", EmbeddingOptions())
 
 
-def test_ready_task_data_becomes_segments_with_fused_kept_apart() -> None:
+def test_ready_task_data_becomes_segments_with_fused_a_type_not_an_option() -> None:
     data = [
         {
             "embedding": [0.5] * 512,
@@ -136,10 +136,12 @@ def test_ready_task_data_becomes_segments_with_fused_kept_apart() -> None:
         {"embedding": [1.0] * 512, "embedding_option": "audio", "embedding_scope": "asset"},
     ]
     segments = parse_embedding_data(data, MARENGO_3_0, "video")
-    assert [(s.embedding_option, s.embedding_scope, s.start_sec, s.end_sec) for s in segments] == [
-        ("visual", "clip", 0.0, 6.0),
-        ("fused", "clip", 0.0, 6.0),
-        ("audio", "asset", None, None),
+    assert [
+        (s.embedding_option, s.embedding_type, s.embedding_scope, s.start_sec, s.end_sec) for s in segments
+    ] == [
+        ("visual", "separate", "clip", 0.0, 6.0),
+        (None, "fused", "clip", 0.0, 6.0),
+        ("audio", "separate", "asset", None, None),
     ]
     assert segments[1].vector.dtype == np.float32 and float(segments[1].vector[0]) == 0.25
 
