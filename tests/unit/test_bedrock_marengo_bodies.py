@@ -117,6 +117,55 @@ def test_client_token_is_stable_and_changes_with_what_is_billed() -> None:
     assert all(len(t) <= 256 and all("!" <= c <= "~" for c in t) for t in tokens)
 
 
+# Computed before EmbeddingOptions had any field beyond these four: every ledger in use holds keys and
+# tokens like these, and a change that altered them would re-submit (and re-bill) every object.
+PINNED_KEYS = [
+    (
+        EmbeddingJob("s3://media/videos/shapes_a.mp4", "etag-1", "video", MARENGO_3_0, EmbeddingOptions()),
+        "me-710d19dc2a338c7f8c1c05f116ece518bf246651-a1",
+    ),
+    (
+        EmbeddingJob(
+            "s3://media/videos/shapes_a.mp4",
+            "etag-1",
+            "audio",
+            MARENGO_3_0,
+            EmbeddingOptions(segmentation="fixed", fixed_segment_sec=6),
+        ),
+        "me-1be2eeb58c4eb44f93d6d6a62924f8c32c9a5b88-a1",
+    ),
+    (
+        EmbeddingJob(
+            "s3://media/images/green_triangle.png", "etag-2", "image", MARENGO_3_0, EmbeddingOptions()
+        ),
+        "me-7ab03856bb526755f11d7ed5979e60cfbb85c4ea-a1",
+    ),
+    (
+        EmbeddingJob(
+            "s3://media/videos/shapes_a.mp4",
+            "etag-1",
+            "video",
+            MARENGO_2_7,
+            EmbeddingOptions(scopes=("clip", "asset")),
+            attempt=2,
+        ),
+        "me-e964aaa5b0bf7d02003800e1f05889ef94484fe7-a2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("job", "token"), PINNED_KEYS)
+def test_job_keys_and_tokens_are_those_the_ledgers_already_hold(job: EmbeddingJob, token: str) -> None:
+    assert job.client_token == token
+    assert job.job_key == token.removeprefix("me-").rsplit("-a", 1)[0]
+
+
+def test_canonical_options_are_those_the_ledgers_already_hold() -> None:
+    assert EmbeddingOptions().canonical() == (
+        '{"fixed_segment_sec":6.0,"min_segment_sec":4.0,"scopes":["clip"],"segmentation":"dynamic"}'
+    )
+
+
 def test_client_token_ignores_options_that_do_not_shape_the_request() -> None:
     def token(modality: str, **options: object) -> str:
         return EmbeddingJob(URI, "e", modality, MARENGO_3_0, EmbeddingOptions(**options)).client_token  # type: ignore[arg-type]
