@@ -7,9 +7,15 @@ import pytest
 from botocore.validate import ParamValidator
 
 from resources.bedrock_marengo_bodies import (
+    MAX_BASE64_BYTES,
     MarengoOutputError,
+    async_media_input,
     async_model_input,
+    async_text_image_input,
+    async_text_input,
+    base64_media_source,
     parse_segments,
+    s3_media_source,
     text_query_body,
 )
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
@@ -73,6 +79,72 @@ def test_marengo_2_7_bodies_are_flat() -> None:
         "mediaSource": {"s3Location": {"uri": URI}},
         "useFixedLengthSec": 2,
     }
+
+
+V3 = route("bedrock", MARENGO_3_0.key)
+V27 = route("bedrock", MARENGO_2_7.key)
+IMAGE_URI = "s3://bucket/photo.png"
+
+
+def test_async_text_bodies() -> None:
+    assert async_text_input(V3, "red circle") == {"inputType": "text", "text": {"inputText": "red circle"}}
+    assert async_text_input(V27, "red circle") == {"inputType": "text", "inputText": "red circle"}
+    assert async_text_input(V27, "red circle", truncate=True)["textTruncate"] == "end"
+    assert async_text_input(V27, "red circle", truncate=False)["textTruncate"] == "none"
+    with pytest.raises(ValueError, match=re.escape("Marengo 3.0 has no textTruncate")):
+        async_text_input(V3, "red circle", truncate=True)
+
+
+def test_async_text_image_body_is_3_0_only() -> None:
+    source = s3_media_source(IMAGE_URI, "123456789012")
+    assert async_text_image_input(V3, "a red circle", source) == {
+        "inputType": "text_image",
+        "text_image": {
+            "inputText": "a red circle",
+            "mediaSource": {"s3Location": {"uri": IMAGE_URI, "bucketOwner": "123456789012"}},
+        },
+    }
+    with pytest.raises(ValueError, match=re.escape("Marengo 2.7 has no text_image input")):
+        async_text_image_input(V27, "a red circle", source)
+
+
+def test_media_sources_by_s3_location_or_inline() -> None:
+    assert s3_media_source(IMAGE_URI) == {"s3Location": {"uri": IMAGE_URI}}
+    assert base64_media_source(b"\x89PNG") == {"base64String": "iVBORw=="}
+    with pytest.raises(ValueError, match="send it by S3 location"):
+        base64_media_source(bytes(MAX_BASE64_BYTES + 1))
+    inline = base64_media_source(b"\x89PNG")
+    assert async_media_input(V3, "image", inline, EmbeddingOptions()) == {
+        "inputType": "image",
+        "image": {"mediaSource": inline},
+    }
+    assert async_media_input(V27, "audio", inline, EmbeddingOptions()) == {
+        "inputType": "audio",
+        "mediaSource": inline,
+    }
+
+
+def test_every_async_body_satisfies_botocore_model() -> None:
+    """botocore's own validator on StartAsyncInvoke's input shape (modelInput is a document)."""
+    inline = base64_media_source(b"\x89PNG")
+    options = EmbeddingOptions()
+    bodies = [
+        async_text_input(V3, "red circle"),
+        async_text_input(V27, "red circle", truncate=False),
+        async_text_image_input(V3, "red circle", inline),
+        async_media_input(V3, "image", inline, EmbeddingOptions()),
+        async_model_input(V3, "video", URI, options, bucket_owner="123456789012"),
+        async_model_input(V27, "audio", URI, options),
+    ]
+    model = botocore.session.get_session().get_service_model("bedrock-runtime")
+    for body in bodies:
+        params = {
+            "modelId": V3.model_id,
+            "modelInput": body,
+            "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": "s3://out-bucket/marengo-3.0"}},
+        }
+        report = ParamValidator().validate(params, model.operation_model("StartAsyncInvoke").input_shape)
+        assert not report.has_errors(), report.generate_report()
 
 
 def test_text_query_bodies() -> None:
