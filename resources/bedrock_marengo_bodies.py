@@ -90,6 +90,12 @@ def _flat_media_input(
     model: MarengoModel, modality: Modality, source: dict[str, Any], options: EmbeddingOptions
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"inputType": modality, "mediaSource": source}
+    if modality in ("video", "audio") and options.span is not None:
+        start, end = options.span
+        if start:
+            body["startSec"] = start
+        if end is not None:
+            body["lengthSec"] = end - start  # 2.7 counts the length from startSec, not an end time
     if modality in ("video", "audio") and options.segmentation == "fixed":
         body["useFixedLengthSec"] = _clamp(options.fixed_segment_sec, 2, 10)
     if modality == "video":
@@ -104,6 +110,12 @@ def _nested_media_input(
 ) -> dict[str, Any]:
     params: dict[str, Any] = {"mediaSource": source}
     if modality in ("video", "audio"):
+        if options.span is not None:
+            start, end = options.span
+            if start:
+                params["startSec"] = start
+            if end is not None:
+                params["endSec"] = end
         if options.segmentation == "fixed":
             fixed = {"durationSec": _clamp(options.fixed_segment_sec, 1, 10)}
             params["segmentation"] = {"method": "fixed", "fixed": fixed}

@@ -2,7 +2,7 @@
 
 boto3 checks the request against botocore's model of the HTTP shape, the emulator checks the Marengo body
 as Bedrock documents it and runs it; the output then shows the body asked for what it meant to (the
-text and image together, media read inline)."""
+span's seconds, the text and image together, media read inline)."""
 
 from __future__ import annotations
 
@@ -100,3 +100,22 @@ def test_media_read_inline(
     by_s3 = async_model_input(model, modality, f"s3://{MEDIA_BUCKET}/{key}", EmbeddingOptions(), OWNER)
     inline, referenced = (run(client, bedrock, s3_client, model, b) for b in (body, by_s3))
     assert [i["embedding"] for i in inline] == [r["embedding"] for r in referenced]
+
+
+@pytest.mark.parametrize("model", [V3, V27], ids=["3.0-endSec", "2.7-lengthSec"])
+@pytest.mark.parametrize("key", [VIDEO, AUDIO])
+def test_span(
+    client: Any,
+    bedrock: BedrockRuntimeEmulator,
+    s3_client: Any,
+    samples: dict[str, SampleObject],
+    model: ModelRoute,
+    key: str,
+) -> None:
+    modality = MODALITY[key]
+    assert samples[key].modality == modality
+    options = EmbeddingOptions(segmentation="fixed", fixed_segment_sec=2, start_sec=4, end_sec=10)
+    body = async_model_input(model, modality, f"s3://{MEDIA_BUCKET}/{key}", options)
+    data = run(client, bedrock, s3_client, model, body)
+    assert min(item["startSec"] for item in data) == 4.0
+    assert max(item["endSec"] for item in data) == 10.0

@@ -18,7 +18,7 @@ from resources.bedrock_marengo_bodies import (
     s3_media_source,
     text_query_body,
 )
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
+from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, options_from_canonical
 from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
 from resources.model_routes import route
 
@@ -124,17 +124,50 @@ def test_media_sources_by_s3_location_or_inline() -> None:
     }
 
 
+def test_a_span_is_start_and_end_on_3_0_and_start_and_length_on_2_7() -> None:
+    span = EmbeddingOptions(start_sec=5, end_sec=65)
+    video3 = async_model_input(V3, "video", URI, span)["video"]
+    assert (video3["startSec"], video3["endSec"]) == (5, 65)
+    audio27 = async_model_input(V27, "audio", URI, span)
+    assert (audio27["startSec"], audio27["lengthSec"]) == (5, 60)
+    head = EmbeddingOptions(end_sec=30)  # from the start: only the end is sent
+    assert "startSec" not in async_model_input(V3, "audio", URI, head)["audio"]
+    assert async_model_input(V27, "video", URI, head)["lengthSec"] == 30
+    tail = EmbeddingOptions(start_sec=10)  # to the end: only the start is sent
+    assert "endSec" not in async_model_input(V3, "video", URI, tail)["video"]
+    assert "lengthSec" not in async_model_input(V27, "video", URI, tail)
+    for model_route in (V3, V27):  # images have no span; the whole file is the default, never spelled out
+        image = async_model_input(model_route, "image", URI, span)
+        assert "startSec" not in str(image) and "endSec" not in str(image)
+        whole = async_model_input(model_route, "video", URI, EmbeddingOptions(start_sec=0))
+        assert whole == async_model_input(model_route, "video", URI, EmbeddingOptions())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"start_sec": -1}, "start_sec must be"),
+        ({"start_sec": float("nan")}, "start_sec must be"),
+        ({"start_sec": 10, "end_sec": 10}, "end_sec must be after start_sec (10 s)"),
+        ({"end_sec": 0}, "end_sec must be after start_sec (0 s)"),
+    ],
+)
+def test_a_span_that_is_no_span_is_refused(options: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        EmbeddingOptions(**options)  # type: ignore[arg-type]
+
+
 def test_every_async_body_satisfies_botocore_model() -> None:
     """botocore's own validator on StartAsyncInvoke's input shape (modelInput is a document)."""
     inline = base64_media_source(b"\x89PNG")
-    options = EmbeddingOptions()
+    span = EmbeddingOptions(start_sec=1, end_sec=3)
     bodies = [
         async_text_input(V3, "red circle"),
         async_text_input(V27, "red circle", truncate=False),
         async_text_image_input(V3, "red circle", inline),
         async_media_input(V3, "image", inline, EmbeddingOptions()),
-        async_model_input(V3, "video", URI, options, bucket_owner="123456789012"),
-        async_model_input(V27, "audio", URI, options),
+        async_model_input(V3, "video", URI, span, bucket_owner="123456789012"),
+        async_model_input(V27, "audio", URI, span),
     ]
     model = botocore.session.get_session().get_service_model("bedrock-runtime")
     for body in bodies:
@@ -145,6 +178,28 @@ def test_every_async_body_satisfies_botocore_model() -> None:
         }
         report = ParamValidator().validate(params, model.operation_model("StartAsyncInvoke").input_shape)
         assert not report.has_errors(), report.generate_report()
+
+
+def test_a_span_is_part_of_the_job_only_when_there_is_one() -> None:
+    def token(modality: str, **options: float) -> str:
+        return EmbeddingJob(URI, "e", modality, MARENGO_3_0, EmbeddingOptions(**options)).client_token  # type: ignore[arg-type]
+
+    assert token("video") == token("video", start_sec=0)  # the whole file, spelled two ways
+    assert token("image") == token("image", start_sec=5, end_sec=9)  # images have no span
+    spans = {
+        token("audio"),
+        token("audio", end_sec=9),
+        token("audio", start_sec=5),
+        token("audio", start_sec=5, end_sec=9),
+    }
+    assert len(spans) == 4
+    assert "start_sec" not in EmbeddingOptions().canonical()
+    for options in (
+        EmbeddingOptions(),
+        EmbeddingOptions(start_sec=5),
+        EmbeddingOptions(start_sec=1, end_sec=2),
+    ):
+        assert options_from_canonical(options.canonical()) == options
 
 
 def test_text_query_bodies() -> None:
