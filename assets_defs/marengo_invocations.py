@@ -29,6 +29,7 @@ from resources.marengo_models import MarengoModel, marengo_model
 from resources.marengo_provider import MarengoProvider
 from resources.marengo_providers import MarengoProviders
 from resources.provider_errors import ProviderError
+from resources.s3_storage import S3Uri
 from resources.submission_ledger import Outcome, SubmissionLedger
 
 LEDGER_FLUSH_EVERY = 50
@@ -91,6 +92,10 @@ def _finished_tokens(statuses: Iterable[InvocationStatus]) -> set[str]:
     return {s.client_token for s in statuses if s.client_token and s.state in FREES_SLOT}
 
 
+def _bucket(job: EmbeddingJob) -> str:
+    return S3Uri.parse(job.media_uri).bucket
+
+
 def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
     return Outcome(
         job_key=job.job_key,
@@ -117,8 +122,9 @@ def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
             asset=["marengo", "invocations"],
             description=(
                 "Fails when the provider refused several requests in a row for the same set-up reason and "
-                "accepted none: a setup problem (model access, region, buckets). Refusals about one object "
-                "(bad media) never count."
+                "accepted none, or when the set-up was seen to be wrong before any request (Bedrock's "
+                "output bucket outside the model's region): a setup problem (model access, region, "
+                "buckets). Refusals about one object (bad media) never count."
             ),
         )
     ],
@@ -130,7 +136,8 @@ def marengo_invocations(
 
     Each job carries a client token derived from the object's ETag, the model and the options, and every
     submission is written to the ledger as it goes, so a re-run, a crash or a backfill never bills twice.
-    Objects the provider refuses are recorded with its reason.
+    Objects the provider refuses are recorded with its reason, and so are, without a request, those in
+    a bucket it cannot read (Bedrock: outside the model's region).
 
     At most the provider's quota of jobs runs at once (jobs found finished free their slot before they
     are ingested). When it is full, or the provider refuses for being busy, the rest wait: with
@@ -186,11 +193,22 @@ def marengo_invocations(
     submitted: list[Submission] = []
     unflushed: list[Submission] = []
     rejected = [_rejection(job, reason) for job, reason in plan.over_limit]
-    due = deque(plan.due)
+    # Before any request: a set-up the provider would refuse for every job stops the run's submissions,
+    # and the objects of a bucket it cannot read are skipped with the reason while the others go on.
+    setup_problem = provider.setup_problem() if plan.due else None
+    refused_up_front = setup_problem is not None
+    bucket_refusals = (
+        {} if refused_up_front else provider.unusable_buckets(sorted({_bucket(j) for j in plan.due}))
+    )
+    for bucket, reason in bucket_refusals.items():
+        skipped = [job for job in plan.due if _bucket(job) == bucket]
+        context.log.warning(f"{len(skipped)} objects in s3://{bucket}/ skipped: {reason}")
+        rejected += [_rejection(job, reason) for job in skipped]
+    due = deque(job for job in plan.due if _bucket(job) not in bucket_refusals)
+    skipped_for_bucket = len(plan.due) - len(due)
     last_refusal: str | None = None
     same_refusals: list[str] = []  # consecutive set-up refusals, with the object's URI masked
     object_refusals = 0
-    setup_problem = None
     polls = seen_finishing = 0
     held_sec = 0.0
     backoff = config.slot_poll_sec
@@ -215,7 +233,7 @@ def marengo_invocations(
             context.log.debug(f"{freed} jobs finished: {slots.free(time.monotonic())} slots free")
 
     try:
-        while due:
+        while due and not refused_up_front:
             now = time.monotonic()
             if slots.free(now) == 0:
                 if now >= deadline:
@@ -274,7 +292,10 @@ def marengo_invocations(
     if deferred and not setup_problem:
         busy_reason = last_refusal or f"{quota} invocations in flight (the {provider.provider_name} quota)"
         context.log.info(f"{deferred} objects wait for a later run: {busy_reason}")
-    if setup_problem:
+    if refused_up_front:
+        busy_reason = f"stopped before submitting: {setup_problem}"
+        context.log.error(f"{busy_reason}; {deferred} objects wait")
+    elif setup_problem:
         busy_reason = f"stopped: every request refused with the same reason: {setup_problem}"
         context.log.error(
             f"{busy_reason}; {deferred} objects wait. Check the model access, region and buckets."
@@ -304,6 +325,7 @@ def marengo_invocations(
             "deferred_reason": busy_reason or "",
             "rejected": len(rejected),
             "rejected_for_the_object": object_refusals,
+            "skipped_for_their_bucket": skipped_for_bucket,
             "resubmitted_after_lost": sum(s.job.job_key in plan.after_lost for s in submitted),
             "out_of_attempts": len(plan.out_of_attempts),
             "planned_at": dg.MetadataValue.timestamp(planned_at),
@@ -324,6 +346,7 @@ def marengo_invocations(
                     "consecutive_identical_refusals": len(same_refusals),
                     "refusals_about_one_object": object_refusals,
                     "reason": setup_problem or "",
+                    "buckets_skipped": dg.MetadataValue.json(bucket_refusals),
                 },
             )
         ],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -83,6 +83,10 @@ SWEEP_LIMIT = 100
 # GetAsyncInvoke has no not-found error in its model (an unknown ARN is a ValidationException, see
 # operations below); ResourceNotFoundException is accepted too, should Bedrock ever send it.
 NOT_FOUND_ERRORS = {"ResourceNotFoundException", "NotFoundException"}
+# Where Bedrock offers Marengo: a region worth suggesting to someone whose buckets are there.
+MARENGO_REGIONS = ("us-east-1", "eu-west-1", "ap-northeast-2")
+# GetBucketLocation's legacy answers: no constraint is us-east-1, and "EU" is eu-west-1.
+LEGACY_LOCATIONS = {"": "us-east-1", "EU": "eu-west-1"}
 INVOCATION_ARN = re.compile(
     r"arn:aws(-[^:]+)?:bedrock:(?P<region>[a-z0-9-]{1,20}):[0-9]{12}:async-invoke/[a-z0-9]{12}"
 )
@@ -138,6 +142,7 @@ class BedrockMarengo(MarengoProvider):
     max_attempts: int = Field(default=5, description="botocore attempts per call, including the first.")
     storage: S3Storage
     _client: Any = PrivateAttr(default=None)
+    _bucket_regions: dict[str, str | None] = PrivateAttr(default_factory=dict)
 
     @property
     def provider_name(self) -> ProviderName:
@@ -155,8 +160,62 @@ class BedrockMarengo(MarengoProvider):
         return self._client
 
     def preflight(self) -> None:
-        """botocore's errors go up as they are: callers explain them with the endpoint and the bucket."""
+        """botocore's errors go up as they are: callers explain them with the endpoint and the bucket. An
+        output bucket outside the model's region is a SetupError: Bedrock would refuse every job."""
         self.client().list_async_invokes(maxResults=1)
+        problem = self.setup_problem()
+        if problem is not None:
+            raise SetupError(problem)
+
+    def bucket_region(self, bucket: str) -> str | None:
+        """The region `bucket` is in (GetBucketLocation), asked once per bucket for this resource's life.
+
+        None when S3 will not say (no s3:GetBucketLocation permission, say): nothing is refused up front
+        then, and Bedrock's own answer to the request decides."""
+        if bucket not in self._bucket_regions:
+            region: str | None
+            try:
+                location = self.storage.get_client().get_bucket_location(Bucket=bucket)
+            except (ClientError, BotoCoreError):
+                region = None
+            else:
+                constraint = location.get("LocationConstraint") or ""
+                region = LEGACY_LOCATIONS.get(constraint, constraint)
+            self._bucket_regions[bucket] = region
+        return self._bucket_regions[bucket]
+
+    @staticmethod
+    def _region_hint(region: str) -> str:
+        """Moving the whole set-up to the bucket's region is an answer only where Marengo is offered."""
+        if region in MARENGO_REGIONS:
+            return f", or set AWS_REGION to {region} (Bedrock offers Marengo there too)"
+        return ""
+
+    def setup_problem(self) -> str | None:
+        """Bedrock writes async results only to a bucket in the model's region: any other refuses every
+        job, so it is found before the first request."""
+        bucket = S3Uri.parse(self.output_s3_uri).bucket
+        region = self.bucket_region(bucket)
+        if region is None or region == self.region_name:
+            return None
+        return (
+            f"the async output bucket {bucket} is in {region}, but Marengo runs in {self.region_name} and "
+            f"Bedrock writes only to buckets in the model's region: point MEDIAEMBED_ASYNC_OUTPUT_URI at a "
+            f"bucket in {self.region_name}{self._region_hint(region)}"
+        )
+
+    def unusable_buckets(self, buckets: Collection[str]) -> dict[str, str]:
+        """Bedrock reads media only from buckets in the model's region; objects elsewhere are skipped."""
+        refused: dict[str, str] = {}
+        for bucket in buckets:
+            region = self.bucket_region(bucket)
+            if region is not None and region != self.region_name:
+                refused[bucket] = (
+                    f"media bucket {bucket} is in {region}, but Marengo runs in {self.region_name} and "
+                    f"Bedrock reads only buckets in the model's region: move or replicate the objects to a "
+                    f"bucket in {self.region_name}{self._region_hint(region)}"
+                )
+        return refused
 
     def submit(self, job: EmbeddingJob) -> Submission:
         output = S3Uri.parse(self.output_s3_uri).join(job.model.key)

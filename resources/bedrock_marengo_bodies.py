@@ -19,12 +19,26 @@ from resources.marengo_query import MarengoQuery, QueryMedia, input_type
 from resources.model_routes import ModelRoute
 from resources.provider_errors import MarengoOutputError
 
+# Bedrock's limit on inline media (decoded); anything larger goes by S3.
+MAX_BASE64_BYTES = 36 * 1024**2
+
 
 def s3_media_source(uri: str, bucket_owner: str | None = None) -> dict[str, Any]:
+    """Media by S3 reference; `bucket_owner` (a 12-digit account id) when another account owns it."""
     location: dict[str, Any] = {"uri": uri}
     if bucket_owner:
         location["bucketOwner"] = bucket_owner
     return {"s3Location": location}
+
+
+def base64_media_source(data: bytes) -> dict[str, Any]:
+    """Media inline, as Bedrock's `base64String`: no bucket to read, so no bucket region applies."""
+    if len(data) > MAX_BASE64_BYTES:
+        raise ValueError(
+            f"{len(data)} bytes exceeds Bedrock's {MAX_BASE64_BYTES} byte limit on inline media: "
+            "send it by S3 location"
+        )
+    return {"base64String": base64.b64encode(data).decode("ascii")}
 
 
 def async_model_input(
@@ -35,16 +49,54 @@ def async_model_input(
     bucket_owner: str | None = None,
 ) -> dict[str, Any]:
     """The `modelInput` document of StartAsyncInvoke for one media object."""
-    source = s3_media_source(media_uri, bucket_owner)
+    return async_media_input(route, modality, s3_media_source(media_uri, bucket_owner), options)
+
+
+def async_media_input(
+    route: ModelRoute, modality: Modality, source: dict[str, Any], options: EmbeddingOptions
+) -> dict[str, Any]:
+    """StartAsyncInvoke's `modelInput` for a video, audio file or image from either kind of source
+    (`s3_media_source`, `base64_media_source`)."""
     if route.request_style == "bedrock-flat":
         return _flat_media_input(route.model, modality, source, options)
     return _nested_media_input(route.model, modality, source, options)
+
+
+def async_text_input(route: ModelRoute, text: str, truncate: bool | None = None) -> dict[str, Any]:
+    """StartAsyncInvoke's `modelInput` for text.
+
+    `truncate` is 2.7's `textTruncate`: True cuts text past 77 tokens (`end`, its default), False refuses
+    it (`none`), None leaves the field out. 3.0 has no such field (it refuses text past 500 tokens), so
+    asking it either way is an error rather than a silently different request."""
+    if route.request_style == "bedrock-flat":
+        body: dict[str, Any] = {"inputType": "text", "inputText": text}
+        if truncate is not None:
+            body["textTruncate"] = "end" if truncate else "none"
+        return body
+    if truncate is not None:
+        raise ValueError(f"Marengo {route.model.version} has no textTruncate: it refuses over-long text")
+    return {"inputType": "text", "text": {"inputText": text}}
+
+
+def async_text_image_input(route: ModelRoute, text: str, source: dict[str, Any]) -> dict[str, Any]:
+    """StartAsyncInvoke's `modelInput` for one embedding of a text and an image together (3.0 only)."""
+    if route.request_style == "bedrock-flat":
+        raise ValueError(
+            f"Marengo {route.model.version} has no text_image input: embed the text and the image apart"
+        )
+    return {"inputType": "text_image", "text_image": {"inputText": text, "mediaSource": source}}
 
 
 def _flat_media_input(
     model: MarengoModel, modality: Modality, source: dict[str, Any], options: EmbeddingOptions
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"inputType": modality, "mediaSource": source}
+    if modality in ("video", "audio") and options.span is not None:
+        start, end = options.span
+        if start:
+            body["startSec"] = start
+        if end is not None:
+            body["lengthSec"] = end - start  # 2.7 counts the length from startSec, not an end time
     if modality in ("video", "audio") and options.segmentation == "fixed":
         body["useFixedLengthSec"] = _clamp(options.fixed_segment_sec, 2, 10)
     if modality == "video":
@@ -59,6 +111,12 @@ def _nested_media_input(
 ) -> dict[str, Any]:
     params: dict[str, Any] = {"mediaSource": source}
     if modality in ("video", "audio"):
+        if options.span is not None:
+            start, end = options.span
+            if start:
+                params["startSec"] = start
+            if end is not None:
+                params["endSec"] = end
         if options.segmentation == "fixed":
             fixed = {"durationSec": _clamp(options.fixed_segment_sec, 1, 10)}
             params["segmentation"] = {"method": "fixed", "fixed": fixed}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Literal
@@ -27,6 +28,11 @@ EmbeddingType = Literal["separate", "fused"]
 LEGACY_EMBEDDING_TYPE: EmbeddingType = "separate"
 
 
+# Options added after jobs were first keyed: absent (None) they are left out of `canonical()` and
+# `applicable()`, so every job keyed before they existed keeps its key and its client token.
+LATER_OPTIONS = ("start_sec", "end_sec")
+
+
 @dataclass(frozen=True)
 class EmbeddingOptions:
     """How media is cut and which embeddings are asked for; part of every job's identity."""
@@ -35,9 +41,30 @@ class EmbeddingOptions:
     min_segment_sec: float = 4.0
     fixed_segment_sec: float = 6.0
     scopes: tuple[str, ...] = ("clip",)
+    # The part of a video or audio file to embed, in seconds from its start (Bedrock's startSec, and
+    # endSec or 2.7's lengthSec). None: from the start, to the end. Images have no such part.
+    start_sec: float | None = None
+    end_sec: float | None = None
+
+    def __post_init__(self) -> None:
+        start = self.start_sec
+        if start is not None and not (math.isfinite(start) and start >= 0):
+            raise ValueError(f"start_sec must be a number of seconds of at least 0, not {start}")
+        if self.end_sec is not None and not (math.isfinite(self.end_sec) and self.end_sec > (start or 0)):
+            raise ValueError(f"end_sec must be after start_sec ({start or 0:g} s), not {self.end_sec}")
+
+    @property
+    def span(self) -> tuple[float, float | None] | None:
+        """(start, end or None) of the part to embed; None for the whole file, however it is spelled
+        (no start, or a start of 0), so equal requests have equal keys and bodies."""
+        start = self.start_sec or 0.0
+        if start == 0 and self.end_sec is None:
+            return None
+        return start, self.end_sec
 
     def canonical(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = {k: v for k, v in asdict(self).items() if not (k in LATER_OPTIONS and v is None)}
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     def applicable(self, modality: Modality) -> str:
         """Only the options that shape the request for this modality: changing the others must not
@@ -48,7 +75,11 @@ class EmbeddingOptions:
             cut = f"fixed:{self.fixed_segment_sec:g}"
         else:
             cut = f"dynamic:{self.min_segment_sec:g}" if modality == "video" else "service-default"
-        return f"{modality}|{cut}|{','.join(self.scopes)}"
+        shape = f"{modality}|{cut}|{','.join(self.scopes)}"
+        if self.span is not None:
+            start, end = self.span
+            shape += f"|span:{start:g}-{'end' if end is None else f'{end:g}'}"
+        return shape
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 import dagster as dg
@@ -84,6 +84,19 @@ class MarengoProvider(dg.ConfigurableResource):
     def preflight(self) -> None:
         """One cheap call that proves the endpoint, credentials and access work; raises a ProviderError
         (SetupError for what a person must fix) with one line that says what to do."""
+
+    def setup_problem(self) -> str | None:
+        """Why this provider would refuse every job, if that can be seen without submitting one (Bedrock:
+        its output bucket outside the model's region); one line saying what to do, or None.
+
+        Submission runs ask before submitting anything, so a wrong set-up costs no refused request."""
+        return None
+
+    def unusable_buckets(self, buckets: Collection[str]) -> dict[str, str]:
+        """The media buckets among `buckets` whose objects this provider would refuse, each with one line
+        saying why and what to do (Bedrock: a bucket outside the model's region). Their objects are
+        skipped; the others go on."""
+        return {}
 
     @abstractmethod
     def submit(self, job: EmbeddingJob) -> Submission:

@@ -1,8 +1,9 @@
 """A wire-compatible Bedrock runtime (rest-json, as botocore models it) for Marengo embeddings.
 
 It implements InvokeModel, StartAsyncInvoke, GetAsyncInvoke and ListAsyncInvokes with Bedrock's status codes
-and error wire format, runs accepted invocations on a worker pool against the S3 emulator, and exposes fault
-injection (latency, in-flight quota, throttling, failures) plus test hooks that never require sleeping.
+and error wire format, refuses S3 buckets outside its region (GetBucketLocation, as Bedrock's same-region
+rule), runs accepted invocations on a worker pool against the S3 emulator, and exposes fault injection
+(latency, in-flight quota, throttling, failures) plus test hooks that never require sleeping.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -44,6 +45,8 @@ from emulators.media_analysis import MediaError, MediaKind, probe_media
 log = logging.getLogger(__name__)
 
 INJECTED_FAILURE_MESSAGE = "Internal processing error (injected)"
+# GetBucketLocation's legacy answers: no constraint is us-east-1, and "EU" is eu-west-1.
+LEGACY_LOCATIONS = {"": "us-east-1", "EU": "eu-west-1"}
 STATUSES = ("InProgress", "Completed", "Failed")
 _SESSION = boto3.session.Session()
 _SESSION_LOCK = threading.Lock()
@@ -420,6 +423,28 @@ class BedrockRuntimeEmulator:
                 f"The provided S3 object {ref.uri} does not exist or is not accessible ({code})."
             ) from exc
 
+    def _bucket_region(self, bucket: str) -> str | None:
+        """The region S3 says `bucket` is in, or None when S3 cannot say (the read that follows then
+        reports the missing or inaccessible bucket in its own words)."""
+        try:
+            constraint = self._s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or ""
+        except (ClientError, BotoCoreError):
+            return None
+        return LEGACY_LOCATIONS.get(constraint, constraint)
+
+    def _check_region(self, bucket: str, role: str) -> None:
+        """Bedrock's same-region rule: an input or output bucket outside the model's region is refused."""
+        region = self._bucket_region(bucket)
+        if region is not None and region != self.region:
+            raise errors.validation(
+                f"The {role} S3 bucket {bucket} is in {region}, but the model runs in {self.region}: "
+                "S3 input and output buckets must be in the same region as the model."
+            )
+
+    def _check_media_region(self, req: EmbedRequest) -> None:
+        if req.media is not None and req.media.uri is not None:
+            self._check_region(req.media.bucket_key[0], "input")
+
     def _admit_media(self, req: EmbedRequest) -> bytes | None:
         """Fetch and probe the media so unreadable input fails at submit time, like Bedrock's checks."""
         if req.media is None:
@@ -439,6 +464,7 @@ class BedrockRuntimeEmulator:
         check_input("InvokeModel", {"modelId": model_id})
         model = resolve_model(model_id, sync=True, region=self.region)
         req = parse_body(model.version, self._body_json(request), sync=True)
+        self._check_media_region(req)
         data = self._admit_media(req)
         try:
             result = embed(req, data)
@@ -471,6 +497,8 @@ class BedrockRuntimeEmulator:
             raise errors.validation(
                 f"The output S3 bucket {bucket} does not exist or is not accessible."
             ) from exc
+        self._check_region(bucket, "output")
+        self._check_media_region(req)
         self._admit_media(req)
         with self._lock:
             replay = self._replay(token, fingerprint)  # a concurrent duplicate may have won the race

@@ -20,7 +20,7 @@ from emulators.bedrock_runtime import (
     BedrockRuntimeEmulator,
 )
 from emulators.sample_media import SampleObject
-from tests.emulators.conftest import LAKE_BUCKET, MEDIA_BUCKET
+from tests.emulators.conftest import LAKE_BUCKET, MEDIA_BUCKET, REGION, make_client
 from tests.emulators.contract import assert_output_conforms
 
 VIDEO_URI = f"s3://{MEDIA_BUCKET}/videos/shapes_a.mp4"
@@ -239,6 +239,75 @@ def test_missing_output_bucket_is_validation_error(client: Any) -> None:
         )
     code, _, message = error_of(exc)
     assert code == "ValidationException" and "no-such-bucket-xyz" in message
+
+
+FOREIGN_REGION = "eu-west-1"
+FOREIGN_BUCKET = "media-eu-west-1"
+
+
+@pytest.fixture()
+def foreign_bucket(s3_client: Any, samples: dict[str, SampleObject]) -> str:
+    """A bucket in another region than the emulator's (moto keeps each bucket's LocationConstraint),
+    holding a readable video and image, so only the region can be why a request is refused."""
+    if FOREIGN_BUCKET not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}:
+        s3_client.create_bucket(
+            Bucket=FOREIGN_BUCKET, CreateBucketConfiguration={"LocationConstraint": FOREIGN_REGION}
+        )
+        for key in ("videos/shapes_a.mp4", "images/green_triangle.png"):
+            s3_client.put_object(Bucket=FOREIGN_BUCKET, Key=key, Body=samples[key].data)
+    return FOREIGN_BUCKET
+
+
+def test_media_bucket_in_another_region_is_refused(
+    client: Any, bedrock: BedrockRuntimeEmulator, foreign_bucket: str
+) -> None:
+    with pytest.raises(ClientError) as exc:
+        start(client, video_input(f"s3://{foreign_bucket}/videos/shapes_a.mp4"))
+    code, status, message = error_of(exc)
+    assert (code, status) == ("ValidationException", 400)
+    assert foreign_bucket in message and FOREIGN_REGION in message and REGION in message
+    assert bedrock.created_invocations == 0
+
+
+def test_output_bucket_in_another_region_is_refused(
+    client: Any, bedrock: BedrockRuntimeEmulator, foreign_bucket: str
+) -> None:
+    with pytest.raises(ClientError) as exc:
+        client.start_async_invoke(
+            modelId=MARENGO_3_0,
+            modelInput=video_input(),
+            outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"s3://{foreign_bucket}/out/"}},
+        )
+    code, _, message = error_of(exc)
+    assert code == "ValidationException"
+    assert f"output S3 bucket {foreign_bucket} is in {FOREIGN_REGION}" in message and REGION in message
+    assert bedrock.created_invocations == 0
+
+
+def test_invoke_model_refuses_an_image_in_another_region(client: Any, foreign_bucket: str) -> None:
+    uri = f"s3://{foreign_bucket}/images/green_triangle.png"
+    body = {"inputType": "image", "image": {"mediaSource": {"s3Location": {"uri": uri}}}}
+    with pytest.raises(ClientError) as exc:
+        client.invoke_model(modelId="us." + MARENGO_3_0, body=json.dumps(body))
+    code, _, message = error_of(exc)
+    assert code == "ValidationException" and foreign_bucket in message and FOREIGN_REGION in message
+
+
+def test_buckets_in_the_models_region_are_accepted_outside_us_east_1(s3: Any, foreign_bucket: str) -> None:
+    """The rule compares regions, not names: an emulator in eu-west-1 takes the eu-west-1 bucket."""
+    emulator = BedrockRuntimeEmulator(s3.endpoint, region=FOREIGN_REGION).start()
+    try:
+        eu_client = make_client(emulator.endpoint)
+        response = eu_client.start_async_invoke(
+            modelId=MARENGO_3_0,
+            modelInput=video_input(f"s3://{foreign_bucket}/videos/shapes_a.mp4"),
+            outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"s3://{foreign_bucket}/out/"}},
+        )
+        emulator.wait_until_idle(30)
+        got = eu_client.get_async_invoke(invocationArn=response["invocationArn"])
+        assert got["status"] == "Completed", got.get("failureMessage")
+    finally:
+        emulator.stop()
 
 
 def test_shape_pattern_checked_server_side(bedrock: BedrockRuntimeEmulator) -> None:

@@ -1,22 +1,30 @@
-"""BedrockMarengo against the emulator: submit, find finished jobs, read their output, embed text."""
+"""BedrockMarengo against the emulator: submit, find finished jobs, read their output, embed text, and
+refuse buckets outside the model's region before sending anything."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pandas as pd
+import pyarrow as pa
 import pytest
 
+from assets_defs.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA, media_inventory, read_inventory
 from emulators.bedrock_runtime import ServiceError
 from emulators.s3 import free_port
+from mediaembed.ingest import summarize
+from mediaembed.runner import materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
 from resources.bedrock_marengo import BedrockMarengo
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
-from resources.marengo_models import MARENGO_3_0
-from resources.provider_errors import MarengoOutputError, OutputUnavailable, ProviderError
+from resources.marengo_models import MARENGO_3_0, SERVING_MODEL_KEY
+from resources.provider_errors import MarengoOutputError, OutputUnavailable, ProviderError, SetupError
 from resources.s3_storage import S3Storage, S3Uri
+from resources.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import World
 
 VIDEO = "s3://media/videos/shapes_a.mp4"
+USABLE = 7  # three videos, two audio files, two images (and a corrupt and an unsupported object)
 
 
 @pytest.fixture
@@ -124,3 +132,78 @@ def test_refusals_say_whether_to_wait_or_give_up(provider: BedrockMarengo, world
 def test_query_vectors_are_in_the_model_space(provider: BedrockMarengo) -> None:
     vector = provider.embed_text("yellow triangle", MARENGO_3_0)
     assert len(vector) == MARENGO_3_0.dimension
+
+
+# --- the same-region rule, checked before anything is submitted ------------------------------------------
+
+FOREIGN_REGION = "eu-west-1"
+
+
+def foreign_bucket(world: World, name: str, copy_media: bool = False) -> str:
+    """A bucket in another region than the stack's (moto keeps the LocationConstraint), holding copies
+    of the sample media when asked, so only the region can be why its objects are not embedded."""
+    s3 = world.stack.s3.client()
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": FOREIGN_REGION})
+    for sample in world.samples if copy_media else []:
+        s3.put_object(Bucket=name, Key=sample.key, Body=sample.data, ContentType=sample.content_type)
+    return name
+
+
+def inventory_of(world: World, monkeypatch: pytest.MonkeyPatch, uri: str) -> pd.DataFrame:
+    monkeypatch.setenv("MEDIAEMBED_MEDIA_URI", uri)
+    resources = {"media": pipeline_resources["media"], "lake": pipeline_resources["lake"]}
+    assert dg.materialize([media_inventory], resources=resources, instance=world.instance).success
+    return read_inventory(world.lake)
+
+
+def test_preflight_refuses_an_output_bucket_in_another_region(provider: BedrockMarengo, world: World) -> None:
+    bucket = foreign_bucket(world, "async-eu")
+    elsewhere = provider.model_copy(update={"output_s3_uri": f"s3://{bucket}/marengo"})
+    with pytest.raises(SetupError) as refused:
+        elsewhere.preflight()
+    line = refused.value.reason
+    assert "\n" not in line and f"{bucket} is in {FOREIGN_REGION}" in line and "us-east-1" in line
+    assert "MEDIAEMBED_ASYNC_OUTPUT_URI" in line
+    provider.preflight()  # the stack's own output bucket is in the model's region
+
+
+def test_an_output_bucket_in_another_region_stops_submitting_before_any_request(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = foreign_bucket(world, "async-eu")
+    monkeypatch.setenv("MEDIAEMBED_ASYNC_OUTPUT_URI", f"s3://{bucket}/marengo")
+    result = run_job(world.instance, "embed_new_media", SERVING_MODEL_KEY)
+    meta = materialization_metadata(result, ["marengo", "invocations"])
+    assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (0, 0, USABLE)
+    assert f"stopped before submitting: the async output bucket {bucket} is in" in meta["deferred_reason"]
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
+    assert not check.passed
+    assert world.stack.bedrock.calls.get("StartAsyncInvoke", 0) == 0, "nothing was sent to be refused"
+
+
+def test_objects_of_a_media_bucket_in_another_region_are_skipped_and_the_others_go_on(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = foreign_bucket(world, "media-eu", copy_media=True)
+    foreign = inventory_of(world, monkeypatch, f"s3://{bucket}/")
+    local = inventory_of(world, monkeypatch, "s3://media/")
+    both = pa.Table.from_pandas(pd.concat([foreign, local]), schema=INVENTORY_SCHEMA, preserve_index=False)
+    world.lake.write_table(both, INVENTORY_PATH)  # type: ignore[attr-defined]
+
+    result = run_job(world.instance, "submit_marengo_invocations", SERVING_MODEL_KEY)
+    meta = materialization_metadata(result, ["marengo", "invocations"])
+    assert (meta["submitted"], meta["skipped_for_their_bucket"], meta["deferred"]) == (USABLE, USABLE, 0)
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
+    assert check.passed, "a bucket the provider cannot read stops nothing else"
+    sent = [inv.request.media.uri for inv in world.stack.bedrock.invocations.values() if inv.request.media]
+    assert world.stack.bedrock.created_invocations == USABLE
+    assert all(uri and uri.startswith("s3://media/") for uri in sent)
+
+    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
+    skipped = jobs[jobs["media_uri"].str.startswith(f"s3://{bucket}/")]
+    assert len(skipped) == USABLE and set(skipped["status"]) == {"rejected"}
+    reason = f"media bucket {bucket} is in {FOREIGN_REGION}, but Marengo runs in us-east-1"
+    assert skipped["reason"].str.startswith(reason).all()
+    summary = summarize(f"s3://{bucket}/", read_inventory(world.lake), jobs, MARENGO_3_0, set())
+    assert len(summary.skipped) == USABLE + 2  # its corrupt and unsupported objects, and the 7 it cannot read
+    assert sum(reason in why for _, why in summary.skipped) == USABLE

@@ -218,6 +218,23 @@ def test_unreachable_endpoint_is_one_line_naming_it(emulated: Emulated) -> None:
     )
 
 
+def test_output_bucket_in_another_region_is_one_line_before_any_run(emulated: Emulated) -> None:
+    s3 = boto3.session.Session().client(
+        "s3",
+        endpoint_url=emulated.env["AWS_ENDPOINT_URL_S3"],
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    s3.create_bucket(Bucket="async-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    done = emulated.ingest(f"s3://{BUCKET}/", MEDIAEMBED_ASYNC_OUTPUT_URI="s3://async-eu/marengo")
+    assert done.returncode == 1
+    assert one_line(done.stderr).startswith(
+        "mediaembed ingest: the async output bucket async-eu is in eu-west-1, but Marengo runs in us-east-1"
+    )
+    assert done.stdout == ""
+
+
 def test_missing_settings_are_named_in_one_line(emulated: Emulated) -> None:
     env = {k: v for k, v in emulated.env.items() if k not in ("MEDIAEMBED_LAKE_URI", "DAGSTER_HOME")}
     done = subprocess.run(
