@@ -30,6 +30,7 @@ from resources.provider_errors import (
     SetupError,
 )
 from resources.provider_outputs import read_output_json
+from resources.s3_objects import bucket_region
 from resources.s3_storage import S3Storage, S3Uri
 
 # Errors the SDK never retries and a retry of ours cannot fix now: the request or the set-up is wrong.
@@ -85,8 +86,6 @@ SWEEP_LIMIT = 100
 NOT_FOUND_ERRORS = {"ResourceNotFoundException", "NotFoundException"}
 # Where Bedrock offers Marengo: a region worth suggesting to someone whose buckets are there.
 MARENGO_REGIONS = ("us-east-1", "eu-west-1", "ap-northeast-2")
-# GetBucketLocation's legacy answers: no constraint is us-east-1, and "EU" is eu-west-1.
-LEGACY_LOCATIONS = {"": "us-east-1", "EU": "eu-west-1"}
 INVOCATION_ARN = re.compile(
     r"arn:aws(-[^:]+)?:bedrock:(?P<region>[a-z0-9-]{1,20}):[0-9]{12}:async-invoke/[a-z0-9]{12}"
 )
@@ -175,12 +174,9 @@ class BedrockMarengo(MarengoProvider):
         if bucket not in self._bucket_regions:
             region: str | None
             try:
-                location = self.storage.get_client().get_bucket_location(Bucket=bucket)
+                region = bucket_region(self.storage.get_client(), bucket)
             except (ClientError, BotoCoreError):
                 region = None
-            else:
-                constraint = location.get("LocationConstraint") or ""
-                region = LEGACY_LOCATIONS.get(constraint, constraint)
             self._bucket_regions[bucket] = region
         return self._bucket_regions[bucket]
 

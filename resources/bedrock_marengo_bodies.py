@@ -139,7 +139,7 @@ def query_media_source(media: QueryMedia, bucket_owner: str | None = None) -> di
     """An S3 object by reference (`s3Location`), or bytes inline (`base64String`)."""
     if media.s3_uri is not None:
         return s3_media_source(media.s3_uri, bucket_owner)
-    return {"base64String": base64.b64encode(media.data or b"").decode("ascii")}
+    return base64_media_source(media.data or b"")
 
 
 def query_body(route: ModelRoute, query: MarengoQuery, bucket_owner: str | None = None) -> dict[str, Any]:

@@ -15,17 +15,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from resources.marengo_query import MAX_BASE64_BYTES, QueryLimitError, QueryMedia, QueryMediaKind
 from resources.media_probe import probe
-from resources.s3_objects import SCHEME, S3Uri, open_s3_object
+from resources.s3_objects import SCHEME, S3Uri, bucket_region, open_s3_object
 
 
 class QueryMediaError(ValueError):
     """The named file or object cannot be used; `str()` is one line saying why and what to do."""
-
-
-def bucket_region(client: Any, bucket: str) -> str:
-    """The bucket's region; GetBucketLocation answers an empty constraint for us-east-1."""
-    location = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
-    return str(location or "us-east-1")
 
 
 def resolve_query_media(spec: str, kind: QueryMediaKind, s3_client: Any | None, name: str = "") -> QueryMedia:

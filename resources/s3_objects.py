@@ -13,6 +13,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 SCHEME = "s3://"
+# GetBucketLocation's legacy answers: no constraint is us-east-1, and "EU" is eu-west-1.
+LEGACY_LOCATIONS = {"": "us-east-1", "EU": "eu-west-1"}
 # Bytes fetched per ranged GetObject: a container header and its first packets in one or two requests,
 # while a probe of a multi-gigabyte video still reads only the few regions the demuxer seeks to.
 READ_AHEAD_BYTES = 256 * 1024
@@ -142,3 +144,9 @@ def open_s3_object(client: Any, location: S3Uri, etag: str | None = None) -> S3O
     """A seekable file over the object at exactly `location`, read in ranged requests by `client`; with
     `etag`, only that version (else `ObjectChanged`)."""
     return S3ObjectFile(_RangedObject(client, location, etag))
+
+
+def bucket_region(client: Any, bucket: str) -> str:
+    """The region `bucket` is in, from GetBucketLocation (its errors go up to the caller)."""
+    constraint = client.get_bucket_location(Bucket=bucket).get("LocationConstraint") or ""
+    return LEGACY_LOCATIONS.get(constraint, constraint)

@@ -36,6 +36,12 @@ def task_request(
         raise ValueError(f"Marengo {route.model.version} embed tasks take video or audio, not {modality}")
     params: dict[str, Any] = {"media_source": media_source(media_url)}
     if modality in ("video", "audio"):
+        if options.span is not None:  # the part of the file its job key names
+            start, end = options.span
+            if start:
+                params["start_sec"] = start
+            if end is not None:
+                params["end_sec"] = end
         if options.segmentation == "fixed":
             params["segmentation"] = {
                 "strategy": "fixed",

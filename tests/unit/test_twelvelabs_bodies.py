@@ -179,3 +179,13 @@ def test_sdk_errors_map_onto_the_neutral_family(status: int, kind: type) -> None
         ApiError(status_code=status, body={"code": "x", "message": "said why"}), "the task"
     )
     assert isinstance(error, kind) and "said why" in error.reason and str(status) in error.reason
+
+
+def test_a_span_of_the_file_reaches_the_task_as_its_job_key_names_it() -> None:
+    recorder = Recorder({"_id": "task-2", "status": "processing"})
+    options = EmbeddingOptions(start_sec=4.0, end_sec=10.0)
+    client(recorder).embed.v_2.tasks.create(**task_request(TL_3_0, "video", URL, options))
+    _, _, body = sent(recorder)
+    assert (body["video"]["start_sec"], body["video"]["end_sec"]) == (4.0, 10.0)
+    whole = task_request(TL_3_0, "video", URL, EmbeddingOptions(start_sec=0.0))
+    assert "start_sec" not in whole["video"] and "end_sec" not in whole["video"]
