@@ -352,3 +352,26 @@ def test_a_bucket_in_another_region_than_the_model_is_refused(
     assert tripwire.calls == []
     with pytest.raises(ValueError, match="no such object"):
         resolve_query_media("s3://eu-media/missing.png", "image", client)
+
+
+def test_the_legacy_2_7_call_takes_an_image_or_a_clip_by_url_or_as_a_file() -> None:
+    answer = {
+        "model_name": "Marengo-retrieval-2.7",
+        "image_embedding": {"segments": [{"float": [0.5] * 1024}]},
+    }
+    clip = QueryMedia("audio", "s3://b/hum.wav", 9, s3_uri="s3://b/hum.wav", duration_sec=12.0)
+    for query, field, value in [
+        (MarengoQuery(media=(s3_image(),)), "image_url", URL),
+        (MarengoQuery(media=(clip,)), "audio_url", URL),
+        (MarengoQuery(media=(inline_image(),)), "image_file", None),
+    ]:
+        recorder = Recorder(answer)
+        response = sdk(recorder).embed.create(**legacy_query_request(TL_2_7, query, presign))
+        [request] = recorder.requests
+        form = request.content.decode("latin-1")
+        assert 'name="model_name"\r\n\r\nMarengo-retrieval-2.7\r\n' in form
+        if value is None:
+            assert f'name="{field}"; filename="bag.png"' in form and "\x89PNG" in form
+        else:
+            assert f'name="{field}"\r\n\r\n{value}\r\n' in form
+        assert len(parse_legacy_embedding(response.dict(), MARENGO_2_7)) == 1024
