@@ -14,7 +14,14 @@ from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import media_inventory
 from assets_defs.segment_index import marengo_segment_index
-from pipelines.jobs import embed_new_media_job, ingest_marengo_job, submit_marengo_job
+from assets_defs.serving import serving_marengo
+from pipelines.jobs import (
+    cut_over_job,
+    embed_new_media_job,
+    ingest_marengo_job,
+    roll_back_job,
+    submit_marengo_job,
+)
 from pipelines.schedules import embed_new_media_schedule
 from pipelines.sensors import marengo_invocation_sensor
 from resources.bedrock_marengo import BedrockMarengo
@@ -50,8 +57,8 @@ pipeline_resources = {
 }
 
 defs = dg.Definitions(
-    assets=[media_inventory, marengo_invocations, marengo_embeddings, marengo_segment_index],
-    jobs=[embed_new_media_job, submit_marengo_job, ingest_marengo_job],
+    assets=[media_inventory, marengo_invocations, marengo_embeddings, marengo_segment_index, serving_marengo],
+    jobs=[embed_new_media_job, submit_marengo_job, ingest_marengo_job, cut_over_job, roll_back_job],
     schedules=[embed_new_media_schedule],
     sensors=[marengo_invocation_sensor],
     resources=pipeline_resources,
