@@ -5,12 +5,16 @@ import io
 import json
 from contextlib import redirect_stderr, redirect_stdout
 
+import dagster as dg
 import pytest
 
 from emulators.sample_media import SampleObject
 from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, run_job
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
+from pipelines.definitions import pipeline_resources
+from pipelines.schedules import embed_new_media_schedule
+from resources.embedding_table import EmbeddingTable
+from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MARENGO_3_5
 from tests.pipeline.conftest import World
 
 
@@ -74,3 +78,46 @@ def test_backfill_keeps_2_7_serving_until_cut_over_then_rollback_returns_it(on_2
     assert serving()["serving"] == MARENGO_2_7.key
     scene_answers(videos, MARENGO_2_7.key)  # no re-embedding: the 2.7 tables were kept
     assert [h["action"] for h in serving()["history"]] == ["cut_over", "rollback"]
+
+
+def scheduled_run(world: World) -> str:
+    """What the 15-minute schedule does: inventory and submit for the version the lake says serves."""
+    with dg.build_schedule_context(resources={"lake": pipeline_resources["lake"]}) as context:
+        request = embed_new_media_schedule(context)
+    assert isinstance(request, dg.RunRequest) and request.partition_key
+    run_job(world.instance, "embed_new_media", request.partition_key)
+    return request.partition_key
+
+
+def test_3_0_on_bedrock_to_3_5_on_twelvelabs_with_new_media_kept_up_for_both(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDIAEMBED_PROVIDERS", "marengo-3.0=bedrock,marengo-3.5=twelvelabs")
+    videos = [s for s in world.samples if s.modality == "video"]
+    assert scheduled_run(world) == MARENGO_3_0.key  # nothing recorded yet: the initial version
+    SensorDriver(world.instance).drain(world.lake)
+    scene_answers(videos, MARENGO_3_0.key)
+
+    seen: list[set[str]] = []
+    embed(world, MARENGO_3_5.key, lambda _: seen.append({h["model"] for h in search_json("blue square", 5)}))
+    assert seen and all(models == {MARENGO_3_0.key} for models in seen), seen
+    assert world.stack.twelvelabs.created_tasks > 0 and world.stack.bedrock.created_invocations > 0
+
+    # New media arrive during the migration: the schedule submits them for the serving version, and the
+    # sensor sees the inventory change and submits them for the target too.
+    late = next(s for s in world.samples if s.key == "images/purple_circle.jpg")
+    world.stack.s3.client().put_object(Bucket="media", Key="late/purple_circle.jpg", Body=late.data)
+    assert scheduled_run(world) == MARENGO_3_0.key
+    SensorDriver(world.instance).drain(world.lake)
+    for model in (MARENGO_3_0, MARENGO_3_5):
+        assert "s3://media/late/purple_circle.jpg" in EmbeddingTable(world.lake, model).media_uris().values()
+
+    assert cli(["serving", "cut-over", MARENGO_3_5.key]) == 0
+    scene_answers(videos, MARENGO_3_5.key)
+    assert scheduled_run(world) == MARENGO_3_5.key, "the schedule follows the cut-over"
+    twins = {"s3://media/late/purple_circle.jpg", "s3://media/images/purple_circle.jpg"}  # same picture
+    for model in (MARENGO_3_5.key, MARENGO_3_0.key):  # after the cut-over, then after the rollback
+        hits = search_json("purple circle", top_k=2)
+        assert {h["media_uri"] for h in hits} == twins and {h["model"] for h in hits} == {model}
+        if model == MARENGO_3_5.key:
+            assert cli(["serving", "roll-back"]) == 0
