@@ -75,7 +75,7 @@ def change(job_name: str, partition_key: str | None, by: str, out: TextIO) -> No
     if partition_key is None:
         partition_key = _versions().current().previous  # only for the message; the op decides
     config = {"config": {"by": by}} if by else {}
-    node = "serving__marengo" if job_name == CUT_OVER_JOB else ROLL_BACK_JOB
+    node = "serving__marengo" if job_name == CUT_OVER_JOB else "roll_back_serving"
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance,

@@ -60,7 +60,7 @@ cut_over_job = dg.define_asset_job(
 )
 
 
-@dg.op(name="roll_back_serving_version")
+@dg.op(name="roll_back_serving")
 def roll_back_op(context: dg.OpExecutionContext, config: ServingChangeConfig, lake: Lake) -> None:
     """Search goes back to the version that served before the last cut-over."""
     context.log_event(roll_back(context, config, lake))

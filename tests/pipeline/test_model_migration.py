@@ -74,8 +74,8 @@ def test_backfill_keeps_2_7_serving_until_cut_over_then_rollback_returns_it(on_2
     assert (state["serving"], state["previous"], state["by"]) == (MARENGO_3_0.key, MARENGO_2_7.key, "tester")
     scene_answers(videos, MARENGO_3_0.key)
 
-    assert cli(["serving", "roll-back"]) == 0
-    assert serving()["serving"] == MARENGO_2_7.key
+    assert cli(["serving", "roll-back", "--by", "ops"]) == 0
+    assert (serving()["serving"], serving()["by"]) == (MARENGO_2_7.key, "ops")
     scene_answers(videos, MARENGO_2_7.key)  # no re-embedding: the 2.7 tables were kept
     assert [h["action"] for h in serving()["history"]] == ["cut_over", "rollback"]
 
