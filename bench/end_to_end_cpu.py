@@ -38,11 +38,11 @@ from emulators.sample_media import generate_sample_media
 from harness.local_env import local_settings
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
-from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
+from resources.marengo_models import MARENGO_3_0, marengo_model
 from resources.model_routes import route
 
 THREADS = 8
-MODEL = marengo_model(SERVING_MODEL_KEY)
+MODEL = marengo_model(MARENGO_3_0.key)
 _spec = importlib.util.spec_from_file_location("ingest_cpu", Path(__file__).with_name("ingest_cpu.py"))
 assert _spec is not None and _spec.loader is not None
 ingest_cpu = importlib.util.module_from_spec(_spec)
@@ -109,7 +109,7 @@ def plain_loop(env: dict[str, str], target: Any, prefix: str) -> int:
 def pipeline(instance: dg.DagsterInstance, objects: int) -> int:
     """The real definitions, driven as the daemon would; returns segments indexed."""
     overrides = {"ops": {"marengo__invocations": {"config": {"max_in_flight": objects + 10}}}}
-    run_job(instance, "embed_new_media", SERVING_MODEL_KEY, run_config=overrides, log_level="WARNING")
+    run_job(instance, "embed_new_media", MARENGO_3_0.key, run_config=overrides, log_level="WARNING")
     driver = SensorDriver(instance, log_level="WARNING")
     with dg.build_resources({"lake": pipeline_resources["lake"]}) as built:
         driver.drain(built.lake, timeout_sec=3600, interval_sec=1.0, max_interval_sec=5.0)

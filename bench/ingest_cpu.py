@@ -58,12 +58,12 @@ from harness.local_env import local_settings
 from mediaembed.runner import materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
 from resources.embedding_table import EmbeddingTable
-from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
+from resources.marengo_models import MARENGO_3_0, marengo_model
 from resources.model_routes import route
 from resources.submission_ledger import SubmissionLedger
 
 THREADS = 8
-MODEL = marengo_model(SERVING_MODEL_KEY)
+MODEL = marengo_model(MARENGO_3_0.key)
 
 
 @contextmanager
@@ -272,7 +272,7 @@ def pipeline_step(
         return run_job(
             instance,
             "ingest_marengo_embeddings",
-            SERVING_MODEL_KEY,
+            MARENGO_3_0.key,
             asset_selection=[dg.AssetKey(asset)],
             log_level="WARNING",
         )
@@ -318,7 +318,7 @@ def main() -> None:
         instance = dg.DagsterInstance.ephemeral()
         overrides = {"ops": {"marengo__invocations": {"config": {"max_in_flight": args.objects + 10}}}}
         submit = run_job(
-            instance, "embed_new_media", SERVING_MODEL_KEY, run_config=overrides, log_level="WARNING"
+            instance, "embed_new_media", MARENGO_3_0.key, run_config=overrides, log_level="WARNING"
         )
         submitted = materialization_metadata(submit, ["marengo", "invocations"])["submitted"]
         wait_until_finished(bedrock)

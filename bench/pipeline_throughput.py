@@ -19,7 +19,7 @@ from emulators.stack import start_local_stack
 from harness.local_env import local_settings
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.search import search
-from resources.marengo_models import SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
 
         t0 = time.perf_counter()
         submit = run_job(
-            instance, "embed_new_media", SERVING_MODEL_KEY, run_config=overrides, log_level="WARNING"
+            instance, "embed_new_media", MARENGO_3_0.key, run_config=overrides, log_level="WARNING"
         )
         t1 = time.perf_counter()
         stack.bedrock.wait_until_idle(timeout=3600)
@@ -50,7 +50,7 @@ def main() -> None:
         driver.tick()
         t3 = time.perf_counter()
         again = run_job(
-            instance, "embed_new_media", SERVING_MODEL_KEY, run_config=overrides, log_level="WARNING"
+            instance, "embed_new_media", MARENGO_3_0.key, run_config=overrides, log_level="WARNING"
         )
         t4 = time.perf_counter()
 
@@ -60,7 +60,7 @@ def main() -> None:
         latencies = []
         for query in ["yellow triangle", "red circle", "low hum", "cyan triangle", "blue circle"] * 4:
             q0 = time.perf_counter()
-            search(query, 10, SERVING_MODEL_KEY)
+            search(query, 10, MARENGO_3_0.key)
             latencies.append(time.perf_counter() - q0)
 
     rerun = materialization_metadata(again, ["marengo", "invocations"])["submitted"]

@@ -45,7 +45,7 @@ from harness.local_env import local_settings
 from resources.bedrock_marengo_bodies import async_model_input
 from resources.embedding_jobs import EmbeddingOptions
 from resources.lake import Lake
-from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
+from resources.marengo_models import MARENGO_3_0, marengo_model
 from resources.model_routes import route
 from resources.s3_storage import S3Storage
 from resources.submission_ledger import SubmissionLedger
@@ -111,7 +111,7 @@ def plain_script(
         aws_secret_access_key="test",
         config=Config(retries={"mode": "standard"}),
     )
-    model = marengo_model(SERVING_MODEL_KEY)
+    model = marengo_model(MARENGO_3_0.key)
     waiting = list(keys)
     in_flight: dict[str, float] = {}  # ARN -> when to poll it next (monotonic)
     result["started"] = time.time()
@@ -155,7 +155,7 @@ def launch(env: dict[str, str]) -> None:
             "-j",
             "embed_new_media",
             "--tags",
-            json.dumps({"dagster/partition": SERVING_MODEL_KEY}),
+            json.dumps({"dagster/partition": MARENGO_3_0.key}),
         ],
         cwd=ROOT,
         env=env,
@@ -238,7 +238,7 @@ def main() -> None:
             **os.environ,
             **stack.env(),
             **settings,
-            "MEDIAEMBED_QUOTAS": f"{SERVING_MODEL_KEY}={quota}",
+            "MEDIAEMBED_QUOTAS": f"{MARENGO_3_0.key}={quota}",
             "PYTHONPATH": str(ROOT),
         }
         log = (workdir / "daemon.log").open("wb")
@@ -272,7 +272,7 @@ def main() -> None:
                 if daemon.poll() is not None:
                     raise RuntimeError(f"dagster-daemon exited with {daemon.returncode}:\n{tail(log.name)}")
                 done = len(ends_of(stack.bedrock))
-                jobs = SubmissionLedger(lake, None).jobs(SERVING_MODEL_KEY)
+                jobs = SubmissionLedger(lake, None).jobs(MARENGO_3_0.key)
                 completed = 0 if jobs.empty else int((jobs["status"] == "completed").sum())
                 if completed >= n and ingested_at is None:
                     ingested_at = time.time()

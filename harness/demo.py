@@ -14,7 +14,6 @@ from mediaembed.run_slots import PoolSlotTimeout
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.search import print_hits, search
 from pipelines.definitions import pipeline_resources
-from resources.marengo_models import SERVING_MODEL_KEY
 from resources.model_routes import describe_cost
 
 SAMPLE_QUERIES = ("yellow triangle", "a red circle", "low hum")
@@ -64,7 +63,10 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
         print(f"uploaded {len(samples)} sample objects to s3://media/; lake and index under {workdir}/")
 
         instance = dg.DagsterInstance.get()
-        submit = run_job(instance, "embed_new_media", SERVING_MODEL_KEY)
+        with dg.build_resources({"lake": pipeline_resources["lake"]}) as built:
+            serving = built.lake.serving_versions().current()
+        print(serving.describe())
+        submit = run_job(instance, "embed_new_media", serving.serving)
         inventory = materialization_metadata(submit, ["media", "inventory"])
         invocations = materialization_metadata(submit, ["marengo", "invocations"])
         print(
@@ -97,7 +99,7 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
 
         for query in queries:
             print(f'\nsearch "{query}" (top 3):')
-            print_hits(search(query, 3, SERVING_MODEL_KEY), as_json=False)
+            print_hits(search(query, 3), as_json=False)  # the serving version, read by search itself
     print("\nemulators stopped; search what the demo built with:")
     print(next_step(workdir))
     return 0

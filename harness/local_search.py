@@ -39,6 +39,7 @@ def local_search_env(workdir: Path) -> Iterator[dict[str, str]]:
         "TWELVELABS_BASE_URL": twelvelabs.base_url,
         "TWELVELABS_API_KEY": twelvelabs.api_key,
         "MEDIAEMBED_INDEX_URI": str(index),
+        "MEDIAEMBED_LAKE_URI": settings["MEDIAEMBED_LAKE_URI"],
         "AWS_REGION": REGION,
         "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.endpoint,
         "AWS_ACCESS_KEY_ID": "test",

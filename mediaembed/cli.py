@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from resources.marengo_models import MARENGO_MODELS, SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_MODELS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     search_cmd.add_argument("--top-k", type=int, default=5, help="how many hits (1 or more)")
     search_cmd.add_argument("--json", action="store_true", help="one JSON object per hit")
-    search_cmd.add_argument("--model", default=SERVING_MODEL_KEY, choices=sorted(MARENGO_MODELS))
+    search_cmd.add_argument(
+        "--model",
+        choices=sorted(MARENGO_MODELS),
+        help="search this version's index (default: the version serving search, see `mediaembed serving`)",
+    )
     search_cmd.add_argument(
         "--local",
         action="store_true",
@@ -47,13 +51,29 @@ def main(argv: list[str] | None = None) -> int:
         "ingest", help="embed and index everything under s3://bucket/prefix, following it to the end"
     )
     ingest_cmd.add_argument("uri", metavar="s3://bucket/prefix")
-    ingest_cmd.add_argument("--model", default=SERVING_MODEL_KEY, choices=sorted(MARENGO_MODELS))
+    ingest_cmd.add_argument(
+        "--model", choices=sorted(MARENGO_MODELS), help="default: the version serving search"
+    )
     ingest_cmd.add_argument(
         "--timeout", type=float, default=3600.0, help="stop waiting for Bedrock after this many seconds"
     )
     ingest_cmd.add_argument(
         "--replace", action="store_true", help="make this prefix the lake's media, dropping any other"
     )
+
+    serving_cmd = commands.add_parser(
+        "serving",
+        help="which Marengo version serves search; cut over to another or roll back",
+        description="Without an action: the serving version, since when, and what a rollback returns to. "
+        "cut-over KEY and roll-back run the same Dagster jobs as the UI (cut-over only after the target's "
+        "whole-version checks pass), on the instance of DAGSTER_HOME.",
+    )
+    serving_cmd.add_argument("action", nargs="?", default="show", choices=("show", "cut-over", "roll-back"))
+    serving_cmd.add_argument(
+        "key", nargs="?", choices=sorted(MARENGO_MODELS), help="with cut-over: the version"
+    )
+    serving_cmd.add_argument("--json", action="store_true", help="the record and its history as JSON")
+    serving_cmd.add_argument("--by", default="", help="who makes the change (default: your user name)")
 
     demo_cmd = commands.add_parser("demo", help="run the pipeline on the local emulators, then search")
     demo_cmd.add_argument("--workdir", type=Path, default=Path(".local"))
@@ -82,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "search":
         return _search(args)
+    if args.command == "serving":
+        from mediaembed.serving import run_serving
+
+        if (args.action == "cut-over") != (args.key is not None):
+            parser.error(
+                "name the version with cut-over, and only with it: mediaembed serving cut-over marengo-3.0"
+            )
+        return run_serving(args.action, args.key, args.json, args.by)
     if args.command == "ingest":
         from mediaembed.ingest import run_ingest
 

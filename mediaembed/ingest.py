@@ -32,7 +32,7 @@ from botocore.exceptions import (
 )
 
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
-from resources.marengo_models import SERVING_MODEL_KEY, MarengoModel
+from resources.marengo_models import MarengoModel
 from resources.model_routes import describe_cost, route
 from resources.provider_errors import ProviderError
 
@@ -458,7 +458,7 @@ def run_ingest(
 
 
 def _ingest(
-    uri: str, model_key: str, timeout_sec: float, replace: bool, out: TextIO, progress: Progress
+    uri: str, model_key: str | None, timeout_sec: float, replace: bool, out: TextIO, progress: Progress
 ) -> int:
     missing = missing_settings(os.environ)
     if missing:
@@ -483,13 +483,14 @@ def _ingest(
     from resources.marengo_models import marengo_model
     from resources.submission_ledger import SubmissionLedger
 
-    model = marengo_model(model_key)
     deadline = time.monotonic() + timeout_sec
     resources = {
         "marengo": pipeline_resources["marengo"],
         "lake": pipeline_resources["lake"],
     }
     with dg.build_resources(resources) as built:
+        serving = built.lake.serving_versions().current().serving
+        model = marengo_model(model_key or serving)  # by default the version serving search
         try:
             _preflight(prefix, built.marengo, built.lake, model, os.environ)
         except ProviderError as error:  # the serving provider is not configured
@@ -595,6 +596,6 @@ def _ingest(
             raise IngestError(message) from error
         summary = finish()
     if summary.embedded:
-        flag = "" if model.key == SERVING_MODEL_KEY else f" --model {model.key}"
+        flag = "" if model.key == serving else f" --model {model.key}"
         print(f'search it: mediaembed search "<what you are looking for>"{flag}', file=out)
     return 0

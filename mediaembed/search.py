@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any, TextIO
 
 from resources.bedrock_query import embed_query, runtime_client
-from resources.marengo_models import MARENGO_MODELS, SERVING_MODEL_KEY, MarengoModel
+from resources.marengo_models import MARENGO_MODELS, MarengoModel
 from resources.marengo_query import (
     MarengoQuery,
     QueryLimitError,
@@ -40,6 +40,7 @@ from resources.segment_search import (
     open_segments,
     search_segments,
 )
+from resources.serving_versions import ServingChangeRefused, ServingState, ServingVersions, record_folder
 
 CONFIG_HELP = "see 'Configuration' in the README"
 LOCAL_HINT = 'to search what `make demo` built, run: mediaembed search --local "red circle"'
@@ -64,6 +65,8 @@ class SearchSettings:
 
     index_uri: str
     region: str
+    # Where the serving record lives (MEDIAEMBED_LAKE_URI): which version a search without --model asks.
+    lake_uri: str = ""
     bedrock_endpoint: str | None = None  # None: AWS_ENDPOINT_URL_BEDROCK_RUNTIME / config / AWS default
     # Which provider embeds queries for each version (MEDIAEMBED_PROVIDERS over the defaults), and the
     # TwelveLabs key and base URL (None: TWELVELABS_BASE_URL / the public API) where it is one of them.
@@ -100,6 +103,7 @@ class SearchSettings:
         return cls(
             index_uri=index_uri,
             region=region,
+            lake_uri=env.get("MEDIAEMBED_LAKE_URI", "").strip(),
             providers=providers,
             twelvelabs_api_key=env.get("TWELVELABS_API_KEY", "").strip(),
             twelvelabs_base_url=env.get("TWELVELABS_BASE_URL", "").strip() or None,
@@ -163,13 +167,30 @@ class Searcher:
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> Searcher:
         return cls(SearchSettings.from_env(env), **options)
 
+    def serving(self) -> ServingState:
+        """The lake's serving record, read on every call: a cut-over or rollback reaches a long-lived
+        searcher with its next query, and one query only ever reads one version's table."""
+        lake = self.settings.lake_uri
+        if not lake:
+            raise SearchError(
+                "MEDIAEMBED_LAKE_URI is not set: it names the lake whose serving record says which Marengo "
+                f"version to search (or pass --model); {LOCAL_HINT}"
+            )
+        try:
+            return ServingVersions(
+                record_folder(lake, self._s3() if lake.startswith("s3://") else None)
+            ).current()
+        except ServingChangeRefused as error:
+            raise SearchError(str(error)) from None
+
     def search(
-        self, query: str | MarengoQuery, top_k: int = 5, model_key: str = SERVING_MODEL_KEY
+        self, query: str | MarengoQuery, top_k: int = 5, model_key: str | None = None
     ) -> list[SearchHit]:
         """The `top_k` best segments for a query (text, or a `MarengoQuery` with images or a clip), best
-        first. Its limits are checked and the index is opened before the query is embedded, so a search
-        that cannot succeed costs no provider call."""
-        model = serving_model(model_key)
+        first, from the serving version unless `model_key` names another. Its limits are checked and the
+        index is opened before the query is embedded, so a search that cannot succeed costs no provider
+        call."""
+        model = serving_model(model_key or self.serving().serving)
         check_top_k(top_k)
         query = MarengoQuery.of_text(query) if isinstance(query, str) else query
         target = self.route_of(model)
@@ -270,7 +291,7 @@ class Searcher:
         return S3Storage(region_name=self.settings.region).lance_storage_options()
 
 
-def search(query: str | MarengoQuery, top_k: int = 5, model_key: str = SERVING_MODEL_KEY) -> list[SearchHit]:
+def search(query: str | MarengoQuery, top_k: int = 5, model_key: str | None = None) -> list[SearchHit]:
     """One search with settings read from the environment now (a long-lived caller keeps a `Searcher`)."""
     return Searcher.from_env().search(query, top_k, model_key)
 
@@ -305,7 +326,7 @@ def print_hits(hits: Sequence[SearchHit], as_json: bool, out: TextIO | None = No
 def run_search(
     text: str | None,
     top_k: int,
-    model_key: str,
+    model_key: str | None,
     *,
     as_json: bool,
     images: Sequence[str] = (),
@@ -320,12 +341,15 @@ def run_search(
     are looked at first, then checked, then sent."""
     err = err or sys.stderr
     try:
-        model = serving_model(model_key)
         check_top_k(top_k)
         query = MarengoQuery(text=text, text_truncate=text_truncate)
+        if model_key is not None and not images and audio is None:
+            notice = check_query(query, serving_model(model_key))  # before any setting is read
+        searcher = Searcher.from_env()
+        model_key = model_key or searcher.serving().serving  # one version for the whole query
+        model = serving_model(model_key)
         if not images and audio is None:
             notice = check_query(query, model)
-        searcher = Searcher.from_env()
         if images or audio is not None:
             media = [searcher.query_media(spec, "image") for spec in images]
             media += [searcher.query_media(audio, "audio")] if audio is not None else []

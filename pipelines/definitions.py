@@ -14,8 +14,15 @@ from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import media_inventory
 from assets_defs.segment_index import marengo_segment_index
+from assets_defs.serving import serving_marengo
 from assets_defs.version_checks import WHOLE_VERSION_CHECKS
-from pipelines.jobs import embed_new_media_job, ingest_marengo_job, submit_marengo_job
+from pipelines.jobs import (
+    cut_over_job,
+    embed_new_media_job,
+    ingest_marengo_job,
+    roll_back_job,
+    submit_marengo_job,
+)
 from pipelines.schedules import embed_new_media_schedule
 from pipelines.sensors import marengo_invocation_sensor
 from resources.bedrock_marengo import BedrockMarengo
@@ -54,9 +61,9 @@ pipeline_resources = {
 }
 
 defs = dg.Definitions(
-    assets=[media_inventory, marengo_invocations, marengo_embeddings, marengo_segment_index],
+    assets=[media_inventory, marengo_invocations, marengo_embeddings, marengo_segment_index, serving_marengo],
     asset_checks=[*WHOLE_VERSION_CHECKS],
-    jobs=[embed_new_media_job, submit_marengo_job, ingest_marengo_job],
+    jobs=[embed_new_media_job, submit_marengo_job, ingest_marengo_job, cut_over_job, roll_back_job],
     schedules=[embed_new_media_schedule],
     sensors=[marengo_invocation_sensor],
     resources=pipeline_resources,

@@ -6,6 +6,8 @@ from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.marengo_invocations import HOLD_QUOTA_SEC, marengo_invocations
 from assets_defs.media_inventory import media_inventory
 from assets_defs.segment_index import marengo_segment_index
+from assets_defs.serving import ServingChangeConfig, roll_back, serving_marengo
+from resources.lake import Lake
 
 # Run monitoring fails a run still going past `dagster/max_runtime` (seconds), so a run whose worker hangs
 # or vanished under a launcher that cannot see it never holds its pool slot for ever. Submission: the
@@ -46,3 +48,28 @@ ingest_marengo_job = dg.define_asset_job(
     description="Turn finished Marengo invocations into embedding-table rows and LanceDB index entries.",
     tags={"dagster/max_runtime": INGEST_MAX_RUNTIME_SEC},
 )
+
+
+cut_over_job = dg.define_asset_job(
+    "cut_over_serving_version",
+    selection=dg.AssetSelection.assets(serving_marengo),
+    description=(
+        "Cut search over to this partition's Marengo version, after its whole-version checks pass "
+        "(blocking: a failed check leaves the serving version as it was)."
+    ),
+)
+
+
+@dg.op(name="roll_back_serving_version")
+def roll_back_op(context: dg.OpExecutionContext, config: ServingChangeConfig, lake: Lake) -> None:
+    """Search goes back to the version that served before the last cut-over."""
+    context.log_event(roll_back(context, config, lake))
+
+
+@dg.job(
+    name="roll_back_serving_version",
+    description="One step back to the Marengo version that served search before the last cut-over; "
+    "its tables were kept, so nothing is re-embedded.",
+)
+def roll_back_job() -> None:
+    roll_back_op()

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from pipelines.jobs import embed_new_media_job, holding_config
-from resources.marengo_models import SERVING_MODEL_KEY
+from resources.lake import Lake
 
 
 @dg.schedule(
@@ -11,10 +11,12 @@ from resources.marengo_models import SERVING_MODEL_KEY
     cron_schedule="*/15 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description=(
-        "Every 15 minutes: inventory the bucket and submit new or changed objects (serving model), "
+        "Every 15 minutes: inventory the bucket and submit new or changed objects for the version serving "
+        "search (the lake's serving record); the sensor then submits them for every other version kept up, "
         "holding the quota while objects wait. The safety net for new media; the invocation sensor "
         "submits as jobs finish."
     ),
 )
-def embed_new_media_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    return dg.RunRequest(partition_key=SERVING_MODEL_KEY, run_config=holding_config())
+def embed_new_media_schedule(context: dg.ScheduleEvaluationContext, lake: Lake) -> dg.RunRequest:
+    serving = lake.serving_versions().current().serving
+    return dg.RunRequest(partition_key=serving, run_config=holding_config())

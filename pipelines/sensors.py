@@ -19,6 +19,7 @@ import dagster as dg
 import pandas as pd
 
 from assets_defs.partitions import marengo_model_partitions
+from assets_defs.serving import kept_up
 from pipelines.jobs import SUBMITTING_JOBS, holding_config, ingest_marengo_job, submit_marengo_job
 from resources.embedding_jobs import InvocationStatus
 from resources.invocation_findings import FREES_SLOT, InvocationFindings
@@ -129,11 +130,14 @@ def marengo_invocation_sensor(
 
     finished_ids = {i for i, s in found.items() if s.state in FREES_SLOT}
     routing = marengo.routing()
+    serving = lake.serving_versions().current()
     for model_key in marengo_model_partitions.get_partition_keys():
-        serving = open_at.get(routing[model_key])
-        if serving is None:
+        if not kept_up(serving, model_key):
+            continue  # retired: its open jobs are still followed to their end, nothing new is submitted
+        at_provider = open_at.get(routing[model_key])
+        if at_provider is None:
             continue  # the provider of this version is not configured: nothing can be submitted to it
-        in_model = serving[serving["model_key"] == model_key]
+        in_model = at_provider[at_provider["model_key"] == model_key]
         holding = sorted(set(in_model["invocation_id"]) - finished_ids)
         request = _submission_request(context, marengo.serving(marengo_model(model_key)), model_key, holding)
         if request is not None:

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, PrivateAttr
 
 from resources.s3_storage import S3Storage, S3Uri
+from resources.serving_versions import FAMILY, ServingVersions, record_folder
 
 # `<name>.parquet.<uuid4 hex>.tmp`: what write_table writes before its atomic rename, and what a killed
 # write leaves behind.
@@ -50,6 +51,11 @@ class Lake(dg.ConfigurableResource):
         if self.root.startswith("s3://"):
             return self.uri(relative)
         return str(Path(self.root).expanduser().resolve() / relative)
+
+    def serving_versions(self, family: str = FAMILY) -> ServingVersions:
+        """The serving pointer of a model family, kept in this lake."""
+        client = self.storage.get_client() if self.root.startswith("s3://") else None
+        return ServingVersions(record_folder(self.root, client, family), family)
 
     def delta_storage_options(self) -> dict[str, str] | None:
         """delta-rs settings for an s3:// lake: the same object_store keys LanceDB takes."""

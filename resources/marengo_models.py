@@ -114,7 +114,6 @@ MARENGO_3_5 = MarengoModel(
 )
 
 MARENGO_MODELS: dict[str, MarengoModel] = {m.key: m for m in (MARENGO_2_7, MARENGO_3_0, MARENGO_3_5)}
-SERVING_MODEL_KEY = MARENGO_3_0.key
 
 
 def marengo_model(key: str) -> MarengoModel:

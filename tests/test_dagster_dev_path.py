@@ -14,7 +14,7 @@ import dagster as dg
 
 from pipelines.definitions import defs
 from pipelines.schedules import embed_new_media_schedule
-from resources.marengo_models import SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -32,7 +32,7 @@ def test_schedule_and_sensor_run_from_the_start() -> None:
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     request = embed_new_media_schedule(dg.build_schedule_context())
-    assert isinstance(request, dg.RunRequest) and request.partition_key == SERVING_MODEL_KEY
+    assert isinstance(request, dg.RunRequest) and request.partition_key == MARENGO_3_0.key
 
 
 def test_the_code_location_loads_from_the_settings_alone(tmp_path: Path) -> None:

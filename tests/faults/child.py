@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from mediaembed.runner import SensorDriver, run_job
-from resources.marengo_models import SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0
 
 
 def fork_server() -> ForkServerContext:
@@ -39,11 +39,11 @@ def work(step: str, config: dict[str, Any], env: dict[str, str], log: str) -> No
     with dg.DagsterInstance.get() as instance:
         if step == "submit":
             run_config = {"ops": {"marengo__invocations": {"config": config}}} if config else None
-            run_job(instance, "embed_new_media", SERVING_MODEL_KEY, run_config=run_config)
+            run_job(instance, "embed_new_media", MARENGO_3_0.key, run_config=run_config)
         elif step == "ingest":
             SensorDriver(instance).tick()
         elif step == "ingest-run":
-            run_job(instance, "ingest_marengo_embeddings", SERVING_MODEL_KEY)
+            run_job(instance, "ingest_marengo_embeddings", MARENGO_3_0.key)
         else:
             raise ValueError(f"unknown step {step!r}: submit, ingest or ingest-run")
     Path(log).with_suffix(".done").write_text(json.dumps({"step": step}))

@@ -27,7 +27,7 @@ from assets_defs.media_inventory import read_inventory
 from emulators.bedrock_runtime.server import Invocation
 from mediaembed.run_slots import LIVE_RUN_STATUSES
 from resources.embedding_table import EmbeddingTable
-from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
+from resources.marengo_models import MARENGO_3_0, marengo_model
 from resources.s3_storage import S3Storage
 from resources.segment_index import SegmentIndex
 
@@ -38,7 +38,7 @@ MARKER = "fault-marker-9c1e7d4b-never-written"
 MAX_ATTEMPTS = 2  # InvocationConfig's defaults, which every case runs with
 MAX_LOST = 3
 ENDED_FAILED = {"failed", "lost"}
-MODEL = marengo_model(SERVING_MODEL_KEY)
+MODEL = marengo_model(MARENGO_3_0.key)
 
 
 @dataclass(frozen=True)

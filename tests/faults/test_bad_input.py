@@ -9,13 +9,13 @@ import json
 import pytest
 
 from emulators.sample_media import SampleObject, Scene, make_image
-from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
+from resources.marengo_models import MARENGO_3_0, marengo_model
 from tests.faults.conftest import MakeWorld
 from tests.faults.world import extra_images
 from tests.s3_key_matrix import hostile_keys
 
 SAMPLES, USABLE_SAMPLES = 9, 7  # a corrupt .mp4 and a text file are skipped with a reason
-VECTOR = [0.1] * marengo_model(SERVING_MODEL_KEY).dimension
+VECTOR = [0.1] * marengo_model(MARENGO_3_0.key).dimension
 
 
 def item(**fields: object) -> dict[str, object]:
@@ -42,7 +42,7 @@ def test_each_corrupt_output_kind_fails_its_job_alone_and_the_retry_embeds_it(
     usable = USABLE_SAMPLES + 3
     assert world.submit()["submitted"] == usable
     world.bedrock.wait_until_idle()
-    pending = world.ledger().in_progress(SERVING_MODEL_KEY)
+    pending = world.ledger().in_progress(MARENGO_3_0.key)
     arns = dict(zip(pending["media_uri"], pending["invocation_id"], strict=True))
     victims = dict(zip(CORRUPT_OUTPUTS, sorted(arns), strict=False))
     assert len(victims) == len(CORRUPT_OUTPUTS)

@@ -9,11 +9,11 @@ import dagster as dg
 from assets_defs.marengo_embeddings import FETCH_THREADS
 from assets_defs.marengo_invocations import LEDGER_FLUSH_EVERY
 from resources.embedding_table import EmbeddingTable
-from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
+from resources.marengo_models import MARENGO_3_0, marengo_model
 from tests.faults.conftest import MakeWorld
 from tests.faults.world import Child, FaultWorld, extra_images
 
-MODEL = marengo_model(SERVING_MODEL_KEY)
+MODEL = marengo_model(MARENGO_3_0.key)
 
 
 def assert_killed_run_failed_and_slots_free(world: FaultWorld, child: Child) -> None:

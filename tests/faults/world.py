@@ -32,7 +32,7 @@ from emulators.sample_media import SampleObject, Scene, make_image
 from mediaembed.run_slots import OWNER_TAG, ProcessIdentity
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.lake import Lake
-from resources.marengo_models import SERVING_MODEL_KEY, marengo_model
+from resources.marengo_models import MARENGO_3_0, marengo_model
 from resources.submission_ledger import SubmissionLedger
 from tests.faults.child import fork_server, work
 from tests.faults.invariants import Counts, Snapshot, check_invariants
@@ -216,7 +216,7 @@ class FaultWorld:
     def run(
         self, job: str, run_config: dict[str, Any] | None = None, instance: dg.DagsterInstance | None = None
     ) -> dg.ExecuteInProcessResult:
-        return run_job(instance or self.instance, job, SERVING_MODEL_KEY, run_config=run_config)
+        return run_job(instance or self.instance, job, MARENGO_3_0.key, run_config=run_config)
 
     def submit(self, instance: dg.DagsterInstance | None = None, **config: Any) -> dict[str, Any]:
         run_config = {"ops": {"marengo__invocations": {"config": config}}} if config else None
@@ -234,7 +234,7 @@ class FaultWorld:
         return SubmissionLedger(self.lake, None)
 
     def open_jobs(self) -> int:
-        return len(self.ledger().in_progress(SERVING_MODEL_KEY))
+        return len(self.ledger().in_progress(MARENGO_3_0.key))
 
     def drain(self, driver: SensorDriver) -> None:
         """Sensor ticks until no job is open. A tick that fails is tried again (the daemon ticks again in
@@ -260,7 +260,7 @@ class FaultWorld:
         plan = plan_submissions(
             read_inventory(self.lake),
             self.jobs(),
-            marengo_model(SERVING_MODEL_KEY),
+            marengo_model(MARENGO_3_0.key),
             config.options(),
             config.max_attempts,
             config.max_lost,
@@ -376,4 +376,4 @@ class FaultWorld:
         return counts
 
     def jobs(self) -> pd.DataFrame:
-        return self.ledger().jobs(SERVING_MODEL_KEY)
+        return self.ledger().jobs(MARENGO_3_0.key)

@@ -17,7 +17,7 @@ from mediaembed.runner import materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
 from resources.bedrock_marengo import BedrockMarengo
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
-from resources.marengo_models import MARENGO_3_0, SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0
 from resources.provider_errors import MarengoOutputError, OutputUnavailable, ProviderError, SetupError
 from resources.s3_storage import S3Storage, S3Uri
 from resources.submission_ledger import SubmissionLedger
@@ -172,7 +172,7 @@ def test_an_output_bucket_in_another_region_stops_submitting_before_any_request(
 ) -> None:
     bucket = foreign_bucket(world, "async-eu")
     monkeypatch.setenv("MEDIAEMBED_ASYNC_OUTPUT_URI", f"s3://{bucket}/marengo")
-    result = run_job(world.instance, "embed_new_media", SERVING_MODEL_KEY)
+    result = run_job(world.instance, "embed_new_media", MARENGO_3_0.key)
     meta = materialization_metadata(result, ["marengo", "invocations"])
     assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (0, 0, USABLE)
     assert f"stopped before submitting: the async output bucket {bucket} is in" in meta["deferred_reason"]
@@ -190,7 +190,7 @@ def test_objects_of_a_media_bucket_in_another_region_are_skipped_and_the_others_
     both = pa.Table.from_pandas(pd.concat([foreign, local]), schema=INVENTORY_SCHEMA, preserve_index=False)
     world.lake.write_table(both, INVENTORY_PATH)  # type: ignore[attr-defined]
 
-    result = run_job(world.instance, "submit_marengo_invocations", SERVING_MODEL_KEY)
+    result = run_job(world.instance, "submit_marengo_invocations", MARENGO_3_0.key)
     meta = materialization_metadata(result, ["marengo", "invocations"])
     assert (meta["submitted"], meta["skipped_for_their_bucket"], meta["deferred"]) == (USABLE, USABLE, 0)
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
@@ -199,7 +199,7 @@ def test_objects_of_a_media_bucket_in_another_region_are_skipped_and_the_others_
     assert world.stack.bedrock.created_invocations == USABLE
     assert all(uri and uri.startswith("s3://media/") for uri in sent)
 
-    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key)
     skipped = jobs[jobs["media_uri"].str.startswith(f"s3://{bucket}/")]
     assert len(skipped) == USABLE and set(skipped["status"]) == {"rejected"}
     reason = f"media bucket {bucket} is in {FOREIGN_REGION}, but Marengo runs in us-east-1"

@@ -9,7 +9,7 @@ import pytest
 
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.jobs import holding_config
-from resources.marengo_models import SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0
 from resources.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import World, _world
 from tests.pipeline.test_end_to_end import USABLE, submit
@@ -20,7 +20,7 @@ QUOTA = 2
 @pytest.fixture
 def quota_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     """Bedrock runs two Marengo 3.0 jobs at a time, and the pipeline is configured with that quota."""
-    for world in _world(tmp_path, monkeypatch, {"MEDIAEMBED_QUOTAS": f"{SERVING_MODEL_KEY}={QUOTA}"}):
+    for world in _world(tmp_path, monkeypatch, {"MEDIAEMBED_QUOTAS": f"{MARENGO_3_0.key}={QUOTA}"}):
         world.stack.bedrock.max_concurrent_invocations = QUOTA
         yield world
 
@@ -41,7 +41,7 @@ def test_a_submission_run_starts_within_one_sensor_interval_of_a_slot_freeing(qu
         new = driver.results[runs_before:]
         [ingest] = [r for r in new if r.job_def.name == "ingest_marengo_embeddings"]
         [submission] = [r for r in new if r.job_def.name == "submit_marengo_invocations"]
-        assert submission.dagster_run.tags["dagster/run_key"].startswith(f"submit-{SERVING_MODEL_KEY}-")
+        assert submission.dagster_run.tags["dagster/run_key"].startswith(f"submit-{MARENGO_3_0.key}-")
         meta = materialization_metadata(submission, ["marengo", "invocations"])
         expected = min(QUOTA, USABLE - submitted)
         assert (meta["submitted"], meta["in_flight_before"]) == (expected, 0)
@@ -60,7 +60,7 @@ def test_a_submission_run_starts_within_one_sensor_interval_of_a_slot_freeing(qu
     bedrock.wait_until_idle(timeout=60)
     driver.tick()
     assert [r.job_def.name for r in driver.results[-1:]] == ["ingest_marengo_embeddings"], "nothing waits"
-    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key)
     assert (jobs["status"] == "completed").sum() == USABLE
     assert bedrock.created_invocations == USABLE
     assert bedrock.calls["StartAsyncInvoke"] == USABLE, "the quota is known: no request was refused"
@@ -71,7 +71,7 @@ def test_a_holding_run_keeps_the_quota_full_and_its_findings_reach_ingest(quota_
     bedrock.latency_sec = 0.1
     run_config = holding_config(60.0)
     run_config["ops"]["marengo__invocations"]["config"]["slot_poll_sec"] = 0.02  # type: ignore[index]
-    result = run_job(world.instance, "embed_new_media", SERVING_MODEL_KEY, run_config)
+    result = run_job(world.instance, "embed_new_media", MARENGO_3_0.key, run_config)
     meta = materialization_metadata(result, ["marengo", "invocations"])
     assert (meta["submitted"], meta["deferred"], meta["deferred_reason"]) == (USABLE, 0, "")
     assert meta["jobs_seen_finishing"] >= USABLE - QUOTA and meta["slot_polls"] > 0
@@ -83,7 +83,7 @@ def test_a_holding_run_keeps_the_quota_full_and_its_findings_reach_ingest(quota_
     assert sum(m["finished_from_findings"] for m in ingests) == USABLE
     assert sum(m["finished_from_own_listing"] for m in ingests) == 0
     assert driver.submission_results == [], "nothing waited"
-    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key)
     assert (jobs["status"] == "completed").sum() == USABLE
     runs = world.instance.get_runs(dg.RunsFilter(job_name="submit_marengo_invocations"))
     assert runs == []

@@ -27,7 +27,7 @@ from emulators.stack import start_local_stack
 from harness.local_env import local_settings
 from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
-from resources.marengo_models import SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0
 
 CLIP = f"s3://media/{CONTENT_CLIP_KEY}"
 TONES = f"s3://media/{CONTENT_PITCHES_KEY}"
@@ -61,7 +61,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             s3.put_object(Bucket="media", Key=obj.key, Body=obj.data, ContentType=obj.content_type)
         instance = dg.DagsterInstance.ephemeral()
         submitted = materialization_metadata(
-            run_job(instance, "embed_new_media", SERVING_MODEL_KEY), ["marengo", "invocations"]
+            run_job(instance, "embed_new_media", MARENGO_3_0.key), ["marengo", "invocations"]
         )
         stack.bedrock.wait_until_idle(timeout=60)
         driver = SensorDriver(instance)

@@ -12,7 +12,7 @@ from assets_defs.media_inventory import read_inventory
 from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.embedding_table import EmbeddingTable
-from resources.marengo_models import MARENGO_3_0, SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0
 from resources.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import SECRET, World
 
@@ -29,7 +29,7 @@ def search_json(text: str, top_k: int = 3) -> list[dict]:
 
 def submit(world: World, **config: object) -> dict:
     run_config = {"ops": {"marengo__invocations": {"config": config}}} if config else None
-    result = run_job(world.instance, "embed_new_media", SERVING_MODEL_KEY, run_config=run_config)
+    result = run_job(world.instance, "embed_new_media", MARENGO_3_0.key, run_config=run_config)
     return materialization_metadata(result, ["marengo", "invocations"])
 
 
@@ -81,7 +81,7 @@ def test_scene_search_returns_the_right_video_and_seconds(world: World) -> None:
             )
             assert top["media_uri"] == f"s3://media/{video.key}"
             assert (top["start_sec"], top["end_sec"]) == (scene.start_sec, scene.end_sec)
-            assert top["model"] == SERVING_MODEL_KEY
+            assert top["model"] == MARENGO_3_0.key
 
 
 def test_rerun_on_unchanged_media_submits_nothing(world: World) -> None:
@@ -99,7 +99,7 @@ def test_changed_object_is_re_embedded_and_replaces_its_rows(world: World) -> No
     submit(world)
     ingest_when_idle(world)
     # A manual materialization from the UI: nothing new to ingest, the index reports its size.
-    manual = run_job(world.instance, "ingest_marengo_embeddings", SERVING_MODEL_KEY)
+    manual = run_job(world.instance, "ingest_marengo_embeddings", MARENGO_3_0.key)
     assert materialization_metadata(manual, ["marengo", "embeddings"])["invocations_finished"] == 0
     rows_before = materialization_metadata(manual, ["search", "marengo_segments"])["dagster/row_count"]
     [before] = search_json("green triangle", top_k=1)
@@ -124,14 +124,14 @@ def test_failed_invocations_are_recorded_and_retried_with_a_new_token(world: Wor
     driver = ingest_when_idle(world)
     ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
     assert (ingest["objects_embedded"], ingest["objects_failed"]) == (0, USABLE)
-    failed = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
+    failed = SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key)
     assert set(failed["status"]) == {"failed"} and failed["reason"].str.contains("injected").all()
 
     world.stack.bedrock.failure_rate = 0.0
     retry = submit(world)
     assert retry["submitted"] == USABLE
     ingest_when_idle(world)
-    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key)
     assert sorted(jobs["status"].value_counts().items()) == [("completed", USABLE), ("failed", USABLE)]
     assert submit(world)["submitted"] == 0
 
@@ -219,7 +219,7 @@ def test_deleted_object_leaves_the_index(world: World) -> None:
     world.stack.s3.client().delete_object(Bucket="media", Key="videos/shapes_a.mp4")
     submit(world)  # refreshes the inventory
     index = materialization_metadata(
-        run_job(world.instance, "ingest_marengo_embeddings", SERVING_MODEL_KEY),
+        run_job(world.instance, "ingest_marengo_embeddings", MARENGO_3_0.key),
         ["search", "marengo_segments"],
     )
     assert index["objects_removed"] == 1
@@ -238,7 +238,7 @@ def test_object_changed_while_embedding_keeps_the_newer_result(world: World) -> 
     driver = ingest_when_idle(world)
     ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
     assert (ingest["objects_embedded"], ingest["objects_superseded"]) == (USABLE, 1)
-    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key)
     [old] = jobs[jobs["status"] == "superseded"].to_dict("records")
     assert old["media_uri"] == "s3://media/images/green_triangle.png" and "object changed" in old["reason"]
     top_two = {hit["media_uri"] for hit in search_json("purple circle", top_k=2)}
@@ -249,7 +249,7 @@ def test_setup_problem_stops_submitting_and_fails_a_check(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MEDIAEMBED_ASYNC_OUTPUT_URI", "s3://no-such-output-bucket/marengo")
-    result = run_job(world.instance, "embed_new_media", SERVING_MODEL_KEY)
+    result = run_job(world.instance, "embed_new_media", MARENGO_3_0.key)
     meta = materialization_metadata(result, ["marengo", "invocations"])
     assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (0, 3, USABLE - 3)
     assert "no-such-output-bucket" in meta["deferred_reason"]
@@ -269,7 +269,7 @@ def test_one_malformed_output_fails_alone_with_its_reason(world: World) -> None:
     driver.tick()
     ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
     assert (ingest["objects_embedded"], ingest["objects_failed"]) == (USABLE - 1, 1)
-    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key)
     [failed] = jobs[jobs["status"] == "failed"].to_dict("records")
     assert failed["reason"] == "unusable output: segment 0 has non-numeric values"
 
@@ -280,7 +280,7 @@ def test_an_empty_listing_does_not_empty_the_index(world: World, monkeypatch: py
     rows = materialization_metadata(driver.results[0], ["search", "marengo_segments"])["dagster/row_count"]
     monkeypatch.setenv("MEDIAEMBED_MEDIA_URI", "s3://media/typo-in-the-prefix/")
     assert submit(world)["submitted"] == 0
-    result = run_job(world.instance, "ingest_marengo_embeddings", SERVING_MODEL_KEY)
+    result = run_job(world.instance, "ingest_marengo_embeddings", MARENGO_3_0.key)
     index = materialization_metadata(result, ["search", "marengo_segments"])
     assert (index["objects_removed"], index["dagster/row_count"]) == (0, rows)
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "matches_embedding_table"]

@@ -25,7 +25,7 @@ from harness.local_env import local_settings
 from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
-from resources.marengo_models import SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0
 from resources.submission_ledger import SubmissionLedger
 from tests.s3_key_matrix import hostile_keys
 
@@ -78,7 +78,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
         instance = dg.DagsterInstance.ephemeral()
         submitted = materialization_metadata(
-            run_job(instance, "embed_new_media", SERVING_MODEL_KEY), ["marengo", "invocations"]
+            run_job(instance, "embed_new_media", MARENGO_3_0.key), ["marengo", "invocations"]
         )
         stack.bedrock.wait_until_idle(timeout=60)
         driver = SensorDriver(instance)
@@ -89,7 +89,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 ingested[name] = ingested.get(name, 0) + value if isinstance(value, int) else value
         with dg.build_resources({"lake": pipeline_resources["lake"]}) as built:
             inventory = read_inventory(built.lake)
-            jobs = SubmissionLedger(built.lake, None).jobs(SERVING_MODEL_KEY)
+            jobs = SubmissionLedger(built.lake, None).jobs(MARENGO_3_0.key)
         yield Run(expected, queries, inventory, submitted, ingested, jobs)
 
 

@@ -19,7 +19,7 @@ from assets_defs.segment_index import marengo_segment_index
 from emulators.s3 import S3Emulator
 from mediaembed.runner import materialization_metadata, run_job
 from resources.index_writer_lock import S3WriterLease, WriterLeaseLost, WriterLockTimeout
-from resources.marengo_models import MARENGO_3_0, SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0
 from resources.s3_storage import S3Storage
 from resources.segment_index import IndexedObject, SegmentIndex
 from resources.segment_schema import media_id, segment_schema
@@ -137,7 +137,7 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
 
 def ingest(world: World, instance: dg.DagsterInstance | None = None, **config: object) -> Any:
     run_config = {"ops": {INDEX_OP: {"config": config}}} if config else None
-    return run_job(instance or world.instance, "ingest_marengo_embeddings", SERVING_MODEL_KEY, run_config)
+    return run_job(instance or world.instance, "ingest_marengo_embeddings", MARENGO_3_0.key, run_config)
 
 
 def rows_of(table: pa.Table, uri: str) -> pa.Table:
@@ -269,7 +269,7 @@ def test_duplicates_the_repair_missed_fail_the_run_on_the_blocking_check(world: 
     index_table(world).add(index_table(world).to_arrow().slice(0, 3))
     result = dg.materialize(
         [marengo_segment_index],
-        partition_key=SERVING_MODEL_KEY,
+        partition_key=MARENGO_3_0.key,
         resources={
             "lake": world.lake,
             "segment_index": BlindIndex(uri=table_uri(), storage=S3Storage(region_name="us-east-1")),

@@ -10,7 +10,7 @@ from emulators.sample_media import Scene, make_image
 from emulators.stack import start_local_stack
 from harness.local_env import local_settings
 from mediaembed.ingest import EXIT_STILL_IN_FLIGHT, run_ingest
-from resources.marengo_models import SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0
 
 
 def test_ingest_stops_waiting_and_names_what_is_in_flight(
@@ -23,7 +23,7 @@ def test_ingest_stops_waiting_and_names_what_is_in_flight(
         stack.s3.client().put_object(Bucket="media", Key="mine/pic.png", Body=picture)
         out, err = io.StringIO(), io.StringIO()
 
-        code = run_ingest("s3://media/mine/", SERVING_MODEL_KEY, timeout_sec=1.0, out=out, err=err, tty=False)
+        code = run_ingest("s3://media/mine/", MARENGO_3_0.key, timeout_sec=1.0, out=out, err=err, tty=False)
 
         assert code == EXIT_STILL_IN_FLIGHT
         last = err.getvalue().strip().splitlines()[-1]
@@ -43,7 +43,7 @@ def test_ingest_stops_waiting_and_names_what_is_in_flight(
         monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", stack.bedrock.endpoint)
         stack.bedrock.wait_until_idle(timeout=30)
         out, err = io.StringIO(), io.StringIO()
-        assert run_ingest("s3://media/mine/", SERVING_MODEL_KEY, out=out, err=err, tty=False) == 0, (
+        assert run_ingest("s3://media/mine/", MARENGO_3_0.key, out=out, err=err, tty=False) == 0, (
             err.getvalue()
         )
         assert out.getvalue().startswith("s3://media/mine/: 1 seen, 1 embedded, 0 skipped, 0 failed\n")
@@ -63,9 +63,7 @@ def test_objects_waiting_for_the_quota_are_submitted_as_it_frees(
             stack.s3.client().put_object(Bucket="media", Key=f"q/{colour}.png", Body=picture)
         out, err = io.StringIO(), io.StringIO()
 
-        assert run_ingest("s3://media/q/", SERVING_MODEL_KEY, out=out, err=err, tty=False) == 0, (
-            err.getvalue()
-        )
+        assert run_ingest("s3://media/q/", MARENGO_3_0.key, out=out, err=err, tty=False) == 0, err.getvalue()
 
         assert out.getvalue().startswith("s3://media/q/: 3 seen, 3 embedded, 0 skipped, 0 failed\n")
         assert "3 invocations submitted now (3 completed, 0 failed)" in out.getvalue()

@@ -9,7 +9,7 @@ import pytest
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator, ServiceError
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
-from resources.marengo_models import MARENGO_3_0, SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0
 from resources.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import World
 from tests.pipeline.test_end_to_end import USABLE, ingest_when_idle, search_json, submit
@@ -40,7 +40,7 @@ CORRUPT_OUTPUTS: dict[str, tuple[bytes | None, str]] = {
 
 def open_arns(world: World) -> dict[str, str]:
     """media URI -> invocation ARN of the jobs open in the ledger."""
-    pending = SubmissionLedger(world.lake, None).in_progress(SERVING_MODEL_KEY)
+    pending = SubmissionLedger(world.lake, None).in_progress(MARENGO_3_0.key)
     return dict(zip(pending["media_uri"], pending["invocation_id"], strict=True))
 
 
@@ -81,7 +81,7 @@ def test_every_corrupt_output_fails_alone_and_is_retried_with_a_new_token(world:
     assert ingest_checks(result)["finished_jobs_end"], "nothing waits: every one of them ended now"
     ledger = SubmissionLedger(world.lake, None)
     assert ledger.in_progress().empty, "no job stays open"
-    jobs = ledger.jobs(SERVING_MODEL_KEY).set_index("media_uri")
+    jobs = ledger.jobs(MARENGO_3_0.key).set_index("media_uri")
     for uri, (kind, (_body, reason)) in victims.items():
         assert jobs.loc[uri, "status"] == "failed", kind
         assert (
@@ -92,10 +92,10 @@ def test_every_corrupt_output_fails_alone_and_is_retried_with_a_new_token(world:
     retry = submit(world)
     assert retry["submitted"] == len(victims)
     assert world.stack.bedrock.created_invocations == created + len(victims)
-    retried = SubmissionLedger(world.lake, None).in_progress(SERVING_MODEL_KEY)
+    retried = SubmissionLedger(world.lake, None).in_progress(MARENGO_3_0.key)
     assert set(retried["attempt"]) == {2} and retried["client_token"].str.endswith("-a2").all()
     ingest_when_idle(world)
-    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key)
     assert (jobs["status"] == "completed").sum() == USABLE
     assert submit(world)["submitted"] == 0
 
@@ -110,7 +110,7 @@ def test_jobs_a_fresh_emulator_no_longer_knows_are_lost_and_resubmitted(world: W
     [result] = driver.results
     ingest = materialization_metadata(result, ["marengo", "embeddings"])
     assert (ingest["jobs_lost"], ingest["objects_embedded"], ingest["objects_failed"]) == (USABLE, 0, 0)
-    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key)
     assert set(jobs["status"]) == {"lost"}
     assert jobs["reason"].str.contains("no longer knows invocation arn:aws:bedrock:").all()
     assert jobs["reason"].str.contains("ValidationException").all()
@@ -123,7 +123,7 @@ def test_jobs_a_fresh_emulator_no_longer_knows_are_lost_and_resubmitted(world: W
     )
     assert fresh.created_invocations == USABLE
     ingest_when_idle(world)
-    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key)
     assert sorted(jobs["status"].value_counts().items()) == [("completed", USABLE), ("lost", USABLE)]
     [top] = search_json("yellow triangle", top_k=1)
     assert top["media_uri"] == "s3://media/videos/shapes_a.mp4"
@@ -173,9 +173,9 @@ def test_zero_segments_is_no_content_through_ingest_and_index(world: World) -> N
     assert (index["objects_removed"], index["dagster/row_count"]) == (1, rows - 1)
     assert all(ingest_checks(driver.results[0]).values()), ingest_checks(driver.results[0])
 
-    later = run_job(world.instance, "ingest_marengo_embeddings", SERVING_MODEL_KEY)  # used to crash
+    later = run_job(world.instance, "ingest_marengo_embeddings", MARENGO_3_0.key)  # used to crash
     assert materialization_metadata(later, ["search", "marengo_segments"])["objects_updated"] == 0
-    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key)
     assert (jobs["status"] == "no_content").sum() == 2 and submit(world)["submitted"] == 0
     assert all(
         h["media_uri"] != "s3://media/images/green_triangle.png" for h in search_json("green triangle", 3)
@@ -194,12 +194,12 @@ def test_bad_objects_at_the_top_of_the_listing_never_stop_good_ones(world: World
     bad = [f"a0/broken_{i}.mp4" for i in range(3)]  # listed before audio/, images/, videos/
     for key in bad:
         world.stack.s3.client().put_object(Bucket="media", Key=key, Body=broken)
-    result = run_job(world.instance, "embed_new_media", SERVING_MODEL_KEY)
+    result = run_job(world.instance, "embed_new_media", MARENGO_3_0.key)
     meta = materialization_metadata(result, ["marengo", "invocations"])
     assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (USABLE, 3, 0)
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
     assert check.passed
-    jobs = SubmissionLedger(world.lake, None).jobs(SERVING_MODEL_KEY).set_index("media_uri")
+    jobs = SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key).set_index("media_uri")
     for key in bad:
         uri = f"s3://media/{key}"
         assert jobs.loc[uri, "status"] == "rejected"
@@ -211,7 +211,7 @@ def test_access_denied_is_a_set_up_refusal_that_stops_submitting(world: World) -
         "AccessDeniedException", 403, "You don't have access to the model with the specified model ID."
     )
     world.stack.bedrock.operation_errors["StartAsyncInvoke"] = denied
-    result = run_job(world.instance, "embed_new_media", SERVING_MODEL_KEY)
+    result = run_job(world.instance, "embed_new_media", MARENGO_3_0.key)
     meta = materialization_metadata(result, ["marengo", "invocations"])
     assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (0, 3, USABLE - 3)
     assert meta["deferred_reason"].startswith("stopped: every request refused with the same reason: Access")

@@ -17,7 +17,7 @@ from mediaembed.runner import SensorDriver, run_job
 from mediaembed.search import Searcher
 from resources.bedrock_query import embed_query as bedrock_embed_query
 from resources.bedrock_query import runtime_client
-from resources.marengo_models import MARENGO_2_7, SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
 from resources.marengo_query import MarengoQuery
 from resources.model_routes import route
 from resources.twelvelabs_query import api_client
@@ -38,7 +38,7 @@ def search(*args: str) -> tuple[int, list[dict], str]:
 
 @pytest.fixture
 def embedded(world: World) -> World:
-    run_job(world.instance, "embed_new_media", SERVING_MODEL_KEY)
+    run_job(world.instance, "embed_new_media", MARENGO_3_0.key)
     world.stack.bedrock.wait_until_idle(timeout=60)
     SensorDriver(world.instance).tick()
     return world

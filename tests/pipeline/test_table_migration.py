@@ -13,7 +13,7 @@ from assets_defs.media_inventory import read_inventory
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
 from resources.embedding_table import EmbeddingTable
-from resources.marengo_models import MARENGO_3_0, SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0
 from resources.model_routes import route
 from resources.segment_schema import media_id, segments_table
 from tests.pipeline.conftest import World
@@ -52,12 +52,12 @@ def test_a_pre_format_lake_is_migrated_once_with_no_new_submission(world: World,
         driver = SensorDriver(world.instance)
         driver.tick()
         assert driver.results == [], "no job was open: the sensor requests nothing"
-        result = run_job(world.instance, "ingest_marengo_embeddings", SERVING_MODEL_KEY)
+        result = run_job(world.instance, "ingest_marengo_embeddings", MARENGO_3_0.key)
     else:  # the index step alone, as a materialization of only search/marengo_segments
         result = run_job(
             world.instance,
             "ingest_marengo_embeddings",
-            SERVING_MODEL_KEY,
+            MARENGO_3_0.key,
             asset_selection=[dg.AssetKey(["search", "marengo_segments"])],
         )
     assert world.stack.bedrock.created_invocations == created
@@ -104,7 +104,7 @@ def test_rows_committed_before_the_ledger_knows_survive_a_concurrent_index_run(w
     result = run_job(
         world.instance,
         "ingest_marengo_embeddings",
-        SERVING_MODEL_KEY,
+        MARENGO_3_0.key,
         asset_selection=[dg.AssetKey(["search", "marengo_segments"])],
     )  # run A's index step
     assert (

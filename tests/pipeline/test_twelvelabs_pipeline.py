@@ -16,7 +16,7 @@ import pytest
 from harness.local_env import prepare_dagster_home
 from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
-from resources.marengo_models import MARENGO_3_5, SERVING_MODEL_KEY
+from resources.marengo_models import MARENGO_3_0, MARENGO_3_5
 from resources.submission_ledger import SubmissionLedger
 from tests.faults.child import fork_server, work
 from tests.faults.world import Child, gated
@@ -26,14 +26,14 @@ USABLE = 7
 QUERIES = ("yellow triangle", "a red circle", "blue square", "low hum", "green triangle")
 
 
-def search_json(text: str, model: str = SERVING_MODEL_KEY, top_k: int = 3) -> list[dict]:
+def search_json(text: str, model: str = MARENGO_3_0.key, top_k: int = 3) -> list[dict]:
     out = io.StringIO()
     with redirect_stdout(out):
         assert cli(["search", text, "--top-k", str(top_k), "--json", "--model", model]) == 0
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
-def embed_all(world: World, model: str = SERVING_MODEL_KEY) -> dict:
+def embed_all(world: World, model: str = MARENGO_3_0.key) -> dict:
     submitted = materialization_metadata(
         run_job(world.instance, "embed_new_media", model), ["marengo", "invocations"]
     )
@@ -43,7 +43,7 @@ def embed_all(world: World, model: str = SERVING_MODEL_KEY) -> dict:
     return submitted
 
 
-def answers(model: str = SERVING_MODEL_KEY) -> list[list[tuple[str, float | None, float | None, str, float]]]:
+def answers(model: str = MARENGO_3_0.key) -> list[list[tuple[str, float | None, float | None, str, float]]]:
     return [
         [
             (h["media_uri"], h["start_sec"], h["end_sec"], h["embedding_option"], round(h["score"], 4))
@@ -65,7 +65,7 @@ def test_twelvelabs_gives_the_same_tables_and_answers_as_bedrock(tmp_path: Path)
             world = next(worlds)
             submitted = embed_all(world)
             assert submitted["provider"] == provider and submitted["submitted"] == USABLE
-            jobs = SubmissionLedger(world.lake, provider).jobs(SERVING_MODEL_KEY)
+            jobs = SubmissionLedger(world.lake, provider).jobs(MARENGO_3_0.key)
             assert (jobs["status"] == "completed").sum() == USABLE
             results[provider] = answers()
             other = world.stack.twelvelabs if provider == "bedrock" else world.stack.bedrock
@@ -78,14 +78,14 @@ def test_3_0_on_bedrock_and_3_5_on_twelvelabs_in_one_instance(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MEDIAEMBED_PROVIDERS", "marengo-3.0=bedrock,marengo-3.5=twelvelabs")
-    on_bedrock = embed_all(world, SERVING_MODEL_KEY)
+    on_bedrock = embed_all(world, MARENGO_3_0.key)
     on_twelvelabs = embed_all(world, MARENGO_3_5.key)
     assert (on_bedrock["provider"], on_bedrock["submitted"]) == ("bedrock", USABLE)
     assert (on_twelvelabs["provider"], on_twelvelabs["submitted"]) == ("twelvelabs", USABLE)
     assert world.stack.bedrock.created_invocations == USABLE
     assert world.stack.twelvelabs.created_tasks == USABLE  # 3.5 embeds images as tasks too
     assert SubmissionLedger(world.lake, None).in_progress().empty
-    for model in (SERVING_MODEL_KEY, MARENGO_3_5.key):
+    for model in (MARENGO_3_0.key, MARENGO_3_5.key):
         [top] = search_json("yellow triangle", model, top_k=1)
         assert (top["media_uri"], top["start_sec"], top["end_sec"], top["model"]) == (
             "s3://media/videos/shapes_a.mp4",
@@ -119,7 +119,7 @@ def test_a_kill_between_task_create_and_ledger_write_bills_one_task(
     assert api.created_tasks == 3
     with dg.DagsterInstance.from_config(settings["DAGSTER_HOME"]) as instance:
         again = materialization_metadata(
-            run_job(instance, "embed_new_media", SERVING_MODEL_KEY), ["marengo", "invocations"]
+            run_job(instance, "embed_new_media", MARENGO_3_0.key), ["marengo", "invocations"]
         )
         assert again["recovered_after_crash"] >= 1
         api.wait_until_idle(timeout=60)
@@ -130,6 +130,6 @@ def test_a_kill_between_task_create_and_ledger_write_bills_one_task(
         key = url.split("?", 1)[0].split("/media/", 1)[1]
         tasks_per_object[key] = tasks_per_object.get(key, 0) + 1
     assert set(tasks_per_object.values()) == {1}, tasks_per_object
-    jobs = SubmissionLedger(world.lake, "twelvelabs").jobs(SERVING_MODEL_KEY)
+    jobs = SubmissionLedger(world.lake, "twelvelabs").jobs(MARENGO_3_0.key)
     assert (jobs["status"] == "completed").sum() == USABLE
     assert api.created_tasks + sum(1 for t in jobs["invocation_id"] if str(t).startswith("sync-")) == USABLE

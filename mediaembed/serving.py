@@ -1,0 +1,118 @@
+"""`mediaembed serving`: which Marengo version serves search, and the cut-over and rollback that change it.
+
+Showing reads the lake's serving record directly (no Dagster, a fast start). Changing it runs the same
+Dagster jobs the UI launches, on the instance of DAGSTER_HOME, so every change is a run in the UI with who,
+when, from and to, and a cut-over passes the same blocking whole-version checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from resources.serving_versions import ServingChangeRefused, ServingState, ServingVersions, record_folder
+
+CUT_OVER_JOB = "cut_over_serving_version"
+ROLL_BACK_JOB = "roll_back_serving_version"
+
+
+class ServingCommandError(Exception):
+    """One line that says what to do."""
+
+
+def _versions() -> ServingVersions:
+    lake = os.environ.get("MEDIAEMBED_LAKE_URI", "").strip()
+    if not lake:
+        raise ServingCommandError(
+            "MEDIAEMBED_LAKE_URI is not set: it names the lake that holds the serving record"
+        )
+    client = None
+    if lake.startswith("s3://"):
+        import boto3
+
+        client = boto3.session.Session().client("s3")
+    return ServingVersions(record_folder(lake, client))
+
+
+def state_record(state: ServingState, history: list[ServingState]) -> dict[str, Any]:
+    return {**state.record(), "history": [h.record() for h in history]}
+
+
+def show(as_json: bool, out: TextIO) -> None:
+    versions = _versions()
+    state, history = versions.current(), versions.history()
+    if as_json:
+        print(json.dumps(state_record(state, history)), file=out)
+        return
+    print(state.describe(), file=out)
+    for change in history[-5:]:
+        when = f"{change.since:%Y-%m-%d %H:%M:%S}" if change.since else "-"
+        print(
+            f"  {change.sequence:3d}. {when}  {change.action:9s} -> {change.serving}  by {change.by or '?'}",
+            file=out,
+        )
+
+
+def change(job_name: str, partition_key: str | None, by: str, out: TextIO) -> None:
+    """Run the cut-over or rollback job in this process; a refusal is one line naming the failed checks."""
+    import dagster as dg
+
+    from mediaembed.ingest import IngestError, prepare_instance_home
+    from pipelines.definitions import defs
+
+    home = os.environ.get("DAGSTER_HOME", "").strip()
+    if not home:
+        raise ServingCommandError(
+            "DAGSTER_HOME is not set: set it to the folder of the instance the Dagster UI uses"
+        )
+    try:
+        prepare_instance_home(Path(home))
+    except IngestError as error:
+        raise ServingCommandError(str(error)) from None
+    if partition_key is None:
+        partition_key = _versions().current().previous  # only for the message; the op decides
+    config = {"config": {"by": by}} if by else {}
+    node = "serving__marengo" if job_name == CUT_OVER_JOB else ROLL_BACK_JOB
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance,
+            partition_key=partition_key if job_name == CUT_OVER_JOB else None,
+            run_config={"ops": {node: config}} if config else None,
+            raise_on_error=False,
+        )
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    if failed:
+        names = "; ".join(f"{e.check_name}: {e.description or 'failed'}" for e in failed)
+        raise ServingCommandError(
+            f"cut-over to {partition_key} refused by its checks ({names}) (run {result.run_id})"
+        )
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        data = failure.step_failure_data if failure else None
+        reason = "the run failed"
+        if data and data.user_failure_data and data.user_failure_data.description:
+            reason = data.user_failure_data.description  # a refusal: dg.Failure with its one line
+        elif data and data.error:
+            reason = data.error.message.strip().splitlines()[0]
+        raise ServingCommandError(f"{reason} (run {result.run_id})")
+    print(f"{_versions().current().describe()} (run {result.run_id})", file=out)
+
+
+def run_serving(
+    action: str, key: str | None, as_json: bool, by: str, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        if action == "show":
+            show(as_json, out)
+        elif action == "cut-over":
+            change(CUT_OVER_JOB, key, by, out)
+        else:
+            change(ROLL_BACK_JOB, None, by, out)
+    except (ServingCommandError, ServingChangeRefused) as error:
+        print(f"mediaembed serving: {error}", file=err)
+        return 1
+    return 0

@@ -1,0 +1,98 @@
+"""The serving pointer: a record per change, created only if its sequence is free, on disk and on S3."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulators.s3 import S3Emulator
+from resources.serving_versions import (
+    LocalRecordFolder,
+    RecordFolder,
+    S3RecordFolder,
+    ServingChangeRefused,
+    ServingConflict,
+    ServingVersions,
+    record_folder,
+)
+
+
+@pytest.fixture(scope="module")
+def s3_client() -> Iterator[object]:
+    emulator = S3Emulator().start()
+    try:
+        client = emulator.client()
+        client.create_bucket(Bucket="lake")
+        yield client
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def folder(request: pytest.FixtureRequest, tmp_path: Path) -> RecordFolder:
+    if request.param == "local":
+        return record_folder(str(tmp_path / "lake"))
+    client = request.getfixturevalue("s3_client")
+    return record_folder(f"s3://lake/{tmp_path.name}", client)
+
+
+def test_a_new_lake_serves_the_configured_initial_version(folder: RecordFolder) -> None:
+    assert ServingVersions(folder, env={}).current().serving == "marengo-3.0"
+    state = ServingVersions(folder, env={"MEDIAEMBED_SERVING_VERSION": "marengo-2.7"}).current()
+    assert (state.serving, state.previous, state.since, state.sequence) == ("marengo-2.7", None, None, 0)
+    with pytest.raises(ServingChangeRefused, match="MEDIAEMBED_SERVING_VERSION='marengo-9'"):
+        ServingVersions(folder, env={"MEDIAEMBED_SERVING_VERSION": "marengo-9"}).current()
+
+
+def test_cut_over_then_roll_back_is_one_step_each_and_keeps_history(folder: RecordFolder) -> None:
+    versions = ServingVersions(folder, env={"MEDIAEMBED_SERVING_VERSION": "marengo-2.7"})
+    cut = versions.cut_over("marengo-3.0", by="ana", run_id="r1")
+    assert (cut.serving, cut.previous, cut.action, cut.by, cut.sequence) == (
+        "marengo-3.0",
+        "marengo-2.7",
+        "cut_over",
+        "ana",
+        1,
+    )
+    # Another reader (another process) sees the same record: it lives in the folder, not in this object.
+    assert ServingVersions(folder, env={}).current() == cut
+    back = versions.roll_back(by="bo", run_id="r2")
+    assert (back.serving, back.previous, back.action) == ("marengo-2.7", "marengo-3.0", "rollback")
+    assert [h.action for h in versions.history()] == ["cut_over", "rollback"]
+    assert "rollback returns to marengo-3.0" in back.describe()
+
+
+def test_a_change_based_on_a_stale_read_loses_and_nothing_is_overwritten(folder: RecordFolder) -> None:
+    first, second = ServingVersions(folder, env={}), ServingVersions(folder, env={})
+    stale = second.current()
+    first.cut_over("marengo-2.7", by="a")
+    # `second` read before `first` wrote: its write targets the same sequence and must lose.
+    with pytest.raises(ServingConflict, match="changed while"):
+        second._write(stale, stale, by="b", run_id="")
+    assert [h.by for h in second.history()] == ["a"]
+
+
+def test_refusals_name_the_reason(folder: RecordFolder) -> None:
+    versions = ServingVersions(folder, env={})
+    with pytest.raises(ServingChangeRefused, match="nothing to roll back to"):
+        versions.roll_back(by="a")
+    with pytest.raises(ServingChangeRefused, match="already serves"):
+        versions.cut_over("marengo-3.0", by="a")
+    with pytest.raises(ValueError, match="unknown Marengo model"):
+        versions.cut_over("marengo-9", by="a")
+    with pytest.raises(ServingChangeRefused, match="cut over to another version before retiring"):
+        versions.retire("marengo-3.0", by="a")
+    versions.cut_over("marengo-2.7", by="a")
+    retired = versions.retire("marengo-3.0", by="a")
+    assert (retired.serving, retired.previous, retired.retired) == ("marengo-2.7", None, ("marengo-3.0",))
+    with pytest.raises(ServingChangeRefused, match="is retired"):
+        versions.cut_over("marengo-3.0", by="a")
+
+
+def test_record_folders_create_only_once(tmp_path: Path, s3_client: object) -> None:
+    for folder in (LocalRecordFolder(tmp_path / "f"), S3RecordFolder(s3_client, "lake", "once/")):
+        assert folder.create("00000001.json", b"{}")
+        assert not folder.create("00000001.json", b'{"other": 1}')
+        assert folder.read("00000001.json") == b"{}"
+        assert folder.names() == ["00000001.json"]
+    assert not list((tmp_path / "f").glob(".*.tmp")), "no temporary file is left behind"
