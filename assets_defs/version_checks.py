@@ -24,9 +24,19 @@ from assets_defs.media_inventory import read_inventory
 from resources.embedding_table import EmbeddingTable
 from resources.lake import Lake
 from resources.marengo_models import MarengoModel, marengo_model
+from resources.marengo_providers import MarengoProviders
+from resources.provider_errors import QueryEmbeddingError, SetupError
 from resources.segment_index import SegmentIndex
+from resources.segment_search import IndexNotFound
 from resources.submission_ledger import SubmissionLedger
-from resources.version_check_settings import EXCLUDE_ENV, VersionCheckSettings
+from resources.version_check_settings import (
+    EXCLUDE_ENV,
+    PROBE_SET_ENV,
+    Probe,
+    ProbeSetError,
+    VersionCheckSettings,
+    load_probe_set,
+)
 
 SEGMENTS = dg.AssetKey(["search", "marengo_segments"])
 NAMES_SHOWN = 20
@@ -475,7 +485,185 @@ def index_rows_equal_table_rows(
     )
 
 
+# --- side-by-side evaluation ------------------------------------------------------------------------------
+
 DEFAULT_PROBE_SET = Path(__file__).with_name("probe_set.json")
+# Segments fetched per query to find k distinct objects (an object has several spans and options).
+SEGMENTS_PER_OBJECT = 20
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    """One probe run against both versions: objects in rank order, and where the right answer ranks."""
+
+    probe: Probe
+    right: tuple[str, ...]  # the expected answer as URIs of the library (none: not judged)
+    serving: tuple[str, ...] | None  # None: the serving version has no index to compare with
+    candidate: tuple[str, ...]
+
+
+def ranked_objects(media_uris: list[str]) -> tuple[str, ...]:
+    """Distinct objects in the order of their best segment: spans differ across versions, objects not."""
+    return tuple(dict.fromkeys(media_uris))
+
+
+def resolve_expected(expected: str | None, library: set[str]) -> tuple[str, ...]:
+    """The library's URIs an expected answer names: itself, or those ending in `/<key>`."""
+    if expected is None:
+        return ()
+    if expected in library:
+        return (expected,)
+    return tuple(sorted(u for u in library if u.endswith("/" + expected.lstrip("/"))))
+
+
+def rank_of(objects: tuple[str, ...] | None, right: tuple[str, ...]) -> int | None:
+    """1-based rank of the first right object, None when it is not among `objects`."""
+    for i, uri in enumerate(objects or ()):
+        if uri in right:
+            return i + 1
+    return None
+
+
+def overlap_at_k(a: tuple[str, ...], b: tuple[str, ...], k: int) -> float:
+    """Shared share of the two top-k object lists (of the longer one, when the library has fewer than k)."""
+    top_a, top_b = set(a[:k]), set(b[:k])
+    return len(top_a & top_b) / max(len(top_a), len(top_b), 1)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    mean_overlap: float | None
+    failures: list[str]  # one line per broken floor, naming the query
+
+
+def evaluate(outcomes: list[ProbeOutcome], k: int, min_overlap: float, max_rank: int) -> Evaluation:
+    """The floors: mean overlap@k with the serving version, and every judged right answer within
+    `max_rank` of the candidate's objects."""
+    failures = []
+    for o in outcomes:
+        if not o.right:
+            continue
+        rank = rank_of(o.candidate[:k], o.right)
+        if rank is None or rank > max_rank:
+            where = "not in the top" if rank is None else f"at rank {rank}, past"
+            failures.append(f"{o.probe.query!r}: {o.probe.expected} {where} {max_rank if rank else k}")
+    compared = [overlap_at_k(o.serving, o.candidate, k) for o in outcomes if o.serving is not None]
+    mean = sum(compared) / len(compared) if compared else None
+    if mean is not None and mean < min_overlap:
+        failures.append(f"mean overlap@{k} with the serving version {mean:.2f} is under {min_overlap:.2f}")
+    return Evaluation(mean, failures)
+
+
+def probe_table_md(outcomes: list[ProbeOutcome], k: int, serving: str, candidate: str) -> str:
+    def rank(objects: tuple[str, ...] | None, right: tuple[str, ...]) -> str:
+        if not right:
+            return "-"
+        if objects is None:
+            return "no index"
+        found = rank_of(objects[:k], right)
+        return str(found) if found else f">{k}"
+
+    lines = [
+        f"| query | right answer | rank {serving} | rank {candidate} | overlap@{k} | top {candidate} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        expected = o.probe.expected or "-"
+        if o.probe.expected and not o.right:
+            expected += " (not in the library)"
+        overlap = "-" if o.serving is None else f"{overlap_at_k(o.serving, o.candidate, k):.2f}"
+        top = f"`{o.candidate[0]}`" if o.candidate else "(none)"
+        lines.append(
+            f"| {o.probe.query} | {expected} | {rank(o.serving, o.right)} | {rank(o.candidate, o.right)} "
+            f"| {overlap} | {top} |"
+        )
+    return "\n".join(lines)
+
+
+def _search_objects(
+    marengo: MarengoProviders, index: SegmentIndex, model: MarengoModel, text: str, k: int
+) -> tuple[str, ...]:
+    vector = marengo.serving(model).embed_text(text, model)
+    hits = index.search(model, vector, k=k * SEGMENTS_PER_OBJECT)
+    return ranked_objects([h.media_uri for h in hits])[:k]
+
+
+@dg.asset_check(
+    asset=SEGMENTS,
+    name="candidate_matches_serving",
+    blocking=True,
+    description="Side by side: the probe set's queries run against the serving version and this one; "
+    "overlap@k and each right answer's rank per version are recorded, and floors block the cut-over.",
+)
+def candidate_matches_serving(
+    context: dg.AssetCheckExecutionContext,
+    lake: Lake,
+    segment_index: SegmentIndex,
+    marengo: MarengoProviders,
+    version_checks: VersionCheckSettings,
+) -> dg.AssetCheckResult:
+    candidate = _model(context)
+    serving_key = lake.serving_versions().current().serving
+    floors: dict[str, Any] = {
+        "k": version_checks.probe_k,
+        "min_overlap": version_checks.min_overlap,
+        "max_expected_rank": version_checks.max_expected_rank,
+    }
+    base: dict[str, Any] = {"serving": serving_key, "candidate": candidate.key, **floors}
+    if serving_key == candidate.key:
+        return dg.AssetCheckResult(
+            passed=True,
+            description=f"{candidate.key} already serves search: nothing to compare it with",
+            metadata={**base, "note": "candidate is the serving version"},
+        )
+    path = version_checks.probe_set_path(DEFAULT_PROBE_SET)
+    base["probe_set"] = dg.MetadataValue.path(str(path))
+    try:
+        probes = load_probe_set(path)
+    except ProbeSetError as error:
+        return dg.AssetCheckResult(passed=False, description=f"{error}", metadata=base)
+    serving = marengo_model(serving_key)
+    library = set(read_inventory(lake)["media_uri"])
+    k = version_checks.probe_k
+    outcomes = []
+    serving_note = None
+    try:
+        for probe in probes:
+            try:
+                served: tuple[str, ...] | None = (
+                    None if serving_note else _search_objects(marengo, segment_index, serving, probe.query, k)
+                )
+            except IndexNotFound as error:
+                served, serving_note = None, f"{error}: only the candidate's ranks are judged"
+            found = _search_objects(marengo, segment_index, candidate, probe.query, k)
+            outcomes.append(ProbeOutcome(probe, resolve_expected(probe.expected, library), served, found))
+    except (IndexNotFound, QueryEmbeddingError, SetupError) as error:
+        return dg.AssetCheckResult(
+            passed=False,
+            description=f"the probe {probe.query!r} could not run: {error}",
+            metadata=base,
+        )
+    result = evaluate(outcomes, k, version_checks.min_overlap, version_checks.max_expected_rank)
+    metadata: dict[str, Any] = {
+        **base,
+        "probes": len(outcomes),
+        "probes_judged": sum(1 for o in outcomes if o.right),
+        "side_by_side": dg.MetadataValue.md(probe_table_md(outcomes, k, serving.key, candidate.key)),
+        "floor_failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in result.failures) or "_(none)_"),
+    }
+    if result.mean_overlap is not None:
+        metadata["mean_overlap_at_k"] = dg.MetadataValue.float(round(result.mean_overlap, 3))
+    if serving_note:
+        metadata["serving_note"] = serving_note
+    description = None
+    if result.failures:
+        description = (
+            f"{len(result.failures)} probes under the floor against {serving.key}: {result.failures[0]}; "
+            f"fix the candidate's embeddings, or adjust the probe set ({PROBE_SET_ENV}) or the floors "
+            "(resources.version_checks)"
+        )
+    return dg.AssetCheckResult(passed=not result.failures, description=description, metadata=metadata)
+
 
 # Selected by the cut-over job (AssetSelection.checks(*WHOLE_VERSION_CHECKS)); registered in definitions.
 WHOLE_VERSION_CHECKS = (
@@ -486,4 +674,5 @@ WHOLE_VERSION_CHECKS = (
     rows_of_this_version_only,
     segment_ids_unique,
     index_rows_equal_table_rows,
+    candidate_matches_serving,
 )

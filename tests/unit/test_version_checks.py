@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,22 +20,38 @@ from assets_defs.segment_index import marengo_segment_index
 from assets_defs.version_checks import (
     DEFAULT_PROBE_SET,
     WHOLE_VERSION_CHECKS,
+    ProbeOutcome,
     bad_vectors,
+    candidate_matches_serving,
     coverage,
     duplicate_segment_ids,
     eligible_objects,
+    evaluate,
     foreign_rows,
     index_differences,
     missing_reason,
     names_md,
+    overlap_at_k,
+    probe_table_md,
+    rank_of,
+    ranked_objects,
+    resolve_expected,
     segments_outside_media,
     wrong_dimension,
 )
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding, Submission
+from resources.embedding_jobs import (
+    EmbeddingJob,
+    EmbeddingOptions,
+    InvocationStatus,
+    SegmentEmbedding,
+    Submission,
+)
 from resources.embedding_table import EmbeddingTable
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
-from resources.model_routes import route
+from resources.marengo_provider import MarengoProvider
+from resources.marengo_providers import MarengoProviders
+from resources.model_routes import ProviderName, route
 from resources.s3_storage import S3Storage
 from resources.segment_index import SegmentIndex
 from resources.segment_schema import media_id, segments_table
@@ -326,7 +344,14 @@ def world(tmp_path: Path) -> dict[str, object]:
         ],
         "run-ingest",
     )
-    return {"lake": lake, "segment_index": index, "version_checks": VersionCheckSettings(exclude="")}
+    return {
+        "lake": lake,
+        "segment_index": index,
+        "version_checks": VersionCheckSettings(exclude=""),
+        "marengo": MarengoProviders(
+            bedrock=ProbeProvider(), providers="marengo-2.7=bedrock,marengo-3.0=bedrock"
+        ),
+    }
 
 
 def run_checks(resources: dict[str, object], exclude: str = "") -> dg.ExecuteInProcessResult:
@@ -388,3 +413,151 @@ def test_an_index_out_of_step_with_the_table_blocks(tmp_path: Path) -> None:
     failed = {name: e.description for name, e in results.items() if not e.passed}
     assert set(failed) == {"rows_of_this_version_only", "index_rows_equal_table_rows"}, failed
     assert all("s3://media/b.mp4" in (d or "") for d in failed.values())
+
+
+# --- side by side ------------------------------------------------------------------------------------------
+
+
+def outcome_of(
+    query: str, expected: str | None, serving: tuple[str, ...] | None, candidate: tuple[str, ...]
+) -> ProbeOutcome:
+    return ProbeOutcome(Probe(query, expected), (expected,) if expected else (), serving, candidate)
+
+
+def test_overlap_is_on_objects_and_ranks_name_the_right_answer() -> None:
+    assert ranked_objects(["a", "b", "a", "c", "b"]) == ("a", "b", "c")
+    assert overlap_at_k(("a", "b", "c"), ("c", "a", "d"), 3) == pytest.approx(2 / 3)
+    assert overlap_at_k(("a",), ("a",), 10) == 1.0, "a library smaller than k compares what there is"
+    assert rank_of(("x", "a"), ("a",)) == 2 and rank_of(("x",), ("a",)) is None
+    library = {"s3://media/videos/shapes_a.mp4", "s3://media/old/videos/shapes_a.mp4", "s3://media/b.mp4"}
+    assert resolve_expected("s3://media/b.mp4", library) == ("s3://media/b.mp4",)
+    assert resolve_expected("videos/shapes_a.mp4", library) == tuple(sorted(library - {"s3://media/b.mp4"}))
+    assert resolve_expected("videos/gone.mp4", library) == ()
+
+
+def test_floors_fail_by_query_and_unjudged_probes_do_not_count() -> None:
+    good = outcome_of("red circle", "a", ("a", "b"), ("a", "b"))
+    late = outcome_of("blue square", "b", ("b", "a"), ("a", "c", "b"))
+    absent = outcome_of("green", "g", ("g",), ("a", "b"))
+    unknown = ProbeOutcome(Probe("hum", "not/in/library.wav"), (), ("a",), ("b",))
+    passed = evaluate([good, unknown], k=10, min_overlap=0.0, max_rank=1)
+    assert passed.failures == [] and passed.mean_overlap == pytest.approx(0.5)
+    failed = evaluate([good, late, absent], k=10, min_overlap=0.9, max_rank=2)
+    assert failed.failures == [
+        "'blue square': b at rank 3, past 2",
+        "'green': g not in the top 10",
+        f"mean overlap@10 with the serving version {failed.mean_overlap:.2f} is under 0.90",
+    ]
+    no_serving = evaluate([outcome_of("red circle", "a", None, ("a",))], k=10, min_overlap=1.0, max_rank=1)
+    assert no_serving.mean_overlap is None and no_serving.failures == []
+    table = probe_table_md([good, unknown], 10, "marengo-2.7", "marengo-3.0")
+    assert "| red circle | a | 1 | 1 | 1.00 | `a` |" in table
+    assert "not/in/library.wav (not in the library)" in table
+
+
+class ProbeProvider(MarengoProvider):
+    """Embeds a probe query as the first vector of the object it names in that model's index."""
+
+    @property
+    def provider_name(self) -> ProviderName:
+        return "bedrock"
+
+    def submit(self, job: EmbeddingJob) -> Submission:
+        raise NotImplementedError
+
+    def finished_invocations(
+        self, open_jobs: Mapping[str, str], submitted_after: datetime
+    ) -> list[InvocationStatus]:
+        return []
+
+    def newly_finished(
+        self, open_jobs: Mapping[str, str], submitted_after: datetime
+    ) -> list[InvocationStatus]:
+        return []
+
+    def fetch_segments(self, invocation: InvocationStatus, job: EmbeddingJob) -> list[SegmentEmbedding]:
+        raise NotImplementedError
+
+    def embed_text(self, text: str, model: MarengoModel) -> list[float]:
+        return list(QUERY_VECTORS[(model.key, text)])
+
+
+QUERY_VECTORS: dict[tuple[str, str], list[float]] = {}
+
+
+def side_by_side_world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, candidate_finds_b: bool
+) -> dict[str, object]:
+    """2.7 serves; a and b are indexed for 2.7 and 3.0. "find b" finds b with 2.7, and with 3.0 only when
+    `candidate_finds_b` (else it lands on a)."""
+    monkeypatch.setenv("MEDIAEMBED_SERVING_VERSION", MARENGO_2_7.key)
+    resources = world(tmp_path)
+    index = resources["segment_index"]
+    assert isinstance(index, SegmentIndex)
+    for model in (MARENGO_2_7, MARENGO_3_0):
+        rows = {u: segments(u, model=model) for u in URIS[:2]}
+        index.replace_media(model, pa.concat_tables(list(rows.values())), [media_id(u) for u in rows])
+        first = {u: t.column("vector")[0].as_py() for u, t in rows.items()}
+        QUERY_VECTORS[(model.key, "find a")] = first[URIS[0]]
+        finds_b = model is MARENGO_2_7 or candidate_finds_b
+        QUERY_VECTORS[(model.key, "find b")] = first[URIS[1] if finds_b else URIS[0]]
+    probes = tmp_path / "probes.json"
+    probes.write_text(
+        json.dumps([{"query": "find a", "media_uri": "a.mp4"}, {"query": "find b", "media_uri": URIS[1]}])
+    )
+    resources["marengo"] = MarengoProviders(
+        bedrock=ProbeProvider(), providers="marengo-2.7=bedrock,marengo-3.0=bedrock"
+    )
+    resources["version_checks"] = VersionCheckSettings(
+        probe_set=str(probes), max_expected_rank=1, min_overlap=0.5
+    )
+    return resources
+
+
+def run_side_by_side(resources: dict[str, object], partition: str) -> tuple[dg.AssetCheckEvaluation, bool]:
+    job_def = dg.define_asset_job(
+        "side_by_side",
+        selection=dg.AssetSelection.checks(candidate_matches_serving) | dg.AssetSelection.assets(gated),
+    )
+    defs = dg.Definitions(
+        assets=[marengo_segment_index, gated],
+        asset_checks=[candidate_matches_serving],
+        jobs=[job_def],
+        resources=resources,
+    )
+    result = defs.resolve_job_def("side_by_side").execute_in_process(
+        partition_key=partition, raise_on_error=False
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    return evaluation, gated_ran(result)
+
+
+def test_the_candidate_is_compared_with_the_serving_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evaluation, cut_over = run_side_by_side(
+        side_by_side_world(tmp_path, monkeypatch, candidate_finds_b=True), CHECKED
+    )
+    assert evaluation.passed and cut_over, evaluation.description
+    assert evaluation.metadata["serving"].value == MARENGO_2_7.key
+    table = str(evaluation.metadata["side_by_side"].value)
+    assert "| find a | a.mp4 | 1 | 1 | 1.00 |" in table
+    assert "| find b | s3://media/b.mp4 | 1 | 1 | 1.00 |" in table
+
+
+def test_a_right_answer_ranked_too_low_blocks_the_cut_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evaluation, cut_over = run_side_by_side(
+        side_by_side_world(tmp_path, monkeypatch, candidate_finds_b=False), CHECKED
+    )
+    assert not evaluation.passed and not cut_over
+    assert "'find b': s3://media/b.mp4 at rank 2, past 1" in (evaluation.description or "")
+    assert "| find b | s3://media/b.mp4 | 1 | 2 |" in str(evaluation.metadata["side_by_side"].value)
+
+
+def test_the_serving_version_passes_against_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    evaluation, _ = run_side_by_side(
+        side_by_side_world(tmp_path, monkeypatch, candidate_finds_b=False), "marengo-2.7"
+    )
+    assert evaluation.passed and "already serves search" in (evaluation.description or "")
