@@ -15,6 +15,7 @@ from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import media_inventory
 from assets_defs.segment_index import marengo_segment_index
 from assets_defs.serving import serving_marengo
+from assets_defs.version_checks import WHOLE_VERSION_CHECKS
 from pipelines.jobs import (
     cut_over_job,
     embed_new_media_job,
@@ -31,6 +32,7 @@ from resources.media_source import MediaSource
 from resources.s3_storage import S3Storage
 from resources.segment_index import SegmentIndex
 from resources.twelvelabs_marengo import TwelveLabsMarengo
+from resources.version_check_settings import VersionCheckSettings
 
 storage = S3Storage(region_name=dg.EnvVar("AWS_REGION"))
 
@@ -54,10 +56,13 @@ pipeline_resources = {
         else None,
     ),
     "segment_index": SegmentIndex(uri=dg.EnvVar("MEDIAEMBED_INDEX_URI"), storage=storage),
+    # Unset fields follow MEDIAEMBED_MIGRATION_EXCLUDE and MEDIAEMBED_PROBE_SET when a check runs.
+    "version_checks": VersionCheckSettings(),
 }
 
 defs = dg.Definitions(
     assets=[media_inventory, marengo_invocations, marengo_embeddings, marengo_segment_index, serving_marengo],
+    asset_checks=[*WHOLE_VERSION_CHECKS],
     jobs=[embed_new_media_job, submit_marengo_job, ingest_marengo_job, cut_over_job, roll_back_job],
     schedules=[embed_new_media_schedule],
     sensors=[marengo_invocation_sensor],

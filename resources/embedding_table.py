@@ -143,6 +143,18 @@ class EmbeddingTable:
         rows = self._dataset(table).to_table(columns=columns, filter=where)
         return self._as_segments(rows)
 
+    def read_stored(self, columns: list[str] | None = None) -> pa.Table:
+        """Current rows as the files hold them: vectors as variable-length lists, not cast to the model's
+        dimension, so a check sees a vector of the wrong length instead of failing to read it."""
+        table = self.open()
+        if table is None:
+            return (
+                self.file_schema.empty_table()
+                if columns is None
+                else self.file_schema.empty_table().select(columns)
+            )
+        return self._dataset(table).to_table(columns=columns)
+
     def _as_segments(self, rows: pa.Table) -> pa.Table:
         """Rows as the files hold them, in `schema`: vectors regain their dimension (Delta has no
         fixed-size list type), and a row from before the embedding_type column reads as separate."""

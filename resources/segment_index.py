@@ -336,6 +336,21 @@ class SegmentIndex(dg.ConfigurableResource):
         ids = table.search().select(["segment_id"]).limit(None).to_arrow().column("segment_id")
         return len(ids) - pc.count_distinct(ids).as_py()
 
+    def scan(self, model: MarengoModel, columns: list[str]) -> pa.Table | None:
+        """Selected columns of every row (no vectors unless asked for), or None without a table."""
+        table = self.open_table(model)
+        if table is None:
+            return None
+        return table.search().select(columns).limit(None).to_arrow()
+
+    def vector_dimension(self, model: MarengoModel) -> int | None:
+        """The vector size the model's table was made with, or None without a table."""
+        table = self.open_table(model)
+        if table is None:
+            return None
+        kind = table.schema.field("vector").type
+        return int(kind.list_size) if pa.types.is_fixed_size_list(kind) else None
+
     def indexed_media(self, model: MarengoModel) -> dict[str, set[str]]:
         """media_id -> the invocation ids its indexed segments came from (one, once consistent)."""
         return {mid: set(obj.invocation_ids) for mid, obj in self.audit(model).items()}

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets_defs.marengo_invocations import HOLD_QUOTA_SEC
+from assets_defs.version_checks import WHOLE_VERSION_CHECKS
 from pipelines.definitions import defs
 from pipelines.jobs import SUBMITTING_JOBS
 
@@ -46,6 +47,7 @@ def test_asset_catalog_snapshot() -> None:
         ("search/marengo_segments", "matches_embedding_table"),
         ("search/marengo_segments", "no_duplicate_segment_ids"),
         ("search/marengo_segments", "removals_confirmed"),
+        *(("search/marengo_segments", c.check_key.name) for c in WHOLE_VERSION_CHECKS),
     }
     pools = {node.key.to_user_string(): node.pools for node in graph.asset_nodes if node.pools}
     assert pools == {
