@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets_defs.partitions import marengo_model_partitions
-from assets_defs.segment_index import marengo_segment_index
+from assets_defs.version_checks import checked_version
 from resources.lake import Lake
 from resources.serving_versions import ServingChangeRefused, ServingState
 
@@ -55,7 +55,7 @@ def kept_up(state: ServingState, model_key: str) -> bool:
 
 @dg.asset(
     key=SERVING_KEY,
-    deps=[marengo_segment_index],
+    deps=[checked_version],
     partitions_def=marengo_model_partitions,
     group_name="search",
     description="Which Marengo version serves search. Materialize partition X to cut over to X: only "

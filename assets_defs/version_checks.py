@@ -1,5 +1,5 @@
-"""Whole-version checks on `search/marengo_segments`: what must be true of a model version before search
-may be served from it.
+"""Whole-version checks on `migration/checked_version`: what must be true of a model version (its embedding
+table and its index) before search may be served from it.
 
 The in-asset checks look at what one run wrote; these look at the whole version (one partition): every
 eligible object embedded at its current ETag, every vector sound, every row of this version, the index
@@ -9,7 +9,7 @@ blocking: in the cut-over job a failure stops the switch, and names the objects 
 The rules are pure functions over pandas/Arrow tables; the checks only read and report.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ import pyarrow.compute as pc
 
 from assets_defs.marengo_embeddings import DURATION_TOLERANCE_SEC
 from assets_defs.media_inventory import read_inventory
+from assets_defs.partitions import marengo_model_partitions
+from assets_defs.segment_index import marengo_segment_index
 from resources.embedding_table import EmbeddingTable
 from resources.lake import Lake
 from resources.marengo_models import MarengoModel, marengo_model
@@ -38,8 +40,29 @@ from resources.version_check_settings import (
     load_probe_set,
 )
 
-SEGMENTS = dg.AssetKey(["search", "marengo_segments"])
+CHECKED = dg.AssetKey(["migration", "checked_version"])
 NAMES_SHOWN = 20
+
+
+@dg.asset(
+    key=CHECKED,
+    deps=[marengo_segment_index],
+    partitions_def=marengo_model_partitions,
+    group_name="migration",
+    description="A version's embedding table and index, checked as a whole before search may be cut "
+    "over to it. Materialized by the `cut_over_serving_version` job: its blocking checks gate "
+    "serving/marengo.",
+)
+def checked_version(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
+    """Where the whole-version checks hang: apart from the index, so that ingest runs and backfills, which
+    end while jobs are still in flight, never fail on a version that is simply not finished yet."""
+    model = marengo_model(context.partition_key)
+    table = EmbeddingTable(lake, model)
+    return dg.MaterializeResult(
+        metadata={"embedding_table_version": table.version() if table.open() else -1, "model": model.key}
+    )
+
+
 PROBLEM_COLUMNS = ["media_uri", "problem"]
 
 
@@ -57,35 +80,47 @@ class Coverage:
     missing: pd.DataFrame  # media_uri, problem
     excluded: list[str]  # configured exclusions, as given
     excluded_unknown: list[str]  # configured exclusions that name no eligible object
-    not_eligible: pd.DataFrame = field(default_factory=no_problems)  # over the limits, or unusable
 
 
-def eligible_objects(inventory: pd.DataFrame, model: MarengoModel) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The usable objects the model can take (as submission decides), and the others with why not."""
+def eligible_objects(
+    inventory: pd.DataFrame, model: MarengoModel
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(the usable objects the model can take, the media it cannot embed as they are, the files that are
+    not media). The second block a cut-over by name, with why, until fixed or excluded: a corrupt video or
+    one over the model's limits is a hole in search, not something to skip silently."""
     usable = inventory[inventory["status"] == "ok"]
     violations = [
         model.limit_violation(m, int(size), None if pd.isna(sec) else float(sec))
         for m, size, sec in zip(usable["modality"], usable["size_bytes"], usable["duration_sec"], strict=True)
     ]
     over = np.array([v is not None for v in violations], dtype=bool)
-    unusable = inventory[inventory["status"] != "ok"]
-    others = pd.concat(
+    unreadable = inventory[inventory["status"] == "unreadable"]
+    blocked = pd.concat(
         [
             pd.DataFrame(
-                {"media_uri": usable["media_uri"][over], "problem": [v for v in violations if v is not None]}
+                {
+                    "media_uri": usable["media_uri"][over],
+                    "problem": [f"over the model's limits: {v}" for v in violations if v is not None],
+                }
             ),
             pd.DataFrame(
                 {
-                    "media_uri": unusable["media_uri"],
-                    "problem": [
-                        f"{s}: {r}" for s, r in zip(unusable["status"], unusable["reason"], strict=True)
-                    ],
+                    "media_uri": unreadable["media_uri"],
+                    "problem": [f"corrupt: {r}" for r in unreadable["reason"]],
                 }
             ),
         ],
         ignore_index=True,
     )
-    return usable[~over].reset_index(drop=True), others
+    not_media = inventory[~inventory["status"].isin(["ok", "unreadable"])]
+    others = pd.DataFrame(
+        {
+            "media_uri": not_media["media_uri"],
+            "problem": [f"{s}: {r}" for s, r in zip(not_media["status"], not_media["reason"], strict=True)],
+        },
+        columns=PROBLEM_COLUMNS,
+    )
+    return usable[~over].reset_index(drop=True), blocked, others
 
 
 def missing_reason(jobs: pd.DataFrame, etag: str) -> str:
@@ -116,6 +151,7 @@ def coverage(
     embedded: pd.DataFrame,
     jobs: pd.DataFrame,
     excluded: tuple[str, ...],
+    blocked: pd.DataFrame | None = None,
 ) -> Coverage:
     """Every eligible object not excluded must have rows at its current ETag, or have been embedded at it
     with nothing to embed (no_content); the others are named with why they are missing.
@@ -130,19 +166,28 @@ def coverage(
     pairs = list(zip(counted["media_uri"], counted["etag"], strict=True))
     gaps = [(u, e) for u, e in pairs if (u, e) not in have]
     by_uri = {u: g for u, g in jobs[jobs["media_uri"].isin({u for u, _ in gaps})].groupby("media_uri")}
-    missing = pd.DataFrame(
-        {
-            "media_uri": [u for u, _ in gaps],
-            "problem": [missing_reason(by_uri.get(u, jobs.iloc[0:0]), e) for u, e in gaps],
-        },
-        columns=PROBLEM_COLUMNS,
+    blocked = no_problems() if blocked is None else blocked
+    blocking = blocked[~blocked["media_uri"].isin(excluded_set)]
+    missing = pd.concat(
+        [
+            blocking,
+            pd.DataFrame(
+                {
+                    "media_uri": [u for u, _ in gaps],
+                    "problem": [missing_reason(by_uri.get(u, jobs.iloc[0:0]), e) for u, e in gaps],
+                },
+                columns=PROBLEM_COLUMNS,
+            ),
+        ],
+        ignore_index=True,
     )
+    known = set(eligible["media_uri"]) | set(blocked["media_uri"])
     return Coverage(
-        eligible=len(counted),
+        eligible=len(counted) + len(blocking),
         covered=len(counted) - len(gaps),
         missing=missing,
         excluded=sorted(excluded_set),
-        excluded_unknown=sorted(excluded_set - set(eligible["media_uri"])),
+        excluded_unknown=sorted(excluded_set - known),
     )
 
 
@@ -301,7 +346,7 @@ def _model(context: dg.AssetCheckExecutionContext) -> MarengoModel:
 
 
 @dg.asset_check(
-    asset=SEGMENTS,
+    asset=CHECKED,
     name="covers_every_eligible_object",
     blocking=True,
     description="Every usable object the model can take has an embedding at its current ETag in the "
@@ -311,10 +356,10 @@ def covers_every_eligible_object(
     context: dg.AssetCheckExecutionContext, lake: Lake, version_checks: VersionCheckSettings
 ) -> dg.AssetCheckResult:
     model = _model(context)
-    eligible, not_eligible = eligible_objects(read_inventory(lake), model)
+    eligible, blocked, not_eligible = eligible_objects(read_inventory(lake), model)
     embedded = EmbeddingTable(lake, model).read_stored(columns=["media_uri", "etag"]).to_pandas()
     jobs = SubmissionLedger(lake, None).jobs(model.key)
-    result = coverage(eligible, embedded.drop_duplicates(), jobs, version_checks.excluded())
+    result = coverage(eligible, embedded.drop_duplicates(), jobs, version_checks.excluded(), blocked)
     share = result.covered / result.eligible if result.eligible else 1.0
     check = problems_result(
         result.missing,
@@ -336,7 +381,7 @@ def covers_every_eligible_object(
 
 
 @dg.asset_check(
-    asset=SEGMENTS,
+    asset=CHECKED,
     name="vectors_have_model_dimension",
     blocking=True,
     description="Every vector of the embedding table, and the index's vector column, is the model's size.",
@@ -372,7 +417,7 @@ def vectors_have_model_dimension(
 
 
 @dg.asset_check(
-    asset=SEGMENTS,
+    asset=CHECKED,
     name="no_nan_or_zero_vectors",
     blocking=True,
     description="No vector of the embedding table holds NaN or infinity, or has norm zero.",
@@ -389,7 +434,7 @@ def no_nan_or_zero_vectors(context: dg.AssetCheckExecutionContext, lake: Lake) -
 
 
 @dg.asset_check(
-    asset=SEGMENTS,
+    asset=CHECKED,
     name="segments_inside_media_duration",
     blocking=True,
     description="Every segment starts before it ends and ends within its media's duration "
@@ -409,7 +454,7 @@ def segments_inside_media_duration(context: dg.AssetCheckExecutionContext, lake:
 
 
 @dg.asset_check(
-    asset=SEGMENTS,
+    asset=CHECKED,
     name="rows_of_this_version_only",
     blocking=True,
     description="Every row of the version's embedding table and index is of this model version.",
@@ -436,7 +481,7 @@ def rows_of_this_version_only(
 
 
 @dg.asset_check(
-    asset=SEGMENTS,
+    asset=CHECKED,
     name="segment_ids_unique",
     blocking=True,
     description="0 duplicate segment ids in the version's embedding table and in its LanceDB index "
@@ -465,7 +510,7 @@ def segment_ids_unique(
 
 
 @dg.asset_check(
-    asset=SEGMENTS,
+    asset=CHECKED,
     name="index_rows_equal_table_rows",
     blocking=True,
     description="The LanceDB index holds exactly the current embedding table's segments, object by object.",
@@ -589,7 +634,7 @@ def _search_objects(
 
 
 @dg.asset_check(
-    asset=SEGMENTS,
+    asset=CHECKED,
     name="candidate_matches_serving",
     blocking=True,
     description="Side by side: the probe set's queries run against the serving version and this one; "

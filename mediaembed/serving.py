@@ -74,13 +74,15 @@ def change(job_name: str, partition_key: str | None, by: str, out: TextIO) -> No
         raise ServingCommandError(str(error)) from None
     if partition_key is None:
         partition_key = _versions().current().previous  # only for the message; the op decides
-    config = {"config": {"by": by}} if by else {}
     node = "serving__marengo" if job_name == CUT_OVER_JOB else "roll_back_serving"
+    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    if by:
+        run_config["ops"] = {node: {"config": {"by": by}}}
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance,
             partition_key=partition_key if job_name == CUT_OVER_JOB else None,
-            run_config={"ops": {node: config}} if config else None,
+            run_config=run_config,
             raise_on_error=False,
         )
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]

@@ -15,7 +15,7 @@ from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import media_inventory
 from assets_defs.segment_index import marengo_segment_index
 from assets_defs.serving import serving_marengo
-from assets_defs.version_checks import WHOLE_VERSION_CHECKS
+from assets_defs.version_checks import WHOLE_VERSION_CHECKS, checked_version
 from pipelines.jobs import (
     cut_over_job,
     embed_new_media_job,
@@ -61,7 +61,14 @@ pipeline_resources = {
 }
 
 defs = dg.Definitions(
-    assets=[media_inventory, marengo_invocations, marengo_embeddings, marengo_segment_index, serving_marengo],
+    assets=[
+        media_inventory,
+        marengo_invocations,
+        marengo_embeddings,
+        marengo_segment_index,
+        checked_version,
+        serving_marengo,
+    ],
     asset_checks=[*WHOLE_VERSION_CHECKS],
     jobs=[embed_new_media_job, submit_marengo_job, ingest_marengo_job, cut_over_job, roll_back_job],
     schedules=[embed_new_media_schedule],

@@ -7,6 +7,7 @@ from assets_defs.marengo_invocations import HOLD_QUOTA_SEC, marengo_invocations
 from assets_defs.media_inventory import media_inventory
 from assets_defs.segment_index import marengo_segment_index
 from assets_defs.serving import ServingChangeConfig, roll_back, serving_marengo
+from assets_defs.version_checks import WHOLE_VERSION_CHECKS, checked_version
 from resources.lake import Lake
 
 # Run monitoring fails a run still going past `dagster/max_runtime` (seconds), so a run whose worker hangs
@@ -14,6 +15,8 @@ from resources.lake import Lake
 # quota hold (14 min) plus the submissions themselves; ingest: ten thousand outputs with ample room.
 SUBMISSION_MAX_RUNTIME_SEC = 60 * 60
 INGEST_MAX_RUNTIME_SEC = 4 * 60 * 60
+# A cut-over reads the whole version once (its checks); a rollback writes one record.
+SERVING_CHANGE_MAX_RUNTIME_SEC = 60 * 60
 
 embed_new_media_job = dg.define_asset_job(
     "embed_new_media",
@@ -52,11 +55,13 @@ ingest_marengo_job = dg.define_asset_job(
 
 cut_over_job = dg.define_asset_job(
     "cut_over_serving_version",
-    selection=dg.AssetSelection.assets(serving_marengo),
+    selection=dg.AssetSelection.assets(checked_version, serving_marengo)
+    | dg.AssetSelection.checks(*WHOLE_VERSION_CHECKS),
     description=(
         "Cut search over to this partition's Marengo version, after its whole-version checks pass "
-        "(blocking: a failed check leaves the serving version as it was)."
+        "(blocking: a failed check leaves the serving version as it was, and names what failed)."
     ),
+    tags={"dagster/max_runtime": SERVING_CHANGE_MAX_RUNTIME_SEC},
 )
 
 
@@ -68,6 +73,7 @@ def roll_back_op(context: dg.OpExecutionContext, config: ServingChangeConfig, la
 
 @dg.job(
     name="roll_back_serving_version",
+    tags={"dagster/max_runtime": SERVING_CHANGE_MAX_RUNTIME_SEC},
     description="One step back to the Marengo version that served search before the last cut-over; "
     "its tables were kept, so nothing is re-embedded.",
 )

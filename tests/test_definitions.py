@@ -35,6 +35,8 @@ def test_asset_catalog_snapshot() -> None:
         "marengo/invocations": ("marengo", ["bedrock", "twelvelabs"], models),
         "marengo/embeddings": ("marengo", ["deltalake", "s3"], models),
         "search/marengo_segments": ("search", ["lancedb"], models),
+        "migration/checked_version": ("migration", [], models),
+        "serving/marengo": ("search", [], models),
     }
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     assert checks == {
@@ -47,8 +49,12 @@ def test_asset_catalog_snapshot() -> None:
         ("search/marengo_segments", "matches_embedding_table"),
         ("search/marengo_segments", "no_duplicate_segment_ids"),
         ("search/marengo_segments", "removals_confirmed"),
-        *(("search/marengo_segments", c.check_key.name) for c in WHOLE_VERSION_CHECKS),
+        *(("migration/checked_version", c.check_key.name) for c in WHOLE_VERSION_CHECKS),
     }
+    assert len(WHOLE_VERSION_CHECKS) == 8
+    cut_over = defs.resolve_job_def("cut_over_serving_version")
+    selected = {key.name for key in cut_over.asset_layer.asset_graph.asset_check_keys}
+    assert {c.check_key.name for c in WHOLE_VERSION_CHECKS} <= selected, "the cut-over runs every check"
     pools = {node.key.to_user_string(): node.pools for node in graph.asset_nodes if node.pools}
     assert pools == {
         "marengo/invocations": {"marengo_submit"},

@@ -57,7 +57,16 @@ def on_2_7(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
     return world
 
 
-def test_backfill_keeps_2_7_serving_until_cut_over_then_rollback_returns_it(on_2_7: World) -> None:
+def cli_err(*argv: str) -> tuple[int, str]:
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        code = cli(list(argv))
+    return code, err.getvalue()
+
+
+def test_backfill_keeps_2_7_serving_until_cut_over_then_rollback_returns_it(
+    on_2_7: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     world = on_2_7
     videos = [s for s in world.samples if s.modality == "video"]
     assert serving()["serving"] == MARENGO_2_7.key
@@ -69,6 +78,15 @@ def test_backfill_keeps_2_7_serving_until_cut_over_then_rollback_returns_it(on_2
     assert seen and all(models == {MARENGO_2_7.key} for models in seen), seen
     scene_answers(videos, MARENGO_2_7.key)
 
+    # The sample library holds a corrupt video: coverage is under 100%, and the cut-over is refused by name.
+    code, err = cli_err("serving", "cut-over", MARENGO_3_0.key)
+    ours = [line for line in err.splitlines() if line.startswith("mediaembed")]  # Dagster's banner aside
+    assert code == 1 and len(ours) == 1 and "Traceback" not in err, err
+    assert "covers_every_eligible_object" in err and "s3://media/videos/corrupt.mp4" in err, err
+    assert serving()["serving"] == MARENGO_2_7.key and serving()["history"] == []
+    scene_answers(videos[:1], MARENGO_2_7.key)
+
+    monkeypatch.setenv("MEDIAEMBED_MIGRATION_EXCLUDE", "s3://media/videos/corrupt.mp4")  # explicitly
     assert cli(["serving", "cut-over", MARENGO_3_0.key, "--by", "tester"]) == 0
     state = serving()
     assert (state["serving"], state["previous"], state["by"]) == (MARENGO_3_0.key, MARENGO_2_7.key, "tester")
@@ -93,6 +111,7 @@ def test_3_0_on_bedrock_to_3_5_on_twelvelabs_with_new_media_kept_up_for_both(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MEDIAEMBED_PROVIDERS", "marengo-3.0=bedrock,marengo-3.5=twelvelabs")
+    monkeypatch.setenv("MEDIAEMBED_MIGRATION_EXCLUDE", "s3://media/videos/corrupt.mp4")
     videos = [s for s in world.samples if s.modality == "video"]
     assert scheduled_run(world) == MARENGO_3_0.key  # nothing recorded yet: the initial version
     SensorDriver(world.instance).drain(world.lake)

@@ -23,6 +23,7 @@ from assets_defs.version_checks import (
     ProbeOutcome,
     bad_vectors,
     candidate_matches_serving,
+    checked_version,
     coverage,
     duplicate_segment_ids,
     eligible_objects,
@@ -174,18 +175,27 @@ def test_a_later_attempt_in_flight_wins_over_an_earlier_failure() -> None:
     assert missing_reason(jobs.iloc[:1], "e1") == "failed: x"
 
 
-def test_over_limit_and_unusable_objects_are_not_eligible_but_listed() -> None:
+def test_corrupt_and_over_limit_media_block_by_name_until_excluded_and_non_media_never_count() -> None:
     inv = pd.concat(
         [
             inventory(("s3://m/long.mp4", "e", 5 * 3600.0)),
             inventory(("s3://m/bad.mp4", "e", 0.0), status="unreadable"),
+            inventory(("s3://m/notes.txt", "e", 0.0), status="unsupported"),
         ]
     )
-    eligible, others = eligible_objects(inv, MODEL)
+    eligible, blocked, others = eligible_objects(inv, MODEL)
     assert eligible.empty
-    problems = dict(zip(others["media_uri"], others["problem"], strict=True))
+    problems = dict(zip(blocked["media_uri"], blocked["problem"], strict=True))
     assert "exceeds Marengo 3.0's limit" in problems["s3://m/long.mp4"]
-    assert problems["s3://m/bad.mp4"] == "unreadable: cannot decode"
+    assert problems["s3://m/bad.mp4"] == "corrupt: cannot decode"
+    assert list(others["media_uri"]) == ["s3://m/notes.txt"]
+    no_rows = pd.DataFrame({"media_uri": [], "etag": []})
+    jobs = ledger_rows(("s3://m/x.mp4", "e", "completed", None)).iloc[0:0]
+    result = coverage(eligible, no_rows, jobs, (), blocked)
+    assert (result.eligible, result.covered) == (2, 0)
+    assert set(result.missing["media_uri"]) == {"s3://m/long.mp4", "s3://m/bad.mp4"}
+    result = coverage(eligible, no_rows, jobs, ("s3://m/bad.mp4", "s3://m/long.mp4"), blocked)
+    assert (result.eligible, result.missing.empty, result.excluded_unknown) == (0, True, [])
 
 
 def test_vectors_of_the_wrong_length_are_named_per_object() -> None:
@@ -307,7 +317,7 @@ CHECKED = "marengo-3.0"
 URIS = ("s3://media/a.mp4", "s3://media/b.mp4", "s3://media/c.mp4")
 
 
-@dg.asset(key=["serving", "gated"], deps=[marengo_segment_index], partitions_def=marengo_model_partitions)
+@dg.asset(key=["serving", "gated"], deps=[checked_version], partitions_def=marengo_model_partitions)
 def gated() -> None:
     """Stands in for the cut-over: runs only when every blocking check passed."""
 
@@ -357,10 +367,11 @@ def world(tmp_path: Path) -> dict[str, object]:
 def run_checks(resources: dict[str, object], exclude: str = "") -> dg.ExecuteInProcessResult:
     job_def = dg.define_asset_job(
         "cut_over_stand_in",
-        selection=dg.AssetSelection.checks(*WHOLE_VERSION_CHECKS) | dg.AssetSelection.assets(gated),
+        selection=dg.AssetSelection.checks(*WHOLE_VERSION_CHECKS)
+        | dg.AssetSelection.assets(checked_version, gated),
     )
     defs = dg.Definitions(
-        assets=[marengo_segment_index, gated],
+        assets=[marengo_segment_index, checked_version, gated],
         asset_checks=list(WHOLE_VERSION_CHECKS),
         jobs=[job_def],
         resources=resources,
@@ -517,10 +528,11 @@ def side_by_side_world(
 def run_side_by_side(resources: dict[str, object], partition: str) -> tuple[dg.AssetCheckEvaluation, bool]:
     job_def = dg.define_asset_job(
         "side_by_side",
-        selection=dg.AssetSelection.checks(candidate_matches_serving) | dg.AssetSelection.assets(gated),
+        selection=dg.AssetSelection.checks(candidate_matches_serving)
+        | dg.AssetSelection.assets(checked_version, gated),
     )
     defs = dg.Definitions(
-        assets=[marengo_segment_index, gated],
+        assets=[marengo_segment_index, checked_version, gated],
         asset_checks=[candidate_matches_serving],
         jobs=[job_def],
         resources=resources,
