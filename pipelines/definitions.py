@@ -13,6 +13,7 @@ import dagster as dg
 from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import media_inventory
+from assets_defs.migration_plan import migration_plan
 from assets_defs.segment_index import marengo_segment_index
 from pipelines.jobs import embed_new_media_job, ingest_marengo_job, submit_marengo_job
 from pipelines.schedules import embed_new_media_schedule
@@ -50,7 +51,7 @@ pipeline_resources = {
 }
 
 defs = dg.Definitions(
-    assets=[media_inventory, marengo_invocations, marengo_embeddings, marengo_segment_index],
+    assets=[media_inventory, migration_plan, marengo_invocations, marengo_embeddings, marengo_segment_index],
     jobs=[embed_new_media_job, submit_marengo_job, ingest_marengo_job],
     schedules=[embed_new_media_schedule],
     sensors=[marengo_invocation_sensor],
