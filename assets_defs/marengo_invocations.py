@@ -123,9 +123,9 @@ def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
                 "Fails, and the run submits nothing, when what is still to embed for this version is "
                 "estimated over the budget (budget_usd / MEDIAEMBED_BUDGET_USD, budget_media_seconds / "
                 "MEDIAEMBED_BUDGET_MEDIA_SECONDS); the failure names the budget, the estimate and how "
-                "to raise it."
+                "to raise it. Not blocking: the run succeeds having submitted nothing, so the ingest of "
+                "jobs already running goes on, and the sensor waits for a person."
             ),
-            blocking=True,
         ),
     ],
 )
