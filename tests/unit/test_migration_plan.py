@@ -1,5 +1,6 @@
 """The plan before a launch: the estimate, the expected duration, the budget gate and per-version progress."""
 
+import io
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,8 @@ from assets_defs.plan_estimates import (
     resolve_budget,
     version_progress,
 )
+from harness.demo import follow
+from mediaembed.ingest import Progress
 from resources.embedding_jobs import (
     EmbeddingJob,
     EmbeddingOptions,
@@ -339,3 +342,12 @@ def test_an_old_rejection_does_not_count_as_failed_for_ever(lake: Lake) -> None:
     assert version_progress(inventory(), jobs, empty, MARENGO_3_0, EmbeddingOptions()).failed == 1
     jobs["recorded_at"] = datetime.now(UTC) - timedelta(days=2)
     assert version_progress(inventory(), jobs, empty, MARENGO_3_0, EmbeddingOptions()).failed == 0
+
+
+def test_the_demos_progress_line_is_the_pipelines_own_counts(lake: Lake) -> None:
+    a_backfill_under_way(lake)
+    err = io.StringIO()
+    follow(Progress(err, tty=False), lake, MARENGO_3_0.key)(pd.DataFrame())
+    assert err.getvalue().startswith(
+        "embedding: 3/6 jobs finished, marengo-3.0: 1/6 done, 1 in flight, 2 failed, 2 waiting, 0 not started"
+    )
