@@ -144,7 +144,6 @@ def plan_metadata(plan: MigrationPlan) -> dict[str, dg.MetadataValue]:
     deps=[media_inventory],
     partitions_def=marengo_model_partitions,
     group_name="migration",
-    kinds={"parquet"},
     check_specs=[
         dg.AssetCheckSpec(
             "estimate_within_budget",
