@@ -15,7 +15,8 @@ from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import read_inventory
 from assets_defs.metadata import column_schema, preview
 from assets_defs.partitions import marengo_model_partitions
-from resources.embedding_jobs import EmbeddingJob, InvocationStatus, options_from_canonical
+from assets_defs.plan_estimates import embedded_objects, version_progress
+from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, InvocationStatus, options_from_canonical
 from resources.embedding_table import EmbeddingTable
 from resources.invocation_findings import InvocationFindings
 from resources.lake import Lake
@@ -369,6 +370,14 @@ def marengo_embeddings(
     bad_vectors = _vector_problems(written, model.dimension)
     outside = _segments_outside_media(written, durations)
     columns = ["media_uri", "embedding_option", "embedding_type", "embedding_scope", "start_sec", "end_sec"]
+    # Where the version stands after this run (the submission defaults' options and attempts).
+    progress = version_progress(
+        inventory,
+        SubmissionLedger(lake, None).jobs(model.key),
+        embedded_objects(lake, model),
+        model,
+        EmbeddingOptions(),
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": written.num_rows,
@@ -398,6 +407,7 @@ def marengo_embeddings(
                 pd.DataFrame([{"media_uri": f.media_uri, "reason": f.reason} for f in failed])
             ),
             "preview": preview(written.select(columns).to_pandas()),
+            **progress.metadata(),
         },
         check_results=[
             dg.AssetCheckResult(

@@ -6,7 +6,6 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Literal
 
 import dagster as dg
 import pandas as pd
@@ -15,7 +14,14 @@ from pydantic import Field
 from assets_defs.media_inventory import media_inventory, read_inventory
 from assets_defs.metadata import preview
 from assets_defs.partitions import marengo_model_partitions
-from assets_defs.submission_plan import Slots, plan_submissions
+from assets_defs.plan_estimates import (
+    SubmissionSettings,
+    budget_problem,
+    embedded_objects,
+    estimate_jobs,
+    version_progress,
+)
+from assets_defs.submission_plan import Slots, SubmissionPlan, plan_submissions
 from resources.embedding_jobs import (
     EmbeddingJob,
     EmbeddingOptions,
@@ -44,12 +50,7 @@ HOLD_QUOTA_SEC = 14 * 60
 MAX_BUSY_BACKOFF_SEC = 60.0
 
 
-class InvocationConfig(dg.Config):
-    segmentation: Literal["dynamic", "fixed"] = Field(
-        default="dynamic", description="dynamic: scene-aligned clips (video); fixed: equal clips."
-    )
-    min_segment_sec: float = Field(default=4.0, ge=1, le=10, description="Shortest dynamic clip, seconds.")
-    fixed_segment_sec: float = Field(default=6.0, ge=1, le=10, description="Fixed clip length, seconds.")
+class InvocationConfig(SubmissionSettings):
     max_in_flight: int | None = Field(
         default=None,
         ge=1,
@@ -74,18 +75,6 @@ class InvocationConfig(dg.Config):
         le=600,
         description="While holding the quota: how often to ask the provider which jobs finished.",
     )
-    max_attempts: int = Field(default=2, ge=1, description="Attempts per object before a failure is final.")
-    max_lost: int = Field(
-        default=3,
-        ge=1,
-        description=(
-            "Jobs the provider lost (no longer knows) are resubmitted without using up an attempt, "
-            "up to this many times per object."
-        ),
-    )
-
-    def options(self) -> EmbeddingOptions:
-        return EmbeddingOptions(self.segmentation, self.min_segment_sec, self.fixed_segment_sec)
 
 
 def _finished_tokens(statuses: Iterable[InvocationStatus]) -> set[str]:
@@ -126,7 +115,18 @@ def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
                 "output bucket outside the model's region): a setup problem (model access, region, "
                 "buckets). Refusals about one object (bad media) never count."
             ),
-        )
+        ),
+        dg.AssetCheckSpec(
+            "within_budget",
+            asset=["marengo", "invocations"],
+            description=(
+                "Fails, and the run submits nothing, when what is still to embed for this version is "
+                "estimated over the budget (budget_usd / MEDIAEMBED_BUDGET_USD, budget_media_seconds / "
+                "MEDIAEMBED_BUDGET_MEDIA_SECONDS); the failure names the budget, the estimate and how "
+                "to raise it. Not blocking: the run succeeds having submitted nothing, so the ingest of "
+                "jobs already running goes on, and the sensor waits for a person."
+            ),
+        ),
     ],
 )
 def marengo_invocations(
@@ -156,8 +156,26 @@ def marengo_invocations(
     every_provider = SubmissionLedger(lake, None).jobs(model.key)
     seconds = dict(zip(inventory["media_uri"], inventory["duration_sec"], strict=True))
     seconds = {uri: (None if pd.isna(s) else float(s)) for uri, s in seconds.items()}
+
+    def planned() -> SubmissionPlan:
+        return plan_submissions(
+            inventory,
+            every_provider,
+            model,
+            config.options(),
+            config.max_attempts,
+            config.max_lost,
+            provider.provider_name,
+        )
+
+    plan = planned()
+    # The budget gate, before any provider call: what is still to embed for the version must fit. Jobs a
+    # killed run created but never recorded count as still to embed here (a slight overestimate).
+    budget = config.budget()
+    estimate = estimate_jobs(plan.due, seconds, route)
+    over_budget = budget_problem(estimate, budget, model.key, provider.provider_name)
     recovered: list[Submission] = []
-    if provider.needs_intent:  # jobs a killed run created but never recorded: adopt, never create again
+    if provider.needs_intent and not over_budget:  # jobs a killed run created, never recorded: adopt them
         recovered = _recover_intents(provider, ledger, model, every_provider, config.options())
         if recovered:
             ledger.record_submissions(recovered, seconds, context.run_id)
@@ -166,15 +184,7 @@ def marengo_invocations(
                 f"found at {provider.provider_name} and recorded; none is created again"
             )
             every_provider = SubmissionLedger(lake, None).jobs(model.key)
-    plan = plan_submissions(
-        inventory,
-        every_provider,
-        model,
-        config.options(),
-        config.max_attempts,
-        config.max_lost,
-        provider.provider_name,
-    )
+            plan = planned()
     quota = config.max_in_flight or provider.max_in_flight(model)
     slots = Slots(quota)
     if not every_provider.empty:  # the quota is this provider's: only its own open jobs hold slots
@@ -195,10 +205,14 @@ def marengo_invocations(
     rejected = [_rejection(job, reason) for job, reason in plan.over_limit]
     # Before any request: a set-up the provider would refuse for every job stops the run's submissions,
     # and the objects of a bucket it cannot read are skipped with the reason while the others go on.
-    setup_problem = provider.setup_problem() if plan.due else None
+    if over_budget:
+        context.log.error(over_budget)
+    setup_problem = provider.setup_problem() if plan.due and not over_budget else None
     refused_up_front = setup_problem is not None
     bucket_refusals = (
-        {} if refused_up_front else provider.unusable_buckets(sorted({_bucket(j) for j in plan.due}))
+        {}
+        if refused_up_front or over_budget
+        else provider.unusable_buckets(sorted({_bucket(j) for j in plan.due}))
     )
     for bucket, reason in bucket_refusals.items():
         skipped = [job for job in plan.due if _bucket(job) == bucket]
@@ -233,7 +247,7 @@ def marengo_invocations(
             context.log.debug(f"{freed} jobs finished: {slots.free(time.monotonic())} slots free")
 
     try:
-        while due and not refused_up_front:
+        while due and not refused_up_front and not over_budget:
             now = time.monotonic()
             if slots.free(now) == 0:
                 if now >= deadline:
@@ -289,7 +303,9 @@ def marengo_invocations(
 
     deferred = len(due)
     busy_reason = None
-    if deferred and not setup_problem:
+    if over_budget:
+        busy_reason = over_budget  # "stopped: ...": the sensor waits for a person to raise the budget
+    elif deferred and not setup_problem:
         busy_reason = last_refusal or f"{quota} invocations in flight (the {provider.provider_name} quota)"
         context.log.info(f"{deferred} objects wait for a later run: {busy_reason}")
     if refused_up_front:
@@ -300,6 +316,15 @@ def marengo_invocations(
         context.log.error(
             f"{busy_reason}; {deferred} objects wait. Check the model access, region and buckets."
         )
+    progress = version_progress(
+        inventory,
+        SubmissionLedger(lake, None).jobs(model.key),
+        embedded_objects(lake, model),
+        model,
+        config.options(),
+        config.max_attempts,
+        config.max_lost,
+    )
     media_seconds = sum(seconds.get(s.job.media_uri) or 0.0 for s in submitted)
     cost = sum(route.estimated_cost_usd(s.job.modality, seconds.get(s.job.media_uri)) for s in submitted)
     rejected_frame = pd.DataFrame([{"media_uri": r.media_uri, "reason": r.reason} for r in rejected])
@@ -337,6 +362,10 @@ def marengo_invocations(
             "estimated_cost_usd": round(cost, 4),
             "submitted_preview": preview(submitted_frame),
             "rejected_preview": preview(rejected_frame),
+            "budget": budget.describe(),
+            "estimated_cost_usd_still_to_embed": round(estimate.cost_usd, 4),
+            "media_seconds_still_to_embed": round(estimate.media_seconds, 3),
+            **progress.metadata(),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -348,7 +377,19 @@ def marengo_invocations(
                     "reason": setup_problem or "",
                     "buckets_skipped": dg.MetadataValue.json(bucket_refusals),
                 },
-            )
+            ),
+            dg.AssetCheckResult(
+                check_name="within_budget",
+                passed=over_budget is None,
+                description=over_budget,
+                metadata={
+                    "budget": budget.describe(),
+                    "objects_still_to_embed": estimate.objects,
+                    "estimated_cost_usd": round(estimate.cost_usd, 4),
+                    "priced": estimate.priced,
+                    "media_seconds": round(estimate.media_seconds, 3),
+                },
+            ),
         ],
     )
 

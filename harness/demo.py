@@ -2,19 +2,27 @@
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import pandas as pd
 
 from assets_defs.media_inventory import read_inventory
+from assets_defs.plan_estimates import version_progress
 from emulators.sample_media import SampleObject, upload_sample_media
 from emulators.stack import start_local_stack
 from harness.local_env import apply, local_settings, prepare_dagster_home
+from mediaembed.ingest import Progress
 from mediaembed.run_slots import PoolSlotTimeout
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.search import print_hits, search
 from pipelines.definitions import pipeline_resources
+from resources.embedding_jobs import EmbeddingOptions
+from resources.marengo_models import marengo_model
 from resources.model_routes import describe_cost
+from resources.submission_ledger import SubmissionLedger
 
 SAMPLE_QUERIES = ("yellow triangle", "a red circle", "low hum")
 NEXT_QUERY = "red circle"
@@ -32,6 +40,21 @@ def next_step(workdir: Path) -> str:
         command = str(script)
     line = f'{shlex.quote(command)} search --local "{NEXT_QUERY}"'
     return line if workdir == Path(".local") else f"{line} --workdir {shlex.quote(str(workdir))}"
+
+
+def follow(bar: Progress, lake: Any, model_key: str) -> Callable[[pd.DataFrame], None]:
+    """After each sensor tick: where the version stands (the pipeline's own progress counts, from the
+    inventory and the ledger), as one redrawn line on a terminal and occasional plain lines otherwise."""
+    model = marengo_model(model_key)
+    inventory = read_inventory(lake)
+    no_rows = pd.DataFrame({"media_id": [], "etag": []})
+
+    def show(in_flight: pd.DataFrame) -> None:
+        jobs = SubmissionLedger(lake, None).jobs(model.key)
+        now = version_progress(inventory, jobs, no_rows, model, EmbeddingOptions())
+        bar.update(now.done + now.failed, now.objects, f"{model.key}: {now.line()}")
+
+    return show
 
 
 def run_demo(workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES) -> int:
@@ -85,7 +108,11 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
 
         driver = SensorDriver(instance)
         with dg.build_resources({"lake": pipeline_resources["lake"]}) as built:
-            driver.drain(built.lake)
+            bar = Progress(sys.stderr)
+            try:
+                driver.drain(built.lake, progress=follow(bar, built.lake, serving.serving))
+            finally:
+                bar.close()
         for result in driver.ingest_results:
             ingest = materialization_metadata(result, ["marengo", "embeddings"])
             index = materialization_metadata(result, ["search", "marengo_segments"])

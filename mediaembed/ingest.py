@@ -477,6 +477,7 @@ def _ingest(
     from dagster._core.errors import DagsterExecutionInterruptedError
 
     from assets_defs.media_inventory import read_inventory
+    from assets_defs.plan_estimates import OVER_BUDGET
     from mediaembed.run_slots import PoolSlotTimeout
     from mediaembed.runner import SensorDriver, StillInFlight, materialization_metadata, run_job
     from pipelines.definitions import pipeline_resources
@@ -539,6 +540,9 @@ def _ingest(
                         f"({invocations['already_handled']} already handled, {cost})"
                     )
                 reason = str(invocations["deferred_reason"])
+                if reason.startswith(OVER_BUDGET):
+                    finish()
+                    raise IngestError(f"nothing submitted: {reason.removeprefix('stopped: ')}")
                 if reason.startswith("stopped:"):
                     finish()
                     raise IngestError(f"Bedrock {reason.removeprefix('stopped: ')}: fix that, then run again")

@@ -13,6 +13,7 @@ import dagster as dg
 from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import media_inventory
+from assets_defs.migration_plan import migration_plan
 from assets_defs.segment_index import marengo_segment_index
 from assets_defs.serving import serving_marengo
 from assets_defs.version_checks import WHOLE_VERSION_CHECKS, checked_version
@@ -63,6 +64,7 @@ pipeline_resources = {
 defs = dg.Definitions(
     assets=[
         media_inventory,
+        migration_plan,
         marengo_invocations,
         marengo_embeddings,
         marengo_segment_index,

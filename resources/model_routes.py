@@ -24,6 +24,12 @@ ProviderName = Literal["bedrock", "twelvelabs"]
 PROVIDER_NAMES: tuple[ProviderName, ...] = ("bedrock", "twelvelabs")
 RequestStyle = Literal["bedrock-flat", "bedrock-nested", "twelvelabs-embed-v2", "twelvelabs-embed-v1"]
 PROVIDERS_ENV = "MEDIAEMBED_PROVIDERS"
+# How long one async job typically runs, for the plan's expected duration only: no provider publishes it
+# (../shared/reference/bedrock-runtime.md has quotas and prices, no latency). Assumed: 30 s per job plus
+# 0.25 s per media second (a 10-minute video in about 3 minutes). Measure yours; the plan's run config
+# overrides both.
+DEFAULT_JOB_OVERHEAD_SEC = 30.0
+DEFAULT_SEC_PER_MEDIA_SEC = 0.25
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ class ModelRoute:
     usd_per_video_second: float | None = None
     usd_per_audio_second: float | None = None
     usd_per_image: float | None = None
+    typical_job_overhead_sec: float = DEFAULT_JOB_OVERHEAD_SEC
+    typical_sec_per_media_sec: float = DEFAULT_SEC_PER_MEDIA_SEC
 
     def sync_model_id(self, region: str) -> str:
         """Bedrock InvokeModel takes a geographic inference profile (or, where offered, the base id);

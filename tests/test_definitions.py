@@ -32,6 +32,7 @@ def test_asset_catalog_snapshot() -> None:
     models = ["marengo-2.7", "marengo-3.0", "marengo-3.5"]
     assert catalog == {
         "media/inventory": ("media", ["parquet", "s3"], None),
+        "migration/plan": ("migration", [], models),
         "marengo/invocations": ("marengo", ["bedrock", "twelvelabs"], models),
         "marengo/embeddings": ("marengo", ["deltalake", "s3"], models),
         "search/marengo_segments": ("search", ["lancedb"], models),
@@ -42,6 +43,8 @@ def test_asset_catalog_snapshot() -> None:
     assert checks == {
         ("media/inventory", "all_media_readable"),
         ("marengo/invocations", "provider_accepts_requests"),
+        ("marengo/invocations", "within_budget"),
+        ("migration/plan", "estimate_within_budget"),
         ("marengo/embeddings", "finished_jobs_end"),
         ("marengo/embeddings", "no_job_running_too_long"),
         ("marengo/embeddings", "vectors_well_formed"),

@@ -85,7 +85,7 @@ def run(
     ) as context:
         result = marengo_invocations(context, config or InvocationConfig())
     assert isinstance(result, dg.MaterializeResult) and result.metadata and result.check_results
-    [check] = result.check_results
+    [check] = [c for c in result.check_results if c.check_name == "provider_accepts_requests"]
     return {k: getattr(v, "value", v) for k, v in result.metadata.items()}, check
 
 
