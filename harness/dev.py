@@ -9,15 +9,19 @@ from emulators.sample_media import upload_sample_media
 from emulators.stack import start_local_stack
 from harness.local_env import apply, local_settings, prepare_dagster_home
 
+DEV_EMULATOR_PORTS = (4566, 4567, 4568)
 
-def run_dev(workdir: Path, port: int) -> int:
+
+def run_dev(workdir: Path, port: int, emulator_ports: tuple[int, int, int] = DEV_EMULATOR_PORTS) -> int:
+    """`emulator_ports`: S3, Bedrock, TwelveLabs (0: any free port, as a test on a shared machine needs)."""
+    s3_port, bedrock_port, twelvelabs_port = emulator_ports
     settings = local_settings(workdir)
     # Bedrock's jobs and the TwelveLabs API's tasks live under the work folder, so a restart over a kept
     # `.local` loses none of them; the media goes up before they start, so the jobs it carries on find it.
     with start_local_stack(
-        s3_port=4566,
-        bedrock_port=4567,
-        twelvelabs_port=4568,
+        s3_port=s3_port,
+        bedrock_port=bedrock_port,
+        twelvelabs_port=twelvelabs_port,
         latency_sec=2.0,
         workdir=workdir / "bedrock",
         twelvelabs_workdir=workdir / "twelvelabs",
@@ -29,7 +33,18 @@ def run_dev(workdir: Path, port: int) -> int:
         env_file = workdir / "dev.env"
         env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
         print(f"emulators up; settings in {env_file} (`. {env_file}` then `mediaembed search ...`)")
-        command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)]
+        command = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ]
         try:
             return subprocess.call(command)
         except KeyboardInterrupt:

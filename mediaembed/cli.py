@@ -81,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     dev_cmd = commands.add_parser("dev", help="local emulators + sample media + the Dagster UI")
     dev_cmd.add_argument("--workdir", type=Path, default=Path(".local"))
     dev_cmd.add_argument("--port", type=int, default=3000)
+    dev_cmd.add_argument(
+        "--emulator-ports",
+        type=int,
+        nargs=3,
+        default=[4566, 4567, 4568],
+        metavar=("S3", "BEDROCK", "TWELVELABS"),
+        help="ports of the local emulators (0: any free port)",
+    )
 
     commands.add_parser("emulate", help="run the local S3 and Bedrock emulators", add_help=False)
 
@@ -123,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args.workdir)
     from harness.dev import run_dev
 
-    return run_dev(args.workdir, args.port)
+    s3_port, bedrock_port, twelvelabs_port = args.emulator_ports
+    return run_dev(args.workdir, args.port, (s3_port, bedrock_port, twelvelabs_port))
 
 
 def _search(args: argparse.Namespace) -> int:
