@@ -166,7 +166,8 @@ def warm(root: Path, endpoint: str, rows: int, n_queries: int, ann: bool) -> Non
         f"warm Python API ({rows:,} x {MARENGO_3_0.dimension} segments, written and indexed as the "
         f"pipeline does in {time.perf_counter() - t0:.1f} s: {kind})"
     )
-    settings = SearchSettings(index_uri=uri, region=REGION, bedrock_endpoint=endpoint)
+    # No serving record in this lake: search asks the initial version, 3.0 (MEDIAEMBED_SERVING_VERSION).
+    settings = SearchSettings(index_uri=uri, region=REGION, bedrock_endpoint=endpoint, lake_uri=f"{uri}-lake")
     texts = queries(n_queries)
     client = runtime_client(REGION, endpoint, "standard", 3)
     embed_times = []

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TextIO
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from resources.bedrock_query import embed_query, runtime_client
 from resources.marengo_models import MARENGO_MODELS, MarengoModel
@@ -162,26 +165,38 @@ class Searcher:
         self._clients: dict[str, Any] = dict(clients or {})
         self._db: Any = None
         self._tables: dict[str, Any] = {}
+        self._serving: tuple[ServingState, float] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> Searcher:
         return cls(SearchSettings.from_env(env), **options)
 
     def serving(self) -> ServingState:
-        """The lake's serving record, read on every call: a cut-over or rollback reaches a long-lived
-        searcher with its next query, and one query only ever reads one version's table."""
+        """The lake's serving record, read again once `read_consistency_interval` has passed (as LanceDB
+        looks for new table versions): a cut-over or rollback reaches a long-lived searcher within it, and
+        one query only ever reads one version's table."""
+        interval = (self.read_consistency_interval or timedelta(0)).total_seconds()
+        if self._serving is not None and time.monotonic() - self._serving[1] < interval:
+            return self._serving[0]
         lake = self.settings.lake_uri
         if not lake:
             raise SearchError(
                 "MEDIAEMBED_LAKE_URI is not set: it names the lake whose serving record says which Marengo "
-                f"version to search (or pass --model); {LOCAL_HINT}"
+                f"version to search, or pass --model ({CONFIG_HELP}); {LOCAL_HINT}"
             )
         try:
-            return ServingVersions(
-                record_folder(lake, self._s3() if lake.startswith("s3://") else None)
-            ).current()
+            folder = record_folder(lake, self._s3() if lake.startswith("s3://") else None)
+            state = ServingVersions(folder).current()
         except ServingChangeRefused as error:
             raise SearchError(str(error)) from None
+        except (BotoCoreError, ClientError, OSError, ValueError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise SearchError(
+                f"cannot read the serving record under {lake}: {reason}; check MEDIAEMBED_LAKE_URI, "
+                "AWS_ENDPOINT_URL_S3 and access to the bucket"
+            ) from None
+        self._serving = (state, time.monotonic())
+        return state
 
     def search(
         self, query: str | MarengoQuery, top_k: int = 5, model_key: str | None = None

@@ -95,6 +95,7 @@ def env(monkeypatch: pytest.MonkeyPatch, bedrock: BedrockRuntimeEmulator, index_
             monkeypatch.delenv(name)
     values = {
         "MEDIAEMBED_INDEX_URI": str(index_dir),
+        "MEDIAEMBED_LAKE_URI": str(index_dir.parent / "lake"),  # no serving record: the initial 3.0
         "AWS_REGION": REGION,
         "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.endpoint,
         "AWS_ACCESS_KEY_ID": "test",
@@ -281,6 +282,7 @@ def test_an_unreachable_index_bucket_is_one_line_naming_the_endpoint(
     ("unset", "named"),
     [
         (("MEDIAEMBED_INDEX_URI",), "MEDIAEMBED_INDEX_URI is not set"),
+        (("MEDIAEMBED_LAKE_URI",), "MEDIAEMBED_LAKE_URI is not set"),
         (("AWS_REGION", "AWS_DEFAULT_REGION"), "AWS_REGION is not set"),
     ],
 )
@@ -332,7 +334,10 @@ def test_a_warm_searcher_reuses_its_table_and_sees_new_segments(
     table = _segments(client, MARENGO_3_0)
     index = _write(tmp_path / "index", MARENGO_3_0, table.slice(0, 1))
     settings = SearchSettings(
-        index_uri=str(tmp_path / "index"), region=REGION, bedrock_endpoint=bedrock.endpoint
+        index_uri=str(tmp_path / "index"),
+        region=REGION,
+        bedrock_endpoint=bedrock.endpoint,
+        lake_uri=str(tmp_path / "lake"),
     )
     searcher = Searcher(settings, read_consistency_interval=timedelta(0))
     assert [h.media_uri for h in searcher.search("low hum", 5)] == ["s3://media/videos/shapes.mp4"]
