@@ -66,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         help="which Marengo version serves search; cut over to another or roll back",
         description="Without an action: the serving version, since when, and what a rollback returns to. "
         "cut-over KEY and roll-back run the same Dagster jobs as the UI (cut-over only after the target's "
-        "whole-version checks pass), on the instance of DAGSTER_HOME.",
+        "whole-version checks pass), on the instance of DAGSTER_HOME. retire KEY stops embedding new media "
+        "for a version that no longer serves (its tables stay; search can no longer roll back to it).",
     )
-    serving_cmd.add_argument("action", nargs="?", default="show", choices=("show", "cut-over", "roll-back"))
+    serving_cmd.add_argument(
+        "action", nargs="?", default="show", choices=("show", "cut-over", "roll-back", "retire")
+    )
     serving_cmd.add_argument(
         "key", nargs="?", choices=sorted(MARENGO_MODELS), help="with cut-over: the version"
     )
@@ -113,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serving":
         from mediaembed.serving import run_serving
 
-        if (args.action == "cut-over") != (args.key is not None):
+        if (args.action in ("cut-over", "retire")) != (args.key is not None):
             parser.error(
-                "name the version with cut-over, and only with it: mediaembed serving cut-over marengo-3.0"
+                "name the version with cut-over or retire, and only then: "
+                "mediaembed serving cut-over marengo-3.0"
             )
         return run_serving(args.action, args.key, args.json, args.by)
     if args.command == "ingest":

@@ -7,6 +7,7 @@ when, from and to, and a cut-over passes the same blocking whole-version checks.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import sys
@@ -112,6 +113,10 @@ def run_serving(
             show(as_json, out)
         elif action == "cut-over":
             change(CUT_OVER_JOB, key, by, out)
+        elif action == "retire":
+            assert key is not None
+            retired = _versions().retire(key, by or getpass.getuser())
+            print(f"{key} retired: no new media are embedded for it; {retired.describe()}", file=out)
         else:
             change(ROLL_BACK_JOB, None, by, out)
     except (ServingCommandError, ServingChangeRefused) as error:

@@ -140,3 +140,13 @@ def test_3_0_on_bedrock_to_3_5_on_twelvelabs_with_new_media_kept_up_for_both(
         assert {h["media_uri"] for h in hits} == twins and {h["model"] for h in hits} == {model}
         if model == MARENGO_3_5.key:
             assert cli(["serving", "roll-back"]) == 0
+
+    # Retiring 3.5 (it no longer serves): the sensor stops submitting new media for it.
+    assert cli(["serving", "retire", MARENGO_3_5.key]) == 0
+    assert serving()["retired"] == [MARENGO_3_5.key] and serving()["previous"] is None
+    world.stack.s3.client().put_object(Bucket="media", Key="late/second.jpg", Body=late.data)
+    created = world.stack.twelvelabs.created_tasks
+    assert scheduled_run(world) == MARENGO_3_0.key
+    SensorDriver(world.instance).drain(world.lake)
+    assert "s3://media/late/second.jpg" in EmbeddingTable(world.lake, MARENGO_3_0).media_uris().values()
+    assert world.stack.twelvelabs.created_tasks == created, "nothing new for a retired version"
