@@ -14,7 +14,9 @@ import dagster as dg
 
 from pipelines.definitions import defs
 from pipelines.schedules import embed_new_media_schedule
+from resources.lake import Lake
 from resources.marengo_models import MARENGO_3_0
+from resources.s3_storage import S3Storage
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -26,13 +28,20 @@ SETTINGS = {
 }
 
 
-def test_schedule_and_sensor_run_from_the_start() -> None:
+def test_schedule_and_sensor_run_from_the_start(tmp_path: Path) -> None:
     schedule = defs.resolve_schedule_def("embed_new_media_schedule")
     sensor = defs.resolve_sensor_def("marengo_invocation_sensor")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    request = embed_new_media_schedule(dg.build_schedule_context())
+    lake = Lake(root=str(tmp_path / "lake"), storage=S3Storage(region_name="us-east-1"))
+    with dg.build_schedule_context(resources={"lake": lake}) as context:
+        request = embed_new_media_schedule(context)
+    # A new lake has no serving record: the schedule submits for the initial version.
     assert isinstance(request, dg.RunRequest) and request.partition_key == MARENGO_3_0.key
+    lake.serving_versions().cut_over("marengo-2.7", by="test")
+    with dg.build_schedule_context(resources={"lake": lake}) as context:
+        request = embed_new_media_schedule(context)
+    assert isinstance(request, dg.RunRequest) and request.partition_key == "marengo-2.7"
 
 
 def test_the_code_location_loads_from_the_settings_alone(tmp_path: Path) -> None:
