@@ -8,7 +8,8 @@ provider per version; versions it does not name keep their default (Bedrock wher
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Literal
 
 from resources.marengo_models import (
@@ -24,6 +25,10 @@ ProviderName = Literal["bedrock", "twelvelabs"]
 PROVIDER_NAMES: tuple[ProviderName, ...] = ("bedrock", "twelvelabs")
 RequestStyle = Literal["bedrock-flat", "bedrock-nested", "twelvelabs-embed-v2", "twelvelabs-embed-v1"]
 PROVIDERS_ENV = "MEDIAEMBED_PROVIDERS"
+# Your own prices (a negotiated rate, the TwelveLabs API's, a new list price) over the published ones:
+# "bedrock/marengo-3.0:video=0.0007,audio=0.00014,image=0.0001;twelvelabs/marengo-3.5:video=0.0005".
+PRICES_ENV = "MEDIAEMBED_PRICES"
+PRICE_FIELDS = {"video": "usd_per_video_second", "audio": "usd_per_audio_second", "image": "usd_per_image"}
 # How long one async job typically runs, for the plan's expected duration only: no provider publishes it
 # (../shared/reference/bedrock-runtime.md has quotas and prices, no latency). Assumed: 30 s per job plus
 # 0.25 s per media second (a 10-minute video in about 3 minutes). Measure yours; the plan's run config
@@ -157,8 +162,49 @@ def configured_providers(environ: dict[str, str] | None = None) -> dict[str, Pro
     return parse_providers(env.get(PROVIDERS_ENV, ""))
 
 
+@lru_cache(maxsize=8)
+def parse_prices(text: str) -> dict[tuple[str, str], dict[str, float]]:
+    """(provider, model key) -> route price fields, from MEDIAEMBED_PRICES; a one-line error names the
+    fault."""
+    prices: dict[tuple[str, str], dict[str, float]] = {}
+    for entry in (e.strip() for e in text.split(";")):
+        if not entry:
+            continue
+        target, _, rates = entry.partition(":")
+        provider, _, key = target.strip().partition("/")
+        if (provider, key) not in ROUTES:
+            raise ValueError(
+                f"{PRICES_ENV}: {target.strip()!r} is not a route; "
+                "write provider/model, as bedrock/marengo-3.0"
+            )
+        fields: dict[str, float] = {}
+        for rate in (r.strip() for r in rates.split(",") if r.strip()):
+            kind, _, value = (x.strip() for x in rate.partition("="))
+            try:
+                usd = float(value)
+            except ValueError:
+                usd = -1.0
+            if kind not in PRICE_FIELDS or usd < 0:
+                raise ValueError(
+                    f"{PRICES_ENV}: {rate!r} in {entry!r}: write video=, audio= (USD per second) or image= "
+                    "(USD each) with a number of 0 or more"
+                )
+            fields[PRICE_FIELDS[kind]] = usd
+        prices[(provider, key)] = fields
+    return prices
+
+
 def route(provider: ProviderName | str, model_key: str) -> ModelRoute:
+    """The route of a model at a provider, with the prices of MEDIAEMBED_PRICES over the published ones."""
     found = ROUTES.get((provider, model_key))
     if found is None:
         raise ValueError(f"{provider} does not offer {model_key}")
-    return found
+    override = parse_prices(os.environ.get(PRICES_ENV, "").strip()).get((provider, model_key))
+    if not override:
+        return found
+    return replace(
+        found,
+        usd_per_video_second=override.get("usd_per_video_second", found.usd_per_video_second),
+        usd_per_audio_second=override.get("usd_per_audio_second", found.usd_per_audio_second),
+        usd_per_image=override.get("usd_per_image", found.usd_per_image),
+    )

@@ -227,3 +227,23 @@ def test_a_job_failed_at_bedrock_is_retried_at_twelvelabs_as_the_next_attempt(tm
     [retry] = SubmissionLedger(lake, "twelvelabs").in_progress().to_dict("records")
     assert (retry["attempt"], retry["job_key"]) == (2, row["job_key"])
     assert retry["client_token"] == f"me-{row['job_key']}-a2-twelvelabs"
+
+
+def test_prices_come_from_configuration_over_the_published_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resources.model_routes import route
+
+    assert route("twelvelabs", "marengo-3.5").priced is False  # no published price
+    monkeypatch.setenv(
+        "MEDIAEMBED_PRICES",
+        "twelvelabs/marengo-3.5:video=0.0005,audio=0.0001,image=0.0002; bedrock/marengo-3.0:video=0.001",
+    )
+    priced = route("twelvelabs", "marengo-3.5")
+    assert priced.priced and priced.estimated_cost_usd("video", 10.0) == pytest.approx(0.005)
+    assert route("bedrock", "marengo-3.0").estimated_cost_usd("video", 10.0) == pytest.approx(0.01)
+    assert route("bedrock", "marengo-3.0").usd_per_image == 0.0001, "the rest stays as published"
+    monkeypatch.setenv("MEDIAEMBED_PRICES", "bedrock/marengo-9:video=1")
+    with pytest.raises(ValueError, match="MEDIAEMBED_PRICES: 'bedrock/marengo-9' is not a route"):
+        route("bedrock", "marengo-3.0")
+    monkeypatch.setenv("MEDIAEMBED_PRICES", "bedrock/marengo-3.0:video=cheap")
+    with pytest.raises(ValueError, match="write video=, audio="):
+        route("bedrock", "marengo-3.0")
