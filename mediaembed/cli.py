@@ -1,6 +1,7 @@
 """The `mediaembed` command: search, ingest, demo, dev and emulate."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     serving_cmd.add_argument("--json", action="store_true", help="the record and its history as JSON")
     serving_cmd.add_argument("--by", default="", help="who makes the change (default: your user name)")
+    serving_cmd.add_argument(
+        "--local", action="store_true", help="show what `make demo` built (the lake under --workdir)"
+    )
+    serving_cmd.add_argument("--workdir", type=Path, default=Path(".local"), help="with --local")
 
     demo_cmd = commands.add_parser("demo", help="run the pipeline on the local emulators, then search")
     demo_cmd.add_argument("--workdir", type=Path, default=Path(".local"))
@@ -121,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
                 "name the version with cut-over or retire, and only then: "
                 "mediaembed serving cut-over marengo-3.0"
             )
+        if args.local:
+            if args.action != "show":
+                parser.error("--local only shows; change the local serving version from `make dev`'s UI")
+            from harness.local_env import local_settings
+
+            os.environ["MEDIAEMBED_LAKE_URI"] = local_settings(args.workdir)["MEDIAEMBED_LAKE_URI"]
         return run_serving(args.action, args.key, args.json, args.by)
     if args.command == "ingest":
         from mediaembed.ingest import run_ingest

@@ -28,7 +28,8 @@ def _versions() -> ServingVersions:
     lake = os.environ.get("MEDIAEMBED_LAKE_URI", "").strip()
     if not lake:
         raise ServingCommandError(
-            "MEDIAEMBED_LAKE_URI is not set: it names the lake that holds the serving record"
+            "MEDIAEMBED_LAKE_URI is not set: it names the lake that holds the serving record "
+            "(`mediaembed serving --local` shows what `make demo` built)"
         )
     client = None
     if lake.startswith("s3://"):
