@@ -123,4 +123,14 @@ def run_serving(
     except (ServingCommandError, ServingChangeRefused) as error:
         print(f"mediaembed serving: {error}", file=err)
         return 1
+    except Exception as error:  # the last line of defence: one line, never a traceback
+        if os.environ.get("MEDIAEMBED_DEBUG"):
+            raise
+        reason = " ".join(str(error).split())[:300]
+        print(
+            f"mediaembed serving: unexpected {type(error).__name__}: {reason} "
+            "(MEDIAEMBED_DEBUG=1 shows the traceback)",
+            file=err,
+        )
+        return 1
     return 0
