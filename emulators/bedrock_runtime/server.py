@@ -425,6 +425,12 @@ class BedrockRuntimeEmulator:
         with self._lock:
             self._pegasus_faults[media_uri] = (kind, times)
 
+    @property
+    def pegasus_faults(self) -> Mapping[str, tuple[PegasusFault, int | None]]:
+        """Media URI -> (fault, calls left or None for every call) still to be applied."""
+        with self._lock:
+            return MappingProxyType(dict(self._pegasus_faults))
+
     def clear_pegasus_faults(self) -> None:
         with self._lock:
             self._pegasus_faults.clear()

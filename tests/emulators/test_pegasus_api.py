@@ -394,6 +394,7 @@ def test_throttling_of_one_object_clears_after_the_given_calls(
     client_factory: Callable[..., Any], bedrock: BedrockRuntimeEmulator
 ) -> None:
     bedrock.inject_pegasus_fault(VIDEO_A, "throttling", times=2)
+    assert dict(bedrock.pegasus_faults) == {VIDEO_A: ("throttling", 2)}
     retrying = client_factory(retries={"mode": "standard", "max_attempts": 3})
     assert invoke(retrying, body())["finishReason"] == "stop"
     assert [c.outcome for c in bedrock.pegasus_calls] == [
@@ -402,6 +403,7 @@ def test_throttling_of_one_object_clears_after_the_given_calls(
         "stop",
     ]
     assert bedrock.model_calls == {("InvokeModel", PEGASUS_1_2): 3}
+    assert dict(bedrock.pegasus_faults) == {}, "used up"
 
 
 def test_throttling_every_call_is_429(
