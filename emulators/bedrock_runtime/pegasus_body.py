@@ -52,7 +52,9 @@ def prompt_tokens(prompt: str) -> int:
     return len(prompt.encode("utf-8"))
 
 
-def _media_source(value: Any, path: str, max_base64_bytes: int) -> tuple[MediaRef, str | None]:
+def _media_source(
+    value: Any, path: str, max_base64_bytes: int, require_owner: bool
+) -> tuple[MediaRef, str | None]:
     src = _object(value, path, ("base64String", "s3Location"), ())
     present = [k for k in ("base64String", "s3Location") if k in src]
     if len(present) != 1:
@@ -74,18 +76,26 @@ def _media_source(value: Any, path: str, max_base64_bytes: int) -> tuple[MediaRe
             )
         return MediaRef(data=data), None
     where = f"{path}/s3Location"
-    loc = _object(src["s3Location"], where, ("uri", "bucketOwner"), ("uri", "bucketOwner"))
+    required = ("uri", "bucketOwner") if require_owner else ("uri",)
+    loc = _object(src["s3Location"], where, ("uri", "bucketOwner"), required)
     uri = _string(loc, "uri", where) or ""
     if not S3_URI.fullmatch(uri):
         raise malformed(f"{where}/uri: string [{uri}] does not match pattern {S3_URI.pattern}")
-    owner = _string(loc, "bucketOwner", where) or ""
+    owner = _string(loc, "bucketOwner", where)
+    if owner is None:
+        return MediaRef(uri=uri), None
     if not ACCOUNT.fullmatch(owner):
         raise malformed(f"{where}/bucketOwner: string [{owner}] does not match pattern [0-9]{{12}}")
     return MediaRef(uri=uri), owner
 
 
-def parse_pegasus_body(body: Any, *, max_base64_bytes: int = MAX_BASE64_BYTES) -> PegasusRequest:
-    """Validate a Pegasus InvokeModel body; ValidationException ("Malformed input request") naming the key."""
+def parse_pegasus_body(
+    body: Any, *, max_base64_bytes: int = MAX_BASE64_BYTES, require_bucket_owner: bool = True
+) -> PegasusRequest:
+    """Validate a Pegasus InvokeModel body; ValidationException ("Malformed input request") naming the key.
+
+    `s3Location.bucketOwner` is required as the Pegasus guide sends it (`require_bucket_owner=False`
+    accepts it missing, as Marengo's bodies do)."""
     obj = _object(body, "#", BODY_KEYS, ("inputPrompt", "mediaSource"))
     prompt = _string(obj, "inputPrompt", "#") or ""
     if not prompt.strip():
@@ -95,7 +105,7 @@ def parse_pegasus_body(body: Any, *, max_base64_bytes: int = MAX_BASE64_BYTES) -
         raise malformed(
             f"#/inputPrompt: the prompt has up to {tokens} tokens, over the {MAX_PROMPT_TOKENS}-token limit"
         )
-    media, owner = _media_source(obj["mediaSource"], "#/mediaSource", max_base64_bytes)
+    media, owner = _media_source(obj["mediaSource"], "#/mediaSource", max_base64_bytes, require_bucket_owner)
     temperature = _number(obj, "temperature", "#", 0, 1)
     max_tokens = _number(obj, "maxOutputTokens", "#", 1, MAX_OUTPUT_TOKENS, integer=True)
     schema: dict[str, Any] | None = None

@@ -241,6 +241,8 @@ class BedrockRuntimeEmulator:
         self.pegasus_max_base64_bytes = MAX_BASE64_BYTES
         self.pegasus_max_s3_bytes = MAX_S3_BYTES
         self.pegasus_max_video_sec = MAX_VIDEO_SEC
+        # The Pegasus guide always sends s3Location.bucketOwner; False accepts it missing (as for Marengo).
+        self.pegasus_require_bucket_owner = True
         self._workers = workers
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
@@ -591,7 +593,11 @@ class BedrockRuntimeEmulator:
     def _invoke_pegasus(self, request: Request, model_id: str) -> Response:
         """Validate, apply injected faults, read and check the media, describe it; record how it ended."""
         resolve_pegasus(model_id, region=self.region)
-        req = parse_pegasus_body(self._body_json(request), max_base64_bytes=self.pegasus_max_base64_bytes)
+        req = parse_pegasus_body(
+            self._body_json(request),
+            max_base64_bytes=self.pegasus_max_base64_bytes,
+            require_bucket_owner=self.pegasus_require_bucket_owner,
+        )
         try:
             message, finish = self._pegasus_answer(req)
         except ServiceError as exc:

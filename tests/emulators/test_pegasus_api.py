@@ -239,6 +239,15 @@ def test_invalid_body_is_a_validation_exception_naming_the_field(
     assert bedrock.pegasus_calls == (), "an invalid body never reaches the model"
 
 
+def test_bucket_owner_may_be_made_optional(client: Any, bedrock: BedrockRuntimeEmulator) -> None:
+    bedrock.pegasus_require_bucket_owner = False
+    answer = invoke(client, body(source={"s3Location": {"uri": VIDEO_A}}))
+    assert answer["message"].startswith("A 14-second video in 3 scenes.")
+    with pytest.raises(ClientError) as exc:
+        client.invoke_model(modelId=US, body=body(source=s3_source(owner="12345")))
+    assert "bucketOwner: string [12345] does not match" in error_of(exc)[2], "a malformed owner still is not"
+
+
 def test_prompt_of_exactly_2000_tokens_is_accepted(client: Any) -> None:
     assert invoke(client, body("x" * 2000))["finishReason"] == "stop"
 
