@@ -403,7 +403,8 @@ class BedrockRuntimeEmulator:
 
     @property
     def pegasus_calls(self) -> tuple[PegasusCall, ...]:
-        """Every Pegasus InvokeModel with a valid body, in arrival order, and how each ended."""
+        """Every Pegasus InvokeModel whose body passed validation, in arrival order, and how each ended
+        (calls refused before, e.g. by throttle_rate or a bad body, are counted in model_calls only)."""
         with self._lock:
             return tuple(self._pegasus_calls)
 
