@@ -39,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=50, help="quota on in-flight async invocations")
     p.add_argument("--throttle-rate", type=float, default=0.0, help="probability of ThrottlingException")
     p.add_argument("--failure-rate", type=float, default=0.0, help="probability an invocation ends Failed")
+    p.add_argument(
+        "--pegasus-length-rate",
+        type=float,
+        default=0.0,
+        help='probability a Pegasus answer is cut short with finishReason "length"',
+    )
+    p.add_argument(
+        "--pegasus-failure-rate", type=float, default=0.0, help="probability of Pegasus ModelErrorException"
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible fault injection")
     p.add_argument(
         "--seed-sample-media", action="store_true", help="upload the sample media to bucket 'media'"
@@ -130,6 +139,8 @@ def serve(argv: list[str] | None = None) -> int:
             max_concurrent_invocations=args.max_concurrent,
             throttle_rate=args.throttle_rate,
             failure_rate=args.failure_rate,
+            pegasus_length_rate=args.pegasus_length_rate,
+            pegasus_failure_rate=args.pegasus_failure_rate,
             seed=args.seed,
             buckets=buckets,
             workdir=workdir / "bedrock",

@@ -214,6 +214,19 @@ def probe_media(data: bytes, kind: MediaKind) -> None:
         container.close()
 
 
+def container_duration(data: bytes) -> float | None:
+    """The duration the container declares, in seconds, without decoding a frame (None if it declares none):
+    enough to refuse a too-long file before the costly decode."""
+    container = _open(data)
+    try:
+        if container.duration is not None:
+            return float(container.duration) / av.time_base
+        spans = [float(s.duration * s.time_base) for s in container.streams if s.duration and s.time_base]
+        return max(spans) if spans else None
+    finally:
+        container.close()
+
+
 def decode_media(data: bytes) -> DecodedMedia:
     """Decode every video frame into VisualFeatures and the audio into mono float32 at 16 kHz."""
     container = _open(data)

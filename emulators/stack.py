@@ -84,8 +84,8 @@ def start_local_stack(
     **faults: Any,
 ) -> LocalStack:
     """Start S3, then Bedrock and the TwelveLabs API with the same faults (latency_sec,
-    max_concurrent_invocations, throttle_rate, failure_rate, seed), and create `buckets` (existing ones are
-    kept).
+    max_concurrent_invocations, throttle_rate, failure_rate, seed; Bedrock alone takes pegasus_length_rate,
+    pegasus_failure_rate and pegasus_faults), and create `buckets` (existing ones are kept).
 
     `workdir` keeps Bedrock's invocations on disk across restarts, `twelvelabs_workdir` the API's tasks.
     `prepare_s3(client)` runs once the buckets exist and before the providers start, so jobs they carry on
@@ -112,7 +112,8 @@ def start_local_stack(
         s3.stop()
         raise
     try:
-        tl_faults = {_TWELVELABS_FAULTS[name]: value for name, value in faults.items()}
+        # Bedrock-only faults (pegasus_*) have no TwelveLabs counterpart.
+        tl_faults = {_TWELVELABS_FAULTS[n]: v for n, v in faults.items() if not n.startswith("pegasus_")}
         twelvelabs = TwelveLabsEmulator(
             port=twelvelabs_port, workdir=twelvelabs_workdir, retry_after_sec=0, **tl_faults
         ).start()

@@ -40,3 +40,12 @@ def conflict(message: str) -> ServiceError:
 
 def internal(message: str = "The server encountered an internal error.") -> ServiceError:
     return ServiceError("InternalServerException", 500, message)
+
+
+def model_error(message: str) -> ServiceError:
+    """InvokeModel's ModelErrorException: the model failed on this request (HTTP 424)."""
+    return ServiceError("ModelErrorException", 424, message)
+
+
+def model_timeout(message: str) -> ServiceError:
+    return ServiceError("ModelTimeoutException", 408, message)

@@ -46,6 +46,8 @@ def resolve_model(model_id: str, *, sync: bool, region: str) -> ResolvedModel:
             candidate = match.group("id")
     profile = next((p for p in PROFILE_PREFIXES if candidate.startswith(p)), None)
     base = candidate[len(profile) :] if profile else candidate
+    if not sync and pegasus_base(model_id) is not None:
+        raise validation(f"The provided model identifier is invalid: {PEGASUS_1_2} takes InvokeModel only.")
     if base not in BASE_MODELS:
         raise validation("The provided model identifier is invalid.")
     if profile and (not sync or profile not in PROFILES[base]):
@@ -58,3 +60,80 @@ def resolve_model(model_id: str, *, sync: bool, region: str) -> ResolvedModel:
             "with the ID or ARN of an inference profile that contains this model."
         )
     return ResolvedModel(model_id, base, BASE_MODELS[base])
+
+
+# --- Pegasus 1.2 (seed 003): InvokeModel only, through an inference profile -------------------------------
+
+PEGASUS_1_2 = "twelvelabs.pegasus-1-2-v1:0"
+# The regions seed 003 lists Pegasus 1.2 in, by their codes.
+PEGASUS_REGIONS: tuple[str, ...] = (
+    *("us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "ca-west-1", "mx-central-1"),
+    *("sa-east-1", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2", "eu-west-1"),
+    *("eu-west-2", "eu-west-3", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-east-2"),
+    *("ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4"),
+    *("ap-southeast-5", "ap-southeast-7", "af-south-1", "il-central-1", "me-south-1", "me-central-1"),
+)
+# Geographic profiles route inside their geography, so a client may call one only from a region in it;
+# the global profile works from every region the model is in.
+PEGASUS_GEOGRAPHIES: dict[str, str] = {"us.": "us-", "eu.": "eu-", "apac.": "ap-"}
+PEGASUS_PROFILES: tuple[str, ...] = ("global.", *PEGASUS_GEOGRAPHIES)
+
+
+def pegasus_base(model_id: str) -> str | None:
+    """The Pegasus base id `model_id` names (plain, profile or ARN of either), or None for another model."""
+    candidate = model_id
+    for pattern in (_FOUNDATION_ARN, _PROFILE_ARN):
+        match = pattern.fullmatch(candidate)
+        if match:
+            candidate = match.group("id")
+    profile = next((p for p in PEGASUS_PROFILES if candidate.startswith(p)), "")
+    return PEGASUS_1_2 if candidate[len(profile) :] == PEGASUS_1_2 else None
+
+
+def resolve_pegasus(model_id: str, *, region: str) -> str:
+    """Check that InvokeModel may call Pegasus by `model_id` from `region`; returns the profile prefix used.
+
+    Bedrock takes Pegasus through an inference profile only (seed 003: "modelId: the inference profile ID"),
+    and a geographic profile only from a region of its geography.
+    """
+    candidate = model_id
+    for pattern in (_FOUNDATION_ARN, _PROFILE_ARN):
+        match = pattern.fullmatch(candidate)
+        if match:
+            candidate = match.group("id")
+    profile = next((p for p in PEGASUS_PROFILES if candidate.startswith(p)), None)
+    if region not in PEGASUS_REGIONS:
+        raise validation(
+            f"The provided model identifier is invalid: {PEGASUS_1_2} is not offered in {region}."
+        )
+    if profile is None:
+        raise validation(
+            f"Invocation of model ID {PEGASUS_1_2} with on-demand throughput isn't supported. Retry your "
+            "request with the ID or ARN of an inference profile that contains this model."
+        )
+    geography = PEGASUS_GEOGRAPHIES.get(profile)
+    if geography is not None and not region.startswith(geography):
+        raise validation(
+            f"The provided model identifier is invalid: inference profile {candidate} is not available in "
+            f"{region}; use {_profile_for(region)}{PEGASUS_1_2} or global.{PEGASUS_1_2}."
+        )
+    return profile
+
+
+def _profile_for(region: str) -> str:
+    return next((p for p, prefix in PEGASUS_GEOGRAPHIES.items() if region.startswith(prefix)), "global.")
+
+
+def base_model_id(model_id: str) -> str:
+    """The base model a request names (profile prefix and ARN stripped), or `model_id` itself if unknown;
+    used to count calls per model without validating."""
+    if pegasus_base(model_id) is not None:
+        return PEGASUS_1_2
+    candidate = model_id
+    for pattern in (_FOUNDATION_ARN, _PROFILE_ARN):
+        match = pattern.fullmatch(candidate)
+        if match:
+            candidate = match.group("id")
+    profile = next((p for p in PROFILE_PREFIXES if candidate.startswith(p)), "")
+    base = candidate[len(profile) :]
+    return base if base in BASE_MODELS else model_id

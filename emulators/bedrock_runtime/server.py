@@ -1,6 +1,7 @@
-"""A wire-compatible Bedrock runtime (rest-json, as botocore models it) for Marengo embeddings.
+"""A wire-compatible Bedrock runtime (rest-json, as botocore models it) for Marengo and Pegasus 1.2.
 
-It implements InvokeModel, StartAsyncInvoke, GetAsyncInvoke and ListAsyncInvokes with Bedrock's status codes
+It implements InvokeModel (Marengo and Pegasus), StartAsyncInvoke, GetAsyncInvoke and ListAsyncInvokes with
+Bedrock's status codes
 and error wire format, refuses S3 buckets outside its region (GetBucketLocation, as Bedrock's same-region
 rule), runs accepted invocations on a worker pool against the S3 emulator, and exposes fault injection
 (latency, in-flight quota, throttling, failures) plus test hooks that never require sleeping.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args
 
 import boto3
 from botocore.config import Config
@@ -34,17 +35,43 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from emulators.bedrock_runtime import errors
-from emulators.bedrock_runtime.embedding import embed
+from emulators.bedrock_runtime.embedding import decode_cached, embed
 from emulators.bedrock_runtime.errors import ServiceError
 from emulators.bedrock_runtime.marengo_body import EmbedRequest, MediaRef, parse_body, split_s3_uri
-from emulators.bedrock_runtime.models import ACCOUNT_ID, ResolvedModel, resolve_model
+from emulators.bedrock_runtime.models import (
+    ACCOUNT_ID,
+    ResolvedModel,
+    base_model_id,
+    pegasus_base,
+    resolve_model,
+    resolve_pegasus,
+)
+from emulators.bedrock_runtime.pegasus_body import (
+    MAX_BASE64_BYTES,
+    MAX_S3_BYTES,
+    MAX_VIDEO_SEC,
+    PegasusRequest,
+    parse_pegasus_body,
+)
+from emulators.bedrock_runtime.pegasus_describe import (
+    describe_json,
+    describe_scenes,
+    describe_text,
+    estimate_tokens,
+    truncate,
+)
 from emulators.bedrock_runtime.shapes import check_input
 from emulators.bedrock_runtime.state import InvocationStore
-from emulators.media_analysis import MediaError, MediaKind, probe_media
+from emulators.media_analysis import MediaError, MediaKind, container_duration, probe_media
 
 log = logging.getLogger(__name__)
 
 INJECTED_FAILURE_MESSAGE = "Internal processing error (injected)"
+INJECTED_MODEL_ERROR_MESSAGE = "The model failed to process the request (injected)."
+# What a per-object Pegasus fault does to a call: end it early ("length"), or answer with an error.
+PegasusFault = Literal["length", "throttling", "model_error", "timeout", "internal"]
+PEGASUS_FAULTS: tuple[str, ...] = get_args(PegasusFault)
+ANY_MEDIA = "*"  # the per-object fault key matching every media source (base64 included)
 # GetBucketLocation's legacy answers: no constraint is us-east-1, and "EU" is eu-west-1.
 LEGACY_LOCATIONS = {"": "us-east-1", "EU": "eu-west-1"}
 STATUSES = ("InProgress", "Completed", "Failed")
@@ -157,6 +184,17 @@ class Invocation:
         return out
 
 
+@dataclass(frozen=True)
+class PegasusCall:
+    """One Pegasus InvokeModel whose body was valid: what was asked about which media, and how it ended."""
+
+    model_id: str
+    media_uri: str | None  # None: base64String
+    prompt: str
+    json_schema: dict[str, Any] | None
+    outcome: str  # "stop" | "length" | the error code it was answered with
+
+
 class BedrockRuntimeEmulator:
     """Bedrock runtime on 127.0.0.1; faults are constructor kwargs and plain attributes tests may flip.
 
@@ -178,6 +216,9 @@ class BedrockRuntimeEmulator:
         seed: int | None = None,
         workers: int = 4,
         workdir: Path | str | None = None,
+        pegasus_length_rate: float = 0.0,
+        pegasus_failure_rate: float = 0.0,
+        pegasus_faults: Mapping[str, PegasusFault] | None = None,
     ) -> None:
         self.s3_endpoint = s3_endpoint
         self.region = region
@@ -191,15 +232,30 @@ class BedrockRuntimeEmulator:
         self._rng = random.Random(seed)
         # Operation name -> the error every call of it answers with (e.g. GetAsyncInvoke -> AccessDenied).
         self.operation_errors: dict[str, ServiceError] = {}
+        # Pegasus: the share of answers cut short with finishReason "length", the share answered with
+        # ModelErrorException, and faults per media URI or ANY_MEDIA (see inject_pegasus_fault).
+        self.pegasus_length_rate = pegasus_length_rate
+        self.pegasus_failure_rate = pegasus_failure_rate
+        self._pegasus_faults: dict[str, tuple[PegasusFault, int | None]] = {}
+        # Pegasus's documented limits; plain attributes so a test can lower one instead of sending gigabytes.
+        self.pegasus_max_base64_bytes = MAX_BASE64_BYTES
+        self.pegasus_max_s3_bytes = MAX_S3_BYTES
+        self.pegasus_max_video_sec = MAX_VIDEO_SEC
+        # The Pegasus guide always sends s3Location.bucketOwner; False accepts it missing (as for Marengo).
+        self.pegasus_require_bucket_owner = True
         self._workers = workers
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
+        for uri, kind in (pegasus_faults or {}).items():
+            self.inject_pegasus_fault(uri, kind)
         self._invocations: dict[str, Invocation] = {}
         self._by_token: dict[str, Invocation] = {}
         self._created = 0
         # Traffic seen, for benchmarks: requests per operation (errors included), and invocation summaries
         # returned by ListAsyncInvokes and GetAsyncInvoke (status records).
         self._calls: dict[str, int] = {}
+        self._model_calls: dict[tuple[str, str], int] = {}
+        self._pegasus_calls: list[PegasusCall] = []
         self._status_records = 0
         self._timers: set[threading.Timer] = set()
         self._stopping = threading.Event()
@@ -339,6 +395,50 @@ class BedrockRuntimeEmulator:
             return MappingProxyType(dict(self._calls))
 
     @property
+    def model_calls(self) -> Mapping[tuple[str, str], int]:
+        """Requests per (operation, base model id) since start, errors included, e.g.
+        {("InvokeModel", "twelvelabs.pegasus-1-2-v1:0"): 4}; profiles and ARNs count as their base model."""
+        with self._lock:
+            return MappingProxyType(dict(self._model_calls))
+
+    @property
+    def pegasus_calls(self) -> tuple[PegasusCall, ...]:
+        """Every Pegasus InvokeModel whose body passed validation, in arrival order, and how each ended
+        (calls refused before, e.g. by throttle_rate or a bad body, are counted in model_calls only)."""
+        with self._lock:
+            return tuple(self._pegasus_calls)
+
+    def reset_calls(self) -> None:
+        """Forget the traffic counted so far (calls, model_calls, pegasus_calls, status_records)."""
+        with self._lock:
+            self._calls.clear()
+            self._model_calls.clear()
+            self._pegasus_calls.clear()
+            self._status_records = 0
+
+    def inject_pegasus_fault(self, media_uri: str, kind: PegasusFault, times: int | None = None) -> None:
+        """Make Pegasus calls on `media_uri` (ANY_MEDIA: every call) end with `kind`: "length" (message cut
+        short), "throttling" (ThrottlingException), "model_error" (ModelErrorException), "timeout"
+        (ModelTimeoutException) or "internal" (InternalServerException); for the next `times` calls on it, or
+        every call when None."""
+        if kind not in PEGASUS_FAULTS:
+            raise ValueError(f"unknown Pegasus fault {kind!r}: use one of {', '.join(PEGASUS_FAULTS)}")
+        if times is not None and times < 1:
+            raise ValueError(f"times must be at least 1 (or None for every call), got {times}")
+        with self._lock:
+            self._pegasus_faults[media_uri] = (kind, times)
+
+    @property
+    def pegasus_faults(self) -> Mapping[str, tuple[PegasusFault, int | None]]:
+        """Media URI -> (fault, calls left or None for every call) still to be applied."""
+        with self._lock:
+            return MappingProxyType(dict(self._pegasus_faults))
+
+    def clear_pegasus_faults(self) -> None:
+        with self._lock:
+            self._pegasus_faults.clear()
+
+    @property
     def status_records(self) -> int:
         """Invocation summaries returned so far by ListAsyncInvokes pages and GetAsyncInvoke answers."""
         with self._lock:
@@ -378,8 +478,11 @@ class BedrockRuntimeEmulator:
             raise ServiceError(
                 "UnknownOperationException", 405, f"{request.method} not allowed here"
             ) from exc
+        model_key = self._model_of(str(endpoint), request, args)
         with self._lock:
             self._calls[str(endpoint)] = self._calls.get(str(endpoint), 0) + 1
+            if model_key is not None:
+                self._model_calls[model_key] = self._model_calls.get(model_key, 0) + 1
         if not request.headers.get("Authorization"):
             raise errors.access_denied("Missing Authentication Token: requests must be signed (SigV4).")
         with self._lock:
@@ -390,6 +493,18 @@ class BedrockRuntimeEmulator:
         if injected is not None:
             raise injected
         return self._handlers[str(endpoint)](request, **args)
+
+    def _model_of(self, endpoint: str, request: Request, args: Mapping[str, Any]) -> tuple[str, str] | None:
+        """(operation, base model id) of a model call, read leniently: a malformed request counts too."""
+        if endpoint == "InvokeModel":
+            return endpoint, base_model_id(str(args.get("model_id", "")))
+        if endpoint == "StartAsyncInvoke":
+            try:
+                model = json.loads(request.get_data(cache=True) or b"{}").get("modelId")
+            except (ValueError, AttributeError):
+                model = None
+            return endpoint, base_model_id(str(model)) if isinstance(model, str) else "?"
+        return None
 
     @staticmethod
     def _json(payload: Any, status: int = 200) -> Response:
@@ -462,6 +577,8 @@ class BedrockRuntimeEmulator:
 
     def _invoke_model(self, request: Request, model_id: str) -> Response:
         check_input("InvokeModel", {"modelId": model_id})
+        if pegasus_base(model_id) is not None:
+            return self._invoke_pegasus(request, model_id)
         model = resolve_model(model_id, sync=True, region=self.region)
         req = parse_body(model.version, self._body_json(request), sync=True)
         self._check_media_region(req)
@@ -471,6 +588,108 @@ class BedrockRuntimeEmulator:
         except MediaError as exc:
             raise errors.validation(f"Unable to read media: {exc}") from exc
         return self._json({"data": result})
+
+    # --- Pegasus 1.2 ----------------------------------------------------------------------------------------
+
+    def _invoke_pegasus(self, request: Request, model_id: str) -> Response:
+        """Validate, apply injected faults, read and check the media, describe it; record how it ended."""
+        resolve_pegasus(model_id, region=self.region)
+        req = parse_pegasus_body(
+            self._body_json(request),
+            max_base64_bytes=self.pegasus_max_base64_bytes,
+            require_bucket_owner=self.pegasus_require_bucket_owner,
+        )
+        try:
+            message, finish = self._pegasus_answer(req)
+        except ServiceError as exc:
+            self._record_pegasus(model_id, req, exc.code)
+            raise
+        self._record_pegasus(model_id, req, finish)
+        return self._json({"message": message, "finishReason": finish})
+
+    def _record_pegasus(self, model_id: str, req: PegasusRequest, outcome: str) -> None:
+        call = PegasusCall(model_id, req.media.uri, req.prompt, req.json_schema, outcome)
+        with self._lock:
+            self._pegasus_calls.append(call)
+
+    def _take_pegasus_fault(self, uri: str | None) -> PegasusFault | None:
+        """The per-object fault for this call, if any (a fault with a count is used up by it)."""
+        with self._lock:
+            key = uri if uri is not None and uri in self._pegasus_faults else ANY_MEDIA
+            found = self._pegasus_faults.get(key)
+            if found is None:
+                return None
+            kind, times = found
+            if times is not None:
+                if times <= 1:
+                    del self._pegasus_faults[key]
+                else:
+                    self._pegasus_faults[key] = (kind, times - 1)
+            return kind
+
+    def _pegasus_answer(self, req: PegasusRequest) -> tuple[str, str]:
+        fault = self._take_pegasus_fault(req.media.uri)
+        if fault == "throttling":
+            raise errors.throttling()
+        if fault == "timeout":
+            raise errors.model_timeout("The model took too long to process the request (injected).")
+        if fault == "internal":
+            raise errors.internal()
+        with self._lock:
+            failed = self.pegasus_failure_rate > 0 and self._rng.random() < self.pegasus_failure_rate
+            cut = self.pegasus_length_rate > 0 and self._rng.random() < self.pegasus_length_rate
+        if fault == "model_error" or failed:
+            raise errors.model_error(INJECTED_MODEL_ERROR_MESSAGE)
+        data = self._read_pegasus_media(req)
+        where = req.media.uri or "mediaSource.base64String"
+        try:
+            probe_media(data, "video")
+            declared = container_duration(data)
+            if declared is not None and declared > self.pegasus_max_video_sec:
+                raise self._too_long(where, declared)
+            media = decode_cached(data)
+        except MediaError as exc:
+            raise errors.validation(f"Unable to read the video at {where}: {exc}") from exc
+        if media.duration > self.pegasus_max_video_sec:
+            raise self._too_long(where, media.duration)
+        scenes = describe_scenes(media)
+        if req.json_schema is not None:
+            message = json.dumps(describe_json(req.json_schema, scenes, media.duration))
+        else:
+            message = describe_text(scenes, media.duration)
+        finish = "stop"
+        if req.max_output_tokens is not None and estimate_tokens(message) > req.max_output_tokens:
+            message, finish = truncate(message, req.max_output_tokens), "length"
+        if fault == "length" or cut:
+            message, finish = message[: max(0, len(message) // 2)], "length"
+        return message, finish
+
+    def _too_long(self, where: str, seconds: float) -> ServiceError:
+        return errors.validation(
+            f"The video at {where} is {seconds:.0f} s long; Pegasus 1.2 takes videos of at most "
+            f"{self.pegasus_max_video_sec:.0f} s (1 hour): send a shorter video."
+        )
+
+    def _read_pegasus_media(self, req: PegasusRequest) -> bytes:
+        """Inline bytes, or the S3 object after the same-region rule and the 2 GB limit (read from HEAD)."""
+        ref = req.media
+        if ref.uri is None:
+            return self._read_media(ref)
+        bucket, key = ref.bucket_key
+        self._check_region(bucket, "input")
+        try:
+            size = int(self._s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            raise errors.validation(
+                f"The provided S3 object {ref.uri} does not exist or is not accessible ({code})."
+            ) from exc
+        if size > self.pegasus_max_s3_bytes:
+            raise errors.validation(
+                f"The S3 object {ref.uri} is {size} bytes; Pegasus 1.2 reads at most "
+                f"{self.pegasus_max_s3_bytes} bytes (2 GB) from S3: send a smaller video."
+            )
+        return self._read_media(ref)
 
     def _start_async_invoke(self, request: Request) -> Response:
         body = self._body_json(request)

@@ -82,3 +82,13 @@ def test_cli_prints_exports_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_stack_gives_pegasus_faults_to_bedrock_alone() -> None:
+    faults = {"s3://stack-media/a.mp4": "length"}
+    with start_local_stack(
+        buckets=("stack-media",), pegasus_length_rate=0.25, pegasus_failure_rate=0.5, pegasus_faults=faults
+    ) as stack:
+        assert (stack.bedrock.pegasus_length_rate, stack.bedrock.pegasus_failure_rate) == (0.25, 0.5)
+        assert dict(stack.bedrock.pegasus_faults) == {"s3://stack-media/a.mp4": ("length", None)}
+        assert stack.twelvelabs.failure_rate == 0.0
