@@ -63,7 +63,9 @@ class BedrockPegasus(dg.ConfigurableResource):
         "(else MEDIAEMBED_PEGASUS_TRANSPORT, default s3).",
     )
     retry_mode: Literal["standard", "adaptive", "legacy"] = Field(default="adaptive")
-    max_attempts: int = Field(default=10, description="botocore attempts per call, including the first.")
+    max_attempts: int = Field(
+        default=10, description="botocore retries per call after the first attempt (its `max_attempts`)."
+    )
     storage: S3Storage
     _client: Any = PrivateAttr(default=None)
 
@@ -127,7 +129,7 @@ class BedrockPegasus(dg.ConfigurableResource):
             code = error.response.get("Error", {}).get("Code", "") or "error"
             message = " ".join(str(error.response.get("Error", {}).get("Message", "")).split())
             hint = (
-                f" after {self.max_attempts} attempts: the next run tries again"
+                f" after {self.max_attempts} retries: the next run tries again"
                 if code in ("ThrottlingException", "ServiceUnavailableException", "ModelNotReadyException")
                 else ""
             )
