@@ -59,7 +59,7 @@ pipeline_resources = {
         if os.environ.get("TWELVELABS_API_KEY")
         else None,
     ),
-    # Unset fields follow MEDIAEMBED_BUCKET_OWNER, MEDIAEMBED_PEGASUS_TRANSPORT and MEDIAEMBED_PEGASUS_PROFILE.
+    # Unset fields follow MEDIAEMBED_BUCKET_OWNER, MEDIAEMBED_PEGASUS_TRANSPORT, MEDIAEMBED_PEGASUS_PROFILE.
     "pegasus": BedrockPegasus(region_name=dg.EnvVar("AWS_REGION"), storage=storage),
     "segment_index": SegmentIndex(uri=dg.EnvVar("MEDIAEMBED_INDEX_URI"), storage=storage),
     # Unset fields follow MEDIAEMBED_MIGRATION_EXCLUDE and MEDIAEMBED_PROBE_SET when a check runs.
