@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import threading
 from typing import Any, Literal
 
+import boto3
 import dagster as dg
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, PrivateAttr
@@ -33,6 +36,7 @@ from resources.s3_storage import ObjectChanged, S3Storage, S3Uri
 BUCKET_OWNER_ENV = "MEDIAEMBED_BUCKET_OWNER"
 TRANSPORT_ENV = "MEDIAEMBED_PEGASUS_TRANSPORT"
 PROFILE_ENV = "MEDIAEMBED_PEGASUS_PROFILE"
+ACCOUNT = re.compile(r"[0-9]{12}")
 
 
 class PegasusCallError(RuntimeError):
@@ -49,7 +53,7 @@ class BedrockPegasus(dg.ConfigurableResource):
     bucket_owner: str | None = Field(
         default=None,
         description="12-digit account id owning the media bucket, sent as s3Location.bucketOwner "
-        "(else MEDIAEMBED_BUCKET_OWNER; unset: not sent, Bedrock assumes the caller's account).",
+        "(else MEDIAEMBED_BUCKET_OWNER, else the caller's own account from STS GetCallerIdentity).",
     )
     # Plain strings (Dagster config has no optional Literal); checked where used.
     profile_scope: str | None = Field(
@@ -68,6 +72,8 @@ class BedrockPegasus(dg.ConfigurableResource):
     )
     storage: S3Storage
     _client: Any = PrivateAttr(default=None)
+    _owner: tuple[str | None, str | None] | None = PrivateAttr(default=None)
+    _owner_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def client(self) -> Any:
         if self._client is None:
@@ -93,8 +99,32 @@ class BedrockPegasus(dg.ConfigurableResource):
             raise ValueError(f"{PROFILE_ENV}={scope!r}: choose geographic or global")
         return pegasus_model_id(self.region_name, scope)  # type: ignore[arg-type]
 
-    def chosen_bucket_owner(self) -> str | None:
-        return self.bucket_owner or os.environ.get(BUCKET_OWNER_ENV) or None
+    def chosen_bucket_owner(self) -> str:
+        """Pegasus requires `bucketOwner` with every S3 location: the configured account, else the
+        caller's own (same-account buckets, the common case), asked of STS once per resource."""
+        configured = self.bucket_owner or os.environ.get(BUCKET_OWNER_ENV)
+        if configured:
+            if not ACCOUNT.fullmatch(configured):
+                raise ValueError(f"{BUCKET_OWNER_ENV}={configured!r}: give the 12-digit AWS account id")
+            return configured
+        with self._owner_lock:
+            if self._owner is None:
+                self._owner = self.caller_account()
+        account, problem = self._owner
+        if account is None:
+            raise ValueError(
+                f"no bucket owner for Pegasus ({problem}): set {BUCKET_OWNER_ENV} to the 12-digit account id "
+                "that owns the media bucket"
+            )
+        return account
+
+    def caller_account(self) -> tuple[str | None, str | None]:
+        """The account of the credentials in use (STS GetCallerIdentity), or None and why not."""
+        try:
+            sts = boto3.session.Session().client("sts", region_name=self.region_name)
+            return str(sts.get_caller_identity()["Account"]), None
+        except (BotoCoreError, ClientError, KeyError) as error:
+            return None, f"STS GetCallerIdentity failed: {' '.join(str(error).split())[:200]}"
 
     # --- the I/O edges (a test's fake overrides these) ----------------------------------------------------
 

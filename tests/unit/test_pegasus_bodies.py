@@ -214,7 +214,7 @@ def test_the_resource_sends_the_body_to_the_regions_profile_and_parses_the_answe
 
 
 def test_throttling_left_after_the_retries_fails_that_call_with_a_one_line_reason() -> None:
-    pegasus, stubber = _stubbed(max_attempts=1)
+    pegasus, stubber = _stubbed(max_attempts=1, bucket_owner="123456789012")
     stubber.add_client_error("invoke_model", "ThrottlingException", "Too many requests", 429)
     with pytest.raises(PegasusCallError, match="ThrottlingException: Too many requests after 1 retries"):
         pegasus.describe("s3://media/a.mp4", "etag", DEFAULT_PROMPTS[0])

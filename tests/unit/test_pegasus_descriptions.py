@@ -49,6 +49,10 @@ class RecordingPegasus(BedrockPegasus):
     log: str
     failing: list[str] = Field(default_factory=list)
     truncating: list[str] = Field(default_factory=list)
+    caller: str | None = "210987654321"
+
+    def caller_account(self) -> tuple[str | None, str | None]:
+        return (self.caller, None) if self.caller else (None, "STS GetCallerIdentity failed: no credentials")
 
     def invoke(self, model_id: str, body: dict[str, Any]) -> tuple[Any, dict[str, str]]:
         source = body["mediaSource"]
@@ -90,6 +94,18 @@ def inventory_row(uri: str, duration: float, size: int, modality: str = "video")
         "duration_sec": duration,
         "status": "ok",
     }
+
+
+@pytest.fixture(autouse=True)
+def _no_pegasus_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fakes' own settings decide, whatever the developer's shell sets."""
+    for name in (
+        "MEDIAEMBED_BUCKET_OWNER",
+        "MEDIAEMBED_PEGASUS_PROMPTS",
+        "MEDIAEMBED_PEGASUS_TRANSPORT",
+        "MEDIAEMBED_PEGASUS_PROFILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -206,6 +222,26 @@ def test_base64_over_36_mb_is_skipped_with_its_reason_and_no_call(tmp_path: Path
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["calls_made"].value == 6 and meta["skipped"].value == 6
     assert sum(meta["skipped_reasons"].value.values()) == 6
+
+
+def test_the_bucket_owner_defaults_to_the_callers_account(tmp_path: Path, lake: Lake) -> None:
+    pegasus = fake(tmp_path, transport="s3")
+    materialize(pegasus, lake)
+    assert {c["body"]["mediaSource"]["s3Location"]["bucketOwner"] for c in pegasus.calls()} == {
+        "210987654321"
+    }
+
+
+def test_without_a_bucket_owner_nothing_is_sent_and_the_reason_says_what_to_set(
+    tmp_path: Path, lake: Lake
+) -> None:
+    pegasus = fake(tmp_path, transport="s3", caller=None)
+    result = materialize(pegasus, lake)
+    assert pegasus.calls() == []
+    reasons = {r["reason"] for r in rows_by_key(lake).values() if r["status"] == "failed"}
+    assert len(reasons) == 1 and "set MEDIAEMBED_BUCKET_OWNER" in reasons.pop()
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "calls_accepted"]
+    assert not check.passed
 
 
 def test_one_failing_video_stops_nothing_else_and_is_retried_next_run(tmp_path: Path, lake: Lake) -> None:
