@@ -32,6 +32,7 @@ from resources.pegasus_bodies import (
     PegasusAnswer,
     PegasusOutputError,
     Transport,
+    estimated_cost_usd,
     limit_problem,
     parse_chapters,
     parse_json_message,
@@ -292,6 +293,11 @@ def pegasus_descriptions(
     skipped = made[made["status"] == "skipped"]
     failed = made[made["status"] == "failed"]
     ok_calls = int((called["status"] == DONE).sum())
+    cost = sum(
+        estimated_cost_usd(t.video.duration_sec, a.output_tokens)
+        for t, (a, _) in zip(tasks, outcomes, strict=True)
+        if a is not None
+    )
     snippet = current.assign(text=current["text"].map(_short))
     return dg.MaterializeResult(
         metadata={
@@ -303,6 +309,7 @@ def pegasus_descriptions(
             "skipped": len(skipped),
             "skipped_reasons": dg.MetadataValue.json(dict(Counter(skipped["reason"].tolist()))),
             "length_truncated": len(truncated),
+            "estimated_cost_usd": round(cost, 4),
             "table_version": -1 if version is None else version,
             "prompts": dg.MetadataValue.json({p.prompt_id: p.prompt_hash for p in prompts}),
             "location": dg.MetadataValue.path(table.uri),

@@ -24,6 +24,10 @@ DEFAULT_TEMPERATURE = 0.2
 # InvokeModel's `body` blob (botocore's model): an inline video must fit in it once base64-encoded.
 MAX_REQUEST_BODY_BYTES = 25_000_000
 FINISH_REASONS = ("stop", "length")
+# List prices seen in public price tables (../shared/reference/bedrock-runtime.md): check the Bedrock
+# pricing page before relying on them.
+USD_PER_VIDEO_SECOND = 0.00049
+USD_PER_OUTPUT_TOKEN = 7.5 / 1_000_000
 
 ProfileScope = Literal["geographic", "global"]
 Transport = Literal["s3", "base64"]
@@ -189,6 +193,11 @@ def parse_answer(payload: Any, headers: dict[str, str] | None = None) -> Pegasus
             usage.get("outputTokens", payload.get("outputTokens", lowered.get(OUTPUT_TOKENS_HEADER)))
         ),
     )
+
+
+def estimated_cost_usd(duration_sec: float | None, output_tokens: int | None) -> float:
+    """One answered call at list price: the video's seconds plus the output tokens, where known."""
+    return (duration_sec or 0.0) * USD_PER_VIDEO_SECOND + (output_tokens or 0) * USD_PER_OUTPUT_TOKEN
 
 
 def _count(value: Any) -> int | None:

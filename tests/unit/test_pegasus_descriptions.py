@@ -221,6 +221,7 @@ def test_base64_over_36_mb_is_skipped_with_its_reason_and_no_call(tmp_path: Path
     assert "1-hour" in rows[(LONG, "chapters")]["reason"]
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["calls_made"].value == 6 and meta["skipped"].value == 6
+    assert meta["estimated_cost_usd"].value == pytest.approx(6 * 5.0 * 0.00049, abs=1e-4)
     assert sum(meta["skipped_reasons"].value.values()) == 6
 
 
