@@ -7,7 +7,7 @@ never sent again, so a run calls only for what is new or whose prompt changed.
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +38,7 @@ from resources.pegasus_bodies import (
     parse_json_message,
 )
 from resources.pegasus_prompts import PegasusPrompt, load_prompts
+from resources.s3_storage import S3Uri
 
 TRUNCATED = "length"
 DONE = "ok"
@@ -90,10 +91,12 @@ def plan_descriptions(
     existing: Iterable[dict[str, Any]],
     model_id: str,
     transport: Transport,
+    bucket_problems: Mapping[str, str] | None = None,
 ) -> list[DescribeTask]:
     """What this run does for each video and prompt: nothing when the table already holds an ok row of
     this (object, ETag, prompt id, prompt hash, model); a skip, without a call, when a documented limit
-    refuses it (unless the same skip is recorded already); otherwise a call."""
+    or the bucket's region refuses it (unless the same skip is recorded already); otherwise a call."""
+    refused = bucket_problems or {}
     rows = {(r["media_id"], r["etag"], r["prompt_id"], r["prompt_hash"], r["model_id"]): r for r in existing}
     tasks = []
     for video in videos:
@@ -101,7 +104,9 @@ def plan_descriptions(
             row = rows.get((video.media_id, video.etag, prompt.prompt_id, prompt.prompt_hash, model_id))
             if row is not None and row["status"] == DONE:
                 continue
-            problem = limit_problem(video.duration_sec, video.size_bytes, transport, prompt.prompt)
+            problem = limit_problem(
+                video.duration_sec, video.size_bytes, transport, prompt.prompt
+            ) or refused.get(S3Uri.parse(video.media_uri).bucket)
             if (
                 problem is not None
                 and row is not None
@@ -270,7 +275,8 @@ def pegasus_descriptions(
     table = description_table(lake)
     existing = table.read().to_pylist()
     videos = usable_videos(read_inventory(lake))
-    tasks = plan_descriptions(videos, prompts, existing, model_id, transport)
+    buckets = pegasus.unusable_buckets({S3Uri.parse(v.media_uri).bucket for v in videos})
+    tasks = plan_descriptions(videos, prompts, existing, model_id, transport, buckets)
     calls = [t for t in tasks if t.skip_reason is None]
     context.log.info(
         f"{len(videos)} videos x {len(prompts)} prompts: {len(calls)} calls, "

@@ -22,6 +22,7 @@ from resources.bedrock_marengo_bodies import s3_media_source
 from resources.bedrock_query import runtime_client
 from resources.pegasus_bodies import (
     PEGASUS_MODEL_ID,
+    PEGASUS_REGIONS,
     PegasusAnswer,
     PegasusOutputError,
     Transport,
@@ -31,6 +32,7 @@ from resources.pegasus_bodies import (
     pegasus_model_id,
 )
 from resources.pegasus_prompts import PegasusPrompt
+from resources.s3_objects import bucket_region
 from resources.s3_storage import ObjectChanged, S3Storage, S3Uri
 
 BUCKET_OWNER_ENV = "MEDIAEMBED_BUCKET_OWNER"
@@ -126,7 +128,31 @@ class BedrockPegasus(dg.ConfigurableResource):
         except (BotoCoreError, ClientError, KeyError) as error:
             return None, f"STS GetCallerIdentity failed: {' '.join(str(error).split())[:200]}"
 
+    def unusable_buckets(self, buckets: set[str]) -> dict[str, str]:
+        """Bedrock reads S3 media only in the model's region: videos in other buckets are skipped, with
+        the reason, instead of each call being refused. Inline (base64) media have no such rule."""
+        if self.chosen_transport() != "s3":
+            return {}
+        refused = {}
+        for bucket in sorted(buckets):
+            region = self.bucket_region(bucket)
+            if region is not None and region != self.region_name:
+                hint = f", or set AWS_REGION to {region}" if region in PEGASUS_REGIONS else ""
+                refused[bucket] = (
+                    f"media bucket {bucket} is in {region}, but Pegasus runs in {self.region_name} and "
+                    "Bedrock reads only buckets in the model's region: replicate the objects to "
+                    f"{self.region_name}{hint}, or send them inline ({TRANSPORT_ENV}=base64)"
+                )
+        return refused
+
     # --- the I/O edges (a test's fake overrides these) ----------------------------------------------------
+
+    def bucket_region(self, bucket: str) -> str | None:
+        """GetBucketLocation; None when S3 will not say (no permission): Bedrock's answer decides then."""
+        try:
+            return bucket_region(self.storage.get_client(), bucket)
+        except (ClientError, BotoCoreError):
+            return None
 
     def invoke(self, model_id: str, body: dict[str, Any]) -> tuple[Any, dict[str, str]]:
         """One InvokeModel: the decoded JSON body and the response headers."""

@@ -50,6 +50,10 @@ class RecordingPegasus(BedrockPegasus):
     failing: list[str] = Field(default_factory=list)
     truncating: list[str] = Field(default_factory=list)
     caller: str | None = "210987654321"
+    bucket_regions: dict[str, str] = Field(default_factory=dict)
+
+    def bucket_region(self, bucket: str) -> str | None:
+        return self.bucket_regions.get(bucket)
 
     def caller_account(self) -> tuple[str | None, str | None]:
         return (self.caller, None) if self.caller else (None, "STS GetCallerIdentity failed: no credentials")
@@ -243,6 +247,18 @@ def test_without_a_bucket_owner_nothing_is_sent_and_the_reason_says_what_to_set(
     assert len(reasons) == 1 and "set MEDIAEMBED_BUCKET_OWNER" in reasons.pop()
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "calls_accepted"]
     assert not check.passed
+
+
+def test_videos_in_a_bucket_of_another_region_are_skipped_without_a_call(tmp_path: Path, lake: Lake) -> None:
+    pegasus = fake(tmp_path, transport="s3", bucket_regions={"media": "eu-west-1"})
+    materialize(pegasus, lake)
+    assert pegasus.calls() == []
+    row = rows_by_key(lake)[(SHORT[0], "summary")]
+    assert row["status"] == "skipped" and "media bucket media is in eu-west-1" in row["reason"]
+    inline = fake(tmp_path / "inline", transport="base64", bucket_regions={"media": "eu-west-1"})
+    (tmp_path / "inline").mkdir()
+    materialize(inline, lake)
+    assert len(inline.calls()) == 2 * 3, "inline media have no region rule"
 
 
 def test_one_failing_video_stops_nothing_else_and_is_retried_next_run(tmp_path: Path, lake: Lake) -> None:
