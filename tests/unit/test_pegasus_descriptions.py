@@ -320,6 +320,16 @@ def test_planning_calls_what_is_new_changed_or_failed_and_nothing_else() -> None
     assert len(plan_descriptions([VIDEO], [PROMPT], failed, PEGASUS_MODEL_ID, "s3")) == 1
 
 
+def test_a_prompt_over_2000_tokens_is_skipped_for_every_video_and_re_planned_once_shortened() -> None:
+    long_prompt = PegasusPrompt("summary", "Describe every frame. " * 100)
+    tasks = plan_descriptions([VIDEO], [long_prompt, PROMPT], [], PEGASUS_MODEL_ID, "s3")
+    assert [(t.prompt.prompt_id, t.skip_reason is None) for t in tasks] == [
+        ("summary", False),
+        ("summary", True),
+    ]
+    assert "2000-token limit" in (tasks[0].skip_reason or "")
+
+
 def test_a_skip_is_recorded_once_and_re_planned_when_its_reason_no_longer_holds() -> None:
     big = Video("s3://m/big.mp4", media_id("s3://m/big.mp4"), "e", 40 * MB, 10.0)
     [task] = plan_descriptions([big], [PROMPT], [], PEGASUS_MODEL_ID, "base64")
