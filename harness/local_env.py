@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from emulators.bedrock_runtime.models import ACCOUNT_ID as LOCAL_ACCOUNT_ID
 from emulators.twelvelabs_api import LOCAL_API_KEY as LOCAL_TWELVELABS_KEY
 from mediaembed.run_slots import free_slots_of_dead_runs
 
@@ -42,6 +43,8 @@ def local_settings(workdir: Path) -> dict[str, str]:
         "MEDIAEMBED_ASYNC_OUTPUT_URI": "s3://lake/marengo-async",
         "MEDIAEMBED_LAKE_URI": str(workdir / "lake"),
         "MEDIAEMBED_INDEX_URI": str(workdir / "index"),
+        # Pegasus sends the media bucket's owner with every S3 location; locally, the emulators' account.
+        "MEDIAEMBED_BUCKET_OWNER": LOCAL_ACCOUNT_ID,
         "DAGSTER_HOME": str(workdir / "dagster"),
     }
 

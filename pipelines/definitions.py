@@ -14,11 +14,13 @@ from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import media_inventory
 from assets_defs.migration_plan import migration_plan
+from assets_defs.pegasus_descriptions import pegasus_chapters, pegasus_descriptions
 from assets_defs.segment_index import marengo_segment_index
 from assets_defs.serving import serving_marengo
 from assets_defs.version_checks import WHOLE_VERSION_CHECKS, checked_version
 from pipelines.jobs import (
     cut_over_job,
+    describe_media_job,
     embed_new_media_job,
     ingest_marengo_job,
     roll_back_job,
@@ -27,6 +29,7 @@ from pipelines.jobs import (
 from pipelines.schedules import embed_new_media_schedule
 from pipelines.sensors import marengo_invocation_sensor
 from resources.bedrock_marengo import BedrockMarengo
+from resources.bedrock_pegasus import BedrockPegasus
 from resources.lake import Lake
 from resources.marengo_providers import MarengoProviders
 from resources.media_source import MediaSource
@@ -56,6 +59,8 @@ pipeline_resources = {
         if os.environ.get("TWELVELABS_API_KEY")
         else None,
     ),
+    # Unset fields follow MEDIAEMBED_BUCKET_OWNER, MEDIAEMBED_PEGASUS_TRANSPORT, MEDIAEMBED_PEGASUS_PROFILE.
+    "pegasus": BedrockPegasus(region_name=dg.EnvVar("AWS_REGION"), storage=storage),
     "segment_index": SegmentIndex(uri=dg.EnvVar("MEDIAEMBED_INDEX_URI"), storage=storage),
     # Unset fields follow MEDIAEMBED_MIGRATION_EXCLUDE and MEDIAEMBED_PROBE_SET when a check runs.
     "version_checks": VersionCheckSettings(),
@@ -70,9 +75,18 @@ defs = dg.Definitions(
         marengo_segment_index,
         checked_version,
         serving_marengo,
+        pegasus_descriptions,
+        pegasus_chapters,
     ],
     asset_checks=[*WHOLE_VERSION_CHECKS],
-    jobs=[embed_new_media_job, submit_marengo_job, ingest_marengo_job, cut_over_job, roll_back_job],
+    jobs=[
+        embed_new_media_job,
+        submit_marengo_job,
+        ingest_marengo_job,
+        cut_over_job,
+        roll_back_job,
+        describe_media_job,
+    ],
     schedules=[embed_new_media_schedule],
     sensors=[marengo_invocation_sensor],
     resources=pipeline_resources,

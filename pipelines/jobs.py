@@ -5,6 +5,7 @@ import dagster as dg
 from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.marengo_invocations import HOLD_QUOTA_SEC, marengo_invocations
 from assets_defs.media_inventory import media_inventory
+from assets_defs.pegasus_descriptions import pegasus_chapters, pegasus_descriptions
 from assets_defs.segment_index import marengo_segment_index
 from assets_defs.serving import ServingChangeConfig, roll_back, serving_marengo
 from assets_defs.version_checks import WHOLE_VERSION_CHECKS, checked_version
@@ -15,6 +16,8 @@ from resources.lake import Lake
 # quota hold (14 min) plus the submissions themselves; ingest: ten thousand outputs with ample room.
 SUBMISSION_MAX_RUNTIME_SEC = 60 * 60
 INGEST_MAX_RUNTIME_SEC = 4 * 60 * 60
+# Pegasus: one synchronous call per video and prompt, a few at a time; ample room for a large first run.
+DESCRIBE_MAX_RUNTIME_SEC = 6 * 60 * 60
 # A cut-over reads the whole version once (its checks); a rollback writes one record.
 SERVING_CHANGE_MAX_RUNTIME_SEC = 60 * 60
 
@@ -50,6 +53,15 @@ ingest_marengo_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(marengo_embeddings, marengo_segment_index),
     description="Turn finished Marengo invocations into embedding-table rows and LanceDB index entries.",
     tags={"dagster/max_runtime": INGEST_MAX_RUNTIME_SEC},
+)
+
+
+describe_media_job = dg.define_asset_job(
+    "describe_media",
+    selection=dg.AssetSelection.assets(pegasus_descriptions, pegasus_chapters),
+    description="Describe and chapter every usable video with Pegasus, calling only for what is new "
+    "(new objects, changed ETags, changed prompts).",
+    tags={"dagster/max_runtime": DESCRIBE_MAX_RUNTIME_SEC},
 )
 
 

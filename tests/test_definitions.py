@@ -38,6 +38,8 @@ def test_asset_catalog_snapshot() -> None:
         "search/marengo_segments": ("search", ["lancedb"], models),
         "migration/checked_version": ("migration", [], models),
         "serving/marengo": ("search", [], models),
+        "pegasus/descriptions": ("pegasus", ["bedrock", "deltalake"], None),
+        "pegasus/chapters": ("pegasus", ["deltalake"], None),
     }
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     assert checks == {
@@ -52,6 +54,8 @@ def test_asset_catalog_snapshot() -> None:
         ("search/marengo_segments", "matches_embedding_table"),
         ("search/marengo_segments", "no_duplicate_segment_ids"),
         ("search/marengo_segments", "removals_confirmed"),
+        ("pegasus/descriptions", "no_truncated_descriptions"),
+        ("pegasus/descriptions", "calls_accepted"),
         *(("migration/checked_version", c.check_key.name) for c in WHOLE_VERSION_CHECKS),
     }
     assert len(WHOLE_VERSION_CHECKS) == 8
@@ -63,6 +67,7 @@ def test_asset_catalog_snapshot() -> None:
         "marengo/invocations": {"marengo_submit"},
         "marengo/embeddings": {"marengo_ingest"},
         "search/marengo_segments": {"lancedb_writer"},
+        "pegasus/descriptions": {"pegasus"},
     }
 
 
@@ -88,6 +93,11 @@ def test_jobs_sensor_and_schedule_target_the_right_assets() -> None:
         "submit_marengo_invocations",
     ]
     assert defs.resolve_schedule_def("embed_new_media_schedule").job_name == "embed_new_media"
+    describe = defs.resolve_job_def("describe_media")
+    assert {k.to_user_string() for k in describe.asset_layer.executable_asset_keys} == {
+        "pegasus/descriptions",
+        "pegasus/chapters",
+    }
 
 
 def _top_level_names(nodes: Iterable[ast.AST]) -> set[str]:
