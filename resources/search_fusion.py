@@ -24,6 +24,8 @@ WEAK_SIGNAL_RATIO = 0.5
 WEAK_SIGNAL_WEIGHT = 1e-3
 
 TextSignal = Literal["description", "chapter"]
+# How signals that contributed equally are listed.
+SIGNAL_ORDER = ("visual", "audio", "transcription", "fused", "chapter", "description")
 SegmentKey = tuple[str, float | None, float | None]
 
 
@@ -96,6 +98,10 @@ def rrf(rank: int, k: int = DEFAULT_RRF_K, weight: float = 1.0) -> float:
     return weight / (k + rank)
 
 
+def _signal_rank(signal: str) -> tuple[int, str]:
+    return (SIGNAL_ORDER.index(signal) if signal in SIGNAL_ORDER else len(SIGNAL_ORDER), signal)
+
+
 def _span_key(key: SegmentKey) -> tuple[str, float, float]:
     return (key[0], -1.0 if key[1] is None else key[1], -1.0 if key[2] is None else key[2])
 
@@ -130,7 +136,7 @@ def fuse_segments(
             contributions.setdefault(key, []).append((part, strong, signal, hit))
     out = []
     for key, parts in contributions.items():
-        parts.sort(key=lambda p: (-p[0], -p[3].score, p[2]))
+        parts.sort(key=lambda p: (-p[0], -p[3].score, _signal_rank(p[2])))
         matched = [p for p in parts if p[1]] or parts  # only weak signals found it: say which
         best = max((p[3] for p in matched), key=lambda h: h.score)
         out.append(
