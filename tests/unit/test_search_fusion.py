@@ -55,7 +55,11 @@ def test_rrf_arithmetic_on_a_small_hand_example() -> None:
     assert got[(A, 0.0)] == pytest.approx(1 / 61 + 1 / 63)
     assert got[(B, 0.0)] == pytest.approx(1 / 62 + 1 / 61)
     assert got[(A, 5.0)] == pytest.approx(1 / 62)
-    assert places(fuse_segments(rows)) == [(B, 0.0), (A, 0.0), (A, 5.0)]  # two seconds beat a first and a third
+    assert places(fuse_segments(rows)) == [
+        (B, 0.0),
+        (A, 0.0),
+        (A, 5.0),
+    ]  # two seconds beat a first and a third
     assert rrf(1) == pytest.approx(1 / (DEFAULT_RRF_K + 1))
 
 
@@ -85,7 +89,10 @@ def test_a_weak_signal_orders_only_what_strong_ones_did_not_find_and_is_not_name
 def test_marengo_2_7_visual_rows_and_image_vectors_are_one_visual_signal() -> None:
     rows = [row(A, 0.0, 0.7, "visual-text"), row(A, 0.0, 0.8, "visual-image"), row(B, None, 0.75, None)]
     hits = fuse_segments(rows)
-    assert [(h.media_uri, h.signals, h.score) for h in hits] == [(A, ("visual",), 0.8), (B, ("visual",), 0.75)]
+    assert [(h.media_uri, h.signals, h.score) for h in hits] == [
+        (A, ("visual",), 0.8),
+        (B, ("visual",), 0.75),
+    ]
     assert hits[1].embedding_scope == "asset" and hits[1].start_sec is None
 
 
