@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import threading
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -214,3 +215,16 @@ def test_the_search_page_finds_the_object_and_links_its_second(env: dict[str, st
         server.server_close()
         thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+def test_serve_on_a_port_in_use_is_one_line_naming_it(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = cli(["serve", "--port", str(port)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "")
+    assert len(err.splitlines()) == 1 and f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
