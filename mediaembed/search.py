@@ -1,4 +1,6 @@
-"""Text search over the segment index: embed the query with InvokeModel, rank segments by cosine.
+"""Text search over the segment index: embed the query with InvokeModel, rank segments by cosine, and fuse
+each segment's embedding options (and, in text and hybrid modes, full-text hits from a `TextHitSource`) by
+reciprocal rank fusion (resources/search_fusion.py), so a span is one hit whatever matched it.
 
 Nothing here loads Dagster or the code location. `Searcher` builds the one Bedrock client and the one
 LanceDB connection a search needs straight from the environment, once: the command starts in a fraction
