@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import html
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -141,6 +143,8 @@ def run_serve(host: str, port: int, searcher: Searcher | None = None) -> int:
         )
         return 1
     print(f"mediaembed serve: searching at http://{host}:{server.server_port}/ (Ctrl-C stops)", flush=True)
+    if threading.current_thread() is threading.main_thread():  # a service manager's stop ends it like Ctrl-C
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
