@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
+from emulators.s3 import S3Emulator
+from emulators.sample_media import upload_sample_media
 from emulators.twelvelabs_api import TwelveLabsEmulator
 from harness.local_env import local_settings
 from mediaembed.search import SearchError
@@ -24,16 +26,24 @@ NO_S3 = "http://127.0.0.1:9"
 
 
 @contextmanager
-def local_search_env(workdir: Path) -> Iterator[dict[str, str]]:
+def local_search_env(workdir: Path, with_media: bool = False) -> Iterator[dict[str, str]]:
     """Settings of the local work folder plus a running Bedrock emulator, applied to this process for the
-    duration of the block (and restored after it)."""
+    duration of the block (and restored after it).
+
+    `with_media` (for `mediaembed serve --local`) also starts an S3 emulator holding the sample media the
+    demo indexed (generated again, deterministically), so the page's presigned links open the media."""
     settings = local_settings(workdir)
     index = Path(settings["MEDIAEMBED_INDEX_URI"])
     if not index.is_dir():
         raise SearchError(
             f"no local index at {index}: run `make demo` first, or pass --workdir to the folder it used"
         )
-    emulator = BedrockRuntimeEmulator(NO_S3, region=REGION).start()
+    s3 = S3Emulator(region=REGION).start() if with_media else None
+    if s3 is not None:
+        client = s3.client()
+        client.create_bucket(Bucket="media")
+        upload_sample_media(client, "media")
+    emulator = BedrockRuntimeEmulator(s3.endpoint if s3 else NO_S3, region=REGION).start()
     twelvelabs = TwelveLabsEmulator().start()
     env = {
         "TWELVELABS_BASE_URL": twelvelabs.base_url,
@@ -44,6 +54,7 @@ def local_search_env(workdir: Path) -> Iterator[dict[str, str]]:
         "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.endpoint,
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
+        **({"AWS_ENDPOINT_URL_S3": s3.endpoint} if s3 is not None else {}),
     }
     saved = {name: os.environ.get(name) for name in (*env, "AWS_SESSION_TOKEN", "AWS_PROFILE")}
     try:
@@ -59,3 +70,5 @@ def local_search_env(workdir: Path) -> Iterator[dict[str, str]]:
                 os.environ[name] = value
         emulator.stop()
         twelvelabs.stop()
+        if s3 is not None:
+            s3.stop()

@@ -1,4 +1,4 @@
-"""The `mediaembed` command: search, ingest, demo, dev and emulate."""
+"""The `mediaembed` command: search, serve, ingest, demo, dev and emulate."""
 
 import argparse
 import os
@@ -33,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=("start", "end", "none"),
         help="Marengo 2.7 only: drop the start or the end of a text over 77 tokens, or refuse it (none)",
     )
+    search_cmd.add_argument(
+        "--mode",
+        choices=("vector", "text", "hybrid"),
+        default="vector",
+        help="vector: by meaning, each segment once whatever options matched it; text: words in Pegasus "
+        "descriptions and chapters; hybrid: both, fused by reciprocal rank",
+    )
     search_cmd.add_argument("--top-k", type=int, default=5, help="how many hits (1 or more)")
     search_cmd.add_argument("--json", action="store_true", help="one JSON object per hit")
     search_cmd.add_argument(
@@ -47,6 +54,22 @@ def main(argv: list[str] | None = None) -> int:
         "started just for the query embedding",
     )
     search_cmd.add_argument("--workdir", type=Path, default=Path(".local"), help="with --local")
+
+    serve_cmd = commands.add_parser(
+        "serve",
+        help="a small search web page over the same index as `mediaembed search`",
+        description="Serve a search page: a query box, and results whose time span links to the media at "
+        "that second (a presigned S3 URL).",
+    )
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8080)
+    serve_cmd.add_argument(
+        "--local",
+        action="store_true",
+        help="serve what `make demo` built: its index under --workdir, with the S3 and Bedrock emulators "
+        "started for the media links and query embeddings",
+    )
+    serve_cmd.add_argument("--workdir", type=Path, default=Path(".local"), help="with --local")
 
     ingest_cmd = commands.add_parser(
         "ingest", help="embed and index everything under s3://bucket/prefix, following it to the end"
@@ -118,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "search":
         return _search(args)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "serving":
         from mediaembed.serving import run_serving
 
@@ -162,6 +187,7 @@ def _search(args: argparse.Namespace) -> int:
             images=args.image,
             audio=args.audio,
             text_truncate=args.text_truncate,
+            mode=args.mode,
         )
 
     if not args.local:
@@ -179,6 +205,28 @@ def _search(args: argparse.Namespace) -> int:
             return run()
     except SearchError as error:
         print(f"mediaembed search: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mediaembed.search import SearchError
+    from mediaembed.web import run_serve  # like search: no Dagster, no code location
+
+    if not args.local:
+        return run_serve(args.host, args.port)
+    try:
+        from harness.local_search import local_search_env  # the local harness, only when asked for
+    except ImportError:
+        print(
+            "mediaembed serve --local needs the local emulators: pip install 'mediaembed[local]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with local_search_env(args.workdir, with_media=True):
+            return run_serve(args.host, args.port)
+    except SearchError as error:
+        print(f"mediaembed serve: {error}", file=sys.stderr)
         return error.exit_code
 
 

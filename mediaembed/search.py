@@ -1,4 +1,6 @@
-"""Text search over the segment index: embed the query with InvokeModel, rank segments by cosine.
+"""Text search over the segment index: embed the query with InvokeModel, rank segments by cosine, and fuse
+each segment's embedding options (and, in text and hybrid modes, full-text hits from a `TextHitSource`) by
+reciprocal rank fusion (resources/search_fusion.py), so a span is one hit whatever matched it.
 
 Nothing here loads Dagster or the code location. `Searcher` builds the one Bedrock client and the one
 LanceDB connection a search needs straight from the environment, once: the command starts in a fraction
@@ -16,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TextIO
+from typing import Any, Literal, Protocol, TextIO, get_args
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -33,11 +35,11 @@ from resources.marengo_query import check_query as check_marengo_query
 from resources.marengo_query import query_token_bound as query_token_bound
 from resources.model_routes import ModelRoute, ProviderName, configured_providers, route
 from resources.provider_errors import ProviderError, QueryEmbeddingError
+from resources.search_fusion import FusedHit, TextHit, fuse_hybrid, fuse_segments
 from resources.segment_search import (
     DEFAULT_NPROBES,
     DEFAULT_REFINE_FACTOR,
     IndexNotFound,
-    SearchHit,
     connect_for_reading,
     local_index_path,
     open_segments,
@@ -46,6 +48,16 @@ from resources.segment_search import (
 from resources.serving_versions import ServingChangeRefused, ServingState, ServingVersions, record_folder
 
 CONFIG_HELP = "see 'Configuration' in the README"
+SearchMode = Literal["vector", "text", "hybrid"]
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+# Rows fetched per hit asked for: one per embedding option (visual, audio, transcription) times a margin, so
+# a segment's weaker options are still among the candidates when its rows are fused.
+CANDIDATE_OPTIONS = 3
+CANDIDATE_FACTOR = 4
+NOT_DESCRIBED = (
+    "descriptions are not indexed yet: run the describe job (Pegasus descriptions and chapters) first, "
+    "or search with --mode vector"
+)
 LOCAL_HINT = 'to search what `make demo` built, run: mediaembed search --local "red circle"'
 
 
@@ -141,6 +153,18 @@ def serving_model(model_key: str) -> MarengoModel:
         raise BadQuery(f"unknown model {model_key!r}: choose one of {', '.join(MARENGO_MODELS)}") from None
 
 
+class TextHitSource(Protocol):
+    """Where text and hybrid search get full-text hits (descriptions and chapters), best first."""
+
+    def search_text(self, text: str, limit: int) -> Sequence[TextHit]: ...
+
+
+def check_mode(mode: str) -> SearchMode:
+    if mode not in SEARCH_MODES:
+        raise BadQuery(f"--mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
 class Searcher:
     """Embeds text queries and ranks indexed segments, holding one Bedrock client and one LanceDB
     connection (and each opened table) for as long as it lives.
@@ -157,8 +181,13 @@ class Searcher:
         read_consistency_interval: timedelta | None = timedelta(seconds=5),
         max_attempts: int = 3,
         clients: Mapping[str, Any] | None = None,
+        text_source: TextHitSource | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = settings
+        # None until descriptions are indexed: text and hybrid search then say to run the describe job.
+        self.text_source = text_source
+        self.weights = dict(weights or {})  # RRF weight by signal or list kind; 1.0 where not given
         self.read_consistency_interval = read_consistency_interval
         self._max_attempts = max_attempts
         # "bedrock", "twelvelabs", "s3": built on first use unless given (tests give their own).
@@ -199,15 +228,34 @@ class Searcher:
         return state
 
     def search(
-        self, query: str | MarengoQuery, top_k: int = 5, model_key: str | None = None
-    ) -> list[SearchHit]:
+        self,
+        query: str | MarengoQuery,
+        top_k: int = 5,
+        model_key: str | None = None,
+        mode: str = "vector",
+    ) -> list[FusedHit]:
         """The `top_k` best segments for a query (text, or a `MarengoQuery` with images or a clip), best
-        first, from the serving version unless `model_key` names another. Its limits are checked and the
-        index is opened before the query is embedded, so a search that cannot succeed costs no provider
-        call."""
-        model = serving_model(model_key or self.serving().serving)
+        first, each segment once whatever options matched it, from the serving version unless `model_key`
+        names another. `mode` "text" ranks full-text hits only, "hybrid" fuses them with the vector hits.
+        Limits are checked and the index opened before the query is embedded, so a search that cannot
+        succeed costs no provider call."""
+        mode = check_mode(mode)
         check_top_k(top_k)
         query = MarengoQuery.of_text(query) if isinstance(query, str) else query
+        if mode != "vector":
+            if not query.text or not query.text.strip():
+                raise BadQuery(f"--mode {mode} needs words to search for")
+            if self.text_source is None:
+                raise SearchError(NOT_DESCRIBED)
+        candidates = top_k * CANDIDATE_OPTIONS * CANDIDATE_FACTOR
+        text_hits = self._text_hits(query.text or "", candidates) if mode != "vector" else []
+        vector_hits = self._vector_hits(query, candidates, model_key) if mode != "text" else []
+        if mode == "vector":
+            return vector_hits[:top_k]
+        return fuse_hybrid(vector_hits, text_hits, weights=self.weights)[:top_k]
+
+    def _vector_hits(self, query: MarengoQuery, candidates: int, model_key: str | None) -> list[FusedHit]:
+        model = serving_model(model_key or self.serving().serving)
         target = self.route_of(model)
         check_query(query, model, target, self.settings.region)
         table = self._table(model)
@@ -215,9 +263,32 @@ class Searcher:
             vector = self._embed_query(target, query)
         except (QueryEmbeddingError, ProviderError) as error:
             raise SearchError(str(error)) from None
-        return search_segments(
-            table, vector, top_k, nprobes=self.settings.nprobes, refine_factor=self.settings.refine_factor
+        rows = search_segments(
+            table,
+            vector,
+            candidates,
+            nprobes=self.settings.nprobes,
+            refine_factor=self.settings.refine_factor,
         )
+        return fuse_segments(rows, weights=self.weights)
+
+    def _text_hits(self, text: str, limit: int) -> list[TextHit]:
+        assert self.text_source is not None
+        try:
+            return list(self.text_source.search_text(text, limit))
+        except SearchError:
+            raise
+        except (OSError, ValueError, RuntimeError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise SearchError(
+                f"cannot search the description index: {reason}; run the describe job"
+            ) from None
+
+    def media_url(self, media_uri: str, start_sec: float | None = None) -> str:
+        """A link that opens an indexed object (at `start_sec`, by a media fragment): a presigned GET URL
+        for s3:// objects, valid for 10 minutes."""
+        url = self._presigned_url(media_uri) if media_uri.startswith("s3://") else media_uri
+        return url if start_sec is None else f"{url}#t={start_sec:g}"
 
     def query_media(self, spec: str, kind: QueryMediaKind, name: str = "") -> QueryMedia:
         """An image or clip for a query, from a local path or an s3:// URI (looked at, not yet sent)."""
@@ -306,36 +377,48 @@ class Searcher:
         return S3Storage(region_name=self.settings.region).lance_storage_options()
 
 
-def search(query: str | MarengoQuery, top_k: int = 5, model_key: str | None = None) -> list[SearchHit]:
+def search(
+    query: str | MarengoQuery, top_k: int = 5, model_key: str | None = None, mode: str = "vector"
+) -> list[FusedHit]:
     """One search with settings read from the environment now (a long-lived caller keeps a `Searcher`)."""
-    return Searcher.from_env().search(query, top_k, model_key)
+    return Searcher.from_env().search(query, top_k, model_key, mode)
 
 
-def hit_record(rank: int, hit: SearchHit) -> dict[str, Any]:
-    """Everything the text output shows, for `--json`."""
+def hit_record(rank: int, hit: FusedHit) -> dict[str, Any]:
+    """Everything the text output shows, for `--json`. `score` is the best raw score of the strongest
+    signal, `fused_score` the RRF score the ranking is by; the embedding_* keys are those of the best
+    vector row (None for a text-only hit)."""
     return {
         "rank": rank,
         "media_uri": hit.media_uri,
         "start_sec": hit.start_sec,
         "end_sec": hit.end_sec,
         "score": hit.score,
+        "fused_score": round(hit.fused_score, 6),
         "model": hit.model,
+        "signals": list(hit.signals),
+        "snippet": hit.snippet,
         "embedding_option": hit.embedding_option,
         "embedding_type": hit.embedding_type,
         "embedding_scope": hit.embedding_scope,
     }
 
 
-def print_hits(hits: Sequence[SearchHit], as_json: bool, out: TextIO | None = None) -> None:
+def hit_kind(hit: FusedHit) -> str:
+    """What matched, as the text output and the web page show it: "visual+audio, clip"."""
+    return ", ".join(k for k in ("+".join(hit.signals), hit.embedding_scope) if k)
+
+
+def print_hits(hits: Sequence[FusedHit], as_json: bool, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     for rank, hit in enumerate(hits, 1):
         if as_json:
             print(json.dumps(hit_record(rank, hit)), file=out)
             continue
         span = "" if hit.start_sec is None else f"  [{hit.start_sec:6.2f}s - {hit.end_sec:6.2f}s]"
-        fused = "fused" if hit.embedding_type == "fused" else None  # separate: its option says enough
-        kind = ", ".join(k for k in (hit.embedding_option, fused, hit.embedding_scope) if k)
-        print(f"{rank:2d}. {hit.score:.4f}  {hit.media_uri}{span}  {hit.model}  ({kind})", file=out)
+        snippet = f'  "{" ".join(hit.snippet.split())[:120]}"' if hit.snippet else ""
+        line = f"{rank:2d}. {hit.score:.4f}  {hit.media_uri}{span}  {hit.model}{snippet}  ({hit_kind(hit)})"
+        print(line, file=out)
 
 
 def run_search(
@@ -347,8 +430,10 @@ def run_search(
     images: Sequence[str] = (),
     audio: str | None = None,
     text_truncate: TextTruncate | None = None,
+    mode: str = "vector",
     out: TextIO | None = None,
     err: TextIO | None = None,
+    searcher: Searcher | None = None,
 ) -> int:
     """`mediaembed search`: hits on `out`; notices and errors as one line each on `err`; the exit status.
 
@@ -357,10 +442,11 @@ def run_search(
     err = err or sys.stderr
     try:
         check_top_k(top_k)
+        check_mode(mode)
         query = MarengoQuery(text=text, text_truncate=text_truncate)
         if model_key is not None and not images and audio is None:
             notice = check_query(query, serving_model(model_key))  # before any setting is read
-        searcher = Searcher.from_env()
+        searcher = searcher or Searcher.from_env()
         model_key = model_key or searcher.serving().serving  # one version for the whole query
         model = serving_model(model_key)
         if not images and audio is None:
@@ -372,7 +458,7 @@ def run_search(
             notice = check_query(query, model, searcher.route_of(model), searcher.settings.region)
         if notice:
             print(f"mediaembed search: {notice}", file=err)
-        hits = searcher.search(query, top_k, model_key)
+        hits = searcher.search(query, top_k, model_key, mode)
     except SearchError as error:
         print(f"mediaembed search: {error}", file=err)
         return error.exit_code
@@ -387,7 +473,8 @@ def run_search(
         )
         return 1
     if not hits:
-        print(f"mediaembed search: the {model_key} index holds no segments yet", file=err)
+        where = f"the {model_key} index holds no segments yet" if mode == "vector" else "nothing matched"
+        print(f"mediaembed search: {where}", file=err)
     out = out or sys.stdout
     try:
         print_hits(hits, as_json, out)

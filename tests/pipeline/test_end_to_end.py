@@ -69,11 +69,15 @@ def test_scene_search_returns_the_right_video_and_seconds(world: World) -> None:
                 "start_sec",
                 "end_sec",
                 "score",
+                "fused_score",
                 "model",
+                "signals",
+                "snippet",
                 "embedding_option",
                 "embedding_type",
                 "embedding_scope",
             }
+            assert (top["signals"], top["snippet"]) == (["visual"], None)
             assert (top["embedding_option"], top["embedding_type"], top["embedding_scope"]) == (
                 "visual",
                 "separate",

@@ -139,11 +139,17 @@ def test_the_right_segment_comes_first_and_json_carries_what_text_shows(
         "start_sec",
         "end_sec",
         "score",
+        "fused_score",
         "model",
+        "signals",
+        "snippet",
         "embedding_option",
         "embedding_type",
         "embedding_scope",
     }
+    assert (first["signals"], first["snippet"]) == (["visual"], None)
+    assert [r["rank"] for r in records] == [1, 2, 3]
+    assert [r["fused_score"] for r in records] == sorted((r["fused_score"] for r in records), reverse=True)
     assert (first["media_uri"], first["start_sec"], first["end_sec"]) == (
         "s3://media/videos/shapes.mp4",
         0.0,
@@ -159,12 +165,15 @@ def test_the_right_segment_comes_first_and_json_carries_what_text_shows(
     for record, line in zip(records, text.splitlines(), strict=True):  # every field shown is in the JSON
         assert line.split()[0] == f"{record['rank']}."
         assert f"{record['score']:.4f}" in line and record["media_uri"] in line and record["model"] in line
-        shown = ", ".join(v for v in (record["embedding_option"], record["embedding_scope"]) if v)
+        shown = ", ".join(v for v in ("+".join(record["signals"]), record["embedding_scope"]) if v)
         assert line.endswith(f"({shown})")
         if record["start_sec"] is not None:
             assert f"{record['start_sec']:6.2f}s - {record['end_sec']:6.2f}s" in line
     image = next(r for r in records if r["media_uri"].endswith(".png"))
     assert (image["embedding_option"], image["embedding_scope"], image["start_sec"]) == (None, "asset", None)
+    assert image["signals"] == ["visual"], "an image's vector is what it shows"
+    hum = next(r for r in records if r["media_uri"].endswith(".wav"))
+    assert (hum["signals"], records[-1]) == (["audio"], hum), "a weak audio match comes after visual ones"
 
 
 class ClosedPipe(io.StringIO):
