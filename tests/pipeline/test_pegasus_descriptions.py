@@ -18,16 +18,7 @@ PROMPTS = ("summary", "chapters", "keywords")
 def describe(world: World, **config: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """One run of the describe_media job (inventory first, as the schedule's run leaves it)."""
     instance = world.instance
-    inventory = dg.materialize(
-        [
-            next(
-                a for a in defs.assets or [] if getattr(a, "key", None) == dg.AssetKey(["media", "inventory"])
-            )
-        ],  # type: ignore[list-item]
-        resources=defs.resources,
-        instance=instance,
-    )
-    assert inventory.success
+    assert dg.materialize([media_inventory], resources=pipeline_resources, instance=instance).success
     run_config = {"ops": {"pegasus__descriptions": {"config": config}}} if config else None
     result = defs.resolve_job_def("describe_media").execute_in_process(
         instance=instance, run_config=run_config
