@@ -186,7 +186,7 @@ class Searcher:
         weights: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = settings
-        # None until descriptions are indexed: text and hybrid search then say to run the describe job.
+        # None (or a source whose table is missing): text and hybrid search say to run the describe job.
         self.text_source = text_source
         self.weights = dict(weights or {})  # RRF weight by signal or list kind; 1.0 where not given
         self.read_consistency_interval = read_consistency_interval

@@ -25,6 +25,8 @@ DESCRIPTION: TextSignal = "description"
 CHAPTER: TextSignal = "chapter"
 TRUNCATED = "length"  # Pegasus's finishReason when it stopped at maxOutputTokens
 SNIPPET_CHARS = 160
+# After the snippet of an answer Pegasus cut at maxOutputTokens: the text found is not all it would say.
+CUT_MARK = " [cut short: finishReason length]"
 
 TEXT_SCHEMA = pa.schema(
     [
@@ -240,7 +242,7 @@ class DescriptionSearch:
                 start_sec=r["start_sec"],
                 end_sec=r["end_sec"],
                 signal=CHAPTER if r["kind"] == CHAPTER else DESCRIPTION,
-                snippet=snippet(r["text"], text),
+                snippet=snippet(r["text"], text) + (CUT_MARK if r["finish_reason"] == TRUNCATED else ""),
                 score=float(r["_score"]),
                 model=r["model_id"],
             )

@@ -133,6 +133,15 @@ def test_a_truncated_answer_keeps_its_finish_reason_and_failed_or_empty_ones_are
     assert description_text(None, json.dumps({"keywords": ["red", 3]})) == "red, 3"
 
 
+def test_a_hit_on_a_cut_answer_says_so_in_its_snippet(index: DescriptionIndex) -> None:
+    cut = description(BEACH, "summary", "Waves breaking on a sandy be", finish="length")
+    index.sync(pa.Table.from_pylist(text_rows([cut], []), schema=TEXT_SCHEMA))
+    [hit] = DescriptionSearch(index.uri).search_text("waves", 5)
+    assert hit.snippet == "Waves breaking on a sandy be [cut short: finishReason length]"
+    [whole] = DescriptionSearch(index.uri).search_text("sandy", 5)
+    assert whole.signal == "description" and whole.start_sec is None
+
+
 def test_the_snippet_is_the_text_around_the_match_on_one_line() -> None:
     text = "Opening titles. " * 20 + "Then a\ngreen square turns slowly. " + "Closing credits. " * 20
     cut = snippet(text, "squares", width=60)
