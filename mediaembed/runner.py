@@ -22,7 +22,7 @@ from resources.submission_ledger import SubmissionLedger
 def run_job(
     instance: dg.DagsterInstance,
     job_name: str,
-    partition_key: str,
+    partition_key: str | None,
     run_config: dict[str, Any] | None = None,
     log_level: str = "INFO",
     **kwargs: Any,
@@ -31,7 +31,8 @@ def run_job(
 
     A submission run here ends at the quota unless its run config sets `hold_quota_sec`: the caller's loop
     (the sensor driver, `mediaembed ingest`) submits again as jobs end, and a run holding the quota would
-    stop that loop while it waits. Under the daemon the default holds.
+    stop that loop while it waits. Under the daemon the default holds. `partition_key` is None for an
+    unpartitioned job (describe_media).
     """
     run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}}
     if job_name in SUBMITTING_JOBS:
@@ -43,7 +44,8 @@ def run_job(
         instance, defs.resolve_job_def(job_name), partition_key=partition_key, run_config=run_config, **kwargs
     )
     if not result.success:
-        raise RuntimeError(f"run of {job_name} for {partition_key} failed: {result.run_id}")
+        which = f" for {partition_key}" if partition_key is not None else ""
+        raise RuntimeError(f"run of {job_name}{which} failed: {result.run_id}")
     return result
 
 

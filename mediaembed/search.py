@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol, TextIO, get_args
 from botocore.exceptions import BotoCoreError, ClientError
 
 from resources.bedrock_query import embed_query, runtime_client
+from resources.description_search import DescriptionSearch
 from resources.marengo_models import MARENGO_MODELS, MarengoModel
 from resources.marengo_query import (
     MarengoQuery,
@@ -185,7 +186,7 @@ class Searcher:
         weights: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = settings
-        # None until descriptions are indexed: text and hybrid search then say to run the describe job.
+        # None (or a source whose table is missing): text and hybrid search say to run the describe job.
         self.text_source = text_source
         self.weights = dict(weights or {})  # RRF weight by signal or list kind; 1.0 where not given
         self.read_consistency_interval = read_consistency_interval
@@ -198,7 +199,12 @@ class Searcher:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> Searcher:
-        return cls(SearchSettings.from_env(env), **options)
+        """A searcher of the configured index; text and hybrid modes search its description table
+        (through the searcher's one connection) unless `text_source` is given."""
+        searcher = cls(SearchSettings.from_env(env), **options)
+        if searcher.text_source is None:
+            searcher.text_source = DescriptionSearch(searcher.connection)
+        return searcher
 
     def serving(self) -> ServingState:
         """The lake's serving record, read again once `read_consistency_interval` has passed (as LanceDB
@@ -278,6 +284,8 @@ class Searcher:
             return list(self.text_source.search_text(text, limit))
         except SearchError:
             raise
+        except IndexNotFound:  # no index, or no description table in it, yet
+            raise SearchError(NOT_DESCRIBED) from None
         except (OSError, ValueError, RuntimeError) as error:
             reason = " ".join(str(error).split())[:200]
             raise SearchError(
@@ -344,15 +352,22 @@ class Searcher:
             )
         )
 
+    def connection(self) -> Any:
+        """The one LanceDB connection of this searcher, made on first use (IndexNotFound before the
+        pipeline has made the index)."""
+        if self._db is None:
+            self._db = connect_for_reading(
+                self.settings.index_uri, self._storage_options(), self.read_consistency_interval
+            )
+        return self._db
+
     def _table(self, model: MarengoModel) -> Any:
         table = self._tables.get(model.key)
         if table is None:
             uri = self.settings.index_uri
             options = self._storage_options() if self._db is None else None
             try:
-                if self._db is None:
-                    self._db = connect_for_reading(uri, options, self.read_consistency_interval)
-                table = open_segments(self._db, model, uri)
+                table = open_segments(self.connection(), model, uri)
             except IndexNotFound as error:
                 raise SearchError(
                     f"{error}: run the pipeline first (`make demo` locally, or materialize "

@@ -10,6 +10,7 @@ import os
 
 import dagster as dg
 
+from assets_defs.description_index import search_descriptions
 from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.marengo_invocations import marengo_invocations
 from assets_defs.media_inventory import media_inventory
@@ -30,6 +31,7 @@ from pipelines.schedules import embed_new_media_schedule
 from pipelines.sensors import marengo_invocation_sensor
 from resources.bedrock_marengo import BedrockMarengo
 from resources.bedrock_pegasus import BedrockPegasus
+from resources.description_index import DescriptionIndex
 from resources.lake import Lake
 from resources.marengo_providers import MarengoProviders
 from resources.media_source import MediaSource
@@ -62,6 +64,7 @@ pipeline_resources = {
     # Unset fields follow MEDIAEMBED_BUCKET_OWNER, MEDIAEMBED_PEGASUS_TRANSPORT, MEDIAEMBED_PEGASUS_PROFILE.
     "pegasus": BedrockPegasus(region_name=dg.EnvVar("AWS_REGION"), storage=storage),
     "segment_index": SegmentIndex(uri=dg.EnvVar("MEDIAEMBED_INDEX_URI"), storage=storage),
+    "description_index": DescriptionIndex(uri=dg.EnvVar("MEDIAEMBED_INDEX_URI"), storage=storage),
     # Unset fields follow MEDIAEMBED_MIGRATION_EXCLUDE and MEDIAEMBED_PROBE_SET when a check runs.
     "version_checks": VersionCheckSettings(),
 }
@@ -77,6 +80,7 @@ defs = dg.Definitions(
         serving_marengo,
         pegasus_descriptions,
         pegasus_chapters,
+        search_descriptions,
     ],
     asset_checks=[*WHOLE_VERSION_CHECKS],
     jobs=[

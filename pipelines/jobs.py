@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets_defs.description_index import search_descriptions
 from assets_defs.marengo_embeddings import marengo_embeddings
 from assets_defs.marengo_invocations import HOLD_QUOTA_SEC, marengo_invocations
 from assets_defs.media_inventory import media_inventory
@@ -58,9 +59,9 @@ ingest_marengo_job = dg.define_asset_job(
 
 describe_media_job = dg.define_asset_job(
     "describe_media",
-    selection=dg.AssetSelection.assets(pegasus_descriptions, pegasus_chapters),
+    selection=dg.AssetSelection.assets(pegasus_descriptions, pegasus_chapters, search_descriptions),
     description="Describe and chapter every usable video with Pegasus, calling only for what is new "
-    "(new objects, changed ETags, changed prompts).",
+    "(new objects, changed ETags, changed prompts), and index the words for full-text search.",
     tags={"dagster/max_runtime": DESCRIBE_MAX_RUNTIME_SEC},
 )
 

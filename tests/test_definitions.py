@@ -40,6 +40,7 @@ def test_asset_catalog_snapshot() -> None:
         "serving/marengo": ("search", [], models),
         "pegasus/descriptions": ("pegasus", ["bedrock", "deltalake"], None),
         "pegasus/chapters": ("pegasus", ["deltalake"], None),
+        "search/descriptions": ("search", ["lancedb"], None),
     }
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     assert checks == {
@@ -56,6 +57,7 @@ def test_asset_catalog_snapshot() -> None:
         ("search/marengo_segments", "removals_confirmed"),
         ("pegasus/descriptions", "no_truncated_descriptions"),
         ("pegasus/descriptions", "calls_accepted"),
+        ("search/descriptions", "matches_description_tables"),
         *(("migration/checked_version", c.check_key.name) for c in WHOLE_VERSION_CHECKS),
     }
     assert len(WHOLE_VERSION_CHECKS) == 8
@@ -68,6 +70,7 @@ def test_asset_catalog_snapshot() -> None:
         "marengo/embeddings": {"marengo_ingest"},
         "search/marengo_segments": {"lancedb_writer"},
         "pegasus/descriptions": {"pegasus"},
+        "search/descriptions": {"lancedb_writer"},
     }
 
 
@@ -97,6 +100,7 @@ def test_jobs_sensor_and_schedule_target_the_right_assets() -> None:
     assert {k.to_user_string() for k in describe.asset_layer.executable_asset_keys} == {
         "pegasus/descriptions",
         "pegasus/chapters",
+        "search/descriptions",
     }
 
 
