@@ -124,9 +124,20 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
         if not driver.ingest_results:
             print("sensor: nothing new to ingest")
 
+        # Pegasus: a description, chapters and keywords per video, then the full-text index over them.
+        described = run_job(instance, "describe_media", None)
+        pegasus = materialization_metadata(described, ["pegasus", "descriptions"])
+        text_index = materialization_metadata(described, ["search", "descriptions"])
+        print(
+            f"\npegasus: {pegasus['calls_made']} calls, {pegasus['dagster/row_count']} descriptions; "
+            f"full-text index {text_index['dagster/row_count']} rows"
+        )
+
         for query in queries:
             print(f'\nsearch "{query}" (top 3):')
             print_hits(search(query, 3), as_json=False)  # the serving version, read by search itself
+        print(f'\nsearch "{queries[0]}" --mode hybrid (vectors and descriptions fused, top 3):')
+        print_hits(search(queries[0], 3, mode="hybrid"), as_json=False)
     print("\nemulators stopped; search what the demo built with:")
     print(next_step(workdir))
     return 0
