@@ -27,7 +27,7 @@ from pipelines.jobs import (
     roll_back_job,
     submit_marengo_job,
 )
-from pipelines.schedules import embed_new_media_schedule
+from pipelines.schedules import describe_new_media_schedule, embed_new_media_schedule
 from pipelines.sensors import marengo_invocation_sensor
 from resources.bedrock_marengo import BedrockMarengo
 from resources.bedrock_pegasus import BedrockPegasus
@@ -91,7 +91,7 @@ defs = dg.Definitions(
         roll_back_job,
         describe_media_job,
     ],
-    schedules=[embed_new_media_schedule],
+    schedules=[embed_new_media_schedule, describe_new_media_schedule],
     sensors=[marengo_invocation_sensor],
     resources=pipeline_resources,
 )

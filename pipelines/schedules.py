@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipelines.jobs import embed_new_media_job, holding_config
+from pipelines.jobs import describe_media_job, embed_new_media_job, holding_config
 from resources.lake import Lake
 
 
@@ -20,3 +20,17 @@ from resources.lake import Lake
 def embed_new_media_schedule(context: dg.ScheduleEvaluationContext, lake: Lake) -> dg.RunRequest:
     serving = lake.serving_versions().current().serving
     return dg.RunRequest(partition_key=serving, run_config=holding_config())
+
+
+@dg.schedule(
+    job=describe_media_job,
+    cron_schedule="7,22,37,52 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description=(
+        "Every 15 minutes, between the embedding runs: describe and chapter with Pegasus what the inventory "
+        "holds that is not described yet (new videos, changed ETags, changed prompts); a run with nothing "
+        "new makes no call."
+    ),
+)
+def describe_new_media_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    return dg.RunRequest()

@@ -96,6 +96,7 @@ def test_jobs_sensor_and_schedule_target_the_right_assets() -> None:
         "submit_marengo_invocations",
     ]
     assert defs.resolve_schedule_def("embed_new_media_schedule").job_name == "embed_new_media"
+    assert defs.resolve_schedule_def("describe_new_media_schedule").job_name == "describe_media"
     describe = defs.resolve_job_def("describe_media")
     assert {k.to_user_string() for k in describe.asset_layer.executable_asset_keys} == {
         "pegasus/descriptions",
