@@ -8,10 +8,11 @@ tables stay until it is retired, so it needs no re-embedding.
 import getpass
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from pydantic import Field
 
 from assets_defs.partitions import marengo_model_partitions
-from assets_defs.version_checks import checked_version
+from assets_defs.version_checks import WHOLE_VERSION_CHECKS, checked_version
 from resources.lake import Lake
 from resources.serving_versions import ServingChangeRefused, ServingState
 
@@ -65,6 +66,14 @@ def serving_marengo(
     context: dg.AssetExecutionContext, config: ServingChangeConfig, lake: Lake
 ) -> dg.MaterializeResult:
     """Points search at this partition's version, atomically: one new record in the lake, or none."""
+    unchecked = checks_not_passed_in_run(context)
+    if unchecked:
+        raise dg.Failure(
+            description=f"not cut over to {context.partition_key}: the whole-version checks "
+            f"{', '.join(unchecked)} did not pass in this run; launch the cut_over_serving_version job "
+            "(or `mediaembed serving cut-over`), which runs them first",
+            allow_retries=False,
+        )
     versions = lake.serving_versions()
     before = versions.current()
     try:
@@ -73,6 +82,20 @@ def serving_marengo(
         raise dg.Failure(description=str(refused), allow_retries=False) from None
     context.log.info(f"cut over: {after.describe()}")
     return dg.MaterializeResult(metadata=change_metadata(before, after))
+
+
+def checks_not_passed_in_run(context: dg.AssetExecutionContext) -> list[str]:
+    """The whole-version checks that did not pass in this very run: the pointer moves only behind them,
+    whatever the selection someone launched (the asset alone from the UI runs none)."""
+    keys = [key for check in WHOLE_VERSION_CHECKS for key in check.check_keys]
+    latest = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    return sorted(
+        key.name
+        for key in keys
+        if (record := latest.get(key)) is None
+        or record.run_id != context.run.run_id
+        or record.status != AssetCheckExecutionRecordStatus.SUCCEEDED
+    )
 
 
 def roll_back(

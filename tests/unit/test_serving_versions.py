@@ -96,3 +96,27 @@ def test_record_folders_create_only_once(tmp_path: Path, s3_client: object) -> N
         assert folder.read("00000001.json") == b"{}"
         assert folder.names() == ["00000001.json"]
     assert not list((tmp_path / "f").glob(".*.tmp")), "no temporary file is left behind"
+
+
+def test_the_serving_asset_alone_never_moves_the_pointer(tmp_path: Path) -> None:
+    """Materializing serving/marengo without its checks in the run (the asset alone from the UI) fails."""
+    import dagster as dg
+
+    from assets_defs.serving import serving_marengo
+    from resources.lake import Lake
+    from resources.s3_storage import S3Storage
+
+    lake = Lake(root=str(tmp_path / "lake"), storage=S3Storage(region_name="us-east-1"))
+    result = dg.materialize(
+        [serving_marengo],
+        partition_key="marengo-2.7",
+        resources={"lake": lake},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    data = failure.step_failure_data.user_failure_data
+    assert data is not None and "did not pass in this run" in str(data.description)
+    assert "covers_every_eligible_object" in str(data.description)
+    assert lake.serving_versions().history() == [], "the pointer did not move"
