@@ -201,6 +201,7 @@ def main() -> None:
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDIAEMBED_"))},
                 "MEDIAEMBED_INDEX_URI": str(root / "demo" / "index"),
+                "MEDIAEMBED_LAKE_URI": str(root / "demo" / "lake"),  # no serving record: the initial version
                 "AWS_REGION": REGION,
                 "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.endpoint,
                 "AWS_ACCESS_KEY_ID": "test",
