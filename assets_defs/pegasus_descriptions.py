@@ -42,6 +42,10 @@ from resources.s3_storage import S3Uri
 
 TRUNCATED = "length"
 DONE = "ok"
+# A complete answer that is not the JSON its prompt asked for: paid for, so never asked again with the
+# same prompt (a changed prompt is a new hash, and asks again).
+UNPARSED = "unparsed"
+ANSWERED = (DONE, UNPARSED)
 
 
 class DescriptionConfig(dg.Config):
@@ -102,7 +106,7 @@ def plan_descriptions(
     for video in videos:
         for prompt in prompts:
             row = rows.get((video.media_id, video.etag, prompt.prompt_id, prompt.prompt_hash, model_id))
-            if row is not None and row["status"] == DONE:
+            if row is not None and row["status"] in ANSWERED:
                 continue
             problem = limit_problem(
                 video.duration_sec, video.size_bytes, transport, prompt.prompt
@@ -167,8 +171,8 @@ def description_row(
                 parse_chapters(parsed)
             row["parsed_json"] = json.dumps(parsed)
         except PegasusOutputError as problem:
-            if not cut:  # a complete answer that is not the JSON asked for: tried again next run
-                row.update(status="failed", reason=str(problem))
+            if not cut:  # a complete answer that is not the JSON asked for: kept, not asked again
+                row.update(status=UNPARSED, reason=f"{problem}: change the prompt or its schema to ask again")
     return row
 
 
@@ -202,7 +206,11 @@ def chapter_rows(descriptions: Iterable[dict[str, Any]], chapter_prompts: set[st
     for d in descriptions:
         if d["prompt_id"] not in chapter_prompts or d["status"] != DONE or not d["parsed_json"]:
             continue
-        for i, chapter in enumerate(parse_chapters(json.loads(d["parsed_json"]))):
+        try:
+            chapters = parse_chapters(json.loads(d["parsed_json"]))
+        except (PegasusOutputError, ValueError):
+            continue  # an answer stored under another kind of prompt: not chapters, nothing to explode
+        for i, chapter in enumerate(chapters):
             rows.append(
                 {
                     "media_uri": d["media_uri"],
@@ -269,9 +277,12 @@ def pegasus_descriptions(
     prompt re-describes that prompt alone. Videos over Pegasus's limits are recorded as skipped with the
     reason and no call; a failed call is recorded as failed and tried again next run.
     """
-    prompts = load_prompts(config.prompts_file)
+    try:
+        prompts = load_prompts(config.prompts_file)
+        transport = pegasus.chosen_transport()
+    except ValueError as problem:  # a settings mistake: one line, no traceback
+        raise dg.Failure(description=str(problem), allow_retries=False) from None
     model_id = pegasus.base_model_id
-    transport = pegasus.chosen_transport()
     table = description_table(lake)
     existing = table.read().to_pylist()
     videos = usable_videos(read_inventory(lake))
@@ -352,7 +363,11 @@ def pegasus_chapters(
 ) -> dg.MaterializeResult:
     """The chapters of every video, one row each with start and end seconds, in the Delta table
     tables/pegasus_chapters: exploded from the ok answers of the chapters prompts (kind `chapters`)."""
-    chapter_prompts = {p.prompt_id for p in load_prompts(config.prompts_file) if p.kind == "chapters"}
+    try:
+        prompts = load_prompts(config.prompts_file)
+    except ValueError as problem:
+        raise dg.Failure(description=str(problem), allow_retries=False) from None
+    chapter_prompts = {p.prompt_id for p in prompts if p.kind == "chapters"}
     descriptions = description_table(lake).read().to_pylist()
     rows = chapter_rows(descriptions, chapter_prompts)
     table = chapter_table(lake)

@@ -117,6 +117,8 @@ def app(searcher: Searcher) -> Callable[[dict[str, Any], StartResponse], Iterabl
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 15  # one request at a time: a client that connects and sends nothing must not hold the page
+
     def log_message(self, format: str, *args: Any) -> None:
         if os.environ.get("MEDIAEMBED_DEBUG"):
             super().log_message(format, *args)

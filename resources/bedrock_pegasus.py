@@ -70,7 +70,14 @@ class BedrockPegasus(dg.ConfigurableResource):
     )
     retry_mode: Literal["standard", "adaptive", "legacy"] = Field(default="adaptive")
     max_attempts: int = Field(
-        default=10, description="botocore retries per call after the first attempt (its `max_attempts`)."
+        default=10,
+        description="botocore's attempts per call, the first included (throttling waits through them).",
+    )
+    read_timeout_sec: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long one call may take to answer. Pegasus answers an hour of video in well under "
+        "this; botocore retries a read timeout, and a retried call is billed again, so keep it long.",
     )
     storage: S3Storage
     _client: Any = PrivateAttr(default=None)
@@ -80,7 +87,7 @@ class BedrockPegasus(dg.ConfigurableResource):
     def client(self) -> Any:
         if self._client is None:
             self._client = runtime_client(
-                self.region_name, self.endpoint_url, self.retry_mode, self.max_attempts
+                self.region_name, self.endpoint_url, self.retry_mode, self.max_attempts, self.read_timeout_sec
             )
         return self._client
 

@@ -31,11 +31,18 @@ RetryMode = Literal["standard", "adaptive", "legacy"]
 
 
 def runtime_client(
-    region_name: str, endpoint_url: str | None, retry_mode: RetryMode, max_attempts: int
+    region_name: str,
+    endpoint_url: str | None,
+    retry_mode: RetryMode,
+    max_attempts: int,
+    read_timeout_sec: float | None = None,
 ) -> Any:
     """A bedrock-runtime client with botocore's own retry modes; `endpoint_url=None` follows the standard
-    AWS configuration chain (AWS_ENDPOINT_URL_BEDROCK_RUNTIME included)."""
+    AWS configuration chain (AWS_ENDPOINT_URL_BEDROCK_RUNTIME included). `read_timeout_sec` for calls that
+    answer slowly: botocore retries a read timeout, which for a billed call means paying twice."""
     config = Config(retries={"mode": retry_mode, "max_attempts": max_attempts})
+    if read_timeout_sec:
+        config = config.merge(Config(read_timeout=read_timeout_sec, connect_timeout=10))
     return boto3.session.Session().client(
         "bedrock-runtime", region_name=region_name, endpoint_url=endpoint_url, config=config
     )

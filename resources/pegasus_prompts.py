@@ -61,6 +61,7 @@ class PegasusPrompt:
     def prompt_hash(self) -> str:
         """Of exactly what is sent besides the video: a change to any of it is a new description."""
         sent = {
+            "kind": self.kind,  # how the answer is read (chapters or JSON): a change re-asks
             "inputPrompt": self.prompt,
             "jsonSchema": self.json_schema,
             "temperature": self.temperature,

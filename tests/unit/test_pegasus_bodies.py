@@ -119,19 +119,18 @@ def test_chapters_parse_from_a_list_or_an_object_and_refuse_bad_times() -> None:
         parse_json_message('[{"start_sec": 0, "end')
 
 
-def test_prompt_hash_covers_what_is_sent_and_nothing_else() -> None:
+def test_prompt_hash_covers_what_is_sent_and_how_it_is_read_and_nothing_else() -> None:
     base = PegasusPrompt("p", "Describe", "json", {"type": "array"}, 0.2, 100)
     variants = [
         PegasusPrompt("p", "Describe it", "json", {"type": "array"}, 0.2, 100),
         PegasusPrompt("p", "Describe", "json", {"type": "object"}, 0.2, 100),
         PegasusPrompt("p", "Describe", "json", {"type": "array"}, 0.3, 100),
         PegasusPrompt("p", "Describe", "json", {"type": "array"}, 0.2, 101),
+        # The same words read as chapters instead of plain JSON: stored answers would not parse as such.
+        PegasusPrompt("p", "Describe", "chapters", {"type": "array"}, 0.2, 100),
     ]
-    assert len({base.prompt_hash, *(v.prompt_hash for v in variants)}) == 5
-    assert (
-        PegasusPrompt("q", "Describe", "chapters", {"type": "array"}, 0.2, 100).prompt_hash
-        == base.prompt_hash
-    )
+    assert len({base.prompt_hash, *(v.prompt_hash for v in variants)}) == 6
+    assert PegasusPrompt("q", "Describe", "json", {"type": "array"}, 0.2, 100).prompt_hash == base.prompt_hash
 
 
 def test_the_defaults_and_a_prompts_file_merge_by_id(tmp_path: Path) -> None:

@@ -354,3 +354,20 @@ def test_next_rows_replace_per_object_and_drop_old_etags_gone_objects_and_remove
     assert [r for r in rows if r["prompt_id"] == "summary"] == new
     rows, touched = next_rows(old[:2], [], {VIDEO.media_id: "e1"}, {"summary"})
     assert touched == [VIDEO.media_id] and [r["prompt_id"] for r in rows] == ["summary"]
+
+
+def test_the_describe_schedule_waits_while_a_describe_run_is_going() -> None:
+    from pipelines.definitions import defs
+    from pipelines.schedules import describe_new_media_schedule
+
+    with dg.instance_for_test() as instance:
+        with dg.build_schedule_context(instance=instance) as context:
+            assert isinstance(describe_new_media_schedule(context), dg.RunRequest)
+        run = instance.add_run(
+            dg.DagsterRun(
+                job_name=defs.resolve_job_def("describe_media").name, status=dg.DagsterRunStatus.STARTED
+            )
+        )
+        with dg.build_schedule_context(instance=instance) as context:
+            skipped = describe_new_media_schedule(context)
+        assert isinstance(skipped, dg.SkipReason) and run.run_id in str(skipped.skip_message)
