@@ -152,5 +152,10 @@ def run_serve(host: str, port: int, searcher: Searcher | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        # A second stop signal during shutdown (a service manager and its wrapper both send one) must not
+        # interrupt the clean-up with a traceback.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.server_close()
     return 0
