@@ -57,6 +57,12 @@ class DescriptionConfig(dg.Config):
     prompts_file: str | None = Field(
         default=None, description="JSON/YAML prompts file (else MEDIAEMBED_PEGASUS_PROMPTS, else defaults)."
     )
+    commit_every: int = Field(
+        default=24,
+        ge=1,
+        description="Commit the answers every this many calls: a run stopped mid-way keeps what it was "
+        "answered (and paid for), and the next run asks only for the rest.",
+    )
 
 
 @dataclass(frozen=True)
@@ -294,14 +300,26 @@ def pegasus_descriptions(
         f"{len(tasks) - len(calls)} skipped"
     )
 
+    # Answers are paid for: they are committed every `commit_every` tasks, so a run stopped mid-way (a kill,
+    # the max runtime) keeps what it was answered and the next run asks only for the rest.
+    etags, prompt_ids = {v.media_id: v.etag for v in videos}, {p.prompt_id for p in prompts}
+    outcomes: list[tuple[PegasusAnswer | None, str | None]] = []
+    new: list[dict[str, Any]] = []
+    version: int | None = None
+    step = max(1, config.commit_every)
     with ThreadPoolExecutor(max(1, config.max_concurrent_calls)) as pool:
-        outcomes = list(pool.map(lambda t: _run(pegasus, t), tasks))
-    now = datetime.now(UTC)
-    new = [description_row(t, model_id, a, e, now) for t, (a, e) in zip(tasks, outcomes, strict=True)]
-    rows, touched = next_rows(
-        existing, new, {v.media_id: v.etag for v in videos}, {p.prompt_id for p in prompts}
-    )
-    version = table.replace(pa.Table.from_pylist(rows, schema=DESCRIPTION_SCHEMA), touched)
+        for start in range(0, max(len(tasks), 1), step):
+            chunk = tasks[start : start + step]
+            answered = list(pool.map(lambda t: _run(pegasus, t), chunk))
+            now = datetime.now(UTC)
+            batch = [
+                description_row(t, model_id, a, e, now) for t, (a, e) in zip(chunk, answered, strict=True)
+            ]
+            rows, touched = next_rows(existing, batch, etags, prompt_ids)
+            version = table.replace(pa.Table.from_pylist(rows, schema=DESCRIPTION_SCHEMA), touched) or version
+            existing = table.read().to_pylist()
+            outcomes += answered
+            new += batch
 
     current = pd.DataFrame(table.read().to_pylist(), columns=DESCRIPTION_SCHEMA.names)
     made = pd.DataFrame(new, columns=DESCRIPTION_SCHEMA.names)

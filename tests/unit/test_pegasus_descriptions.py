@@ -51,6 +51,7 @@ class RecordingPegasus(BedrockPegasus):
     truncating: list[str] = Field(default_factory=list)
     caller: str | None = "210987654321"
     bucket_regions: dict[str, str] = Field(default_factory=dict)
+    crash_after: int | None = None  # calls answered before the process "dies" (an error nothing catches)
 
     def bucket_region(self, bucket: str) -> str | None:
         return self.bucket_regions.get(bucket)
@@ -61,6 +62,8 @@ class RecordingPegasus(BedrockPegasus):
     def invoke(self, model_id: str, body: dict[str, Any]) -> tuple[Any, dict[str, str]]:
         source = body["mediaSource"]
         uri = source.get("s3Location", {}).get("uri", "")  # base64 calls carry no URI
+        if self.crash_after is not None and len(self.calls()) >= self.crash_after:
+            raise SystemError("the worker died")
         with _LOCK, open(self.log, "a") as file:
             file.write(json.dumps({"model_id": model_id, "body": body}) + "\n")
         if uri in self.failing:
@@ -371,3 +374,30 @@ def test_the_describe_schedule_waits_while_a_describe_run_is_going() -> None:
         with dg.build_schedule_context(instance=instance) as context:
             skipped = describe_new_media_schedule(context)
         assert isinstance(skipped, dg.SkipReason) and run.run_id in str(skipped.skip_message)
+
+
+def test_a_run_that_dies_mid_way_keeps_the_answers_it_committed_and_the_next_asks_only_the_rest(
+    tmp_path: Path, lake: Lake
+) -> None:
+    dying = fake(tmp_path, transport="s3", bucket_owner="123456789012", crash_after=5)
+    config = {"prompts_file": None, "commit_every": 3, "max_concurrent_calls": 1}
+    died = dg.materialize(
+        [pegasus_descriptions],
+        resources={"pegasus": dying, "lake": lake},
+        run_config={"ops": {"pegasus__descriptions": {"config": config}}},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not died.success
+    kept = [r for r in rows_by_key(lake).values() if r["status"] == "ok"]
+    assert len(kept) == 3, "the first commit's answers survive the crash"
+    paid = len(dying.calls())
+    healthy = fake(tmp_path, transport="s3", bucket_owner="123456789012")
+    materialize(healthy, lake)
+    after = [r for r in rows_by_key(lake).values() if r["status"] == "ok"]
+    asked = [
+        (c["body"]["mediaSource"]["s3Location"]["uri"], c["body"]["inputPrompt"])
+        for c in healthy.calls()[paid:]
+    ]
+    assert len(asked) == len(after) - len(kept), "only what was not committed is asked again"
+    assert len(set(asked)) == len(asked), "and each of those once"
