@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ from resources.description_search import (
     object_digests,
     plan_text_sync,
 )
-from resources.index_writer_lock import LocalWriterLock, S3WriterLease, WriterLock, describe_holder
-from resources.s3_storage import S3Storage, S3Uri
+from resources.index_writer_lock import WriterLock, describe_holder, holding, table_writer_lock
+from resources.s3_storage import S3Storage
 
 OBJECTS_PER_WRITE = 500
 SCALAR_INDEX_COLUMNS = ("row_id", "media_id")  # merge_insert joins on row_id; deletes filter on media_id
@@ -90,31 +91,21 @@ class DescriptionIndex(dg.ConfigurableResource):
         """Full-text search over this index (what `mediaembed search --mode text` runs)."""
         return DescriptionSearch(self.connect())
 
-    def _writer_lock(self, holder: str) -> WriterLock:
-        if self.uri.startswith("s3://"):
-            lease = S3Uri.parse(self.uri).join("_locks", f"{TEXT_TABLE}.lease")
-            client = self.storage.get_client()
-            return S3WriterLease(client, lease.bucket, lease.key, TEXT_TABLE, holder, self.writer_lease_sec)
-        path = Path(self.uri).expanduser().resolve() / "_locks" / f"{TEXT_TABLE}.lock"
-        return LocalWriterLock(path, TEXT_TABLE, holder)
-
     @contextmanager
     def writer(
         self, holder: str | None = None, on_wait: Callable[[str], None] | None = None
     ) -> Iterator[WriterLock]:
         """Hold the table for writing across a read-decide-write cycle; nested calls reuse the lock."""
-        held: WriterLock | None = getattr(self._held, "lock", None)
-        if held is not None:
+        lock = partial(
+            table_writer_lock,
+            self.uri,
+            TEXT_TABLE,
+            describe_holder(holder),
+            self.writer_lease_sec,
+            self.storage.get_client,
+        )
+        with holding(self._held, TEXT_TABLE, lock, self.writer_wait_sec, on_wait) as held:
             yield held
-            return
-        lock = self._writer_lock(describe_holder(holder))
-        lock.acquire(self.writer_wait_sec, on_wait)
-        self._held.lock = lock
-        try:
-            yield lock
-        finally:
-            self._held.lock = None
-            lock.release()
 
     def indexed_rows(self) -> pa.Table:
         """Every row of the index (text rows are small: no vectors here)."""

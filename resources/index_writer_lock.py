@@ -28,13 +28,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from resources.s3_objects import S3Uri
 
 MAX_POLL_SEC = 1.0
 # S3 reports Last-Modified and Date to the second: allow both roundings before a lease counts as expired.
@@ -269,3 +271,39 @@ class S3WriterLease(WriterLock):
             return
         with contextlib.suppress(ClientError):  # not ours any more, or not deletable now: it expires
             self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag)
+
+
+def table_writer_lock(
+    index_uri: str, table: str, holder: str, lease_sec: float, s3_client: Callable[[], Any]
+) -> WriterLock:
+    """The lock of one LanceDB table of the index at `index_uri`: a lease object beside it on s3://, a
+    flock on a local disk. `s3_client` is called only for an s3:// index."""
+    if index_uri.startswith("s3://"):
+        lease = S3Uri.parse(index_uri).join("_locks", f"{table}.lease")
+        return S3WriterLease(s3_client(), lease.bucket, lease.key, table, holder, lease_sec)
+    path = Path(index_uri).expanduser().resolve() / "_locks" / f"{table}.lock"
+    return LocalWriterLock(path, table, holder)
+
+
+@contextlib.contextmanager
+def holding(
+    held: threading.local,
+    table: str,
+    make_lock: Callable[[], WriterLock],
+    wait_sec: float,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[WriterLock]:
+    """Hold `table` for writing; a nested call in the same thread reuses the lock it already holds (`held`
+    is the resource's thread-local), so a read-decide-write cycle can wrap the writes it calls."""
+    locks: dict[str, WriterLock] = held.__dict__.setdefault("locks", {})
+    if table in locks:
+        yield locks[table]
+        return
+    lock = make_lock()
+    lock.acquire(wait_sec, on_wait)
+    locks[table] = lock
+    try:
+        yield lock
+    finally:
+        del locks[table]
+        lock.release()

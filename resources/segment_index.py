@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,9 +28,9 @@ from lancedb.index import BTree, IvfSq
 from pydantic import Field, PrivateAttr
 
 from resources.embedding_jobs import LEGACY_EMBEDDING_TYPE
-from resources.index_writer_lock import LocalWriterLock, S3WriterLease, WriterLock, describe_holder
+from resources.index_writer_lock import WriterLock, describe_holder, holding, table_writer_lock
 from resources.marengo_models import MarengoModel
-from resources.s3_storage import S3Storage, S3Uri
+from resources.s3_storage import S3Storage
 from resources.segment_schema import segment_schema
 from resources.segment_search import (
     DEFAULT_NPROBES,
@@ -205,14 +206,6 @@ class SegmentIndex(dg.ConfigurableResource):
         except ValueError:  # LanceDB's "Table ... was not found"
             return None
 
-    def _writer_lock(self, table: str, holder: str) -> WriterLock:
-        if self.uri.startswith("s3://"):
-            lease = S3Uri.parse(self.uri).join("_locks", f"{table}.lease")
-            client = self.storage.get_client()
-            return S3WriterLease(client, lease.bucket, lease.key, table, holder, self.writer_lease_sec)
-        path = Path(self.uri).expanduser().resolve() / "_locks" / f"{table}.lock"
-        return LocalWriterLock(path, table, holder)
-
     @contextmanager
     def writer(
         self,
@@ -226,18 +219,16 @@ class SegmentIndex(dg.ConfigurableResource):
         true when the write commits.
         """
         name = self.table_name(model)
-        held: dict[str, WriterLock] = self._held.__dict__.setdefault("locks", {})
-        if name in held:
-            yield held[name]
-            return
-        lock = self._writer_lock(name, describe_holder(holder))
-        lock.acquire(self.writer_wait_sec, on_wait)
-        held[name] = lock
-        try:
-            yield lock
-        finally:
-            del held[name]
-            lock.release()
+        lock = partial(
+            table_writer_lock,
+            self.uri,
+            name,
+            describe_holder(holder),
+            self.writer_lease_sec,
+            self.storage.get_client,
+        )
+        with holding(self._held, name, lock, self.writer_wait_sec, on_wait) as held:
+            yield held
 
     def replace_media(
         self, model: MarengoModel, segments: pa.Table, media_ids: list[str], *, maintain: bool = True
