@@ -202,14 +202,13 @@ def migration_plan(
         f"{describe_duration(plan.duration_sec)} at {plan.quota} in flight"
     )
     target = next(p for p in coverage if p.model_key == model.key)
+    serving = lake.serving_versions().current()
     return dg.MaterializeResult(
         metadata={
             **plan_metadata(plan),
             **target.metadata(),
-            "coverage_per_version": dg.MetadataValue.md(
-                coverage_markdown(coverage, lake.serving_versions().current().serving)
-            ),
-            "serving_version": lake.serving_versions().current().describe(),
+            "coverage_per_version": dg.MetadataValue.md(coverage_markdown(coverage, serving.serving)),
+            "serving_version": serving.describe(),
         },
         check_results=[
             dg.AssetCheckResult(
