@@ -74,8 +74,6 @@ def change(job_name: str, partition_key: str | None, by: str, out: TextIO) -> No
         prepare_instance_home(Path(home))
     except IngestError as error:
         raise ServingCommandError(str(error)) from None
-    if partition_key is None:
-        partition_key = _versions().current().previous  # only for the message; the op decides
     node = "serving__marengo" if job_name == CUT_OVER_JOB else "roll_back_serving"
     run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     if by:
