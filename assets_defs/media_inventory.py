@@ -40,6 +40,14 @@ def read_inventory(lake: Lake) -> pd.DataFrame:
     return (table if table is not None else INVENTORY_SCHEMA.empty_table()).to_pandas()
 
 
+def probed_durations(inventory: pd.DataFrame) -> dict[str, float | None]:
+    """Media URI -> the probed duration in seconds (None: an image, or not known)."""
+    return {
+        uri: None if pd.isna(sec) else float(sec)
+        for uri, sec in zip(inventory["media_uri"], inventory["duration_sec"], strict=True)
+    }
+
+
 def _probe_row(media: MediaSource, obj: MediaObject) -> dict[str, object]:
     try:
         content_type, probed = media.probe(obj)

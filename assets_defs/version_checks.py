@@ -9,6 +9,7 @@ blocking: in the cut-over job a failure stops the switch, and names the objects 
 The rules are pure functions over pandas/Arrow tables; the checks only read and report.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets_defs.marengo_embeddings import DURATION_TOLERANCE_SEC
-from assets_defs.media_inventory import read_inventory
+from assets_defs.media_inventory import probed_durations, read_inventory
 from assets_defs.partitions import marengo_model_partitions
 from assets_defs.segment_index import marengo_segment_index
 from resources.embedding_table import EmbeddingTable
@@ -30,6 +30,7 @@ from resources.marengo_providers import MarengoProviders
 from resources.provider_errors import QueryEmbeddingError, SetupError
 from resources.segment_index import SegmentIndex
 from resources.segment_search import IndexNotFound
+from resources.segment_validity import DURATION_TOLERANCE_SEC, NOT_FINITE, span_faults, vector_faults
 from resources.submission_ledger import SubmissionLedger
 from resources.version_check_settings import (
     EXCLUDE_ENV,
@@ -216,39 +217,25 @@ def wrong_dimension(rows: pa.Table, dimension: int) -> pd.DataFrame:
 
 
 def bad_vectors(rows: pa.Table) -> pd.DataFrame:
-    """Objects with a vector holding NaN or infinity, or of norm zero (rows: media_uri, vector)."""
-    vectors = (
-        rows.column("vector").combine_chunks() if rows.num_rows else pa.array([], pa.list_(pa.float32()))
-    )
-    n = len(vectors)
-    if n == 0:
-        return no_problems()
-    flat = pc.list_flatten(vectors).to_numpy(zero_copy_only=False).astype(np.float64)
-    parents = pc.list_parent_indices(vectors).to_numpy(zero_copy_only=False)
-    not_finite = np.bincount(parents, weights=~np.isfinite(flat), minlength=n) > 0
-    squares = np.bincount(
-        parents, weights=np.nan_to_num(flat, nan=1.0, posinf=1.0, neginf=1.0) ** 2, minlength=n
-    )
-    zero = ~not_finite & (squares == 0)
-    bad = not_finite | zero
-    detail = np.where(not_finite, "NaN or infinite", "zero")
-    uris = np.asarray(rows.column("media_uri").to_pylist())
-    return _per_object(
-        pd.DataFrame({"media_uri": uris[bad], "detail": detail[bad]}), "{n} bad vectors ({details})"
-    )
+    """Objects with a vector holding NaN or infinity, or of norm zero (rows: media_uri, vector): the
+    ingest rule (resources/segment_validity.py) applied to the stored rows."""
+    faults = vector_faults(rows.column("vector")) if rows.num_rows else np.array([], dtype=object)
+    bad = ~pd.isna(faults)
+    detail = np.where(faults[bad] == NOT_FINITE, "NaN or infinite", "zero")
+    uris = rows.column("media_uri").to_numpy(zero_copy_only=False)[bad] if rows.num_rows else []
+    return _per_object(pd.DataFrame({"media_uri": uris, "detail": detail}), "{n} bad vectors ({details})")
 
 
-def segments_outside_media(rows: pd.DataFrame, durations: dict[str, float]) -> pd.DataFrame:
-    """Objects with a segment that does not start before it ends, or ends past the media's duration (with
-    the ingest check's tolerance). rows: media_uri, start_sec, end_sec; images (no span) pass."""
-    frame = rows.dropna(subset=["start_sec", "end_sec"]).copy()
-    frame["duration_sec"] = frame["media_uri"].map(durations).astype(float)
-    bad = (frame["start_sec"] < 0) | (frame["end_sec"] <= frame["start_sec"])
-    bad |= frame["end_sec"] > frame["duration_sec"] + DURATION_TOLERANCE_SEC
-    frame = frame[bad]
+def segments_outside_media(rows: pd.DataFrame, durations: Mapping[str, float | None]) -> pd.DataFrame:
+    """Objects with a segment that does not start before it ends, or ends past the media's duration (the
+    ingest rule, with its tolerance). rows: media_uri, start_sec, end_sec; images (no span) pass."""
+    seconds = rows["media_uri"].map(durations).astype(float)
+    faults = span_faults(rows["start_sec"], rows["end_sec"], seconds)
+    bad = ~pd.isna(faults)
+    frame = rows[bad].copy()
     frame["detail"] = [
         f"{a:g}-{b:g} s of {d:g} s"
-        for a, b, d in zip(frame["start_sec"], frame["end_sec"], frame["duration_sec"], strict=True)
+        for a, b, d in zip(frame["start_sec"], frame["end_sec"], seconds[bad], strict=True)
     ]
     return _per_object(frame, "{n} segments outside the media ({details})")
 
@@ -443,10 +430,8 @@ def no_nan_or_zero_vectors(context: dg.AssetCheckExecutionContext, lake: Lake) -
 def segments_inside_media_duration(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
     model = _model(context)
     rows = EmbeddingTable(lake, model).read_stored(columns=["media_uri", "start_sec", "end_sec"]).to_pandas()
-    inventory = read_inventory(lake)
-    durations = dict(zip(inventory["media_uri"], inventory["duration_sec"], strict=True))
     return problems_result(
-        segments_outside_media(rows, durations),
+        segments_outside_media(rows, probed_durations(read_inventory(lake))),
         "have segments outside their media",
         f"re-embed them with {model.key} (the media may have changed), or exclude them with {EXCLUDE_ENV}",
         {"rows_checked": len(rows), "tolerance_sec": DURATION_TOLERANCE_SEC},
