@@ -6,13 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
 from assets_defs.marengo_invocations import marengo_invocations
-from assets_defs.media_inventory import read_inventory
+from assets_defs.media_inventory import probed_durations, read_inventory
 from assets_defs.metadata import column_schema, preview
 from assets_defs.partitions import marengo_model_partitions
 from assets_defs.plan_estimates import embedded_objects, version_progress
@@ -25,11 +24,13 @@ from resources.marengo_provider import MarengoProvider
 from resources.marengo_providers import MarengoProviders
 from resources.provider_errors import MarengoOutputError, OutputUnavailable
 from resources.segment_schema import media_id, segment_schema, segments_table
+from resources.segment_validity import fault_counts, output_fault
 from resources.submission_ledger import Outcome, OutcomeStatus, SubmissionLedger, open_jobs
+from resources.table_audit import TableAudit
 
 FETCH_THREADS = 8
-# Containers round durations; a clip may end a frame or so past the probed duration.
-DURATION_TOLERANCE_SEC = 0.5
+# The reason of a job whose output was there but broke the documented types or the segment rules.
+UNUSABLE = "unusable output: "
 
 
 @dataclass(frozen=True)
@@ -180,25 +181,20 @@ def _ingest_one(
     if status.state == "failed":
         reason = status.failure_message or "the provider reported a failure without a message"
         return Ingested(recorder.outcome("failed", reason=reason))
-    if status.state == "lost":
-        reason = (
-            f"{marengo.provider_name} no longer knows invocation {status.invocation_id} "
-            f"({status.failure_message}); the next submission run resubmits it as attempt "
-            f"{job.attempt + 1} (a loss does not use up one of max_attempts; at most max_lost losses)"
-        )
-        return Ingested(recorder.outcome("lost", reason=reason))
     if status.state == "unknown":
         return recorder.unreadable(f"status not readable: {status.failure_message}", now)
     current = current_etags.get(job.media_uri)
-    if current != job.etag:
+    if current != job.etag and status.state != "lost":
         # The object changed or went away while the job ran: keep the newer embedding, not this one.
         now_is = f"ETag {current}" if current else "not in the inventory"
         reason = f"object changed while embedding (ETag {job.etag}, now {now_is})"
         return Ingested(recorder.outcome("superseded", reason=reason))
+    if status.state == "lost":
+        return _ingest_lost(marengo, lake, recorder, status, job, current == job.etag, now)
     try:
         segments = marengo.fetch_segments(status, job)
     except MarengoOutputError as error:
-        return Ingested(recorder.outcome("failed", reason=f"unusable output: {error}"))
+        return Ingested(recorder.outcome("failed", reason=f"{UNUSABLE}{error}"))
     except OutputUnavailable as error:
         return recorder.unreadable(str(error), now)
     table = segments_table(
@@ -208,30 +204,66 @@ def _ingest_one(
         invocation_id=status.invocation_id,
         ingested_at=datetime.now(UTC),
     )
-    # Committed by the run, even when empty: it replaces the rows of an earlier version of the object.
-    path = EmbeddingTable(lake, model).relative
-    if not segments:
+    # Validated whole before any of it is committed: a wrong output is refused like a truncated one.
+    fault = output_fault(table, recorder.seconds)
+    if fault is not None:
+        return Ingested(recorder.outcome("failed", reason=f"{UNUSABLE}{fault}"))
+    return _embedded(lake, recorder, table)
+
+
+def _embedded(lake: Lake, recorder: _Recorder, table: pa.Table, note: str | None = None) -> Ingested:
+    """A usable output's rows, committed by the run even when empty (they replace the rows of an earlier
+    version of the object), and its outcome."""
+    path = EmbeddingTable(lake, recorder.model).relative
+    if table.num_rows == 0:
         reason = "the job completed with no segments: nothing in the media to embed with these options"
         return Ingested(recorder.outcome("no_content", reason=reason, table_path=path), table)
-    return Ingested(recorder.outcome("completed", segments=table.num_rows, table_path=path), table)
+    return Ingested(
+        recorder.outcome("completed", segments=table.num_rows, table_path=path, reason=note), table
+    )
 
 
-def _vector_problems(table: pa.Table, dimension: int) -> int:
-    if table.num_rows == 0:
-        return 0
-    vectors = np.asarray(table.column("vector").combine_chunks().flatten(), dtype=np.float32)
-    vectors = vectors.reshape(-1, dimension)
-    norms = np.linalg.norm(vectors, axis=1)
-    return int((~np.isfinite(vectors).all(axis=1) | (norms == 0)).sum())
-
-
-def _segments_outside_media(table: pa.Table, durations: dict[str, float | None]) -> pd.DataFrame:
-    frame = table.select(["media_uri", "start_sec", "end_sec"]).to_pandas()
-    frame = frame.dropna(subset=["start_sec", "end_sec"])
-    frame["duration_sec"] = frame["media_uri"].map(durations).astype(float)
-    bad = (frame["start_sec"] < 0) | (frame["end_sec"] <= frame["start_sec"])
-    bad |= frame["end_sec"] > frame["duration_sec"] + DURATION_TOLERANCE_SEC
-    return frame[bad]
+def _ingest_lost(
+    marengo: MarengoProvider,
+    lake: Lake,
+    recorder: _Recorder,
+    status: InvocationStatus,
+    job: EmbeddingJob,
+    current: bool,
+    now: datetime,
+) -> Ingested:
+    """A job the provider no longer knows. If it completed before it was lost, its output is where the
+    submission said it would be: paid for, so kept as the job's result, after the same validation as any
+    output. Only a job with no usable output there is recorded lost and resubmitted."""
+    lost = (
+        f"{marengo.provider_name} no longer knows invocation {status.invocation_id} "
+        f"({status.failure_message})"
+    )
+    output_uri = recorder.row.get("output_uri")
+    try:
+        segments = marengo.fetch_lost_output(job, None if pd.isna(output_uri) else str(output_uri))
+    except OutputUnavailable as error:  # maybe there, maybe not: read again before buying it again
+        return recorder.unreadable(f"{lost}; its output location cannot be read yet: {error}", now)
+    resubmit = (
+        f"; the next submission run resubmits it as attempt {job.attempt + 1} (a loss does not use up one "
+        "of max_attempts; at most max_lost losses)"
+    )
+    if segments is None:
+        return Ingested(recorder.outcome("lost", reason=f"{lost}, and left no usable output{resubmit}"))
+    if not current:
+        return Ingested(
+            recorder.outcome("superseded", reason=f"{lost}; the object changed since (ETag {job.etag})")
+        )
+    table = segments_table(
+        job, segments, route=marengo.route(job.model), invocation_id=status.invocation_id, ingested_at=now
+    )
+    fault = output_fault(table, recorder.seconds)
+    if fault is not None:
+        return Ingested(
+            recorder.outcome("lost", reason=f"{lost}; its output is unusable ({fault}){resubmit}")
+        )
+    kept = f"{lost}; its output was complete and is kept: nothing is bought again"
+    return _embedded(lake, recorder, table, note=kept)
 
 
 @dg.asset(
@@ -263,13 +295,20 @@ def _segments_outside_media(table: pa.Table, durations: dict[str, float | None])
         dg.AssetCheckSpec(
             "vectors_well_formed",
             asset=["marengo", "embeddings"],
-            description="Every vector ingested has the model's dimension, finite values and a non-zero norm.",
+            description=(
+                "Every vector committed has the model's dimension, finite values and a non-zero norm. "
+                "Outputs breaking that are refused before the commit (the job fails and is retried), so "
+                "this guards the rules themselves; the refusals are counted in its metadata."
+            ),
             blocking=True,
         ),
         dg.AssetCheckSpec(
             "segments_within_media",
             asset=["marengo", "embeddings"],
-            description="Every clip starts before it ends and ends within the media's probed duration.",
+            description=(
+                "Every clip committed starts before it ends, ends within the media's probed duration, and "
+                "occurs once. Outputs breaking that are refused before the commit, as for the vectors."
+            ),
             blocking=True,
         ),
     ],
@@ -346,6 +385,12 @@ def marengo_embeddings(
     carried = [s for s, r in zip(finished, results, strict=True) if r.unavailable and s.state == "completed"]
     findings.record(carried, model.key, found_by=f"ingest run {context.run_id}: output not readable yet")
     findings.consume(known.files)
+    # Rows a release before output validation committed get the verdict their output would get now.
+    audit = TableAudit(lake, model).run(probed_durations(inventory), context.run_id)
+    for row in audit.taken_back.to_dict("records"):
+        context.log.warning(
+            f"{row['media_uri']}: taken out of the table by its audit and embedded again: {row['problem']}"
+        )
     compacted = ledger.compact()
     maintenance = table.maintain()
     unavailable = [r.unavailable for r in results if r.unavailable]
@@ -367,8 +412,9 @@ def marengo_embeddings(
     for o in lost:
         context.log.warning(f"{o.media_uri}: job lost: {o.reason}")
     durations = {r["media_uri"]: r["media_seconds"] for r in rows.values()}
-    bad_vectors = _vector_problems(written, model.dimension)
-    outside = _segments_outside_media(written, durations)
+    # Every output was validated before the commit, so these find nothing unless a rule has a bug.
+    committed = fault_counts(written, durations)
+    refused = [o for o in failed if (o.reason or "").startswith(UNUSABLE)]
     columns = ["media_uri", "embedding_option", "embedding_type", "embedding_scope", "start_sec", "end_sec"]
     # Where the version stands after this run (the submission defaults' options and attempts).
     progress = version_progress(
@@ -397,6 +443,8 @@ def marengo_embeddings(
             "outputs_unreadable": len(unavailable),
             "jobs_ended_past_read_limits": len(ended),
             "ledger_files_compacted": compacted,
+            "table_audit": "audited once already" if not audit.ran else f"{audit.rows_checked} rows audited",
+            "objects_taken_back_by_audit": len(audit.taken_back),
             "media_seconds": round(sum(o.media_seconds or 0.0 for o in completed), 3),
             "location": dg.MetadataValue.path(table.uri),
             "table_format": "Delta Lake",
@@ -438,13 +486,22 @@ def marengo_embeddings(
             ),
             dg.AssetCheckResult(
                 check_name="vectors_well_formed",
-                passed=bad_vectors == 0,
-                metadata={"rows_checked": written.num_rows, "bad_vectors": bad_vectors},
+                passed=committed.vectors == 0,
+                metadata={
+                    "rows_checked": written.num_rows,
+                    "bad_vectors": committed.vectors,
+                    "outputs_refused_before_commit": len(refused),
+                },
             ),
             dg.AssetCheckResult(
                 check_name="segments_within_media",
-                passed=outside.empty,
-                metadata={"rows_checked": written.num_rows, "outside": preview(outside)},
+                passed=committed.spans == 0 and committed.repeats == 0,
+                metadata={
+                    "rows_checked": written.num_rows,
+                    "outside": committed.spans,
+                    "repeated_segments": committed.repeats,
+                    "outputs_refused_before_commit": len(refused),
+                },
             ),
         ],
     )

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, PrivateAttr
 
-from resources.bedrock_marengo_bodies import async_model_input, parse_segments
+from resources.bedrock_marengo_bodies import async_model_input, parse_output
 from resources.bedrock_query import embed_text, runtime_client
 from resources.embedding_jobs import (
     EmbeddingJob,
@@ -306,7 +306,19 @@ class BedrockMarengo(MarengoProvider):
             raise MarengoOutputError(f"invocation {invocation.invocation_id} has no output location")
         location = S3Uri.parse(invocation.output_uri).join("output.json")
         payload = read_output_json(self.storage, location, "the job completed")
-        return parse_segments(payload, job.model, job.modality)
+        return parse_output(payload, job.model, job.modality)
+
+    def fetch_lost_output(self, job: EmbeddingJob, output_uri: str | None) -> list[SegmentEmbedding] | None:
+        """Bedrock writes `output.json` under the output location the submission recorded, at completion
+        (one PUT: it is there whole or not at all), so a lost job that had completed left it there."""
+        if not output_uri:
+            return None
+        location = S3Uri.parse(output_uri).join("output.json")
+        try:
+            payload = read_output_json(self.storage, location, "the job may have completed")
+            return parse_output(payload, job.model, job.modality)
+        except MarengoOutputError:  # not there, or not a usable output: nothing paid for to keep
+            return None
 
     def embed_text(self, text: str, model: MarengoModel) -> list[float]:
         """Raises QueryEmbeddingError with one actionable line (endpoint, credentials, model access)."""

@@ -209,6 +209,23 @@ def parse_segments(
     return [_segment(i, item, vectors[i], default_scope) for i, item in enumerate(items)]
 
 
+def parse_output(
+    payload: Any, model: MarengoModel, modality: Modality | None = None
+) -> list[SegmentEmbedding]:
+    """Segments from an async job's `output.json`, which is documented as `{"data": [segment, ...]}`.
+
+    Stricter than `parse_segments`: the single-object variants some sync clients see are not what an
+    async output holds, so `data` that is not a list makes the output unusable, like any other field of
+    the wrong type."""
+    if not isinstance(payload, dict):
+        raise MarengoOutputError(f"expected a JSON object, got {_kind(payload)}")
+    if not isinstance(payload.get("data"), list):
+        raise MarengoOutputError(
+            f"'data' is {_kind(payload.get('data'))}, not the documented list of segments"
+        )
+    return parse_segments(payload, model, modality)
+
+
 def _all_vectors(items: list[Any], dimension: int) -> npt.NDArray[np.float32] | None:
     """Every segment's vector as one (segments, dimension) float32 matrix, or None if any is unusable."""
     raws = [item.get("embedding") if isinstance(item, dict) else None for item in items]
@@ -280,9 +297,14 @@ def _segment(
     if start is not None and end is not None and end < start:
         raise MarengoOutputError(f"segment {i} ends ({end:g}) before it starts ({start:g})")
     option, kind = _option(_text(i, item, "embeddingOption"))
+    if option is not None and option not in DOCUMENTED_OPTIONS:
+        raise MarengoOutputError(f"segment {i} has embeddingOption {option!r}, none of the documented ones")
+    scope = _text(i, item, "embeddingScope")
+    if scope is not None and scope not in DOCUMENTED_SCOPES:
+        raise MarengoOutputError(f"segment {i} has embeddingScope {scope!r}, not clip or asset")
     return SegmentEmbedding(
         embedding_option=option,
-        embedding_scope=_text(i, item, "embeddingScope") or default_scope,
+        embedding_scope=scope or default_scope,
         start_sec=start,
         end_sec=end,
         vector=vector,
@@ -300,6 +322,10 @@ def _option(raw: str | None) -> tuple[str | None, EmbeddingType]:
 
 
 _NUMBER_TYPES = frozenset({int, float})
+# The option names Marengo documents (3.x: visual, audio, transcription, and the TwelveLabs API's text and
+# fused; 2.7: visual-text, visual-image, audio), as read (lower case) and scopes (case as documented).
+DOCUMENTED_OPTIONS = frozenset({"visual", "audio", "transcription", "text", "visual-text", "visual-image"})
+DOCUMENTED_SCOPES = frozenset({"clip", "asset"})
 
 
 def _number(value: Any) -> float | None:
