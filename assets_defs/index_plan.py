@@ -9,7 +9,7 @@ wrong prefix or a partial listing is the likelier cause: then they stay until so
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from resources.segment_index import IndexedObject
@@ -40,6 +40,7 @@ class IndexPlan:
     repaired: dict[str, str] = field(default_factory=dict)  # media id -> what is wrong with its rows
     removed: list[str] = field(default_factory=list)  # gone from the listing, removal allowed
     foreign: list[str] = field(default_factory=list)  # only rows of another model: never belonged
+    withdrawn: list[str] = field(default_factory=list)  # still listed, its embedding taken back
     held: list[str] = field(default_factory=list)  # gone from the listing, waiting for confirmation
     deduplicate: list[str] = field(default_factory=list)  # held objects whose copies still go
     indexed_objects: int = 0  # objects holding rows of this model before the run
@@ -51,7 +52,7 @@ class IndexPlan:
 
     @property
     def delete(self) -> list[str]:
-        return sorted([*self.removed, *self.foreign])
+        return sorted([*self.removed, *self.withdrawn, *self.foreign])
 
 
 def what_is_wrong(held: IndexedObject, expected: ExpectedObject, model_key: str) -> str | None:
@@ -74,8 +75,13 @@ def plan_index_update(
     indexed: dict[str, IndexedObject],
     model_key: str,
     policy: RemovalPolicy,
+    listed: Collection[str] | None = None,
 ) -> IndexPlan:
-    """Sort every object into new, updated, repaired, removed, held or left alone."""
+    """Sort every object into new, updated, repaired, removed, withdrawn, held or left alone.
+
+    `listed`: the media ids of the inventory. Indexed objects not expected and not listed are removals,
+    which the policy may hold; listed ones are withdrawn. Without it every object not expected counts as
+    a removal."""
     plan = IndexPlan(indexed_objects=sum(model_key in obj.model_keys for obj in indexed.values()))
     for mid, want in expected.items():
         held = indexed.get(mid)
@@ -88,7 +94,11 @@ def plan_index_update(
 
     gone = sorted(set(indexed) - set(expected))
     plan.foreign = [mid for mid in gone if model_key not in indexed[mid].model_keys]
-    candidates = [mid for mid in gone if model_key in indexed[mid].model_keys]
+    ours = [mid for mid in gone if model_key in indexed[mid].model_keys]
+    # Still listed, but its embedding was taken back (an unusable output, a version with no content): no
+    # listing mistake can cause that, so it leaves at once, whatever the share.
+    plan.withdrawn = [mid for mid in ours if listed is not None and mid in listed]
+    candidates = [mid for mid in ours if mid not in plan.withdrawn]
     if policy.confirm_all:
         plan.removed = candidates
     else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,13 @@ class EmbeddingTable:
                 else self.file_schema.empty_table().select(columns)
             )
         return self._dataset(table).to_table(columns=columns)
+
+    def stored_batches(self, columns: list[str], batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
+        """The current rows as the files hold them (see `read_stored`), a batch at a time: a pass over a
+        large table in bounded memory."""
+        table = self.open()
+        if table is not None:
+            yield from self._dataset(table).to_batches(columns=columns, batch_size=batch_rows)
 
     def _as_segments(self, rows: pa.Table) -> pa.Table:
         """Rows as the files hold them, in `schema`: vectors regain their dimension (Delta has no

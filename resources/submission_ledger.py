@@ -237,6 +237,15 @@ class SubmissionLedger:
         rows = [{**o.__dict__, "recorded_at": now, "run_id": run_id} for o in outcomes]
         self._append("outcomes", rows, OUTCOME_SCHEMA)
 
+    def reopen(self, jobs: pd.DataFrame, run_id: str) -> None:
+        """Write these jobs' submissions (rows of `jobs()`) back to the live events, so that an outcome
+        recorded for them after they ended, a later verdict, is what `jobs()` derives: live events win over
+        the closed row a compaction made of them. Record the outcome first; until this write it is ignored,
+        so a kill between the two leaves the job as it was."""
+        self._writer()
+        rows = jobs[[f.name for f in SUBMISSION_SCHEMA]].assign(run_id=run_id)
+        self._write("submissions", pa.Table.from_pandas(rows, schema=SUBMISSION_SCHEMA, preserve_index=False))
+
     def _append(self, kind: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
         if rows:
             self._write(kind, pa.Table.from_pylist(rows, schema=schema))
