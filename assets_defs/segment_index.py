@@ -130,7 +130,8 @@ def marengo_segment_index(
     policy = config.policy()
     with segment_index.writer(model, holder=f"run {context.run.run_id}", on_wait=context.log.info):
         indexed = segment_index.audit(model)
-        plan = plan_index_update(wanted, indexed, model.key, policy)
+        listed_ids = set(inventory["media_uri"].map(media_id))
+        plan = plan_index_update(wanted, indexed, model.key, policy, listed_ids)
         held_uris = [indexed[mid].media_uri for mid in plan.held]
         if plan.held:
             context.log.warning(held_message(plan, held_uris, policy))

@@ -135,6 +135,16 @@ class MarengoProvider(dg.ConfigurableResource):
         be read right now.
         """
 
+    def fetch_lost_output(self, job: EmbeddingJob, output_uri: str | None) -> list[SegmentEmbedding] | None:
+        """What a job the provider no longer knows left where the provider writes outputs, if it is there
+        and parses; None when there is nothing usable (then, and only then, the job is resubmitted).
+
+        A provider that lost its record of a job may still have written its output: that output was paid
+        for, so it is ingested as the job's result instead of buying it again. Raises OutputUnavailable
+        when it cannot be read right now. By default there is no such place: a provider whose results
+        live only in its own records (the TwelveLabs API's tasks) has nothing left once it lost them."""
+        return None
+
     @abstractmethod
     def embed_text(self, text: str, model: MarengoModel) -> list[float]:
         """A query vector in the model's space, synchronously."""
