@@ -22,7 +22,7 @@ from resources.lake import Lake
 from resources.marengo_models import MarengoModel, marengo_model
 from resources.marengo_provider import MarengoProvider
 from resources.marengo_providers import MarengoProviders
-from resources.provider_errors import MarengoOutputError, OutputUnavailable
+from resources.provider_errors import ListingIncomplete, MarengoOutputError, OutputUnavailable
 from resources.segment_schema import media_id, segment_schema, segments_table
 from resources.segment_validity import fault_counts, output_fault
 from resources.submission_ledger import Outcome, OutcomeStatus, SubmissionLedger, open_jobs
@@ -339,13 +339,21 @@ def marengo_embeddings(
     }
     by_token = {s.client_token: s for s in known.statuses.values() if (s.client_token or "") in rows}
     listed = 0
+    listing_cut = ""
     if config.list_provider:
         for name, provider_open in open_at.items():
             rest = provider_open[~provider_open["client_token"].isin(list(by_token))]
             if rest.empty:
                 continue
             oldest = rest["submitted_at"].min().to_pydatetime()
-            found = providers[name].finished_invocations(open_jobs(rest), oldest)
+            try:
+                found = providers[name].finished_invocations(open_jobs(rest), oldest)
+            except ListingIncomplete as cut:  # throttled: ingest what was read, the sensor finds the rest
+                context.log.warning(
+                    f"{name} cut this run's listing short ({cut.reason}): ingesting the {len(cut.found)} "
+                    "finished jobs it read; the invocation sensor hands on the rest"
+                )
+                found, listing_cut = cut.found, f"{name}: {cut.reason}"
             listed += len(found)
             by_token.update((s.client_token, s) for s in found if (s.client_token or "") in rows)
     finished = [s for s in by_token.values() if s.state != "in_progress"]
@@ -434,6 +442,7 @@ def marengo_embeddings(
             "invocations_finished": len(finished),
             "finished_from_findings": len(finished) - listed,
             "finished_from_own_listing": listed,
+            "own_listing_cut_short": listing_cut,
             "invocations_still_running": len(pending) - len(finished),
             "objects_embedded": len(completed),
             "objects_failed": len(failed),

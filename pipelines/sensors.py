@@ -27,6 +27,7 @@ from resources.lake import Lake
 from resources.marengo_models import marengo_model
 from resources.marengo_provider import MarengoProvider
 from resources.marengo_providers import MarengoProviders
+from resources.provider_errors import ListingIncomplete
 from resources.submission_ledger import SubmissionLedger, open_jobs
 
 # A finished invocation whose ingest run did not record it (the run failed or was cancelled, or its output
@@ -100,8 +101,18 @@ def marengo_invocation_sensor(
     listed: list[InvocationStatus] = []
     for provider in marengo.configured():
         provider_open = open_at[provider.provider_name]
-        if not provider_open.empty:
+        if provider_open.empty:
+            continue
+        try:
             listed += _ask_provider(context, provider, provider_open, found, state, now, reconcile)
+        except ListingIncomplete as cut:  # throttled: act on what was read, the rest next tick
+            context.log.warning(
+                f"{provider.provider_name} cut the listing short ({cut.reason}): {len(cut.found)} finished "
+                "jobs read; the next tick asks about the rest"
+            )
+            listed += cut.found
+            if reconcile:
+                state.reconciled_at = None  # the thorough check did not finish: the next tick does it
     by_model: dict[str, list[InvocationStatus]] = defaultdict(list)
     for status in listed:
         by_model[model_of[status.invocation_id]].append(status)
@@ -178,7 +189,19 @@ def _ask_provider(
     if asked.empty:
         return []
     look = marengo.finished_invocations if reconcile else marengo.newly_finished
-    statuses = look(open_jobs(asked), asked["submitted_at"].min().to_pydatetime())
+    asked_ids = set(asked["invocation_id"])
+    try:
+        statuses = look(open_jobs(asked), asked["submitted_at"].min().to_pydatetime())
+    except ListingIncomplete as cut:
+        _warn_about(context, marengo, cut.found)
+        raise ListingIncomplete(cut.reason, [s for s in cut.found if s.invocation_id in asked_ids]) from cut
+    _warn_about(context, marengo, statuses)
+    return [s for s in statuses if s.invocation_id in asked_ids]
+
+
+def _warn_about(
+    context: dg.SensorEvaluationContext, marengo: MarengoProvider, statuses: list[InvocationStatus]
+) -> None:
     # Handed off like finished jobs: the ingest run records them (lost: resubmitted by the next submission
     # run; unknown: read again, and failed once past the ingest's read limits), so none stays open for ever.
     for status in statuses:
@@ -190,10 +213,9 @@ def _ask_provider(
         elif status.state == "lost":
             context.log.warning(
                 f"{marengo.provider_name} no longer knows {status.invocation_id} "
-                f"({status.failure_message}); the ingest run records it lost for resubmission"
+                f"({status.failure_message}); the ingest run keeps its output if it left one, else "
+                "records it lost for resubmission"
             )
-    asked_ids = set(asked["invocation_id"])
-    return [s for s in statuses if s.invocation_id in asked_ids]
 
 
 def _submission_request(

@@ -23,6 +23,7 @@ from resources.marengo_models import MarengoModel
 from resources.marengo_provider import MarengoProvider
 from resources.model_routes import ProviderName
 from resources.provider_errors import (
+    ListingIncomplete,
     MarengoOutputError,
     PermanentError,
     ProviderError,
@@ -245,41 +246,65 @@ class BedrockMarengo(MarengoProvider):
     def finished_invocations(
         self, open_jobs: Mapping[str, str], submitted_after: datetime
     ) -> list[InvocationStatus]:
+        """Raises ListingIncomplete, with what it read, when Bedrock keeps refusing a call (throttled)."""
         if not open_jobs:
             return []
         # Running jobs first: one that finishes between the two listings is then in both, never in none.
-        running = {
-            status.client_token
-            for status in self._list(submitted_after - CLOCK_SKEW, "InProgress")
-            if status.client_token in open_jobs
-        }
-        finished = {status.client_token: status for status in self.newly_finished(open_jobs, submitted_after)}
+        try:
+            running = {
+                status.client_token
+                for status in self._list(submitted_after - CLOCK_SKEW, "InProgress")
+                if status.client_token in open_jobs
+            }
+        except ListingIncomplete as cut:
+            # Without the running jobs nobody is known to be unseen: list the finished ones, sweep nothing.
+            raise ListingIncomplete(cut.reason, self._finished_so_far(open_jobs, submitted_after)) from cut
+        # Cut short, this raises with what it read: without every finished job nobody is known unseen.
+        found = self.newly_finished(open_jobs, submitted_after)
+        finished = {status.client_token: status for status in found}
         # Open in our ledger but in no listing: our submit time was off (clock skew, or a token replayed
         # after a crash answered with an older invocation), or Bedrock no longer knows the job. Ask for
         # those by ARN, a bounded number a call; what cannot be asked is reported, never skipped.
         unseen = [(t, arn) for t, arn in open_jobs.items() if t not in running and t not in finished]
         for token, arn in unseen[:SWEEP_LIMIT]:
-            finished[token] = self._look_up(token, arn)
+            status = self._look_up(token, arn)
+            if status is None:  # throttled: the rest waits for the next sweep, none is counted unreadable
+                done = [s for s in finished.values() if s.state != "in_progress"]
+                raise ListingIncomplete(f"GetAsyncInvoke throttled after {len(finished)} found", done)
+            finished[token] = status
         return [s for s in finished.values() if s.state != "in_progress"]
+
+    def _finished_so_far(
+        self, open_jobs: Mapping[str, str], submitted_after: datetime
+    ) -> list[InvocationStatus]:
+        try:
+            return self.newly_finished(open_jobs, submitted_after)
+        except ListingIncomplete as cut:
+            return cut.found
 
     def newly_finished(
         self, open_jobs: Mapping[str, str], submitted_after: datetime
     ) -> list[InvocationStatus]:
+        """Raises ListingIncomplete, with what it read, when Bedrock keeps refusing a page (throttled)."""
         if not open_jobs:
             return []
         since = submitted_after - QUICK_MARGIN
-        return [
-            status
-            for state in ("Completed", "Failed")
-            for status in self._list(since, state)
-            if status.client_token in open_jobs
-        ]
+        found: list[InvocationStatus] = []
+        try:
+            for state in ("Completed", "Failed"):
+                found += [s for s in self._list(since, state) if s.client_token in open_jobs]
+        except ListingIncomplete as cut:
+            raise ListingIncomplete(cut.reason, found) from cut
+        return found
 
-    def _look_up(self, token: str, arn: str) -> InvocationStatus:
+    def _look_up(self, token: str, arn: str) -> InvocationStatus | None:
+        """The job's status by ARN; None when Bedrock is too busy to say (nothing learnt, nothing counted)."""
         try:
             return _status(self.client().get_async_invoke(invocationArn=arn))
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
+            if code in BUSY_ERRORS:
+                return None
             message = f"GetAsyncInvoke: {code}: {error.response.get('Error', {}).get('Message', '')}"
             state: InvocationState = (
                 "lost" if invocation_not_found(code, arn, self.region_name) else "unknown"
@@ -289,6 +314,8 @@ class BedrockMarengo(MarengoProvider):
         return InvocationStatus(arn, token, state, None, None, message, None)
 
     def _list(self, submitted_after: datetime, status: str) -> Iterator[InvocationStatus]:
+        """Every page of one listing; a page Bedrock keeps refusing after botocore's retries (throttling,
+        unavailable) ends it with ListingIncomplete (its `found` is filled in by the caller)."""
         paginator = self.client().get_paginator("list_async_invokes")
         pages = paginator.paginate(
             submitTimeAfter=submitted_after,
@@ -297,9 +324,15 @@ class BedrockMarengo(MarengoProvider):
             sortOrder="Ascending",
             PaginationConfig={"PageSize": 1000},
         )
-        for page in pages:
-            for summary in page.get("asyncInvokeSummaries", []):
-                yield _status(summary)
+        try:
+            for page in pages:
+                for summary in page.get("asyncInvokeSummaries", []):
+                    yield _status(summary)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code not in BUSY_ERRORS:
+                raise
+            raise ListingIncomplete(f"ListAsyncInvokes ({status}): {code} after retries", []) from error
 
     def fetch_segments(self, invocation: InvocationStatus, job: EmbeddingJob) -> list[SegmentEmbedding]:
         if not invocation.output_uri:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from resources.embedding_jobs import InvocationStatus
+
 ErrorKind = Literal["retryable", "permanent", "setup", "failed"]
 
 
@@ -40,6 +42,16 @@ class ProviderError(Exception):
 
 class RetryableError(ProviderError):
     kind = "retryable"
+
+
+class ListingIncomplete(RetryableError):
+    """A listing of job statuses the provider cut short (throttled, unavailable) after botocore's or the
+    SDK's own retries. `found` holds the statuses read before it stopped: each is true, so callers act
+    on them and leave the rest to the next listing; a throttled listing never fails a run or a tick."""
+
+    def __init__(self, reason: str, found: list[InvocationStatus]) -> None:
+        super().__init__(reason)
+        self.found = found
 
 
 class PermanentError(ProviderError):

@@ -33,6 +33,7 @@ from resources.marengo_models import MarengoModel
 from resources.marengo_provider import MarengoProvider
 from resources.model_routes import ProviderName
 from resources.provider_errors import (
+    ListingIncomplete,
     MarengoOutputError,
     OutputUnavailable,
     PermanentError,
@@ -201,17 +202,30 @@ class TwelveLabsMarengo(MarengoProvider):
     def finished_invocations(
         self, open_jobs: Mapping[str, str], submitted_after: datetime
     ) -> list[InvocationStatus]:
+        """Raises ListingIncomplete, with what it read, when the API keeps refusing a call (429, 5xx)."""
         if not open_jobs:
             return []
         token_of = {task_id: token for token, task_id in open_jobs.items() if not _is_sync(task_id)}
         seen: dict[str, InvocationStatus] = {i: _sync_done(i, t) for t, i in open_jobs.items() if _is_sync(i)}
-        for task in self._list(submitted_after - CLOCK_SKEW, None):
-            if task.id in token_of:
-                seen[task.id] = _status(task, token_of[task.id])
+
+        def done() -> list[InvocationStatus]:
+            return [s for s in seen.values() if s.state != "in_progress"]
+
+        try:
+            for task in self._list(submitted_after - CLOCK_SKEW, None):
+                if task.id in token_of:
+                    seen[task.id] = _status(task, token_of[task.id])
+        except ApiError as error:
+            if not _busy(error):
+                raise
+            raise ListingIncomplete(f"list tasks: {error.status_code} after retries", done()) from error
         unseen = [i for i in token_of if i not in seen]
         for task_id in unseen[:SWEEP_LIMIT]:
-            seen[task_id] = self._look_up(task_id, token_of[task_id])
-        return [s for s in seen.values() if s.state != "in_progress"]
+            status = self._look_up(task_id, token_of[task_id])
+            if status is None:  # throttled: the rest waits for the next sweep, none is counted unreadable
+                raise ListingIncomplete("retrieve task: throttled after retries", done())
+            seen[task_id] = status
+        return done()
 
     def newly_finished(
         self, open_jobs: Mapping[str, str], submitted_after: datetime
@@ -220,12 +234,18 @@ class TwelveLabsMarengo(MarengoProvider):
             return []
         token_of = {task_id: token for token, task_id in open_jobs.items() if not _is_sync(task_id)}
         done = [_sync_done(i, t) for t, i in open_jobs.items() if _is_sync(i)]
-        return done + [
-            _status(task, token_of[task.id])
-            for status in ("ready", "failed")
-            for task in self._list(submitted_after - CLOCK_SKEW, status)
-            if task.id in token_of
-        ]
+        try:
+            for status in ("ready", "failed"):
+                done += [
+                    _status(task, token_of[task.id])
+                    for task in self._list(submitted_after - CLOCK_SKEW, status)
+                    if task.id in token_of
+                ]
+        except ApiError as error:
+            if not _busy(error):
+                raise
+            raise ListingIncomplete(f"list tasks: {error.status_code} after retries", done) from error
+        return done
 
     def _list(self, started_at: datetime, status: str | None) -> Any:
         """Tasks created since `started_at`, newest first, every page (the SDK's pager fetches them)."""
@@ -237,10 +257,13 @@ class TwelveLabsMarengo(MarengoProvider):
             kwargs["status"] = status
         return self.client().embed.v_2.tasks.list(**kwargs, request_options=RETRY)
 
-    def _look_up(self, task_id: str, token: str) -> InvocationStatus:
+    def _look_up(self, task_id: str, token: str) -> InvocationStatus | None:
+        """The task's status; None when the API is too busy to say (nothing learnt, nothing counted)."""
         try:
             task = self.client().embed.v_2.tasks.retrieve(task_id, request_options=RETRY)
         except ApiError as error:
+            if _busy(error):
+                return None
             state: InvocationState = "lost" if error.status_code == 404 else "unknown"
             message = f"retrieve task: {error.status_code} {api_message(error)}"
             return InvocationStatus(task_id, token, state, None, None, message, None)
@@ -300,6 +323,11 @@ def _status(task: Any, token: str) -> InvocationStatus:
         failure_message=message,
         output_uri=None,
     )
+
+
+def _busy(error: ApiError) -> bool:
+    """Throttled or unavailable, still so after the SDK's own retries: ask again later."""
+    return error.status_code is not None and (error.status_code == 429 or error.status_code >= 500)
 
 
 def _embedded_sync(job: EmbeddingJob) -> bool:

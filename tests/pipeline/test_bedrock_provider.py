@@ -18,7 +18,13 @@ from pipelines.definitions import pipeline_resources
 from resources.bedrock_marengo import BedrockMarengo
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.marengo_models import MARENGO_3_0
-from resources.provider_errors import MarengoOutputError, OutputUnavailable, ProviderError, SetupError
+from resources.provider_errors import (
+    ListingIncomplete,
+    MarengoOutputError,
+    OutputUnavailable,
+    ProviderError,
+    SetupError,
+)
 from resources.s3_storage import S3Storage, S3Uri
 from resources.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import World
@@ -207,3 +213,26 @@ def test_objects_of_a_media_bucket_in_another_region_are_skipped_and_the_others_
     summary = summarize(f"s3://{bucket}/", read_inventory(world.lake), jobs, MARENGO_3_0, set())
     assert len(summary.skipped) == USABLE + 2  # its corrupt and unsupported objects, and the 7 it cannot read
     assert sum(reason in why for _, why in summary.skipped) == USABLE
+
+
+def test_a_throttled_listing_never_raises_and_a_throttled_look_up_counts_no_read(
+    provider: BedrockMarengo, world: World
+) -> None:
+    patient = provider.model_copy(update={"max_attempts": 1})  # botocore gives up at once: no waits
+    done = patient.submit(job())
+    world.stack.bedrock.wait_until_idle(timeout=60)
+    open_jobs = {done.job.client_token: done.invocation_id}
+    throttled = ServiceError(
+        "ThrottlingException", 429, "Too many requests, please wait before trying again."
+    )
+    world.stack.bedrock.operation_errors["ListAsyncInvokes"] = throttled
+    for listing in (patient.finished_invocations, patient.newly_finished):
+        with pytest.raises(ListingIncomplete, match="ThrottlingException") as cut:
+            listing(open_jobs, datetime.now(UTC))
+        assert cut.value.found == [] and not cut.value.permanent
+    del world.stack.bedrock.operation_errors["ListAsyncInvokes"]
+    world.stack.bedrock.operation_errors["GetAsyncInvoke"] = throttled
+    # Our submit time ahead of Bedrock's: only a look-up by ARN finds it, and that is throttled.
+    with pytest.raises(ListingIncomplete, match="GetAsyncInvoke throttled") as swept:
+        patient.finished_invocations(open_jobs, datetime.now(UTC) + timedelta(hours=1))
+    assert swept.value.found == [], "no `unknown` status: a throttled look-up is no failed read"

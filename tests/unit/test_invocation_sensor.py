@@ -22,6 +22,7 @@ from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
 from resources.marengo_provider import MarengoProvider
 from resources.marengo_providers import MarengoProviders
 from resources.model_routes import ProviderName
+from resources.provider_errors import ListingIncomplete
 from resources.s3_storage import S3Storage
 from resources.submission_ledger import Outcome, SubmissionLedger
 
@@ -332,3 +333,29 @@ def test_failures_recorded_since_the_last_submission_run_are_waiting_work(
     [submission] = requests(result, "submit_marengo_invocations")
     waiting = submission.tags["mediaembed/waiting"]
     assert waiting == "2 jobs failed or lost since the last submission run planned"
+
+
+class ThrottledProvider(FinishedListProvider):
+    """Lists like its parent, then is cut short: raises ListingIncomplete holding what it read."""
+
+    def finished_invocations(
+        self, open_jobs: Mapping[str, str], submitted_after: datetime
+    ) -> list[InvocationStatus]:
+        LISTINGS.append(("thorough", len(open_jobs)))
+        found = self._finished(open_jobs, submitted_after)
+        raise ListingIncomplete("ListAsyncInvokes (Completed): ThrottlingException after retries", found)
+
+
+def test_a_throttled_listing_hands_on_what_it_read_and_the_next_tick_reconciles(
+    tick: Tick, lake: Lake
+) -> None:
+    ledger = SubmissionLedger(lake, "bedrock")
+    a, b = submit(ledger, "s3://m/a.mp4"), submit(ledger, "s3://m/b.mp4")
+    first = tick(ThrottledProvider(completed_ids=[a.invocation_id]), None)  # never raises
+    [ingest] = requests(first, "ingest_marengo_embeddings")
+    assert ingest.tags["mediaembed/finished_invocations"] == "1"
+    assert handed_off(first) == {a.invocation_id}
+    assert SensorState.load(first.cursor).reconciled_at is None, "the thorough check is owed: next tick"
+    LISTINGS.clear()
+    tick(FinishedListProvider(completed_ids=[b.invocation_id]), first.cursor)
+    assert LISTINGS == [("thorough", 1)], "asked about the rest, thoroughly"
