@@ -58,3 +58,45 @@ def test_audio_only_mp4_is_audio() -> None:
     result = probe("talks/interview.mp4", "video/mp4", io.BytesIO(buffer.getvalue()))
     assert (result.status, result.modality) == ("ok", "audio")
     assert result.duration_sec == pytest.approx(2.0, abs=0.1)
+
+
+def test_content_decides_the_type_not_the_extension(samples: dict[str, SampleObject]) -> None:
+    png = samples["images/green_triangle.png"].data
+    video = samples["videos/shapes_a.mp4"].data
+    wav = samples["audio/hum_220hz.wav"].data
+    as_video = probe("clips/really-a-picture.mp4", "video/mp4", io.BytesIO(png))
+    assert (as_video.status, as_video.modality) == ("unsupported", None), "never billed as a video"
+    assert (
+        as_video.reason
+        == "content is a PNG image, but its name (.mp4) says video: rename it, or re-encode it as video"
+    )
+    as_audio = probe("sounds/a-picture.wav", "audio/wav", io.BytesIO(png))
+    assert as_audio.status == "unsupported" and "PNG image" in (as_audio.reason or "")
+    as_image = probe("images/a-video.png", "image/png", io.BytesIO(video))
+    assert as_image.status == "unsupported"
+    assert (
+        as_image.reason == "content is a video (mov,mp4,m4a,3gp,3g2,mj2), but its name (.png) says an image"
+    )
+    sound_as_image = probe("images/a-sound.jpg", "image/jpeg", io.BytesIO(wav))
+    assert sound_as_image.reason == "content is audio (wav), but its name (.jpg) says an image"
+    jpeg_as_png = probe(
+        "images/named-png.png", "image/png", io.BytesIO(samples["images/purple_circle.jpg"].data)
+    )
+    assert (jpeg_as_png.status, jpeg_as_png.modality) == ("ok", "image"), (
+        "a JPEG named .png is still an image Marengo takes"
+    )
+
+
+def test_an_image_format_marengo_does_not_take_is_refused_whatever_its_name() -> None:
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="image2pipe") as out:
+        stream = out.add_stream("bmp", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "bgr24"
+        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), dtype=np.uint8), format="bgr24")
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    result = probe("images/old.png", "image/png", io.BytesIO(buffer.getvalue()))
+    assert (result.status, result.reason) == (
+        "unsupported",
+        "content is a BMP image, which Marengo does not take (PNG, JPEG or WebP)",
+    )
