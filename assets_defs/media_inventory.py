@@ -33,6 +33,8 @@ INVENTORY_SCHEMA = pa.schema(
     ]
 )
 PROBE_THREADS = 8
+# The metadata entry counting objects gone since the previous inventory (the sensor reads it).
+OBJECTS_REMOVED = "objects_removed"
 
 
 def read_inventory(lake: Lake) -> pd.DataFrame:
@@ -94,6 +96,8 @@ def media_inventory(
     previous = lake.read_table(INVENTORY_PATH) or INVENTORY_SCHEMA.empty_table()
     known = {(row["media_uri"], row["etag"]): row for row in previous.to_pylist() if row["status"] == "ok"}
     objects = list(media.list_objects())
+    # Gone from the bucket since the last inventory: the invocation sensor has them dropped from search.
+    removed = len(set(previous.column("media_uri").to_pylist()) - {o.uri for o in objects})
     fresh = [o for o in objects if (o.uri, o.etag) not in known]
     with ThreadPoolExecutor(PROBE_THREADS) as pool:
         probed = {row["media_uri"]: row for row in pool.map(lambda o: _probe_row(media, o), fresh)}
@@ -110,6 +114,7 @@ def media_inventory(
             "dagster/row_count": len(frame),
             "dagster/column_schema": column_schema(INVENTORY_SCHEMA),
             "probed_this_run": len(fresh),
+            OBJECTS_REMOVED: removed,
             "usable_objects": len(usable),
             "unusable_objects": len(problems),
             "by_modality": dg.MetadataValue.json(usable["modality"].value_counts().to_dict()),

@@ -18,6 +18,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from assets_defs.media_inventory import OBJECTS_REMOVED
 from assets_defs.partitions import marengo_model_partitions
 from assets_defs.serving import kept_up
 from pipelines.jobs import SUBMITTING_JOBS, holding_config, ingest_marengo_job, submit_marengo_job
@@ -28,6 +29,7 @@ from resources.marengo_models import marengo_model
 from resources.marengo_provider import MarengoProvider
 from resources.marengo_providers import MarengoProviders
 from resources.provider_errors import ListingIncomplete
+from resources.serving_versions import ServingState
 from resources.submission_ledger import SubmissionLedger, open_jobs
 
 # A finished invocation whose ingest run did not record it (the run failed or was cancelled, or its output
@@ -46,6 +48,7 @@ ACTIVE_RUN_STATUSES = [
 INVOCATIONS_KEY = dg.AssetKey(["marengo", "invocations"])
 EMBEDDINGS_KEY = dg.AssetKey(["marengo", "embeddings"])
 INVENTORY_KEY = dg.AssetKey(["media", "inventory"])
+SEGMENTS_KEY = dg.AssetKey(["search", "marengo_segments"])
 # How the ingest runs the sensor requests take their statuses: from the sensor's findings, listing nothing.
 FROM_FINDINGS = {"ops": {"marengo__embeddings": {"config": {"list_provider": False}}}}
 
@@ -139,9 +142,11 @@ def marengo_invocation_sensor(
         for model_key, ids in sorted(handed.items())
     ]
 
+    serving = lake.serving_versions().current()
+    run_requests += _removal_requests(context.instance, serving, set(handed))
+
     finished_ids = {i for i, s in found.items() if s.state in FREES_SLOT}
     routing = marengo.routing()
-    serving = lake.serving_versions().current()
     for model_key in marengo_model_partitions.get_partition_keys():
         if not kept_up(serving, model_key):
             continue  # retired: its open jobs are still followed to their end, nothing new is submitted
@@ -216,6 +221,41 @@ def _warn_about(
                 f"({status.failure_message}); the ingest run keeps its output if it left one, else "
                 "records it lost for resubmission"
             )
+
+
+def _removal_requests(
+    instance: dg.DagsterInstance, serving: ServingState, ingesting: set[str]
+) -> list[dg.RunRequest]:
+    """An ingest run per indexed version when the latest inventory found objects gone from the bucket and
+    no index run came since: it drops them from the table and the index (within the removal guard), with
+    no finished job needed. One run per inventory materialization (its storage id is in the run key)."""
+    inventory = _latest(instance, dg.AssetRecordsFilter(INVENTORY_KEY))
+    if inventory is None or not int(_value(_metadata(inventory), OBJECTS_REMOVED, 0)):
+        return []
+    removed = int(_value(_metadata(inventory), OBJECTS_REMOVED, 0))
+    requests = []
+    for model_key in marengo_model_partitions.get_partition_keys():
+        if model_key in ingesting or not kept_up(serving, model_key):
+            continue  # an ingest run of this tick drops them too; a retired version is left as it is
+        indexed = _latest(instance, dg.AssetRecordsFilter(SEGMENTS_KEY, asset_partitions=[model_key]))
+        if indexed is None or _read_after(instance, indexed, inventory):
+            continue  # never indexed, or indexed by a run that read that inventory
+        requests.append(
+            dg.RunRequest(
+                job_name=ingest_marengo_job.name,
+                partition_key=model_key,
+                run_key=f"removals-{model_key}-{inventory.storage_id}",
+                run_config=FROM_FINDINGS,
+                tags={"mediaembed/objects_removed": str(removed)},
+            )
+        )
+    return requests
+
+
+def _read_after(instance: dg.DagsterInstance, record: dg.EventLogRecord, written: dg.EventLogRecord) -> bool:
+    """Whether the run that materialized `record` started after `written` landed (so it read it)."""
+    run = instance.get_run_record_by_id(record.run_id)
+    return run is not None and run.start_time is not None and run.start_time >= written.timestamp
 
 
 def _submission_request(

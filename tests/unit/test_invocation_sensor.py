@@ -359,3 +359,41 @@ def test_a_throttled_listing_hands_on_what_it_read_and_the_next_tick_reconciles(
     LISTINGS.clear()
     tick(FinishedListProvider(completed_ids=[b.invocation_id]), first.cursor)
     assert LISTINGS == [("thorough", 1)], "asked about the rest, thoroughly"
+
+
+def indexed_by_a_run(instance: dg.DagsterInstance, model_key: str = "marengo-3.0") -> None:
+    """A real run materializing the index partition (its start time is what the sensor compares)."""
+
+    @dg.asset(key=["search", "marengo_segments"], partitions_def=dg.StaticPartitionsDefinition([model_key]))
+    def index() -> None: ...
+
+    assert dg.materialize([index], instance=instance, partition_key=model_key).success
+
+
+def inventory_removed(instance: dg.DagsterInstance, removed: int) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(["media", "inventory"], metadata={"objects_removed": removed})
+    )
+
+
+def test_objects_gone_from_the_bucket_leave_search_at_the_next_tick(
+    tick: Tick, instance: dg.DagsterInstance
+) -> None:
+    provider = FinishedListProvider(completed_ids=[])
+    indexed_by_a_run(instance)
+    inventory_removed(instance, 0)
+    assert requests(tick(provider, None), "ingest_marengo_embeddings") == [], "nothing removed, no run"
+    inventory_removed(instance, 3)
+    first = tick(provider, None)
+    [removal] = requests(first, "ingest_marengo_embeddings")
+    assert (removal.partition_key, removal.tags["mediaembed/objects_removed"]) == ("marengo-3.0", "3")
+    assert removal.run_config == {"ops": {"marengo__embeddings": {"config": {"list_provider": False}}}}
+    [again] = requests(tick(provider, first.cursor), "ingest_marengo_embeddings")
+    assert again.run_key == removal.run_key, "one run per inventory: the daemon dedupes the run key"
+    indexed_by_a_run(instance)  # that run read the new inventory
+    assert requests(tick(provider, first.cursor), "ingest_marengo_embeddings") == []
+
+
+def test_a_version_never_indexed_gets_no_removal_run(tick: Tick, instance: dg.DagsterInstance) -> None:
+    inventory_removed(instance, 3)
+    assert requests(tick(FinishedListProvider(completed_ids=[]), None), "ingest_marengo_embeddings") == []
