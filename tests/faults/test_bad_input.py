@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from assets_defs.media_inventory import read_inventory
 from emulators.sample_media import SampleObject, Scene, make_image
 from resources.marengo_models import MARENGO_3_0, marengo_model
 from tests.faults.conftest import MakeWorld
@@ -30,7 +31,14 @@ CORRUPT_OUTPUTS: dict[str, bytes | None] = {
     "non-string embeddingScope": json.dumps({"data": [item(embeddingScope={"clip": True})]}).encode(),
     "null items": b'{"data": [null, null]}',
     "output gone (NoSuchKey)": None,
+    # Parseable, of the documented types, and wrong: each was committed and recorded completed before.
+    "a segment repeated 3 times": json.dumps({"data": [item(), item(), item()]}).encode(),
+    "an all-zero vector": json.dumps({"data": [item(embedding=[0.0] * len(VECTOR))]}).encode(),
+    "a span of 0 to 1e9 s": json.dumps({"data": [item(endSec=1e9)]}).encode(),
+    "data as an object": json.dumps({"data": item()}).encode(),
 }
+# Kinds whose fault is about the media's duration: given to a video, whose duration the probe knows.
+NEEDS_DURATION = {"a span of 0 to 1e9 s"}
 
 
 def test_each_corrupt_output_kind_fails_its_job_alone_and_the_retry_embeds_it(
@@ -44,8 +52,11 @@ def test_each_corrupt_output_kind_fails_its_job_alone_and_the_retry_embeds_it(
     world.bedrock.wait_until_idle()
     pending = world.ledger().in_progress(MARENGO_3_0.key)
     arns = dict(zip(pending["media_uri"], pending["invocation_id"], strict=True))
-    victims = dict(zip(CORRUPT_OUTPUTS, sorted(arns), strict=False))
-    assert len(victims) == len(CORRUPT_OUTPUTS)
+    videos = sorted(pending.loc[pending["modality"] == "video", "media_uri"])
+    victims = dict(zip(sorted(NEEDS_DURATION), videos, strict=False))
+    others = [uri for uri in sorted(arns) if uri not in victims.values()]
+    victims |= dict(zip([k for k in CORRUPT_OUTPUTS if k not in NEEDS_DURATION], others, strict=False))
+    assert len(victims) == len(CORRUPT_OUTPUTS) == usable
     for kind, uri in victims.items():
         body = CORRUPT_OUTPUTS[kind]
         key = world.bedrock.replace_output(arns[uri], body or b"")
@@ -76,16 +87,25 @@ def test_bad_media_beside_hostile_keys_ends_each_object_with_a_reason(
     picture = make_image(Scene(0.0, 0.0, "circle", "red", "white", 0.0), "png")
     keys = hostile_keys(".png")
     world.put((key, picture) for key in keys.values())
-    world.put([("empty/zero-bytes.png", b""), ("misnamed/text-as-video.mp4", b"not a video at all")])
+    misnamed = [
+        ("empty/zero-bytes.png", b""),
+        ("misnamed/text-as-video.mp4", b"not a video at all"),
+        ("misnamed/picture-as-video.mp4", picture),  # a PNG: content decides, it is no video
+    ]
+    world.put(misnamed)
 
     world.converge()
-    counts = world.check("bad media (4) beside 15 hostile keys")
-    seen = SAMPLES + len(keys) + 2
+    counts = world.check("bad media (5) beside 15 hostile keys")
+    seen = SAMPLES + len(keys) + len(misnamed)
     assert (counts.seen, counts.embedded, counts.failed, counts.skipped) == (
         seen,
         USABLE_SAMPLES + len(keys),
         0,
-        4,
+        2 + len(misnamed),
+    )
+    inventory = read_inventory(world.lake).set_index("media_uri")
+    assert inventory.loc[world.uri("misnamed/picture-as-video.mp4"), "reason"].startswith(
+        "content is a PNG image, but its name (.mp4) says video"
     )
     assert counts.jobs_created == USABLE_SAMPLES + len(keys), "bad media is never sent to the provider"
     jobs = world.jobs()

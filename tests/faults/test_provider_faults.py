@@ -98,3 +98,42 @@ def test_emulator_restart_over_its_kept_state(make_world: MakeWorld, samples: li
     assert world.bedrock.created_invocations == USABLE_SAMPLES
     assert set(world.jobs()["status"]) == {"completed"}
     assert world.errors == []
+
+
+def test_a_provider_that_forgets_its_completed_jobs_is_never_paid_twice(
+    make_world: MakeWorld, samples: list[SampleObject]
+) -> None:
+    world = make_world()  # no kept state: a restart forgets every job
+    world.put_samples(samples)
+    world.put(extra_images(15))
+    usable = USABLE_SAMPLES + 15
+    assert world.submit()["submitted"] == usable
+    world.bedrock.wait_until_idle()
+    assert {job.status for job in world.provider_jobs()} == {"Completed"}
+    world.restart_bedrock()  # its output.json files stay where the submissions said they would be
+    assert world.bedrock.invocations == {}
+    world.converge()
+    counts = world.check(f"provider restarted without state after {usable} completed")
+    assert (counts.seen, counts.embedded, counts.skipped) == (SAMPLES + 15, usable, 2)
+    assert counts.jobs_created == usable, "every paid output was kept: no job bought again"
+    assert world.bedrock.created_invocations == 0
+    jobs = world.jobs()
+    assert set(jobs["status"]) == {"completed"}
+    assert jobs["reason"].str.contains("its output was complete and is kept", regex=False).all()
+    assert world.errors == []
+
+
+def test_throttling_at_90_percent_converges_and_bills_nothing_twice(
+    make_world: MakeWorld, samples: list[SampleObject]
+) -> None:
+    world = make_world(throttle_rate=0.9, seed=3)
+    world.put_samples(samples)
+    world.put(extra_images(20))
+    usable = USABLE_SAMPLES + 20
+    # Nine in ten calls refused even after botocore's retries (at a millisecond scale here): a submission
+    # run, a tick or an ingest run each gets a little through, and none of them fails for it.
+    world.converge(max_rounds=200, drain_steps=60)
+    counts = world.check("throttling: 90% of all Bedrock calls")
+    assert (counts.seen, counts.embedded, counts.failed, counts.skipped) == (SAMPLES + 20, usable, 0, 2)
+    assert counts.jobs_created == usable, "a throttled call is never billed, nor a job bought twice"
+    assert world.errors == [], "no run or tick failed for a throttled listing"

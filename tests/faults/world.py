@@ -178,6 +178,7 @@ class FaultWorld:
     printed: list[str] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # failed runs and sensor ticks, one line each
+    forgotten: dict[str, Invocation] = field(default_factory=dict)  # jobs of emulators since restarted
 
     @property
     def output_bucket(self) -> str:
@@ -236,10 +237,10 @@ class FaultWorld:
     def open_jobs(self) -> int:
         return len(self.ledger().in_progress(MARENGO_3_0.key))
 
-    def drain(self, driver: SensorDriver) -> None:
+    def drain(self, driver: SensorDriver, max_steps: int = MAX_DRAIN_STEPS) -> None:
         """Sensor ticks until no job is open. A tick that fails is tried again (the daemon ticks again in
         30 s); jobs handed to a run that failed are ingested by hand, as the sensor would 15 minutes on."""
-        for _ in range(MAX_DRAIN_STEPS):
+        for _ in range(max_steps):
             try:
                 driver.tick()
             except Exception as error:
@@ -252,7 +253,7 @@ class FaultWorld:
                 self.errors.append(f"ingest run: {error_chain(error)}")
             if not self.open_jobs():
                 return
-        raise AssertionError(f"{self.open_jobs()} jobs still open after {MAX_DRAIN_STEPS} ingest attempts")
+        raise AssertionError(f"{self.open_jobs()} jobs still open after {max_steps} ingest attempts")
 
     def due(self, **submit_config: Any) -> int:
         """Objects a submission run would submit now (the invocations asset's own pure planning rule)."""
@@ -267,7 +268,9 @@ class FaultWorld:
         )
         return len(plan.due)
 
-    def converge(self, **submit_config: Any) -> int:
+    def converge(
+        self, max_rounds: int = MAX_ROUNDS, drain_steps: int = MAX_DRAIN_STEPS, **submit_config: Any
+    ) -> int:
         """Submission runs and sensor ticks, as the schedule and the daemon drive them, until nothing is open
         and nothing is due: every object reached an end. Returns the number of submission runs.
 
@@ -275,25 +278,29 @@ class FaultWorld:
         another submission run at once; otherwise the sensor ingests what finished before the next run.
         """
         driver = SensorDriver(self.instance)
-        for runs in range(1, MAX_ROUNDS + 1):
+        for runs in range(1, max_rounds + 1):
             meta = self.submit(**submit_config)
             self.bedrock.wait_until_idle(timeout=IDLE_TIMEOUT_SEC)
             if meta["submitted"] and meta["deferred"] and "(max_in_flight)" not in meta["deferred_reason"]:
                 continue
-            self.drain(driver)
+            self.drain(driver, drain_steps)
             if not self.due(**submit_config):
                 return runs
-        raise AssertionError(f"still submitting after {MAX_ROUNDS} submission runs")
+        raise AssertionError(f"still submitting after {max_rounds} submission runs")
 
     # --- the provider ------------------------------------------------------------------------------------
 
     def provider_jobs(self) -> list[Invocation]:
-        """Every invocation the Bedrock emulator created for this case (its own records)."""
-        return list(self.bedrock.invocations.values())
+        """Every invocation the Bedrock emulator created for this case (its own records), those an emulator
+        restarted without its state forgot included: they were billed all the same."""
+        current = dict(self.bedrock.invocations)
+        return [*current.values(), *(job for arn, job in self.forgotten.items() if arn not in current)]
 
     def restart_bedrock(self, **faults: Any) -> BedrockRuntimeEmulator:
-        """Stop the Bedrock emulator and start another on the same port over the same workdir."""
+        """Stop the Bedrock emulator and start another on the same port over the same workdir (none: it
+        starts knowing no job, while their outputs stay in S3)."""
         port = self.bedrock.port
+        self.forgotten.update(self.bedrock.invocations)
         self.bedrock.stop()
         self.bedrock = BedrockRuntimeEmulator(
             self.s3.endpoint, region=REGION, port=port, workdir=self.bedrock_workdir, **faults
