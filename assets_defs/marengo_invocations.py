@@ -1,7 +1,6 @@
 """Marengo async invocations: one async embedding job per media object not yet embedded for a model
 version, at the provider configured to serve it (Bedrock StartAsyncInvoke, or a TwelveLabs embed task)."""
 
-import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from assets_defs.plan_estimates import (
     version_progress,
 )
 from assets_defs.submission_plan import Slots, SubmissionPlan, plan_submissions
+from resources.clock import REAL_CLOCK, Clock
 from resources.embedding_jobs import (
     EmbeddingJob,
     EmbeddingOptions,
@@ -98,57 +98,80 @@ def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
     )
 
 
-@dg.asset(
-    key=["marengo", "invocations"],
-    deps=[media_inventory],
-    partitions_def=marengo_model_partitions,
-    group_name="marengo",
-    kinds={"bedrock", "twelvelabs"},
-    pool="marengo_submit",
-    check_specs=[
-        dg.AssetCheckSpec(
-            "provider_accepts_requests",
-            asset=["marengo", "invocations"],
-            description=(
-                "Fails when the provider refused several requests in a row for the same set-up reason and "
-                "accepted none, or when the set-up was seen to be wrong before any request (Bedrock's "
-                "output bucket outside the model's region): a setup problem (model access, region, "
-                "buckets). Refusals about one object (bad media) never count."
-            ),
+INVOCATION_CHECKS = [
+    dg.AssetCheckSpec(
+        "provider_accepts_requests",
+        asset=["marengo", "invocations"],
+        description=(
+            "Fails when the provider refused several requests in a row for the same set-up reason and "
+            "accepted none, or when the set-up was seen to be wrong before any request (Bedrock's "
+            "output bucket outside the model's region): a setup problem (model access, region, "
+            "buckets). Refusals about one object (bad media) never count."
         ),
-        dg.AssetCheckSpec(
-            "within_budget",
-            asset=["marengo", "invocations"],
-            description=(
-                "Fails, and the run submits nothing, when what is still to embed for this version is "
-                "estimated over the budget (budget_usd / MEDIAEMBED_BUDGET_USD, budget_media_seconds / "
-                "MEDIAEMBED_BUDGET_MEDIA_SECONDS); the failure names the budget, the estimate and how "
-                "to raise it. Not blocking: the run succeeds having submitted nothing, so the ingest of "
-                "jobs already running goes on, and the sensor waits for a person."
-            ),
+    ),
+    dg.AssetCheckSpec(
+        "within_budget",
+        asset=["marengo", "invocations"],
+        description=(
+            "Fails, and the run submits nothing, when what is still to embed for this version is "
+            "estimated over the budget (budget_usd / MEDIAEMBED_BUDGET_USD, budget_media_seconds / "
+            "MEDIAEMBED_BUDGET_MEDIA_SECONDS); the failure names the budget, the estimate and how "
+            "to raise it. Not blocking: the run succeeds having submitted nothing, so the ingest of "
+            "jobs already running goes on, and the sensor waits for a person."
         ),
-    ],
-)
-def marengo_invocations(
-    context: dg.AssetExecutionContext, config: InvocationConfig, marengo: MarengoProviders, lake: Lake
+    ),
+]
+
+
+def build_marengo_invocations(clock: Clock = REAL_CLOCK) -> dg.AssetsDefinition:
+    """The invocations asset, waiting on `clock`: the real one in the definitions (below); a test builds it
+    on a fake clock to count polls and refusals exactly."""
+
+    @dg.asset(
+        key=["marengo", "invocations"],
+        deps=[media_inventory],
+        partitions_def=marengo_model_partitions,
+        group_name="marengo",
+        kinds={"bedrock", "twelvelabs"},
+        pool="marengo_submit",
+        check_specs=INVOCATION_CHECKS,
+    )
+    def marengo_invocations(
+        context: dg.AssetExecutionContext, config: InvocationConfig, marengo: MarengoProviders, lake: Lake
+    ) -> dg.MaterializeResult:
+        """Starts an async embedding job for every usable media object not yet handled for this model version.
+
+        Each job carries a client token derived from the object's ETag, the model and the options, and every
+        submission is written to the ledger as it goes, so a re-run, a crash or a backfill never bills twice.
+        Objects the provider refuses are recorded with its reason, and so are, without a request, those in
+        a bucket it cannot read (Bedrock: outside the model's region).
+
+        At most the provider's quota of jobs runs at once (jobs found finished free their slot before they
+        are ingested). When it is full, or the provider refuses for being busy, the rest wait: with
+        `hold_quota_sec` the run keeps going and submits as jobs finish, otherwise the invocation sensor
+        starts a submission run once slots free.
+        """
+        return submit_invocations(context, config, marengo, lake, clock)
+
+    return marengo_invocations
+
+
+marengo_invocations = build_marengo_invocations()
+
+
+def submit_invocations(
+    context: dg.AssetExecutionContext,
+    config: InvocationConfig,
+    marengo: MarengoProviders,
+    lake: Lake,
+    clock: Clock,
 ) -> dg.MaterializeResult:
-    """Starts an async embedding job for every usable media object not yet handled for this model version.
-
-    Each job carries a client token derived from the object's ETag, the model and the options, and every
-    submission is written to the ledger as it goes, so a re-run, a crash or a backfill never bills twice.
-    Objects the provider refuses are recorded with its reason, and so are, without a request, those in
-    a bucket it cannot read (Bedrock: outside the model's region).
-
-    At most the provider's quota of jobs runs at once (jobs found finished free their slot before they
-    are ingested). When it is full, or the provider refuses for being busy, the rest wait: with
-    `hold_quota_sec` the run keeps going and submits as jobs finish, otherwise the invocation sensor
-    starts a submission run once slots free.
-    """
+    """The asset's work; its quota-holding loop reads and sleeps on `clock` only."""
     model = marengo_model(context.partition_key)
     provider = marengo.serving(model)
     route = provider.route(model)
     planned_at = datetime.now(UTC)
-    deadline = time.monotonic() + config.hold_quota_sec
+    deadline = clock.monotonic() + config.hold_quota_sec
     findings = InvocationFindings(lake)
     known = findings.read(model.key)  # before the ledger: it then holds every job these findings name
     inventory = read_inventory(lake)
@@ -178,7 +201,7 @@ def marengo_invocations(
     if provider.needs_intent and not over_budget:  # jobs a killed run created, never recorded: adopt them
         recovered = _recover_intents(provider, ledger, model, every_provider, config.options())
         if recovered:
-            ledger.record_submissions(recovered, seconds, context.run_id)
+            ledger.record_submissions(recovered, seconds, context.run.run_id)
             context.log.warning(
                 f"{len(recovered)} jobs created by an earlier run that stopped before recording them were "
                 f"found at {provider.provider_name} and recorded; none is created again"
@@ -231,8 +254,8 @@ def marengo_invocations(
         """Sleep one poll interval, then free the slots of jobs now finished: those another listing found
         (the sensor's findings), then one cheap listing for the rest, whose findings the sensor hands on."""
         nonlocal polls, seen_finishing, held_sec
-        pause = max(0.0, min(config.slot_poll_sec, deadline - time.monotonic()))
-        time.sleep(pause)
+        pause = max(0.0, min(config.slot_poll_sec, deadline - clock.monotonic()))
+        clock.sleep(pause)
         held_sec += pause
         polls += 1
         freed = slots.release(_finished_tokens(findings.read(model.key).statuses.values()))
@@ -240,20 +263,20 @@ def marengo_invocations(
         oldest = slots.oldest_submission()
         if still_open and oldest is not None:
             listed = [s for s in provider.newly_finished(still_open, oldest) if s.client_token in still_open]
-            findings.record(listed, model.key, found_by=f"submission run {context.run_id}")
+            findings.record(listed, model.key, found_by=f"submission run {context.run.run_id}")
             freed += slots.release(_finished_tokens(listed))
         seen_finishing += freed
         if freed:
-            context.log.debug(f"{freed} jobs finished: {slots.free(time.monotonic())} slots free")
+            context.log.debug(f"{freed} jobs finished: {slots.free(clock.monotonic())} slots free")
 
     try:
         while due and not refused_up_front and not over_budget:
-            now = time.monotonic()
+            now = clock.monotonic()
             if slots.free(now) == 0:
                 if now >= deadline:
                     break
                 if unflushed:  # the sensor and ingest runs see a job only once the ledger holds it
-                    ledger.record_submissions(unflushed, seconds, context.run_id)
+                    ledger.record_submissions(unflushed, seconds, context.run.run_id)
                     unflushed = []
                 wait_for_slots()
                 continue
@@ -261,7 +284,7 @@ def marengo_invocations(
             if provider.needs_intent and job.client_token not in intended:
                 # One write for the jobs the free slots take next, before any of them is created.
                 batch = [job, *list(islice(due, max(0, min(slots.free(now), LEDGER_FLUSH_EVERY) - 1)))]
-                ledger.record_intents(batch, context.run_id)
+                ledger.record_intents(batch, context.run.run_id)
                 intended.update(j.client_token for j in batch)
             try:
                 submission = provider.submit(job)
@@ -295,11 +318,11 @@ def marengo_invocations(
             unflushed.append(submission)
             slots.take(job.client_token, submission.invocation_id, submission.submitted_at)
             if len(unflushed) >= LEDGER_FLUSH_EVERY:
-                ledger.record_submissions(unflushed, seconds, context.run_id)
+                ledger.record_submissions(unflushed, seconds, context.run.run_id)
                 unflushed = []
     finally:
-        ledger.record_submissions(unflushed, seconds, context.run_id)
-        ledger.record_outcomes(rejected, context.run_id)
+        ledger.record_submissions(unflushed, seconds, context.run.run_id)
+        ledger.record_outcomes(rejected, context.run.run_id)
 
     deferred = len(due)
     busy_reason = None

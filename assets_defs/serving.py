@@ -6,15 +6,15 @@ tables stay until it is retired, so it needs no re-embedding.
 """
 
 import getpass
+from datetime import UTC, datetime
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from pydantic import Field
 
 from assets_defs.partitions import marengo_model_partitions
 from assets_defs.version_checks import WHOLE_VERSION_CHECKS, checked_version
 from resources.lake import Lake
-from resources.serving_versions import ServingChangeRefused, ServingState
+from resources.serving_versions import AlreadyServing, ServingChangeRefused, ServingConflict, ServingState
 
 SERVING_KEY = dg.AssetKey(["serving", "marengo"])
 
@@ -66,10 +66,11 @@ def serving_marengo(
     context: dg.AssetExecutionContext, config: ServingChangeConfig, lake: Lake
 ) -> dg.MaterializeResult:
     """Points search at this partition's version, atomically: one new record in the lake, or none."""
-    unchecked = checks_not_passed_in_run(context)
+    target, run_id = context.partition_key, context.run.run_id
+    unchecked = checks_not_passed_in_run(context.instance, run_id)
     if unchecked:
         raise dg.Failure(
-            description=f"not cut over to {context.partition_key}: the whole-version checks "
+            description=f"not cut over to {target}: the whole-version checks "
             f"{', '.join(unchecked)} did not pass in this run; launch the cut_over_serving_version job "
             "(or `mediaembed serving cut-over`), which runs them first",
             allow_retries=False,
@@ -77,25 +78,51 @@ def serving_marengo(
     versions = lake.serving_versions()
     before = versions.current()
     try:
-        after = versions.cut_over(context.partition_key, who(context, config), context.run.run_id)
+        after = versions.cut_over(target, who(context, config), run_id)
+    except ServingConflict as lost:  # another change took the sequence between our read and our write
+        raise dg.Failure(description=_lost(target, lost.winner, lost), allow_retries=False) from None
+    except AlreadyServing as served:  # ... or before our read, while this run checked the version
+        during_run = served.state.since is not None and served.state.since >= _run_started_at(context)
+        raise dg.Failure(
+            description=_lost(target, served.state if during_run else None, served), allow_retries=False
+        ) from None
     except ServingChangeRefused as refused:
         raise dg.Failure(description=str(refused), allow_retries=False) from None
     context.log.info(f"cut over: {after.describe()}")
     return dg.MaterializeResult(metadata=change_metadata(before, after))
 
 
-def checks_not_passed_in_run(context: dg.AssetExecutionContext) -> list[str]:
-    """The whole-version checks that did not pass in this very run: the pointer moves only behind them,
-    whatever the selection someone launched (the asset alone from the UI runs none)."""
-    keys = [key for check in WHOLE_VERSION_CHECKS for key in check.check_keys]
-    latest = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
-    return sorted(
-        key.name
-        for key in keys
-        if (record := latest.get(key)) is None
-        or record.run_id != context.run.run_id
-        or record.status != AssetCheckExecutionRecordStatus.SUCCEEDED
+def _lost(target: str, winner: ServingState | None, refusal: ServingChangeRefused) -> str:
+    """One line for the cut-over that lost a race: who won and when, and that its own checks were fine
+    (it only runs once they all passed in its run). Without a winner, the refusal as it is."""
+    if winner is None:
+        return str(refusal)
+    then = "nothing is left to do" if winner.serving == target else f"cut over again if {target} should serve"
+    return (
+        f"not cut over to {target}: another change won the race, {winner.describe_change()}; this run's "
+        f"whole-version checks passed, nothing is wrong with them: {then}"
     )
+
+
+def _run_started_at(context: dg.AssetExecutionContext) -> datetime:
+    record = context.instance.get_run_record_by_id(context.run.run_id)
+    started = record.start_time if record is not None else None
+    return datetime.fromtimestamp(started, UTC) if started is not None else datetime.now(UTC)
+
+
+def checks_not_passed_in_run(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The whole-version checks that did not pass in this very run: the pointer moves only behind them,
+    whatever the selection someone launched (the asset alone from the UI runs none). Read from the run's
+    own events, so the checks of a cut-over racing this one, evaluated later, never stand in for ours."""
+    keys = {key for check in WHOLE_VERSION_CHECKS for key in check.check_keys}
+    passed = set()
+    events = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    for record in events.records:
+        event = record.event_log_entry.dagster_event
+        evaluation = event.asset_check_evaluation_data if event is not None else None
+        if evaluation is not None and evaluation.passed:
+            passed.add(evaluation.asset_check_key)
+    return sorted(key.name for key in keys - passed)
 
 
 def roll_back(
@@ -106,6 +133,14 @@ def roll_back(
     before = versions.current()
     try:
         after = versions.roll_back(who(context, config), context.run.run_id)
+    except ServingConflict as lost:
+        description = str(lost)
+        if lost.winner is not None:
+            description = (
+                f"not rolled back: another change won the race, {lost.winner.describe_change()}: look at "
+                "`mediaembed serving` before rolling back again"
+            )
+        raise dg.Failure(description=description, allow_retries=False) from None
     except ServingChangeRefused as refused:
         raise dg.Failure(description=str(refused), allow_retries=False) from None
     context.log.info(f"rolled back: {after.describe()}")

@@ -5,10 +5,13 @@ import os
 import sys
 from pathlib import Path
 
+from resources.clock import REAL_CLOCK, Clock
 from resources.marengo_models import MARENGO_MODELS
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
+    # First of all: `ingest --timeout` counts from here, loading Dagster and the code location included.
+    started_at = clock.monotonic()
     parser = argparse.ArgumentParser(prog="mediaembed", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -79,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         "--model", choices=sorted(MARENGO_MODELS), help="default: the version serving search"
     )
     ingest_cmd.add_argument(
-        "--timeout", type=float, default=3600.0, help="stop waiting for Bedrock after this many seconds"
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="stop waiting for Bedrock this many seconds after the command started",
     )
     ingest_cmd.add_argument(
         "--replace", action="store_true", help="make this prefix the lake's media, dropping any other"
@@ -161,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ingest":
         from mediaembed.ingest import run_ingest
 
-        return run_ingest(args.uri, args.model, args.timeout, args.replace)
+        return run_ingest(
+            args.uri, args.model, args.timeout, args.replace, started_at=started_at, clock=clock
+        )
     if args.command == "demo":
         from harness.local_env import bind_local_twelvelabs
 

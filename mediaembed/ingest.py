@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,6 +30,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
+from resources.clock import REAL_CLOCK, Clock
 from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.marengo_models import MarengoModel
 from resources.model_routes import describe_cost, route
@@ -263,14 +263,22 @@ def summarize(
 
 
 class Progress:
-    """One updating line on a terminal (tqdm), plain lines when the output is a file or a pipe."""
+    """One updating line on a terminal (tqdm), plain lines when the output is a file or a pipe; a plain
+    line says how long since `started_at` on `clock` (default: since this was made)."""
 
-    def __init__(self, stream: TextIO, tty: bool | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        tty: bool | None = None,
+        clock: Clock = REAL_CLOCK,
+        started_at: float | None = None,
+    ) -> None:
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self._bar: Any = None
         self._last = ""
-        self._started = time.monotonic()
+        self._clock = clock
+        self._started = clock.monotonic() if started_at is None else started_at
 
     def say(self, line: str) -> None:
         if self._bar is not None:
@@ -299,7 +307,8 @@ class Progress:
         line = f"embedding: {finished}/{total} jobs finished, {detail}"
         if line != self._last:
             self._last = line
-            print(f"{line} ({time.monotonic() - self._started:.0f} s)", file=self.stream, flush=True)
+            elapsed = self._clock.monotonic() - self._started
+            print(f"{line} ({elapsed:.0f} s)", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -432,12 +441,20 @@ def run_ingest(
     out: TextIO | None = None,
     err: TextIO | None = None,
     tty: bool | None = None,
+    *,
+    started_at: float | None = None,
+    clock: Clock = REAL_CLOCK,
 ) -> int:
-    """The command: returns the exit code, and prints every problem as one line naming what to do."""
+    """The command: returns the exit code, and prints every problem as one line naming what to do.
+
+    The wait of `timeout_sec` counts from `started_at` on `clock` (the command line passes the moment it
+    started, before loading anything; by default: now), so start-up time is part of it.
+    """
+    started_at = clock.monotonic() if started_at is None else started_at
     out, err = out or sys.stdout, err or sys.stderr
-    progress = Progress(err, tty)
+    progress = Progress(err, tty, clock, started_at)
     try:
-        return _ingest(uri, model_key, timeout_sec, replace, out, progress)
+        return _ingest(uri, model_key, Wait(started_at, timeout_sec, clock), replace, out, progress)
     except IngestError as error:
         progress.close()
         print(f"mediaembed ingest: {error}", file=err)
@@ -457,8 +474,28 @@ def run_ingest(
         progress.close()
 
 
+@dataclass(frozen=True)
+class Wait:
+    """How long the command may wait for the provider: `timeout_sec` from `started_at`, on `clock`."""
+
+    started_at: float
+    timeout_sec: float
+    clock: Clock
+
+    @property
+    def deadline(self) -> float:
+        return self.started_at + self.timeout_sec
+
+    def remaining(self) -> float:
+        return self.deadline - self.clock.monotonic()
+
+    def waited(self) -> float:
+        """Seconds since the command started: what a message about stopping names."""
+        return self.clock.monotonic() - self.started_at
+
+
 def _ingest(
-    uri: str, model_key: str | None, timeout_sec: float, replace: bool, out: TextIO, progress: Progress
+    uri: str, model_key: str | None, wait: Wait, replace: bool, out: TextIO, progress: Progress
 ) -> int:
     missing = missing_settings(os.environ)
     if missing:
@@ -479,12 +516,17 @@ def _ingest(
     from assets_defs.media_inventory import read_inventory
     from assets_defs.plan_estimates import OVER_BUDGET
     from mediaembed.run_slots import PoolSlotTimeout
-    from mediaembed.runner import SensorDriver, StillInFlight, materialization_metadata, run_job
+    from mediaembed.runner import (
+        SensorDriver,
+        StillInFlight,
+        in_flight_line,
+        materialization_metadata,
+        run_job,
+    )
     from pipelines.definitions import pipeline_resources
     from resources.marengo_models import marengo_model
     from resources.submission_ledger import SubmissionLedger
 
-    deadline = time.monotonic() + timeout_sec
     resources = {
         "marengo": pipeline_resources["marengo"],
         "lake": pipeline_resources["lake"],
@@ -504,7 +546,7 @@ def _ingest(
         if wrote:
             progress.say(wrote)
         instance = dg.DagsterInstance.get()
-        driver = SensorDriver(instance, log_level="CRITICAL")
+        driver = SensorDriver(instance, log_level="CRITICAL", clock=wait.clock)
         submit_runs: set[str] = set()
         follower = _Follower(progress, lambda: ledger.jobs(model.key), submit_runs)
         run_config = {"resources": {"media": {"config": {"uri": str(prefix)}}}}
@@ -549,19 +591,19 @@ def _ingest(
                 in_flight = ledger.in_progress(model.key)
                 if in_flight.empty and not invocations["deferred"] and not invocations["submitted"]:
                     break
-                remaining = deadline - time.monotonic()
+                remaining = wait.remaining()
                 if remaining <= 0 and in_flight.empty:
                     finish()
                     raise IngestError(
-                        f"stopped waiting after {timeout_sec:.0f} s: {invocations['deferred']} objects still "
-                        f"wait for Bedrock ({reason}): run the same command again later",
+                        f"stopped waiting after {wait.waited():.0f} s: {invocations['deferred']} objects "
+                        f"still wait for Bedrock ({reason}): run the same command again later",
                         EXIT_STILL_IN_FLIGHT,
                     )
                 if remaining <= 0:
-                    raise StillInFlight(timeout_sec, in_flight)
+                    raise StillInFlight(wait.waited(), in_flight)
                 if in_flight.empty:  # busy or throttled with nothing of ours running: ask again later
                     progress.say(f"{invocations['deferred']} objects wait: {reason}; asking again")
-                    time.sleep(min(pause, remaining))
+                    wait.clock.sleep(min(pause, remaining))
                     pause = min(pause * 2, MAX_POLL_SEC)
                     continue
                 pause = FIRST_POLL_SEC
@@ -571,7 +613,7 @@ def _ingest(
                 until = partial(_at_most, half) if invocations["deferred"] and half else None
                 driver.drain(
                     lake,
-                    timeout_sec=remaining,
+                    deadline=wait.deadline,
                     interval_sec=FIRST_POLL_SEC,
                     progress=follower,
                     until=until,
@@ -580,7 +622,8 @@ def _ingest(
         except StillInFlight as stop:
             finish()
             raise IngestError(
-                f"stopped waiting: {stop}; nothing is lost or billed twice: run the same command again to "
+                f"stopped waiting: {in_flight_line(stop.in_flight, wait.waited())}; nothing is lost or "
+                "billed twice: run the same command again to "
                 "collect them (or let the sensor of `dagster dev` do it)",
                 EXIT_STILL_IN_FLIGHT,
             ) from stop

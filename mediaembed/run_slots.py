@@ -32,6 +32,8 @@ from uuid import uuid4
 import dagster as dg
 import psutil
 
+from resources.clock import REAL_CLOCK, Clock
+
 OWNER_TAG = "mediaembed/owner_process"
 MAX_WAIT_ENV = "MEDIAEMBED_MAX_SLOT_WAIT_SEC"
 DEFAULT_MAX_WAIT_SEC = 900.0
@@ -276,8 +278,7 @@ def holding_pool_slots(
     run_id: str,
     max_wait_sec: float | None = None,
     say: Callable[[str], None] = _say,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = REAL_CLOCK,
 ) -> Iterator[None]:
     """Free what dead runs hold, then hold this run's pool slots while it executes, then release them.
 
@@ -291,22 +292,22 @@ def holding_pool_slots(
     needs = pool_slot_needs(instance, job)
     storage = instance.event_log_storage
     try:
-        deadline = clock() + max_wait
+        deadline = clock.monotonic() + max_wait
         delay = FIRST_POLL_SEC
         said, said_at = "", 0.0
         while needs and not _claim_all(storage, needs, run_id):
             account, holder = _blocking(instance, needs, run_id)
-            remaining = deadline - clock()
+            remaining = deadline - clock.monotonic()
             if remaining <= 0:
                 advice = "if that run is stuck, fail it in the Dagster UI (make dev)" if holder else "fix it"
                 raise PoolSlotTimeout(
                     f"gave up after {max_wait:.0f} s waiting for {account}: {advice}, "
                     f"or wait longer with {MAX_WAIT_ENV}"
                 )
-            if account != said or clock() - said_at >= REPEAT_WAIT_MESSAGE_SEC:
+            if account != said or clock.monotonic() - said_at >= REPEAT_WAIT_MESSAGE_SEC:
                 say(f"waiting for {account}; giving up in {remaining:.0f} s (Ctrl-C stops)")
-                said, said_at = account, clock()
-            sleep(min(delay, remaining))
+                said, said_at = account, clock.monotonic()
+            clock.sleep(min(delay, remaining))
             delay = min(delay * 2, MAX_POLL_SEC)
             for line in free_slots_of_dead_runs(instance):
                 say(line)

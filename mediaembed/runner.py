@@ -4,7 +4,6 @@ Used by the demo and the end-to-end tests: the same jobs, the same sensor and it
 DagsterInstance, without a daemon. Nothing here bypasses an asset.
 """
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from mediaembed.run_slots import execute_holding_slots
 from pipelines.definitions import defs, pipeline_resources
 from pipelines.jobs import SUBMITTING_JOBS, holding_config
 from pipelines.sensors import marengo_invocation_sensor
+from resources.clock import REAL_CLOCK, Clock
 from resources.submission_ledger import SubmissionLedger
 
 
@@ -62,7 +62,8 @@ class SensorDriver:
 
     The runs execute in this process, one after the other, so a submission run the sensor asks to hold
     the quota would stop the ticks while it waits: by default it ends at the quota instead, and the next
-    ticks start another as slots free (`hold_quota_sec=None` runs requests exactly as asked).
+    ticks start another as slots free (`hold_quota_sec=None` runs requests exactly as asked). `drain` waits
+    between ticks on `clock`.
     """
 
     instance: dg.DagsterInstance
@@ -71,6 +72,7 @@ class SensorDriver:
     results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
     log_level: str = "INFO"  # of the sensor's log and of the runs it launches
     hold_quota_sec: float | None = 0.0
+    clock: Clock = REAL_CLOCK
 
     @property
     def ingest_results(self) -> list[dg.ExecuteInProcessResult]:
@@ -124,14 +126,17 @@ class SensorDriver:
         progress: Callable[[pd.DataFrame], None] | None = None,
         until: Callable[[pd.DataFrame], bool] | None = None,
         max_interval_sec: float | None = None,
+        deadline: float | None = None,
     ) -> None:
         """Tick until the ledger has no invocation in flight (or `until(in_flight)` holds), as the daemon
-        would every 30 s, then return; past `timeout_sec` raise `StillInFlight` naming what is left.
+        would every 30 s, then return; past `timeout_sec` (or the caller's `deadline`, a time on the
+        driver's clock) raise `StillInFlight` naming what is left and how long this waited.
 
         `progress(in_flight)` sees the ledger's open jobs after every tick. With `max_interval_sec`, the
         pause between ticks grows by half up to it while nothing finishes (fewer list calls on long jobs).
         """
-        deadline = time.monotonic() + timeout_sec
+        started = self.clock.monotonic()
+        deadline = started + timeout_sec if deadline is None else deadline
         pause = interval_sec
         while True:
             launched = self.tick()
@@ -140,14 +145,21 @@ class SensorDriver:
                 progress(in_flight)
             if in_flight.empty or (until is not None and until(in_flight)):
                 return
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
-                raise StillInFlight(timeout_sec, in_flight)
+                raise StillInFlight(self.clock.monotonic() - started, in_flight)
             if launched or max_interval_sec is None:
                 pause = interval_sec
             else:
                 pause = min(pause * 1.5, max(max_interval_sec, interval_sec))
-            time.sleep(min(pause, remaining))
+            self.clock.sleep(min(pause, remaining))
+
+
+def in_flight_line(in_flight: pd.DataFrame, waited_sec: float) -> str:
+    """'N invocations still in flight after S s: uri, uri, uri and M more'."""
+    uris = sorted(set(in_flight["media_uri"]))
+    shown = ", ".join(uris[:3]) + (f" and {len(uris) - 3} more" if len(uris) > 3 else "")
+    return f"{len(in_flight)} invocations still in flight after {waited_sec:.0f} s: {shown}"
 
 
 class StillInFlight(TimeoutError):
@@ -156,6 +168,4 @@ class StillInFlight(TimeoutError):
     def __init__(self, waited_sec: float, in_flight: pd.DataFrame) -> None:
         self.waited_sec = waited_sec
         self.in_flight = in_flight
-        uris = sorted(set(in_flight["media_uri"]))
-        shown = ", ".join(uris[:3]) + (f" and {len(uris) - 3} more" if len(uris) > 3 else "")
-        super().__init__(f"{len(in_flight)} invocations still in flight after {waited_sec:.0f} s: {shown}")
+        super().__init__(in_flight_line(in_flight, waited_sec))

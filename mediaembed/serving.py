@@ -63,6 +63,7 @@ def change(job_name: str, partition_key: str | None, by: str, out: TextIO) -> No
     import dagster as dg
 
     from mediaembed.ingest import IngestError, prepare_instance_home
+    from mediaembed.run_slots import PoolSlotTimeout, execute_holding_slots
     from pipelines.definitions import defs
 
     home = os.environ.get("DAGSTER_HOME", "").strip()
@@ -78,13 +79,19 @@ def change(job_name: str, partition_key: str | None, by: str, out: TextIO) -> No
     run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     if by:
         run_config["ops"] = {node: {"config": {"by": by}}}
+    # Like every run a `mediaembed` command starts: tagged with this process, so that if it is killed the
+    # next local run fails it and frees its slots (no daemon watches an in-process run).
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance,
-            partition_key=partition_key if job_name == CUT_OVER_JOB else None,
-            run_config=run_config,
-            raise_on_error=False,
-        )
+        try:
+            result = execute_holding_slots(
+                instance,
+                defs.resolve_job_def(job_name),
+                partition_key=partition_key if job_name == CUT_OVER_JOB else None,
+                run_config=run_config,
+                raise_on_error=False,
+            )
+        except PoolSlotTimeout as error:
+            raise ServingCommandError(str(error)) from None
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     if failed:
         names = "; ".join(f"{e.check_name}: {e.description or 'failed'}" for e in failed)

@@ -4,7 +4,8 @@ a retirement, never by editing code.
 Every change is a new JSON record `serving/<family>/<sequence>.json`, created only if that sequence does not
 exist yet (`If-None-Match: *` on S3, an exclusive hard link on a local disk). The newest record is the
 pointer; the older ones are its history (who, when, from, to). Two cut-overs racing for the same sequence
-cannot both win: the loser is told to look again, so no change is ever lost or based on a stale pointer.
+cannot both win: the loser is told which change won (who, when, which run), so no change is ever lost or
+based on a stale pointer.
 Reading needs no Dagster: search reads the same record with a plain boto3 client or from the disk.
 """
 
@@ -38,7 +39,20 @@ class ServingChangeRefused(ValueError):
 
 
 class ServingConflict(ServingChangeRefused):
-    """Another change was recorded between reading the pointer and writing the new one."""
+    """Another change was recorded between reading the pointer and writing the new one; `winner` is that
+    change's record (None if it could not be read back)."""
+
+    def __init__(self, message: str, winner: ServingState | None) -> None:
+        super().__init__(message)
+        self.winner = winner
+
+
+class AlreadyServing(ServingChangeRefused):
+    """A cut-over to the version that serves already; `state` is the record that made it serve."""
+
+    def __init__(self, message: str, state: ServingState) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,18 @@ class ServingState:
             retired=tuple(body.get("retired") or ()),
             sequence=int(body["sequence"]),
         )
+
+    def describe_change(self) -> str:
+        """The change that made this record: 'cut over to marengo-3.0 by ana at <UTC time> (run r)'."""
+        if self.action == "retire" and self.retired:
+            what = f"retired {self.retired[-1]} ({self.serving} serving)"
+        elif self.action == "rollback":
+            what = f"rolled back to {self.serving}"
+        else:
+            what = f"cut over to {self.serving}"
+        when = f" at {self.since:%Y-%m-%d %H:%M:%S} UTC" if self.since else ""
+        run = f" (run {self.run_id})" if self.run_id else ""
+        return f"{what} by {self.by or 'someone unnamed'}{when}{run}"
 
     def describe(self) -> str:
         """One line for a person: what serves, since when and how, and what a rollback returns to."""
@@ -197,7 +223,7 @@ class ServingVersions:
         marengo_model(to)  # an unknown key is refused by name
         now = self.current()
         if to == now.serving:
-            raise ServingChangeRefused(f"{to} already serves search ({now.describe()})")
+            raise AlreadyServing(f"{to} already serves search ({now.describe()})", now)
         if to in now.retired:
             raise ServingChangeRefused(
                 f"{to} is retired: its tables may be gone; "
@@ -232,9 +258,20 @@ class ServingVersions:
     def _write(self, read: ServingState, new: ServingState, by: str, run_id: str) -> ServingState:
         new = replace(new, since=datetime.now(UTC), by=by, run_id=run_id, sequence=read.sequence + 1)
         body = json.dumps(new.record(), sort_keys=True).encode()
-        if not self.folder.create(f"{new.sequence:08d}.json", body):
+        name = f"{new.sequence:08d}.json"
+        if not self.folder.create(name, body):
+            winner = self._readable(name)
+            won = f": {winner.describe_change()} was recorded first" if winner else ""
             raise ServingConflict(
-                f"the {self.family} serving version changed while this change was being made: "
-                f"look at `mediaembed serving` and try again"
+                f"the {self.family} serving version changed while this change was being made{won}: "
+                f"look at `mediaembed serving` and try again if still needed",
+                winner,
             )
         return new
+
+    def _readable(self, name: str) -> ServingState | None:
+        """The record `name`, or None when it cannot be read or parsed (the refusal then names none)."""
+        try:
+            return ServingState.from_record(json.loads(self.folder.read(name)))
+        except (OSError, ClientError, ValueError, KeyError, TypeError):
+            return None

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, run_job
 from resources.marengo_models import MARENGO_3_0
 
@@ -29,13 +30,18 @@ def fork_server() -> ForkServerContext:
 
 def work(step: str, config: dict[str, Any], env: dict[str, str], log: str) -> None:
     """Run `step` (submit: the embed_new_media job; ingest: one sensor tick and the runs it requests;
-    ingest-run: the ingest job itself, as the UI's materialize button starts it) with
-    `env` as the whole environment, stdout and stderr going to `log`."""
+    ingest-run: the ingest job itself, as the UI's materialize button starts it; cut-over: the command
+    `mediaembed serving cut-over <config key>`, its exit code in the .done file) with `env` as the whole
+    environment, stdout and stderr going to `log`."""
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.environ.clear()
     os.environ.update(env)
+    if step == "cut-over":
+        code = cli(["serving", "cut-over", config["key"], "--by", config.get("by", "")])
+        Path(log).with_suffix(".done").write_text(json.dumps({"step": step, "exit_code": code}))
+        return
     with dg.DagsterInstance.get() as instance:
         if step == "submit":
             run_config = {"ops": {"marengo__invocations": {"config": config}}} if config else None
@@ -45,5 +51,5 @@ def work(step: str, config: dict[str, Any], env: dict[str, str], log: str) -> No
         elif step == "ingest-run":
             run_job(instance, "ingest_marengo_embeddings", MARENGO_3_0.key)
         else:
-            raise ValueError(f"unknown step {step!r}: submit, ingest or ingest-run")
+            raise ValueError(f"unknown step {step!r}: submit, ingest, ingest-run or cut-over")
     Path(log).with_suffix(".done").write_text(json.dumps({"step": step}))

@@ -1,15 +1,17 @@
-"""SIGKILL of a worker process at exact points: mid-submission before and after the first ledger flush, and
-mid-ingest. Each kill is made where the test holds the worker's next call (no sleeping), the state it leaves
-is checked, and a re-run on the same instance frees the dead run's pool slots and converges without billing
-anything twice.
+"""SIGKILL of a worker process at exact points: mid-submission before and after the first ledger flush,
+mid-ingest, mid-commit, and a `mediaembed serving cut-over` mid-run. Each kill is made where the test holds
+the worker's next call (no sleeping), the state it leaves is checked, and the next local run on the same
+instance fails the dead run and frees its pool slots; the pipeline then converges without billing anything
+twice.
 """
 
 import dagster as dg
 
 from assets_defs.marengo_embeddings import FETCH_THREADS
 from assets_defs.marengo_invocations import LEDGER_FLUSH_EVERY
+from mediaembed.cli import main as cli
 from resources.embedding_table import EmbeddingTable
-from resources.marengo_models import MARENGO_3_0, marengo_model
+from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, marengo_model
 from tests.faults.conftest import MakeWorld
 from tests.faults.world import Child, FaultWorld, extra_images
 
@@ -116,3 +118,26 @@ def test_sigkill_mid_commit_leaves_the_embedding_table_at_its_previous_version(m
     )
     assert_killed_run_failed_and_slots_free(world, child)
     assert world.errors == []
+
+
+def test_sigkill_mid_cut_over_leaves_a_run_the_next_command_fails(make_world: MakeWorld) -> None:
+    """`mediaembed serving cut-over` killed while its run reads the lake: nothing watches an in-process
+    run, so only its owner tag lets the next command's run see that the process is gone and fail it."""
+    world = make_world(lake_on_s3=True)
+    with world.gate_lake(lambda method, key: True) as gate:
+        child = world.spawn("cut-over", {"key": MARENGO_2_7.key})
+        gate.wait_held(1, child.alive)  # the run's first read of the lake
+        [run] = world.instance.get_runs(dg.RunsFilter(job_name="cut_over_serving_version"))
+        assert run.status == dg.DagsterRunStatus.STARTED, "killed mid-run"
+        child.kill()
+    assert world.runs_of(child) == [run], "the run names the process that ran it"
+    still = world.instance.get_run_by_id(run.run_id)
+    assert still is not None and still.status == dg.DagsterRunStatus.STARTED, "dead, but nobody knows yet"
+
+    world.read_output()
+    assert cli(["serving", "roll-back"]) == 1, "nothing to roll back to: but its run started, and looked"
+    printed = world.read_output()
+    assert f"run {run.run_id} (cut_over_serving_version) failed: process {child.pid}" in printed, printed
+    assert "mediaembed serving: nothing to roll back to" in printed, printed
+    assert_killed_run_failed_and_slots_free(world, child)
+    assert world.lake.serving_versions().history() == [], "the killed cut-over recorded nothing"

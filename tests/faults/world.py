@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 import dagster as dg
 import pandas as pd
@@ -33,6 +34,7 @@ from mediaembed.run_slots import OWNER_TAG, ProcessIdentity
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.lake import Lake
 from resources.marengo_models import MARENGO_3_0, marengo_model
+from resources.s3_objects import S3Uri
 from resources.submission_ledger import SubmissionLedger
 from tests.faults.child import fork_server, work
 from tests.faults.invariants import Counts, Snapshot, check_invariants
@@ -343,10 +345,39 @@ class FaultWorld:
 
         return gated(server, matches, allow, drop_held=True)
 
+    def lake_request(self, environ: dict[str, Any]) -> tuple[str, str] | None:
+        """(method, key under the lake root) of an S3 request to an s3:// lake, a listing giving its
+        prefix; None for any other request."""
+        lake = S3Uri.parse(self.env["MEDIAEMBED_LAKE_URI"].rstrip("/") + "/")
+        bucket, path = f"/{lake.bucket}", unquote(environ["PATH_INFO"])
+        if path.rstrip("/") == bucket:
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            key = query.get("prefix", [""])[0]
+        elif path.startswith(bucket + "/"):
+            key = path[len(bucket) + 1 :]
+        else:
+            return None
+        if not key.startswith(lake.key):
+            return None
+        return environ["REQUEST_METHOD"], key[len(lake.key) :]
+
+    def gate_lake(self, matches: Callable[[str, str], bool], allow: int = 0) -> Any:
+        """Hold requests to an s3:// lake for which `matches(method, key under the lake root)` holds (a
+        listing's key is its prefix), after the first `allow`."""
+        server = self.s3._server._server  # type: ignore[union-attr]
+        assert self.env["MEDIAEMBED_LAKE_URI"].startswith("s3://"), "make_world(lake_on_s3=True)"
+
+        def lake_matches(environ: dict[str, Any]) -> bool:
+            request = self.lake_request(environ)
+            return request is not None and matches(*request)
+
+        return gated(server, lake_matches, allow)
+
     # --- a worker process ----------------------------------------------------------------------------
 
     def spawn(self, step: str, config: dict[str, Any] | None = None) -> Child:
-        """Run `step` (submit | ingest | ingest-run) in a worker process of its own, output to a log file."""
+        """Run `step` (submit | ingest | ingest-run | cut-over) in a worker process of its own, output to a
+        log file."""
         log = self.root / f"worker-{len(self.logs)}-{step}.log"
         self.logs.append(log)
         env = {**os.environ, **self.env}

@@ -1,6 +1,8 @@
-"""`mediaembed ingest` ends: past its wait it stops naming what is in flight; a re-run collects it."""
+"""`mediaembed ingest` ends: past its wait, counted from the command's start, it stops naming what is in
+flight and how long it waited; a re-run collects it."""
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -9,29 +11,55 @@ import pytest
 from emulators.sample_media import Scene, make_image
 from emulators.stack import start_local_stack
 from harness.local_env import local_settings
+from mediaembed.cli import main as cli
 from mediaembed.ingest import EXIT_STILL_IN_FLIGHT, run_ingest
 from resources.marengo_models import MARENGO_3_0
+from tests.fake_clock import FakeClock
+
+STARTUP_SEC = 12.0
+TIMEOUT_SEC = 15.0
 
 
-def test_ingest_stops_waiting_and_names_what_is_in_flight(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@dataclass
+class SlowStart(FakeClock):
+    """The command reads its start first; loading Dagster and the code location then takes `startup_sec`
+    before any later reading (and, as on any fake clock, a sleep takes exactly what it asks for)."""
+
+    startup_sec: float = STARTUP_SEC
+    started: bool = False
+
+    def monotonic(self) -> float:
+        now = self.now
+        if not self.started:
+            self.started, self.now = True, self.now + self.startup_sec
+        return now
+
+
+def test_ingest_stops_waiting_at_its_timeout_from_the_command_start_and_names_the_time_waited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with start_local_stack(latency_sec=3600.0) as stack:  # Bedrock never finishes within the wait
         for name, value in {**stack.env(), **local_settings(tmp_path)}.items():
             monkeypatch.setenv(name, value)
         picture = make_image(Scene(0, 0, "circle", "red", "white", 0.0), "png")
         stack.s3.client().put_object(Bucket="media", Key="mine/pic.png", Body=picture)
-        out, err = io.StringIO(), io.StringIO()
+        clock = SlowStart()
+        argv = ["ingest", "s3://media/mine/", "--model", MARENGO_3_0.key, "--timeout", str(TIMEOUT_SEC)]
 
-        code = run_ingest("s3://media/mine/", MARENGO_3_0.key, timeout_sec=1.0, out=out, err=err, tty=False)
+        code = cli(argv, clock=clock)
 
-        assert code == EXIT_STILL_IN_FLIGHT
-        last = err.getvalue().strip().splitlines()[-1]
+        captured = capsys.readouterr()
+        assert code == EXIT_STILL_IN_FLIGHT, captured.err
+        # The deadline is the start plus the timeout: after a 12 s start-up, 3 s are left to wait.
+        assert clock.slept == pytest.approx(TIMEOUT_SEC - STARTUP_SEC)
+        assert clock.now == pytest.approx(TIMEOUT_SEC)
+        last = captured.err.strip().splitlines()[-1]
         assert last.startswith(
-            "mediaembed ingest: stopped waiting: 1 invocations still in flight after 1 s: s3://media/mine/pic.png;"
-        )
+            "mediaembed ingest: stopped waiting: 1 invocations still in flight after 15 s: "
+            "s3://media/mine/pic.png;"
+        ), last
         assert "run the same command again to collect them" in last
-        assert out.getvalue().startswith(
+        assert captured.out.startswith(
             "s3://media/mine/: 1 seen, 0 embedded, 0 skipped, 0 failed, 1 still in flight\n"
         )
         assert stack.bedrock.created_invocations == 1

@@ -1,4 +1,5 @@
-"""The invocations asset: refusals about one object never stop the others; set-up refusals do."""
+"""The invocations asset: refusals about one object never stop the others; set-up refusals do; a run
+holding the quota polls, backs off and stops on its clock (a fake one here: exact counts, no real waiting)."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from assets_defs.marengo_invocations import InvocationConfig, marengo_invocations
+from assets_defs.marengo_invocations import InvocationConfig, build_marengo_invocations
 from assets_defs.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
 from resources.embedding_jobs import (
     EmbeddingJob,
@@ -26,6 +27,7 @@ from resources.model_routes import ProviderName
 from resources.provider_errors import PermanentError, RetryableError, SetupError
 from resources.s3_storage import S3Storage
 from resources.submission_ledger import SubmissionLedger
+from tests.fake_clock import FakeClock
 
 BAD = [f"s3://m/a{i}/zero-length.mp4" for i in range(3)]  # first in the listing
 GOOD = [f"s3://m/videos/{i}.mp4" for i in range(7)]
@@ -78,15 +80,21 @@ def lake(tmp_path: Path) -> Lake:
 
 
 def run(
-    provider: MarengoProvider, lake: Lake, config: InvocationConfig | None = None
-) -> tuple[dict, dg.AssetCheckResult]:
-    with dg.build_asset_context(
-        partition_key=MARENGO_3_0.key, resources={"marengo": MarengoProviders(bedrock=provider), "lake": lake}
-    ) as context:
-        result = marengo_invocations(context, config or InvocationConfig())
-    assert isinstance(result, dg.MaterializeResult) and result.metadata and result.check_results
-    [check] = [c for c in result.check_results if c.check_name == "provider_accepts_requests"]
-    return {k: getattr(v, "value", v) for k, v in result.metadata.items()}, check
+    provider: MarengoProvider,
+    lake: Lake,
+    config: InvocationConfig | None = None,
+    clock: FakeClock | None = None,
+) -> tuple[dict, dg.AssetCheckEvaluation]:
+    """One run of the asset on a fake clock (any wait is instant and counted)."""
+    result = dg.materialize(
+        [build_marengo_invocations(clock or FakeClock())],
+        partition_key=MARENGO_3_0.key,
+        resources={"marengo": MarengoProviders(bedrock=provider), "lake": lake},
+        run_config=dg.RunConfig(ops={"marengo__invocations": config or InvocationConfig()}),
+    )
+    [materialization] = result.asset_materializations_for_node("marengo__invocations")
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
+    return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}, check
 
 
 def test_three_bad_objects_first_do_not_stop_seven_good_ones(lake: Lake) -> None:
@@ -163,22 +171,30 @@ def account() -> Account:
     return ACCOUNT
 
 
+POLL_SEC = 1.0
+
+
 def holding(hold_sec: float = 60.0) -> InvocationConfig:
-    return InvocationConfig(hold_quota_sec=hold_sec, slot_poll_sec=0.01)
+    return InvocationConfig(hold_quota_sec=hold_sec, slot_poll_sec=POLL_SEC)
 
 
 def test_without_holding_the_run_stops_at_the_configured_quota(lake: Lake, account: Account) -> None:
-    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0))
+    clock = FakeClock()
+    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0), clock)
     assert (meta["submitted"], meta["deferred"], meta["quota"]) == (2, len(BAD + GOOD) - 2, 2)
     assert meta["deferred_reason"] == "2 invocations in flight (the bedrock quota)"
     assert (account.refusals, account.listings) == (0, 0), "the quota is known: nothing refused or listed"
+    assert clock.sleeps == [], "not holding: no wait at all"
 
 
 def test_a_holding_run_submits_as_slots_free_and_never_over_the_quota(lake: Lake, account: Account) -> None:
-    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding())
+    clock = FakeClock()
+    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(), clock)
     assert (meta["submitted"], meta["deferred"], meta["deferred_reason"]) == (10, 0, "")
     assert account.most_running == 2 and account.refusals == 0
-    assert meta["jobs_seen_finishing"] == account.listings >= 8 and meta["slot_polls"] == account.listings
+    # Two at once, then one poll per later job: each listing finds the oldest one finished.
+    assert clock.sleeps == [POLL_SEC] * 8 and meta["held_sec"] == 8 * POLL_SEC
+    assert meta["jobs_seen_finishing"] == meta["slot_polls"] == account.listings == 8
     # What the run found finished is in the lake for the sensor and the ingest run, which list nothing.
     found = InvocationFindings(lake).read(MARENGO_3_0.key)
     assert sorted(s.client_token or "" for s in found.statuses.values()) == sorted(account.done)
@@ -187,18 +203,26 @@ def test_a_holding_run_submits_as_slots_free_and_never_over_the_quota(lake: Lake
 
 def test_a_quota_refusal_pauses_submissions_until_a_slot_frees(lake: Lake, account: Account) -> None:
     """Configured for 5 but the account runs 2: each refusal waits for a job to finish, then goes on."""
-    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=5"), lake, holding())
+    clock = FakeClock()
+    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=5"), lake, holding(), clock)
     assert (meta["submitted"], meta["deferred"], meta["quota"]) == (10, 0, 5)
     assert account.most_running == 2
-    assert account.refusals <= account.listings + 1, "after a refusal, no retry before a slot frees"
+    # The third request is refused, then after each poll one job goes in and the next is refused: no retry
+    # before a slot frees, so one refusal per poll but the last.
+    assert account.listings == meta["slot_polls"] == 8 and clock.sleeps == [POLL_SEC] * 8
+    assert account.refusals == 8
 
 
 def test_a_holding_run_ends_at_its_time_limit_with_the_rest_waiting(lake: Lake, account: Account) -> None:
     account.capacity = 0  # nothing ever runs: the provider refuses every request for being busy
-    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0.2))
+    clock = FakeClock()
+    meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=20 * POLL_SEC), clock)
     assert (meta["submitted"], meta["deferred"]) == (0, 10)
     assert meta["deferred_reason"] == "ServiceQuotaExceededException: too many in flight"
-    assert 2 <= account.refusals <= 10, "refusals back off: slot_poll_sec, doubling"
+    # Refusals back off from slot_poll_sec, doubling: asked at 0, 1, 3, 7 and 15 s; the next would be at 31.
+    assert account.refusals == 5, "refusals back off: slot_poll_sec, doubling"
+    assert clock.sleeps == [POLL_SEC] * 20 and clock.now == 20 * POLL_SEC, "polls until the time limit"
+    assert (meta["slot_polls"], meta["held_sec"]) == (20, 20 * POLL_SEC)
 
 
 def test_jobs_found_finished_before_the_run_do_not_hold_slots(lake: Lake, account: Account) -> None:

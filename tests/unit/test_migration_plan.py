@@ -301,11 +301,17 @@ def test_the_plan_shows_an_estimate_over_the_budget_as_a_failed_check(
     assert "over the budget of $0.01 (MEDIAEMBED_BUDGET_USD)" in str(check.description)
 
 
-def invocations(lake: Lake, config: InvocationConfig) -> tuple[dict[str, object], list[dg.AssetCheckResult]]:
-    with dg.build_asset_context(partition_key=MARENGO_3_0.key, resources=resources(lake)) as context:
-        result = marengo_invocations(context, config)
-    assert isinstance(result, dg.MaterializeResult) and result.metadata and result.check_results
-    return plain(result.metadata), list(result.check_results)
+def invocations(
+    lake: Lake, config: InvocationConfig
+) -> tuple[dict[str, object], list[dg.AssetCheckEvaluation]]:
+    result = dg.materialize(
+        [marengo_invocations],
+        partition_key=MARENGO_3_0.key,
+        resources=resources(lake),
+        run_config=dg.RunConfig(ops={"marengo__invocations": config}),
+    )
+    [materialization] = result.asset_materializations_for_node("marengo__invocations")
+    return plain(materialization.metadata), result.get_asset_check_evaluations()
 
 
 def test_submission_past_the_budget_refuses_before_any_provider_call(lake: Lake) -> None:

@@ -33,6 +33,7 @@ from mediaembed.run_slots import (
     pool_slot_needs,
 )
 from pipelines.definitions import defs
+from tests.fake_clock import FakeClock
 
 HOST = "build-host"
 OWNER = ProcessIdentity(HOST, 4242, 1_700_000_000.25)
@@ -214,42 +215,24 @@ def test_pool_needs_follow_the_instance_limits(instance: dg.DagsterInstance) -> 
     assert pool_slot_needs(dg.DagsterInstance.ephemeral(), SUBMIT_JOB) == []  # no pool limits there
 
 
-class FakeTime:
-    """A clock that moves only when the code under test sleeps; optionally acts at the n-th sleep."""
-
-    def __init__(self, at_sleep: int = 0, action=None) -> None:  # type: ignore[no-untyped-def]
-        self.now = 0.0
-        self.sleeps: list[float] = []
-        self.at_sleep, self.action = at_sleep, action
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        if self.action and len(self.sleeps) == self.at_sleep:
-            self.action()
-
-
 def test_a_run_waiting_for_a_live_run_backs_off_says_who_holds_the_slot_and_gives_up(
     instance: dg.DagsterInstance,
 ) -> None:
     holder = add_run(instance, ProcessIdentity.current())
     said: list[str] = []
-    time = FakeTime()
+    clock = FakeClock()
     mine = str(uuid4())
     with (
         pytest.raises(
             PoolSlotTimeout, match=f"gave up after 60 s waiting for pool marengo_submit .* run {holder}"
         ),
-        holding_pool_slots(instance, SUBMIT_JOB, mine, 60.0, said.append, time.sleep, time.clock),
+        holding_pool_slots(instance, SUBMIT_JOB, mine, 60.0, said.append, clock),
     ):
         raise AssertionError("the run must not start while another live run holds its slot")
     assert said and all(holder in line for line in said)
     assert "\n" not in str(said)
-    assert time.sleeps[:5] == [0.1, 0.2, 0.4, 0.8, 1.6] and max(time.sleeps) == 2.0
-    assert sum(time.sleeps) == pytest.approx(60.0) and len(time.sleeps) < 40
+    assert clock.sleeps[:5] == [0.1, 0.2, 0.4, 0.8, 1.6] and max(clock.sleeps) == 2.0
+    assert sum(clock.sleeps) == pytest.approx(60.0) and len(clock.sleeps) < 40
     assert holders(instance) == {holder}  # nothing of the waiting run is left queued
 
 
@@ -257,36 +240,40 @@ def test_a_waiting_run_starts_when_the_holder_ends_and_releases_its_slot_after(
     instance: dg.DagsterInstance,
 ) -> None:
     holder = add_run(instance, ProcessIdentity.current())
-    time = FakeTime(3, lambda: instance.event_log_storage.free_concurrency_slots_for_run(holder))
+
+    def holder_ends_at_third_sleep(slept: int) -> None:
+        if slept == 3:
+            instance.event_log_storage.free_concurrency_slots_for_run(holder)
+
+    clock = FakeClock(on_sleep=holder_ends_at_third_sleep)
     mine = str(uuid4())
-    with holding_pool_slots(instance, SUBMIT_JOB, mine, 60.0, lambda line: None, time.sleep, time.clock):
+    with holding_pool_slots(instance, SUBMIT_JOB, mine, 60.0, lambda line: None, clock):
         assert holders(instance) == {mine}
         claims = instance.event_log_storage.get_concurrency_info("marengo_submit").claimed_slots
         assert [(c.run_id, c.step_key) for c in claims] == [(mine, "marengo__invocations")]
-    assert len(time.sleeps) == 3 and holders(instance) == set()
+    assert len(clock.sleeps) == 3 and holders(instance) == set()
 
 
 def test_a_dead_holder_is_failed_and_its_slot_taken_without_waiting(instance: dg.DagsterInstance) -> None:
     dead = add_run(instance, dead_owner())
     said: list[str] = []
-    time = FakeTime()
-    with holding_pool_slots(instance, SUBMIT_JOB, str(uuid4()), 60.0, said.append, time.sleep, time.clock):
+    clock = FakeClock()
+    with holding_pool_slots(instance, SUBMIT_JOB, str(uuid4()), 60.0, said.append, clock):
         pass
-    assert time.sleeps == [] and len(said) == 1 and dead in said[0]
+    assert clock.sleeps == [] and len(said) == 1 and dead in said[0]
 
 
 def test_ctrl_c_while_waiting_leaves_nothing_queued(instance: dg.DagsterInstance) -> None:
     holder = add_run(instance, ProcessIdentity.current())
 
-    def interrupt() -> None:
-        raise KeyboardInterrupt
+    def interrupt_at_second_sleep(slept: int) -> None:
+        if slept == 2:
+            raise KeyboardInterrupt
 
-    time = FakeTime(2, interrupt)
+    clock = FakeClock(on_sleep=interrupt_at_second_sleep)
     with (
         pytest.raises(KeyboardInterrupt),
-        holding_pool_slots(
-            instance, SUBMIT_JOB, str(uuid4()), 60.0, lambda line: None, time.sleep, time.clock
-        ),
+        holding_pool_slots(instance, SUBMIT_JOB, str(uuid4()), 60.0, lambda line: None, clock),
     ):
         pass
     assert holders(instance) == {holder}

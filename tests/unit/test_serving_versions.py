@@ -7,6 +7,7 @@ import pytest
 
 from emulators.s3 import S3Emulator
 from resources.serving_versions import (
+    AlreadyServing,
     LocalRecordFolder,
     RecordFolder,
     S3RecordFolder,
@@ -66,18 +67,23 @@ def test_a_change_based_on_a_stale_read_loses_and_nothing_is_overwritten(folder:
     first, second = ServingVersions(folder, env={}), ServingVersions(folder, env={})
     stale = second.current()
     first.cut_over("marengo-2.7", by="a")
-    # `second` read before `first` wrote: its write targets the same sequence and must lose.
-    with pytest.raises(ServingConflict, match="changed while"):
+    # `second` read before `first` wrote: its write targets the same sequence and must lose, told who won.
+    with pytest.raises(ServingConflict, match="changed while") as lost:
         second._write(stale, stale, by="b", run_id="")
     assert [h.by for h in second.history()] == ["a"]
+    [won] = second.history()
+    assert lost.value.winner == won
+    assert won.since is not None and won.describe_change() in str(lost.value)
+    assert f"cut over to marengo-2.7 by a at {won.since:%Y-%m-%d %H:%M:%S} UTC" in str(lost.value)
 
 
 def test_refusals_name_the_reason(folder: RecordFolder) -> None:
     versions = ServingVersions(folder, env={})
     with pytest.raises(ServingChangeRefused, match="nothing to roll back to"):
         versions.roll_back(by="a")
-    with pytest.raises(ServingChangeRefused, match="already serves"):
+    with pytest.raises(AlreadyServing, match="already serves") as served:
         versions.cut_over("marengo-3.0", by="a")
+    assert served.value.state == versions.current()
     with pytest.raises(ValueError, match="unknown Marengo model"):
         versions.cut_over("marengo-9", by="a")
     with pytest.raises(ServingChangeRefused, match="cut over to another version before retiring"):
