@@ -34,7 +34,7 @@ from resources.lake import Lake
 from resources.marengo_models import MarengoModel, marengo_model
 from resources.marengo_provider import MarengoProvider
 from resources.marengo_providers import MarengoProviders
-from resources.provider_errors import ProviderError
+from resources.provider_errors import ListingIncomplete, ProviderError
 from resources.s3_storage import S3Uri
 from resources.submission_ledger import Outcome, SubmissionLedger
 
@@ -262,7 +262,12 @@ def submit_invocations(
         still_open = slots.open_jobs()
         oldest = slots.oldest_submission()
         if still_open and oldest is not None:
-            listed = [s for s in provider.newly_finished(still_open, oldest) if s.client_token in still_open]
+            try:
+                found = provider.newly_finished(still_open, oldest)
+            except ListingIncomplete as cut:  # throttled: free what was read, poll again for the rest
+                context.log.debug(f"listing cut short ({cut.reason}); {len(cut.found)} finished jobs read")
+                found = cut.found
+            listed = [s for s in found if s.client_token in still_open]
             findings.record(listed, model.key, found_by=f"submission run {context.run.run_id}")
             freed += slots.release(_finished_tokens(listed))
         seen_finishing += freed

@@ -24,7 +24,7 @@ from resources.marengo_models import MARENGO_3_0, MarengoModel
 from resources.marengo_provider import MarengoProvider
 from resources.marengo_providers import MarengoProviders
 from resources.model_routes import ProviderName
-from resources.provider_errors import PermanentError, RetryableError, SetupError
+from resources.provider_errors import ListingIncomplete, PermanentError, RetryableError, SetupError
 from resources.s3_storage import S3Storage
 from resources.submission_ledger import SubmissionLedger
 from tests.fake_clock import FakeClock
@@ -237,3 +237,25 @@ def test_jobs_found_finished_before_the_run_do_not_hold_slots(lake: Lake, accoun
     account.running.clear()
     meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(hold_sec=0))
     assert (meta["in_flight_before"], meta["finished_not_yet_ingested"], meta["submitted"]) == (0, 2, 2)
+
+
+class ThrottledListings(QuotaProvider):
+    """Every other listing is cut short by throttling before it reads anything."""
+
+    def newly_finished(
+        self, open_jobs: Mapping[str, str], submitted_after: datetime
+    ) -> list[InvocationStatus]:
+        ACCOUNT.listings += 1
+        if ACCOUNT.listings % 2:
+            raise ListingIncomplete("ListAsyncInvokes (Completed): ThrottlingException after retries", [])
+        ACCOUNT.listings -= 1  # counted once, by the listing itself
+        return self.finished_invocations(open_jobs, submitted_after)
+
+
+def test_a_holding_run_polls_through_throttled_listings(lake: Lake, account: Account) -> None:
+    clock = FakeClock()
+    meta, _ = run(ThrottledListings(async_quotas="marengo-3.0=2"), lake, holding(), clock)
+    assert (meta["submitted"], meta["deferred"]) == (10, 0), "a throttled listing never fails the run"
+    assert account.most_running == 2
+    # Each job after the first two waits one throttled poll and one that finds a job finished.
+    assert meta["slot_polls"] == 16 and meta["jobs_seen_finishing"] == 8
