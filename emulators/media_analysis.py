@@ -195,7 +195,21 @@ def _open(data: bytes) -> av.container.InputContainer:
         raise MediaError(f"cannot open container: {exc}") from exc
 
 
-def probe_media(data: bytes, kind: MediaKind) -> None:
+@dataclass(frozen=True)
+class Probe:
+    """What opening a container and decoding its first frame found."""
+
+    format_name: str  # the demuxer's, e.g. "mov,mp4,m4a,3gp,3g2,mj2", "wav", "png_pipe"
+    declared_sec: float | None  # the duration the container declares (None: it declares none)
+
+    @property
+    def still_image(self) -> bool:
+        """A picture (PNG, JPEG, WebP, ...) read by an image demuxer, whose one "video" stream is a single
+        frame: decided by content, never by the file name."""
+        return self.format_name == "image2" or self.format_name.endswith("_pipe")
+
+
+def probe_media(data: bytes, kind: MediaKind) -> Probe:
     """Submit-time admission check: open the container and decode one frame of the right kind."""
     if not data:
         raise MediaError("the object is empty")
@@ -206,7 +220,7 @@ def probe_media(data: bytes, kind: MediaKind) -> None:
         if not streams:
             raise MediaError(f"no {'video' if want_video else 'audio'} stream found")
         for _frame in container.decode(streams[0]):
-            return
+            return Probe(str(container.format.name), _declared_sec(container))
         raise MediaError("no decodable frames")
     except av.FFmpegError as exc:
         raise MediaError(f"decode error: {exc}") from exc
@@ -214,15 +228,19 @@ def probe_media(data: bytes, kind: MediaKind) -> None:
         container.close()
 
 
+def _declared_sec(container: av.container.InputContainer) -> float | None:
+    if container.duration is not None:
+        return float(container.duration) / av.time_base
+    spans = [float(s.duration * s.time_base) for s in container.streams if s.duration and s.time_base]
+    return max(spans) if spans else None
+
+
 def container_duration(data: bytes) -> float | None:
     """The duration the container declares, in seconds, without decoding a frame (None if it declares none):
     enough to refuse a too-long file before the costly decode."""
     container = _open(data)
     try:
-        if container.duration is not None:
-            return float(container.duration) / av.time_base
-        spans = [float(s.duration * s.time_base) for s in container.streams if s.duration and s.time_base]
-        return max(spans) if spans else None
+        return _declared_sec(container)
     finally:
         container.close()
 

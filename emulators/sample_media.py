@@ -10,8 +10,10 @@ large background, objects that come and go within a shot, and audio at several p
 
 from __future__ import annotations
 
+import fractions
 import io
 import itertools
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -266,6 +268,55 @@ def encode_image(picture: np.ndarray, fmt: str) -> bytes:
         for packet in stream.encode(None):
             out.mux(packet)
     return buf.getvalue()
+
+
+def make_sparse_video(seconds: int) -> bytes:
+    """A tiny MP4 of three red frames spread over `seconds`: hours long, a few kilobytes big, so a length
+    limit can be tested without a big file."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream: Any = out.add_stream("libx264", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = fractions.Fraction(1, 1)
+        for pts in (0, seconds // 2, seconds - 1):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (230, 20, 20), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, fractions.Fraction(1, 1)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def _top_level_boxes(mp4: bytes) -> list[tuple[bytes, int, int]]:
+    """(type, offset, size) of an MP4's top-level boxes (32-bit sizes: what PyAV writes for small files)."""
+    boxes, offset = [], 0
+    while offset + 8 <= len(mp4):
+        size, kind = struct.unpack(">I4s", mp4[offset : offset + 8])
+        if size < 8:
+            raise ValueError(f"unsupported box size {size} at offset {offset}")
+        boxes.append((kind, offset, size))
+        offset += size
+    return boxes
+
+
+def padded_mp4(mp4: bytes, total_bytes: int) -> bytes:
+    """The same video grown to `total_bytes` by a trailing `free` box, which every reader skips: a file as
+    big as a test needs that still decodes to the same content."""
+    pad = total_bytes - len(mp4)
+    if pad < 8:
+        raise ValueError(f"cannot pad {len(mp4)} bytes to {total_bytes}: a box takes at least 8")
+    return mp4 + struct.pack(">I4s", pad, b"free") + bytes(pad - 8)
+
+
+def frames_zeroed(mp4: bytes) -> bytes:
+    """The same MP4 with every byte of its media data (`mdat`) zeroed: the header still declares its
+    streams and duration (a header probe finds a fine video), but no frame decodes."""
+    out = bytearray(mp4)
+    for kind, offset, size in _top_level_boxes(mp4):
+        if kind == b"mdat":
+            out[offset + 8 : offset + size] = bytes(size - 8)
+    return bytes(out)
 
 
 # Realistic content for the search tests: one clip of several shots, each a large plain background with small

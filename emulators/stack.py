@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
+from emulators.bedrock_runtime.models import ACCOUNT_ID
+from emulators.bedrock_runtime.server import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, UndecodableMedia
 from emulators.s3 import S3Emulator
 from emulators.twelvelabs_api import TwelveLabsEmulator
 
@@ -25,12 +27,20 @@ class LocalStack:
     """A running S3 emulator, and the Bedrock and TwelveLabs emulators that read media from it."""
 
     def __init__(
-        self, s3: S3Emulator, bedrock: BedrockRuntimeEmulator, twelvelabs: TwelveLabsEmulator, region: str
+        self,
+        s3: S3Emulator,
+        bedrock: BedrockRuntimeEmulator,
+        twelvelabs: TwelveLabsEmulator,
+        region: str,
+        access_key_id: str = LOCAL_ACCESS_KEY_ID,
+        secret_access_key: str = LOCAL_SECRET_ACCESS_KEY,
     ) -> None:
         self.s3 = s3
         self.bedrock = bedrock
         self.twelvelabs = twelvelabs
         self.region = region
+        self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
 
     @property
     def s3_endpoint(self) -> str:
@@ -54,8 +64,8 @@ class LocalStack:
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.bedrock_endpoint,
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
         }
 
     def stop(self) -> None:
@@ -81,6 +91,10 @@ def start_local_stack(
     workdir: Path | str | None = None,
     twelvelabs_workdir: Path | str | None = None,
     prepare_s3: Callable[[Any], object] | None = None,
+    account_id: str = ACCOUNT_ID,
+    access_key_id: str = LOCAL_ACCESS_KEY_ID,
+    secret_access_key: str = LOCAL_SECRET_ACCESS_KEY,
+    undecodable_media: UndecodableMedia = "refuse",
     **faults: Any,
 ) -> LocalStack:
     """Start S3, then Bedrock and the TwelveLabs API with the same faults (latency_sec,
@@ -89,7 +103,9 @@ def start_local_stack(
 
     `workdir` keeps Bedrock's invocations on disk across restarts, `twelvelabs_workdir` the API's tasks.
     `prepare_s3(client)` runs once the buckets exist and before the providers start, so jobs they carry on
-    from an earlier run find their media.
+    from an earlier run find their media. Bedrock's account is `account_id` with one key pair (what
+    `env()` exports), and `undecodable_media` says whether it refuses media it cannot decode at submit
+    ("refuse") or accepts the job and fails it ("fail").
     """
     s3 = S3Emulator(port=s3_port, region=region).start()
     try:
@@ -106,7 +122,15 @@ def start_local_stack(
         if prepare_s3 is not None:
             prepare_s3(client)
         bedrock = BedrockRuntimeEmulator(
-            s3.endpoint, region=region, port=bedrock_port, workdir=workdir, **faults
+            s3.endpoint,
+            region=region,
+            port=bedrock_port,
+            workdir=workdir,
+            account_id=account_id,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            undecodable_media=undecodable_media,
+            **faults,
         ).start()
     except BaseException:
         s3.stop()
@@ -121,4 +145,4 @@ def start_local_stack(
         bedrock.stop()
         s3.stop()
         raise
-    return LocalStack(s3, bedrock, twelvelabs, region)
+    return LocalStack(s3, bedrock, twelvelabs, region, access_key_id, secret_access_key)

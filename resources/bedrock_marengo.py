@@ -41,6 +41,7 @@ PERMANENT_ERRORS = {
     "ResourceNotFoundException",
     "AccessDeniedException",
     "UnrecognizedClientException",
+    "InvalidSignatureException",  # a wrong secret (or clock, or region scope): every request alike
 }
 # A ValidationException is about the object (unreadable media, a missing key) unless, with the object's URI
 # masked, it speaks of the set-up: then every object would be refused alike.

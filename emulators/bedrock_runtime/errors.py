@@ -49,3 +49,23 @@ def model_error(message: str) -> ServiceError:
 
 def model_timeout(message: str) -> ServiceError:
     return ServiceError("ModelTimeoutException", 408, message)
+
+
+# --- authentication: the answers of AWS's request authentication, before any operation runs -------------
+
+
+def unrecognized_client() -> ServiceError:
+    """An access key id AWS does not know."""
+    return ServiceError(
+        "UnrecognizedClientException", 403, "The security token included in the request is invalid."
+    )
+
+
+def invalid_signature(message: str) -> ServiceError:
+    """A well-formed signature that does not verify: wrong secret, wrong scope, or outside the time window."""
+    return ServiceError("InvalidSignatureException", 403, message)
+
+
+def incomplete_signature(message: str) -> ServiceError:
+    """An Authorization header missing one of its parts."""
+    return ServiceError("IncompleteSignatureException", 400, message)

@@ -38,10 +38,12 @@ TEXT_TOKEN_LIMIT = {"3.0": 500, "2.7": 77}
 
 @dataclass(frozen=True)
 class MediaRef:
-    """Where the media comes from: an S3 object or inline base64 bytes."""
+    """Where the media comes from: an S3 object (and the account the request says owns its bucket) or
+    inline base64 bytes."""
 
     uri: str | None = None
     data: bytes | None = None
+    owner: str | None = None
 
     @property
     def bucket_key(self) -> tuple[str, str]:
@@ -178,9 +180,7 @@ def _media_source(value: Any, path: str) -> MediaRef:
             data = base64.b64decode(raw, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise malformed(f"{path}/base64String: not valid base64 ({exc})") from exc
-        if len(data) > 36 * 1024 * 1024:
-            raise malformed(f"{path}/base64String: decoded media exceeds 36 MB")
-        return MediaRef(data=data)
+        return MediaRef(data=data)  # its size is checked against the model's limits by the server
     loc = _object(src["s3Location"], f"{path}/s3Location", ("uri", "bucketOwner"), ("uri",))
     uri = _string(loc, "uri", f"{path}/s3Location") or ""
     if not S3_URI.fullmatch(uri):
@@ -188,7 +188,7 @@ def _media_source(value: Any, path: str) -> MediaRef:
     owner = _string(loc, "bucketOwner", f"{path}/s3Location")
     if owner is not None and not ACCOUNT.fullmatch(owner):
         raise malformed(f"{path}/s3Location/bucketOwner: string [{owner}] does not match pattern [0-9]{{12}}")
-    return MediaRef(uri=uri)
+    return MediaRef(uri=uri, owner=owner)
 
 
 def _input_type(body: Any, version: str, allowed_here: tuple[str, ...], api: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulators.bedrock_runtime.errors import malformed
+from emulators.bedrock_runtime.limits import GB, HOUR_SEC, MB
 from emulators.bedrock_runtime.marengo_body import (
     ACCOUNT,
     S3_URI,
@@ -24,12 +25,11 @@ from emulators.bedrock_runtime.marengo_body import (
     _type_name,
 )
 
-MiB = 1024**2
 MAX_PROMPT_TOKENS = 2000
 MAX_OUTPUT_TOKENS = 4096
-MAX_BASE64_BYTES = 36 * MiB
-MAX_S3_BYTES = 2 * 1024**3
-MAX_VIDEO_SEC = 3600.0
+MAX_BASE64_BYTES = 36 * MB  # decoded, decimal units: see limits.py
+MAX_S3_BYTES = 2 * GB
+MAX_VIDEO_SEC = HOUR_SEC
 DEFAULT_TEMPERATURE = 0.2
 BODY_KEYS = ("inputPrompt", "mediaSource", "temperature", "responseFormat", "maxOutputTokens")
 
@@ -71,8 +71,8 @@ def _media_source(
             raise malformed(f"{path}/base64String: expected minLength: 1, actual: 0")
         if len(data) > max_base64_bytes:
             raise malformed(
-                f"{path}/base64String: decoded media is {len(data)} bytes, over the "
-                f"{max_base64_bytes // MiB} MB limit; send it by s3Location"
+                f"{path}/base64String: decoded media is {len(data)} bytes, over the limit of "
+                f"{max_base64_bytes} bytes ({max_base64_bytes / MB:g} MB); send it by s3Location"
             )
         return MediaRef(data=data), None
     where = f"{path}/s3Location"
@@ -86,7 +86,7 @@ def _media_source(
         return MediaRef(uri=uri), None
     if not ACCOUNT.fullmatch(owner):
         raise malformed(f"{where}/bucketOwner: string [{owner}] does not match pattern [0-9]{{12}}")
-    return MediaRef(uri=uri), owner
+    return MediaRef(uri=uri, owner=owner), owner
 
 
 def parse_pegasus_body(

@@ -1,10 +1,12 @@
 """A wire-compatible Bedrock runtime (rest-json, as botocore models it) for Marengo and Pegasus 1.2.
 
 It implements InvokeModel (Marengo and Pegasus), StartAsyncInvoke, GetAsyncInvoke and ListAsyncInvokes with
-Bedrock's status codes
-and error wire format, refuses S3 buckets outside its region (GetBucketLocation, as Bedrock's same-region
-rule), runs accepted invocations on a worker pool against the S3 emulator, and exposes fault injection
-(latency, in-flight quota, throttling, failures) plus test hooks that never require sleeping.
+Bedrock's status codes and error wire format. Like AWS it verifies every request's SigV4 signature against
+its account's access keys and serves one region (the one a request must be signed for); it refuses S3
+buckets outside that region (GetBucketLocation, as Bedrock's same-region rule) and a `bucketOwner` of
+another account, holds media to the models' documented size and length limits, runs accepted invocations on
+a worker pool against the S3 emulator, and exposes fault injection (latency, in-flight quota, throttling,
+failures) plus test hooks that never require sleeping.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import logging
 import random
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +40,14 @@ from werkzeug.wrappers import Request, Response
 from emulators.bedrock_runtime import errors
 from emulators.bedrock_runtime.embedding import decode_cached, embed
 from emulators.bedrock_runtime.errors import ServiceError
+from emulators.bedrock_runtime.limits import (
+    GB,
+    MARENGO_LIMITS,
+    MAX_INVOKE_BODY_BYTES,
+    MB,
+    MarengoLimits,
+    body_too_large,
+)
 from emulators.bedrock_runtime.marengo_body import EmbedRequest, MediaRef, parse_body, split_s3_uri
 from emulators.bedrock_runtime.models import (
     ACCOUNT_ID,
@@ -61,8 +72,14 @@ from emulators.bedrock_runtime.pegasus_describe import (
     truncate,
 )
 from emulators.bedrock_runtime.shapes import check_input
+from emulators.bedrock_runtime.signing import verify
 from emulators.bedrock_runtime.state import InvocationStore
-from emulators.media_analysis import MediaError, MediaKind, container_duration, probe_media
+from emulators.media_analysis import (
+    MediaError,
+    MediaKind,
+    container_duration,
+    probe_media,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +89,14 @@ INJECTED_MODEL_ERROR_MESSAGE = "The model failed to process the request (injecte
 PegasusFault = Literal["length", "throttling", "model_error", "timeout", "internal"]
 PEGASUS_FAULTS: tuple[str, ...] = get_args(PegasusFault)
 ANY_MEDIA = "*"  # the per-object fault key matching every media source (base64 included)
+# What StartAsyncInvoke does with media it cannot decode: refuse it (ValidationException), or accept the job
+# and let it end Failed with a failureMessage. Nothing documents which Bedrock does; a client must cope with
+# both.
+UndecodableMedia = Literal["refuse", "fail"]
+UNDECODABLE_MEDIA: tuple[str, ...] = get_args(UndecodableMedia)
+# Every local client signs with this key pair unless told otherwise.
+LOCAL_ACCESS_KEY_ID = "test"
+LOCAL_SECRET_ACCESS_KEY = "test"
 # GetBucketLocation's legacy answers: no constraint is us-east-1, and "EU" is eu-west-1.
 LEGACY_LOCATIONS = {"": "us-east-1", "EU": "eu-west-1"}
 STATUSES = ("InProgress", "Completed", "Failed")
@@ -200,6 +225,8 @@ class BedrockRuntimeEmulator:
 
     With a `workdir`, invocations are kept on disk: an emulator started over the same folder knows every
     earlier job and finishes those still in progress. Without one it starts empty, like a new account.
+    The account (`account_id`, one key pair) is what requests must be signed with and what `bucketOwner`
+    must name; `undecodable_media` picks how StartAsyncInvoke treats media it cannot decode.
     """
 
     def __init__(
@@ -219,9 +246,25 @@ class BedrockRuntimeEmulator:
         pegasus_length_rate: float = 0.0,
         pegasus_failure_rate: float = 0.0,
         pegasus_faults: Mapping[str, PegasusFault] | None = None,
+        account_id: str = ACCOUNT_ID,
+        access_key_id: str = LOCAL_ACCESS_KEY_ID,
+        secret_access_key: str = LOCAL_SECRET_ACCESS_KEY,
+        undecodable_media: UndecodableMedia = "refuse",
     ) -> None:
+        if undecodable_media not in UNDECODABLE_MEDIA:
+            raise ValueError(
+                f"undecodable_media={undecodable_media!r}: use one of {', '.join(UNDECODABLE_MEDIA)}"
+            )
         self.s3_endpoint = s3_endpoint
         self.region = region
+        self.account_id = account_id
+        # Access key id -> secret: the keys of the account; a test may add one.
+        self.credentials: dict[str, str] = {access_key_id: secret_access_key}
+        self.undecodable_media: UndecodableMedia = undecodable_media
+        # Marengo's documented limits per version, and InvokeModel's body limit; plain attributes so a test
+        # can lower one instead of sending gigabytes.
+        self.marengo_limits: dict[str, MarengoLimits] = dict(MARENGO_LIMITS)
+        self.max_invoke_body_bytes = MAX_INVOKE_BODY_BYTES
         self.host = host
         self._requested_port = port
         self.latency_sec = latency_sec
@@ -483,8 +526,19 @@ class BedrockRuntimeEmulator:
             self._calls[str(endpoint)] = self._calls.get(str(endpoint), 0) + 1
             if model_key is not None:
                 self._model_calls[model_key] = self._model_calls.get(model_key, 0) + 1
-        if not request.headers.get("Authorization"):
+        authorization = request.headers.get("Authorization")
+        if not authorization:
             raise errors.access_denied("Missing Authentication Token: requests must be signed (SigV4).")
+        verify(
+            authorization=authorization,
+            method=request.method,
+            raw_uri=self._raw_uri(request),
+            headers=request.headers,
+            body=request.get_data(cache=True),
+            secrets=self.credentials,
+            region=self.region,
+            now=datetime.now(UTC),
+        )
         with self._lock:
             throttled = self.throttle_rate > 0 and self._rng.random() < self.throttle_rate
         if throttled:
@@ -507,6 +561,15 @@ class BedrockRuntimeEmulator:
         return None
 
     @staticmethod
+    def _raw_uri(request: Request) -> str:
+        """The path and query string as the client sent them (still percent-encoded): what it signed."""
+        raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+        if raw:
+            return str(raw)
+        query = request.environ.get("QUERY_STRING", "")
+        return urllib.parse.quote(request.path) + (f"?{query}" if query else "")
+
+    @staticmethod
     def _json(payload: Any, status: int = 200) -> Response:
         return Response(json.dumps(payload), status=status, content_type="application/json")
 
@@ -525,18 +588,25 @@ class BedrockRuntimeEmulator:
 
     # --- media access ---------------------------------------------------------------------------------------
 
-    def _read_media(self, ref: MediaRef) -> bytes:
-        """Bytes of an inline or S3 media source; a missing object is a ValidationException naming the URI."""
+    def _read_media(self, ref: MediaRef, check_size: Callable[[int], None] | None = None) -> bytes:
+        """Bytes of an inline or S3 media source; a missing object is a ValidationException naming the URI.
+        `check_size(size)` may refuse the media by its size before an S3 object's body is read."""
         if ref.data is not None:
+            if check_size is not None:
+                check_size(len(ref.data))
             return ref.data
         bucket, key = ref.bucket_key
         try:
-            return bytes(self._s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            response = self._s3.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "Unknown")
             raise errors.validation(
                 f"The provided S3 object {ref.uri} does not exist or is not accessible ({code})."
             ) from exc
+        with contextlib.closing(response["Body"]) as body:
+            if check_size is not None:
+                check_size(int(response["ContentLength"]))
+            return bytes(body.read())
 
     def _bucket_region(self, bucket: str) -> str | None:
         """The region S3 says `bucket` is in, or None when S3 cannot say (the read that follows then
@@ -556,33 +626,84 @@ class BedrockRuntimeEmulator:
                 "S3 input and output buckets must be in the same region as the model."
             )
 
-    def _check_media_region(self, req: EmbedRequest) -> None:
-        if req.media is not None and req.media.uri is not None:
-            self._check_region(req.media.bucket_key[0], "input")
+    def _check_owner(self, bucket: str, owner: str | None, role: str) -> None:
+        """`bucketOwner` is the account the caller expects to own the bucket (S3's expected-bucket-owner
+        check): every bucket here belongs to this emulator's account, so naming another one is refused."""
+        if owner is not None and owner != self.account_id:
+            raise errors.access_denied(
+                f"Access denied to the {role} S3 bucket {bucket}: it is not owned by account {owner}, "
+                "the bucketOwner of the request."
+            )
 
-    def _admit_media(self, req: EmbedRequest) -> bytes | None:
-        """Fetch and probe the media so unreadable input fails at submit time, like Bedrock's checks."""
-        if req.media is None:
+    def _check_media_access(self, ref: MediaRef | None) -> None:
+        """An S3 media source's bucket: owned by the account the request names, in the model's region."""
+        if ref is not None and ref.uri is not None:
+            bucket = ref.bucket_key[0]
+            self._check_owner(bucket, ref.owner, "input")
+            self._check_region(bucket, "input")
+
+    def _admit_media(
+        self, model: ResolvedModel, req: EmbedRequest, *, refuse_undecodable: bool
+    ) -> bytes | None:
+        """Hold the media to the model's documented limits, then read it; media that cannot be decoded is
+        refused here (a ValidationException naming it) unless `refuse_undecodable` is False: the job is
+        then accepted and fails when it runs."""
+        ref = req.media
+        if ref is None:
             return None
-        data = self._read_media(req.media)
+        limits = self.marengo_limits[model.version]
         kind: MediaKind = "image" if req.input_type in ("image", "text_image") else req.input_type  # type: ignore[assignment]
-        where = req.media.uri or "mediaSource.base64String"
-        try:
-            probe_media(data, kind)
-        except MediaError as exc:
-            raise errors.validation(f"Unable to read media at {where}: {exc}") from exc
+        where = ref.uri or "mediaSource.base64String"
+        marengo = f"Marengo {model.version}"
+
+        def check_size(size: int) -> None:
+            if kind == "image" and size > limits.image_bytes:
+                raise errors.validation(
+                    f"The image at {where} is {size} bytes; {marengo} takes images of at most "
+                    f"{limits.image_bytes} bytes ({_in_units(limits.image_bytes)})."
+                )
+            if kind != "image" and ref.data is not None and size > limits.base64_bytes:
+                raise errors.validation(
+                    f"The {kind} in {where} is {size} bytes decoded; {marengo} takes base64 media of at "
+                    f"most {limits.base64_bytes} bytes ({_in_units(limits.base64_bytes)}): send it by "
+                    "s3Location."
+                )
+            if kind != "image" and ref.data is None and size > limits.s3_media_bytes:
+                raise errors.validation(
+                    f"The {kind} at {where} is {size} bytes; {marengo} reads {kind} files of at most "
+                    f"{limits.s3_media_bytes} bytes ({_in_units(limits.s3_media_bytes)}) from S3."
+                )
+
+        data = self._read_media(ref, check_size)
+        seconds: float | None = None
+        if refuse_undecodable:
+            try:
+                seconds = probe_media(data, kind).declared_sec
+            except MediaError as exc:
+                raise errors.validation(f"Unable to read media at {where}: {exc}") from exc
+        elif kind != "image":
+            with contextlib.suppress(MediaError):  # unreadable: the job is accepted and fails when it runs
+                seconds = container_duration(data)
+        if kind != "image" and seconds is not None and seconds > limits.media_sec:
+            raise errors.validation(
+                f"The {kind} at {where} is {seconds:.0f} s long; {marengo} takes {kind} of at most "
+                f"{limits.media_sec:.0f} s ({limits.media_sec / 3600:g} h): send a shorter {kind}."
+            )
         return data
 
     # --- operations -----------------------------------------------------------------------------------------
 
     def _invoke_model(self, request: Request, model_id: str) -> Response:
         check_input("InvokeModel", {"modelId": model_id})
+        size = len(request.get_data(cache=True))
+        if size > self.max_invoke_body_bytes:
+            raise errors.validation(body_too_large(size, self.max_invoke_body_bytes))
         if pegasus_base(model_id) is not None:
             return self._invoke_pegasus(request, model_id)
         model = resolve_model(model_id, sync=True, region=self.region)
         req = parse_body(model.version, self._body_json(request), sync=True)
-        self._check_media_region(req)
-        data = self._admit_media(req)
+        self._check_media_access(req.media)
+        data = self._admit_media(model, req, refuse_undecodable=True)
         try:
             result = embed(req, data)
         except MediaError as exc:
@@ -643,8 +764,13 @@ class BedrockRuntimeEmulator:
         data = self._read_pegasus_media(req)
         where = req.media.uri or "mediaSource.base64String"
         try:
-            probe_media(data, "video")
-            declared = container_duration(data)
+            probed = probe_media(data, "video")
+            if probed.still_image:
+                raise errors.validation(
+                    f"The media at {where} is a still image ({probed.format_name}), not a video: Pegasus 1.2 "
+                    "analyzes video files only."
+                )
+            declared = probed.declared_sec
             if declared is not None and declared > self.pegasus_max_video_sec:
                 raise self._too_long(where, declared)
             media = decode_cached(data)
@@ -671,25 +797,21 @@ class BedrockRuntimeEmulator:
         )
 
     def _read_pegasus_media(self, req: PegasusRequest) -> bytes:
-        """Inline bytes, or the S3 object after the same-region rule and the 2 GB limit (read from HEAD)."""
+        """Inline bytes, or the S3 object after the same-region rule and the 2 GB limit (its Content-Length,
+        checked before the body is read)."""
         ref = req.media
         if ref.uri is None:
             return self._read_media(ref)
-        bucket, key = ref.bucket_key
-        self._check_region(bucket, "input")
-        try:
-            size = int(self._s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "Unknown")
-            raise errors.validation(
-                f"The provided S3 object {ref.uri} does not exist or is not accessible ({code})."
-            ) from exc
-        if size > self.pegasus_max_s3_bytes:
-            raise errors.validation(
-                f"The S3 object {ref.uri} is {size} bytes; Pegasus 1.2 reads at most "
-                f"{self.pegasus_max_s3_bytes} bytes (2 GB) from S3: send a smaller video."
-            )
-        return self._read_media(ref)
+        self._check_media_access(ref)
+
+        def check_size(size: int) -> None:
+            if size > self.pegasus_max_s3_bytes:
+                raise errors.validation(
+                    f"The S3 object {ref.uri} is {size} bytes; Pegasus 1.2 reads at most "
+                    f"{self.pegasus_max_s3_bytes} bytes (2 GB) from S3: send a smaller video."
+                )
+
+        return self._read_media(ref, check_size)
 
     def _start_async_invoke(self, request: Request) -> Response:
         body = self._body_json(request)
@@ -710,6 +832,7 @@ class BedrockRuntimeEmulator:
         if not output:
             raise errors.validation("outputDataConfig.s3OutputDataConfig is required.")
         bucket, _ = split_s3_uri(output["s3Uri"].rstrip("/") + "/x")  # botocore checked the pattern
+        self._check_owner(bucket, output.get("bucketOwner"), "output")
         try:
             self._s3.head_bucket(Bucket=bucket)
         except ClientError as exc:
@@ -717,8 +840,8 @@ class BedrockRuntimeEmulator:
                 f"The output S3 bucket {bucket} does not exist or is not accessible."
             ) from exc
         self._check_region(bucket, "output")
-        self._check_media_region(req)
-        self._admit_media(req)
+        self._check_media_access(req.media)
+        self._admit_media(model, req, refuse_undecodable=self.undecodable_media == "refuse")
         with self._lock:
             replay = self._replay(token, fingerprint)  # a concurrent duplicate may have won the race
             if replay is not None:
@@ -734,7 +857,7 @@ class BedrockRuntimeEmulator:
                     f"asynchronous invocations for {model.base_id}. Retry after some invocations complete."
                 )
             now = datetime.now(UTC)
-            arn = f"arn:aws:bedrock:{self.region}:{ACCOUNT_ID}:async-invoke/{uuid.uuid4().hex[:12]}"
+            arn = f"arn:aws:bedrock:{self.region}:{self.account_id}:async-invoke/{uuid.uuid4().hex[:12]}"
             inv = Invocation(
                 arn=arn,
                 model=model,
@@ -955,3 +1078,8 @@ class BedrockRuntimeEmulator:
                 self._write_results(inv, "Completed", None, embed(inv.request, data))
             except (ServiceError, MediaError, ClientError) as exc:
                 log.warning("bedrock emulator: cannot restore the output of %s: %s", inv.arn, exc)
+
+
+def _in_units(size: int) -> str:
+    """A documented limit as the model pages write it: 5 MB, 36 MB, 2 GB."""
+    return f"{size / GB:g} GB" if size >= GB else f"{size / MB:g} MB"

@@ -60,14 +60,22 @@ def bedrock(s3: S3Emulator, samples: dict[str, SampleObject]) -> Iterator[Bedroc
     emulator.stop()
 
 
-def make_client(endpoint: str, **config: Any) -> Any:
-    """The real boto3 bedrock-runtime client, as production code would build it."""
+def make_client(
+    endpoint: str,
+    *,
+    region: str = REGION,
+    key: str = "test",
+    secret: str = "test",
+    **config: Any,
+) -> Any:
+    """The real boto3 bedrock-runtime client, as production code would build it: signed for `region` with
+    the emulators' local key pair unless told otherwise."""
     return _SESSION.client(
         "bedrock-runtime",
         endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
+        region_name=region,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
         config=Config(**config) if config else None,
     )
 

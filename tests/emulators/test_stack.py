@@ -11,6 +11,8 @@ from typing import Any
 
 import boto3
 import pyarrow.fs as pafs
+import pytest
+from botocore.exceptions import ClientError
 from twelvelabs import TwelveLabs
 
 from emulators.stack import start_local_stack
@@ -92,3 +94,26 @@ def test_stack_gives_pegasus_faults_to_bedrock_alone() -> None:
         assert (stack.bedrock.pegasus_length_rate, stack.bedrock.pegasus_failure_rate) == (0.25, 0.5)
         assert dict(stack.bedrock.pegasus_faults) == {"s3://stack-media/a.mp4": ("length", None)}
         assert stack.twelvelabs.failure_rate == 0.0
+
+
+def test_stack_gives_bedrock_its_account_keys_and_undecodable_media_mode(monkeypatch: Any) -> None:
+    with start_local_stack(
+        buckets=("stack-media",),
+        account_id="111122223333",
+        access_key_id="AKIDSTACK",
+        secret_access_key="stack-secret",
+        undecodable_media="fail",
+    ) as stack:
+        env = stack.env()
+        assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("AKIDSTACK", "stack-secret")
+        assert (stack.bedrock.account_id, stack.bedrock.undecodable_media) == ("111122223333", "fail")
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert (
+            boto3.session.Session().client("bedrock-runtime").list_async_invokes()["asyncInvokeSummaries"]
+            == []
+        )
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        with pytest.raises(ClientError) as exc:
+            boto3.session.Session().client("bedrock-runtime").list_async_invokes()
+        assert exc.value.response["Error"]["Code"] == "InvalidSignatureException"

@@ -26,7 +26,7 @@ from emulators.sample_media import SampleObject, generate_sample_media
 from harness.local_env import DAGSTER_YAML
 from pipelines.definitions import pipeline_resources
 from tests.faults.invariants import MARKER, Counts
-from tests.faults.world import OUTPUT_BUCKET, REGION, FaultWorld
+from tests.faults.world import ACCESS_KEY_ID, OUTPUT_BUCKET, REGION, FaultWorld
 
 SUMMARY = Path(__file__).with_name("last_summary.md")
 ROWS_ROOT = Path(tempfile.gettempdir()) / "mediaembed-fault-rows"
@@ -108,7 +108,9 @@ def make_world(
 
     `pools`: the local instance's pool limits (1 per pool); False: none at all. `kept_state`: Bedrock keeps
     its jobs under a workdir (restarts lose none). `lake_on_s3`: the lake in the S3 emulator, where a test
-    can hold its requests. `faults`: the Bedrock emulator's fault options.
+    can hold its requests. `undecodable_media`: Bedrock refuses media it cannot decode at submit ("refuse")
+    or accepts the job and fails it ("fail"). `faults`: the Bedrock emulator's fault options. Bedrock takes
+    only the case's marker credentials, the ones the pipeline is given.
     """
     made: list[FaultWorld] = []
     monkeypatch.setitem(
@@ -116,7 +118,12 @@ def make_world(
     )
 
     def make(
-        *, pools: bool = True, kept_state: bool = False, lake_on_s3: bool = False, **faults: object
+        *,
+        pools: bool = True,
+        kept_state: bool = False,
+        lake_on_s3: bool = False,
+        undecodable_media: str = "refuse",
+        **faults: object,
     ) -> FaultWorld:
         case = uuid.uuid4().hex[:8]
         bucket, output_prefix = f"m-{case}", f"async-{case}"
@@ -125,13 +132,24 @@ def make_world(
         home.mkdir()
         (home / "dagster.yaml").write_text(DAGSTER_YAML if pools else NO_POOLS_YAML)
         workdir = tmp_path / "bedrock" if kept_state else None
-        bedrock = BedrockRuntimeEmulator(s3.endpoint, region=REGION, workdir=workdir, **faults).start()  # type: ignore[arg-type]
+        settings: dict[str, object] = {
+            "access_key_id": ACCESS_KEY_ID,
+            "secret_access_key": MARKER,
+            "undecodable_media": undecodable_media,
+        }
+        bedrock = BedrockRuntimeEmulator(
+            s3.endpoint,
+            region=REGION,
+            workdir=workdir,
+            **settings,
+            **faults,  # type: ignore[arg-type]
+        ).start()
         env = {
             "AWS_ENDPOINT_URL_S3": s3.endpoint,
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.endpoint,
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": "AKIDFAULTMATRIX",
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": MARKER,
             "MEDIAEMBED_MEDIA_URI": f"s3://{bucket}/",
             "MEDIAEMBED_ASYNC_OUTPUT_URI": f"s3://{OUTPUT_BUCKET}/{output_prefix}",
@@ -163,6 +181,7 @@ def make_world(
             workdir,
             read_output,
             record_counts,
+            settings,
         )
         made.append(world)
         return world

@@ -9,9 +9,10 @@ import json
 import pytest
 
 from assets_defs.media_inventory import read_inventory
-from emulators.sample_media import SampleObject, Scene, make_image
+from emulators.sample_media import SampleObject, Scene, frames_zeroed, make_image
 from resources.marengo_models import MARENGO_3_0, marengo_model
 from tests.faults.conftest import MakeWorld
+from tests.faults.invariants import MAX_ATTEMPTS
 from tests.faults.world import extra_images
 from tests.s3_key_matrix import hostile_keys
 
@@ -79,10 +80,19 @@ def test_each_corrupt_output_kind_fails_its_job_alone_and_the_retry_embeds_it(
     assert world.errors == []
 
 
+UNDECODABLE_KEY = (
+    "undecodable/zeroed-frames.mp4"  # passes the pipeline's header probe; Bedrock cannot decode it
+)
+
+
+@pytest.mark.parametrize("undecodable_media", ["refuse", "fail"], ids=["refused-at-submit", "failed-later"])
 def test_bad_media_beside_hostile_keys_ends_each_object_with_a_reason(
-    make_world: MakeWorld, samples: list[SampleObject]
+    make_world: MakeWorld, samples: list[SampleObject], undecodable_media: str
 ) -> None:
-    world = make_world()
+    """Bad media the pipeline's probe catches is never sent. An object whose header is fine but whose frames
+    are not reaches Bedrock, which refuses it at submit (it is skipped with Bedrock's reason), or accepts the
+    job and fails it (it ends failed with the reason after the one retry with a new token)."""
+    world = make_world(undecodable_media=undecodable_media)
     world.put_samples(samples)  # includes a corrupt .mp4 and a text file
     picture = make_image(Scene(0.0, 0.0, "circle", "red", "white", 0.0), "png")
     keys = hostile_keys(".png")
@@ -93,22 +103,42 @@ def test_bad_media_beside_hostile_keys_ends_each_object_with_a_reason(
         ("misnamed/picture-as-video.mp4", picture),  # a PNG: content decides, it is no video
     ]
     world.put(misnamed)
+    video = next(s.data for s in samples if s.key == "videos/shapes_a.mp4")
+    [undecodable] = world.put([(UNDECODABLE_KEY, frames_zeroed(video))])
 
     world.converge()
-    counts = world.check("bad media (5) beside 15 hostile keys")
-    seen = SAMPLES + len(keys) + len(misnamed)
-    assert (counts.seen, counts.embedded, counts.failed, counts.skipped) == (
-        seen,
-        USABLE_SAMPLES + len(keys),
-        0,
-        2 + len(misnamed),
-    )
+    label = {"refuse": "refused at submit", "fail": "failed when run"}[undecodable_media]
+    counts, bad = world.check_each(
+        {
+            f"bad media (6) beside 15 hostile keys, undecodable {label}": None,
+            f"undecodable media, {label}": {undecodable},
+        }
+    ).values()
+    seen, usable = SAMPLES + len(keys) + len(misnamed) + 1, USABLE_SAMPLES + len(keys)
+    refused = undecodable_media == "refuse"
+    assert (counts.seen, counts.embedded) == (seen, usable)
+    skipped = 2 + len(misnamed)  # the samples' corrupt .mp4 and text file, and the misnamed ones
+    assert (counts.failed, counts.skipped) == ((0, skipped + 1) if refused else (1, skipped))
     inventory = read_inventory(world.lake).set_index("media_uri")
     assert inventory.loc[world.uri("misnamed/picture-as-video.mp4"), "reason"].startswith(
         "content is a PNG image, but its name (.mp4) says video"
     )
-    assert counts.jobs_created == USABLE_SAMPLES + len(keys), "bad media is never sent to the provider"
+    # Bad media the probe catches is never sent; the undecodable video costs its two attempts, or none.
+    assert counts.jobs_created == usable + (0 if refused else MAX_ATTEMPTS)
     jobs = world.jobs()
+    mine = jobs[jobs["media_uri"] == undecodable].sort_values("attempt")
+    if refused:
+        assert (bad.skipped, bad.jobs_created) == (1, 0)
+        assert list(mine["status"]) == ["rejected"]
+    else:
+        assert (bad.failed, bad.jobs_created) == (1, MAX_ATTEMPTS)
+        assert list(mine["status"]) == ["failed"] * MAX_ATTEMPTS
+        assert list(mine["attempt"]) == list(range(1, MAX_ATTEMPTS + 1))
+        assert mine["client_token"].nunique() == MAX_ATTEMPTS, "the retry has a new token"
+        assert {job.status for job in world.provider_jobs() if job.request.media.uri == undecodable} == {
+            "Failed"
+        }
+    assert mine["reason"].str.contains(f"media at {undecodable}", regex=False).all(), list(mine["reason"])
     embedded = set(jobs.loc[jobs["status"] == "completed", "media_uri"])
     assert {world.uri(key) for key in keys.values()} <= embedded, "every hostile key embedded as it is"
     assert world.errors == []

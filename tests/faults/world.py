@@ -40,6 +40,7 @@ from tests.faults.child import fork_server, work
 from tests.faults.invariants import Counts, Snapshot, check_invariants
 
 REGION = "us-east-1"
+ACCESS_KEY_ID = "AKIDFAULTMATRIX"  # with the marker secret (invariants.MARKER): the pipeline's credentials
 OUTPUT_BUCKET = "lake"
 # Bounds that end a case instead of hanging it; none of them is waited out when things work.
 IDLE_TIMEOUT_SEC = 60.0
@@ -177,6 +178,8 @@ class FaultWorld:
     bedrock_workdir: Path | None
     read_output: Callable[[], str]  # what the test process printed since the last call (captured)
     record: Callable[[str, Counts], None]
+    # What every Bedrock emulator of this case is started with (its keys, how it treats undecodable media).
+    bedrock_settings: dict[str, Any] = field(default_factory=dict)
     printed: list[str] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # failed runs and sensor ticks, one line each
@@ -300,12 +303,16 @@ class FaultWorld:
 
     def restart_bedrock(self, **faults: Any) -> BedrockRuntimeEmulator:
         """Stop the Bedrock emulator and start another on the same port over the same workdir (none: it
-        starts knowing no job, while their outputs stay in S3)."""
+        starts knowing no job, while their outputs stay in S3), with the same settings."""
         port = self.bedrock.port
         self.forgotten.update(self.bedrock.invocations)
         self.bedrock.stop()
         self.bedrock = BedrockRuntimeEmulator(
-            self.s3.endpoint, region=REGION, port=port, workdir=self.bedrock_workdir, **faults
+            self.s3.endpoint,
+            region=REGION,
+            port=port,
+            workdir=self.bedrock_workdir,
+            **{**self.bedrock_settings, **faults},
         ).start()
         return self.bedrock
 

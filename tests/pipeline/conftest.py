@@ -27,8 +27,9 @@ class World:
 
 
 def _world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str]) -> Iterator[World]:
-    with start_local_stack() as stack:
-        env = {**stack.env(), **local_settings(tmp_path), "AWS_SECRET_ACCESS_KEY": SECRET, **overrides}
+    # Bedrock verifies signatures: the secret the pipeline signs with is the emulated account's.
+    with start_local_stack(secret_access_key=SECRET) as stack:
+        env = {**stack.env(), **local_settings(tmp_path), **overrides}
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         samples = upload_sample_media(stack.s3.client(), "media")

@@ -45,10 +45,17 @@ def open_arns(world: World) -> dict[str, str]:
 
 
 def restart_bedrock(world: World, **kwargs: Any) -> BedrockRuntimeEmulator:
-    """Stop the Bedrock emulator and start another on the same port (the pipeline's endpoint)."""
+    """Stop the Bedrock emulator and start another on the same port (the pipeline's endpoint), for the same
+    account keys (it verifies the pipeline's signatures)."""
     port = world.stack.bedrock.port
     world.stack.bedrock.stop()
-    world.stack.bedrock = BedrockRuntimeEmulator(world.stack.s3_endpoint, port=port, **kwargs).start()
+    world.stack.bedrock = BedrockRuntimeEmulator(
+        world.stack.s3_endpoint,
+        port=port,
+        access_key_id=world.stack.access_key_id,
+        secret_access_key=world.stack.secret_access_key,
+        **kwargs,
+    ).start()
     return world.stack.bedrock
 
 
@@ -217,3 +224,30 @@ def test_access_denied_is_a_set_up_refusal_that_stops_submitting(world: World) -
     assert meta["deferred_reason"].startswith("stopped: every request refused with the same reason: Access")
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
     assert not check.passed
+
+
+@pytest.mark.parametrize(
+    ("credentials", "code"),
+    [
+        ({"AKIDSOMEONEELSE": "whatever"}, "UnrecognizedClientException"),  # the key is not the account's
+        ({"test": "rotated-secret"}, "InvalidSignatureException"),  # the secret was rotated
+    ],
+    ids=["unknown key", "wrong secret"],
+)
+def test_credentials_aws_refuses_are_a_set_up_refusal_not_a_retry_storm(
+    world: World, credentials: dict[str, str], code: str
+) -> None:
+    """Real AWS answers these 403s before any operation (they are not in the bedrock-runtime model; botocore
+    maps them by `x-amzn-ErrorType` and retries none): the run stops submitting after the same refusal a few
+    times, with one line naming it, and fails its check."""
+    world.stack.bedrock.credentials = credentials
+    result = run_job(world.instance, "embed_new_media", MARENGO_3_0.key)
+    meta = materialization_metadata(result, ["marengo", "invocations"])
+    assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (0, 3, USABLE - 3)
+    reason = meta["deferred_reason"]
+    assert reason.startswith(f"stopped: every request refused with the same reason: {code}: ")
+    assert "\n" not in reason
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
+    assert not check.passed
+    assert world.stack.bedrock.calls.get("StartAsyncInvoke") == 3, "one request per object tried, no retries"
+    assert world.stack.bedrock.created_invocations == 0
