@@ -134,6 +134,7 @@ def _explain_one(error: BaseException, subject: str) -> str | None:
             "InvalidAccessKeyId",
             "SignatureDoesNotMatch",
             "UnrecognizedClientException",
+            "InvalidSignatureException",
             "ExpiredToken",
             "ExpiredTokenException",
             "InvalidClientTokenId",

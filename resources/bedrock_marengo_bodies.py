@@ -15,12 +15,9 @@ import numpy.typing as npt
 
 from resources.embedding_jobs import EmbeddingOptions, EmbeddingType, SegmentEmbedding
 from resources.marengo_models import MarengoModel, Modality
-from resources.marengo_query import MarengoQuery, QueryMedia, input_type
+from resources.marengo_query import MAX_BASE64_BYTES, MarengoQuery, QueryMedia, input_type
 from resources.model_routes import ModelRoute
 from resources.provider_errors import MarengoOutputError
-
-# Bedrock's limit on inline media (decoded); anything larger goes by S3.
-MAX_BASE64_BYTES = 36 * 1024**2
 
 
 def s3_media_source(uri: str, bucket_owner: str | None = None) -> dict[str, Any]:

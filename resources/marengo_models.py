@@ -54,8 +54,10 @@ class MarengoModel:
         return None
 
 
-GB = 1024**3
-MB = 1024**2
+# The documented limits are in decimal units: botocore's model gives InvokeModel's "25 MB" body as
+# 25,000,000 bytes, and AWS refuses a 5,000,001-byte image as over "5 MB".
+GB = 10**9
+MB = 10**6
 
 MARENGO_2_7 = MarengoModel(
     key="marengo-2.7",

@@ -13,13 +13,13 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from resources.marengo_models import MB
 from resources.model_routes import ModelRoute
 
 QueryInputType = Literal["text", "image", "text_image", "multi_input", "audio"]
 QueryMediaKind = Literal["image", "audio"]
 TextTruncate = Literal["start", "end", "none"]
 
-MB = 1024**2
 # Inline media (Bedrock `base64String`, TwelveLabs `base64_string`): at most 36 MB decoded.
 MAX_BASE64_BYTES = 36 * MB
 # TwelveLabs `multi_input`: at most 10 media sources.

@@ -12,12 +12,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from resources.bedrock_marengo_bodies import MAX_BASE64_BYTES
-from resources.marengo_query import query_token_bound
+from resources.marengo_models import GB
+from resources.marengo_query import MAX_BASE64_BYTES, query_token_bound
 
 PEGASUS_MODEL_ID = "twelvelabs.pegasus-1-2-v1:0"
 MAX_DURATION_SEC = 3600.0
-MAX_S3_BYTES = 2 * 1024**3
+MAX_S3_BYTES = 2 * GB
 MAX_PROMPT_TOKENS = 2000
 MAX_OUTPUT_TOKENS = 4096
 DEFAULT_TEMPERATURE = 0.2

@@ -413,7 +413,7 @@ def test_inference_profiles_and_limits() -> None:
     )  # no apac. profile
     with pytest.raises(ValueError, match="no inference profile"):
         route("bedrock", MARENGO_3_0.key).sync_model_id("sa-east-1")
-    assert MARENGO_3_0.limit_violation("image", 6 * 1024**2, None) is not None
+    assert MARENGO_3_0.limit_violation("image", 5_000_001, None) is not None
     assert (
         MARENGO_3_0.limit_violation("video", 10_000, 5 * 3600)
         == "18000 s exceeds Marengo 3.0's limit of 14400 s"

@@ -26,7 +26,7 @@ from resources.pegasus_bodies import (
 from resources.pegasus_prompts import DEFAULT_PROMPTS, PegasusPrompt, load_prompts
 from resources.s3_storage import S3Storage
 
-MB = 1024**2
+MB = 10**6  # decimal, as the documented limits
 
 
 def test_the_body_matches_the_documented_s3_example() -> None:

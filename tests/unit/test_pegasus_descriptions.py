@@ -31,7 +31,7 @@ from resources.pegasus_prompts import DEFAULT_PROMPTS, PegasusPrompt
 from resources.s3_storage import S3Storage
 from resources.segment_schema import media_id
 
-MB = 1024**2
+MB = 10**6  # decimal, as the documented limits
 SHORT = ["s3://media/a.mp4", "s3://media/b.mp4"]
 LONG = "s3://media/long.mp4"
 BIG = "s3://media/big.mp4"
