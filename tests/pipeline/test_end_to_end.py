@@ -145,7 +145,9 @@ def test_quota_defers_the_rest_without_failing(world: World) -> None:
     refusal without failing; the invocation sensor submits the rest as jobs finish, and a holding run
     submits as they finish (tests/pipeline/test_completion_driven.py)."""
     world.stack.bedrock.max_concurrent_invocations = 3
-    world.stack.bedrock.latency_sec = 0.2
+    # The three jobs run until the emulator stops (its timers are cancelled then): the fourth request is
+    # refused however slowly this machine submits, not only when it submits within the jobs' run time.
+    world.stack.bedrock.latency_sec = 3600.0
     first = submit(world, hold_quota_sec=0)
     assert first["submitted"] == 3 and first["deferred"] == USABLE - 3
     assert "ServiceQuotaExceededException" in first["deferred_reason"]
