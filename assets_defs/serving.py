@@ -94,7 +94,7 @@ def serving_marengo(
 
 def _lost(target: str, winner: ServingState | None, refusal: ServingChangeRefused) -> str:
     """One line for the cut-over that lost a race: who won and when, and that its own checks were fine
-    (it only runs once they all passed in its run). Without a winner, the refusal as it is."""
+    (this step writes only once every check passed in its run). Without a winner, the refusal as it is."""
     if winner is None:
         return str(refusal)
     then = "nothing is left to do" if winner.serving == target else f"cut over again if {target} should serve"
@@ -115,7 +115,7 @@ def checks_not_passed_in_run(instance: dg.DagsterInstance, run_id: str) -> list[
     whatever the selection someone launched (the asset alone from the UI runs none). Read from the run's
     own events, so the checks of a cut-over racing this one, evaluated later, never stand in for ours."""
     keys = {key for check in WHOLE_VERSION_CHECKS for key in check.check_keys}
-    passed = set()
+    passed: set[dg.AssetCheckKey] = set()
     events = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
     for record in events.records:
         event = record.event_log_entry.dagster_event

@@ -88,12 +88,14 @@ def fixture_lake(tmp_path: Path) -> Lake:
 
 
 def submit_all(lake: Lake, providers: MarengoProviders, model_key: str = MARENGO_3_0.key) -> dict:
-    with dg.build_asset_context(
-        partition_key=model_key, resources={"marengo": providers, "lake": lake}
-    ) as context:
-        result = marengo_invocations(context, InvocationConfig())
-    assert isinstance(result, dg.MaterializeResult) and result.metadata
-    return {k: getattr(v, "value", v) for k, v in result.metadata.items()}
+    result = dg.materialize(
+        [marengo_invocations],
+        partition_key=model_key,
+        resources={"marengo": providers, "lake": lake},
+        run_config=dg.RunConfig(ops={"marengo__invocations": InvocationConfig()}),
+    )
+    [materialization] = result.asset_materializations_for_node("marengo__invocations")
+    return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
 
 
 def test_the_fixture_ledger_keys_are_the_keys_the_new_code_computes(tmp_path: Path) -> None:
