@@ -3,11 +3,12 @@ the environment production code reads to reach them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
+from emulators.presigned import LOCAL_S3_CREDENTIALS
 from emulators.s3 import S3Emulator
 from emulators.twelvelabs_api import TwelveLabsEmulator
 
@@ -46,7 +47,8 @@ class LocalStack:
 
     def env(self) -> dict[str, str]:
         """Standard AWS variables an unmodified boto3 client honours (service-specific endpoint URLs), and the
-        base URL and key the `twelvelabs` SDK reads."""
+        base URL and key the `twelvelabs` SDK reads. The AWS key pair is the first the stack's S3 knows."""
+        access_key, secret_key = next(iter(self.twelvelabs.s3_credentials.items()))
         return {
             "TWELVELABS_BASE_URL": self.twelvelabs_base_url,
             "TWELVELABS_API_KEY": self.twelvelabs.api_key,
@@ -54,8 +56,8 @@ class LocalStack:
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.bedrock_endpoint,
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_ACCESS_KEY_ID": access_key,
+            "AWS_SECRET_ACCESS_KEY": secret_key,
         }
 
     def stop(self) -> None:
@@ -81,6 +83,7 @@ def start_local_stack(
     workdir: Path | str | None = None,
     twelvelabs_workdir: Path | str | None = None,
     prepare_s3: Callable[[Any], object] | None = None,
+    s3_credentials: Mapping[str, str] = LOCAL_S3_CREDENTIALS,
     **faults: Any,
 ) -> LocalStack:
     """Start S3, then Bedrock and the TwelveLabs API with the same faults (latency_sec,
@@ -89,7 +92,8 @@ def start_local_stack(
 
     `workdir` keeps Bedrock's invocations on disk across restarts, `twelvelabs_workdir` the API's tasks.
     `prepare_s3(client)` runs once the buckets exist and before the providers start, so jobs they carry on
-    from an earlier run find their media.
+    from an earlier run find their media. `s3_credentials` (access key -> secret) are the keys the local S3
+    stands for: the TwelveLabs API accepts only presigned URLs signed with one of them (moto checks none).
     """
     s3 = S3Emulator(port=s3_port, region=region).start()
     try:
@@ -115,7 +119,11 @@ def start_local_stack(
         # Bedrock-only faults (pegasus_*) have no TwelveLabs counterpart.
         tl_faults = {_TWELVELABS_FAULTS[n]: v for n, v in faults.items() if not n.startswith("pegasus_")}
         twelvelabs = TwelveLabsEmulator(
-            port=twelvelabs_port, workdir=twelvelabs_workdir, retry_after_sec=0, **tl_faults
+            port=twelvelabs_port,
+            workdir=twelvelabs_workdir,
+            retry_after_sec=0,
+            s3_credentials=s3_credentials,
+            **tl_faults,
         ).start()
     except BaseException:
         bedrock.stop()

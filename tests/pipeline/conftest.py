@@ -27,8 +27,9 @@ class World:
 
 
 def _world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str]) -> Iterator[World]:
-    with start_local_stack() as stack:
-        env = {**stack.env(), **local_settings(tmp_path), "AWS_SECRET_ACCESS_KEY": SECRET, **overrides}
+    # The secret the clients sign with is one the local S3 knows: the TwelveLabs API checks the media URLs.
+    with start_local_stack(s3_credentials={"test": SECRET}) as stack:
+        env = {**stack.env(), **local_settings(tmp_path), **overrides}
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         samples = upload_sample_media(stack.s3.client(), "media")
