@@ -34,6 +34,7 @@ IMAGE_MIN_SIDE = 128
 IMAGE_CODECS = {"png": "PNG", "mjpeg": "JPEG"}  # the decoder PyAV names for each accepted format
 SYNC_AUDIO_FORMATS = {"wav": "WAV", "mp3": "MP3", "flac": "FLAC"}  # container names
 MULTI_INPUT_SOURCE_MAX_BYTES = 32 * MB  # Marengo 3.5
+IMAGE_TASK_MAX_BYTES = 32 * MB  # Marengo 3.5 embeds images as tasks too
 ASSET_MAX_DIRECT_MEDIA_BYTES = 200 * MB
 ASSET_MAX_URL_MEDIA_BYTES = 4 * 1024 * MB
 ASSET_MAX_IMAGE_BYTES = 32 * MB

@@ -83,10 +83,6 @@ class TlRequest:
         return self.sources[0] if self.sources else None
 
 
-def token_count(text: str) -> int:
-    return len(text.split())
-
-
 def _object(value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise invalid(f"{path} must be an object")
@@ -168,6 +164,15 @@ def _enum_list(
     return tuple(v for v in allowed if v in value)
 
 
+def _whole_seconds(obj: Any, key: str, path: str, low: int, high: int) -> float:
+    """A documented segment length: whole seconds from `low` to `high` (SDK 1.3.6:
+    `VideoSegmentationDynamicDynamic` 2-5; `VideoSegmentationFixedFixed`, `AudioSegmentationFixed` 2-10)."""
+    seconds = _number(obj, key, path)
+    if seconds is None or seconds != int(seconds) or not low <= seconds <= high:
+        raise invalid(f"{path}.{key} must be a whole number of seconds from {low} to {high}")
+    return seconds
+
+
 def _segmentation(value: Any, path: str, modality: str) -> tuple[str, float] | None:
     if value is None:
         return None
@@ -175,16 +180,10 @@ def _segmentation(value: Any, path: str, modality: str) -> tuple[str, float] | N
     strategy = obj.get("strategy")
     if strategy == "fixed":
         fixed = _object(obj.get("fixed"), f"{path}.fixed", ("duration_sec",))
-        seconds = _number(fixed, "duration_sec", f"{path}.fixed")
-        if seconds is None or not 1 <= seconds <= 10:
-            raise invalid(f"{path}.fixed.duration_sec must be 1 to 10 seconds")
-        return ("fixed", seconds)
+        return ("fixed", _whole_seconds(fixed, "duration_sec", f"{path}.fixed", 2, 10))
     if strategy == "dynamic" and modality == "video":
         dynamic = _object(obj.get("dynamic"), f"{path}.dynamic", ("min_duration_sec",))
-        seconds = _number(dynamic, "min_duration_sec", f"{path}.dynamic")
-        if seconds is None or not 1 <= seconds <= 10:
-            raise invalid(f"{path}.dynamic.min_duration_sec must be 1 to 10 seconds")
-        return ("dynamic", seconds)
+        return ("dynamic", _whole_seconds(dynamic, "min_duration_sec", f"{path}.dynamic", 2, 5))
     raise invalid(
         f"{path}.strategy {strategy!r} is not valid for {modality} "
         f"(fixed{', dynamic' if modality == 'video' else ''})"

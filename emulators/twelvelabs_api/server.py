@@ -51,6 +51,7 @@ from emulators.presigned import LOCAL_S3_CREDENTIALS, PresignedUrlError, check_p
 from emulators.twelvelabs_api.assets import ASSET_TYPES, Asset, filename_of, parse_upload, read_upload
 from emulators.twelvelabs_api.errors import ApiFault, invalid, not_found
 from emulators.twelvelabs_api.limits import (
+    IMAGE_TASK_MAX_BYTES,
     MULTI_INPUT_SOURCE_MAX_BYTES,
     SYNC_MAX_MEDIA_SEC,
     TASK_MAX_MEDIA_SEC,
@@ -615,8 +616,9 @@ class TwelveLabsEmulator:
 
     @staticmethod
     def _check_sync_clip(blob: bytes, path: str, kind: str, version: str) -> None:
-        """Sync audio and video: at most 10 minutes on 3.0 (30 s on 3.5); sync audio is WAV, MP3 or FLAC."""
-        if kind == "audio":
+        """Sync audio and video: at most 10 minutes on 3.0 (30 s on 3.5); 3.0's sync audio is WAV, MP3 or
+        FLAC (3.5's formats are on a model page the reference does not capture)."""
+        if kind == "audio" and version == "3.0":
             check_sync_audio_format(blob, path)
         limit, what = SYNC_MAX_MEDIA_SEC[version], "sync"
         declared = declared_duration(blob, path)
@@ -634,8 +636,8 @@ class TwelveLabsEmulator:
         is taken (0 s) and fails the task later, as the platform fails it."""
         source = req.sources[0]
         if req.input_type == "image":
-            if len(blob) > MULTI_INPUT_SOURCE_MAX_BYTES:
-                raise too_large(source.path, len(blob), MULTI_INPUT_SOURCE_MAX_BYTES)
+            if len(blob) > IMAGE_TASK_MAX_BYTES:
+                raise too_large(source.path, len(blob), IMAGE_TASK_MAX_BYTES)
             return 0.0
         with contextlib.suppress(MediaError):
             declared = container_duration(blob)
