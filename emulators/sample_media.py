@@ -249,12 +249,13 @@ def make_image(scene: Scene, fmt: str) -> bytes:
 
 
 def encode_image(picture: np.ndarray, fmt: str) -> bytes:
-    """An RGB uint8 picture as PNG or JPEG."""
+    """An RGB uint8 picture as PNG or JPEG (or BMP: a format the APIs refuse)."""
     height, width = picture.shape[:2]
     buf = io.BytesIO()
     codec, pix_fmt, container = {
         "png": ("png", "rgb24", "image2pipe"),
         "jpeg": ("mjpeg", "yuvj420p", "mjpeg"),
+        "bmp": ("bmp", "bgr24", "image2pipe"),
     }[fmt]
     with av.open(buf, mode="w", format=container) as out:
         stream: Any = out.add_stream(codec, rate=1)

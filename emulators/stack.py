@@ -56,7 +56,7 @@ class LocalStack:
 
     def env(self) -> dict[str, str]:
         """Standard AWS variables an unmodified boto3 client honours (service-specific endpoint URLs), and the
-        base URL and key the `twelvelabs` SDK reads."""
+        base URL and key the `twelvelabs` SDK reads, and the stack's one AWS key pair."""
         return {
             "TWELVELABS_BASE_URL": self.twelvelabs_base_url,
             "TWELVELABS_API_KEY": self.twelvelabs.api_key,
@@ -103,9 +103,10 @@ def start_local_stack(
 
     `workdir` keeps Bedrock's invocations on disk across restarts, `twelvelabs_workdir` the API's tasks.
     `prepare_s3(client)` runs once the buckets exist and before the providers start, so jobs they carry on
-    from an earlier run find their media. Bedrock's account is `account_id` with one key pair (what
-    `env()` exports), and `undecodable_media` says whether it refuses media it cannot decode at submit
-    ("refuse") or accepts the job and fails it ("fail").
+    from an earlier run find their media. The stack has one account and one key pair (what `env()`
+    exports): Bedrock verifies every signature against it, and the TwelveLabs API accepts only presigned
+    URLs signed with it (moto checks none). `undecodable_media` says whether Bedrock refuses media it
+    cannot decode at submit ("refuse") or accepts the job and fails it ("fail").
     """
     s3 = S3Emulator(port=s3_port, region=region).start()
     try:
@@ -139,7 +140,11 @@ def start_local_stack(
         # Bedrock-only faults (pegasus_*) have no TwelveLabs counterpart.
         tl_faults = {_TWELVELABS_FAULTS[n]: v for n, v in faults.items() if not n.startswith("pegasus_")}
         twelvelabs = TwelveLabsEmulator(
-            port=twelvelabs_port, workdir=twelvelabs_workdir, retry_after_sec=0, **tl_faults
+            port=twelvelabs_port,
+            workdir=twelvelabs_workdir,
+            retry_after_sec=0,
+            s3_credentials={access_key_id: secret_access_key},
+            **tl_faults,
         ).start()
     except BaseException:
         bedrock.stop()

@@ -14,42 +14,51 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from emulators.twelvelabs_api.errors import ApiFault, invalid
+from emulators.twelvelabs_api.limits import (
+    MAX_BASE64_BYTES,
+    MAX_MULTI_INPUT_SOURCES,
+    TEXT_TOKENS,
+    too_large,
+)
+
 MODELS = {"marengo3.0": "3.0", "marengo3.5": "3.5"}
+MODEL_NAMES = {version: name for name, version in MODELS.items()}
 LEGACY_MODEL = "Marengo-retrieval-2.7"
-SYNC_TYPES = ("text", "image", "text_image", "audio", "video", "multi_input")
+# Marengo 3.5 syncs only multi_input (its sources carry every modality); 3.0 takes the single types too.
+SYNC_TYPES = {
+    "3.0": ("text", "image", "text_image", "audio", "video", "multi_input"),
+    "3.5": ("multi_input",),
+}
 TASK_TYPES = {"3.0": ("video", "audio"), "3.5": ("video", "audio", "image")}
 OPTIONS = {"video": ("visual", "audio", "transcription"), "audio": ("audio", "transcription")}
 DEFAULT_OPTIONS = {"video": ("visual", "audio", "transcription"), "audio": ("audio", "transcription")}
 SCOPES = ("clip", "asset")
 TYPES = ("separate_embedding", "fused_embedding")
-TEXT_TOKENS = {"3.0": 500, "3.5": 2000, "2.7": 77}
-MAX_BASE64_BYTES = 36 * 1024 * 1024
-MAX_MULTI_INPUT_SOURCES = 10
-SYNC_MAX_MEDIA_SEC = 600.0
 PLACEHOLDER = re.compile(r"<@([^>\s]+)>")
+# The legacy form's fields, as (modality, field): text, then one image, then one audio file.
+LEGACY_KINDS: tuple[tuple[str, str], ...] = (
+    ("text", "text"),
+    ("image", "image_url"),
+    ("image", "image_file"),
+    ("audio", "audio_url"),
+    ("audio", "audio_file"),
+)
 
-
-class ApiFault(Exception):
-    """An error answer: HTTP status, the API's `code`, and a message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def invalid(message: str) -> ApiFault:
-    return ApiFault(400, "parameter_invalid", message)
+__all__ = ["ApiFault", "Source", "TlRequest", "invalid", "parse_v1", "parse_v2"]
 
 
 @dataclass(frozen=True)
 class Source:
-    """One media source: a URL, inline bytes, or an asset id (exactly one)."""
+    """One media source: a URL, inline bytes, or an asset id (exactly one); `path` names its field in
+    errors about its media."""
 
     url: str | None = None
     data: bytes | None = None
     asset_id: str | None = None
     name: str | None = None
     media_type: str = "image"
+    path: str = "media_source"
 
 
 @dataclass(frozen=True)
@@ -66,15 +75,12 @@ class TlRequest:
     scopes: tuple[str, ...] = ()
     types: tuple[str, ...] = ("separate_embedding",)
     dimension: int | None = None
+    truncated: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def source(self) -> Source | None:
         return self.sources[0] if self.sources else None
-
-
-def token_count(text: str) -> int:
-    return len(text.split())
 
 
 def _object(value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -95,42 +101,50 @@ def _number(obj: Mapping[str, Any], key: str, path: str) -> float | None:
     return float(value)
 
 
-def _text(value: Any, path: str, version: str, truncate: str = "end") -> str:
+def _text(value: Any, path: str, version: str, truncate: str = "none") -> str:
+    """Text within the model's token limit: longer text is refused (`none`) or cut at its `end` or `start`."""
     if not isinstance(value, str) or not value.strip():
         raise invalid(f"{path} is required and must be non-empty text")
     limit = TEXT_TOKENS[version]
-    if token_count(value) > limit and (version != "2.7" or truncate == "none"):
+    words = value.split()
+    if len(words) <= limit:
+        return value
+    if truncate == "none":
         raise invalid(f"{path}: text exceeds the {limit}-token limit of this model")
-    return value
+    return " ".join(words[-limit:] if truncate == "start" else words[:limit])
 
 
 def _decode_base64(text: Any, path: str) -> bytes:
     if not isinstance(text, str) or not text:
         raise invalid(f"{path} must be a non-empty base64 string")
     if len(text) * 3 // 4 > MAX_BASE64_BYTES:
-        raise ApiFault(413, "file_too_large", f"{path}: base64 media exceeds {MAX_BASE64_BYTES} bytes")
+        raise too_large(path, len(text) * 3 // 4, MAX_BASE64_BYTES)
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise invalid(f"{path} is not valid base64") from exc
 
 
-def media_source(value: Any, path: str, extra: tuple[str, ...] = ()) -> Source:
+def media_source(value: Any, path: str, extra: tuple[str, ...] = (), media_type: str = "image") -> Source:
     obj = _object(value, path, ("url", "base64_string", "asset_id", *extra))
     present = [k for k in ("url", "base64_string", "asset_id") if obj.get(k) is not None]
     if len(present) != 1:
         raise invalid(f"{path}: give exactly one of url, base64_string, asset_id (got {len(present)})")
     name = obj.get("name")
-    media_type = obj.get("media_type", "image")
+    media_type = obj.get("media_type", media_type)
     if "url" in present:
         url = obj["url"]
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise invalid(f"{path}.url must be an http(s) URL the platform can download, not {url!r}")
-        return Source(url=url, name=name, media_type=media_type)
+        return Source(url=url, name=name, media_type=media_type, path=f"{path}.url")
     if "asset_id" in present:
-        return Source(asset_id=str(obj["asset_id"]), name=name, media_type=media_type)
+        asset_id = obj["asset_id"]
+        if not isinstance(asset_id, str) or not asset_id:
+            raise invalid(f"{path}.asset_id must be the id of an asset")
+        return Source(asset_id=asset_id, name=name, media_type=media_type, path=f"{path}.asset_id")
+    where = f"{path}.base64_string"
     return Source(
-        data=_decode_base64(obj["base64_string"], f"{path}.base64_string"), name=name, media_type=media_type
+        data=_decode_base64(obj["base64_string"], where), name=name, media_type=media_type, path=where
     )
 
 
@@ -150,6 +164,15 @@ def _enum_list(
     return tuple(v for v in allowed if v in value)
 
 
+def _whole_seconds(obj: Any, key: str, path: str, low: int, high: int) -> float:
+    """A documented segment length: whole seconds from `low` to `high` (SDK 1.3.6:
+    `VideoSegmentationDynamicDynamic` 2-5; `VideoSegmentationFixedFixed`, `AudioSegmentationFixed` 2-10)."""
+    seconds = _number(obj, key, path)
+    if seconds is None or seconds != int(seconds) or not low <= seconds <= high:
+        raise invalid(f"{path}.{key} must be a whole number of seconds from {low} to {high}")
+    return seconds
+
+
 def _segmentation(value: Any, path: str, modality: str) -> tuple[str, float] | None:
     if value is None:
         return None
@@ -157,16 +180,10 @@ def _segmentation(value: Any, path: str, modality: str) -> tuple[str, float] | N
     strategy = obj.get("strategy")
     if strategy == "fixed":
         fixed = _object(obj.get("fixed"), f"{path}.fixed", ("duration_sec",))
-        seconds = _number(fixed, "duration_sec", f"{path}.fixed")
-        if seconds is None or not 1 <= seconds <= 10:
-            raise invalid(f"{path}.fixed.duration_sec must be 1 to 10 seconds")
-        return ("fixed", seconds)
+        return ("fixed", _whole_seconds(fixed, "duration_sec", f"{path}.fixed", 2, 10))
     if strategy == "dynamic" and modality == "video":
         dynamic = _object(obj.get("dynamic"), f"{path}.dynamic", ("min_duration_sec",))
-        seconds = _number(dynamic, "min_duration_sec", f"{path}.dynamic")
-        if seconds is None or not 1 <= seconds <= 10:
-            raise invalid(f"{path}.dynamic.min_duration_sec must be 1 to 10 seconds")
-        return ("dynamic", seconds)
+        return ("dynamic", _whole_seconds(dynamic, "min_duration_sec", f"{path}.dynamic", 2, 5))
     raise invalid(
         f"{path}.strategy {strategy!r} is not valid for {modality} "
         f"(fixed{', dynamic' if modality == 'video' else ''})"
@@ -199,7 +216,7 @@ def _media_params(modality: str, value: Any) -> dict[str, Any]:
     if types is not None and len(options) < 2:
         raise invalid(f"{path}.embedding_type needs two or more embedding_option values")
     return {
-        "sources": (media_source(obj["media_source"], f"{path}.media_source"),),
+        "sources": (media_source(obj["media_source"], f"{path}.media_source", media_type=modality),),
         "start_sec": start,
         "end_sec": end,
         "segmentation": _segmentation(obj.get("segmentation"), f"{path}.segmentation", modality),
@@ -209,7 +226,7 @@ def _media_params(modality: str, value: Any) -> dict[str, Any]:
     }
 
 
-def _multi_input(value: Any, version: str) -> dict[str, Any]:
+def _multi_input(value: Any, version: str, truncate: str) -> dict[str, Any]:
     obj = _object(value, "multi_input", ("input_text", "media_sources"))
     raw_sources = obj.get("media_sources") or []
     if not isinstance(raw_sources, list):
@@ -219,18 +236,28 @@ def _multi_input(value: Any, version: str) -> dict[str, Any]:
             f"multi_input.media_sources: {len(raw_sources)} sources exceed the limit of "
             f"{MAX_MULTI_INPUT_SOURCES}"
         )
+    for i, raw in enumerate(raw_sources):
+        if not isinstance(raw, dict) or "media_type" not in raw:
+            raise invalid(f"multi_input.media_sources[{i}].media_type is required")
     sources = tuple(
         media_source(s, f"multi_input.media_sources[{i}]", ("name", "media_type"))
         for i, s in enumerate(raw_sources)
     )
+    named = [s.name for s in sources if s.name is not None]
+    if len(set(named)) != len(named):
+        raise invalid("multi_input.media_sources: each name must be unique")
+    allowed = ("image",) if version == "3.0" else ("image", "video", "audio", "document")
     for i, s in enumerate(sources):
-        if s.media_type != "image" and version == "3.0":
-            raise invalid(f"multi_input.media_sources[{i}].media_type must be image on marengo3.0")
+        if s.media_type not in allowed:
+            raise invalid(
+                f"multi_input.media_sources[{i}].media_type {s.media_type!r} is not one of "
+                f"{', '.join(allowed)} on {MODEL_NAMES[version]}"
+            )
     text = obj.get("input_text")
     if text is None and not sources:
         raise invalid("multi_input needs input_text or at least one media source")
     if text is not None:
-        text = _text(text, "multi_input.input_text", version)
+        text = _text(text, "multi_input.input_text", version, truncate)
         names = {s.name for s in sources if s.name}
         for placeholder in PLACEHOLDER.findall(text):
             if placeholder not in names:
@@ -247,18 +274,30 @@ def parse_v2(body: Any, *, task: bool) -> TlRequest:
     if version is None:
         raise invalid(f"model_name {model_name!r} is not one of {', '.join(MODELS)}")
     input_type = body.get("input_type")
-    allowed_types = TASK_TYPES[version] if task else SYNC_TYPES
+    allowed_types = TASK_TYPES[version] if task else SYNC_TYPES[version]
     if input_type not in allowed_types:
-        raise invalid(f"input_type {input_type!r} is not one of {', '.join(allowed_types)} here")
-    unknown = sorted(set(body) - {"input_type", "model_name", "embedding_dimension", input_type})
+        raise invalid(
+            f"input_type {input_type!r} is not one of {', '.join(allowed_types)} for {model_name} here"
+        )
+    top = {"input_type", "model_name", "embedding_dimension", input_type}
+    if not task:
+        top |= {"auto_truncate", "embedding_uncertainty"}
+    unknown = sorted(set(body) - top)
     if unknown:
         raise invalid(f"unknown field(s) {', '.join(unknown)} for input_type {input_type}")
+    for key in ("embedding_dimension", "auto_truncate", "embedding_uncertainty"):
+        if body.get(key) is not None and version != "3.5":
+            raise invalid(f"{key} is only accepted by marengo3.5")
     dimension = body.get("embedding_dimension")
-    if dimension is not None:
-        if version != "3.5":
-            raise invalid("embedding_dimension is only accepted by marengo3.5")
-        if isinstance(dimension, bool) or not isinstance(dimension, int) or not 1 <= dimension <= 512:
-            raise invalid("embedding_dimension must be a whole number from 1 to 512")
+    if dimension is not None and (
+        isinstance(dimension, bool) or not isinstance(dimension, int) or not 1 <= dimension <= 512
+    ):
+        raise invalid("embedding_dimension must be a whole number from 1 to 512")
+    auto_truncate = body.get("auto_truncate")
+    if auto_truncate is not None and not isinstance(auto_truncate, bool):
+        raise invalid("auto_truncate must be true or false")
+    if body.get("embedding_uncertainty") is not None:
+        raise invalid("embedding_uncertainty is not offered by this emulator")
     if input_type not in body:
         raise invalid(f"{input_type} is required when input_type is {input_type}")
     value = body[input_type]
@@ -276,7 +315,9 @@ def parse_v2(body: Any, *, task: bool) -> TlRequest:
             "sources": (media_source(obj.get("media_source"), "text_image.media_source"),),
         }
     elif input_type == "multi_input":
-        params = _multi_input(value, version)
+        params = _multi_input(value, version, "end" if auto_truncate else "none")
+        raw_text = value.get("input_text") if isinstance(value, dict) else None
+        params["truncated"] = params["text"] is not None and params["text"] != raw_text
     else:
         params = _media_params(input_type, value)
     return TlRequest(
@@ -284,8 +325,10 @@ def parse_v2(body: Any, *, task: bool) -> TlRequest:
     )
 
 
-def parse_v1(form: Mapping[str, str], files: Mapping[str, bytes]) -> TlRequest:
-    """A legacy `POST /embed` multipart form (Marengo-retrieval-2.7: text, image or audio)."""
+def parse_v1(form: Mapping[str, str], files: Mapping[str, bytes]) -> tuple[TlRequest, ...]:
+    """A legacy `POST /embed` multipart form (Marengo-retrieval-2.7): text, an image and an audio file, any
+    of them in one call (seed 002: "You can create multiple types of embeddings in a single API call"); one
+    request per modality, in that order."""
     model_name = form.get("model_name")
     if model_name != LEGACY_MODEL:
         raise invalid(f"model_name {model_name!r}: the legacy embed endpoint serves {LEGACY_MODEL}")
@@ -293,31 +336,42 @@ def parse_v1(form: Mapping[str, str], files: Mapping[str, bytes]) -> TlRequest:
     unknown = sorted((set(form) - known) | (set(files) - {"image_file", "audio_file"}))
     if unknown:
         raise invalid(f"unknown field(s) {', '.join(unknown)}")
-    given = [
-        k for k in ("text", "image_url", "image_file", "audio_url", "audio_file") if k in form or k in files
-    ]
-    if len(given) != 1:
-        raise invalid("give exactly one of text, image_url, image_file, audio_url, audio_file")
-    kind = given[0]
-    if kind == "text":
-        truncate = form.get("text_truncate", "end")
-        if truncate not in ("start", "end", "none"):
-            raise invalid(f"text_truncate {truncate!r} is not one of start, end, none")
-        text = _text(form["text"], "text", "2.7", truncate)
-        words = text.split()
-        if len(words) > TEXT_TOKENS["2.7"]:
-            keep = TEXT_TOKENS["2.7"]
-            text = " ".join(words[-keep:] if truncate == "start" else words[:keep])
-        return TlRequest(version="2.7", model_name=LEGACY_MODEL, input_type="text", text=text)
-    modality = "image" if kind.startswith("image") else "audio"
-    source = Source(url=form[kind]) if kind.endswith("_url") else Source(data=files[kind])
-    start = float(form.get("audio_start_offset_sec", "0") or 0)
-    return TlRequest(
-        version="2.7",
-        model_name=LEGACY_MODEL,
-        input_type=modality,
-        sources=(source,),
-        start_sec=start,
-        options=("audio",) if modality == "audio" else (),
-        scopes=("clip",),
-    )
+    given = [(kind, name) for kind, name in LEGACY_KINDS if name in form or name in files]
+    if not given:
+        raise invalid("give text, image_url or image_file, or audio_url or audio_file")
+    for modality in ("image", "audio"):
+        names = [name for kind, name in given if kind == modality]
+        if len(names) > 1:
+            raise invalid(f"give one of {' and '.join(names)}, not both")
+    requests: list[TlRequest] = []
+    for kind, name in given:
+        if kind == "text":
+            truncate = form.get("text_truncate", "end")
+            if truncate not in ("start", "end", "none"):
+                raise invalid(f"text_truncate {truncate!r} is not one of start, end, none")
+            text = _text(form["text"], "text", "2.7", truncate)
+            requests.append(TlRequest(version="2.7", model_name=LEGACY_MODEL, input_type="text", text=text))
+            continue
+        if name.endswith("_url"):
+            source = Source(url=form[name], media_type=kind, path=name)
+        else:
+            source = Source(data=files[name], media_type=kind, path=name)
+        offset = form.get("audio_start_offset_sec", "0") or "0"
+        try:
+            start = float(offset) if kind == "audio" else 0.0
+        except ValueError as exc:
+            raise invalid(f"audio_start_offset_sec {offset!r} is not a number of seconds") from exc
+        if start < 0:
+            raise invalid("audio_start_offset_sec must be at least 0")
+        requests.append(
+            TlRequest(
+                version="2.7",
+                model_name=LEGACY_MODEL,
+                input_type=kind,
+                sources=(source,),
+                start_sec=start,
+                options=("audio",) if kind == "audio" else (),
+                scopes=("clip",),
+            )
+        )
+    return tuple(requests)

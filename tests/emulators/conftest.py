@@ -1,5 +1,5 @@
 """Fixtures: one moto S3 for this package with the sample media (and the realistic content when asked for),
-a fresh Bedrock emulator per test.
+a fresh Bedrock emulator and a fresh TwelveLabs API emulator (with the real SDK on it) per test.
 
 moto keeps one state per process and every S3Emulator start resets it, so the S3 lives for this package
 only: under pytest-xdist a worker that runs pipeline tests in between sets it up afresh.
@@ -13,15 +13,19 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from twelvelabs import TwelveLabs
+from twelvelabs.core.api_error import ApiError
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from emulators.s3 import S3Emulator
 from emulators.sample_media import SampleObject, generate_content_media, upload_sample_media
+from emulators.twelvelabs_api import TwelveLabsEmulator
 
 REGION = "us-east-1"
 MEDIA_BUCKET = "media"
 LAKE_BUCKET = "lake"
 _SESSION = boto3.session.Session()
+NO_RETRY: Any = {"max_retries": 0}
 
 
 @pytest.fixture(scope="package")
@@ -88,3 +92,28 @@ def client(bedrock: BedrockRuntimeEmulator) -> Any:
 @pytest.fixture()
 def client_factory(bedrock: BedrockRuntimeEmulator) -> Callable[..., Any]:
     return lambda **config: make_client(bedrock.endpoint, **config)
+
+
+@pytest.fixture()
+def api(s3: S3Emulator, samples: dict[str, SampleObject]) -> Iterator[TwelveLabsEmulator]:
+    emulator = TwelveLabsEmulator(retry_after_sec=0, seed=3).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture()
+def sdk(api: TwelveLabsEmulator) -> TwelveLabs:
+    return TwelveLabs(api_key=api.api_key, base_url=api.base_url)
+
+
+def url_of(s3_client: Any, key: str, bucket: str = MEDIA_BUCKET, expires: int = 600) -> str:
+    """A presigned GET URL of an object, as production hands media to the TwelveLabs API."""
+    params = {"Bucket": bucket, "Key": key}
+    return str(s3_client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires))
+
+
+def refusal(call: Callable[[], object]) -> ApiError:
+    """The SDK error a call raises (the test fails if it raises none)."""
+    with pytest.raises(ApiError) as caught:
+        call()
+    return caught.value

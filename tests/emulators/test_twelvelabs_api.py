@@ -8,48 +8,18 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from twelvelabs import TwelveLabs
-from twelvelabs.core.api_error import ApiError
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from emulators.s3 import S3Emulator
 from emulators.sample_media import SampleObject, make_audio
 from emulators.twelvelabs_api import INJECTED_FAILURE_MESSAGE, TwelveLabsEmulator
-from tests.emulators.conftest import LAKE_BUCKET, MEDIA_BUCKET, make_client
-
-NO_RETRY: Any = {"max_retries": 0}
-
-
-@pytest.fixture()
-def api(s3: S3Emulator, samples: dict[str, SampleObject]) -> Iterator[TwelveLabsEmulator]:
-    emulator = TwelveLabsEmulator(retry_after_sec=0, seed=3).start()
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture()
-def sdk(api: TwelveLabsEmulator) -> TwelveLabs:
-    return TwelveLabs(api_key=api.api_key, base_url=api.base_url)
-
-
-def url_of(s3_client: Any, key: str) -> str:
-    return str(
-        s3_client.generate_presigned_url(
-            "get_object", Params={"Bucket": MEDIA_BUCKET, "Key": key}, ExpiresIn=600
-        )
-    )
-
-
-def refusal(call: Any) -> ApiError:
-    with pytest.raises(ApiError) as caught:
-        call()
-    return caught.value
+from tests.emulators.conftest import LAKE_BUCKET, MEDIA_BUCKET, NO_RETRY, make_client, refusal, url_of
 
 
 def test_a_wrong_key_is_401_api_key_invalid(api: TwelveLabsEmulator) -> None:

@@ -27,7 +27,8 @@ class World:
 
 
 def _world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str]) -> Iterator[World]:
-    # Bedrock verifies signatures: the secret the pipeline signs with is the emulated account's.
+    # Bedrock verifies signatures and the TwelveLabs API the media URLs: the stack's secret is the one
+    # the pipeline signs with.
     with start_local_stack(secret_access_key=SECRET) as stack:
         env = {**stack.env(), **local_settings(tmp_path), **overrides}
         for name, value in env.items():

@@ -1,4 +1,8 @@
-"""The one-call local stack, the S3 emulator and the `python -m emulators` entry point."""
+"""The one-call local stack, the S3 emulator and the `python -m emulators` entry point.
+
+A package of its own: starting a stack starts an S3 emulator, which resets moto's state for the whole
+process, so these tests must not run while the emulators package's shared S3 and sample media are up.
+"""
 
 from __future__ import annotations
 
