@@ -105,8 +105,9 @@ MARENGO_3_5 = MarengoModel(
     version="3.5",
     job_identity=f"marengo3.5@{_DIMENSION_3_5}",
     dimension=_DIMENSION_3_5,
-    video_embedding_options=("visual", "audio", "transcription"),
-    audio_embedding_options=("audio", "transcription"),
+    # "transcription ... Requires Marengo 3.0" (SDK 1.3.6): 3.5's audio embedding includes speech.
+    video_embedding_options=("visual", "audio"),
+    audio_embedding_options=("audio",),
     # The SDK defers 3.5's limits to its model page, which the reference does not capture: 3.0's apply.
     max_media_bytes=6 * GB,
     max_media_seconds=4 * 3600,

@@ -42,16 +42,16 @@ def task_request(
                 params["start_sec"] = start
             if end is not None:
                 params["end_sec"] = end
+        segmentation: dict[str, Any] | None = None
         if options.segmentation == "fixed":
-            params["segmentation"] = {
-                "strategy": "fixed",
-                "fixed": {"duration_sec": options.fixed_segment_sec},
-            }
+            segmentation = {"strategy": "fixed", "fixed": {"duration_sec": options.fixed_segment_sec}}
         elif modality == "video":
-            params["segmentation"] = {
-                "strategy": "dynamic",
-                "dynamic": {"min_duration_sec": options.min_segment_sec},
-            }
+            segmentation = {"strategy": "dynamic", "dynamic": {"min_duration_sec": options.min_segment_sec}}
+        if segmentation is not None:
+            # 3.0 takes the strategy as it is; 3.5 only inside `temporal` (AsyncTemporalSegmentation).
+            params["segmentation"] = (
+                {"temporal": segmentation} if route.model.version == "3.5" else segmentation
+            )
         embedding_options = list(route.model.embedding_options(modality))
         params["embedding_option"] = embedding_options
         params["embedding_scope"] = list(options.scopes)

@@ -33,6 +33,8 @@ SYNC_TYPES = {
 TASK_TYPES = {"3.0": ("video", "audio"), "3.5": ("video", "audio", "image")}
 OPTIONS = {"video": ("visual", "audio", "transcription"), "audio": ("audio", "transcription")}
 DEFAULT_OPTIONS = {"video": ("visual", "audio", "transcription"), "audio": ("audio", "transcription")}
+OPTIONS_3_5 = {"video": ("visual", "audio"), "audio": ("audio",)}
+DEFAULT_OPTIONS_3_5 = OPTIONS_3_5
 SCOPES = ("clip", "asset")
 TYPES = ("separate_embedding", "fused_embedding")
 PLACEHOLDER = re.compile(r"<@([^>\s]+)>")
@@ -173,24 +175,36 @@ def _whole_seconds(obj: Any, key: str, path: str, low: int, high: int) -> float:
     return seconds
 
 
-def _segmentation(value: Any, path: str, modality: str) -> tuple[str, float] | None:
+def _segmentation(value: Any, path: str, modality: str, version: str) -> tuple[str, float] | None:
+    """Marengo 3.0 takes the strategy directly; 3.5 only inside a `temporal` object (SDK 1.3.6,
+    AsyncTemporalSegmentation: "Use with Marengo 3.5"), where both strategies suit video and audio."""
     if value is None:
         return None
+    if version == "3.5":
+        if not isinstance(value, dict) or "temporal" not in value:
+            raise invalid(f"{path}: with marengo3.5 the settings go in a 'temporal' object")
+        wrapper = _object(value, path, ("temporal",))
+        return _strategy(wrapper["temporal"], f"{path}.temporal", dynamic_ok=True, dynamic_max=10)
+    if isinstance(value, dict) and "temporal" in value:
+        raise invalid(f"{path}.temporal is only accepted by marengo3.5")
+    return _strategy(value, path, dynamic_ok=modality == "video", dynamic_max=5)
+
+
+def _strategy(value: Any, path: str, *, dynamic_ok: bool, dynamic_max: int) -> tuple[str, float]:
     obj = _object(value, path, ("strategy", "fixed", "dynamic"))
     strategy = obj.get("strategy")
     if strategy == "fixed":
         fixed = _object(obj.get("fixed"), f"{path}.fixed", ("duration_sec",))
         return ("fixed", _whole_seconds(fixed, "duration_sec", f"{path}.fixed", 2, 10))
-    if strategy == "dynamic" and modality == "video":
+    if strategy == "dynamic" and dynamic_ok:
         dynamic = _object(obj.get("dynamic"), f"{path}.dynamic", ("min_duration_sec",))
-        return ("dynamic", _whole_seconds(dynamic, "min_duration_sec", f"{path}.dynamic", 2, 5))
+        return ("dynamic", _whole_seconds(dynamic, "min_duration_sec", f"{path}.dynamic", 2, dynamic_max))
     raise invalid(
-        f"{path}.strategy {strategy!r} is not valid for {modality} "
-        f"(fixed{', dynamic' if modality == 'video' else ''})"
+        f"{path}.strategy {strategy!r} is not valid here (fixed{', dynamic' if dynamic_ok else ''})"
     )
 
 
-def _media_params(modality: str, value: Any) -> dict[str, Any]:
+def _media_params(modality: str, value: Any, version: str) -> dict[str, Any]:
     path = modality
     obj = _object(
         value,
@@ -211,7 +225,10 @@ def _media_params(modality: str, value: Any) -> dict[str, Any]:
     end = _number(obj, "end_sec", path)
     if end is not None and end <= start:
         raise invalid(f"{path}.end_sec must be greater than start_sec")
-    options = _enum_list(obj, "embedding_option", path, OPTIONS[modality]) or DEFAULT_OPTIONS[modality]
+    # "transcription: ... Requires Marengo 3.0" (SDK 1.3.6); 3.5's audio option includes speech.
+    allowed = OPTIONS_3_5 if version == "3.5" else OPTIONS
+    defaults = DEFAULT_OPTIONS_3_5 if version == "3.5" else DEFAULT_OPTIONS
+    options = _enum_list(obj, "embedding_option", path, allowed[modality]) or defaults[modality]
     types = _enum_list(obj, "embedding_type", path, TYPES)
     if types is not None and len(options) < 2:
         raise invalid(f"{path}.embedding_type needs two or more embedding_option values")
@@ -219,7 +236,7 @@ def _media_params(modality: str, value: Any) -> dict[str, Any]:
         "sources": (media_source(obj["media_source"], f"{path}.media_source", media_type=modality),),
         "start_sec": start,
         "end_sec": end,
-        "segmentation": _segmentation(obj.get("segmentation"), f"{path}.segmentation", modality),
+        "segmentation": _segmentation(obj.get("segmentation"), f"{path}.segmentation", modality, version),
         "options": options,
         "scopes": _enum_list(obj, "embedding_scope", path, SCOPES) or SCOPES,
         "types": types or ("separate_embedding",),
@@ -319,7 +336,7 @@ def parse_v2(body: Any, *, task: bool) -> TlRequest:
         raw_text = value.get("input_text") if isinstance(value, dict) else None
         params["truncated"] = params["text"] is not None and params["text"] != raw_text
     else:
-        params = _media_params(input_type, value)
+        params = _media_params(input_type, value, version)
     return TlRequest(
         version=version, model_name=str(model_name), input_type=input_type, dimension=dimension, **params
     )

@@ -473,3 +473,32 @@ def test_segment_lengths_are_whole_seconds_within_the_documented_bounds(
     for strategy, seconds in (("dynamic", 1), ("dynamic", 6), ("fixed", 1), ("fixed", 11), ("fixed", 4.5)):
         error = refusal(lambda strategy=strategy, seconds=seconds: create(strategy, seconds))
         assert error.status_code == 400 and "whole number of seconds from" in error.body["message"]
+
+
+def test_marengo_3_5_takes_segmentation_only_in_temporal_and_no_transcription(
+    sdk: TwelveLabs, api: TwelveLabsEmulator, s3_client: Any
+) -> None:
+    """SDK 1.3.6 documents both: 3.5 wraps its segmentation in `temporal`, and transcription needs 3.0."""
+    url = url_of(s3_client, VIDEO)
+    dynamic = {"strategy": "dynamic", "dynamic": {"min_duration_sec": 4}}
+    for model, video, says in [
+        ("marengo3.5", {"segmentation": dynamic}, "temporal"),
+        ("marengo3.5", {"embedding_option": ["visual", "transcription"]}, "transcription"),
+        ("marengo3.0", {"segmentation": {"temporal": dynamic}}, "only accepted by marengo3.5"),
+    ]:
+        error = refusal(
+            lambda m=model, v=video: sdk.embed.v_2.tasks.create(
+                input_type="video",
+                model_name=m,
+                video={"media_source": {"url": url}, **v},
+                request_options=NO_RETRY,
+            )
+        )
+        assert isinstance(error, BadRequestError) and says in error.body["message"], error.body
+    assert api.created_tasks == 0
+    sdk.embed.v_2.tasks.create(
+        input_type="video",
+        model_name="marengo3.5",
+        video={"media_source": {"url": url}, "segmentation": {"temporal": dynamic}},
+    )
+    assert api.created_tasks == 1

@@ -189,3 +189,17 @@ def test_a_span_of_the_file_reaches_the_task_as_its_job_key_names_it() -> None:
     assert (body["video"]["start_sec"], body["video"]["end_sec"]) == (4.0, 10.0)
     whole = task_request(TL_3_0, "video", URL, EmbeddingOptions(start_sec=0.0))
     assert "start_sec" not in whole["video"] and "end_sec" not in whole["video"]
+
+
+def test_a_marengo_3_5_task_wraps_its_segmentation_in_temporal_and_asks_for_no_transcription() -> None:
+    recorder = Recorder({"_id": "task-2", "status": "processing"})
+    client(recorder).embed.v_2.tasks.create(**task_request(TL_3_5, "video", URL, EmbeddingOptions()))
+    _, _, body = sent(recorder)
+    video = body["video"]
+    # SDK 1.3.6: "With Marengo 3.5: Place your settings in the `temporal` object"; "transcription ...
+    # Requires Marengo 3.0".
+    assert video["segmentation"] == {"temporal": {"strategy": "dynamic", "dynamic": {"min_duration_sec": 4}}}
+    assert video["embedding_option"] == ["visual", "audio"]
+    audio = task_request(TL_3_5, "audio", URL, EmbeddingOptions(segmentation="fixed", fixed_segment_sec=6))
+    assert audio["audio"]["segmentation"] == {"temporal": {"strategy": "fixed", "fixed": {"duration_sec": 6}}}
+    assert audio["audio"]["embedding_option"] == ["audio"] and "embedding_type" not in audio["audio"]
