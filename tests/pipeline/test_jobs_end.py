@@ -107,9 +107,25 @@ def test_every_corrupt_output_fails_alone_and_is_retried_with_a_new_token(world:
     assert submit(world)["submitted"] == 0
 
 
-def test_jobs_a_fresh_emulator_no_longer_knows_are_lost_and_resubmitted(world: World) -> None:
+def delete_outputs(world: World) -> int:
+    """Delete every object the jobs in the ledger wrote at their output locations; returns how many."""
+    s3 = world.stack.s3.client()
+    deleted = 0
+    for output_uri in SubmissionLedger(world.lake, None).jobs(MARENGO_3_0.key)["output_uri"]:
+        bucket, _, prefix = output_uri.removeprefix("s3://").partition("/")
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                s3.delete_object(Bucket=bucket, Key=obj["Key"])
+                deleted += 1
+    return deleted
+
+
+def test_jobs_a_fresh_emulator_no_longer_knows_and_whose_outputs_are_gone_are_lost_and_resubmitted(
+    world: World,
+) -> None:
     assert submit(world, max_attempts=1)["submitted"] == USABLE
     world.stack.bedrock.wait_until_idle(timeout=60)
+    assert delete_outputs(world) >= USABLE  # nothing paid for is left to keep (kept outputs: tests/faults)
     fresh = restart_bedrock(world)  # no workdir: every earlier job is unknown to it
 
     driver = SensorDriver(world.instance)
