@@ -38,8 +38,8 @@ from emulators.sample_media import generate_sample_media
 from harness.local_env import local_settings
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
-from resources.marengo_models import MARENGO_3_0, marengo_model
-from resources.model_routes import route
+from resources.providers.marengo_models import MARENGO_3_0, marengo_model
+from resources.providers.model_routes import route
 
 THREADS = 8
 MODEL = marengo_model(MARENGO_3_0.key)

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 from lancedb.index import IvfHnswSq, IvfPq, IvfRq, IvfSq
 
-from resources.segment_index import ann_partitions
+from resources.index.segment_index import ann_partitions
 
 
 def clustered(rows: int, dim: int, clusters: int, seed: int, spread: float) -> Iterator[np.ndarray]:

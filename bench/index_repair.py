@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
-from resources.marengo_models import MARENGO_3_0
-from resources.model_routes import route
-from resources.s3_storage import S3Storage
-from resources.segment_index import SegmentIndex
-from resources.segment_schema import media_id, segments_table
+from resources.index.segment_index import SegmentIndex
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.providers.model_routes import route
+from resources.storage.s3_storage import S3Storage
+from resources.tables.segment_schema import media_id, segments_table
 
 
 def dataset(objects: int, segments: int) -> tuple[pa.Table, list[str]]:

@@ -52,15 +52,15 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from assets_defs.segment_index import MEDIA_PER_WRITE
+from assets_defs.search.segment_index import MEDIA_PER_WRITE
 from emulators.sample_media import generate_sample_media
 from harness.local_env import local_settings
 from mediaembed.runner import materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
-from resources.embedding_table import EmbeddingTable
-from resources.marengo_models import MARENGO_3_0, marengo_model
-from resources.model_routes import route
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.marengo_models import MARENGO_3_0, marengo_model
+from resources.providers.model_routes import route
+from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.submission_ledger import SubmissionLedger
 
 THREADS = 8
 MODEL = marengo_model(MARENGO_3_0.key)

@@ -31,23 +31,23 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from assets_defs.media_inventory import INVENTORY_SCHEMA
-from assets_defs.submission_plan import plan_submissions
+from assets_defs.inventory.media_inventory import INVENTORY_SCHEMA
+from assets_defs.marengo.submission_plan import plan_submissions
 from pipelines.sensors import marengo_invocation_sensor
-from resources.embedding_jobs import (
+from resources.providers.base import MarengoProvider
+from resources.providers.embedding_jobs import (
     EmbeddingJob,
     EmbeddingOptions,
     InvocationStatus,
     SegmentEmbedding,
     Submission,
 )
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_3_0, MarengoModel
-from resources.marengo_provider import MarengoProvider
-from resources.marengo_providers import MarengoProviders
-from resources.model_routes import ProviderName
-from resources.s3_storage import S3Storage
-from resources.submission_ledger import OUTCOME_SCHEMA, SUBMISSION_SCHEMA, SubmissionLedger
+from resources.providers.marengo_models import MARENGO_3_0, MarengoModel
+from resources.providers.marengo_resource import MarengoProviders
+from resources.providers.model_routes import ProviderName
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.submission_ledger import OUTCOME_SCHEMA, SUBMISSION_SCHEMA, SubmissionLedger
 
 MODEL = MARENGO_3_0
 EVENTS_PER_FILE = 5_000

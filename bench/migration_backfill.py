@@ -33,7 +33,7 @@ import dagster as dg
 from harness.local_env import local_settings
 from mediaembed.runner import SensorDriver, run_job
 from pipelines.definitions import pipeline_resources
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

@@ -19,7 +19,7 @@ from emulators.stack import start_local_stack
 from harness.local_env import local_settings
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.search import search
-from resources.marengo_models import MARENGO_3_0
+from resources.providers.marengo_models import MARENGO_3_0
 
 
 def main() -> None:

@@ -42,13 +42,13 @@ from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from emulators.sample_media import generate_sample_media
 from emulators.stack import start_local_stack
 from harness.local_env import local_settings
-from resources.bedrock_marengo_bodies import async_model_input
-from resources.embedding_jobs import EmbeddingOptions
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_3_0, marengo_model
-from resources.model_routes import route
-from resources.s3_storage import S3Storage
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.bedrock.marengo_bodies import async_model_input
+from resources.providers.embedding_jobs import EmbeddingOptions
+from resources.providers.marengo_models import MARENGO_3_0, marengo_model
+from resources.providers.model_routes import route
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.submission_ledger import SubmissionLedger
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -31,12 +31,12 @@ import pyarrow as pa
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from mediaembed.search import Searcher, SearchSettings
-from resources.bedrock_query import embed_text, runtime_client
-from resources.marengo_models import MARENGO_3_0
-from resources.model_routes import route
-from resources.s3_storage import S3Storage
-from resources.segment_index import DEFAULT_ANN_MIN_ROWS, SegmentIndex, ann_partitions
-from resources.segment_schema import segment_schema
+from resources.index.segment_index import DEFAULT_ANN_MIN_ROWS, SegmentIndex, ann_partitions
+from resources.providers.bedrock.client import embed_text, runtime_client
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.providers.model_routes import route
+from resources.storage.s3_storage import S3Storage
+from resources.tables.segment_schema import segment_schema
 
 REGION = "us-east-1"
 DEMO_ROWS = 19

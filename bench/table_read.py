@@ -33,12 +33,12 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from resources.embedding_table import EmbeddingTable
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_3_0
-from resources.model_routes import route
-from resources.s3_storage import S3Storage
-from resources.segment_schema import media_id, segment_schema
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.providers.model_routes import route
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.segment_schema import media_id, segment_schema
 
 MODEL = MARENGO_3_0
 COLUMNS = ["media_uri", "start_sec"]

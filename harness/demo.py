@@ -9,8 +9,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from assets_defs.media_inventory import read_inventory
-from assets_defs.plan_estimates import version_progress
+from assets_defs.inventory.media_inventory import read_inventory
+from assets_defs.migration.estimates import version_progress
 from emulators.sample_media import SampleObject, upload_sample_media
 from emulators.stack import start_local_stack
 from harness.local_env import apply, local_settings, prepare_dagster_home
@@ -19,10 +19,10 @@ from mediaembed.run_slots import PoolSlotTimeout
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.search import print_hits, search
 from pipelines.definitions import pipeline_resources
-from resources.embedding_jobs import EmbeddingOptions
-from resources.marengo_models import marengo_model
-from resources.model_routes import describe_cost
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.embedding_jobs import EmbeddingOptions
+from resources.providers.marengo_models import marengo_model
+from resources.providers.model_routes import describe_cost
+from resources.tables.submission_ledger import SubmissionLedger
 
 SAMPLE_QUERIES = ("yellow triangle", "a red circle", "low hum")
 NEXT_QUERY = "red circle"

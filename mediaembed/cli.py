@@ -5,8 +5,8 @@ import os
 import sys
 from pathlib import Path
 
-from resources.clock import REAL_CLOCK, Clock
-from resources.marengo_models import MARENGO_MODELS
+from resources.providers.marengo_models import MARENGO_MODELS
+from resources.storage.clock import REAL_CLOCK, Clock
 
 
 def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:

@@ -30,14 +30,14 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from resources.clock import REAL_CLOCK, Clock
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
-from resources.marengo_models import MarengoModel
-from resources.model_routes import describe_cost, route
-from resources.provider_errors import ProviderError
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
+from resources.providers.errors import ProviderError
+from resources.providers.marengo_models import MarengoModel
+from resources.providers.model_routes import describe_cost, route
+from resources.storage.clock import REAL_CLOCK, Clock
 
 if TYPE_CHECKING:
-    from resources.s3_storage import S3Uri
+    from resources.storage.s3_storage import S3Uri
 
 # What `mediaembed ingest` needs besides the prefix, and what each one is.
 REQUIRED_SETTINGS: dict[str, str] = {
@@ -505,7 +505,7 @@ def _ingest(
     # Imported here: loading the code location takes seconds, and a settings error should not wait for it.
     import dagster as dg
 
-    from resources.s3_storage import S3Uri
+    from resources.storage.s3_storage import S3Uri
 
     try:
         prefix = S3Uri.parse(uri)
@@ -514,8 +514,8 @@ def _ingest(
 
     from dagster._core.errors import DagsterExecutionInterruptedError
 
-    from assets_defs.media_inventory import read_inventory
-    from assets_defs.plan_estimates import OVER_BUDGET
+    from assets_defs.inventory.media_inventory import read_inventory
+    from assets_defs.migration.estimates import OVER_BUDGET
     from mediaembed.run_slots import PoolSlotTimeout
     from mediaembed.runner import (
         SensorDriver,
@@ -525,8 +525,8 @@ def _ingest(
         run_job,
     )
     from pipelines.definitions import pipeline_resources
-    from resources.marengo_models import marengo_model
-    from resources.submission_ledger import SubmissionLedger
+    from resources.providers.marengo_models import marengo_model
+    from resources.tables.submission_ledger import SubmissionLedger
 
     resources = {
         "marengo": pipeline_resources["marengo"],

@@ -32,7 +32,7 @@ from uuid import uuid4
 import dagster as dg
 import psutil
 
-from resources.clock import REAL_CLOCK, Clock
+from resources.storage.clock import REAL_CLOCK, Clock
 
 OWNER_TAG = "mediaembed/owner_process"
 MAX_WAIT_ENV = "MEDIAEMBED_MAX_SLOT_WAIT_SEC"

@@ -15,8 +15,8 @@ from mediaembed.run_slots import execute_holding_slots
 from pipelines.definitions import defs, pipeline_resources
 from pipelines.jobs import SUBMITTING_JOBS, holding_config
 from pipelines.sensors import marengo_invocation_sensor
-from resources.clock import REAL_CLOCK, Clock
-from resources.submission_ledger import SubmissionLedger
+from resources.storage.clock import REAL_CLOCK, Clock
+from resources.tables.submission_ledger import SubmissionLedger
 
 
 def run_job(

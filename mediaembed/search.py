@@ -1,6 +1,6 @@
 """Text search over the segment index: embed the query with InvokeModel, rank segments by cosine, and fuse
 each segment's embedding options (and, in text and hybrid modes, full-text hits from a `TextHitSource`) by
-reciprocal rank fusion (resources/search_fusion.py), so a span is one hit whatever matched it.
+reciprocal rank fusion (resources/search/fusion.py), so a span is one hit whatever matched it.
 
 Nothing here loads Dagster or the code location. `Searcher` builds the one Bedrock client and the one
 LanceDB connection a search needs straight from the environment, once: the command starts in a fraction
@@ -22,22 +22,22 @@ from typing import Any, Literal, Protocol, TextIO, get_args
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from resources.bedrock_query import embed_query, runtime_client
-from resources.description_search import DescriptionSearch
-from resources.marengo_models import MARENGO_MODELS, MarengoModel
-from resources.marengo_query import (
+from resources.providers.bedrock.client import embed_query, runtime_client
+from resources.providers.errors import ProviderError, QueryEmbeddingError
+from resources.providers.marengo_models import MARENGO_MODELS, MarengoModel
+from resources.providers.model_routes import ModelRoute, ProviderName, configured_providers, route
+from resources.search.description_search import DescriptionSearch
+from resources.search.fusion import FusedHit, TextHit, fuse_hybrid, fuse_segments
+from resources.search.marengo_query import (
     MarengoQuery,
     QueryLimitError,
     QueryMedia,
     QueryMediaKind,
     TextTruncate,
 )
-from resources.marengo_query import check_query as check_marengo_query
-from resources.marengo_query import query_token_bound as query_token_bound
-from resources.model_routes import ModelRoute, ProviderName, configured_providers, route
-from resources.provider_errors import ProviderError, QueryEmbeddingError
-from resources.search_fusion import FusedHit, TextHit, fuse_hybrid, fuse_segments
-from resources.segment_search import (
+from resources.search.marengo_query import check_query as check_marengo_query
+from resources.search.marengo_query import query_token_bound as query_token_bound
+from resources.search.segment_search import (
     DEFAULT_NPROBES,
     DEFAULT_REFINE_FACTOR,
     IndexNotFound,
@@ -46,7 +46,12 @@ from resources.segment_search import (
     open_segments,
     search_segments,
 )
-from resources.serving_versions import ServingChangeRefused, ServingState, ServingVersions, record_folder
+from resources.tables.serving_versions import (
+    ServingChangeRefused,
+    ServingState,
+    ServingVersions,
+    record_folder,
+)
 
 CONFIG_HELP = "see 'Configuration' in the README"
 SearchMode = Literal["vector", "text", "hybrid"]
@@ -300,7 +305,7 @@ class Searcher:
 
     def query_media(self, spec: str, kind: QueryMediaKind, name: str = "") -> QueryMedia:
         """An image or clip for a query, from a local path or an s3:// URI (looked at, not yet sent)."""
-        from resources.query_media import QueryMediaError, resolve_query_media
+        from resources.search.query_media import QueryMediaError, resolve_query_media
 
         try:
             return resolve_query_media(spec, kind, self._s3() if spec.startswith("s3://") else None, name)
@@ -314,8 +319,8 @@ class Searcher:
     def _embed_query(self, target: ModelRoute, query: MarengoQuery) -> list[float]:
         """The query vector from the provider that serves the model: one client per provider, kept."""
         if target.provider == "twelvelabs":
-            from resources.twelvelabs_query import api_client
-            from resources.twelvelabs_query import embed_query as twelvelabs_embed_query
+            from resources.providers.twelvelabs.client import api_client
+            from resources.providers.twelvelabs.client import embed_query as twelvelabs_embed_query
 
             client = self._clients.get("twelvelabs")
             if client is None:
@@ -343,7 +348,7 @@ class Searcher:
 
     def _presigned_url(self, s3_uri: str) -> str:
         """How the TwelveLabs API reaches a query's S3 object: a GET URL valid for 10 minutes."""
-        from resources.s3_objects import S3Uri
+        from resources.storage.s3_objects import S3Uri
 
         location = S3Uri.parse(s3_uri)
         return str(
@@ -387,7 +392,7 @@ class Searcher:
         if local_index_path(self.settings.index_uri) is not None:
             return None
         # Deferred: dagster-aws costs a second of imports, and only an index on S3 needs the S3 settings.
-        from resources.s3_storage import S3Storage
+        from resources.storage.s3_storage import S3Storage
 
         return S3Storage(region_name=self.settings.region).lance_storage_options()
 

@@ -14,7 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from resources.serving_versions import ServingChangeRefused, ServingState, ServingVersions, record_folder
+from resources.tables.serving_versions import (
+    ServingChangeRefused,
+    ServingState,
+    ServingVersions,
+    record_folder,
+)
 
 CUT_OVER_JOB = "cut_over_serving_version"
 ROLL_BACK_JOB = "roll_back_serving_version"

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from mediaembed.search import SEARCH_MODES, Searcher, SearchError, check_mode, hit_kind
-from resources.search_fusion import FusedHit
+from resources.search.fusion import FusedHit
 
 StartResponse = Callable[..., Any]
 DEFAULT_TOP_K = 10

@@ -10,15 +10,15 @@ import os
 
 import dagster as dg
 
-from assets_defs.description_index import search_descriptions
-from assets_defs.marengo_embeddings import marengo_embeddings
-from assets_defs.marengo_invocations import marengo_invocations
-from assets_defs.media_inventory import media_inventory
-from assets_defs.migration_plan import migration_plan
-from assets_defs.pegasus_descriptions import pegasus_chapters, pegasus_descriptions
-from assets_defs.segment_index import marengo_segment_index
-from assets_defs.serving import serving_marengo
-from assets_defs.version_checks import WHOLE_VERSION_CHECKS, checked_version
+from assets_defs.inventory.media_inventory import media_inventory
+from assets_defs.marengo.embeddings import marengo_embeddings
+from assets_defs.marengo.invocations import marengo_invocations
+from assets_defs.migration.plan import migration_plan
+from assets_defs.migration.version_checks import WHOLE_VERSION_CHECKS, checked_version
+from assets_defs.pegasus.description_index import search_descriptions
+from assets_defs.pegasus.descriptions import pegasus_chapters, pegasus_descriptions
+from assets_defs.search.segment_index import marengo_segment_index
+from assets_defs.search.serving import serving_marengo
 from pipelines.jobs import (
     cut_over_job,
     describe_media_job,
@@ -29,16 +29,16 @@ from pipelines.jobs import (
 )
 from pipelines.schedules import describe_new_media_schedule, embed_new_media_schedule
 from pipelines.sensors import marengo_invocation_sensor
-from resources.bedrock_marengo import BedrockMarengo
-from resources.bedrock_pegasus import BedrockPegasus
-from resources.description_index import DescriptionIndex
-from resources.lake import Lake
-from resources.marengo_providers import MarengoProviders
-from resources.media_source import MediaSource
-from resources.s3_storage import S3Storage
-from resources.segment_index import SegmentIndex
-from resources.twelvelabs_marengo import TwelveLabsMarengo
-from resources.version_check_settings import VersionCheckSettings
+from resources.index.description_index import DescriptionIndex
+from resources.index.segment_index import SegmentIndex
+from resources.media.source import MediaSource
+from resources.migration.check_settings import VersionCheckSettings
+from resources.providers.bedrock.marengo import BedrockMarengo
+from resources.providers.bedrock.pegasus import BedrockPegasus
+from resources.providers.marengo_resource import MarengoProviders
+from resources.providers.twelvelabs.marengo import TwelveLabsMarengo
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
 
 storage = S3Storage(region_name=dg.EnvVar("AWS_REGION"))
 

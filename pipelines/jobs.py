@@ -2,15 +2,15 @@
 
 import dagster as dg
 
-from assets_defs.description_index import search_descriptions
-from assets_defs.marengo_embeddings import marengo_embeddings
-from assets_defs.marengo_invocations import HOLD_QUOTA_SEC, marengo_invocations
-from assets_defs.media_inventory import media_inventory
-from assets_defs.pegasus_descriptions import pegasus_chapters, pegasus_descriptions
-from assets_defs.segment_index import marengo_segment_index
-from assets_defs.serving import ServingChangeConfig, roll_back, serving_marengo
-from assets_defs.version_checks import WHOLE_VERSION_CHECKS, checked_version
-from resources.lake import Lake
+from assets_defs.inventory.media_inventory import media_inventory
+from assets_defs.marengo.embeddings import marengo_embeddings
+from assets_defs.marengo.invocations import HOLD_QUOTA_SEC, marengo_invocations
+from assets_defs.migration.version_checks import WHOLE_VERSION_CHECKS, checked_version
+from assets_defs.pegasus.description_index import search_descriptions
+from assets_defs.pegasus.descriptions import pegasus_chapters, pegasus_descriptions
+from assets_defs.search.segment_index import marengo_segment_index
+from assets_defs.search.serving import ServingChangeConfig, roll_back, serving_marengo
+from resources.storage.lake import Lake
 
 # Run monitoring fails a run still going past `dagster/max_runtime` (seconds), so a run whose worker hangs
 # or vanished under a launcher that cannot see it never holds its pool slot for ever. Submission: the

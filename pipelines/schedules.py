@@ -3,7 +3,7 @@
 import dagster as dg
 
 from pipelines.jobs import describe_media_job, embed_new_media_job, holding_config
-from resources.lake import Lake
+from resources.storage.lake import Lake
 
 ACTIVE = [
     dg.DagsterRunStatus.QUEUED,

@@ -18,19 +18,19 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from assets_defs.media_inventory import OBJECTS_REMOVED
-from assets_defs.partitions import marengo_model_partitions
-from assets_defs.serving import kept_up
+from assets_defs.inventory.media_inventory import OBJECTS_REMOVED
+from assets_defs.marengo.partitions import marengo_model_partitions
+from assets_defs.search.serving import kept_up
 from pipelines.jobs import SUBMITTING_JOBS, holding_config, ingest_marengo_job, submit_marengo_job
-from resources.embedding_jobs import InvocationStatus
-from resources.invocation_findings import FREES_SLOT, InvocationFindings
-from resources.lake import Lake
-from resources.marengo_models import marengo_model
-from resources.marengo_provider import MarengoProvider
-from resources.marengo_providers import MarengoProviders
-from resources.provider_errors import ListingIncomplete
-from resources.serving_versions import ServingState
-from resources.submission_ledger import SubmissionLedger, open_jobs
+from resources.providers.base import MarengoProvider
+from resources.providers.embedding_jobs import InvocationStatus
+from resources.providers.errors import ListingIncomplete
+from resources.providers.marengo_models import marengo_model
+from resources.providers.marengo_resource import MarengoProviders
+from resources.storage.lake import Lake
+from resources.tables.invocation_findings import FREES_SLOT, InvocationFindings
+from resources.tables.serving_versions import ServingState
+from resources.tables.submission_ledger import SubmissionLedger, open_jobs
 
 # A finished invocation whose ingest run did not record it (the run failed or was cancelled, or its output
 # could not be read yet) is handed off again after this long.

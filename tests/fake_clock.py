@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from resources.clock import Clock
+from resources.storage.clock import Clock
 
 
 @dataclass

@@ -14,9 +14,9 @@ import dagster as dg
 
 from pipelines.definitions import defs
 from pipelines.schedules import embed_new_media_schedule
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_3_0
-from resources.s3_storage import S3Storage
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {

@@ -28,11 +28,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from resources.embedding_table import EmbeddingTable
-from resources.lake import Lake
-from resources.marengo_models import marengo_model
-from resources.s3_storage import S3Storage
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.marengo_models import marengo_model
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.submission_ledger import SubmissionLedger
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():

@@ -14,7 +14,7 @@ import pytest
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from emulators.sample_media import SampleObject
-from resources.bedrock_marengo_bodies import (
+from resources.providers.bedrock.marengo_bodies import (
     async_media_input,
     async_model_input,
     async_text_image_input,
@@ -22,9 +22,9 @@ from resources.bedrock_marengo_bodies import (
     base64_media_source,
     s3_media_source,
 )
-from resources.embedding_jobs import EmbeddingOptions
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, Modality
-from resources.model_routes import ModelRoute, route
+from resources.providers.embedding_jobs import EmbeddingOptions
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, Modality
+from resources.providers.model_routes import ModelRoute, route
 from tests.emulators.conftest import LAKE_BUCKET, MEDIA_BUCKET
 
 V3 = route("bedrock", MARENGO_3_0.key)

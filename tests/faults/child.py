@@ -17,7 +17,7 @@ import dagster as dg
 
 from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, run_job
-from resources.marengo_models import MARENGO_3_0
+from resources.providers.marengo_models import MARENGO_3_0
 
 
 def fork_server() -> ForkServerContext:

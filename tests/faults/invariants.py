@@ -23,13 +23,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets_defs.media_inventory import read_inventory
+from assets_defs.inventory.media_inventory import read_inventory
 from emulators.bedrock_runtime.server import Invocation
 from mediaembed.run_slots import LIVE_RUN_STATUSES
-from resources.embedding_table import EmbeddingTable
-from resources.marengo_models import MARENGO_3_0, marengo_model
-from resources.s3_storage import S3Storage
-from resources.segment_index import SegmentIndex
+from resources.index.segment_index import SegmentIndex
+from resources.providers.marengo_models import MARENGO_3_0, marengo_model
+from resources.storage.s3_storage import S3Storage
+from resources.tables.embedding_table import EmbeddingTable
 
 if TYPE_CHECKING:
     from tests.faults.world import FaultWorld

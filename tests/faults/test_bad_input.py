@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from assets_defs.media_inventory import read_inventory
+from assets_defs.inventory.media_inventory import read_inventory
 from emulators.sample_media import SampleObject, Scene, frames_zeroed, make_image
-from resources.marengo_models import MARENGO_3_0, marengo_model
+from resources.providers.marengo_models import MARENGO_3_0, marengo_model
 from tests.faults.conftest import MakeWorld
 from tests.faults.invariants import MAX_ATTEMPTS
 from tests.faults.world import extra_images

@@ -7,11 +7,11 @@ twice.
 
 import dagster as dg
 
-from assets_defs.marengo_embeddings import FETCH_THREADS
-from assets_defs.marengo_invocations import LEDGER_FLUSH_EVERY
+from assets_defs.marengo.embeddings import FETCH_THREADS
+from assets_defs.marengo.invocations import LEDGER_FLUSH_EVERY
 from mediaembed.cli import main as cli
-from resources.embedding_table import EmbeddingTable
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, marengo_model
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, marengo_model
+from resources.tables.embedding_table import EmbeddingTable
 from tests.faults.conftest import MakeWorld
 from tests.faults.world import Child, FaultWorld, extra_images
 

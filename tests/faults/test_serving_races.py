@@ -11,9 +11,9 @@ import json
 import dagster as dg
 import pytest
 
-from assets_defs.serving import checks_not_passed_in_run
+from assets_defs.search.serving import checks_not_passed_in_run
 from mediaembed.cli import main as cli
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
 from tests.faults.conftest import MakeWorld
 from tests.faults.world import FaultWorld, extra_images
 

@@ -22,9 +22,9 @@ from urllib.parse import parse_qs, unquote
 import dagster as dg
 import pandas as pd
 
-from assets_defs.marengo_invocations import InvocationConfig
-from assets_defs.media_inventory import read_inventory
-from assets_defs.submission_plan import plan_submissions
+from assets_defs.inventory.media_inventory import read_inventory
+from assets_defs.marengo.invocations import InvocationConfig
+from assets_defs.marengo.submission_plan import plan_submissions
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from emulators.bedrock_runtime.server import Invocation
 from emulators.media_analysis import COLORS, SHAPES
@@ -32,10 +32,10 @@ from emulators.s3 import S3Emulator
 from emulators.sample_media import SampleObject, Scene, make_image
 from mediaembed.run_slots import OWNER_TAG, ProcessIdentity
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_3_0, marengo_model
-from resources.s3_objects import S3Uri
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.marengo_models import MARENGO_3_0, marengo_model
+from resources.storage.lake import Lake
+from resources.storage.s3_objects import S3Uri
+from resources.tables.submission_ledger import SubmissionLedger
 from tests.faults.child import fork_server, work
 from tests.faults.invariants import Counts, Snapshot, check_invariants
 

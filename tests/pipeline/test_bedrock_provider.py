@@ -9,24 +9,29 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from assets_defs.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA, media_inventory, read_inventory
+from assets_defs.inventory.media_inventory import (
+    INVENTORY_PATH,
+    INVENTORY_SCHEMA,
+    media_inventory,
+    read_inventory,
+)
 from emulators.bedrock_runtime import ServiceError
 from emulators.s3 import free_port
 from mediaembed.ingest import summarize
 from mediaembed.runner import materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
-from resources.bedrock_marengo import BedrockMarengo
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
-from resources.marengo_models import MARENGO_3_0
-from resources.provider_errors import (
+from resources.providers.bedrock.marengo import BedrockMarengo
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
+from resources.providers.errors import (
     ListingIncomplete,
     MarengoOutputError,
     OutputUnavailable,
     ProviderError,
     SetupError,
 )
-from resources.s3_storage import S3Storage, S3Uri
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.storage.s3_storage import S3Storage, S3Uri
+from resources.tables.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import World
 
 VIDEO = "s3://media/videos/shapes_a.mp4"

@@ -9,8 +9,8 @@ import pytest
 
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.jobs import holding_config
-from resources.marengo_models import MARENGO_3_0
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.tables.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import World, _world
 from tests.pipeline.test_end_to_end import USABLE, submit
 

@@ -27,7 +27,7 @@ from emulators.stack import start_local_stack
 from harness.local_env import local_settings
 from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
-from resources.marengo_models import MARENGO_3_0
+from resources.providers.marengo_models import MARENGO_3_0
 
 CLIP = f"s3://media/{CONTENT_CLIP_KEY}"
 TONES = f"s3://media/{CONTENT_PITCHES_KEY}"

@@ -8,12 +8,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from assets_defs.media_inventory import read_inventory
+from assets_defs.inventory.media_inventory import read_inventory
 from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
-from resources.embedding_table import EmbeddingTable
-from resources.marengo_models import MARENGO_3_0
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import SECRET, World
 
 USABLE = 7  # three videos, two audio files, two images

@@ -25,14 +25,14 @@ from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from mediaembed.cli import main as cli
 from mediaembed.search import Searcher, SearchSettings, run_search
 from mediaembed.web import make_search_server
-from resources.bedrock_query import embed_text, runtime_client
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
-from resources.marengo_models import MARENGO_3_0
-from resources.model_routes import route
-from resources.s3_storage import S3Storage
-from resources.search_fusion import TextHit
-from resources.segment_index import SegmentIndex
-from resources.segment_schema import media_id, segments_table
+from resources.index.segment_index import SegmentIndex
+from resources.providers.bedrock.client import embed_text, runtime_client
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.providers.model_routes import route
+from resources.search.fusion import TextHit
+from resources.storage.s3_storage import S3Storage
+from resources.tables.segment_schema import media_id, segments_table
 
 REGION = "us-east-1"
 VIDEO = "s3://media/videos/shapes.mp4"

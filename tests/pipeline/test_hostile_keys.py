@@ -17,7 +17,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from assets_defs.media_inventory import read_inventory
+from assets_defs.inventory.media_inventory import read_inventory
 from emulators.media_analysis import COLORS, SHAPES
 from emulators.sample_media import Scene, make_image, make_video
 from emulators.stack import start_local_stack
@@ -25,8 +25,8 @@ from harness.local_env import local_settings
 from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
-from resources.marengo_models import MARENGO_3_0
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.tables.submission_ledger import SubmissionLedger
 from tests.s3_key_matrix import hostile_keys
 
 IMAGES = hostile_keys(".png")

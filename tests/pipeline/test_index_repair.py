@@ -15,14 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from assets_defs.segment_index import marengo_segment_index
+from assets_defs.search.segment_index import marengo_segment_index
 from emulators.s3 import S3Emulator
 from mediaembed.runner import materialization_metadata, run_job
-from resources.index_writer_lock import S3WriterLease, WriterLeaseLost, WriterLockTimeout
-from resources.marengo_models import MARENGO_3_0
-from resources.s3_storage import S3Storage
-from resources.segment_index import IndexedObject, SegmentIndex
-from resources.segment_schema import media_id, segment_schema
+from resources.index.segment_index import IndexedObject, SegmentIndex
+from resources.index.writer_lock import S3WriterLease, WriterLeaseLost, WriterLockTimeout
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.storage.s3_storage import S3Storage
+from resources.tables.segment_schema import media_id, segment_schema
 from tests.pipeline.conftest import World
 from tests.pipeline.test_end_to_end import USABLE, ingest_when_idle, submit
 from tests.unit.test_segment_index import object_segments, unit

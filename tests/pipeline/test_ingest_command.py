@@ -28,8 +28,8 @@ import pytest
 
 from emulators.bedrock_runtime.server import INJECTED_FAILURE_MESSAGE
 from emulators.sample_media import Scene, make_audio, make_image, make_video
-from resources.marengo_models import MARENGO_3_0
-from resources.segment_index import SegmentIndex
+from resources.index.segment_index import SegmentIndex
+from resources.providers.marengo_models import MARENGO_3_0
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "own-media"

@@ -13,7 +13,7 @@ from emulators.stack import start_local_stack
 from harness.local_env import local_settings
 from mediaembed.cli import main as cli
 from mediaembed.ingest import EXIT_STILL_IN_FLIGHT, run_ingest
-from resources.marengo_models import MARENGO_3_0
+from resources.providers.marengo_models import MARENGO_3_0
 from tests.fake_clock import FakeClock
 
 STARTUP_SEC = 12.0

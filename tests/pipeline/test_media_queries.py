@@ -15,13 +15,13 @@ import pytest
 from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, run_job
 from mediaembed.search import Searcher
-from resources.bedrock_query import embed_query as bedrock_embed_query
-from resources.bedrock_query import runtime_client
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
-from resources.marengo_query import MarengoQuery
-from resources.model_routes import route
-from resources.twelvelabs_query import api_client
-from resources.twelvelabs_query import embed_query as twelvelabs_embed_query
+from resources.providers.bedrock.client import embed_query as bedrock_embed_query
+from resources.providers.bedrock.client import runtime_client
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.providers.model_routes import route
+from resources.providers.twelvelabs.client import api_client
+from resources.providers.twelvelabs.client import embed_query as twelvelabs_embed_query
+from resources.search.marengo_query import MarengoQuery
 from tests.pipeline.conftest import World
 
 TRIANGLE = "s3://media/images/green_triangle.png"

@@ -6,12 +6,12 @@ import io
 import dagster as dg
 import pytest
 
-from assets_defs.migration_plan import migration_plan
-from assets_defs.plan_estimates import BUDGET_MEDIA_SECONDS_ENV, BUDGET_USD_ENV
+from assets_defs.migration.estimates import BUDGET_MEDIA_SECONDS_ENV, BUDGET_USD_ENV
+from assets_defs.migration.plan import migration_plan
 from mediaembed.ingest import run_ingest
 from mediaembed.runner import materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
-from resources.marengo_models import MARENGO_3_0
+from resources.providers.marengo_models import MARENGO_3_0
 from tests.pipeline.conftest import World
 
 USABLE = 7  # three videos, two audio files, two images (and a corrupt and an unsupported object)

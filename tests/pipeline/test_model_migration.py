@@ -13,8 +13,8 @@ from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, run_job
 from pipelines.definitions import pipeline_resources
 from pipelines.schedules import embed_new_media_schedule
-from resources.embedding_table import EmbeddingTable
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MARENGO_3_5
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, MARENGO_3_5
+from resources.tables.embedding_table import EmbeddingTable
 from tests.pipeline.conftest import World
 
 

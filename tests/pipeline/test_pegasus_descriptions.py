@@ -7,9 +7,9 @@ from typing import Any
 
 import dagster as dg
 
-from assets_defs.media_inventory import media_inventory
+from assets_defs.inventory.media_inventory import media_inventory
 from pipelines.definitions import defs, pipeline_resources
-from resources.description_tables import chapter_table, description_table
+from resources.tables.description_tables import chapter_table, description_table
 from tests.pipeline.conftest import World
 
 PROMPTS = ("summary", "chapters", "keywords")

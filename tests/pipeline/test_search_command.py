@@ -26,14 +26,14 @@ from harness.demo import NEXT_QUERY, next_step
 from harness.local_env import local_settings
 from mediaembed.cli import main as cli
 from mediaembed.search import Searcher, SearchError, SearchSettings, query_token_bound, run_search
-from resources.bedrock_query import embed_text, runtime_client
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
-from resources.model_routes import route
-from resources.provider_errors import QueryEmbeddingError
-from resources.s3_storage import S3Storage
-from resources.segment_index import SegmentIndex
-from resources.segment_schema import media_id, segments_table
+from resources.index.segment_index import SegmentIndex
+from resources.providers.bedrock.client import embed_text, runtime_client
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
+from resources.providers.errors import QueryEmbeddingError
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
+from resources.providers.model_routes import route
+from resources.storage.s3_storage import S3Storage
+from resources.tables.segment_schema import media_id, segments_table
 
 REGION = "us-east-1"
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,13 +9,13 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from assets_defs.media_inventory import read_inventory
+from assets_defs.inventory.media_inventory import read_inventory
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
-from resources.embedding_table import EmbeddingTable
-from resources.marengo_models import MARENGO_3_0
-from resources.model_routes import route
-from resources.segment_schema import media_id, segments_table
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.providers.model_routes import route
+from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.segment_schema import media_id, segments_table
 from tests.pipeline.conftest import World
 from tests.pipeline.test_end_to_end import USABLE, ingest_when_idle, search_json, submit
 

@@ -16,8 +16,8 @@ import pytest
 from harness.local_env import prepare_dagster_home
 from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
-from resources.marengo_models import MARENGO_3_0, MARENGO_3_5
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.marengo_models import MARENGO_3_0, MARENGO_3_5
+from resources.tables.submission_ledger import SubmissionLedger
 from tests.faults.child import fork_server, work
 from tests.faults.world import Child, gated
 from tests.pipeline.conftest import World, _world

@@ -2,7 +2,7 @@
 
 import pytest
 
-from resources.bedrock_marengo import invocation_not_found, refusal_is_object_specific
+from resources.providers.bedrock.marengo import invocation_not_found, refusal_is_object_specific
 
 URI = "s3://media/output/clip.mp4"  # "output" in the key must not read as an output-bucket problem
 ARN = "arn:aws:bedrock:us-east-1:123456789012:async-invoke/abcdef012345"

@@ -6,7 +6,7 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from resources.bedrock_marengo_bodies import (
+from resources.providers.bedrock.marengo_bodies import (
     MAX_BASE64_BYTES,
     MarengoOutputError,
     async_media_input,
@@ -18,9 +18,9 @@ from resources.bedrock_marengo_bodies import (
     s3_media_source,
     text_query_body,
 )
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, options_from_canonical
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
-from resources.model_routes import route
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, options_from_canonical
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.providers.model_routes import route
 
 URI = "s3://bucket/key.mp4"
 

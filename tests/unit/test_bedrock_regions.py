@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from resources.bedrock_marengo import BedrockMarengo
-from resources.s3_storage import S3Storage
+from resources.providers.bedrock.marengo import BedrockMarengo
+from resources.storage.s3_storage import S3Storage
 
 
 class Locations:

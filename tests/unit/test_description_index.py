@@ -10,24 +10,24 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from assets_defs.description_index import search_descriptions
-from resources.description_index import DescriptionIndex
-from resources.description_search import (
+from assets_defs.pegasus.description_index import search_descriptions
+from resources.index.description_index import DescriptionIndex
+from resources.search.description_search import (
     TEXT_SCHEMA,
     DescriptionSearch,
     description_text,
     snippet,
     text_rows,
 )
-from resources.description_tables import (
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.description_tables import (
     CHAPTER_SCHEMA,
     DESCRIPTION_SCHEMA,
     chapter_table,
     description_table,
 )
-from resources.lake import Lake
-from resources.s3_storage import S3Storage
-from resources.segment_schema import media_id
+from resources.tables.segment_schema import media_id
 
 MODEL = "twelvelabs.pegasus-1-2-v1:0"
 SHAPES = "s3://media/videos/shapes.mp4"
@@ -191,7 +191,7 @@ def test_a_re_described_object_replaces_its_rows_and_a_removed_one_leaves(index:
 
 
 def test_search_before_anything_is_indexed_raises_index_not_found(tmp_path: Path) -> None:
-    from resources.segment_search import IndexNotFound
+    from resources.search.segment_search import IndexNotFound
 
     with pytest.raises(IndexNotFound):
         DescriptionSearch(str(tmp_path / "nothing")).search_text("red", 5)

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from resources.embedding_table import EmbeddingTable
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_3_0
-from resources.s3_storage import S3Storage
-from resources.segment_schema import media_id, segment_schema
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.segment_schema import media_id, segment_schema
 
 MODEL = MARENGO_3_0
 

@@ -15,17 +15,17 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from resources.bedrock_marengo_bodies import parse_segments
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
-from resources.embedding_table import WRITER, EmbeddingTable
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
-from resources.model_routes import route
-from resources.s3_storage import S3Storage
-from resources.segment_index import SegmentIndex
-from resources.segment_schema import media_id, segment_id, segment_schema, segments_table
-from resources.segment_search import search_segments, table_name
-from resources.twelvelabs_bodies import parse_embedding_data
+from resources.index.segment_index import SegmentIndex
+from resources.providers.bedrock.marengo_bodies import parse_segments
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.providers.model_routes import route
+from resources.providers.twelvelabs.bodies import parse_embedding_data
+from resources.search.segment_search import search_segments, table_name
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.embedding_table import WRITER, EmbeddingTable
+from resources.tables.segment_schema import media_id, segment_id, segment_schema, segments_table
 
 MODEL = MARENGO_3_0
 OLD_URI, NEW_URI = "s3://media/videos/old.mp4", "s3://media/videos/new.mp4"

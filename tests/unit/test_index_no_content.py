@@ -5,12 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
-from resources.marengo_models import MARENGO_3_0
-from resources.model_routes import route
-from resources.s3_storage import S3Storage
-from resources.segment_index import SegmentIndex
-from resources.segment_schema import media_id, segment_schema, segments_table
+from resources.index.segment_index import SegmentIndex
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.providers.model_routes import route
+from resources.storage.s3_storage import S3Storage
+from resources.tables.segment_schema import media_id, segment_schema, segments_table
 
 URI = "s3://m/a.mp4"
 

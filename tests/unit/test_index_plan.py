@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from assets_defs.index_plan import ExpectedObject, RemovalPolicy, held_message, plan_index_update
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
-from resources.s3_storage import S3Storage
-from resources.segment_index import IndexedObject, SegmentIndex
-from resources.segment_schema import media_id
+from assets_defs.search.index_plan import ExpectedObject, RemovalPolicy, held_message, plan_index_update
+from resources.index.segment_index import IndexedObject, SegmentIndex
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.storage.s3_storage import S3Storage
+from resources.tables.segment_schema import media_id
 from tests.unit.test_segment_index import object_segments, unit
 
 MODEL = MARENGO_3_0.key

@@ -8,11 +8,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from resources.index_writer_lock import LocalWriterLock, WriterLockTimeout
-from resources.marengo_models import MARENGO_3_0
-from resources.s3_storage import S3Storage
-from resources.segment_index import SegmentIndex
-from resources.segment_schema import media_id
+from resources.index.segment_index import SegmentIndex
+from resources.index.writer_lock import LocalWriterLock, WriterLockTimeout
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.storage.s3_storage import S3Storage
+from resources.tables.segment_schema import media_id
 from tests.unit.test_segment_index import object_segments, unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def test_a_killed_writer_never_blocks_and_a_live_one_is_named(tmp_path: Path) ->
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from resources.index_writer_lock import LocalWriterLock;"
+            "import sys; from pathlib import Path; from resources.index.writer_lock import LocalWriterLock;"
             f"LocalWriterLock(Path({str(lock_file)!r}), 'segments_x', 'run dead-beef').acquire(5);"
             "print('held', flush=True); sys.stdin.read()",
         ],

@@ -18,13 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from resources.bedrock_marengo_bodies import parse_segments
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
-from resources.model_routes import route
-from resources.provider_errors import MarengoOutputError
-from resources.s3_storage import S3Storage
-from resources.segment_schema import segment_schema, segments_table
+from resources.providers.bedrock.marengo_bodies import parse_segments
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
+from resources.providers.errors import MarengoOutputError
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.providers.model_routes import route
+from resources.storage.s3_storage import S3Storage
+from resources.tables.segment_schema import segment_schema, segments_table
 
 DIM = MARENGO_3_0.dimension
 

@@ -10,26 +10,26 @@ import pyarrow as pa
 import pytest
 from pydantic import Field
 
-from assets_defs.marengo_embeddings import IngestConfig, ReadLimits, give_up_reading, marengo_embeddings
-from assets_defs.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA, read_inventory
-from assets_defs.submission_plan import plan_submissions
-from resources.embedding_jobs import (
+from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA, read_inventory
+from assets_defs.marengo.embeddings import IngestConfig, ReadLimits, give_up_reading, marengo_embeddings
+from assets_defs.marengo.submission_plan import plan_submissions
+from resources.providers.base import MarengoProvider
+from resources.providers.embedding_jobs import (
     EmbeddingJob,
     EmbeddingOptions,
     InvocationStatus,
     SegmentEmbedding,
     Submission,
 )
-from resources.embedding_table import EmbeddingTable
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_3_0, MarengoModel
-from resources.marengo_provider import MarengoProvider
-from resources.marengo_providers import MarengoProviders
-from resources.model_routes import ProviderName
-from resources.provider_errors import MarengoOutputError, OutputUnavailable
-from resources.s3_storage import S3Storage
-from resources.segment_schema import media_id
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.errors import MarengoOutputError, OutputUnavailable
+from resources.providers.marengo_models import MARENGO_3_0, MarengoModel
+from resources.providers.marengo_resource import MarengoProviders
+from resources.providers.model_routes import ProviderName
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.segment_schema import media_id
+from resources.tables.submission_ledger import SubmissionLedger
 
 GOOD, OTHER = "s3://m/good.mp4", "s3://m/other.mp4"
 

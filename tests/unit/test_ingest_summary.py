@@ -18,12 +18,12 @@ from mediaembed.ingest import (
     settings_error,
     summarize,
 )
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_3_0
-from resources.model_routes import route
-from resources.s3_storage import S3Storage
-from resources.submission_ledger import Outcome, OutcomeStatus, SubmissionLedger
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.providers.model_routes import route
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.submission_ledger import Outcome, OutcomeStatus, SubmissionLedger
 
 PREFIX = "s3://mine/"
 

@@ -9,22 +9,22 @@ import pytest
 
 from pipelines import sensors
 from pipelines.sensors import SensorState, marengo_invocation_sensor
-from resources.embedding_jobs import (
+from resources.providers.base import MarengoProvider
+from resources.providers.embedding_jobs import (
     EmbeddingJob,
     EmbeddingOptions,
     InvocationStatus,
     SegmentEmbedding,
     Submission,
 )
-from resources.invocation_findings import InvocationFindings
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
-from resources.marengo_provider import MarengoProvider
-from resources.marengo_providers import MarengoProviders
-from resources.model_routes import ProviderName
-from resources.provider_errors import ListingIncomplete
-from resources.s3_storage import S3Storage
-from resources.submission_ledger import Outcome, SubmissionLedger
+from resources.providers.errors import ListingIncomplete
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
+from resources.providers.marengo_resource import MarengoProviders
+from resources.providers.model_routes import ProviderName
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.invocation_findings import InvocationFindings
+from resources.tables.submission_ledger import Outcome, SubmissionLedger
 
 # (how, tokens asked about) per call; resources are copied when bound, so not a field
 LISTINGS: list[tuple[str, int]] = []

@@ -10,23 +10,23 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from assets_defs.marengo_invocations import InvocationConfig, build_marengo_invocations
-from assets_defs.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
-from resources.embedding_jobs import (
+from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
+from assets_defs.marengo.invocations import InvocationConfig, build_marengo_invocations
+from resources.providers.base import MarengoProvider
+from resources.providers.embedding_jobs import (
     EmbeddingJob,
     InvocationStatus,
     SegmentEmbedding,
     Submission,
 )
-from resources.invocation_findings import InvocationFindings
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_3_0, MarengoModel
-from resources.marengo_provider import MarengoProvider
-from resources.marengo_providers import MarengoProviders
-from resources.model_routes import ProviderName
-from resources.provider_errors import ListingIncomplete, PermanentError, RetryableError, SetupError
-from resources.s3_storage import S3Storage
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.errors import ListingIncomplete, PermanentError, RetryableError, SetupError
+from resources.providers.marengo_models import MARENGO_3_0, MarengoModel
+from resources.providers.marengo_resource import MarengoProviders
+from resources.providers.model_routes import ProviderName
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.invocation_findings import InvocationFindings
+from resources.tables.submission_ledger import SubmissionLedger
 from tests.fake_clock import FakeClock
 
 BAD = [f"s3://m/a{i}/zero-length.mp4" for i in range(3)]  # first in the listing

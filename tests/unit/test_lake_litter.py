@@ -10,11 +10,11 @@ from pathlib import Path
 import pyarrow as pa
 from pydantic import PrivateAttr
 
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_3_0
-from resources.s3_storage import S3Storage
-from resources.submission_ledger import SubmissionLedger
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.submission_ledger import SubmissionLedger
 
 STORAGE = S3Storage(region_name="us-east-1")
 

@@ -22,12 +22,12 @@ from twelvelabs import TwelveLabs
 
 from emulators.s3 import S3Emulator
 from mediaembed.search import BadQuery, Searcher, SearchSettings
-from resources.bedrock_marengo_bodies import query_body
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MARENGO_3_5
-from resources.marengo_query import MAX_BASE64_BYTES, MarengoQuery, QueryMedia, input_type
-from resources.model_routes import route
-from resources.query_media import resolve_query_media
-from resources.twelvelabs_bodies import legacy_query_request, parse_legacy_embedding, query_request
+from resources.providers.bedrock.marengo_bodies import query_body
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, MARENGO_3_5
+from resources.providers.model_routes import route
+from resources.providers.twelvelabs.bodies import legacy_query_request, parse_legacy_embedding, query_request
+from resources.search.marengo_query import MAX_BASE64_BYTES, MarengoQuery, QueryMedia, input_type
+from resources.search.query_media import resolve_query_media
 
 URL = "https://bucket.s3.amazonaws.com/presigned/video.mp4?X-Amz-Signature=..."
 PNG = b"iVBORw0KGgo="  # base64 of the PNG signature, as in the reference's captured requests

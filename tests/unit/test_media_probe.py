@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from emulators.sample_media import SampleObject, generate_sample_media
-from resources.media_probe import probe
+from resources.media.probe import probe
 
 
 @pytest.fixture(scope="module")

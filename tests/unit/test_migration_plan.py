@@ -10,10 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from assets_defs.marengo_invocations import InvocationConfig, marengo_invocations
-from assets_defs.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
-from assets_defs.migration_plan import PlanConfig, migration_plan
-from assets_defs.plan_estimates import (
+from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
+from assets_defs.marengo.invocations import InvocationConfig, marengo_invocations
+from assets_defs.migration.estimates import (
     BUDGET_MEDIA_SECONDS_ENV,
     BUDGET_USD_ENV,
     Budget,
@@ -25,22 +24,23 @@ from assets_defs.plan_estimates import (
     resolve_budget,
     version_progress,
 )
+from assets_defs.migration.plan import PlanConfig, migration_plan
 from harness.demo import follow
 from mediaembed.ingest import Progress
-from resources.embedding_jobs import (
+from resources.providers.base import MarengoProvider
+from resources.providers.embedding_jobs import (
     EmbeddingJob,
     EmbeddingOptions,
     InvocationStatus,
     SegmentEmbedding,
     Submission,
 )
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MARENGO_3_5, MarengoModel
-from resources.marengo_provider import MarengoProvider
-from resources.marengo_providers import MarengoProviders
-from resources.model_routes import ProviderName, route
-from resources.s3_storage import S3Storage
-from resources.submission_ledger import Outcome, SubmissionLedger
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, MARENGO_3_5, MarengoModel
+from resources.providers.marengo_resource import MarengoProviders
+from resources.providers.model_routes import ProviderName, route
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.submission_ledger import Outcome, SubmissionLedger
 
 BEDROCK_3_0 = route("bedrock", MARENGO_3_0.key)
 # Three 100 s videos, a 50 s audio file and two images: $0.21 + $0.007 + $0.0002 at Bedrock's list prices.

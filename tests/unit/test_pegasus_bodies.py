@@ -9,9 +9,10 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from resources.bedrock_marengo_bodies import s3_media_source
-from resources.bedrock_pegasus import BedrockPegasus, PegasusCallError
-from resources.pegasus_bodies import (
+from resources.pegasus.prompts import DEFAULT_PROMPTS, PegasusPrompt, load_prompts
+from resources.providers.bedrock.marengo_bodies import s3_media_source
+from resources.providers.bedrock.pegasus import BedrockPegasus, PegasusCallError
+from resources.providers.bedrock.pegasus_bodies import (
     MAX_S3_BYTES,
     PEGASUS_MODEL_ID,
     PegasusOutputError,
@@ -23,8 +24,7 @@ from resources.pegasus_bodies import (
     pegasus_body,
     pegasus_model_id,
 )
-from resources.pegasus_prompts import DEFAULT_PROMPTS, PegasusPrompt, load_prompts
-from resources.s3_storage import S3Storage
+from resources.storage.s3_storage import S3Storage
 
 MB = 10**6  # decimal, as the documented limits
 

@@ -13,8 +13,8 @@ import pytest
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from assets_defs.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
-from assets_defs.pegasus_descriptions import (
+from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
+from assets_defs.pegasus.descriptions import (
     DescribeTask,
     Video,
     description_row,
@@ -23,13 +23,13 @@ from assets_defs.pegasus_descriptions import (
     pegasus_descriptions,
     plan_descriptions,
 )
-from resources.bedrock_pegasus import BedrockPegasus
-from resources.description_tables import chapter_table, description_table
-from resources.lake import Lake
-from resources.pegasus_bodies import PEGASUS_MODEL_ID, PegasusAnswer
-from resources.pegasus_prompts import DEFAULT_PROMPTS, PegasusPrompt
-from resources.s3_storage import S3Storage
-from resources.segment_schema import media_id
+from resources.pegasus.prompts import DEFAULT_PROMPTS, PegasusPrompt
+from resources.providers.bedrock.pegasus import BedrockPegasus
+from resources.providers.bedrock.pegasus_bodies import PEGASUS_MODEL_ID, PegasusAnswer
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.description_tables import chapter_table, description_table
+from resources.tables.segment_schema import media_id
 
 MB = 10**6  # decimal, as the documented limits
 SHORT = ["s3://media/a.mp4", "s3://media/b.mp4"]

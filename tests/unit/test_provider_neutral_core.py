@@ -10,9 +10,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets_defs.marengo_invocations import InvocationConfig, marengo_invocations
+from assets_defs.marengo.invocations import InvocationConfig, marengo_invocations
 from pipelines.sensors import marengo_invocation_sensor
-from resources.embedding_jobs import (
+from resources.providers.base import MarengoProvider
+from resources.providers.embedding_jobs import (
     EmbeddingJob,
     EmbeddingOptions,
     InvocationStatus,
@@ -20,14 +21,19 @@ from resources.embedding_jobs import (
     Submission,
     options_from_canonical,
 )
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MARENGO_3_5, MarengoModel, marengo_model
-from resources.marengo_provider import MarengoProvider
-from resources.marengo_providers import MarengoProviders
-from resources.model_routes import DEFAULT_PROVIDERS, ProviderName, parse_providers, route
-from resources.provider_errors import SetupError
-from resources.s3_storage import S3Storage
-from resources.submission_ledger import Outcome, SubmissionLedger
+from resources.providers.errors import SetupError
+from resources.providers.marengo_models import (
+    MARENGO_2_7,
+    MARENGO_3_0,
+    MARENGO_3_5,
+    MarengoModel,
+    marengo_model,
+)
+from resources.providers.marengo_resource import MarengoProviders
+from resources.providers.model_routes import DEFAULT_PROVIDERS, ProviderName, parse_providers, route
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.submission_ledger import Outcome, SubmissionLedger
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "lake_before_providers"
 
@@ -232,7 +238,7 @@ def test_a_job_failed_at_bedrock_is_retried_at_twelvelabs_as_the_next_attempt(tm
 
 
 def test_prices_come_from_configuration_over_the_published_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    from resources.model_routes import route
+    from resources.providers.model_routes import route
 
     assert route("twelvelabs", "marengo-3.5").priced is False  # no published price
     monkeypatch.setenv(

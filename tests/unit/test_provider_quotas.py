@@ -2,10 +2,10 @@
 
 import pytest
 
-from resources.bedrock_marengo import DEFAULT_ASYNC_QUOTA, BedrockMarengo
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
-from resources.marengo_provider import QUOTAS_ENV, parse_quotas
-from resources.s3_storage import S3Storage
+from resources.providers.base import QUOTAS_ENV, parse_quotas
+from resources.providers.bedrock.marengo import DEFAULT_ASYNC_QUOTA, BedrockMarengo
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.storage.s3_storage import S3Storage
 
 
 def bedrock(**fields: object) -> BedrockMarengo:

@@ -10,8 +10,8 @@ from botocore.exceptions import ClientError
 
 from emulators.bedrock_runtime.marengo_body import split_s3_uri
 from emulators.s3 import S3Emulator
-from resources.media_probe import modality_from_name
-from resources.s3_storage import ObjectChanged, S3Storage, S3Uri
+from resources.media.probe import modality_from_name
+from resources.storage.s3_storage import ObjectChanged, S3Storage, S3Uri
 from tests.s3_key_matrix import hostile_keys
 
 MATRIX = {**hostile_keys(".png"), "newline": "new\nline.png", "only a slash": "/", "empty": ""}

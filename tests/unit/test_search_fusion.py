@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resources.search_fusion import (
+from resources.search.fusion import (
     DEFAULT_RRF_K,
     FusedHit,
     TextHit,
@@ -13,7 +13,7 @@ from resources.search_fusion import (
     fuse_segments,
     rrf,
 )
-from resources.segment_search import SearchHit
+from resources.search.segment_search import SearchHit
 
 A = "s3://media/a.mp4"
 B = "s3://media/b.mp4"

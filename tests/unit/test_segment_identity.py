@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
-from resources.segment_schema import segment_id
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.tables.segment_schema import segment_id
 
 VIDEO = EmbeddingJob(
     "s3://media/videos/red_circle.mp4",

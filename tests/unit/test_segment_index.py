@@ -7,12 +7,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
-from resources.marengo_models import MARENGO_3_0
-from resources.model_routes import route
-from resources.s3_storage import S3Storage
-from resources.segment_index import SegmentIndex, ann_partitions, vector_index_action
-from resources.segment_schema import media_id, segments_table
+from resources.index.segment_index import SegmentIndex, ann_partitions, vector_index_action
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
+from resources.providers.marengo_models import MARENGO_3_0
+from resources.providers.model_routes import route
+from resources.storage.s3_storage import S3Storage
+from resources.tables.segment_schema import media_id, segments_table
 
 RNG = np.random.default_rng(7)
 

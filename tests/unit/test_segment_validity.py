@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from resources.segment_validity import (
+from resources.tables.segment_validity import (
     DURATION_TOLERANCE_SEC,
     NOT_FINITE,
     ZERO_NORM,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from emulators.s3 import S3Emulator
-from resources.serving_versions import (
+from resources.tables.serving_versions import (
     AlreadyServing,
     LocalRecordFolder,
     RecordFolder,
@@ -108,9 +108,9 @@ def test_the_serving_asset_alone_never_moves_the_pointer(tmp_path: Path) -> None
     """Materializing serving/marengo without its checks in the run (the asset alone from the UI) fails."""
     import dagster as dg
 
-    from assets_defs.serving import serving_marengo
-    from resources.lake import Lake
-    from resources.s3_storage import S3Storage
+    from assets_defs.search.serving import serving_marengo
+    from resources.storage.lake import Lake
+    from resources.storage.s3_storage import S3Storage
 
     lake = Lake(root=str(tmp_path / "lake"), storage=S3Storage(region_name="us-east-1"))
     result = dg.materialize(

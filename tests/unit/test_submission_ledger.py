@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import PrivateAttr
 
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0
-from resources.s3_storage import S3Storage
-from resources.submission_ledger import FOLDED_KEY, Outcome, SubmissionLedger, derive_jobs
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.submission_ledger import FOLDED_KEY, Outcome, SubmissionLedger, derive_jobs
 
 
 def submission(uri: str, model=MARENGO_3_0) -> Submission:

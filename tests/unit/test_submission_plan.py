@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from assets_defs.submission_plan import plan_submissions
-from resources.embedding_jobs import EmbeddingJob, EmbeddingOptions
-from resources.marengo_models import MARENGO_3_0
+from assets_defs.marengo.submission_plan import plan_submissions
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
+from resources.providers.marengo_models import MARENGO_3_0
 
 OPTIONS = EmbeddingOptions()
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from twelvelabs import TwelveLabs
 
-from resources.embedding_jobs import EmbeddingOptions
-from resources.marengo_models import MARENGO_3_0, MARENGO_3_5
-from resources.model_routes import route
-from resources.provider_errors import MarengoOutputError, PermanentError, RetryableError, SetupError
-from resources.twelvelabs_bodies import parse_embedding_data, task_request, text_request
-from resources.twelvelabs_query import provider_error
+from resources.providers.embedding_jobs import EmbeddingOptions
+from resources.providers.errors import MarengoOutputError, PermanentError, RetryableError, SetupError
+from resources.providers.marengo_models import MARENGO_3_0, MARENGO_3_5
+from resources.providers.model_routes import route
+from resources.providers.twelvelabs.bodies import parse_embedding_data, task_request, text_request
+from resources.providers.twelvelabs.client import provider_error
 
 URL = "https://bucket.s3.amazonaws.com/presigned/video.mp4?X-Amz-Signature=..."
 TL_3_0 = route("twelvelabs", MARENGO_3_0.key)

@@ -14,10 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from assets_defs.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
-from assets_defs.partitions import marengo_model_partitions
-from assets_defs.segment_index import marengo_segment_index
-from assets_defs.version_checks import (
+from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
+from assets_defs.marengo.partitions import marengo_model_partitions
+from assets_defs.migration.version_checks import (
     DEFAULT_PROBE_SET,
     WHOLE_VERSION_CHECKS,
     ProbeOutcome,
@@ -40,30 +39,31 @@ from assets_defs.version_checks import (
     segments_outside_media,
     wrong_dimension,
 )
-from resources.embedding_jobs import (
-    EmbeddingJob,
-    EmbeddingOptions,
-    InvocationStatus,
-    SegmentEmbedding,
-    Submission,
-)
-from resources.embedding_table import EmbeddingTable
-from resources.lake import Lake
-from resources.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
-from resources.marengo_provider import MarengoProvider
-from resources.marengo_providers import MarengoProviders
-from resources.model_routes import ProviderName, route
-from resources.s3_storage import S3Storage
-from resources.segment_index import SegmentIndex
-from resources.segment_schema import media_id, segments_table
-from resources.submission_ledger import Outcome, SubmissionLedger
-from resources.version_check_settings import (
+from assets_defs.search.segment_index import marengo_segment_index
+from resources.index.segment_index import SegmentIndex
+from resources.migration.check_settings import (
     Probe,
     ProbeSetError,
     VersionCheckSettings,
     load_probe_set,
     parse_exclusions,
 )
+from resources.providers.base import MarengoProvider
+from resources.providers.embedding_jobs import (
+    EmbeddingJob,
+    EmbeddingOptions,
+    InvocationStatus,
+    SegmentEmbedding,
+    Submission,
+)
+from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
+from resources.providers.marengo_resource import MarengoProviders
+from resources.providers.model_routes import ProviderName, route
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Storage
+from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.segment_schema import media_id, segments_table
+from resources.tables.submission_ledger import Outcome, SubmissionLedger
 
 MODEL = MARENGO_3_0
 RNG = np.random.default_rng(12)

@@ -1,0 +1,162 @@
+"""Deciding what to submit: the pure core of the invocations asset.
+
+Given the inventory and the ledger, each usable object is either already handled for this model and these
+options (skip), over the model's limits (rejected; checked again a day later), out of retries, or due.
+
+Attempts: every job the provider accepted and that ended `failed` or `lost` used up its client token, so
+the next one is attempt `failed + lost + 1` (a new token, never a replay of the spent one). Only `failed`
+counts toward `max_attempts`: it is the provider's verdict on a job that ran (or an output that was never
+usable). A `lost` job is one the provider no longer knows, which says nothing about the object; it is
+resubmitted without using up an attempt, but at most `max_lost` times, so a provider that keeps losing
+one object's jobs cannot keep it open for ever.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
+from resources.providers.marengo_models import MarengoModel
+
+SETTLED = {"in_progress", "completed", "no_content", "rejected", "superseded"}
+# A refused request was never accepted, so it cost nothing; try it again after this long, in case the
+# refusal came from a setup problem since fixed.
+RETRY_REJECTED_AFTER = timedelta(hours=24)
+
+
+@dataclass
+class SubmissionPlan:
+    due: list[EmbeddingJob] = field(default_factory=list)
+    over_limit: list[tuple[EmbeddingJob, str]] = field(default_factory=list)
+    already_handled: int = 0
+    out_of_attempts: list[EmbeddingJob] = field(default_factory=list)
+    after_lost: set[str] = field(default_factory=set)  # job keys whose last job the provider lost
+
+
+def plan_submissions(
+    inventory: pd.DataFrame,
+    ledger_jobs: pd.DataFrame,
+    model: MarengoModel,
+    options: EmbeddingOptions,
+    max_attempts: int,
+    max_lost: int = 3,
+    provider: str = "bedrock",
+) -> SubmissionPlan:
+    """Vectorized over the ledger and the inventory: a library of a million objects plans in seconds, and
+    only objects that are not settled become `EmbeddingJob`s.
+
+    `ledger_jobs` holds every provider's jobs for the model: an object embedded, running or refused at
+    any of them is settled, and attempts count across them. The due jobs go to `provider`.
+    """
+    history = job_history(ledger_jobs)
+    usable = inventory[inventory["status"] == "ok"]
+    keys = job_keys(usable, model, options)
+    known = history.reindex(keys)
+    settled = known["settled"].fillna(False).to_numpy(dtype=bool)
+    plan = SubmissionPlan(already_handled=int(settled.sum()))
+    failures_of = known["failed"].fillna(0).astype(int).to_numpy()
+    lost_of = known["lost"].fillna(0).astype(int).to_numpy()
+    open_rows = usable[~settled]
+    for row, key, failures, lost in zip(
+        open_rows.to_dict("records"),
+        keys[~settled],
+        failures_of[~settled],
+        lost_of[~settled],
+        strict=True,
+    ):
+        job = EmbeddingJob(row["media_uri"], row["etag"], row["modality"], model, options, 1, provider)
+        if failures >= max_attempts or lost >= max_lost:
+            plan.out_of_attempts.append(job)
+            continue
+        duration = None if pd.isna(row["duration_sec"]) else float(row["duration_sec"])
+        violation = model.limit_violation(row["modality"], int(row["size_bytes"]), duration)
+        if violation:
+            plan.over_limit.append((job, violation))
+            continue
+        if lost:
+            plan.after_lost.add(key)
+        attempt = int(failures + lost + 1)
+        plan.due.append(
+            EmbeddingJob(job.media_uri, job.etag, job.modality, model, options, attempt, provider)
+        )
+    return plan
+
+
+def job_history(ledger_jobs: pd.DataFrame) -> pd.DataFrame:
+    """Per job key: whether a job is settled (running, done, or refused within the last day), and how many
+    of its jobs failed and were lost. A rejection older than RETRY_REJECTED_AFTER no longer counts."""
+    expired = datetime.now(UTC) - RETRY_REJECTED_AFTER
+    status = ledger_jobs["status"]
+    recorded = pd.to_datetime(ledger_jobs["recorded_at"], utc=True) if len(ledger_jobs) else None
+    stale = (status == "rejected") & (recorded < expired) if recorded is not None else status != status
+    counted = ledger_jobs[~stale.fillna(False)]
+    flags = pd.DataFrame(
+        {
+            "job_key": counted["job_key"].astype(str),
+            "settled": counted["status"].isin(SETTLED),
+            "failed": counted["status"] == "failed",
+            "lost": counted["status"] == "lost",
+        }
+    )
+    return flags.groupby("job_key").agg({"settled": "any", "failed": "sum", "lost": "sum"})
+
+
+def job_keys(usable: pd.DataFrame, model: MarengoModel, options: EmbeddingOptions) -> pd.Index:
+    """`EmbeddingJob.job_key` of every inventory row, without building a job per row."""
+    probe = {
+        modality: EmbeddingJob("", "", modality, model, options)
+        for modality in usable["modality"].dropna().unique()
+    }
+    keys = [
+        probe[modality].key_for(uri, etag)
+        for uri, etag, modality in zip(usable["media_uri"], usable["etag"], usable["modality"], strict=True)
+    ]
+    return pd.Index(keys, dtype=object)
+
+
+@dataclass
+class Slots:
+    """The provider's quota for one model as a submission run sees it: which jobs hold a slot, and how many
+    slots there are.
+
+    A job holds a slot from its submission until a listing (ours, or a finding in the lake) shows it
+    finished, whether or not an ingest run has recorded it yet. When the provider refuses for being busy
+    although slots look free (another client, a lower quota than configured), the run believes it: no more
+    until a job it knows of finishes, or until `retry_at` for a refusal with nothing of ours in flight.
+    """
+
+    quota: int
+    held: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # token -> (invocation, submitted)
+    cap: int | None = None  # lowered to the count in flight by a busy refusal; None: the quota
+    retry_at: float | None = None  # monotonic time after which a refusal with nothing in flight is retried
+
+    def free(self, now: float) -> int:
+        if self.cap is not None and self.retry_at is not None and now >= self.retry_at:
+            self.cap, self.retry_at = None, None
+        cap = self.quota if self.cap is None else self.cap
+        return max(0, cap - len(self.held))
+
+    def take(self, token: str, invocation_id: str, submitted_at: datetime) -> None:
+        self.held[token] = (invocation_id, submitted_at)
+
+    def release(self, tokens: set[str]) -> int:
+        """Free the slots of jobs now known to be finished; any release lifts a busy refusal."""
+        released = [t for t in tokens if t in self.held]
+        for token in released:
+            del self.held[token]
+        if released:
+            self.cap, self.retry_at = None, None
+        return len(released)
+
+    def refused(self, now: float, backoff_sec: float) -> None:
+        """The provider said it is full: hold at the current count until a slot frees (or `backoff_sec`
+        passes, when none of ours is running to free one)."""
+        self.cap = len(self.held)
+        self.retry_at = now + backoff_sec if not self.held else None
+
+    def open_jobs(self) -> dict[str, str]:
+        return {token: invocation for token, (invocation, _) in self.held.items()}
+
+    def oldest_submission(self) -> datetime | None:
+        return min((submitted for _, submitted in self.held.values()), default=None)

@@ -1,0 +1,50 @@
+"""The S3 bucket/prefix that media teams drop objects into."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import dagster as dg
+from pydantic import Field
+
+from resources.media.probe import MediaProbe, probe
+from resources.storage.s3_storage import S3Storage, S3Uri
+
+
+@dataclass(frozen=True)
+class MediaObject:
+    uri: str
+    key: str
+    etag: str
+    size_bytes: int
+    last_modified: datetime
+
+
+class MediaSource(dg.ConfigurableResource):
+    uri: str = Field(description="s3://bucket/prefix to embed everything under.")
+    storage: S3Storage
+
+    def list_objects(self) -> Iterator[MediaObject]:
+        """Every object under the prefix, through boto3's paginator (1000 keys a call)."""
+        root = S3Uri.parse(self.uri)
+        paginator = self.storage.get_client().get_paginator("list_objects_v2")
+        # botocore asks for url-encoded keys and decodes them, so every key arrives exactly as stored.
+        for page in paginator.paginate(Bucket=root.bucket, Prefix=root.key):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith("/") and item["Size"] == 0:  # a console "folder", not media
+                    continue
+                yield MediaObject(
+                    uri=str(S3Uri(root.bucket, item["Key"])),
+                    key=item["Key"],
+                    etag=item["ETag"].strip('"'),
+                    size_bytes=item["Size"],
+                    last_modified=item["LastModified"],
+                )
+
+    def probe(self, obj: MediaObject) -> tuple[str | None, MediaProbe]:
+        """Content type and media facts of the listed version, reading only the byte ranges the container
+        parser asks for. Through boto3, not pyarrow: pyarrow cannot address keys with `//` or `..`."""
+        with self.storage.open_object(S3Uri.parse(obj.uri), etag=obj.etag) as handle:
+            return handle.content_type, probe(obj.key, handle.content_type, handle)
