@@ -512,8 +512,6 @@ def _ingest(
     except ValueError as error:
         raise IngestError(f"{error}: name the media as s3://bucket/prefix", EXIT_USAGE) from error
 
-    from dagster._core.errors import DagsterExecutionInterruptedError
-
     from assets_defs.inventory.media_inventory import read_inventory
     from assets_defs.migration.estimates import OVER_BUDGET
     from mediaembed.run_slots import PoolSlotTimeout
@@ -628,7 +626,7 @@ def _ingest(
                 "collect them (or let the sensor of `dagster dev` do it)",
                 EXIT_STILL_IN_FLIGHT,
             ) from stop
-        except (KeyboardInterrupt, DagsterExecutionInterruptedError):
+        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
             summary = finish()
             raise IngestError(
                 f"interrupted with {len(summary.in_flight)} objects in flight at Bedrock (they finish and "
