@@ -513,7 +513,7 @@ def _ingest(
         raise IngestError(f"{error}: name the media as s3://bucket/prefix", EXIT_USAGE) from error
 
     from assets_defs.inventory.media_inventory import read_inventory
-    from assets_defs.migration.estimates import OVER_BUDGET
+    from assets_defs.marengo.submission_stop import SubmissionStop
     from mediaembed.run_slots import PoolSlotTimeout
     from mediaembed.runner import (
         SensorDriver,
@@ -580,13 +580,14 @@ def _ingest(
                         f"submitted {invocations['submitted']} Marengo invocations "
                         f"({invocations['already_handled']} already handled, {cost})"
                     )
-                reason = str(invocations["deferred_reason"])
-                if reason.startswith(OVER_BUDGET):
+                reason = str(invocations["deferred_reason"]).removeprefix("stopped: ")
+                stop = SubmissionStop.of(invocations)
+                if stop is SubmissionStop.OVER_BUDGET:
                     finish()
-                    raise IngestError(f"nothing submitted: {reason.removeprefix('stopped: ')}")
-                if reason.startswith("stopped:"):
+                    raise IngestError(f"nothing submitted: {reason}")
+                if stop is SubmissionStop.SETUP_REFUSED:
                     finish()
-                    raise IngestError(f"Bedrock {reason.removeprefix('stopped: ')}: fix that, then run again")
+                    raise IngestError(f"{model.key} at its provider: {reason}: fix that, then run again")
                 in_flight = ledger.in_progress(model.key)
                 if in_flight.empty and not invocations["deferred"] and not invocations["submitted"]:
                     break

@@ -20,6 +20,7 @@ import pandas as pd
 
 from assets_defs.inventory.media_inventory import OBJECTS_REMOVED
 from assets_defs.marengo.partitions import marengo_model_partitions
+from assets_defs.marengo.submission_stop import SubmissionStop
 from assets_defs.search.serving import kept_up
 from pipelines.jobs import SUBMITTING_JOBS, holding_config, ingest_marengo_job, submit_marengo_job
 from resources.providers.base import MarengoProvider
@@ -296,7 +297,7 @@ def _due_work(instance: dg.DagsterInstance, model_key: str, last: dg.EventLogRec
     metadata = _metadata(last)
     deferred = int(_value(metadata, "deferred", 0))
     reason = str(_value(metadata, "deferred_reason", ""))
-    if deferred and not reason.startswith("stopped:"):  # a set-up problem waits for a person
+    if deferred and not SubmissionStop.of(metadata).waits_for_a_person:
         return f"{deferred} objects wait ({reason})"
     planned_at = float(_value(metadata, "planned_at", last.timestamp))
     ingests = instance.fetch_materializations(

@@ -13,6 +13,7 @@ from pydantic import Field
 from assets_defs.inventory.media_inventory import media_inventory, read_inventory
 from assets_defs.marengo.partitions import marengo_model_partitions
 from assets_defs.marengo.submission_plan import Slots, SubmissionPlan, plan_submissions
+from assets_defs.marengo.submission_stop import STOP_METADATA_KEY, SubmissionStop
 from assets_defs.metadata import preview
 from assets_defs.migration.estimates import (
     SubmissionSettings,
@@ -331,16 +332,18 @@ def submit_invocations(
 
     deferred = len(due)
     busy_reason = None
+    stop = SubmissionStop.QUOTA if deferred else SubmissionStop.NOTHING_DEFERRED
     if over_budget:
-        busy_reason = over_budget  # "stopped: ...": the sensor waits for a person to raise the budget
+        busy_reason, stop = over_budget, SubmissionStop.OVER_BUDGET
     elif deferred and not setup_problem:
         busy_reason = last_refusal or f"{quota} invocations in flight (the {provider.provider_name} quota)"
         context.log.info(f"{deferred} objects wait for a later run: {busy_reason}")
     if refused_up_front:
-        busy_reason = f"stopped before submitting: {setup_problem}"
+        busy_reason, stop = f"stopped before submitting: {setup_problem}", SubmissionStop.SETUP_REFUSED
         context.log.error(f"{busy_reason}; {deferred} objects wait")
     elif setup_problem:
         busy_reason = f"stopped: every request refused with the same reason: {setup_problem}"
+        stop = SubmissionStop.SETUP_REFUSED
         context.log.error(
             f"{busy_reason}; {deferred} objects wait. Check the model access, region and buckets."
         )
@@ -376,6 +379,7 @@ def submit_invocations(
             "quota": quota,
             "deferred": deferred,
             "deferred_reason": busy_reason or "",
+            STOP_METADATA_KEY: stop.value,
             "rejected": len(rejected),
             "rejected_for_the_object": object_refusals,
             "skipped_for_their_bucket": skipped_for_bucket,

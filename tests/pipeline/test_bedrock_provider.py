@@ -187,6 +187,7 @@ def test_an_output_bucket_in_another_region_stops_submitting_before_any_request(
     meta = materialization_metadata(result, ["marengo", "invocations"])
     assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (0, 0, USABLE)
     assert f"stopped before submitting: the async output bucket {bucket} is in" in meta["deferred_reason"]
+    assert meta["stop"] == "setup_refused", "refused before any request: waits for a person, not the quota"
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
     assert not check.passed
     assert world.stack.bedrock.calls.get("StartAsyncInvoke", 0) == 0, "nothing was sent to be refused"

@@ -238,6 +238,7 @@ def test_access_denied_is_a_set_up_refusal_that_stops_submitting(world: World) -
     meta = materialization_metadata(result, ["marengo", "invocations"])
     assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (0, 3, USABLE - 3)
     assert meta["deferred_reason"].startswith("stopped: every request refused with the same reason: Access")
+    assert meta["stop"] == "setup_refused", "the sensor waits for a person"
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
     assert not check.passed
 
@@ -262,6 +263,7 @@ def test_credentials_aws_refuses_are_a_set_up_refusal_not_a_retry_storm(
     assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (0, 3, USABLE - 3)
     reason = meta["deferred_reason"]
     assert reason.startswith(f"stopped: every request refused with the same reason: {code}: ")
+    assert meta["stop"] == "setup_refused"
     assert "\n" not in reason
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "provider_accepts_requests"]
     assert not check.passed

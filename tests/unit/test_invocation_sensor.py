@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from assets_defs.marengo.submission_stop import STOP_METADATA_KEY, SubmissionStop
 from pipelines import sensors
 from pipelines.sensors import SensorState, marengo_invocation_sensor
 from resources.providers.base import MarengoProvider
@@ -244,7 +245,10 @@ def test_lost_and_unaskable_jobs_are_logged_and_handed_to_an_ingest_run(
 
 
 def last_submission_run(
-    instance: dg.DagsterInstance, deferred: int, reason: str = "2 invocations in flight (the bedrock quota)"
+    instance: dg.DagsterInstance,
+    deferred: int,
+    reason: str = "2 invocations in flight (the bedrock quota)",
+    stop: SubmissionStop = SubmissionStop.QUOTA,
 ) -> None:
     """What the last submission run of marengo-3.0 reported, as its materialization would."""
     instance.report_runless_asset_event(
@@ -254,6 +258,7 @@ def last_submission_run(
             metadata={
                 "deferred": deferred,
                 "deferred_reason": reason,
+                STOP_METADATA_KEY: (stop if deferred else SubmissionStop.NOTHING_DEFERRED).value,
                 "planned_at": dg.MetadataValue.timestamp(datetime.now(UTC)),
             },
         )
@@ -303,8 +308,10 @@ def test_no_submission_run_while_one_runs_or_when_nothing_waits(
     last_submission_run(instance, deferred=0, reason="")
     assert requests(tick(provider, None), "submit_marengo_invocations") == [], "nothing waits"
 
-    last_submission_run(instance, deferred=3, reason="stopped: every request refused with the same reason")
-    assert requests(tick(provider, None), "submit_marengo_invocations") == [], "a set-up problem waits"
+    # The kind decides, not the sentence: a refused set-up and an exceeded budget wait for a person.
+    for stop in (SubmissionStop.SETUP_REFUSED, SubmissionStop.OVER_BUDGET):
+        last_submission_run(instance, deferred=3, stop=stop)
+        assert requests(tick(provider, None), "submit_marengo_invocations") == [], stop
 
     last_submission_run(instance, deferred=3)
     running = dg.DagsterRun(

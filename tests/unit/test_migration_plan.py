@@ -317,7 +317,8 @@ def invocations(
 def test_submission_past_the_budget_refuses_before_any_provider_call(lake: Lake) -> None:
     meta, checks = invocations(lake, InvocationConfig(budget_usd=0.05, hold_quota_sec=0))
     assert CALLS == [] and meta["submitted"] == 0 and meta["deferred"] == 6
-    assert str(meta["deferred_reason"]).startswith("stopped: over budget:"), "the sensor waits for a person"
+    assert str(meta["deferred_reason"]).startswith("stopped: over budget:")
+    assert meta["stop"] == "over_budget", "the sensor waits for a person"
     [budget] = [c for c in checks if c.check_name == "within_budget"]
     assert not budget.passed and "raise the run config's budget_usd to at least 0.22" in str(
         budget.description
