@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test dev lint typecheck unit lock clean browser
+.PHONY: demo test check dev lint typecheck unit lock clean browser
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -24,10 +24,15 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 demo: $(STAMP)
 	$(BIN)/mediaembed demo
 
-## Install and run every check CI runs: lint, types, definitions, tests.
+## Install and run every check CI runs: lint, types, definitions, every test lane.
 test: $(STAMP) lint typecheck browser
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/pytest -q -n 2 --dist loadfile
+
+## The fast lane while developing: lint, types, definitions and the tests not marked slow.
+check: $(STAMP) lint typecheck
+	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
 
 ## Debian's chromium for tests/browser, where the machine allows it (root with apt-get); never fails the build:
 ## without it those tests skip with the reason.
