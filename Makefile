@@ -26,12 +26,12 @@ demo: $(STAMP)
 
 ## Install and run every check CI runs: lint, types, definitions, every test lane.
 test: $(STAMP) lint typecheck browser
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/dg check defs
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 ## The fast lane while developing: lint, types, definitions and the tests not marked slow.
 check: $(STAMP) lint typecheck
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/dg check defs
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
 
 ## Debian's chromium for tests/browser, where the machine allows it (root with apt-get); never fails the build:
