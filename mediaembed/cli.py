@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipelines.settings import unknown_setting_warnings
 from resources.providers.marengo_models import MARENGO_MODELS
 from resources.storage.clock import REAL_CLOCK, Clock
 
@@ -12,6 +13,8 @@ from resources.storage.clock import REAL_CLOCK, Clock
 def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
     # First of all: `ingest --timeout` counts from here, loading Dagster and the code location included.
     started_at = clock.monotonic()
+    for line in unknown_setting_warnings(os.environ):
+        print(f"mediaembed: warning: {line}", file=sys.stderr)
     parser = argparse.ArgumentParser(prog="mediaembed", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -29,6 +29,7 @@ from pipelines.jobs import (
 )
 from pipelines.schedules import describe_new_media_schedule, embed_new_media_schedule
 from pipelines.sensors import marengo_invocation_sensor
+from pipelines.settings import unknown_setting_warnings
 from resources.index.description_index import DescriptionIndex
 from resources.index.segment_index import SegmentIndex
 from resources.media.source import MediaSource
@@ -95,3 +96,7 @@ defs = dg.Definitions(
     sensors=[marengo_invocation_sensor],
     resources=pipeline_resources,
 )
+
+
+for _line in unknown_setting_warnings(os.environ):
+    dg.get_dagster_logger("mediaembed").warning(_line)
