@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from assets_defs import keys
 from assets_defs.inventory.media_inventory import read_inventory
 from assets_defs.migration.estimates import version_progress
 from emulators.sample_media import SampleObject, upload_sample_media
@@ -90,8 +91,8 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
             serving = built.lake.serving_versions().current()
         print(serving.describe())
         submit = run_job(instance, "embed_new_media", serving.serving)
-        inventory = materialization_metadata(submit, ["media", "inventory"])
-        invocations = materialization_metadata(submit, ["marengo", "invocations"])
+        inventory = materialization_metadata(submit, keys.MEDIA_INVENTORY)
+        invocations = materialization_metadata(submit, keys.MARENGO_INVOCATIONS)
         print(
             f"inventory: {inventory['dagster/row_count']} objects, {inventory['usable_objects']} usable, "
             f"{inventory['unusable_objects']} unusable, {inventory['media_seconds']:.1f} media seconds"
@@ -114,8 +115,8 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
             finally:
                 bar.close()
         for result in driver.ingest_results:
-            ingest = materialization_metadata(result, ["marengo", "embeddings"])
-            index = materialization_metadata(result, ["search", "marengo_segments"])
+            ingest = materialization_metadata(result, keys.MARENGO_EMBEDDINGS)
+            index = materialization_metadata(result, keys.SEARCH_MARENGO_SEGMENTS)
             print(
                 f"sensor run {result.run_id[:8]}: {ingest['objects_embedded']} embedded, "
                 f"{ingest['objects_failed']} failed, {ingest['dagster/row_count']} segments; "
@@ -126,8 +127,8 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
 
         # Pegasus: a description, chapters and keywords per video, then the full-text index over them.
         described = run_job(instance, "describe_media", None)
-        pegasus = materialization_metadata(described, ["pegasus", "descriptions"])
-        text_index = materialization_metadata(described, ["search", "descriptions"])
+        pegasus = materialization_metadata(described, keys.PEGASUS_DESCRIPTIONS)
+        text_index = materialization_metadata(described, keys.SEARCH_DESCRIPTIONS)
         print(
             f"\npegasus: {pegasus['calls_made']} calls, {pegasus['dagster/row_count']} descriptions; "
             f"full-text index {text_index['dagster/row_count']} rows"

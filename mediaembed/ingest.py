@@ -30,6 +30,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
+from assets_defs import keys
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.providers.errors import ProviderError
 from resources.providers.marengo_models import MarengoModel
@@ -565,9 +566,9 @@ def _ingest(
                     progress.say(f"listing and probing {prefix} ...")
                 submit = run_job(instance, "embed_new_media", model.key, run_config, log_level="CRITICAL")
                 submit_runs.add(submit.run_id)
-                invocations = materialization_metadata(submit, ["marengo", "invocations"])
+                invocations = materialization_metadata(submit, keys.MARENGO_INVOCATIONS)
                 if first:
-                    inventory = materialization_metadata(submit, ["media", "inventory"])
+                    inventory = materialization_metadata(submit, keys.MEDIA_INVENTORY)
                     progress.say(
                         f"{inventory['dagster/row_count']} objects, {inventory['usable_objects']} usable, "
                         f"{inventory['unusable_objects']} skipped, {inventory['media_seconds']:.1f} media s"

@@ -4,13 +4,15 @@ Used by the demo and the end-to-end tests: the same jobs, the same sensor and it
 DagsterInstance, without a daemon. Nothing here bypasses an asset.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
+from assets_defs import keys
+from assets_defs.keys import op_name
 from mediaembed.run_slots import execute_holding_slots
 from pipelines.definitions import defs, pipeline_resources
 from pipelines.jobs import SUBMITTING_JOBS, holding_config
@@ -37,9 +39,9 @@ def run_job(
     run_config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}}
     if job_name in SUBMITTING_JOBS:
         ops = dict(run_config.get("ops", {}))
-        step = dict(ops.get("marengo__invocations", {}))
+        step = dict(ops.get(op_name(keys.MARENGO_INVOCATIONS), {}))
         step["config"] = {"hold_quota_sec": 0.0, **step.get("config", {})}
-        run_config["ops"] = {**ops, "marengo__invocations": step}
+        run_config["ops"] = {**ops, op_name(keys.MARENGO_INVOCATIONS): step}
     result = execute_holding_slots(
         instance, defs.resolve_job_def(job_name), partition_key=partition_key, run_config=run_config, **kwargs
     )
@@ -49,9 +51,11 @@ def run_job(
     return result
 
 
-def materialization_metadata(result: dg.ExecuteInProcessResult, asset_key: list[str]) -> dict[str, Any]:
+def materialization_metadata(
+    result: dg.ExecuteInProcessResult, asset_key: dg.AssetKey | Sequence[str]
+) -> dict[str, Any]:
     """Plain values of an asset's materialization metadata in a run."""
-    node = "__".join(asset_key)
+    node = op_name(dg.AssetKey.from_coercible(asset_key))
     [materialization] = result.asset_materializations_for_node(node)
     return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
 

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets_defs import keys
 from assets_defs.inventory.media_inventory import media_inventory
 from assets_defs.marengo.embeddings import marengo_embeddings
 from assets_defs.marengo.invocations import HOLD_QUOTA_SEC, marengo_invocations
@@ -46,7 +47,7 @@ SUBMITTING_JOBS = (embed_new_media_job.name, submit_marengo_job.name)
 def holding_config(hold_quota_sec: float = HOLD_QUOTA_SEC) -> dict[str, object]:
     """Run config of a submission run that holds the quota (the default, spelled out where automation
     starts one so the run's config shows it; 0 stops at the quota)."""
-    return {"ops": {"marengo__invocations": {"config": {"hold_quota_sec": hold_quota_sec}}}}
+    return {"ops": {keys.op_name(keys.MARENGO_INVOCATIONS): {"config": {"hold_quota_sec": hold_quota_sec}}}}
 
 
 ingest_marengo_job = dg.define_asset_job(

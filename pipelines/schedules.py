@@ -3,14 +3,8 @@
 import dagster as dg
 
 from pipelines.jobs import describe_media_job, embed_new_media_job, holding_config
+from pipelines.run_statuses import ACTIVE_RUN_STATUSES
 from resources.storage.lake import Lake
-
-ACTIVE = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 @dg.schedule(
@@ -42,7 +36,7 @@ def embed_new_media_schedule(context: dg.ScheduleEvaluationContext, lake: Lake) 
 def describe_new_media_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     # Two runs at once would both plan, and pay for, the same backlog: the pool is a setting one can forget.
     busy = context.instance.get_run_records(
-        dg.RunsFilter(job_name=describe_media_job.name, statuses=ACTIVE), limit=1
+        dg.RunsFilter(job_name=describe_media_job.name, statuses=ACTIVE_RUN_STATUSES), limit=1
     )
     if busy:
         return dg.SkipReason(f"describe_media run {busy[0].dagster_run.run_id} is still going")

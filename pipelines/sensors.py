@@ -18,11 +18,13 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from assets_defs import keys
 from assets_defs.inventory.media_inventory import OBJECTS_REMOVED
 from assets_defs.marengo.partitions import marengo_model_partitions
 from assets_defs.marengo.submission_stop import SubmissionStop
 from assets_defs.search.serving import kept_up
 from pipelines.jobs import SUBMITTING_JOBS, holding_config, ingest_marengo_job, submit_marengo_job
+from pipelines.run_statuses import ACTIVE_RUN_STATUSES
 from resources.providers.base import MarengoProvider
 from resources.providers.embedding_jobs import InvocationStatus
 from resources.providers.errors import ListingIncomplete
@@ -40,18 +42,8 @@ REHAND_AFTER_SEC = 15 * 60
 # job). This often, it also lists the running ones and looks up by ARN what no listing showed: jobs whose
 # submit time by Bedrock's clock is earlier than ours says, and jobs Bedrock lost.
 RECONCILE_EVERY_SEC = 10 * 60
-ACTIVE_RUN_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-INVOCATIONS_KEY = dg.AssetKey(["marengo", "invocations"])
-EMBEDDINGS_KEY = dg.AssetKey(["marengo", "embeddings"])
-INVENTORY_KEY = dg.AssetKey(["media", "inventory"])
-SEGMENTS_KEY = dg.AssetKey(["search", "marengo_segments"])
 # How the ingest runs the sensor requests take their statuses: from the sensor's findings, listing nothing.
-FROM_FINDINGS = {"ops": {"marengo__embeddings": {"config": {"list_provider": False}}}}
+FROM_FINDINGS = {"ops": {keys.op_name(keys.MARENGO_EMBEDDINGS): {"config": {"list_provider": False}}}}
 
 
 @dataclass
@@ -230,7 +222,7 @@ def _removal_requests(
     """An ingest run per indexed version when the latest inventory found objects gone from the bucket and
     no index run came since: it drops them from the table and the index (within the removal guard), with
     no finished job needed. One run per inventory materialization (its storage id is in the run key)."""
-    inventory = _latest(instance, dg.AssetRecordsFilter(INVENTORY_KEY))
+    inventory = _latest(instance, dg.AssetRecordsFilter(keys.MEDIA_INVENTORY))
     if inventory is None or not int(_value(_metadata(inventory), OBJECTS_REMOVED, 0)):
         return []
     removed = int(_value(_metadata(inventory), OBJECTS_REMOVED, 0))
@@ -238,7 +230,9 @@ def _removal_requests(
     for model_key in marengo_model_partitions.get_partition_keys():
         if model_key in ingesting or not kept_up(serving, model_key):
             continue  # an ingest run of this tick drops them too; a retired version is left as it is
-        indexed = _latest(instance, dg.AssetRecordsFilter(SEGMENTS_KEY, asset_partitions=[model_key]))
+        indexed = _latest(
+            instance, dg.AssetRecordsFilter(keys.SEARCH_MARENGO_SEGMENTS, asset_partitions=[model_key])
+        )
         if indexed is None or _read_after(instance, indexed, inventory):
             continue  # never indexed, or indexed by a run that read that inventory
         requests.append(
@@ -269,7 +263,7 @@ def _submission_request(
     if len(holding) >= quota:
         return None
     instance = context.instance
-    last = _latest(instance, dg.AssetRecordsFilter(INVOCATIONS_KEY, asset_partitions=[model_key]))
+    last = _latest(instance, dg.AssetRecordsFilter(keys.MARENGO_INVOCATIONS, asset_partitions=[model_key]))
     if last is None:
         return None  # nothing was ever submitted for this model: the schedule (or a person) starts it
     due = _due_work(instance, model_key, last)
@@ -301,7 +295,9 @@ def _due_work(instance: dg.DagsterInstance, model_key: str, last: dg.EventLogRec
         return f"{deferred} objects wait ({reason})"
     planned_at = float(_value(metadata, "planned_at", last.timestamp))
     ingests = instance.fetch_materializations(
-        dg.AssetRecordsFilter(EMBEDDINGS_KEY, asset_partitions=[model_key], after_timestamp=planned_at),
+        dg.AssetRecordsFilter(
+            keys.MARENGO_EMBEDDINGS, asset_partitions=[model_key], after_timestamp=planned_at
+        ),
         limit=100,
     ).records
     retries = 0
@@ -310,7 +306,7 @@ def _due_work(instance: dg.DagsterInstance, model_key: str, last: dg.EventLogRec
         retries += int(_value(meta, "objects_failed", 0)) + int(_value(meta, "jobs_lost", 0))
     if retries:
         return f"{retries} jobs failed or lost since the last submission run planned"
-    if _latest(instance, dg.AssetRecordsFilter(INVENTORY_KEY, after_timestamp=planned_at)) is not None:
+    if _latest(instance, dg.AssetRecordsFilter(keys.MEDIA_INVENTORY, after_timestamp=planned_at)) is not None:
         return "the inventory changed since the last submission run planned"
     return None
 

@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
+from assets_defs import keys
 from assets_defs.metadata import column_schema, preview
 from resources.media.probe import MediaProbe
 from resources.media.source import MediaObject, MediaSource
@@ -74,13 +75,13 @@ def _probe_row(media: MediaSource, obj: MediaObject) -> dict[str, object]:
 
 
 @dg.asset(
-    key=["media", "inventory"],
+    key=keys.MEDIA_INVENTORY,
     group_name="media",
     kinds={"s3", "parquet"},
     check_specs=[
         dg.AssetCheckSpec(
             "all_media_readable",
-            asset=["media", "inventory"],
+            asset=keys.MEDIA_INVENTORY,
             description="Warns about objects that are unsupported or cannot be decoded.",
         )
     ],

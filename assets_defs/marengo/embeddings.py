@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
+from assets_defs import keys
 from assets_defs.inventory.media_inventory import probed_durations, read_inventory
 from assets_defs.marengo.invocations import marengo_invocations
 from assets_defs.marengo.partitions import marengo_model_partitions
@@ -272,7 +273,7 @@ def _ingest_lost(
 
 
 @dg.asset(
-    key=["marengo", "embeddings"],
+    key=keys.MARENGO_EMBEDDINGS,
     deps=[marengo_invocations],
     partitions_def=marengo_model_partitions,
     group_name="marengo",
@@ -282,7 +283,7 @@ def _ingest_lost(
     check_specs=[
         dg.AssetCheckSpec(
             "finished_jobs_end",
-            asset=["marengo", "embeddings"],
+            asset=keys.MARENGO_EMBEDDINGS,
             description=(
                 "Fails naming the jobs this run ended because their output or status stayed unreadable "
                 "past the limits (max_unreadable_reads, unreadable_age_limit_hours); warns while "
@@ -291,7 +292,7 @@ def _ingest_lost(
         ),
         dg.AssetCheckSpec(
             "no_job_running_too_long",
-            asset=["marengo", "embeddings"],
+            asset=keys.MARENGO_EMBEDDINGS,
             description=(
                 "Fails naming the jobs the provider still reports running past running_age_limit_hours "
                 "(24) since submission: every job must end, and these need a look."
@@ -299,7 +300,7 @@ def _ingest_lost(
         ),
         dg.AssetCheckSpec(
             "vectors_well_formed",
-            asset=["marengo", "embeddings"],
+            asset=keys.MARENGO_EMBEDDINGS,
             description=(
                 "Every vector committed has the model's dimension, finite values and a non-zero norm. "
                 "Outputs breaking that are refused before the commit (the job fails and is retried), so "
@@ -309,7 +310,7 @@ def _ingest_lost(
         ),
         dg.AssetCheckSpec(
             "segments_within_media",
-            asset=["marengo", "embeddings"],
+            asset=keys.MARENGO_EMBEDDINGS,
             description=(
                 "Every clip committed starts before it ends, ends within the media's probed duration, and "
                 "occurs once. Outputs breaking that are refused before the commit, as for the vectors."

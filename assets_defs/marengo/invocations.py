@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets_defs import keys
 from assets_defs.inventory.media_inventory import media_inventory, read_inventory
 from assets_defs.marengo.partitions import marengo_model_partitions
 from assets_defs.marengo.submission_plan import Slots, SubmissionPlan, plan_submissions
@@ -102,7 +103,7 @@ def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
 INVOCATION_CHECKS = [
     dg.AssetCheckSpec(
         "provider_accepts_requests",
-        asset=["marengo", "invocations"],
+        asset=keys.MARENGO_INVOCATIONS,
         description=(
             "Fails when the provider refused several requests in a row for the same set-up reason and "
             "accepted none, or when the set-up was seen to be wrong before any request (Bedrock's "
@@ -112,7 +113,7 @@ INVOCATION_CHECKS = [
     ),
     dg.AssetCheckSpec(
         "within_budget",
-        asset=["marengo", "invocations"],
+        asset=keys.MARENGO_INVOCATIONS,
         description=(
             "Fails, and the run submits nothing, when what is still to embed for this version is "
             "estimated over the budget (budget_usd / MEDIAEMBED_BUDGET_USD, budget_media_seconds / "
@@ -129,7 +130,7 @@ def build_marengo_invocations(clock: Clock = REAL_CLOCK) -> dg.AssetsDefinition:
     on a fake clock to count polls and refusals exactly."""
 
     @dg.asset(
-        key=["marengo", "invocations"],
+        key=keys.MARENGO_INVOCATIONS,
         deps=[media_inventory],
         partitions_def=marengo_model_partitions,
         group_name="marengo",

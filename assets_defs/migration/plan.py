@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets_defs import keys
 from assets_defs.inventory.media_inventory import media_inventory, read_inventory
 from assets_defs.marengo.partitions import marengo_model_partitions
 from assets_defs.marengo.submission_plan import SubmissionPlan
@@ -140,14 +141,14 @@ def plan_metadata(plan: MigrationPlan) -> dict[str, dg.MetadataValue]:
 
 
 @dg.asset(
-    key=["migration", "plan"],
+    key=keys.MIGRATION_PLAN,
     deps=[media_inventory],
     partitions_def=marengo_model_partitions,
     group_name="migration",
     check_specs=[
         dg.AssetCheckSpec(
             "estimate_within_budget",
-            asset=["migration", "plan"],
+            asset=keys.MIGRATION_PLAN,
             description=(
                 "Fails when the launch's estimate is over the budget (budget_usd / MEDIAEMBED_BUDGET_USD, "
                 "budget_media_seconds / MEDIAEMBED_BUDGET_MEDIA_SECONDS): submission would refuse it."

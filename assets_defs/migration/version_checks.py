@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from assets_defs import keys
 from assets_defs.inventory.media_inventory import probed_durations, read_inventory
 from assets_defs.marengo.partitions import marengo_model_partitions
 from assets_defs.search.segment_index import marengo_segment_index
@@ -41,7 +42,7 @@ from resources.tables.embedding_table import EmbeddingTable
 from resources.tables.segment_validity import DURATION_TOLERANCE_SEC, NOT_FINITE, span_faults, vector_faults
 from resources.tables.submission_ledger import SubmissionLedger
 
-CHECKED = dg.AssetKey(["migration", "checked_version"])
+CHECKED = keys.MIGRATION_CHECKED_VERSION
 NAMES_SHOWN = 20
 
 

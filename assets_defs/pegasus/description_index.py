@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
+from assets_defs import keys
 from assets_defs.metadata import column_schema, preview
 from assets_defs.pegasus.descriptions import pegasus_chapters, pegasus_descriptions
 from resources.index.description_index import DescriptionIndex
@@ -22,7 +23,7 @@ NAMES_IN_METADATA = 50
 
 
 @dg.asset(
-    key=["search", "descriptions"],
+    key=keys.SEARCH_DESCRIPTIONS,
     deps=[pegasus_descriptions, pegasus_chapters],
     group_name="search",
     kinds={"lancedb"},
@@ -30,7 +31,7 @@ NAMES_IN_METADATA = 50
     check_specs=[
         dg.AssetCheckSpec(
             "matches_description_tables",
-            asset=["search", "descriptions"],
+            asset=keys.SEARCH_DESCRIPTIONS,
             description="The index holds exactly the rows the description and chapter tables give, "
             "object by object.",
         ),

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
+from assets_defs import keys
 from assets_defs.inventory.media_inventory import media_inventory, read_inventory
 from assets_defs.metadata import column_schema, preview
 from resources.pegasus.prompts import PegasusPrompt, load_prompts
@@ -253,7 +254,7 @@ def _short(text: Any, limit: int = 80) -> str:
 
 
 @dg.asset(
-    key=["pegasus", "descriptions"],
+    key=keys.PEGASUS_DESCRIPTIONS,
     deps=[media_inventory],
     group_name="pegasus",
     kinds={"bedrock", "deltalake"},
@@ -261,13 +262,13 @@ def _short(text: Any, limit: int = 80) -> str:
     check_specs=[
         dg.AssetCheckSpec(
             "no_truncated_descriptions",
-            asset=["pegasus", "descriptions"],
+            asset=keys.PEGASUS_DESCRIPTIONS,
             description="Warns about descriptions Pegasus cut at max_output_tokens (finishReason length): "
             "raise that prompt's max_output_tokens to describe them whole.",
         ),
         dg.AssetCheckSpec(
             "calls_accepted",
-            asset=["pegasus", "descriptions"],
+            asset=keys.PEGASUS_DESCRIPTIONS,
             description="Fails when this run called Pegasus and every call failed: a set-up problem "
             "(model access, region, credentials) rather than one bad video.",
         ),
@@ -371,7 +372,7 @@ def pegasus_descriptions(
 
 
 @dg.asset(
-    key=["pegasus", "chapters"],
+    key=keys.PEGASUS_CHAPTERS,
     deps=[pegasus_descriptions],
     group_name="pegasus",
     kinds={"deltalake"},

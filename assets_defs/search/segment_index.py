@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets_defs import keys
 from assets_defs.inventory.media_inventory import read_inventory
 from assets_defs.marengo.embeddings import marengo_embeddings
 from assets_defs.marengo.partitions import marengo_model_partitions
@@ -82,7 +83,7 @@ def _names(uris: list[str]) -> dg.MetadataValue:
 
 
 @dg.asset(
-    key=["search", "marengo_segments"],
+    key=keys.SEARCH_MARENGO_SEGMENTS,
     deps=[marengo_embeddings],
     partitions_def=marengo_model_partitions,
     group_name="search",
@@ -91,18 +92,18 @@ def _names(uris: list[str]) -> dg.MetadataValue:
     check_specs=[
         dg.AssetCheckSpec(
             "matches_embedding_table",
-            asset=["search", "marengo_segments"],
+            asset=keys.SEARCH_MARENGO_SEGMENTS,
             description="The index holds exactly the segments of the latest embedding of every object.",
         ),
         dg.AssetCheckSpec(
             "no_duplicate_segment_ids",
-            asset=["search", "marengo_segments"],
+            asset=keys.SEARCH_MARENGO_SEGMENTS,
             blocking=True,
             description="0 duplicate segment ids: every segment is in the index once.",
         ),
         dg.AssetCheckSpec(
             "removals_confirmed",
-            asset=["search", "marengo_segments"],
+            asset=keys.SEARCH_MARENGO_SEGMENTS,
             description="No object waits for confirmation to leave the index; names those that would go.",
         ),
     ],

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
+from assets_defs import keys
 from assets_defs.marengo.partitions import marengo_model_partitions
 from assets_defs.migration.version_checks import WHOLE_VERSION_CHECKS, checked_version
 from resources.storage.lake import Lake
@@ -21,7 +22,7 @@ from resources.tables.serving_versions import (
     ServingState,
 )
 
-SERVING_KEY = dg.AssetKey(["serving", "marengo"])
+SERVING_KEY = keys.SERVING_MARENGO
 
 
 class ServingChangeConfig(dg.Config):
