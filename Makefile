@@ -9,6 +9,8 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# dg checks that the venv it runs in is the project's: say so, as an activated .venv would.
+DG := VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg
 
 .PHONY: demo test check dev lint typecheck unit lock clean browser
 
@@ -26,12 +28,12 @@ demo: $(STAMP)
 
 ## Install and run every check CI runs: lint, types, definitions, every test lane.
 test: $(STAMP) lint typecheck browser
-	$(BIN)/dg check defs
+	$(DG) check defs
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 ## The fast lane while developing: lint, types, definitions and the tests not marked slow.
 check: $(STAMP) lint typecheck
-	$(BIN)/dg check defs
+	$(DG) check defs
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
 
 ## Debian's chromium for tests/browser, where the machine allows it (root with apt-get); never fails the build:

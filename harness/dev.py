@@ -1,5 +1,6 @@
 """`make dev`: the local stack with sample media, plus the Dagster UI on the same settings."""
 
+import os
 import shlex
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from emulators.stack import start_local_stack
 from harness.local_env import apply, local_settings, prepare_dagster_home
 
 DEV_EMULATOR_PORTS = (4566, 4567, 4568)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # where pyproject.toml's [tool.dg] is
 
 
 def run_dev(workdir: Path, port: int, emulator_ports: tuple[int, int, int] = DEV_EMULATOR_PORTS) -> int:
@@ -33,19 +35,10 @@ def run_dev(workdir: Path, port: int, emulator_ports: tuple[int, int, int] = DEV
         env_file = workdir / "dev.env"
         env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
         print(f"emulators up; settings in {env_file} (`. {env_file}` then `mediaembed search ...`)")
-        command = [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-w",
-            "workspace.yaml",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ]
+        # `dg dev` over the project's [tool.dg]: its code location `mediaembed`, in this interpreter's venv.
+        venv = Path(sys.prefix)
+        command = [str(venv / "bin" / "dg"), "dev", "-h", "127.0.0.1", "-p", str(port)]
         try:
-            return subprocess.call(command)
+            return subprocess.call(command, cwd=PROJECT_ROOT, env={**os.environ, "VIRTUAL_ENV": str(venv)})
         except KeyboardInterrupt:
             return 0

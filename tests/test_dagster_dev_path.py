@@ -45,13 +45,13 @@ def test_schedule_and_sensor_run_from_the_start(tmp_path: Path) -> None:
 
 
 def test_the_code_location_loads_from_the_settings_alone(tmp_path: Path) -> None:
-    """What `dagster dev -w workspace.yaml` loads, in a process that has only PATH and the settings."""
+    """What `dg dev` loads, in a process that has only PATH, the project's venv and the settings."""
     home = tmp_path / "dagster"
     home.mkdir()
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DAGSTER_HOME": str(home), **SETTINGS}
-    dagster = Path(sys.executable).with_name("dagster")
+    venv = {"VIRTUAL_ENV": sys.prefix}
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DAGSTER_HOME": str(home), **venv, **SETTINGS}
     done = subprocess.run(
-        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        [str(Path(sys.prefix) / "bin" / "dg"), "check", "defs"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -59,4 +59,5 @@ def test_the_code_location_loads_from_the_settings_alone(tmp_path: Path) -> None
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Validation successful" in done.stdout + done.stderr
+    assert "All definitions loaded successfully" in done.stdout + done.stderr
+    assert "does not match" not in done.stdout + done.stderr, "dg runs in the project's own venv"
