@@ -7,7 +7,7 @@ meant to share one process between runs). The gates hold both runs' first provid
 both are in flight, so the runs truly overlap instead of merely starting close together.
 """
 
-from assets_defs.marengo.embeddings import FETCH_THREADS
+from assets_defs.marengo.ingest_run import FETCH_THREADS
 from emulators.sample_media import SampleObject
 from tests.faults.conftest import MakeWorld
 from tests.faults.world import extra_images

@@ -11,7 +11,8 @@ import pytest
 from pydantic import Field
 
 from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA, read_inventory
-from assets_defs.marengo.embeddings import IngestConfig, ReadLimits, give_up_reading, marengo_embeddings
+from assets_defs.marengo.embeddings import IngestConfig, build_ingest, materialize_result
+from assets_defs.marengo.ingest_run import ReadLimits, give_up_reading
 from assets_defs.marengo.submission_plan import plan_submissions
 from resources.providers.base import MarengoProvider
 from resources.providers.embedding_jobs import (
@@ -101,12 +102,10 @@ def submit(lake: Lake, *uris: str, attempt: int = 1) -> None:
 
 
 def ingest(provider: MarengoProvider, lake: Lake, **config: Any) -> dg.MaterializeResult:
-    with dg.build_asset_context(
-        partition_key=MARENGO_3_0.key, resources={"marengo": MarengoProviders(bedrock=provider), "lake": lake}
-    ) as context:
-        result = marengo_embeddings(context, IngestConfig(**config))
-    assert isinstance(result, dg.MaterializeResult)
-    return result
+    """What the asset reports for one ingest run with `config` (its ingest, run directly)."""
+    settings = IngestConfig(**config)
+    report = build_ingest(settings, lake, MarengoProviders(bedrock=provider), MARENGO_3_0, "ingest-run").run()
+    return materialize_result(report, settings)
 
 
 def check(result: dg.MaterializeResult) -> dg.AssetCheckResult:

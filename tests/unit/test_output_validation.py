@@ -16,7 +16,7 @@ import pytest
 from pydantic import Field
 
 from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA, read_inventory
-from assets_defs.marengo.embeddings import IngestConfig, marengo_embeddings
+from assets_defs.marengo.embeddings import IngestConfig, build_ingest, materialize_result
 from assets_defs.marengo.submission_plan import plan_submissions
 from resources.providers.base import MarengoProvider
 from resources.providers.bedrock.marengo_bodies import parse_output
@@ -138,12 +138,11 @@ def submit(lake: Lake, *uris: str) -> None:
 
 
 def ingest(provider: MarengoProvider, lake: Lake) -> dg.MaterializeResult:
-    with dg.build_asset_context(
-        partition_key=MARENGO_3_0.key, resources={"marengo": MarengoProviders(bedrock=provider), "lake": lake}
-    ) as context:
-        result = marengo_embeddings(context, IngestConfig())
-    assert isinstance(result, dg.MaterializeResult)
-    return result
+    """What the asset reports for one ingest run (its ingest, run directly)."""
+    report = build_ingest(
+        IngestConfig(), lake, MarengoProviders(bedrock=provider), MARENGO_3_0, "ingest-run"
+    ).run()
+    return materialize_result(report, IngestConfig())
 
 
 def latest(lake: Lake, uri: str) -> dict[str, Any]:
