@@ -7,8 +7,8 @@ twice.
 
 import dagster as dg
 
-from assets_defs.marengo.embeddings import FETCH_THREADS
-from assets_defs.marengo.invocations import LEDGER_FLUSH_EVERY
+from assets_defs.marengo.ingest_run import FETCH_THREADS
+from assets_defs.marengo.submission_run import LEDGER_FLUSH_EVERY
 from mediaembed.cli import main as cli
 from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, marengo_model
 from resources.tables.embedding_table import EmbeddingTable

@@ -1,0 +1,434 @@
+"""One submission run of a Marengo version: plan what is due, gate it on the budget and the set-up, then
+submit while keeping the provider's quota full. Plain code: the asset `marengo/invocations` builds a
+`SubmissionRun`, runs it, and turns its `SubmissionReport` into a materialization.
+
+Every submission reaches the ledger (intents before a job is created where the provider needs them, the
+jobs in batches of LEDGER_FLUSH_EVERY), so a re-run, a crash or a backfill never bills twice.
+"""
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+
+import pandas as pd
+
+from assets_defs.inventory.media_inventory import read_inventory
+from assets_defs.marengo.submission_plan import Slots, SubmissionPlan, plan_submissions
+from assets_defs.marengo.submission_stop import SubmissionStop
+from assets_defs.migration.estimates import (
+    Budget,
+    Estimate,
+    SubmissionSettings,
+    VersionProgress,
+    budget_problem,
+    embedded_objects,
+    estimate_jobs,
+    version_progress,
+)
+from resources.providers.base import MarengoProvider
+from resources.providers.embedding_jobs import (
+    EmbeddingJob,
+    EmbeddingOptions,
+    InvocationStatus,
+    Submission,
+    options_from_canonical,
+)
+from resources.providers.errors import ListingIncomplete, ProviderError
+from resources.providers.marengo_models import MarengoModel
+from resources.providers.marengo_resource import MarengoProviders
+from resources.providers.model_routes import ModelRoute
+from resources.storage.clock import REAL_CLOCK, Clock
+from resources.storage.lake import Lake
+from resources.storage.s3_storage import S3Uri
+from resources.tables.invocation_findings import FREES_SLOT, InvocationFindings
+from resources.tables.submission_ledger import Outcome, SubmissionLedger
+
+LEDGER_FLUSH_EVERY = 50
+# This many set-up refusals in a row with one reason and no acceptance stop the run's submissions.
+# Refusals about one object (bad media) never count: they say nothing about the next object.
+SETUP_PROBLEM_AFTER = 3
+# A busy refusal with none of our jobs running (another client holds the quota, or throttling) is retried
+# after the poll interval, doubling up to this.
+MAX_BUSY_BACKOFF_SEC = 60.0
+
+
+@dataclass(frozen=True)
+class QuotaHold:
+    """How a run waits for the quota: at most `max_in_flight` jobs (None: the provider's quota), and while
+    objects wait, for up to `hold_sec`, asking the provider every `poll_sec` which jobs finished."""
+
+    max_in_flight: int | None
+    hold_sec: float
+    poll_sec: float
+
+
+@dataclass(frozen=True)
+class SubmissionReport:
+    """What one submission run did and why it stopped, for its materialization and its checks."""
+
+    model: MarengoModel
+    provider: str
+    route: ModelRoute
+    planned_at: datetime
+    plan: SubmissionPlan
+    submitted: list[Submission]
+    recovered: int
+    rejected: list[Outcome]
+    object_refusals: int
+    skipped_for_bucket: int
+    bucket_refusals: dict[str, str]
+    in_flight_before: int
+    finished_before: int
+    quota: int
+    deferred: int
+    deferred_reason: str
+    stop: SubmissionStop
+    setup_problem: str | None
+    consecutive_identical_refusals: int
+    over_budget: str | None
+    budget: Budget
+    estimate: Estimate
+    held_sec: float
+    slot_polls: int
+    jobs_seen_finishing: int
+    media_seconds: dict[str, float | None]
+    progress: VersionProgress
+
+    @property
+    def media_seconds_submitted(self) -> float:
+        return sum(self.media_seconds.get(s.job.media_uri) or 0.0 for s in self.submitted)
+
+    @property
+    def estimated_cost_usd(self) -> float:
+        seconds = self.media_seconds
+        return sum(
+            self.route.estimated_cost_usd(s.job.modality, seconds.get(s.job.media_uri))
+            for s in self.submitted
+        )
+
+
+@dataclass
+class _Refusals:
+    """The provider's permanent refusals so far: set-up ones in a row (the object's URI masked), and those
+    about one object, which never count towards a set-up problem."""
+
+    same: list[str] = field(default_factory=list)
+    about_one_object: int = 0
+    last_busy: str | None = None
+
+
+class SubmissionRun:
+    """Submit every job due for `model` at the provider serving it, holding the quota as `hold` says.
+
+    Its waits read and sleep on `clock` only, so a test counts polls and refusals exactly.
+    """
+
+    def __init__(
+        self,
+        lake: Lake,
+        providers: MarengoProviders,
+        model: MarengoModel,
+        settings: SubmissionSettings,
+        hold: QuotaHold,
+        run_id: str,
+        log: logging.Logger,
+        clock: Clock = REAL_CLOCK,
+    ):
+        self.lake, self.model, self.settings, self.hold = lake, model, settings, hold
+        self.run_id, self.log, self.clock = run_id, log, clock
+        self.provider: MarengoProvider = providers.serving(model)
+        self.ledger = SubmissionLedger(lake, self.provider.provider_name)
+        self.findings = InvocationFindings(lake)
+        self.refusals = _Refusals()
+        self.polls = self.seen_finishing = 0
+        self.held_sec = 0.0
+
+    def run(self) -> SubmissionReport:
+        model, provider, settings = self.model, self.provider, self.settings
+        route = provider.route(model)
+        planned_at = datetime.now(UTC)
+        self.deadline = self.clock.monotonic() + self.hold.hold_sec
+        known = self.findings.read(model.key)  # before the ledger: it then holds every job these name
+        inventory = read_inventory(self.lake)
+        every_provider = SubmissionLedger(self.lake, None).jobs(model.key)
+        durations = zip(inventory["media_uri"], inventory["duration_sec"], strict=True)
+        self.seconds: dict[str, float | None] = {
+            str(u): (None if pd.isna(s) else float(s)) for u, s in durations
+        }
+        plan = self._plan(inventory, every_provider)
+        # The budget gate, before any provider call: what is still to embed for the version must fit. Jobs
+        # a killed run created but never recorded count as still to embed here (a slight overestimate).
+        budget = settings.budget()
+        estimate = estimate_jobs(plan.due, self.seconds, route)
+        over_budget = budget_problem(estimate, budget, model.key, provider.provider_name)
+        recovered: list[Submission] = []
+        if provider.needs_intent and not over_budget:  # jobs a killed run created, never recorded
+            recovered = _recover_intents(provider, self.ledger, model, every_provider, settings.options())
+            if recovered:
+                self.ledger.record_submissions(recovered, self.seconds, self.run_id)
+                self.log.warning(
+                    f"{len(recovered)} jobs created by an earlier run that stopped before recording them "
+                    f"were found at {provider.provider_name} and recorded; none is created again"
+                )
+                every_provider = SubmissionLedger(self.lake, None).jobs(model.key)
+                plan = self._plan(inventory, every_provider)
+        quota = self.hold.max_in_flight or provider.max_in_flight(model)
+        self.slots = self._slots(quota, every_provider)
+        # Finished at the provider but not ingested yet: their slots are free already.
+        finished_before = self.slots.release(_finished_tokens(known.statuses.values()))
+        in_flight = len(self.slots.held)
+
+        self.rejected = [_rejection(job, reason) for job, reason in plan.over_limit]
+        # Before any request: a set-up the provider would refuse for every job stops the run's submissions,
+        # and the objects of a bucket it cannot read are skipped with the reason while the others go on.
+        if over_budget:
+            self.log.error(over_budget)
+        setup_problem = provider.setup_problem() if plan.due and not over_budget else None
+        refused_up_front = setup_problem is not None
+        bucket_refusals = (
+            {}
+            if refused_up_front or over_budget
+            else provider.unusable_buckets(sorted({_bucket(j) for j in plan.due}))
+        )
+        for bucket, reason in bucket_refusals.items():
+            skipped = [job for job in plan.due if _bucket(job) == bucket]
+            self.log.warning(f"{len(skipped)} objects in s3://{bucket}/ skipped: {reason}")
+            self.rejected += [_rejection(job, reason) for job in skipped]
+        due = deque(job for job in plan.due if _bucket(job) not in bucket_refusals)
+        skipped_for_bucket = len(plan.due) - len(due)
+        self.submitted: list[Submission] = []
+        try:
+            if not refused_up_front and not over_budget:
+                setup_problem = self._submit(due)
+        finally:
+            self.ledger.record_outcomes(self.rejected, self.run_id)
+
+        deferred = len(due)
+        busy_reason = None
+        stop = SubmissionStop.QUOTA if deferred else SubmissionStop.NOTHING_DEFERRED
+        if over_budget:
+            busy_reason, stop = over_budget, SubmissionStop.OVER_BUDGET
+        elif deferred and not setup_problem:
+            busy_reason = (
+                self.refusals.last_busy
+                or f"{quota} invocations in flight (the {provider.provider_name} quota)"
+            )
+            self.log.info(f"{deferred} objects wait for a later run: {busy_reason}")
+        if refused_up_front:
+            busy_reason, stop = f"stopped before submitting: {setup_problem}", SubmissionStop.SETUP_REFUSED
+            self.log.error(f"{busy_reason}; {deferred} objects wait")
+        elif setup_problem:
+            busy_reason = f"stopped: every request refused with the same reason: {setup_problem}"
+            stop = SubmissionStop.SETUP_REFUSED
+            self.log.error(
+                f"{busy_reason}; {deferred} objects wait. Check the model access, region and buckets."
+            )
+        return SubmissionReport(
+            model=model,
+            provider=provider.provider_name,
+            route=route,
+            planned_at=planned_at,
+            plan=plan,
+            submitted=self.submitted,
+            recovered=len(recovered),
+            rejected=self.rejected,
+            object_refusals=self.refusals.about_one_object,
+            skipped_for_bucket=skipped_for_bucket,
+            bucket_refusals=bucket_refusals,
+            in_flight_before=in_flight,
+            finished_before=finished_before,
+            quota=quota,
+            deferred=deferred,
+            deferred_reason=busy_reason or "",
+            stop=stop,
+            setup_problem=setup_problem,
+            consecutive_identical_refusals=len(self.refusals.same),
+            over_budget=over_budget,
+            budget=budget,
+            estimate=estimate,
+            held_sec=self.held_sec,
+            slot_polls=self.polls,
+            jobs_seen_finishing=self.seen_finishing,
+            media_seconds=self.seconds,
+            progress=version_progress(
+                inventory,
+                SubmissionLedger(self.lake, None).jobs(model.key),
+                embedded_objects(self.lake, model),
+                model,
+                settings.options(),
+                settings.max_attempts,
+                settings.max_lost,
+            ),
+        )
+
+    def _plan(self, inventory: pd.DataFrame, every_provider: pd.DataFrame) -> SubmissionPlan:
+        s = self.settings
+        return plan_submissions(
+            inventory,
+            every_provider,
+            self.model,
+            s.options(),
+            s.max_attempts,
+            s.max_lost,
+            self.provider.provider_name,
+        )
+
+    def _slots(self, quota: int, every_provider: pd.DataFrame) -> Slots:
+        """The quota is this provider's: only its own open jobs hold slots."""
+        slots = Slots(quota)
+        if every_provider.empty:
+            return slots
+        pending = every_provider[
+            (every_provider["status"] == "in_progress")
+            & (every_provider["provider"] == self.provider.provider_name)
+        ]
+        for row in pending.to_dict("records"):
+            slots.take(
+                str(row["client_token"]),
+                str(row["invocation_id"]),
+                pd.Timestamp(row["submitted_at"]).to_pydatetime(),
+            )
+        return slots
+
+    def _submit(self, due: deque[EmbeddingJob]) -> str | None:
+        """Submit from `due` while slots are free, waiting for them until the deadline. Returns a set-up
+        problem seen in the refusals, if any; what is left in `due` waits for a later run."""
+        provider, slots, clock = self.provider, self.slots, self.clock
+        unflushed: list[Submission] = []
+        intended: set[str] = set()
+        backoff = self.hold.poll_sec
+        try:
+            while due:
+                now = clock.monotonic()
+                if slots.free(now) == 0:
+                    if now >= self.deadline:
+                        return None
+                    if unflushed:  # the sensor and ingest runs see a job only once the ledger holds it
+                        self.ledger.record_submissions(unflushed, self.seconds, self.run_id)
+                        unflushed = []
+                    self._wait_for_slots()
+                    continue
+                job = due.popleft()
+                if provider.needs_intent and job.client_token not in intended:
+                    # One write for the jobs the free slots take next, before any of them is created.
+                    batch = [job, *list(islice(due, max(0, min(slots.free(now), LEDGER_FLUSH_EVERY) - 1)))]
+                    self.ledger.record_intents(batch, self.run_id)
+                    intended.update(j.client_token for j in batch)
+                try:
+                    submission = provider.submit(job)
+                except ProviderError as refusal:
+                    if refusal.permanent:
+                        problem = self._refused(job, refusal)
+                        if problem is not None:
+                            return problem
+                        continue
+                    # Busy: the quota is full (or throttled). Wait until a slot frees, or stop if not holding.
+                    due.appendleft(job)
+                    self.refusals.last_busy = refusal.reason
+                    slots.refused(now, backoff)
+                    backoff = min(backoff * 2, MAX_BUSY_BACKOFF_SEC)
+                    continue
+                self.refusals.same.clear()
+                backoff = self.hold.poll_sec
+                self.submitted.append(submission)
+                unflushed.append(submission)
+                slots.take(job.client_token, submission.invocation_id, submission.submitted_at)
+                if len(unflushed) >= LEDGER_FLUSH_EVERY:
+                    self.ledger.record_submissions(unflushed, self.seconds, self.run_id)
+                    unflushed = []
+            return None
+        finally:
+            self.ledger.record_submissions(unflushed, self.seconds, self.run_id)
+
+    def _refused(self, job: EmbeddingJob, refusal: ProviderError) -> str | None:
+        """Record a permanent refusal; the set-up problem once it is the same one SETUP_PROBLEM_AFTER times
+        in a row with nothing accepted."""
+        self.log.warning(f"{job.media_uri}: rejected by {self.provider.provider_name}: {refusal.reason}")
+        self.rejected.append(_rejection(job, refusal.reason))
+        if refusal.object_specific:
+            self.refusals.about_one_object += 1
+            return None
+        same = self.refusals.same
+        same.append(refusal.reason.replace(job.media_uri, "<media>"))
+        if not self.submitted and len(same) >= SETUP_PROBLEM_AFTER and len(set(same)) == 1:
+            return same[0]
+        return None
+
+    def _wait_for_slots(self) -> None:
+        """Sleep one poll interval, then free the slots of jobs now finished: those another listing found
+        (the sensor's findings), then one cheap listing for the rest, whose findings the sensor hands on."""
+        slots, model = self.slots, self.model
+        pause = max(0.0, min(self.hold.poll_sec, self.deadline - self.clock.monotonic()))
+        self.clock.sleep(pause)
+        self.held_sec += pause
+        self.polls += 1
+        freed = slots.release(_finished_tokens(self.findings.read(model.key).statuses.values()))
+        still_open = slots.open_jobs()
+        oldest = slots.oldest_submission()
+        if still_open and oldest is not None:
+            try:
+                found = self.provider.newly_finished(still_open, oldest)
+            except ListingIncomplete as cut:  # throttled: free what was read, poll again for the rest
+                self.log.debug(f"listing cut short ({cut.reason}); {len(cut.found)} finished jobs read")
+                found = cut.found
+            listed = [s for s in found if s.client_token in still_open]
+            self.findings.record(listed, model.key, found_by=f"submission run {self.run_id}")
+            freed += slots.release(_finished_tokens(listed))
+        self.seen_finishing += freed
+        if freed:
+            self.log.debug(f"{freed} jobs finished: {slots.free(self.clock.monotonic())} slots free")
+
+
+def _finished_tokens(statuses: Iterable[InvocationStatus]) -> set[str]:
+    return {s.client_token for s in statuses if s.client_token and s.state in FREES_SLOT}
+
+
+def _bucket(job: EmbeddingJob) -> str:
+    return S3Uri.parse(job.media_uri).bucket
+
+
+def _rejection(job: EmbeddingJob, reason: str) -> Outcome:
+    return Outcome(
+        job_key=job.job_key,
+        client_token=job.client_token,
+        model_key=job.model.key,
+        media_uri=job.media_uri,
+        etag=job.etag,
+        invocation_id=None,
+        status="rejected",
+        reason=reason,
+    )
+
+
+def _recover_intents(
+    provider: MarengoProvider,
+    ledger: SubmissionLedger,
+    model: MarengoModel,
+    jobs: pd.DataFrame,
+    options: EmbeddingOptions,
+) -> list[Submission]:
+    """The jobs of unclaimed intents (a run stopped between creating a job and recording it) that the
+    provider did create; planning then sees them in flight and creates nothing for them."""
+    intents = ledger.unclaimed_intents(model.key, jobs)
+    if intents.empty:
+        return []
+    pending = [
+        (
+            EmbeddingJob(
+                row["media_uri"],
+                row["etag"],
+                row["modality"],
+                model,
+                options_from_canonical(row["options"]),
+                int(row["attempt"]),
+                provider.provider_name,
+            ),
+            pd.Timestamp(row["intended_at"]).to_pydatetime(),
+        )
+        for row in intents.to_dict("records")
+    ]
+    claimed = set(jobs["invocation_id"].dropna()) if "invocation_id" in jobs else set()
+    return provider.find_submissions(pending, claimed)
