@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # dg checks that the venv it runs in is the project's: say so, as an activated .venv would.
 DG := VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg
 
-.PHONY: demo test check dev lint typecheck unit lock clean browser
+.PHONY: demo test check dev lint typecheck unit lock clean browser docs
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -49,6 +49,10 @@ browser:
 ## The local stack plus the Dagster UI on http://127.0.0.1:3000.
 dev: $(STAMP)
 	$(BIN)/mediaembed dev
+
+## Regenerate the settings table of docs/configuration.md from pipelines/settings.py.
+docs: $(STAMP)
+	$(BIN)/python -m pipelines.settings docs/configuration.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -56,7 +56,7 @@ PLAIN_POLL_SEC = 10.0
 SCHEDULE_EVERY_SEC = 15 * 60
 OLD_CAP = 30  # the former default max_in_flight
 INSTANCE_YAML = """\
-# The deployed instance settings (README: Pointing it at real AWS): queued runs, one submitter, one ingester
+# The deployed instance settings (docs/deployment.md): queued runs, one submitter, one ingester
 # and one LanceDB writer at a time.
 concurrency:
   pools:

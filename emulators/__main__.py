@@ -79,7 +79,7 @@ def output_bucket(media_buckets: list[str]) -> str:
 
 
 def settings(media_bucket: str, outputs: str, workdir: Path) -> dict[str, str]:
-    """The pipeline's settings for this stack (the names the code location reads; see the README)."""
+    """The pipeline's settings for this stack: the names the code location reads (docs/configuration.md)."""
     workdir = workdir.resolve()
     return {
         "MEDIAEMBED_MEDIA_URI": f"s3://{media_bucket}/",

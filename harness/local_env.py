@@ -11,7 +11,7 @@ from mediaembed.run_slots import free_slots_of_dead_runs
 
 DAGSTER_YAML = """\
 # Local instance for the demo and `make dev`.
-# Written by harness/local_env.py at every start (edits here are replaced); see the README for production.
+# Written by harness/local_env.py at every start (edits here are replaced); production: docs/deployment.md.
 concurrency:
   pools:
     # marengo_submit: one submitter; marengo_ingest: one ingester; lancedb_writer: one writer per LanceDB

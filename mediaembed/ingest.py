@@ -53,9 +53,7 @@ FIRST_POLL_SEC = 0.5
 MAX_POLL_SEC = 15.0
 LISTED_PER_KIND = 20
 EXIT_USAGE, EXIT_ERROR, EXIT_STILL_IN_FLIGHT, EXIT_INTERRUPTED = 2, 1, 3, 130
-_SETTINGS_HINT = (
-    "see 'Your own media' in the README (locally: eval the export lines `mediaembed emulate` prints)"
-)
+_SETTINGS_HINT = "see docs/your-own-media.md (locally: eval the export lines `mediaembed emulate` prints)"
 
 
 class IngestError(Exception):
@@ -129,7 +127,7 @@ def _explain_one(error: BaseException, subject: str) -> str | None:
         if code in ("AccessDenied", "AccessDeniedException", "403", "Forbidden", "AllAccessDisabled"):
             return (
                 f"access denied to {subject} ({operation}: {text}): grant the credentials in use the "
-                "permissions listed under 'Pointing it at real AWS' in the README"
+                "permissions listed in docs/deployment.md"
             )
         if code in (
             "InvalidAccessKeyId",
@@ -323,7 +321,7 @@ class Progress:
 
 INSTANCE_YAML = """\
 # Written by `mediaembed ingest` because this DAGSTER_HOME had none; yours to edit, never rewritten.
-# One submitter, one ingester and one LanceDB writer at a time (README: "Pointing it at real AWS").
+# One submitter, one ingester and one LanceDB writer at a time (docs/deployment.md).
 concurrency:
   pools:
     default_limit: 1

@@ -53,7 +53,7 @@ from resources.tables.serving_versions import (
     record_folder,
 )
 
-CONFIG_HELP = "see 'Configuration' in the README"
+CONFIG_HELP = "see docs/configuration.md"
 SearchMode = Literal["vector", "text", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
 # Rows fetched per hit asked for: one per embedding option (visual, audio, transcription) times a margin, so

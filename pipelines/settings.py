@@ -9,32 +9,107 @@ command can check before it loads anything.
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 PREFIX = "MEDIAEMBED_"
 
-KNOWN_SETTINGS: dict[str, str] = {
-    "MEDIAEMBED_MEDIA_URI": "the s3:// prefix media teams drop objects into",
-    "MEDIAEMBED_ASYNC_OUTPUT_URI": "the s3:// prefix Bedrock writes async results to",
-    "MEDIAEMBED_LAKE_URI": "a directory or s3:// prefix for the tables and the ledger",
-    "MEDIAEMBED_INDEX_URI": "a directory or s3:// prefix for the LanceDB index",
-    "MEDIAEMBED_BUCKET_OWNER": "the account id that owns the media buckets (bucketOwner)",
-    "MEDIAEMBED_PROVIDERS": "which provider serves each Marengo version, e.g. marengo-3.5=twelvelabs",
-    "MEDIAEMBED_QUOTAS": "invocations in flight per version, e.g. marengo-3.0=20",
-    "MEDIAEMBED_PRICES": "USD per media second or per image of a route, where none is published",
-    "MEDIAEMBED_BUDGET_USD": "the spending limit of a version's submissions",
-    "MEDIAEMBED_BUDGET_MEDIA_SECONDS": "the media-seconds limit of a version's submissions",
-    "MEDIAEMBED_MARENGO_3_5_DIMENSION": "Marengo 3.5's vector length (1-512, Matryoshka)",
-    "MEDIAEMBED_SERVING_VERSION": "the version that serves search before the first cut-over",
-    "MEDIAEMBED_MIGRATION_EXCLUDE": "objects the cut-over's coverage check leaves out",
-    "MEDIAEMBED_PROBE_SET": "a JSON or YAML probe set for the side-by-side check",
-    "MEDIAEMBED_PEGASUS_PROMPTS": "a JSON or YAML file of Pegasus prompts",
-    "MEDIAEMBED_PEGASUS_TRANSPORT": "how Pegasus gets the video: s3 or base64",
-    "MEDIAEMBED_PEGASUS_PROFILE": "the Pegasus inference profile",
-    "MEDIAEMBED_MAX_SLOT_WAIT_SEC": "how long a local run waits for a pool slot",
-    "MEDIAEMBED_DEBUG": "the search page shows errors in full",
-    "MEDIAEMBED_TRACEBACK": "mediaembed ingest prints a traceback after its one-line error",
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: what it means, an example value, and what `make demo` / `make dev` use."""
+
+    meaning: str
+    example: str = ""
+    local: str = "unset"
+
+
+KNOWN_SETTINGS: dict[str, Setting] = {
+    "MEDIAEMBED_MEDIA_URI": Setting(
+        "the s3:// prefix media teams drop objects into", "s3://media/", "`s3://media/`"
+    ),
+    "MEDIAEMBED_ASYNC_OUTPUT_URI": Setting(
+        "the s3:// prefix Bedrock writes async results to",
+        "s3://outputs/marengo-async",
+        "`s3://lake/marengo-async`",
+    ),
+    "MEDIAEMBED_LAKE_URI": Setting(
+        "a directory or s3:// prefix for the tables (Delta and Parquet) and the ledger", "", "`.local/lake`"
+    ),
+    "MEDIAEMBED_INDEX_URI": Setting(
+        "a directory or s3:// prefix for the LanceDB index", "", "`.local/index`"
+    ),
+    "MEDIAEMBED_BUCKET_OWNER": Setting(
+        "the account id that owns the media buckets (bucketOwner); unset, the caller's account (STS)",
+        "111122223333",
+        "the emulators' account",
+    ),
+    "MEDIAEMBED_PROVIDERS": Setting(
+        "which provider serves each Marengo version (docs/providers.md)",
+        "marengo-3.0=twelvelabs,marengo-3.5=twelvelabs",
+        "Bedrock for 2.7 and 3.0, the TwelveLabs API for 3.5",
+    ),
+    "MEDIAEMBED_QUOTAS": Setting(
+        "invocations in flight per version: your account's async quota (docs/architecture.md)",
+        "marengo-3.0=30,marengo-2.7=30",
+        "30 per version",
+    ),
+    "MEDIAEMBED_PRICES": Setting(
+        "USD per media second or per image of a route, over the published prices (the cost estimates)",
+        "bedrock/marengo-3.0:video=0.0007,audio=0.00014,image=0.0001;twelvelabs/marengo-3.5:video=0.0005",
+        "the published Bedrock prices; none for the TwelveLabs API",
+    ),
+    "MEDIAEMBED_BUDGET_USD": Setting(
+        "a submission run sends nothing when what is left to embed for a version is estimated over this",
+        "250",
+    ),
+    "MEDIAEMBED_BUDGET_MEDIA_SECONDS": Setting("the same limit in media seconds", "360000"),
+    "MEDIAEMBED_MARENGO_3_5_DIMENSION": Setting(
+        "Marengo 3.5's vector length (1-512, Matryoshka); part of the job identity", "256", "512"
+    ),
+    "MEDIAEMBED_SERVING_VERSION": Setting(
+        "the version that serves search before the first cut-over (docs/migration.md)",
+        "marengo-2.7",
+        "`marengo-3.0`",
+    ),
+    "MEDIAEMBED_MIGRATION_EXCLUDE": Setting(
+        "objects the cut-over's coverage check leaves out, comma-separated s3:// URIs",
+        "s3://media/corrupt.mp4",
+    ),
+    "MEDIAEMBED_PROBE_SET": Setting(
+        "a JSON or YAML probe set for the side-by-side check",
+        "probes.yaml",
+        "`assets_defs/migration/probe_set.json`",
+    ),
+    "MEDIAEMBED_PEGASUS_PROMPTS": Setting(
+        "a JSON or YAML file of Pegasus prompts (docs/pegasus.md)",
+        "prompts.yaml",
+        "summary, chapters, keywords",
+    ),
+    "MEDIAEMBED_PEGASUS_TRANSPORT": Setting("how Pegasus gets the video: s3 or base64", "base64", "s3"),
+    "MEDIAEMBED_PEGASUS_PROFILE": Setting(
+        "the Pegasus inference profile: geographic (us./eu./apac.) or global", "global", "geographic"
+    ),
+    "MEDIAEMBED_MAX_SLOT_WAIT_SEC": Setting(
+        "how long a run `mediaembed` executes in-process waits for a pool slot", "1800", "900"
+    ),
+    "MEDIAEMBED_DEBUG": Setting("the search page and commands show errors in full", "1"),
+    "MEDIAEMBED_TRACEBACK": Setting("mediaembed ingest prints a traceback after its one-line error", "1"),
 }
+
+
+def configuration_table() -> str:
+    """The settings as the Markdown table docs/configuration.md holds (`make docs` writes it there)."""
+    rows = [
+        "| variable | meaning | example | local default (`make demo`/`make dev`) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, setting in KNOWN_SETTINGS.items():
+        example = f"`{setting.example}`" if setting.example else ""
+        rows.append(f"| `{name}` | {setting.meaning} | {example} | {setting.local} |")
+    return "\n".join(rows) + "\n"
 
 
 def unknown_setting_warnings(environ: Mapping[str, str]) -> list[str]:
@@ -46,6 +121,24 @@ def unknown_setting_warnings(environ: Mapping[str, str]) -> list[str]:
             name.removeprefix(PREFIX), [k.removeprefix(PREFIX) for k in KNOWN_SETTINGS], 1, 0.75
         )
         known = PREFIX + close[0] if close else None
-        hint = f"did you mean {known} ({KNOWN_SETTINGS[known]})?" if known else "nothing reads it"
+        hint = f"did you mean {known} ({KNOWN_SETTINGS[known].meaning})?" if known else "nothing reads it"
         lines.append(f"{name} is not a mediaembed setting and is ignored: {hint}")
     return lines
+
+
+BEGIN, END = (
+    "<!-- BEGIN settings: generated from pipelines/settings.py by `make docs` -->",
+    "<!-- END settings -->",
+)
+
+
+def with_configuration_table(page: str) -> str:
+    """`page` with the text between its BEGIN and END markers replaced by the current table."""
+    head, rest = page.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{configuration_table()}{END}{tail}"
+
+
+if __name__ == "__main__":  # python -m pipelines.settings docs/configuration.md
+    target = Path(sys.argv[1])
+    target.write_text(with_configuration_table(target.read_text()))

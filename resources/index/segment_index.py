@@ -48,7 +48,7 @@ ROW_IDS_PER_DELETE = 20_000
 SCALAR_INDEX_COLUMNS = ("segment_id", "media_id")
 # Rows from which search uses the IVF_SQ index. LanceDB's exact scan takes ~8 ms at 5,000 rows and passes
 # 20 ms near 10,000 on 2 cores, while the index answers in ~3 ms, as exactly (every partition probed), and
-# builds in a tenth of a second (bench/index_threshold.py; figures in the README's Index section).
+# builds in a tenth of a second (bench/index_threshold.py; figures in docs/architecture.md, Index).
 DEFAULT_ANN_MIN_ROWS = 5_000
 VECTOR_INDEX_TYPE = "IvfSq"
 # Field metadata of `vector`: the row count the IVF centroids were trained on, to know when to re-train.

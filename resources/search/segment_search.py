@@ -18,7 +18,7 @@ from resources.providers.marengo_models import MarengoModel
 # Once an ANN index exists: IVF partitions probed per query, and how many times k candidates are re-ranked
 # exactly. Measured with the IVF_SQ index the pipeline trains (~1,000 rows a partition) at 1 M x 512:
 # recall@10 0.999 (clustered) and 0.998 (spread 1.0) at 20/5, where 10 probes lose recall and refine 10
-# buys none (bench/index_ann.py; the README's Index section). tests/unit/test_segment_index.py checks
+# buys none (bench/index_ann.py; docs/architecture.md, Index). tests/unit/test_segment_index.py checks
 # recall against exact search.
 DEFAULT_NPROBES = 20
 DEFAULT_REFINE_FACTOR = 5

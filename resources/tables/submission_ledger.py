@@ -119,7 +119,7 @@ INTENT_SCHEMA = pa.schema(
     ]
 )
 # Intents are reconciled by the next submission run, minutes later; older ones are history (a task created
-# that long ago and never recorded is the one window left, see the README).
+# that long ago and never recorded is the one window left, see docs/architecture.md).
 INTENT_HORIZON = timedelta(days=1)
 
 SCHEMAS = (SUBMISSION_SCHEMA, OUTCOME_SCHEMA)

@@ -305,7 +305,8 @@ def test_a_missing_setting_is_named_with_where_to_get_it(
     for name in unset:
         monkeypatch.delenv(name, raising=False)
     code, err = refused(capsys, "red circle")
-    assert code == 1 and named in err and "README" in err and "mediaembed search --local" in err
+    assert code == 1 and named in err and "docs/configuration.md" in err
+    assert "mediaembed search --local" in err
 
 
 def test_missing_credentials_are_named(

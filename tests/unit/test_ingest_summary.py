@@ -143,7 +143,7 @@ def test_aws_errors_become_one_line_naming_what_to_do(monkeypatch: pytest.Monkey
     denied = explain_aws_error(client_error("AccessDenied", "ListObjectsV2", "Access Denied"), "s3://b/p/")
     assert denied == (
         "access denied to s3://b/p/ (ListObjectsV2: Access Denied): grant the credentials in use the "
-        "permissions listed under 'Pointing it at real AWS' in the README"
+        "permissions listed in docs/deployment.md"
     )
     missing = explain_aws_error(client_error("NoSuchBucket", "ListObjectsV2"), "s3://b/p/")
     assert missing is not None and missing.startswith("bucket 'b' does not exist (s3://b/p/)")
