@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import Field, PrivateAttr
 
+from resources.storage.retry import race_retries
 from resources.storage.s3_storage import S3Storage, S3Uri
 from resources.tables.serving_versions import FAMILY, ServingVersions, record_folder
 
@@ -132,17 +133,15 @@ class Lake(dg.ConfigurableResource):
         which writes the folded file before deleting: listing again finds every event.
         """
         fs, base = self._fs_and_base()
-        for attempt in range(READ_ATTEMPTS):
+
+        def read() -> pa.Table:
             files = self.list_files(relative_dir)
             if not files:
                 return schema.empty_table()
             paths = [f"{base}/{f}" for f in files]
-            try:
-                return pads.dataset(paths, filesystem=fs, format="parquet", schema=schema).to_table()
-            except FileNotFoundError:
-                if attempt == READ_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+            return pads.dataset(paths, filesystem=fs, format="parquet", schema=schema).to_table()
+
+        return race_retries(FileNotFoundError, READ_ATTEMPTS)(read)
 
     def delete_files(self, relative_paths: list[str], missing_ok: bool = False) -> None:
         """Delete files; with `missing_ok`, one that another process already deleted is not an error."""

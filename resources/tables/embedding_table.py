@@ -14,7 +14,6 @@ all separate vectors, read as "separate". Nothing already written is rewritten.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from resources.providers.embedding_jobs import LEGACY_EMBEDDING_TYPE
 from resources.providers.marengo_models import MarengoModel
 from resources.storage.lake import Lake
+from resources.storage.retry import race_retries
 from resources.tables.segment_schema import segment_schema
 
 # What the lake held before the table format: one `<media id>.parquet` per object in the table's folder.
@@ -275,14 +275,7 @@ class EmbeddingTable:
 
     def _commit(self, write: Any) -> int:
         """A commit, tried again when another writer committed first (bounded: it ends)."""
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                return int(write())
-            except CommitFailedError:
-                if attempt == COMMIT_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.1 * 2**attempt)
-        raise AssertionError("unreachable")
+        return race_retries(CommitFailedError, COMMIT_ATTEMPTS, backoff_sec=0.1)(lambda: int(write()))
 
     # --- the one-time migration --------------------------------------------------------------------------
 

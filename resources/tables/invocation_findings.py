@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from resources.providers.embedding_jobs import InvocationState, InvocationStatus
 from resources.storage.lake import Lake
+from resources.storage.retry import race_retries
 
 FINDINGS_DIR = "state/invocation_findings"
 # What a listing can say that frees a slot at the provider; "unknown" (could not ask) frees none.
@@ -105,14 +106,11 @@ class InvocationFindings:
         return Findings(files, statuses, model_of)
 
     def _read_folder(self, folder: str) -> tuple[list[str], pa.Table | None]:
-        for attempt in range(READ_ATTEMPTS):
+        def read() -> tuple[list[str], pa.Table | None]:
             files = self._lake.list_files(folder)
-            try:
-                return files, self._lake.read_tables(files)
-            except FileNotFoundError:
-                if attempt == READ_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+            return files, self._lake.read_tables(files)
+
+        return race_retries(FileNotFoundError, READ_ATTEMPTS)(read)
 
     def consume(self, files: list[str]) -> None:
         """Delete files whose findings the ledger now holds (another run may have deleted some already)."""

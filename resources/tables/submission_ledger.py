@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from resources.providers.embedding_jobs import EmbeddingJob, Submission
 from resources.storage.lake import READ_ATTEMPTS, Lake
+from resources.storage.retry import race_retries
 
 # completed: segments written; no_content: completed with no segments (nothing to embed, nothing indexed);
 # failed: the provider's verdict, or output unusable, or unreadable past the limits (costs an attempt);
@@ -323,20 +324,18 @@ class SubmissionLedger:
     def closed_jobs(self) -> pd.DataFrame:
         """The final state of every ended job that left the live events, one row per client token; rebuilt
         from the archive (and written back) when the watermark misses an archived compaction."""
-        for attempt in range(READ_ATTEMPTS):
-            try:
-                closed, watermark, rows = self._closed()
-                # Listed after the closed files: a closed file is written after its archive files, so every
-                # compaction a listed closed file names is in this listing too.
-                archived = {_file_id(f) for f in self._lake.list_files("ledger/archive")}
-                if not archived - watermark:
-                    break
-                rows = self._rebuild_closed(closed, watermark, rows)
-                break
-            except FileNotFoundError:  # a concurrent fold deleted a closed file listed here: list again
-                if attempt == READ_ATTEMPTS - 1:
-                    raise
-        jobs = rows.to_pandas()
+
+        def read() -> pa.Table:
+            closed, watermark, rows = self._closed()
+            # Listed after the closed files: a closed file is written after its archive files, so every
+            # compaction a listed closed file names is in this listing too.
+            archived = {_file_id(f) for f in self._lake.list_files("ledger/archive")}
+            if not archived - watermark:
+                return rows
+            return self._rebuild_closed(closed, watermark, rows)
+
+        # A concurrent fold deleted a closed file listed here: list again.
+        jobs = race_retries(FileNotFoundError, READ_ATTEMPTS)(read).to_pandas()
         return jobs.sort_values("recorded_at").drop_duplicates("client_token", keep="last")
 
     def _rebuild_closed(self, closed: list[str], watermark: set[str], rows: pa.Table) -> pa.Table:
