@@ -1,22 +1,20 @@
-"""S3 on 127.0.0.1 via moto's threaded server: boto3, pyarrow's S3FileSystem and lancedb all speak to it."""
+"""S3 on 127.0.0.1: moto's S3 app on the emulators' loopback server; boto3, pyarrow's S3FileSystem and
+lancedb all speak to it."""
 
 from __future__ import annotations
 
-import logging
-import socket
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
+from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
+from emulators.http_base import LoopbackServer, W, WsgiApp, free_port
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (bind to 0 and read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+__all__ = ["S3Emulator", "free_port"]
 
 
 class S3Emulator:
@@ -30,24 +28,39 @@ class S3Emulator:
         self.host = host
         self.port = port or free_port(host)
         self.region = region
-        self._server: ThreadedMotoServer | None = None
+        self._http: LoopbackServer | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> S3Emulator:
-        if self._server is None:
-            logging.getLogger("werkzeug").setLevel(logging.ERROR)
-            self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
-            self._server.start()
+        if self._http is None:
+            # moto's own threaded server serves the same app with the same request handler (it keeps S3
+            # metadata headers spelled with underscores).
+            self._http = LoopbackServer(
+                DomainDispatcherApplication(create_backend_app),
+                name="s3-emu",
+                host=self.host,
+                port=self.port,
+                request_handler=MotoRequestHandler,
+            )
+            self._http.start()
             urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"))
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+
+    @contextmanager
+    def intercept(self, wrap: Callable[[WsgiApp], W]) -> Iterator[W]:
+        """Route every request through `wrap(app)` while the block runs (see LoopbackServer.intercept)."""
+        if self._http is None:
+            raise RuntimeError("S3Emulator is not started")
+        with self._http.intercept(wrap) as wrapper:
+            yield wrapper
 
     def client(self, **config: Any) -> Any:
         """A boto3 S3 client for this endpoint (path-style addressing, dummy credentials)."""

@@ -27,6 +27,7 @@ from assets_defs.marengo.invocations import InvocationConfig
 from assets_defs.marengo.submission_plan import plan_submissions
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from emulators.bedrock_runtime.server import Invocation
+from emulators.http_base import HttpEmulator
 from emulators.media_analysis import COLORS, SHAPES
 from emulators.s3 import S3Emulator
 from emulators.sample_media import SampleObject, Scene, make_image
@@ -128,16 +129,19 @@ class Gate:
 
 @contextmanager
 def gated(
-    server: Any, matches: Callable[[dict[str, Any]], bool], allow: int, drop_held: bool = False
+    emulator: HttpEmulator[Any] | S3Emulator,
+    matches: Callable[[dict[str, Any]], bool],
+    allow: int,
+    drop_held: bool = False,
 ) -> Iterator[Gate]:
-    """Install a Gate on a running werkzeug server (`server.app` is read per request) and remove it after."""
-    gate = Gate(server.app, matches, allow, drop_held)
-    server.app = gate
+    """Put a Gate in front of a running emulator (its `intercept` hook), and take it away after."""
+    gate: Gate | None = None
     try:
-        yield gate
+        with emulator.intercept(lambda app: Gate(app, matches, allow, drop_held)) as gate:
+            yield gate
     finally:
-        server.app = gate.app
-        gate.release()
+        if gate is not None:
+            gate.release()
 
 
 @dataclass
@@ -318,14 +322,12 @@ class FaultWorld:
 
     def gate_submissions(self, allow: int) -> Any:
         """Hold StartAsyncInvoke calls after the first `allow` (test hook on the emulator's own server)."""
-        server = self.bedrock._server
         return gated(
-            server, lambda e: e["REQUEST_METHOD"] == "POST" and e["PATH_INFO"] == "/async-invoke", allow
+            self.bedrock, lambda e: e["REQUEST_METHOD"] == "POST" and e["PATH_INFO"] == "/async-invoke", allow
         )
 
     def gate_output_reads(self, allow: int) -> Any:
         """Hold GETs of this case's output.json files after the first `allow` (on moto's server)."""
-        server = self.s3._server._server  # type: ignore[union-attr]
         prefix = f"/{OUTPUT_BUCKET}/{self.output_prefix}/"
 
         def matches(environ: dict[str, Any]) -> bool:
@@ -336,12 +338,11 @@ class FaultWorld:
                 and path.endswith("/output.json")
             )
 
-        return gated(server, matches, allow)
+        return gated(self.s3, matches, allow)
 
     def gate_table_commits(self, allow: int) -> Any:
         """Hold the writes of Delta Lake commit files (anything under `_delta_log/`) of an s3:// lake; held
         writes never land (the writer is killed while they are on the wire)."""
-        server = self.s3._server._server  # type: ignore[union-attr]
         lake = self.env["MEDIAEMBED_LAKE_URI"]
         assert lake.startswith("s3://"), "make_world(lake_on_s3=True)"
         prefix = "/" + lake[len("s3://") :] + "/"
@@ -350,7 +351,7 @@ class FaultWorld:
             path = environ["PATH_INFO"]
             return environ["REQUEST_METHOD"] == "PUT" and path.startswith(prefix) and "/_delta_log/" in path
 
-        return gated(server, matches, allow, drop_held=True)
+        return gated(self.s3, matches, allow, drop_held=True)
 
     def lake_request(self, environ: dict[str, Any]) -> tuple[str, str] | None:
         """(method, key under the lake root) of an S3 request to an s3:// lake, a listing giving its
@@ -371,14 +372,13 @@ class FaultWorld:
     def gate_lake(self, matches: Callable[[str, str], bool], allow: int = 0) -> Any:
         """Hold requests to an s3:// lake for which `matches(method, key under the lake root)` holds (a
         listing's key is its prefix), after the first `allow`."""
-        server = self.s3._server._server  # type: ignore[union-attr]
         assert self.env["MEDIAEMBED_LAKE_URI"].startswith("s3://"), "make_world(lake_on_s3=True)"
 
         def lake_matches(environ: dict[str, Any]) -> bool:
             request = self.lake_request(environ)
             return request is not None and matches(*request)
 
-        return gated(server, lake_matches, allow)
+        return gated(self.s3, lake_matches, allow)
 
     # --- a worker process ----------------------------------------------------------------------------
 

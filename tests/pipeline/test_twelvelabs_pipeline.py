@@ -102,12 +102,11 @@ def test_a_kill_between_task_create_and_ledger_write_bills_one_task(
     settings = dict(os.environ)
     prepare_dagster_home(settings)
     api = world.stack.twelvelabs
-    server = api._server
 
     def creates(environ: dict) -> bool:
         return environ["REQUEST_METHOD"] == "POST" and environ["PATH_INFO"] == "/v1.3/embed-v2/tasks"
 
-    with gated(server, creates, allow=2) as gate:
+    with gated(api, creates, allow=2) as gate:
         log = Path(settings["DAGSTER_HOME"]) / "worker-submit.log"
         process = fork_server().Process(target=work, args=("submit", {}, settings, str(log)), daemon=True)
         process.start()
