@@ -479,55 +479,37 @@ def index_rows_equal_table_rows(
     )
 
 
+# The whole-version checks over the embedding table, by name: what each one promises (shown in the UI).
+TABLE_CHECK_DESCRIPTIONS = {
+    "covers_every_eligible_object": (
+        "Every usable object the model can take has an embedding at its current ETag in the embedding "
+        f"table; names the missing ones and why. Objects in {EXCLUDE_ENV} do not count."
+    ),
+    "vectors_have_model_dimension": (
+        "Every vector of the embedding table, and the index's vector column, is the model's size."
+    ),
+    "no_nan_or_zero_vectors": "No vector of the embedding table holds NaN or infinity, or has norm zero.",
+    "segments_inside_media_duration": (
+        "Every segment starts before it ends and ends within its media's duration "
+        f"(+{DURATION_TOLERANCE_SEC} s)."
+    ),
+    "rows_of_this_version_only": (
+        "Every row of the version's embedding table and index is of this model version."
+    ),
+    "segment_ids_unique": (
+        "0 duplicate segment ids in the version's embedding table and in its LanceDB index "
+        "(concurrent merge_insert can duplicate keys: lance#4585)."
+    ),
+    "index_rows_equal_table_rows": (
+        "The LanceDB index holds exactly the current embedding table's segments, object by object."
+    ),
+}
+
+
 @dg.multi_asset_check(
     specs=[
-        dg.AssetCheckSpec(
-            asset=CHECKED,
-            name="covers_every_eligible_object",
-            blocking=True,
-            description="Every usable object the model can take has an embedding at its current ETag in the "
-            f"embedding table; names the missing ones and why. Objects in {EXCLUDE_ENV} do not count.",
-        ),
-        dg.AssetCheckSpec(
-            asset=CHECKED,
-            name="vectors_have_model_dimension",
-            blocking=True,
-            description="Every vector of the embedding table, and the index's vector column, is the model's "
-            "size.",
-        ),
-        dg.AssetCheckSpec(
-            asset=CHECKED,
-            name="no_nan_or_zero_vectors",
-            blocking=True,
-            description="No vector of the embedding table holds NaN or infinity, or has norm zero.",
-        ),
-        dg.AssetCheckSpec(
-            asset=CHECKED,
-            name="segments_inside_media_duration",
-            blocking=True,
-            description="Every segment starts before it ends and ends within its media's duration "
-            f"(+{DURATION_TOLERANCE_SEC} s).",
-        ),
-        dg.AssetCheckSpec(
-            asset=CHECKED,
-            name="rows_of_this_version_only",
-            blocking=True,
-            description="Every row of the version's embedding table and index is of this model version.",
-        ),
-        dg.AssetCheckSpec(
-            asset=CHECKED,
-            name="segment_ids_unique",
-            blocking=True,
-            description="0 duplicate segment ids in the version's embedding table and in its LanceDB index "
-            "(concurrent merge_insert can duplicate keys: lance#4585).",
-        ),
-        dg.AssetCheckSpec(
-            asset=CHECKED,
-            name="index_rows_equal_table_rows",
-            blocking=True,
-            description="The LanceDB index holds exactly the current embedding table's segments, object by "
-            "object.",
-        ),
+        dg.AssetCheckSpec(name, asset=CHECKED, blocking=True, description=description)
+        for name, description in TABLE_CHECK_DESCRIPTIONS.items()
     ],
 )
 def table_checks(
