@@ -52,7 +52,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from assets_defs.search.segment_index import MEDIA_PER_WRITE
+from assets_defs.search.index_update import MEDIA_PER_WRITE
 from emulators.sample_media import generate_sample_media
 from harness.local_env import local_settings
 from mediaembed.runner import materialization_metadata, run_job

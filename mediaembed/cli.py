@@ -15,9 +15,59 @@ def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
     started_at = clock.monotonic()
     for line in unknown_setting_warnings(os.environ):
         print(f"mediaembed: warning: {line}", file=sys.stderr)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command in ("emulate", "demo", "dev"):
+        try:
+            import moto.server  # noqa: F401
+        except ImportError:
+            print(
+                f"mediaembed {args.command} needs the local emulators: pip install 'mediaembed[local]'",
+                file=sys.stderr,
+            )
+            return 2
+    if args.command == "emulate":
+        from emulators.__main__ import serve
+
+        return serve(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "search":
+        return _search(args)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "serving":
+        return _serving(args, parser)
+    if args.command == "ingest":
+        from mediaembed.ingest import run_ingest
+
+        return run_ingest(
+            args.uri, args.model, args.timeout, args.replace, started_at=started_at, clock=clock
+        )
+    if args.command == "demo":
+        from harness.local_env import bind_local_twelvelabs
+
+        bind_local_twelvelabs()  # before the code location loads: the demo's TwelveLabs is the emulator
+        from harness.demo import run_demo
+
+        return run_demo(args.workdir)
+    from harness.dev import run_dev
+
+    s3_port, bedrock_port, twelvelabs_port = args.emulator_ports
+    return run_dev(args.workdir, args.port, (s3_port, bedrock_port, twelvelabs_port))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per thing a person does."""
     parser = argparse.ArgumentParser(prog="mediaembed", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_search, _add_serve, _add_ingest, _add_serving, _add_local_stack):
+        add(commands)
+    return parser
 
+
+def _add_search(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """`mediaembed search`: text, image or audio queries."""
     search_cmd = commands.add_parser(
         "search",
         help="search the segment index by text, images or a short audio clip",
@@ -61,6 +111,9 @@ def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
     )
     search_cmd.add_argument("--workdir", type=Path, default=Path(".local"), help="with --local")
 
+
+def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """`mediaembed serve`: the search page."""
     serve_cmd = commands.add_parser(
         "serve",
         help="a small search web page over the same index as `mediaembed search`",
@@ -77,6 +130,9 @@ def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
     )
     serve_cmd.add_argument("--workdir", type=Path, default=Path(".local"), help="with --local")
 
+
+def _add_ingest(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """`mediaembed ingest`: embed a prefix and follow it to the end."""
     ingest_cmd = commands.add_parser(
         "ingest", help="embed and index everything under s3://bucket/prefix, following it to the end"
     )
@@ -94,6 +150,9 @@ def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
         "--replace", action="store_true", help="make this prefix the lake's media, dropping any other"
     )
 
+
+def _add_serving(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """`mediaembed serving`: show, cut over, roll back, retire."""
     serving_cmd = commands.add_parser(
         "serving",
         help="which Marengo version serves search; cut over to another or roll back",
@@ -115,6 +174,9 @@ def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
     )
     serving_cmd.add_argument("--workdir", type=Path, default=Path(".local"), help="with --local")
 
+
+def _add_local_stack(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """`mediaembed demo`, `dev` and `emulate`: the local emulators (dev only)."""
     demo_cmd = commands.add_parser("demo", help="run the pipeline on the local emulators, then search")
     demo_cmd.add_argument("--workdir", type=Path, default=Path(".local"))
 
@@ -132,58 +194,21 @@ def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
 
     commands.add_parser("emulate", help="run the local S3 and Bedrock emulators", add_help=False)
 
-    args, rest = parser.parse_known_args(argv)
-    if args.command in ("emulate", "demo", "dev"):
-        try:
-            import moto.server  # noqa: F401
-        except ImportError:
-            print(
-                f"mediaembed {args.command} needs the local emulators: pip install 'mediaembed[local]'",
-                file=sys.stderr,
-            )
-            return 2
-    if args.command == "emulate":
-        from emulators.__main__ import serve
 
-        return serve(rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if args.command == "search":
-        return _search(args)
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "serving":
-        from mediaembed.serving import run_serving
+def _serving(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from mediaembed.serving import run_serving
 
-        if (args.action in ("cut-over", "retire")) != (args.key is not None):
-            parser.error(
-                "name the version with cut-over or retire, and only then: "
-                "mediaembed serving cut-over marengo-3.0"
-            )
-        if args.local:
-            if args.action != "show":
-                parser.error("--local only shows; change the local serving version from `make dev`'s UI")
-            from harness.local_env import local_settings
-
-            os.environ["MEDIAEMBED_LAKE_URI"] = local_settings(args.workdir)["MEDIAEMBED_LAKE_URI"]
-        return run_serving(args.action, args.key, args.json, args.by)
-    if args.command == "ingest":
-        from mediaembed.ingest import run_ingest
-
-        return run_ingest(
-            args.uri, args.model, args.timeout, args.replace, started_at=started_at, clock=clock
+    if (args.action in ("cut-over", "retire")) != (args.key is not None):
+        parser.error(
+            "name the version with cut-over or retire, and only then: mediaembed serving cut-over marengo-3.0"
         )
-    if args.command == "demo":
-        from harness.local_env import bind_local_twelvelabs
+    if args.local:
+        if args.action != "show":
+            parser.error("--local only shows; change the local serving version from `make dev`'s UI")
+        from harness.local_env import local_settings
 
-        bind_local_twelvelabs()  # before the code location loads: the demo's TwelveLabs is the emulator
-        from harness.demo import run_demo
-
-        return run_demo(args.workdir)
-    from harness.dev import run_dev
-
-    s3_port, bedrock_port, twelvelabs_port = args.emulator_ports
-    return run_dev(args.workdir, args.port, (s3_port, bedrock_port, twelvelabs_port))
+        os.environ["MEDIAEMBED_LAKE_URI"] = local_settings(args.workdir)["MEDIAEMBED_LAKE_URI"]
+    return run_serving(args.action, args.key, args.json, args.by)
 
 
 def _search(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ blocking: in the cut-over job a failure stops the switch, and names the objects 
 The rules are pure functions over pandas/Arrow tables; the checks only read and report.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -333,23 +333,31 @@ def _model(context: dg.AssetCheckExecutionContext) -> MarengoModel:
 # --- the checks --------------------------------------------------------------------------------------------
 
 
-@dg.asset_check(
-    asset=CHECKED,
-    name="covers_every_eligible_object",
-    blocking=True,
-    description="Every usable object the model can take has an embedding at its current ETag in the "
-    f"embedding table; names the missing ones and why. Objects in {EXCLUDE_ENV} do not count.",
-)
+# Every column any table check reads: the embedding table is read once per check run, not once per check.
+TABLE_COLUMNS = [
+    "segment_id",
+    "media_uri",
+    "etag",
+    "model_key",
+    "model_version",
+    "start_sec",
+    "end_sec",
+    "vector",
+]
+
+
 def covers_every_eligible_object(
-    context: dg.AssetCheckExecutionContext, lake: Lake, version_checks: VersionCheckSettings
+    model: MarengoModel,
+    rows: pa.Table,
+    inventory: pd.DataFrame,
+    jobs: pd.DataFrame,
+    version_checks: VersionCheckSettings,
 ) -> dg.AssetCheckResult:
-    model = _model(context)
-    eligible, blocked, not_eligible = eligible_objects(read_inventory(lake), model)
-    embedded = EmbeddingTable(lake, model).read_stored(columns=["media_uri", "etag"]).to_pandas()
-    jobs = SubmissionLedger(lake, None).jobs(model.key)
+    eligible, blocked, not_eligible = eligible_objects(inventory, model)
+    embedded = rows.select(["media_uri", "etag"]).to_pandas()
     result = coverage(eligible, embedded.drop_duplicates(), jobs, version_checks.excluded(), blocked)
     share = result.covered / result.eligible if result.eligible else 1.0
-    check = problems_result(
+    return problems_result(
         result.missing,
         f"of {result.eligible} have no current {model.key} embedding",
         f"fix them and re-run the backfill of {model.key}, or exclude them with {EXCLUDE_ENV}",
@@ -365,21 +373,12 @@ def covers_every_eligible_object(
             "not_eligible_count": len(not_eligible),
         },
     )
-    return check
 
 
-@dg.asset_check(
-    asset=CHECKED,
-    name="vectors_have_model_dimension",
-    blocking=True,
-    description="Every vector of the embedding table, and the index's vector column, is the model's size.",
-)
 def vectors_have_model_dimension(
-    context: dg.AssetCheckExecutionContext, lake: Lake, segment_index: SegmentIndex
+    model: MarengoModel, rows: pa.Table, segment_index: SegmentIndex
 ) -> dg.AssetCheckResult:
-    model = _model(context)
-    rows = EmbeddingTable(lake, model).read_stored(columns=["media_uri", "vector"])
-    problems = wrong_dimension(rows, model.dimension)
+    problems = wrong_dimension(rows.select(["media_uri", "vector"]), model.dimension)
     index_dimension = segment_index.vector_dimension(model)
     if index_dimension is not None and index_dimension != model.dimension:
         index_problem = pd.DataFrame(
@@ -404,52 +403,31 @@ def vectors_have_model_dimension(
     )
 
 
-@dg.asset_check(
-    asset=CHECKED,
-    name="no_nan_or_zero_vectors",
-    blocking=True,
-    description="No vector of the embedding table holds NaN or infinity, or has norm zero.",
-)
-def no_nan_or_zero_vectors(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
-    model = _model(context)
-    rows = EmbeddingTable(lake, model).read_stored(columns=["media_uri", "vector"])
+def no_nan_or_zero_vectors(model: MarengoModel, rows: pa.Table) -> dg.AssetCheckResult:
     return problems_result(
-        bad_vectors(rows),
+        bad_vectors(rows.select(["media_uri", "vector"])),
         "have NaN, infinite or zero vectors",
         f"re-embed them with {model.key}, or exclude them with {EXCLUDE_ENV}",
         {"rows_checked": rows.num_rows},
     )
 
 
-@dg.asset_check(
-    asset=CHECKED,
-    name="segments_inside_media_duration",
-    blocking=True,
-    description="Every segment starts before it ends and ends within its media's duration "
-    f"(+{DURATION_TOLERANCE_SEC} s).",
-)
-def segments_inside_media_duration(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
-    model = _model(context)
-    rows = EmbeddingTable(lake, model).read_stored(columns=["media_uri", "start_sec", "end_sec"]).to_pandas()
+def segments_inside_media_duration(
+    model: MarengoModel, rows: pa.Table, inventory: pd.DataFrame
+) -> dg.AssetCheckResult:
+    spans = rows.select(["media_uri", "start_sec", "end_sec"]).to_pandas()
     return problems_result(
-        segments_outside_media(rows, probed_durations(read_inventory(lake))),
+        segments_outside_media(spans, probed_durations(inventory)),
         "have segments outside their media",
         f"re-embed them with {model.key} (the media may have changed), or exclude them with {EXCLUDE_ENV}",
-        {"rows_checked": len(rows), "tolerance_sec": DURATION_TOLERANCE_SEC},
+        {"rows_checked": len(spans), "tolerance_sec": DURATION_TOLERANCE_SEC},
     )
 
 
-@dg.asset_check(
-    asset=CHECKED,
-    name="rows_of_this_version_only",
-    blocking=True,
-    description="Every row of the version's embedding table and index is of this model version.",
-)
 def rows_of_this_version_only(
-    context: dg.AssetCheckExecutionContext, lake: Lake, segment_index: SegmentIndex
+    model: MarengoModel, rows: pa.Table, segment_index: SegmentIndex
 ) -> dg.AssetCheckResult:
-    model = _model(context)
-    table_rows = EmbeddingTable(lake, model).read_stored(columns=["media_uri", "model_key", "model_version"])
+    table_rows = rows.select(["media_uri", "model_key", "model_version"])
     index_rows = segment_index.scan(model, ["media_uri", "model_key", "model_version"])
     problems = [foreign_rows(table_rows.to_pandas(), model, "embedding table")]
     if index_rows is not None:
@@ -466,18 +444,10 @@ def rows_of_this_version_only(
     )
 
 
-@dg.asset_check(
-    asset=CHECKED,
-    name="segment_ids_unique",
-    blocking=True,
-    description="0 duplicate segment ids in the version's embedding table and in its LanceDB index "
-    "(concurrent merge_insert can duplicate keys: lance#4585).",
-)
 def segment_ids_unique(
-    context: dg.AssetCheckExecutionContext, lake: Lake, segment_index: SegmentIndex
+    model: MarengoModel, rows: pa.Table, segment_index: SegmentIndex
 ) -> dg.AssetCheckResult:
-    model = _model(context)
-    table_rows = EmbeddingTable(lake, model).read_stored(columns=["segment_id", "media_uri"]).to_pandas()
+    table_rows = rows.select(["segment_id", "media_uri"]).to_pandas()
     index_rows = segment_index.scan(model, ["segment_id", "media_uri"])
     index_frame = index_rows.to_pandas() if index_rows is not None else table_rows.iloc[0:0]
     problems = pd.concat(
@@ -495,17 +465,10 @@ def segment_ids_unique(
     )
 
 
-@dg.asset_check(
-    asset=CHECKED,
-    name="index_rows_equal_table_rows",
-    blocking=True,
-    description="The LanceDB index holds exactly the current embedding table's segments, object by object.",
-)
 def index_rows_equal_table_rows(
-    context: dg.AssetCheckExecutionContext, lake: Lake, segment_index: SegmentIndex
+    model: MarengoModel, rows: pa.Table, segment_index: SegmentIndex
 ) -> dg.AssetCheckResult:
-    model = _model(context)
-    table_rows = EmbeddingTable(lake, model).read_stored(columns=["segment_id", "media_uri"]).to_pandas()
+    table_rows = rows.select(["segment_id", "media_uri"]).to_pandas()
     index_rows = segment_index.scan(model, ["segment_id", "media_uri"])
     index_frame = index_rows.to_pandas() if index_rows is not None else table_rows.iloc[0:0]
     return problems_result(
@@ -514,6 +477,71 @@ def index_rows_equal_table_rows(
         f"materialize search/marengo_segments for {model.key}, then check again",
         {"table_rows": len(table_rows), "index_rows": len(index_frame)},
     )
+
+
+# The whole-version checks over the embedding table, by name: what each one promises (shown in the UI).
+TABLE_CHECK_DESCRIPTIONS = {
+    "covers_every_eligible_object": (
+        "Every usable object the model can take has an embedding at its current ETag in the embedding "
+        f"table; names the missing ones and why. Objects in {EXCLUDE_ENV} do not count."
+    ),
+    "vectors_have_model_dimension": (
+        "Every vector of the embedding table, and the index's vector column, is the model's size."
+    ),
+    "no_nan_or_zero_vectors": "No vector of the embedding table holds NaN or infinity, or has norm zero.",
+    "segments_inside_media_duration": (
+        "Every segment starts before it ends and ends within its media's duration "
+        f"(+{DURATION_TOLERANCE_SEC} s)."
+    ),
+    "rows_of_this_version_only": (
+        "Every row of the version's embedding table and index is of this model version."
+    ),
+    "segment_ids_unique": (
+        "0 duplicate segment ids in the version's embedding table and in its LanceDB index "
+        "(concurrent merge_insert can duplicate keys: lance#4585)."
+    ),
+    "index_rows_equal_table_rows": (
+        "The LanceDB index holds exactly the current embedding table's segments, object by object."
+    ),
+}
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(name, asset=CHECKED, blocking=True, description=description)
+        for name, description in TABLE_CHECK_DESCRIPTIONS.items()
+    ],
+)
+def table_checks(
+    context: dg.AssetCheckExecutionContext,
+    lake: Lake,
+    segment_index: SegmentIndex,
+    version_checks: VersionCheckSettings,
+) -> Iterator[dg.AssetCheckResult]:
+    """The whole-version checks over the embedding table, on one read of it (and of the inventory)."""
+    model = _model(context)
+    rows = EmbeddingTable(lake, model).read_stored(columns=TABLE_COLUMNS)
+    inventory = read_inventory(lake)
+    jobs = SubmissionLedger(lake, None).jobs(model.key)
+    results = {
+        "covers_every_eligible_object": covers_every_eligible_object(
+            model, rows, inventory, jobs, version_checks
+        ),
+        "vectors_have_model_dimension": vectors_have_model_dimension(model, rows, segment_index),
+        "no_nan_or_zero_vectors": no_nan_or_zero_vectors(model, rows),
+        "segments_inside_media_duration": segments_inside_media_duration(model, rows, inventory),
+        "rows_of_this_version_only": rows_of_this_version_only(model, rows, segment_index),
+        "segment_ids_unique": segment_ids_unique(model, rows, segment_index),
+        "index_rows_equal_table_rows": index_rows_equal_table_rows(model, rows, segment_index),
+    }
+    for name, result in results.items():
+        yield dg.AssetCheckResult(
+            asset_key=CHECKED,
+            check_name=name,
+            passed=result.passed,
+            description=result.description,
+            metadata=result.metadata,
+        )
 
 
 # --- side-by-side evaluation ------------------------------------------------------------------------------
@@ -697,13 +725,4 @@ def candidate_matches_serving(
 
 
 # Selected by the cut-over job (AssetSelection.checks(*WHOLE_VERSION_CHECKS)); registered in definitions.
-WHOLE_VERSION_CHECKS = (
-    covers_every_eligible_object,
-    vectors_have_model_dimension,
-    no_nan_or_zero_vectors,
-    segments_inside_media_duration,
-    rows_of_this_version_only,
-    segment_ids_unique,
-    index_rows_equal_table_rows,
-    candidate_matches_serving,
-)
+WHOLE_VERSION_CHECKS = (table_checks, candidate_matches_serving)

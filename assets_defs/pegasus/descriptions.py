@@ -1,16 +1,13 @@
 """Pegasus descriptions of every usable video, for every configured prompt, and the chapters among them.
 
 Not partitioned: there is one Pegasus model, and per-object partitions would make one run per video. The
-description table itself is the ledger: a (object, ETag, prompt id, prompt hash, model) described once is
-never sent again, so a run calls only for what is new or whose prompt changed.
+description table itself is the ledger (see `description_run`): a run calls only for what is new or whose
+prompt changed.
 """
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from typing import Any
 
 import dagster as dg
@@ -19,34 +16,18 @@ import pyarrow as pa
 from pydantic import Field
 
 from assets_defs import keys
-from assets_defs.inventory.media_inventory import media_inventory, read_inventory
+from assets_defs.inventory.media_inventory import media_inventory
 from assets_defs.metadata import column_schema, preview
-from resources.pegasus.prompts import PegasusPrompt, load_prompts
-from resources.providers.bedrock.pegasus import BedrockPegasus, PegasusCallError
-from resources.providers.bedrock.pegasus_bodies import (
-    PegasusAnswer,
-    PegasusOutputError,
-    Transport,
-    estimated_cost_usd,
-    limit_problem,
-    parse_chapters,
-    parse_json_message,
-)
+from assets_defs.pegasus.description_run import DescriptionReport, DescriptionRun, chapter_rows
+from resources.pegasus.prompts import load_prompts
+from resources.providers.bedrock.pegasus import BedrockPegasus
 from resources.storage.lake import Lake
-from resources.storage.s3_storage import S3Uri
 from resources.tables.description_tables import (
     CHAPTER_SCHEMA,
     DESCRIPTION_SCHEMA,
     chapter_table,
     description_table,
 )
-
-TRUNCATED = "length"
-DONE = "ok"
-# A complete answer that is not the JSON its prompt asked for: paid for, so never asked again with the
-# same prompt (a changed prompt is a new hash, and asks again).
-UNPARSED = "unparsed"
-ANSWERED = (DONE, UNPARSED)
 
 
 class DescriptionConfig(dg.Config):
@@ -64,184 +45,6 @@ class DescriptionConfig(dg.Config):
         description="Commit the answers every this many calls: a run stopped mid-way keeps what it was "
         "answered (and paid for), and the next run asks only for the rest.",
     )
-
-
-@dataclass(frozen=True)
-class Video:
-    media_uri: str
-    media_id: str
-    etag: str
-    size_bytes: int | None
-    duration_sec: float | None
-
-
-@dataclass(frozen=True)
-class DescribeTask:
-    video: Video
-    prompt: PegasusPrompt
-    skip_reason: str | None = None
-
-
-def usable_videos(inventory: pd.DataFrame) -> list[Video]:
-    ok = inventory[(inventory["status"] == "ok") & (inventory["modality"] == "video")]
-    return [
-        Video(
-            r["media_uri"],
-            r["media_id"],
-            r["etag"],
-            None if pd.isna(r["size_bytes"]) else int(r["size_bytes"]),
-            None if pd.isna(r["duration_sec"]) else float(r["duration_sec"]),
-        )
-        for r in ok.to_dict("records")
-    ]
-
-
-def plan_descriptions(
-    videos: Sequence[Video],
-    prompts: Sequence[PegasusPrompt],
-    existing: Iterable[dict[str, Any]],
-    model_id: str,
-    transport: Transport,
-    bucket_problems: Mapping[str, str] | None = None,
-) -> list[DescribeTask]:
-    """What this run does for each video and prompt: nothing when the table already holds an ok row of
-    this (object, ETag, prompt id, prompt hash, model); a skip, without a call, when a documented limit
-    or the bucket's region refuses it (unless the same skip is recorded already); otherwise a call."""
-    refused = bucket_problems or {}
-    rows = {(r["media_id"], r["etag"], r["prompt_id"], r["prompt_hash"], r["model_id"]): r for r in existing}
-    tasks = []
-    for video in videos:
-        for prompt in prompts:
-            row = rows.get((video.media_id, video.etag, prompt.prompt_id, prompt.prompt_hash, model_id))
-            if row is not None and row["status"] in ANSWERED:
-                continue
-            problem = limit_problem(
-                video.duration_sec, video.size_bytes, transport, prompt.prompt
-            ) or refused.get(S3Uri.parse(video.media_uri).bucket)
-            if (
-                problem is not None
-                and row is not None
-                and (row["status"], row["reason"]) == ("skipped", problem)
-            ):
-                continue
-            tasks.append(DescribeTask(video, prompt, problem))
-    return tasks
-
-
-def description_row(
-    task: DescribeTask,
-    model_id: str,
-    answer: PegasusAnswer | None,
-    error: str | None,
-    now: datetime,
-) -> dict[str, Any]:
-    """The table row of one task's outcome: skipped (the limit), failed (the call's reason, or an answer
-    that is not the JSON asked for), or ok; a `length` finish stays ok with its reason, and is flagged."""
-    row: dict[str, Any] = {
-        "media_uri": task.video.media_uri,
-        "media_id": task.video.media_id,
-        "etag": task.video.etag,
-        "prompt_id": task.prompt.prompt_id,
-        "prompt_hash": task.prompt.prompt_hash,
-        "model_id": model_id,
-        "text": None,
-        "parsed_json": None,
-        "finish_reason": None,
-        "input_tokens": None,
-        "output_tokens": None,
-        "status": "failed",
-        "reason": error,
-        "created_at": now,
-    }
-    if task.skip_reason is not None:
-        return {**row, "status": "skipped", "reason": task.skip_reason}
-    if answer is None:
-        return row
-    row.update(
-        text=answer.message,
-        finish_reason=answer.finish_reason,
-        input_tokens=answer.input_tokens,
-        output_tokens=answer.output_tokens,
-        status=DONE,
-        reason=None,
-    )
-    cut = answer.finish_reason == TRUNCATED
-    if cut:
-        row["reason"] = (
-            f"answer cut at max_output_tokens={task.prompt.max_output_tokens} (finishReason length): "
-            "raise it for this prompt"
-        )
-    if task.prompt.kind != "text":
-        try:
-            parsed = parse_json_message(answer.message)
-            if task.prompt.kind == "chapters":
-                parse_chapters(parsed)
-            row["parsed_json"] = json.dumps(parsed)
-        except PegasusOutputError as problem:
-            if not cut:  # a complete answer that is not the JSON asked for: kept, not asked again
-                row.update(status=UNPARSED, reason=f"{problem}: change the prompt or its schema to ask again")
-    return row
-
-
-def next_rows(
-    existing: Iterable[dict[str, Any]],
-    new: Sequence[dict[str, Any]],
-    current_etags: dict[str, str],
-    prompt_ids: set[str],
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """The rows of every object this run changes, and those objects' ids: this run's rows, plus the kept
-    rows of the same objects. Rows of an object gone from the inventory, of an older ETag or of a prompt no
-    longer configured leave the current table (its history keeps them)."""
-
-    def kept(r: dict[str, Any]) -> bool:
-        return current_etags.get(r["media_id"]) == r["etag"] and r["prompt_id"] in prompt_ids
-
-    old = list(existing)
-    replaced = {(r["media_id"], r["prompt_id"]) for r in new}
-    touched = {r["media_id"] for r in new} | {r["media_id"] for r in old if not kept(r)}
-    rows = [
-        r
-        for r in old
-        if r["media_id"] in touched and kept(r) and (r["media_id"], r["prompt_id"]) not in replaced
-    ]
-    return rows + list(new), sorted(touched)
-
-
-def chapter_rows(descriptions: Iterable[dict[str, Any]], chapter_prompts: set[str]) -> list[dict[str, Any]]:
-    """Every chapter of every ok chapters answer, one row each, with its start and end seconds."""
-    rows = []
-    for d in descriptions:
-        if d["prompt_id"] not in chapter_prompts or d["status"] != DONE or not d["parsed_json"]:
-            continue
-        try:
-            chapters = parse_chapters(json.loads(d["parsed_json"]))
-        except (PegasusOutputError, ValueError):
-            continue  # an answer stored under another kind of prompt: not chapters, nothing to explode
-        for i, chapter in enumerate(chapters):
-            rows.append(
-                {
-                    "media_uri": d["media_uri"],
-                    "media_id": d["media_id"],
-                    "etag": d["etag"],
-                    "prompt_id": d["prompt_id"],
-                    "model_id": d["model_id"],
-                    "chapter_index": i,
-                    "start_sec": chapter.start_sec,
-                    "end_sec": chapter.end_sec,
-                    "title": chapter.title,
-                    "summary": chapter.summary,
-                }
-            )
-    return rows
-
-
-def _run(pegasus: BedrockPegasus, task: DescribeTask) -> tuple[PegasusAnswer | None, str | None]:
-    if task.skip_reason is not None:
-        return None, None
-    try:
-        return pegasus.describe(task.video.media_uri, task.video.etag, task.prompt), None
-    except PegasusCallError as error:
-        return None, str(error)
 
 
 def _canonical(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -289,66 +92,37 @@ def pegasus_descriptions(
         transport = pegasus.chosen_transport()
     except ValueError as problem:  # a settings mistake: one line, no traceback
         raise dg.Failure(description=str(problem), allow_retries=False) from None
-    model_id = pegasus.base_model_id
-    table = description_table(lake)
-    existing = table.read().to_pylist()
-    videos = usable_videos(read_inventory(lake))
-    buckets = pegasus.unusable_buckets({S3Uri.parse(v.media_uri).bucket for v in videos})
-    tasks = plan_descriptions(videos, prompts, existing, model_id, transport, buckets)
-    calls = [t for t in tasks if t.skip_reason is None]
+    describe = DescriptionRun(
+        pegasus, lake, prompts, transport, config.max_concurrent_calls, config.commit_every
+    )
+    videos, tasks = describe.plan()
+    calls = sum(t.skip_reason is None for t in tasks)
     context.log.info(
-        f"{len(videos)} videos x {len(prompts)} prompts: {len(calls)} calls, "
-        f"{len(tasks) - len(calls)} skipped"
+        f"{len(videos)} videos x {len(prompts)} prompts: {calls} calls, {len(tasks) - calls} skipped"
     )
+    return materialize_result(describe.run(videos, tasks))
 
-    # Answers are paid for: they are committed every `commit_every` tasks, so a run stopped mid-way (a kill,
-    # the max runtime) keeps what it was answered and the next run asks only for the rest.
-    etags, prompt_ids = {v.media_id: v.etag for v in videos}, {p.prompt_id for p in prompts}
-    outcomes: list[tuple[PegasusAnswer | None, str | None]] = []
-    new: list[dict[str, Any]] = []
-    version: int | None = None
-    step = max(1, config.commit_every)
-    with ThreadPoolExecutor(max(1, config.max_concurrent_calls)) as pool:
-        for start in range(0, max(len(tasks), 1), step):
-            chunk = tasks[start : start + step]
-            answered = list(pool.map(lambda t: _run(pegasus, t), chunk))
-            now = datetime.now(UTC)
-            batch = [
-                description_row(t, model_id, a, e, now) for t, (a, e) in zip(chunk, answered, strict=True)
-            ]
-            rows, touched = next_rows(existing, batch, etags, prompt_ids)
-            version = table.replace(pa.Table.from_pylist(rows, schema=DESCRIPTION_SCHEMA), touched) or version
-            existing = table.read().to_pylist()
-            outcomes += answered
-            new += batch
 
-    current = pd.DataFrame(table.read().to_pylist(), columns=DESCRIPTION_SCHEMA.names)
-    made = pd.DataFrame(new, columns=DESCRIPTION_SCHEMA.names)
-    called = made.iloc[[i for i, t in enumerate(tasks) if t.skip_reason is None]]
-    truncated = current[current["finish_reason"] == TRUNCATED]
-    skipped = made[made["status"] == "skipped"]
-    failed = made[made["status"] == "failed"]
-    ok_calls = int((called["status"] == DONE).sum())
-    cost = sum(
-        estimated_cost_usd(t.video.duration_sec, a.output_tokens)
-        for t, (a, _) in zip(tasks, outcomes, strict=True)
-        if a is not None
-    )
+def materialize_result(report: DescriptionReport) -> dg.MaterializeResult:
+    """The run's outcome as the asset's metadata and its two checks."""
+    current, truncated = report.current, report.truncated
+    skipped, failed = report.with_status("skipped"), report.with_status("failed")
+    calls, described = len(report.calls), report.described
     snippet = current.assign(text=current["text"].map(_short))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(current),
             "dagster/column_schema": column_schema(DESCRIPTION_SCHEMA),
-            "calls_made": len(calls),
-            "described": ok_calls,
+            "calls_made": calls,
+            "described": described,
             "failed": len(failed),
             "skipped": len(skipped),
             "skipped_reasons": dg.MetadataValue.json(dict(Counter(skipped["reason"].tolist()))),
             "length_truncated": len(truncated),
-            "estimated_cost_usd": round(cost, 4),
-            "table_version": -1 if version is None else version,
-            "prompts": dg.MetadataValue.json({p.prompt_id: p.prompt_hash for p in prompts}),
-            "location": dg.MetadataValue.path(table.uri),
+            "estimated_cost_usd": round(report.cost_usd, 4),
+            "table_version": -1 if report.table_version is None else report.table_version,
+            "prompts": dg.MetadataValue.json({p.prompt_id: p.prompt_hash for p in report.prompts}),
+            "location": dg.MetadataValue.path(report.table_uri),
             "failed_preview": preview(failed[["media_uri", "prompt_id", "reason"]]),
             "preview": preview(snippet[["media_uri", "prompt_id", "status", "finish_reason", "text"]]),
         },
@@ -364,8 +138,8 @@ def pegasus_descriptions(
             ),
             dg.AssetCheckResult(
                 check_name="calls_accepted",
-                passed=not calls or ok_calls > 0,
-                metadata={"calls_made": len(calls), "described": ok_calls, "failed": len(failed)},
+                passed=not calls or described > 0,
+                metadata={"calls_made": calls, "described": described, "failed": len(failed)},
             ),
         ],
     )

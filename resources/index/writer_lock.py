@@ -4,8 +4,8 @@ Two concurrent `merge_insert`s that add the same new keys commit both sets of ro
 ingest runs on an instance without a `lancedb_writer` pool limit doubled every segment of the index. A
 Dagster pool is a setting someone can forget, so the index writer also takes a lock next to the data:
 
-- A local directory: an exclusive `flock` on `<index>/_locks/<table>.lock`. The kernel drops it when the
-  process dies, so a killed writer never blocks the next one.
+- A local directory: an exclusive `flock` (filelock's UnixFileLock) on `<index>/_locks/<table>.lock`.
+  The kernel drops it when the process dies, so a killed writer never blocks the next one.
 - `s3://`: a lease object `<prefix>/_locks/<table>.lease`, created with a conditional write
   (`If-None-Match: *`, which S3 and its emulator honour), renewed every `ttl/3` by `If-Match` on its own
   ETag and deleted with `If-Match` on release. A lease is stale once its ETag has stayed the same for its
@@ -21,7 +21,6 @@ Waiting is bounded: after `wait_sec` the writer gives up with a one-line error n
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -34,6 +33,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import filelock
 from botocore.exceptions import ClientError
 
 from resources.storage.s3_objects import S3Uri
@@ -88,18 +88,25 @@ def _poll_delays(wait_sec: float) -> Any:
 
 
 class LocalWriterLock(WriterLock):
-    """An exclusive flock on a file beside the tables (per open file, so threads exclude each other too)."""
+    """filelock's flock on a file beside the tables (per open file, so threads exclude each other too).
+
+    flock, not a soft lock: the kernel drops it when the holder dies. The holder's label is written into the
+    held file, which contenders never truncate, so a waiter can name who writes.
+    """
 
     def __init__(self, path: Path, table: str, holder: str) -> None:
         self.path, self.table, self.holder = path, table, holder
-        self._fd: int | None = None
+        self._lock = filelock.UnixFileLock(
+            path,
+            thread_local=False,  # released by whichever thread ends the write, like the descriptor it wraps
+            fallback_to_soft=False,  # a lock file left by a killed writer must never block the next one
+            preserve_lock_file=True,
+            on_acquired=self._name_holder,
+        )
 
-    def _try(self, fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
+    def _name_holder(self, fd: int) -> None:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, self.holder.encode(), 0)
 
     def _current_holder(self) -> str:
         try:
@@ -109,31 +116,23 @@ class LocalWriterLock(WriterLock):
 
     def acquire(self, wait_sec: float, on_wait: Callable[[str], None] | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            if not self._try(fd):
-                holder = self._current_holder()
-                if on_wait:
-                    on_wait(f"index table {self.table} is being written by {holder}; waiting")
-                for delay in _poll_delays(wait_sec):
-                    time.sleep(delay)
-                    if self._try(fd):
-                        break
-                else:
-                    raise self._timeout(wait_sec, self._current_holder())
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, self.holder.encode(), 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+            self._lock.acquire(blocking=False)
+            return
+        except filelock.Timeout:
+            pass
+        if on_wait:
+            on_wait(f"index table {self.table} is being written by {self._current_holder()}; waiting")
+        try:
+            self._lock.acquire(timeout=wait_sec, poll_interval=0.05)
+        except filelock.Timeout:
+            raise self._timeout(wait_sec, self._current_holder()) from None
 
     def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
+        if self._lock.is_locked:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            os.close(fd)  # closing the descriptor drops the flock
+                os.truncate(self.path, 0)
+            self._lock.release()
 
 
 def _error_code(error: ClientError) -> str:

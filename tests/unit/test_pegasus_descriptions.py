@@ -14,15 +14,14 @@ from botocore.exceptions import ClientError
 from pydantic import Field
 
 from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
-from assets_defs.pegasus.descriptions import (
+from assets_defs.pegasus.description_run import (
     DescribeTask,
     Video,
     description_row,
     next_rows,
-    pegasus_chapters,
-    pegasus_descriptions,
     plan_descriptions,
 )
+from assets_defs.pegasus.descriptions import pegasus_chapters, pegasus_descriptions
 from resources.pegasus.prompts import DEFAULT_PROMPTS, PegasusPrompt
 from resources.providers.bedrock.pegasus import BedrockPegasus
 from resources.providers.bedrock.pegasus_bodies import PEGASUS_MODEL_ID, PegasusAnswer
