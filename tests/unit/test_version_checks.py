@@ -16,7 +16,7 @@ import pytest
 
 from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
 from assets_defs.marengo.partitions import marengo_model_partitions
-from assets_defs.migration.version_checks import (
+from assets_defs.migration.checks.table_rules import (
     DEFAULT_PROBE_SET,
     WHOLE_VERSION_CHECKS,
     ProbeOutcome,

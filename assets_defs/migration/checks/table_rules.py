@@ -564,7 +564,7 @@ def table_checks(
 
 # --- side-by-side evaluation ------------------------------------------------------------------------------
 
-DEFAULT_PROBE_SET = Path(__file__).with_name("probe_set.json")
+DEFAULT_PROBE_SET = Path(__file__).parent.parent / "probe_set.json"
 # Segments fetched per query to find k distinct objects (an object has several spans and options).
 SEGMENTS_PER_OBJECT = 20
 
