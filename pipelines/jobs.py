@@ -6,7 +6,7 @@ from assets_defs import keys
 from assets_defs.inventory.media_inventory import media_inventory
 from assets_defs.marengo.embeddings import marengo_embeddings
 from assets_defs.marengo.invocations import HOLD_QUOTA_SEC, marengo_invocations
-from assets_defs.migration.version_checks import WHOLE_VERSION_CHECKS, checked_version
+from assets_defs.migration.checks import WHOLE_VERSION_CHECKS, checked_version
 from assets_defs.pegasus.description_index import search_descriptions
 from assets_defs.pegasus.descriptions import pegasus_chapters, pegasus_descriptions
 from assets_defs.search.segment_index import marengo_segment_index

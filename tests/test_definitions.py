@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets_defs.marengo.invocations import HOLD_QUOTA_SEC
-from assets_defs.migration.version_checks import WHOLE_VERSION_CHECKS
+from assets_defs.migration.checks import WHOLE_VERSION_CHECKS
 from pipelines.definitions import defs
 from pipelines.jobs import SUBMITTING_JOBS
 

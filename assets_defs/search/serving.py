@@ -13,7 +13,7 @@ from pydantic import Field
 
 from assets_defs import keys
 from assets_defs.marengo.partitions import marengo_model_partitions
-from assets_defs.migration.version_checks import WHOLE_VERSION_CHECKS, checked_version
+from assets_defs.migration.checks import WHOLE_VERSION_CHECKS, checked_version
 from resources.storage.lake import Lake
 from resources.tables.serving_versions import (
     AlreadyServing,

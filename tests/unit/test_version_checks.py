@@ -16,26 +16,26 @@ import pytest
 
 from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
 from assets_defs.marengo.partitions import marengo_model_partitions
-from assets_defs.migration.version_checks import (
-    DEFAULT_PROBE_SET,
-    WHOLE_VERSION_CHECKS,
+from assets_defs.migration.checks import WHOLE_VERSION_CHECKS, checked_version
+from assets_defs.migration.checks.candidate_check import DEFAULT_PROBE_SET, candidate_matches_serving
+from assets_defs.migration.checks.outcome import names_md
+from assets_defs.migration.checks.side_by_side import (
     ProbeOutcome,
-    bad_vectors,
-    candidate_matches_serving,
-    checked_version,
-    coverage,
-    duplicate_segment_ids,
-    eligible_objects,
     evaluate,
-    foreign_rows,
-    index_differences,
-    missing_reason,
-    names_md,
     overlap_at_k,
     probe_table_md,
     rank_of,
     ranked_objects,
     resolve_expected,
+)
+from assets_defs.migration.checks.table_rules import (
+    bad_vectors,
+    coverage,
+    duplicate_segment_ids,
+    eligible_objects,
+    foreign_rows,
+    index_differences,
+    missing_reason,
     segments_outside_media,
     wrong_dimension,
 )
