@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -32,6 +31,7 @@ from resources.search.description_search import (
     object_digests,
     plan_text_sync,
 )
+from resources.storage.location import Location, location
 from resources.storage.s3_storage import S3Storage
 
 OBJECTS_PER_WRITE = 500
@@ -72,13 +72,19 @@ class DescriptionIndex(dg.ConfigurableResource):
     )
     _db: Any = PrivateAttr(default=None)
     _held: threading.local = PrivateAttr(default_factory=threading.local)
+    _location: Location | None = PrivateAttr(default=None)
+
+    @property
+    def location(self) -> Location:
+        """The index's place, parsed once: its LanceDB URI and options, and where its writer locks live."""
+        if self._location is None:
+            self._location = location(self.uri, self.storage)
+        return self._location
 
     def connect(self) -> Any:
         if self._db is None:
-            if self.uri.startswith("s3://"):
-                self._db = lancedb.connect(self.uri, storage_options=self.storage.lance_storage_options())
-            else:
-                self._db = lancedb.connect(str(Path(self.uri).expanduser().resolve()))
+            uri, storage_options = self.location.lance_database()
+            self._db = lancedb.connect(uri, storage_options=storage_options)
         return self._db
 
     def open_table(self) -> Any | None:
@@ -97,12 +103,7 @@ class DescriptionIndex(dg.ConfigurableResource):
     ) -> Iterator[WriterLock]:
         """Hold the table for writing across a read-decide-write cycle; nested calls reuse the lock."""
         lock = partial(
-            table_writer_lock,
-            self.uri,
-            TEXT_TABLE,
-            describe_holder(holder),
-            self.writer_lease_sec,
-            self.storage.get_client,
+            table_writer_lock, self.location, TEXT_TABLE, describe_holder(holder), self.writer_lease_sec
         )
         with holding(self._held, TEXT_TABLE, lock, self.writer_wait_sec, on_wait) as held:
             yield held

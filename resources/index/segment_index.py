@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -35,10 +34,10 @@ from resources.search.segment_search import (
     DEFAULT_REFINE_FACTOR,
     IndexNotFound,
     SearchHit,
-    local_index_path,
     search_segments,
     table_name,
 )
+from resources.storage.location import Location, location
 from resources.storage.s3_storage import S3Storage
 from resources.tables.segment_schema import segment_schema
 
@@ -187,13 +186,19 @@ class SegmentIndex(dg.ConfigurableResource):
     )
     _db: Any = PrivateAttr(default=None)
     _held: threading.local = PrivateAttr(default_factory=threading.local)
+    _location: Location | None = PrivateAttr(default=None)
+
+    @property
+    def location(self) -> Location:
+        """The index's place, parsed once: its LanceDB URI and options, and where its writer locks live."""
+        if self._location is None:
+            self._location = location(self.uri, self.storage)
+        return self._location
 
     def connect(self) -> Any:
         if self._db is None:
-            if self.uri.startswith("s3://"):
-                self._db = lancedb.connect(self.uri, storage_options=self.storage.lance_storage_options())
-            else:
-                self._db = lancedb.connect(str(Path(self.uri).expanduser().resolve()))
+            uri, storage_options = self.location.lance_database()
+            self._db = lancedb.connect(uri, storage_options=storage_options)
         return self._db
 
     @staticmethod
@@ -219,14 +224,7 @@ class SegmentIndex(dg.ConfigurableResource):
         true when the write commits.
         """
         name = self.table_name(model)
-        lock = partial(
-            table_writer_lock,
-            self.uri,
-            name,
-            describe_holder(holder),
-            self.writer_lease_sec,
-            self.storage.get_client,
-        )
+        lock = partial(table_writer_lock, self.location, name, describe_holder(holder), self.writer_lease_sec)
         with holding(self._held, name, lock, self.writer_wait_sec, on_wait) as held:
             yield held
 
@@ -428,9 +426,8 @@ class SegmentIndex(dg.ConfigurableResource):
     def search(self, model: MarengoModel, vector: list[float], k: int = 10) -> list[SearchHit]:
         """Raises IndexNotFound (a LookupError) when nothing is indexed for `model`; never creates the
         database directory as a side effect."""
-        path = local_index_path(self.uri)
-        if path is not None and not path.is_dir():
-            raise IndexNotFound(f"no search index at {path} yet")
+        if self.location.known_absent():
+            raise IndexNotFound(f"no search index at {self.location.lance_database()[0]} yet")
         table = self.open_table(model)
         if table is None:
             raise IndexNotFound(f"the search index at {self.uri} holds no {model.key} segments yet")

@@ -140,6 +140,13 @@ def _object_error(error: ClientError, location: S3Uri, etag: str | None) -> Exce
     return error
 
 
+def is_conflict(error: ClientError) -> bool:
+    """The condition of a conditional write did not hold: the object exists, changed, or is being written."""
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    return status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
 def open_s3_object(client: Any, location: S3Uri, etag: str | None = None) -> S3ObjectFile:
     """A seekable file over the object at exactly `location`, read in ranged requests by `client`; with
     `etag`, only that version (else `ObjectChanged`)."""

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import threading
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from resources.storage.location import S3Keys, arrow_s3_filesystem, client_endpoint, object_store_options
 from resources.storage.s3_objects import SCHEME, ObjectChanged, S3ObjectFile, S3Uri, open_s3_object
 
 __all__ = ["SCHEME", "ObjectChanged", "S3ObjectFile", "S3Storage", "S3Uri", "open_s3_object"]
@@ -49,34 +49,17 @@ class S3Storage(S3Resource):
         resource's boto3 client; with `etag`, only that version (else `ObjectChanged`)."""
         return open_s3_object(self.get_client(), location, etag)
 
-    def _endpoint_and_region(self) -> tuple[str, str]:
-        meta = self.get_client().meta
-        return meta.endpoint_url, meta.region_name
+    def _keys(self) -> S3Keys:
+        return S3Keys(self.aws_access_key_id, self.aws_secret_access_key, self.aws_session_token)
 
     def arrow_filesystem(self) -> pafs.S3FileSystem:
         """One pyarrow S3 filesystem per resource instance (thread-safe): ingest writes from many threads."""
-        endpoint, region = self._endpoint_and_region()
+        endpoint, region = client_endpoint(self.get_client())
         with self._client_lock:
             if self._arrow_fs is None:
-                parsed = urlparse(endpoint)
-                self._arrow_fs = pafs.S3FileSystem(
-                    access_key=self.aws_access_key_id,
-                    secret_key=self.aws_secret_access_key,
-                    session_token=self.aws_session_token,
-                    region=region,
-                    endpoint_override=parsed.netloc,
-                    scheme=parsed.scheme or "https",
-                )
+                self._arrow_fs = arrow_s3_filesystem(endpoint, region, self._keys())
         return self._arrow_fs
 
     def lance_storage_options(self) -> dict[str, str]:
-        endpoint, region = self._endpoint_and_region()
-        options = {"aws_region": region, "aws_endpoint": endpoint}
-        if endpoint.startswith("http://"):
-            options["allow_http"] = "true"
-        if self.aws_access_key_id and self.aws_secret_access_key:
-            options["aws_access_key_id"] = self.aws_access_key_id
-            options["aws_secret_access_key"] = self.aws_secret_access_key
-        if self.aws_session_token:
-            options["aws_session_token"] = self.aws_session_token
-        return options
+        """The object_store settings of delta-rs and LanceDB."""
+        return object_store_options(*client_endpoint(self.get_client()), self._keys())
