@@ -42,10 +42,10 @@ from resources.search.segment_search import (
     DEFAULT_REFINE_FACTOR,
     IndexNotFound,
     connect_for_reading,
-    local_index_path,
     open_segments,
     search_segments,
 )
+from resources.storage.location import BotoAccess, Location, location
 from resources.tables.serving_versions import (
     ServingChangeRefused,
     ServingState,
@@ -362,7 +362,7 @@ class Searcher:
         pipeline has made the index)."""
         if self._db is None:
             self._db = connect_for_reading(
-                self.settings.index_uri, self._storage_options(), self.read_consistency_interval
+                self._location(self.settings.index_uri), self.read_consistency_interval
             )
         return self._db
 
@@ -370,8 +370,9 @@ class Searcher:
         table = self._tables.get(model.key)
         if table is None:
             uri = self.settings.index_uri
-            options = self._storage_options() if self._db is None else None
+            options: dict[str, str] | None = None
             try:
+                options = self._location(uri).lance_database()[1] if self._db is None else None
                 table = open_segments(self.connection(), model, uri)
             except IndexNotFound as error:
                 raise SearchError(
@@ -388,13 +389,9 @@ class Searcher:
             self._tables[model.key] = table
         return table
 
-    def _storage_options(self) -> dict[str, str] | None:
-        if local_index_path(self.settings.index_uri) is not None:
-            return None
-        # Deferred: dagster-aws costs a second of imports, and only an index on S3 needs the S3 settings.
-        from resources.storage.s3_storage import S3Storage
-
-        return S3Storage(region_name=self.settings.region).lance_storage_options()
+    def _location(self, uri: str) -> Location:
+        """The lake or the index at `uri`, reached on S3 through this searcher's one S3 client."""
+        return location(uri, BotoAccess(self._s3))
 
 
 def search(

@@ -18,7 +18,8 @@ import pyarrow as pa
 
 from resources.providers.bedrock.pegasus_bodies import PegasusOutputError, parse_chapters
 from resources.search.fusion import TextHit, TextSignal
-from resources.search.segment_search import IndexNotFound
+from resources.search.segment_search import IndexNotFound, connect_for_reading
+from resources.storage.location import Location, location
 
 TEXT_TABLE = "pegasus_text"
 DESCRIPTION: TextSignal = "description"
@@ -199,24 +200,19 @@ def open_text_table(db: Any) -> Any:
 class DescriptionSearch:
     """Full-text hits on descriptions and chapters (a `TextHitSource` of mediaembed/search.py).
 
-    `db` is a LanceDB connection, a local directory or s3:// URI (with `storage_options`), or a function
-    that returns a connection when the first query needs one (the searcher's own, so a search opens one).
-    The table is opened on the first query, and kept."""
+    `db` is a LanceDB connection, the `Location` of the index (or its local directory), or a function that
+    returns a connection when the first query needs one (the searcher's own, so a search opens one). The
+    table is opened on the first query, and kept."""
 
-    def __init__(
-        self,
-        db: Any | str | Callable[[], Any],
-        storage_options: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, db: Any | Location | str | Callable[[], Any]) -> None:
         self._db = db
-        self._storage_options = storage_options
         self._table: Any = None
 
     def _connection(self) -> Any:
         if isinstance(self._db, str):
-            from resources.search.segment_search import connect_for_reading
-
-            self._db = connect_for_reading(self._db, self._storage_options)
+            self._db = location(self._db)
+        if isinstance(self._db, Location):
+            self._db = connect_for_reading(self._db)
         elif callable(self._db) and not hasattr(self._db, "open_table"):
             self._db = self._db()
         return self._db

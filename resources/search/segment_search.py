@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from resources.providers.embedding_jobs import LEGACY_EMBEDDING_TYPE, EmbeddingType
 from resources.providers.marengo_models import MarengoModel
+from resources.storage.location import Location
 
 # Once an ANN index exists: IVF partitions probed per query, and how many times k candidates are re-ranked
 # exactly. Measured with the IVF_SQ index the pipeline trains (~1,000 rows a partition) at 1 M x 512:
@@ -56,29 +56,16 @@ def table_name(model: MarengoModel) -> str:
     return "segments_" + model.key.replace("-", "_").replace(".", "_")
 
 
-def local_index_path(uri: str) -> Path | None:
-    """The directory of a local index, or None for an object-store URI."""
-    if "://" in uri:
-        return None
-    return Path(uri).expanduser().resolve()
-
-
-def connect_for_reading(
-    uri: str,
-    storage_options: dict[str, str] | None = None,
-    read_consistency_interval: timedelta | None = None,
-) -> Any:
+def connect_for_reading(index: Location, read_consistency_interval: timedelta | None = None) -> Any:
     """A LanceDB connection that never creates the database: `lancedb.connect` makes a missing local
     directory, which would leave an empty index behind a search that found nothing."""
-    path = local_index_path(uri)
-    if path is not None and not path.is_dir():
-        raise IndexNotFound(f"no search index at {path} yet")
+    uri, storage_options = index.lance_database()
+    if index.known_absent():
+        raise IndexNotFound(f"no search index at {uri} yet")
     import lancedb  # deferred: about a second of imports that only a search that reaches the index needs
 
     return lancedb.connect(
-        str(path) if path is not None else uri,
-        storage_options=storage_options,
-        read_consistency_interval=read_consistency_interval,
+        uri, storage_options=storage_options, read_consistency_interval=read_consistency_interval
     )
 
 

@@ -29,14 +29,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 from botocore.exceptions import ClientError
 
-from resources.storage.locks import LocalWriterLock, S3WriterLease, WriterLock
 from resources.storage.s3_objects import SCHEME, S3Uri, is_conflict
+
+if TYPE_CHECKING:  # the lock kinds are imported by writers only: filelock loads asyncio (~0.1 s), which
+    # `mediaembed search`, never writing, does not pay
+    from resources.storage.locks import WriterLock
 
 
 class S3Access(Protocol):
@@ -253,6 +256,8 @@ class LocalLocation(Location):
         return True
 
     def writer_lock(self, relative: str, table: str, holder: str, lease_sec: float) -> WriterLock:
+        from resources.storage.locks import LocalWriterLock
+
         return LocalWriterLock(self.path / f"{relative}.lock", table, holder)
 
 
@@ -346,6 +351,8 @@ class S3Location(Location):
         return True
 
     def writer_lock(self, relative: str, table: str, holder: str, lease_sec: float) -> WriterLock:
+        from resources.storage.locks import S3WriterLease
+
         client, key = self._access().get_client(), self._key(f"{relative}.lease")
         return S3WriterLease(client, self.prefix.bucket, key, table, holder, lease_sec)
 
