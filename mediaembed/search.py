@@ -225,8 +225,7 @@ class Searcher:
                 f"version to search, or pass --model ({CONFIG_HELP}); {LOCAL_HINT}"
             )
         try:
-            folder = record_folder(lake, self._s3() if lake.startswith("s3://") else None)
-            state = ServingVersions(folder).current()
+            state = ServingVersions(record_folder(self._location(lake))).current()
         except ServingChangeRefused as error:
             raise SearchError(str(error)) from None
         except (BotoCoreError, ClientError, OSError, ValueError) as error:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from resources.storage.location import BotoAccess, location
 from resources.tables.serving_versions import (
     ServingChangeRefused,
     ServingState,
@@ -36,12 +37,14 @@ def _versions() -> ServingVersions:
             "MEDIAEMBED_LAKE_URI is not set: it names the lake that holds the serving record "
             "(`mediaembed serving --local` shows what `make demo` built)"
         )
-    client = None
-    if lake.startswith("s3://"):
-        import boto3
+    return ServingVersions(record_folder(location(lake, BotoAccess(_s3_client))))
 
-        client = boto3.session.Session().client("s3")
-    return ServingVersions(record_folder(lake, client))
+
+def _s3_client() -> Any:
+    """The standard AWS chain's S3 client (AWS_ENDPOINT_URL_S3 included), made only for a lake on S3."""
+    import boto3
+
+    return boto3.session.Session().client("s3")
 
 
 def state_record(state: ServingState, history: list[ServingState]) -> dict[str, Any]:

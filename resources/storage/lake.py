@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import time
-import uuid
-from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
@@ -15,12 +11,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import Field, PrivateAttr
 
+from resources.storage.location import Location, location
 from resources.storage.retry import race_retries
-from resources.storage.s3_storage import S3Storage, S3Uri
+from resources.storage.s3_storage import S3Storage
 from resources.tables.serving_versions import FAMILY, ServingVersions, record_folder
 
-# `<name>.parquet.<uuid4 hex>.tmp`: what write_table writes before its atomic rename, and what a killed
-# write leaves behind.
+# `<name>.parquet.<uuid4 hex>.tmp`: what write_table writes locally before its atomic rename, and what a
+# killed write leaves behind.
 TEMPORARY = re.compile(r"\.parquet\.[0-9a-f]{32}\.tmp$")
 PARQUET = pads.ParquetFileFormat()
 # A listing can name a file that a concurrent ledger compaction deletes before it is read: list again.
@@ -38,45 +35,43 @@ class Lake(dg.ConfigurableResource):
         "by the next write to its folder (a live write renames its own within seconds).",
     )
     _swept: set[str] = PrivateAttr(default_factory=set)
+    _location: Location | None = PrivateAttr(default=None)
+
+    @property
+    def location(self) -> Location:
+        """The root, parsed once: every local-or-S3 difference of the lake is in it."""
+        if self._location is None:
+            self._location = location(self.root, self.storage)
+        return self._location
 
     def _fs_and_base(self) -> tuple[pafs.FileSystem, str]:
-        if self.root.startswith("s3://"):
-            return self.storage.arrow_filesystem(), S3Uri.parse(self.root).arrow_path()
-        return pafs.LocalFileSystem(), str(Path(self.root).expanduser().resolve())
+        return self.location.filesystem(), self.location.arrow_path()
 
     def uri(self, relative: str) -> str:
         return f"{self.root.rstrip('/')}/{relative}"
 
     def table_uri(self, relative: str) -> str:
         """Where a table library (Delta Lake) finds a folder: an s3:// URI, or an absolute local path."""
-        if self.root.startswith("s3://"):
-            return self.uri(relative)
-        return str(Path(self.root).expanduser().resolve() / relative)
+        return self.location.delta_table(relative)[0]
 
     def serving_versions(self, family: str = FAMILY) -> ServingVersions:
         """The serving pointer of a model family, kept in this lake."""
-        client = self.storage.get_client() if self.root.startswith("s3://") else None
-        return ServingVersions(record_folder(self.root, client, family), family)
+        return ServingVersions(record_folder(self.location, family), family)
 
     def delta_storage_options(self) -> dict[str, str] | None:
         """delta-rs settings for an s3:// lake: the same object_store keys LanceDB takes."""
-        return self.storage.lance_storage_options() if self.root.startswith("s3://") else None
+        return self.location.delta_table("")[1]
 
     def write_table(self, table: pa.Table, relative: str) -> None:
-        """Write a whole Parquet file; on a local disk via a temporary file and an atomic rename."""
-        fs, base = self._fs_and_base()
-        path = f"{base}/{relative}"
-        if isinstance(fs, pafs.LocalFileSystem):
-            folder = path.rsplit("/", 1)[0]
-            fs.create_dir(folder, recursive=True)
-            if folder not in self._swept:  # once per folder and process: cheap, and enough
-                self._swept.add(folder)
-                self._remove_stale_temporaries(folder, recursive=False)
-            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            pq.write_table(table, tmp, filesystem=fs)
-            fs.move(tmp, path)
-        else:
-            pq.write_table(table, path, filesystem=fs)
+        """Write a whole Parquet file; on a local disk via a temporary file and an atomic rename, after
+        removing (once per folder and process: cheap, and enough) the temporaries killed writes left there."""
+        folder = relative.rsplit("/", 1)[0] if "/" in relative else ""
+        if folder not in self._swept:
+            self._swept.add(folder)
+            self.location.remove_stale_temporaries(
+                folder, TEMPORARY, self.stale_temporary_sec, recursive=False
+            )
+        self.location.write_whole(relative, lambda path, fs: pq.write_table(table, path, filesystem=fs))
 
     def read_table(self, relative: str, columns: list[str] | None = None) -> pa.Table | None:
         """A single Parquet file, or None when it has not been written yet."""
@@ -98,14 +93,10 @@ class Lake(dg.ConfigurableResource):
         fs, base = self._fs_and_base()
         return [dict(pq.read_schema(f"{base}/{p}", filesystem=fs).metadata or {}) for p in relative_paths]
 
-    def _paths(self, uris: list[str]) -> list[str]:
-        """pyarrow paths of files named by absolute local paths or s3:// URIs (a table's files)."""
-        return [S3Uri.parse(u).arrow_path() if u.startswith("s3://") else u for u in uris]
-
     def parquet_fragments(self, uris: list[str]) -> list[pads.ParquetFileFragment]:
         """One fragment per Parquet file, its footer read (so later scans skip reading it again)."""
         fs, _ = self._fs_and_base()
-        fragments = [PARQUET.make_fragment(path, filesystem=fs) for path in self._paths(uris)]
+        fragments = [PARQUET.make_fragment(path, filesystem=fs) for path in self.location.arrow_paths(uris)]
         for fragment in fragments:
             fragment.ensure_complete_metadata()
         return fragments
@@ -119,7 +110,7 @@ class Lake(dg.ConfigurableResource):
         HEAD on S3, each."""
         fs, _ = self._fs_and_base()
         stamps: list[tuple[int, int] | None] = []
-        for info in fs.get_file_info(self._paths(uris)):
+        for info in fs.get_file_info(self.location.arrow_paths(uris)):
             if info.type != pafs.FileType.File:
                 stamps.append(None)
             else:
@@ -160,31 +151,9 @@ class Lake(dg.ConfigurableResource):
         write is a single PUT or a multipart upload, which leaves no object behind if it is killed (an
         incomplete upload is removed by the bucket's AbortIncompleteMultipartUpload lifecycle rule).
         """
-        fs, base = self._fs_and_base()
-        if not isinstance(fs, pafs.LocalFileSystem):
-            return []
-        folder = f"{base}/{relative_dir}".rstrip("/")
-        prefix = len(base) + 1
-        return [p[prefix:] for p in self._remove_stale_temporaries(folder, recursive=True)]
-
-    def _remove_stale_temporaries(self, folder: str, recursive: bool) -> list[str]:
-        cutoff = time.time() - self.stale_temporary_sec
-        removed: list[str] = []
-        try:
-            entries = list(os.scandir(folder))
-        except FileNotFoundError:
-            return removed
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if recursive:
-                        removed += self._remove_stale_temporaries(entry.path, recursive=True)
-                elif TEMPORARY.search(entry.name) and entry.stat().st_mtime < cutoff:
-                    os.remove(entry.path)
-                    removed.append(entry.path)
-            except FileNotFoundError:
-                continue  # renamed by its writer or removed by another sweep meanwhile
-        return removed
+        return self.location.remove_stale_temporaries(
+            relative_dir, TEMPORARY, self.stale_temporary_sec, recursive=True
+        )
 
     def list_files(self, relative_dir: str) -> list[str]:
         """Relative paths of the finished Parquet files under a folder, sorted."""

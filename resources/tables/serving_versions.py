@@ -2,10 +2,10 @@
 a retirement, never by editing code.
 
 Every change is a new JSON record `serving/<family>/<sequence>.json`, created only if that sequence does not
-exist yet (`If-None-Match: *` on S3, an exclusive hard link on a local disk). The newest record is the
-pointer; the older ones are its history (who, when, from, to). Two cut-overs racing for the same sequence
-cannot both win: the loser is told which change won (who, when, which run), so no change is ever lost or
-based on a stale pointer.
+exist yet (`Location.create_if_absent`: `If-None-Match: *` on S3, an exclusive hard link on a local disk).
+The newest record is the pointer; the older ones are its history (who, when, from, to). Two cut-overs
+racing for the same sequence cannot both win: the loser is told which change won (who, when, which run),
+so no change is ever lost or based on a stale pointer.
 Reading needs no Dagster: search reads the same record with a plain boto3 client or from the disk.
 """
 
@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
 from resources.providers.marengo_models import MARENGO_MODELS, marengo_model
-from resources.storage.s3_objects import S3Uri
+from resources.storage.location import Location
 
 FAMILY = "marengo"
 INITIAL_SERVING_ENV = "MEDIAEMBED_SERVING_VERSION"
@@ -127,78 +125,28 @@ def initial_serving(env: Mapping[str, str] | None = None) -> str:
     return key
 
 
-class RecordFolder(Protocol):
-    """Where the records live: list their names, read one, create one only if it does not exist."""
+@dataclass(frozen=True)
+class RecordFolder:
+    """Where the records live (`serving/<family>/` in the lake): list their names, read one, create one only
+    if it does not exist."""
 
-    def names(self) -> list[str]: ...
+    location: Location
+    relative: str
 
-    def read(self, name: str) -> bytes: ...
+    def names(self) -> list[str]:
+        return self.location.list_names(self.relative, suffix=".json")
+
+    def read(self, name: str) -> bytes:
+        return self.location.read_bytes(f"{self.relative}/{name}")
 
     def create(self, name: str, body: bytes) -> bool:
         """Write `name` unless it exists; False when it already did (someone else won)."""
-        ...
+        return self.location.create_if_absent(f"{self.relative}/{name}", body)
 
 
-@dataclass(frozen=True)
-class LocalRecordFolder:
-    path: Path
-
-    def names(self) -> list[str]:
-        return sorted(p.name for p in self.path.glob("*.json")) if self.path.is_dir() else []
-
-    def read(self, name: str) -> bytes:
-        return (self.path / name).read_bytes()
-
-    def create(self, name: str, body: bytes) -> bool:
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f".{name}.{uuid.uuid4().hex}.tmp"
-        tmp.write_bytes(body)
-        try:
-            os.link(tmp, self.path / name)  # atomic, and fails if the name exists: a complete record or none
-        except FileExistsError:
-            return False
-        finally:
-            tmp.unlink()
-        return True
-
-
-@dataclass(frozen=True)
-class S3RecordFolder:
-    client: Any
-    bucket: str
-    prefix: str  # ends with "/"
-
-    def names(self) -> list[str]:
-        names: list[str] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix
-        ):
-            names += [o["Key"][len(self.prefix) :] for o in page.get("Contents", [])]
-        return sorted(n for n in names if n.endswith(".json") and "/" not in n)
-
-    def read(self, name: str) -> bytes:
-        body: bytes = self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"].read()
-        return body
-
-    def create(self, name: str, body: bytes) -> bool:
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=body, IfNoneMatch="*")
-        except ClientError as error:
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status in (409, 412):
-                return False
-            raise
-        return True
-
-
-def record_folder(lake_root: str, s3_client: Any = None, family: str = FAMILY) -> RecordFolder:
-    """The records of `family` under a lake root (a local directory, or s3://bucket/prefix with a client)."""
-    if lake_root.startswith("s3://"):
-        location = S3Uri.parse(lake_root.rstrip("/") + f"/{SERVING_FOLDER}/{family}/")
-        if s3_client is None:
-            raise ValueError("an s3:// lake needs an S3 client to read its serving record")
-        return S3RecordFolder(s3_client, location.bucket, location.key)
-    return LocalRecordFolder(Path(lake_root).expanduser().resolve() / SERVING_FOLDER / family)
+def record_folder(lake: Location, family: str = FAMILY) -> RecordFolder:
+    """The records of `family` in the lake at `lake`."""
+    return RecordFolder(lake, f"{SERVING_FOLDER}/{family}")
 
 
 @dataclass

@@ -6,11 +6,10 @@ from pathlib import Path
 import pytest
 
 from emulators.s3 import S3Emulator
+from resources.storage.location import BotoAccess, location
 from resources.tables.serving_versions import (
     AlreadyServing,
-    LocalRecordFolder,
     RecordFolder,
-    S3RecordFolder,
     ServingChangeRefused,
     ServingConflict,
     ServingVersions,
@@ -32,9 +31,9 @@ def s3_client() -> Iterator[object]:
 @pytest.fixture(params=["local", "s3"])
 def folder(request: pytest.FixtureRequest, tmp_path: Path) -> RecordFolder:
     if request.param == "local":
-        return record_folder(str(tmp_path / "lake"))
+        return record_folder(location(str(tmp_path / "lake")))
     client = request.getfixturevalue("s3_client")
-    return record_folder(f"s3://lake/{tmp_path.name}", client)
+    return record_folder(location(f"s3://lake/{tmp_path.name}", BotoAccess(lambda: client)))
 
 
 def test_a_new_lake_serves_the_configured_initial_version(folder: RecordFolder) -> None:
@@ -96,7 +95,8 @@ def test_refusals_name_the_reason(folder: RecordFolder) -> None:
 
 
 def test_record_folders_create_only_once(tmp_path: Path, s3_client: object) -> None:
-    for folder in (LocalRecordFolder(tmp_path / "f"), S3RecordFolder(s3_client, "lake", "once/")):
+    on_s3 = location("s3://lake", BotoAccess(lambda: s3_client))
+    for folder in (RecordFolder(location(str(tmp_path)), "f"), RecordFolder(on_s3, "once")):
         assert folder.create("00000001.json", b"{}")
         assert not folder.create("00000001.json", b'{"other": 1}')
         assert folder.read("00000001.json") == b"{}"
