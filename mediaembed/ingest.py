@@ -36,6 +36,7 @@ from resources.providers.errors import ProviderError
 from resources.providers.marengo_models import MarengoModel
 from resources.providers.model_routes import describe_cost, route
 from resources.storage.clock import REAL_CLOCK, Clock
+from resources.storage.location import location
 
 if TYPE_CHECKING:
     from resources.storage.s3_storage import S3Uri
@@ -397,12 +398,13 @@ def _preflight(prefix: S3Uri, marengo: Any, lake: Any, model: Any, environ: Mapp
         stores.append(("MEDIAEMBED_ASYNC_OUTPUT_URI", environ["MEDIAEMBED_ASYNC_OUTPUT_URI"]))
     stores += [(n, environ[n]) for n in ("MEDIAEMBED_LAKE_URI", "MEDIAEMBED_INDEX_URI")]
     for name, uri in stores:
-        if not uri.startswith("s3://") and name != "MEDIAEMBED_ASYNC_OUTPUT_URI":
-            continue
-        try:
-            bucket = type(prefix).parse(uri).bucket
+        try:  # Bedrock's output is always on S3; the lake and the index may be local (no bucket)
+            on_s3 = name == "MEDIAEMBED_ASYNC_OUTPUT_URI"
+            bucket = type(prefix).parse(uri).bucket if on_s3 else location(uri).bucket()
         except ValueError as error:
             raise IngestError(f"{name}: {error}", EXIT_USAGE) from error
+        if bucket is None:
+            continue
         try:
             s3.head_bucket(Bucket=bucket)
         except (ClientError, BotoCoreError) as error:

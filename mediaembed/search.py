@@ -307,7 +307,7 @@ class Searcher:
         from resources.search.query_media import QueryMediaError, resolve_query_media
 
         try:
-            return resolve_query_media(spec, kind, self._s3() if spec.startswith("s3://") else None, name)
+            return resolve_query_media(spec, kind, self._s3, name)
         except (QueryMediaError, QueryLimitError) as error:
             raise BadQuery(str(error)) from None
 

@@ -8,6 +8,7 @@ reference; local files are read and sent inline. Nothing here calls a model prov
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,15 @@ class QueryMediaError(ValueError):
     """The named file or object cannot be used; `str()` is one line saying why and what to do."""
 
 
-def resolve_query_media(spec: str, kind: QueryMediaKind, s3_client: Any | None, name: str = "") -> QueryMedia:
-    """The facts of the image or clip at `spec`; a file that is missing or unreadable is named."""
+def resolve_query_media(
+    spec: str, kind: QueryMediaKind, s3_client: Callable[[], Any] | None, name: str = ""
+) -> QueryMedia:
+    """The facts of the image or clip at `spec`; a file that is missing or unreadable is named. `s3_client`
+    makes the S3 client, called only for an s3:// URI."""
     if spec.startswith(SCHEME):
         if s3_client is None:
             raise QueryMediaError(f"{spec}: no S3 client to read it with")
-        return _s3_media(spec, kind, s3_client, name)
+        return _s3_media(spec, kind, s3_client(), name)
     return _local_media(spec, kind, name)
 
 

@@ -154,6 +154,10 @@ class Location(ABC):
         """(URI, storage_options) of a LanceDB database kept here."""
 
     @abstractmethod
+    def bucket(self) -> str | None:
+        """The S3 bucket this location is in; None on a local disk."""
+
+    @abstractmethod
     def known_absent(self) -> bool:
         """True only when nothing can be stored here yet: a local directory that does not exist (where
         `lancedb.connect` would create one). An S3 prefix is never known absent without listing it."""
@@ -216,6 +220,9 @@ class LocalLocation(Location):
 
     def lance_database(self) -> tuple[str, dict[str, str] | None]:
         return str(self.path), None
+
+    def bucket(self) -> str | None:
+        return None
 
     def known_absent(self) -> bool:
         return not self.path.is_dir()
@@ -311,6 +318,9 @@ class S3Location(Location):
 
     def lance_database(self) -> tuple[str, dict[str, str] | None]:
         return self.uri, self._access().lance_storage_options()
+
+    def bucket(self) -> str | None:
+        return self.prefix.bucket
 
     def known_absent(self) -> bool:
         return False

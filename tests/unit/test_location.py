@@ -55,6 +55,7 @@ def test_a_uri_is_parsed_once_into_its_kind() -> None:
     s3 = location("s3://bucket/some/prefix/")
     assert isinstance(s3, S3Location) and (s3.prefix.bucket, s3.prefix.key) == ("bucket", "some/prefix")
     assert isinstance(location("relative/dir"), LocalLocation)
+    assert (local.bucket(), s3.bucket()) == (None, "bucket")
     with pytest.raises(ValueError, match="local directory or under s3://"):
         location("gs://bucket/lake")
     with pytest.raises(ValueError, match="no bucket"):

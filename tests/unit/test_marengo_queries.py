@@ -345,13 +345,13 @@ def test_a_bucket_in_another_region_than_the_model_is_refused(
     client = s3.client()
     client.create_bucket(Bucket="eu-media", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     client.put_object(Bucket="eu-media", Key="shoe.png", Body=b"\x89PNG\r\n\x1a\n")
-    media = resolve_query_media("s3://eu-media/shoe.png", "image", client)
+    media = resolve_query_media("s3://eu-media/shoe.png", "image", lambda: client)
     assert (media.bucket_region, media.size_bytes) == ("eu-west-1", 8)
     message = refused(searcher(tripwire, "bedrock", tmp_path, client), MarengoQuery(media=(media,)))
     assert "bucket eu-media is in eu-west-1" in message and "runs in us-east-1" in message
     assert tripwire.calls == []
     with pytest.raises(ValueError, match="no such object"):
-        resolve_query_media("s3://eu-media/missing.png", "image", client)
+        resolve_query_media("s3://eu-media/missing.png", "image", lambda: client)
 
 
 def test_the_legacy_2_7_call_takes_an_image_or_a_clip_by_url_or_as_a_file() -> None:
