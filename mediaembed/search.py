@@ -299,7 +299,7 @@ class Searcher:
     def media_url(self, media_uri: str, start_sec: float | None = None) -> str:
         """A link that opens an indexed object (at `start_sec`, by a media fragment): a presigned GET URL
         for s3:// objects, valid for 10 minutes."""
-        url = self._presigned_url(media_uri) if media_uri.startswith("s3://") else media_uri
+        url = self._presigned_url(media_uri)
         return url if start_sec is None else f"{url}#t={start_sec:g}"
 
     def query_media(self, spec: str, kind: QueryMediaKind, name: str = "") -> QueryMedia:
@@ -345,16 +345,12 @@ class Searcher:
             self._clients["s3"] = client
         return client
 
-    def _presigned_url(self, s3_uri: str) -> str:
-        """How the TwelveLabs API reaches a query's S3 object: a GET URL valid for 10 minutes."""
-        from resources.storage.s3_objects import S3Uri
+    def _presigned_url(self, uri: str) -> str:
+        """How a person or the TwelveLabs API reaches an S3 object: a GET URL valid for 10 minutes (any
+        other URI as it is)."""
+        from resources.storage.s3_objects import media_link
 
-        location = S3Uri.parse(s3_uri)
-        return str(
-            self._s3().generate_presigned_url(
-                "get_object", Params={"Bucket": location.bucket, "Key": location.key}, ExpiresIn=600
-            )
-        )
+        return media_link(self._s3, uri, 600)
 
     def connection(self) -> Any:
         """The one LanceDB connection of this searcher, made on first use (IndexNotFound before the

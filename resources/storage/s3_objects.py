@@ -7,6 +7,7 @@ on S3), which must start without loading Dagster.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +146,16 @@ def is_conflict(error: ClientError) -> bool:
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     code = str(error.response.get("Error", {}).get("Code", ""))
     return status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+def media_link(make_client: Callable[[], Any], uri: str, expires_sec: int) -> str:
+    """A GET URL for an s3:// object, presigned for `expires_sec` by the client `make_client` makes (called
+    only then); any other URI (https, a local path) as it is."""
+    if not uri.startswith(SCHEME):
+        return uri
+    location = S3Uri.parse(uri)
+    params = {"Bucket": location.bucket, "Key": location.key}
+    return str(make_client().generate_presigned_url("get_object", Params=params, ExpiresIn=expires_sec))
 
 
 def open_s3_object(client: Any, location: S3Uri, etag: str | None = None) -> S3ObjectFile:

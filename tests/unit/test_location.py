@@ -23,6 +23,7 @@ from resources.storage.location import (
     location,
     object_store_options,
 )
+from resources.storage.s3_objects import media_link
 
 TEMPORARY = re.compile(r"\.parquet\.[0-9a-f]{32}\.tmp$")
 
@@ -164,3 +165,17 @@ def test_writer_locks_live_where_they_always_did(tmp_path: Path, on_s3: S3Locati
     finally:
         lease.release()
     assert on_s3.list_names("_locks") == []
+
+
+def test_media_links_presign_s3_objects_only(emulator: S3Emulator) -> None:
+    made: list[Any] = []
+
+    def client() -> Any:
+        made.append(emulator.client())
+        return made[-1]
+
+    assert media_link(client, "https://example.com/v.mp4", 60) == "https://example.com/v.mp4"
+    assert media_link(client, "/local/v.mp4", 60) == "/local/v.mp4"
+    assert made == [], "no client is made for a URI that needs none"
+    link = media_link(client, "s3://lake/videos/a b.mp4", 60)
+    assert link.startswith(f"{emulator.endpoint}/lake/videos/a%20b.mp4?") and "Expires=" in link

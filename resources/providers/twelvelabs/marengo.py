@@ -55,6 +55,7 @@ from resources.providers.twelvelabs.client import (
     embed_text,
     provider_error,
 )
+from resources.storage.s3_objects import media_link
 from resources.storage.s3_storage import S3Storage, S3Uri
 
 STATES: dict[str, InvocationState] = {"processing": "in_progress", "ready": "completed", "failed": "failed"}
@@ -105,16 +106,7 @@ class TwelveLabsMarengo(MarengoProvider):
 
     def media_url(self, media_uri: str) -> str:
         """A presigned GET URL for an `s3://` object (URLs given as https pass through)."""
-        if not media_uri.startswith("s3://"):
-            return media_uri
-        location = S3Uri.parse(media_uri)
-        return str(
-            self.storage.get_client().generate_presigned_url(
-                "get_object",
-                Params={"Bucket": location.bucket, "Key": location.key},
-                ExpiresIn=self.url_expiry_sec,
-            )
-        )
+        return media_link(self.storage.get_client, media_uri, self.url_expiry_sec)
 
     def preflight(self) -> None:
         try:
