@@ -1,43 +1,19 @@
 """The whole chain on the emulators: inventory, StartAsyncInvoke, sensor, Parquet, LanceDB, search."""
 
-import io
 import json
-from contextlib import redirect_stdout
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from assets_defs.inventory.media_inventory import read_inventory
-from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.tables.embedding_table import EmbeddingTable
 from resources.tables.submission_ledger import SubmissionLedger
-from tests.pipeline.conftest import SECRET, World
+from tests.pipeline.conftest import SECRET, USABLE, World, ingest_when_idle, search_json, submit
 
-USABLE = 7  # three videos, two audio files, two images
 UNUSABLE = {"s3://media/videos/corrupt.mp4": "unreadable", "s3://media/docs/notes.txt": "unsupported"}
-
-
-def search_json(text: str, top_k: int = 3) -> list[dict]:
-    out = io.StringIO()
-    with redirect_stdout(out):
-        assert cli(["search", text, "--top-k", str(top_k), "--json"]) == 0
-    return [json.loads(line) for line in out.getvalue().splitlines()]
-
-
-def submit(world: World, **config: object) -> dict:
-    run_config = {"ops": {"marengo__invocations": {"config": config}}} if config else None
-    result = run_job(world.instance, "embed_new_media", MARENGO_3_0.key, run_config=run_config)
-    return materialization_metadata(result, ["marengo", "invocations"])
-
-
-def ingest_when_idle(world: World) -> SensorDriver:
-    world.stack.bedrock.wait_until_idle(timeout=60)
-    driver = SensorDriver(world.instance)
-    driver.tick()
-    return driver
 
 
 def test_scene_search_returns_the_right_video_and_seconds(world: World) -> None:
