@@ -1,5 +1,11 @@
 """Local worlds: emulators on free loopback ports, sample media, an empty lake, and the builders that run the
-pipeline in them. A fresh world per test (`world`, `s3_lake_world`)."""
+pipeline in them.
+
+A test that changes its world gets a fresh one (`world`, `s3_lake_world`: one per test). A module whose tests
+only read a world after one embedding pass shares one (`embedded_world`: one per module, its settings in a
+module-scoped environment), built by the same `build_world` and `embed`; its teardown fails the module if
+a test ran the pipeline in it.
+"""
 
 import io
 import json
@@ -72,6 +78,20 @@ def search_json(text: str, top_k: int = 3) -> list[dict]:
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
+@dataclass
+class EmbeddedWorld(World):
+    """A world after one embedding pass: one submission run and, once Bedrock was idle, one sensor tick."""
+
+    submitted: dict  # the submission run's metadata
+    ingest: SensorDriver  # the tick's driver: the ingest runs it ran in `results`
+
+
+def embed(world: World) -> EmbeddedWorld:
+    submitted = submit(world)
+    ingest = ingest_when_idle(world)
+    return EmbeddedWorld(world.stack, world.samples, world.instance, world.lake, submitted, ingest)
+
+
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     with build_world(tmp_path, monkeypatch) as built:
@@ -84,3 +104,16 @@ def s3_lake_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[W
     overrides = {"MEDIAEMBED_LAKE_URI": "s3://lake/warehouse", "MEDIAEMBED_INDEX_URI": "s3://lake/lancedb"}
     with build_world(tmp_path, monkeypatch, overrides) as built:
         yield built
+
+
+@pytest.fixture(scope="module")
+def embedded_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedWorld]:
+    """One embedded world for the module's tests, which only read it (a test may still change settings
+    through its own monkeypatch: they are undone after it, back to this world's)."""
+    with pytest.MonkeyPatch.context() as env, build_world(tmp_path_factory.mktemp("embedded"), env) as built:
+        shared = embed(built)
+        runs = [run.run_id for run in shared.instance.get_runs()]
+        yield shared
+        assert [run.run_id for run in shared.instance.get_runs()] == runs, (
+            "a test ran the pipeline in the module's shared world: give it its own `world`"
+        )
