@@ -418,7 +418,9 @@ def _preflight(prefix: S3Uri, marengo: Any, lake: Any, model: Any, environ: Mapp
         raise IngestError(explain_aws_error(error, "Bedrock runtime") or str(error)) from error
 
 
-def _check_lake_prefix(inventory: pd.DataFrame, prefix: str, lake_uri: str) -> None:
+def check_lake_prefix(inventory: pd.DataFrame, prefix: str, lake_uri: str) -> None:
+    """Refuses (IngestError) to ingest `prefix` into a lake whose inventory holds media outside it:
+    ingesting would drop those from the index."""
     others = inventory[~inventory["media_uri"].str.startswith(prefix)]
     if others.empty:
         return
@@ -540,7 +542,7 @@ def _ingest(
             raise IngestError(error.reason) from error
         lake = built.lake
         if not replace:
-            _check_lake_prefix(read_inventory(lake), str(prefix), os.environ["MEDIAEMBED_LAKE_URI"])
+            check_lake_prefix(read_inventory(lake), str(prefix), os.environ["MEDIAEMBED_LAKE_URI"])
         ledger = SubmissionLedger(lake, None)
         wrote = prepare_instance_home(Path(os.environ["DAGSTER_HOME"]))
         if wrote:

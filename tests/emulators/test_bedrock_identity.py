@@ -55,7 +55,11 @@ def signed_request(
     secret: str = "test",
     at: datetime | None = None,
 ) -> AWSRequest:
-    """A request signed by botocore's SigV4 signer as boto3 would sign it, optionally at another time."""
+    """A request signed by botocore's SigV4 signer as boto3 would sign it, optionally at another time.
+
+    `add_auth` signs at the clock's time; at another time, the same steps through the signer's public
+    methods: the X-Amz-Date header, then the canonical request, string to sign and signature, then the
+    Authorization header of the signed headers' scope."""
     request = AWSRequest(
         method=method, url=endpoint + path, data=body, headers={"Content-Type": "application/json"}
     )
@@ -63,11 +67,11 @@ def signed_request(
     if at is None:
         signer.add_auth(request)
         return request
-    request.context["timestamp"] = at.strftime(SIGV4_TIMESTAMP)
-    signer._modify_request_before_signing(request)
-    canonical = signer.canonical_request(request)
-    signer._inject_signature_to_request(
-        request, signer.signature(signer.string_to_sign(request, canonical), request)
+    request.context["timestamp"] = request.headers["X-Amz-Date"] = at.strftime(SIGV4_TIMESTAMP)
+    signature = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    signed = signer.signed_headers(signer.headers_to_sign(request))
+    request.headers["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={signer.scope(request)}, SignedHeaders={signed}, Signature={signature}"
     )
     return request
 

@@ -11,8 +11,7 @@ from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.jobs import holding_config
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.tables.submission_ledger import SubmissionLedger
-from tests.pipeline.conftest import World, _world
-from tests.pipeline.test_end_to_end import USABLE, submit
+from tests.pipeline.conftest import USABLE, World, build_world, submit
 
 QUOTA = 2
 
@@ -20,7 +19,7 @@ QUOTA = 2
 @pytest.fixture
 def quota_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     """Bedrock runs two Marengo 3.0 jobs at a time, and the pipeline is configured with that quota."""
-    for world in _world(tmp_path, monkeypatch, {"MEDIAEMBED_QUOTAS": f"{MARENGO_3_0.key}={QUOTA}"}):
+    with build_world(tmp_path, monkeypatch, {"MEDIAEMBED_QUOTAS": f"{MARENGO_3_0.key}={QUOTA}"}) as world:
         world.stack.bedrock.max_concurrent_invocations = QUOTA
         yield world
 

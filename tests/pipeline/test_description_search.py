@@ -9,8 +9,7 @@ from contextlib import redirect_stdout
 from mediaembed.cli import main as cli
 from mediaembed.runner import materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0
-from tests.pipeline.conftest import World
-from tests.pipeline.test_end_to_end import ingest_when_idle, submit
+from tests.pipeline.conftest import World, ingest_when_idle, submit
 
 SHAPES_A = "s3://media/videos/shapes_a.mp4"
 

@@ -1,47 +1,34 @@
-"""The whole chain on the emulators: inventory, StartAsyncInvoke, sensor, Parquet, LanceDB, search."""
+"""The whole chain on the emulators: inventory, StartAsyncInvoke, sensor, Parquet, LanceDB, search.
 
-import io
+The tests that only read what one embedding pass left share the module's `embedded_world`; those that run
+the pipeline again, change media or inject faults get their own `world`."""
+
 import json
-from contextlib import redirect_stdout
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from assets_defs.inventory.media_inventory import read_inventory
-from mediaembed.cli import main as cli
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.tables.embedding_table import EmbeddingTable
 from resources.tables.submission_ledger import SubmissionLedger
-from tests.pipeline.conftest import SECRET, World
+from tests.pipeline.conftest import (
+    SECRET,
+    USABLE,
+    EmbeddedWorld,
+    World,
+    ingest_when_idle,
+    search_json,
+    submit,
+)
 
-USABLE = 7  # three videos, two audio files, two images
 UNUSABLE = {"s3://media/videos/corrupt.mp4": "unreadable", "s3://media/docs/notes.txt": "unsupported"}
 
 
-def search_json(text: str, top_k: int = 3) -> list[dict]:
-    out = io.StringIO()
-    with redirect_stdout(out):
-        assert cli(["search", text, "--top-k", str(top_k), "--json"]) == 0
-    return [json.loads(line) for line in out.getvalue().splitlines()]
-
-
-def submit(world: World, **config: object) -> dict:
-    run_config = {"ops": {"marengo__invocations": {"config": config}}} if config else None
-    result = run_job(world.instance, "embed_new_media", MARENGO_3_0.key, run_config=run_config)
-    return materialization_metadata(result, ["marengo", "invocations"])
-
-
-def ingest_when_idle(world: World) -> SensorDriver:
-    world.stack.bedrock.wait_until_idle(timeout=60)
-    driver = SensorDriver(world.instance)
-    driver.tick()
-    return driver
-
-
-def test_scene_search_returns_the_right_video_and_seconds(world: World) -> None:
-    submitted = submit(world)
+def test_scene_search_returns_the_right_video_and_seconds(embedded_world: EmbeddedWorld) -> None:
+    world, submitted = embedded_world, embedded_world.submitted
     inventory = read_inventory(world.lake).set_index("media_uri")
     assert (inventory["status"] == "ok").sum() == USABLE
     for uri, status in UNUSABLE.items():
@@ -51,7 +38,7 @@ def test_scene_search_returns_the_right_video_and_seconds(world: World) -> None:
         assert inventory.loc[f"s3://media/{sample.key}", "content_type"] == sample.content_type
     assert submitted["submitted"] == USABLE and submitted["rejected"] == 0
 
-    driver = ingest_when_idle(world)
+    driver = world.ingest
     assert len(driver.results) == 1, "one finished batch -> one ingest run"
     ingest = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
     assert ingest["objects_embedded"] == USABLE and ingest["objects_failed"] == 0
@@ -173,18 +160,16 @@ def test_lake_and_index_on_s3(s3_lake_world: World) -> None:
     assert any(k.startswith("lancedb/segments_marengo_3_0.lance/") for k in keys)
 
 
-def test_no_secret_reaches_run_logs_or_metadata(world: World) -> None:
-    submit(world)
-    ingest_when_idle(world)
+def test_no_secret_reaches_run_logs_or_metadata(embedded_world: EmbeddedWorld) -> None:
+    world = embedded_world
     for run in world.instance.get_runs():
         records = world.instance.all_logs(run.run_id)
         assert SECRET not in json.dumps([str(r) for r in records])
         assert SECRET not in json.dumps(run.tags) and SECRET not in str(run.run_config)
 
 
-def test_embedding_table_rows_are_per_segment_and_typed(world: World) -> None:
-    submit(world)
-    ingest_when_idle(world)
+def test_embedding_table_rows_are_per_segment_and_typed(embedded_world: EmbeddedWorld) -> None:
+    world = embedded_world
     embeddings = EmbeddingTable(world.lake, MARENGO_3_0)
     delta = embeddings.open()
     assert delta is not None and delta.version() == 1, "created, then one commit for the whole ingest run"
@@ -203,10 +188,9 @@ def test_embedding_table_rows_are_per_segment_and_typed(world: World) -> None:
     ]
 
 
-def test_any_to_any_a_sound_query_finds_low_tones(world: World) -> None:
+def test_any_to_any_a_sound_query_finds_low_tones(embedded_world: EmbeddedWorld) -> None:
     """'low hum' must land on spans whose audio is a low tone: the 220 Hz file or a low-tone video scene."""
-    submit(world)
-    ingest_when_idle(world)
+    world = embedded_world
     low: set[tuple[str, tuple[float, float] | None]] = {("s3://media/audio/hum_220hz.wav", None)}
     for video in (s for s in world.samples if s.modality == "video"):
         low |= {

@@ -23,8 +23,7 @@ from resources.index.writer_lock import S3WriterLease, WriterLeaseLost, WriterLo
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.storage.s3_storage import S3Storage
 from resources.tables.segment_schema import media_id, segment_schema
-from tests.pipeline.conftest import World
-from tests.pipeline.test_end_to_end import USABLE, ingest_when_idle, submit
+from tests.pipeline.conftest import USABLE, World, ingest_when_idle, submit
 from tests.unit.test_segment_index import object_segments, unit
 
 INDEX_OP = "search__marengo_segments"

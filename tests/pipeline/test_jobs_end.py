@@ -11,8 +11,7 @@ from emulators.bedrock_runtime import BedrockRuntimeEmulator, ServiceError
 from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.tables.submission_ledger import SubmissionLedger
-from tests.pipeline.conftest import World
-from tests.pipeline.test_end_to_end import USABLE, ingest_when_idle, search_json, submit
+from tests.pipeline.conftest import USABLE, World, ingest_when_idle, search_json, submit
 
 VECTOR = [0.1] * MARENGO_3_0.dimension
 

@@ -1,6 +1,8 @@
 """Searching by images and sound, end to end: the pipeline embeds the sample library, then queries that carry
 an image (on S3 or a local file), text with an image, several images, or a clip find the right object, with
-either provider embedding the query (the emulators share one content-derived space)."""
+either provider embedding the query (the emulators share one content-derived space).
+
+The tests only search, so the module embeds the library once (`embedded_world`)."""
 
 from __future__ import annotations
 
@@ -13,16 +15,15 @@ import numpy as np
 import pytest
 
 from mediaembed.cli import main as cli
-from mediaembed.runner import SensorDriver, run_job
 from mediaembed.search import Searcher
 from resources.providers.bedrock.client import embed_query as bedrock_embed_query
 from resources.providers.bedrock.client import runtime_client
-from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
+from resources.providers.marengo_models import MARENGO_2_7
 from resources.providers.model_routes import route
 from resources.providers.twelvelabs.client import api_client
 from resources.providers.twelvelabs.client import embed_query as twelvelabs_embed_query
 from resources.search.marengo_query import MarengoQuery
-from tests.pipeline.conftest import World
+from tests.pipeline.conftest import EmbeddedWorld
 
 TRIANGLE = "s3://media/images/green_triangle.png"
 CIRCLE = "s3://media/images/purple_circle.jpg"
@@ -36,32 +37,24 @@ def search(*args: str) -> tuple[int, list[dict], str]:
     return code, [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
 
 
-@pytest.fixture
-def embedded(world: World) -> World:
-    run_job(world.instance, "embed_new_media", MARENGO_3_0.key)
-    world.stack.bedrock.wait_until_idle(timeout=60)
-    SensorDriver(world.instance).tick()
-    return world
-
-
 @pytest.mark.parametrize("provider", ["bedrock", "twelvelabs"])
 def test_an_image_finds_itself_by_s3_uri_and_as_a_local_file(
-    embedded: World, provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    embedded_world: EmbeddedWorld, provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MEDIAEMBED_PROVIDERS", f"marengo-3.0={provider}")
     local = tmp_path / "triangle.png"
-    local.write_bytes(embedded.sample("images/green_triangle.png").data)
-    before = embedded.stack.twelvelabs.calls.copy() if provider == "twelvelabs" else None
+    local.write_bytes(embedded_world.sample("images/green_triangle.png").data)
+    before = embedded_world.stack.twelvelabs.calls.copy() if provider == "twelvelabs" else None
     for spec in (TRIANGLE, str(local)):
         code, hits, err = search("--image", spec, "--top-k", "1")
         assert (code, err) == (0, "")
         assert hits[0]["media_uri"] == TRIANGLE and hits[0]["score"] > 0.99, spec
     if before is not None:
-        assert embedded.stack.twelvelabs.calls != before, "the TwelveLabs API embedded the query"
+        assert embedded_world.stack.twelvelabs.calls != before, "the TwelveLabs API embedded the query"
 
 
 def test_text_with_an_image_and_several_images_search_by_both(
-    embedded: World, monkeypatch: pytest.MonkeyPatch
+    embedded_world: EmbeddedWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     code, hits, _ = search("a green triangle", "--image", TRIANGLE, "--top-k", "3")
     assert code == 0 and TRIANGLE in [h["media_uri"] for h in hits], "Bedrock text_image"
@@ -74,7 +67,9 @@ def test_text_with_an_image_and_several_images_search_by_both(
     assert code == 2 and hits == [] and "not multi_input" in err and len(err.splitlines()) == 1
 
 
-def test_a_clip_finds_the_audio_it_came_from(embedded: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_clip_finds_the_audio_it_came_from(
+    embedded_world: EmbeddedWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MEDIAEMBED_PROVIDERS", "marengo-3.0=twelvelabs")
     code, hits, err = search("--audio", HUM, "--top-k", "1")
     assert (code, err) == (0, "")
@@ -84,7 +79,7 @@ def test_a_clip_finds_the_audio_it_came_from(embedded: World, monkeypatch: pytes
     assert code == 2 and "not audio" in err and "TwelveLabs API" in err
 
 
-def test_bad_media_in_a_query_is_one_line_naming_it(embedded: World, tmp_path: Path) -> None:
+def test_bad_media_in_a_query_is_one_line_naming_it(embedded_world: EmbeddedWorld, tmp_path: Path) -> None:
     for spec, reason in [
         ("s3://media/images/none.png", "no such object"),
         (str(tmp_path / "missing.png"), "No such file"),
@@ -93,11 +88,11 @@ def test_bad_media_in_a_query_is_one_line_naming_it(embedded: World, tmp_path: P
         assert code == 2 and hits == [] and spec in err and reason in err and len(err.splitlines()) == 1
 
 
-def test_the_legacy_2_7_text_call_lands_in_bedrock_2_7s_space(embedded: World) -> None:
+def test_the_legacy_2_7_text_call_lands_in_bedrock_2_7s_space(embedded_world: EmbeddedWorld) -> None:
     """The TwelveLabs API's Marengo-retrieval-2.7 (multipart, text_truncate) and Bedrock's 2.7 InvokeModel
     embed a text into the same 1024-d space."""
     settings = Searcher.from_env().settings
-    stack = embedded.stack
+    stack = embedded_world.stack
     query = MarengoQuery("a red circle", text_truncate="none")
     legacy = twelvelabs_embed_query(
         api_client(stack.twelvelabs.api_key, stack.twelvelabs_base_url),

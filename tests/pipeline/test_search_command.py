@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -32,6 +33,7 @@ from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, S
 from resources.providers.errors import QueryEmbeddingError
 from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, MarengoModel
 from resources.providers.model_routes import route
+from resources.search.segment_search import table_name
 from resources.storage.s3_storage import S3Storage
 from resources.tables.segment_schema import media_id, segments_table
 
@@ -337,6 +339,29 @@ def test_refusals_from_bedrock_become_one_actionable_line(code: str, says: str) 
     assert "\n" not in str(raised.value)
 
 
+class TableOpenings:
+    """A LanceDB connection that counts the tables opened through it."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.opened: list[str] = []
+
+    def open_table(self, name: str) -> Any:
+        self.opened.append(name)
+        return self.db.open_table(name)
+
+
+class CountingSearcher(Searcher):
+    """A searcher whose one connection counts the tables it opens."""
+
+    openings: TableOpenings | None = None
+
+    def connection(self) -> Any:
+        if self.openings is None:
+            self.openings = TableOpenings(super().connection())
+        return self.openings
+
+
 def test_a_warm_searcher_reuses_its_table_and_sees_new_segments(
     env: dict[str, str], bedrock: BedrockRuntimeEmulator, tmp_path: Path
 ) -> None:
@@ -349,14 +374,14 @@ def test_a_warm_searcher_reuses_its_table_and_sees_new_segments(
         bedrock_endpoint=bedrock.endpoint,
         lake_uri=str(tmp_path / "lake"),
     )
-    searcher = Searcher(settings, read_consistency_interval=timedelta(0))
+    searcher = CountingSearcher(settings, read_consistency_interval=timedelta(0))
     assert [h.media_uri for h in searcher.search("low hum", 5)] == ["s3://media/videos/shapes.mp4"]
-    opened = searcher._tables[MARENGO_3_0.key]
+    assert searcher.openings is not None and searcher.openings.opened == [table_name(MARENGO_3_0)]
 
     index.replace_media(MARENGO_3_0, table.slice(1, 1), [media_id("s3://media/audio/hum.wav")])
     hits = searcher.search("low hum", 5)
     assert hits[0].media_uri == "s3://media/audio/hum.wav" and hits[0].score == pytest.approx(1.0, abs=1e-5)
-    assert searcher._tables[MARENGO_3_0.key] is opened, "one table handle for the searcher's life"
+    assert searcher.openings.opened == [table_name(MARENGO_3_0)], "one table handle for the searcher's life"
     with pytest.raises(SearchError, match="--top-k must be 1 or more"):
         searcher.search("low hum", 0)
 

@@ -16,8 +16,7 @@ from resources.providers.marengo_models import MARENGO_3_0
 from resources.providers.model_routes import route
 from resources.tables.embedding_table import EmbeddingTable
 from resources.tables.segment_schema import media_id, segments_table
-from tests.pipeline.conftest import World
-from tests.pipeline.test_end_to_end import USABLE, ingest_when_idle, search_json, submit
+from tests.pipeline.conftest import USABLE, World, ingest_when_idle, search_json, submit
 
 GONE = "s3://media/videos/deleted_long_ago.mp4"  # a file of an object no longer in the bucket
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from contextlib import closing, redirect_stdout
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import dagster as dg
@@ -20,7 +20,7 @@ from resources.providers.marengo_models import MARENGO_3_0, MARENGO_3_5
 from resources.tables.submission_ledger import SubmissionLedger
 from tests.faults.child import fork_server, work
 from tests.faults.world import Child, gated
-from tests.pipeline.conftest import World, _world
+from tests.pipeline.conftest import World, build_world
 
 USABLE = 7
 QUERIES = ("yellow triangle", "a red circle", "blue square", "low hum", "green triangle")
@@ -58,11 +58,10 @@ def test_twelvelabs_gives_the_same_tables_and_answers_as_bedrock(tmp_path: Path)
     for provider in ("bedrock", "twelvelabs"):
         with (
             pytest.MonkeyPatch.context() as env,
-            closing(
-                _world(tmp_path / provider, env, {"MEDIAEMBED_PROVIDERS": f"marengo-3.0={provider}"})
-            ) as worlds,
+            build_world(
+                tmp_path / provider, env, {"MEDIAEMBED_PROVIDERS": f"marengo-3.0={provider}"}
+            ) as world,
         ):
-            world = next(worlds)
             submitted = embed_all(world)
             assert submitted["provider"] == provider and submitted["submitted"] == USABLE
             jobs = SubmissionLedger(world.lake, provider).jobs(MARENGO_3_0.key)

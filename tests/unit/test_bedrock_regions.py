@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
+from pydantic import PrivateAttr
 
 from resources.providers.bedrock.marengo import BedrockMarengo
 from resources.storage.s3_storage import S3Storage
@@ -27,12 +28,24 @@ class Locations:
 DENIED = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetBucketLocation")
 
 
+class StorageAskingLocations(S3Storage):
+    """The S3 resource whose one client is a `Locations` (its public `get_client` overridden)."""
+
+    _locations: Locations = PrivateAttr()
+
+    def __init__(self, locations: Locations, **fields: Any) -> None:
+        super().__init__(**fields)
+        self._locations = locations
+
+    def get_client(self) -> Locations:
+        return self._locations
+
+
 def provider(
     constraints: dict[str, Any], output: str = "s3://out/marengo"
 ) -> tuple[BedrockMarengo, Locations]:
     client = Locations(constraints)
-    storage = S3Storage(region_name="us-east-1")
-    storage._client = client
+    storage = StorageAskingLocations(client, region_name="us-east-1")
     return BedrockMarengo(region_name="us-east-1", output_s3_uri=output, storage=storage), client
 
 

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from mediaembed.ingest import (
     IngestError,
     Progress,
-    _check_lake_prefix,
+    check_lake_prefix,
     explain_aws_error,
     missing_settings,
     prepare_instance_home,
@@ -178,9 +178,9 @@ def test_missing_settings_are_named_with_what_they_are() -> None:
 
 def test_a_lake_of_other_media_is_not_overwritten_silently() -> None:
     inventory = pd.DataFrame([inventory_row("a.mp4", "video", 1.0)])
-    _check_lake_prefix(inventory, PREFIX, "/lake")  # the same media: fine
+    check_lake_prefix(inventory, PREFIX, "/lake")  # the same media: fine
     with pytest.raises(IngestError, match=r"indexes other media \(1 objects such as s3://mine/a.mp4\)"):
-        _check_lake_prefix(inventory, "s3://theirs/", "/lake")
+        check_lake_prefix(inventory, "s3://theirs/", "/lake")
 
 
 def test_instance_home_gets_pool_limits_once(tmp_path: Path) -> None:

@@ -10,24 +10,30 @@ from __future__ import annotations
 import json
 import wave
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 import botocore.session
 import httpx
+import numpy as np
 import pytest
 from botocore.validate import ParamValidator
 from twelvelabs import TwelveLabs
 
 from emulators.s3 import S3Emulator
 from mediaembed.search import BadQuery, Searcher, SearchSettings
+from resources.index.segment_index import SegmentIndex
 from resources.providers.bedrock.marengo_bodies import query_body
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
 from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, MARENGO_3_5
 from resources.providers.model_routes import route
 from resources.providers.twelvelabs.bodies import legacy_query_request, parse_legacy_embedding, query_request
 from resources.search.marengo_query import MAX_BASE64_BYTES, MarengoQuery, QueryMedia, input_type
 from resources.search.query_media import resolve_query_media
+from resources.storage.s3_storage import S3Storage
+from resources.tables.segment_schema import media_id, segments_table
 
 URL = "https://bucket.s3.amazonaws.com/presigned/video.mp4?X-Amz-Signature=..."
 PNG = b"iVBORw0KGgo="  # base64 of the PNG signature, as in the reference's captured requests
@@ -245,9 +251,11 @@ def tripwire() -> Tripwire:
     return Tripwire()
 
 
-def searcher(tripwire: Tripwire, provider: str, tmp_path: Path, s3: Any = None) -> Searcher:
+def searcher(
+    tripwire: Tripwire, provider: str, tmp_path: Path, s3: Any = None, index: Path | None = None
+) -> Searcher:
     settings = SearchSettings(
-        index_uri=str(tmp_path / "no-index-yet"),
+        index_uri=str(index or tmp_path / "no-index-yet"),
         region="us-east-1",
         providers={MARENGO_2_7.key: provider, MARENGO_3_0.key: provider, MARENGO_3_5.key: "twelvelabs"},  # type: ignore[dict-item]
         twelvelabs_api_key="k",
@@ -256,12 +264,30 @@ def searcher(tripwire: Tripwire, provider: str, tmp_path: Path, s3: Any = None) 
     return Searcher(settings, clients={k: v for k, v in clients.items() if v is not None})
 
 
+def one_segment_index(root: Path) -> Path:
+    """An index holding one Marengo 3.0 segment: enough for a search to get as far as its query."""
+    job = EmbeddingJob("s3://bucket/a.mp4", "etag", "video", MARENGO_3_0, EmbeddingOptions())
+    vector = np.ones(MARENGO_3_0.dimension, dtype=np.float32).tolist()
+    rows = segments_table(
+        job,
+        [SegmentEmbedding("visual", "clip", 0.0, 1.0, vector)],
+        route=BEDROCK_3_0,
+        invocation_id="inv-1",
+        ingested_at=datetime.now(UTC),
+    )
+    index = SegmentIndex(uri=str(root), storage=S3Storage(region_name="us-east-1"))
+    index.replace_media(MARENGO_3_0, rows, [media_id(job.media_uri)])
+    return root
+
+
 def test_the_tripwire_sees_a_query_that_is_sent(tripwire: Tripwire, tmp_path: Path) -> None:
-    """The control: a query within every limit does reach each provider's transport."""
+    """The control: a search within every limit, of an index that exists, does reach each provider's
+    transport, through the same `search` the limit tests below call."""
+    index = one_segment_index(tmp_path / "index")
     for provider in ("bedrock", "twelvelabs"):
-        search = searcher(tripwire, provider, tmp_path)
-        with pytest.raises(AssertionError):
-            search._embed_query(search.route_of(MARENGO_3_0), MarengoQuery("red circle"))
+        search = searcher(tripwire, provider, tmp_path, index=index)
+        with pytest.raises(AssertionError, match="a provider call was made"):
+            search.search(MarengoQuery("red circle"), 5, MARENGO_3_0.key)
     assert len(tripwire.calls) == 2 and "127.0.0.1:9" in tripwire.calls[0]
 
 

@@ -1,6 +1,6 @@
 """The serving pointer: a record per change, created only if its sequence is free, on disk and on S3."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,13 +62,33 @@ def test_cut_over_then_roll_back_is_one_step_each_and_keeps_history(folder: Reco
     assert "rollback returns to marengo-3.0" in back.describe()
 
 
+class FolderWithAnotherChange:
+    """A record folder where `meanwhile` runs once, just before the first record is created through it:
+    another process changing the pointer between this one's read and its write."""
+
+    def __init__(self, folder: RecordFolder, meanwhile: Callable[[], object]) -> None:
+        self.folder = folder
+        self.meanwhile = [meanwhile]
+
+    def names(self) -> list[str]:
+        return self.folder.names()
+
+    def read(self, name: str) -> bytes:
+        return self.folder.read(name)
+
+    def create(self, name: str, body: bytes) -> bool:
+        if self.meanwhile:
+            self.meanwhile.pop()()
+        return self.folder.create(name, body)
+
+
 def test_a_change_based_on_a_stale_read_loses_and_nothing_is_overwritten(folder: RecordFolder) -> None:
-    first, second = ServingVersions(folder, env={}), ServingVersions(folder, env={})
-    stale = second.current()
-    first.cut_over("marengo-2.7", by="a")
+    first = ServingVersions(folder, env={})
+    racing = FolderWithAnotherChange(folder, lambda: first.cut_over("marengo-2.7", by="a"))
+    second = ServingVersions(racing, env={})
     # `second` read before `first` wrote: its write targets the same sequence and must lose, told who won.
     with pytest.raises(ServingConflict, match="changed while") as lost:
-        second._write(stale, stale, by="b", run_id="")
+        second.cut_over("marengo-2.7", by="b")
     assert [h.by for h in second.history()] == ["a"]
     [won] = second.history()
     assert lost.value.winner == won

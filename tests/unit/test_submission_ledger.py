@@ -5,6 +5,7 @@ import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -144,12 +145,12 @@ def test_state_after_random_events_and_compactions_equals_the_full_history(tmp_p
         if rng.random() < 0.1:
             ledger.compact(min_files=rng.choice([1, 4, 8]))
         if rng.random() < 0.05:  # a compaction killed after writing its files, before deleting its inputs
-            killed_compaction(ledger)
+            killed_compaction(tmp_path)
         damage = rng.random()
         if damage < 0.03:  # killed with its events archived, its closed file not written
-            killed_compaction(ledger, at="ledger/closed/", must_die=False)
+            killed_compaction(tmp_path, at="ledger/closed/", must_die=False)
         elif damage < 0.05:  # killed between its two archive files
-            killed_compaction(ledger, at="ledger/archive/outcomes/", must_die=False)
+            killed_compaction(tmp_path, at="ledger/archive/outcomes/", must_die=False)
         elif damage < 0.07:  # the closed state deleted
             for path in tmp_path.glob("ledger/closed/*.parquet"):
                 path.unlink()
@@ -188,9 +189,12 @@ class LakeKilledAt(Lake):
         super().delete_files(relative_paths, missing_ok)
 
 
-def killed_compaction(ledger: SubmissionLedger, at: str = "delete", must_die: bool = True) -> None:
-    """A compaction of every live file killed at `at` (one with nothing to archive may not get there)."""
-    dying = SubmissionLedger(LakeKilledAt(root=ledger._lake.root, storage=ledger._lake.storage, at=at), "x")
+def killed_compaction(root: Path, at: str = "delete", must_die: bool = True) -> None:
+    """A compaction of every live file of the lake at `root`, killed at `at` (one with nothing to archive
+    may not get there)."""
+    dying = SubmissionLedger(
+        LakeKilledAt(root=str(root), storage=S3Storage(region_name="us-east-1"), at=at), "x"
+    )
     try:
         dying.compact(min_files=1)
     except Killed:
@@ -205,6 +209,10 @@ class LakeWithAnotherRun(Lake):
     at: str
     _meanwhile: list[Callable[[], None]] = PrivateAttr(default_factory=list)
 
+    def __init__(self, meanwhile: Callable[[], None], **fields: Any) -> None:
+        super().__init__(**fields)
+        self._meanwhile.append(meanwhile)
+
     def write_table(self, table: pa.Table, relative: str) -> None:
         if relative.startswith(self.at) and self._meanwhile:
             self._meanwhile.pop()()
@@ -217,7 +225,7 @@ def test_a_compaction_killed_before_deleting_its_inputs_loses_and_doubles_nothin
     ledger.record_submissions(subs, {}, "run")
     ledger.record_outcomes([outcome(s, "completed") for s in subs[:4]], "ingest")
     before = comparable(ledger.jobs())
-    killed_compaction(ledger)
+    killed_compaction(tmp_path)
     assert comparable(ledger.jobs()).equals(before), "closed rows and live events of the same jobs agree"
     assert len(ledger.in_progress()) == 2
     ledger.compact(min_files=1)
@@ -245,7 +253,8 @@ def test_unreadable_notes_keep_a_job_open_and_are_counted_once_each(tmp_path: Pa
     ledger.record_outcomes([outcome(a, "unreadable", "SlowDown")], "ingest-1")
     ledger.record_outcomes([outcome(a, "unreadable", "AccessDenied")], "ingest-2")
     events = ledger.outcomes()
-    ledger._write("outcomes", pa.Table.from_pandas(events, preserve_index=False))  # a compaction's duplicate
+    killed_compaction(tmp_path)  # both jobs are open: their events, rewritten live, beside the originals
+    assert len(ledger.outcomes()) == 2 * len(events), "a compaction's duplicate of every note"
     jobs = ledger.jobs().set_index("media_uri")
     assert list(jobs["status"]) == ["in_progress", "in_progress"]
     assert jobs.loc["s3://m/a.mp4", "unreadable_reads"] == 2
@@ -307,7 +316,7 @@ def test_a_kill_between_archiving_and_the_closed_state_heals_on_the_next_read(tm
     ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
     ended_and_open(ledger, 5, 2)
     before = comparable(ledger.jobs())
-    killed_compaction(ledger, at="ledger/closed/")  # events archived, closed state not written
+    killed_compaction(tmp_path, at="ledger/closed/")  # events archived, closed state not written
     assert list(tmp_path.glob("ledger/archive/*/*.parquet")) and not list(tmp_path.glob("ledger/closed/*"))
     assert comparable(ledger.jobs()).equals(before)
     assert len(ledger.in_progress()) == 2
@@ -335,8 +344,12 @@ def test_a_run_recording_during_a_compaction_loses_nothing(tmp_path: Path) -> No
     ledger = SubmissionLedger(Lake(root=root, storage=storage), "bedrock")
     ended_and_open(ledger, 6, 3)
     late = submission("s3://m/late.mp4")
-    slow_lake = LakeWithAnotherRun(root=root, storage=storage, at="ledger/archive/")
-    slow_lake._meanwhile.append(lambda: ledger.record_submissions([late], {}, "another-run"))
+    slow_lake = LakeWithAnotherRun(
+        lambda: ledger.record_submissions([late], {}, "another-run"),
+        root=root,
+        storage=storage,
+        at="ledger/archive/",
+    )
     SubmissionLedger(slow_lake, "bedrock").compact(min_files=1)
     assert late.job.client_token in set(ledger.in_progress()["client_token"])
     assert len(ledger.in_progress()) == 4
@@ -353,8 +366,7 @@ def test_two_compactions_at_once_lose_nothing(tmp_path: Path, at: str) -> None:
     ledger.compact(min_files=1)
     ledger.record_outcomes([outcome(s, "completed") for s in subs[6:8]], "ingest-2")
     ledger.record_submissions([submission("s3://m/new.mp4")], {}, "run-2")
-    first = LakeWithAnotherRun(root=root, storage=storage, at=at)
-    first._meanwhile.append(lambda: ledger.compact(min_files=1))
+    first = LakeWithAnotherRun(lambda: ledger.compact(min_files=1), root=root, storage=storage, at=at)
     SubmissionLedger(first, "bedrock").compact(min_files=1)
 
     assert comparable(ledger.jobs()).equals(full_history(ledger))
