@@ -4,6 +4,9 @@ A misspelled setting (`MEDIAEMBED_PROVIDER` for `MEDIAEMBED_PROVIDERS`) used to 
 The code location and the `mediaembed` command both warn, naming the closest known setting. A test keeps
 this list complete: every `MEDIAEMBED_*` name in production code must be here. Free of Dagster, so the
 command can check before it loads anything.
+
+`OPTIONAL_SETTINGS` are the resource fields pipelines/definitions.py binds only where their variable is set
+(an unset `dg.EnvVar` fails the resource even for an optional field).
 """
 
 from __future__ import annotations
@@ -98,6 +101,23 @@ KNOWN_SETTINGS: dict[str, Setting] = {
     "MEDIAEMBED_DEBUG": Setting("the search page and commands show errors in full", "1"),
     "MEDIAEMBED_TRACEBACK": Setting("mediaembed ingest prints a traceback after its one-line error", "1"),
 }
+
+
+# Bound to resource fields only where set, so unset they take the field's default (and "" reads as unset).
+OPTIONAL_SETTINGS: tuple[str, ...] = (
+    "MEDIAEMBED_BUCKET_OWNER",
+    "MEDIAEMBED_PROVIDERS",
+    "MEDIAEMBED_QUOTAS",
+    "MEDIAEMBED_PRICES",
+    "MEDIAEMBED_BUDGET_USD",
+    "MEDIAEMBED_BUDGET_MEDIA_SECONDS",
+    "MEDIAEMBED_SERVING_VERSION",
+    "MEDIAEMBED_MIGRATION_EXCLUDE",
+    "MEDIAEMBED_PROBE_SET",
+    "MEDIAEMBED_PEGASUS_PROMPTS",
+    "MEDIAEMBED_PEGASUS_TRANSPORT",
+    "MEDIAEMBED_PEGASUS_PROFILE",
+)
 
 
 def configuration_table() -> str:

@@ -2,9 +2,9 @@
 
 `pipelines/settings.py` (the one settings module), `pipelines/definitions.py` (where resources are bound)
 and `mediaembed/cli.py` (main passes the mapping down) may; `mediaembed/ingest.py`, `run_slots.py` and
-`runner.py` are being moved by another change. PENDING lists the modules that still read it until their
-setting becomes a resource field; it may only shrink: a module that no longer reads the environment fails
-here until it is taken off the list.
+`runner.py` are being moved by another change. Every other setting is a resource field, or a mapping or
+flag the command passes down. PENDING lists the modules that still read it; it may only shrink: a module
+that no longer reads the environment fails here until it is taken off the list.
 """
 
 import re
@@ -20,19 +20,7 @@ ALLOWED = {
     "mediaembed/run_slots.py",
     "mediaembed/runner.py",
 }
-PENDING = {
-    "assets_defs/migration/estimates.py",
-    "resources/tables/serving_versions.py",
-    "resources/providers/marengo_models.py",
-    "resources/providers/base.py",
-    "resources/providers/bedrock/pegasus.py",
-    "resources/providers/model_routes.py",
-    "resources/pegasus/prompts.py",
-    "resources/migration/check_settings.py",
-    "mediaembed/web.py",
-    "mediaembed/search.py",
-    "mediaembed/serving.py",
-}
+PENDING = {"resources/providers/marengo_models.py"}
 READS = re.compile(r"os\.environ|getenv")
 
 

@@ -1,12 +1,14 @@
-"""Every MEDIAEMBED_* setting is known in one place, and a misspelled one is named with a fix."""
+"""Every MEDIAEMBED_* setting is known in one place and bound in one place (pipelines/definitions.py, as a
+resource field), and a misspelled one is named with a fix."""
 
 import re
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from mediaembed.cli import main
-from pipelines.settings import KNOWN_SETTINGS, unknown_setting_warnings
+from pipelines.settings import KNOWN_SETTINGS, OPTIONAL_SETTINGS, unknown_setting_warnings
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ("pipelines", "assets_defs", "resources", "mediaembed", "harness")
@@ -45,3 +47,61 @@ def test_the_command_warns_before_anything_else(
     first, *_ = capsys.readouterr().err.splitlines()
     assert first.startswith("mediaembed: warning: MEDIAEMBED_QUOTA is not a mediaembed setting")
     assert "did you mean MEDIAEMBED_QUOTAS" in first
+
+
+# Each optional setting, a value it accepts, and the resource fields the code location binds it to.
+BOUND: dict[str, tuple[str, tuple[str, ...]]] = {
+    "MEDIAEMBED_BUCKET_OWNER": ("111122223333", ("pegasus.bucket_owner",)),
+    "MEDIAEMBED_PROVIDERS": ("marengo-3.0=twelvelabs", ("marengo.providers",)),
+    "MEDIAEMBED_QUOTAS": (
+        "marengo-3.0=7",
+        ("marengo.bedrock.async_quotas", "marengo.twelvelabs.async_quotas"),
+    ),
+    "MEDIAEMBED_PRICES": (
+        "bedrock/marengo-3.0:video=0.001",
+        ("marengo.bedrock.prices", "marengo.twelvelabs.prices"),
+    ),
+    "MEDIAEMBED_BUDGET_USD": ("250", ("marengo.budget_usd",)),
+    "MEDIAEMBED_BUDGET_MEDIA_SECONDS": ("360000", ("marengo.budget_media_seconds",)),
+    "MEDIAEMBED_SERVING_VERSION": ("marengo-2.7", ("lake.serving_version",)),
+    "MEDIAEMBED_MIGRATION_EXCLUDE": ("s3://media/corrupt.mp4", ("version_checks.exclude",)),
+    "MEDIAEMBED_PROBE_SET": ("probes.yaml", ("version_checks.probe_set",)),
+    "MEDIAEMBED_PEGASUS_PROMPTS": ("prompts.yaml", ("pegasus.prompts_file",)),
+    "MEDIAEMBED_PEGASUS_TRANSPORT": ("base64", ("pegasus.transport",)),
+    "MEDIAEMBED_PEGASUS_PROFILE": ("global", ("pegasus.profile_scope",)),
+}
+
+
+def _field(resources: object, path: str) -> object:
+    value = resources
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def test_every_optional_setting_is_a_resource_field_the_code_location_binds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Bound where set as the definitions load (tests/conftest.py sets each, empty), read as a run starts."""
+    from pipelines.definitions import pipeline_resources
+
+    assert set(BOUND) == set(OPTIONAL_SETTINGS) and set(OPTIONAL_SETTINGS) <= set(KNOWN_SETTINGS)
+    required = {
+        "AWS_REGION": "us-east-1",
+        "MEDIAEMBED_MEDIA_URI": "s3://media/",
+        "MEDIAEMBED_ASYNC_OUTPUT_URI": "s3://lake/marengo-async",
+        "MEDIAEMBED_LAKE_URI": str(tmp_path / "lake"),
+        "MEDIAEMBED_INDEX_URI": str(tmp_path / "index"),
+    }
+    for name, value in required.items():
+        monkeypatch.setenv(name, value)
+    for name in OPTIONAL_SETTINGS:
+        monkeypatch.setenv(name, "")
+    with dg.build_resources(pipeline_resources) as built:
+        for name, (_, fields) in BOUND.items():
+            assert [_field(built, f) for f in fields] == [""] * len(fields), name
+    for name, (value, _) in BOUND.items():
+        monkeypatch.setenv(name, value)
+    with dg.build_resources(pipeline_resources) as built:
+        for name, (value, fields) in BOUND.items():
+            assert [_field(built, f) for f in fields] == [value] * len(fields), name
