@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.settings import unknown_setting_warnings
+from pipelines.settings import unknown_setting_warnings, use_model_settings
 from resources.providers.marengo_models import MARENGO_MODELS
 from resources.storage.clock import REAL_CLOCK, Clock
 
@@ -15,6 +15,11 @@ def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
     started_at = clock.monotonic()
     for line in unknown_setting_warnings(os.environ):
         print(f"mediaembed: warning: {line}", file=sys.stderr)
+    try:
+        use_model_settings(os.environ)  # Marengo 3.5's vector length, before any model is looked up
+    except ValueError as error:
+        print(f"mediaembed: {error}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command in ("emulate", "demo", "dev"):

@@ -30,7 +30,7 @@ from pipelines.jobs import (
 )
 from pipelines.schedules import describe_new_media_schedule, embed_new_media_schedule
 from pipelines.sensors import marengo_invocation_sensor
-from pipelines.settings import OPTIONAL_SETTINGS, unknown_setting_warnings
+from pipelines.settings import OPTIONAL_SETTINGS, unknown_setting_warnings, use_model_settings
 from resources.index.description_index import DescriptionIndex
 from resources.index.segment_index import SegmentIndex
 from resources.media.source import MediaSource
@@ -51,6 +51,7 @@ def when_set(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if name in os.environ else None
 
 
+use_model_settings(os.environ)  # Marengo 3.5's vector length, before anything looks a model up
 storage = S3Storage(region_name=dg.EnvVar("AWS_REGION"))
 quotas, prices = when_set("MEDIAEMBED_QUOTAS"), when_set("MEDIAEMBED_PRICES")
 

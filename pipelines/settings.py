@@ -6,7 +6,8 @@ this list complete: every `MEDIAEMBED_*` name in production code must be here. F
 command can check before it loads anything.
 
 `OPTIONAL_SETTINGS` are the resource fields pipelines/definitions.py binds only where their variable is set
-(an unset `dg.EnvVar` fails the resource even for an optional field).
+(an unset `dg.EnvVar` fails the resource even for an optional field); `use_model_settings` applies the one
+setting that is not a resource field, Marengo 3.5's vector length, which every model lookup needs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from resources.providers.marengo_models import (
+    MARENGO_3_5_DIMENSION_ENV,
+    parse_matryoshka_dimension,
+    use_marengo_3_5_dimension,
+)
 
 PREFIX = "MEDIAEMBED_"
 
@@ -118,6 +125,14 @@ OPTIONAL_SETTINGS: tuple[str, ...] = (
     "MEDIAEMBED_PEGASUS_TRANSPORT",
     "MEDIAEMBED_PEGASUS_PROFILE",
 )
+
+
+def use_model_settings(environ: Mapping[str, str]) -> int:
+    """Choose Marengo 3.5's vector length for this process from MEDIAEMBED_MARENGO_3_5_DIMENSION (unset:
+    512), before anything looks a model up; returns it. A bad value is one line naming the variable."""
+    dimension = parse_matryoshka_dimension(environ.get(MARENGO_3_5_DIMENSION_ENV))
+    use_marengo_3_5_dimension(dimension)
+    return dimension
 
 
 def configuration_table() -> str:

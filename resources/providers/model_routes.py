@@ -199,6 +199,8 @@ def route(provider: ProviderName | str, model_key: str, prices: str = "") -> Mod
     found = ROUTES.get((provider, model_key))
     if found is None:
         raise ValueError(f"{provider} does not offer {model_key}")
+    if found.model is not MARENGO_MODELS[model_key]:  # Marengo 3.5 at its configured length
+        found = replace(found, model=MARENGO_MODELS[model_key])
     override = parse_prices(prices.strip()).get((provider, model_key))
     if not override:
         return found

@@ -3,8 +3,7 @@
 `pipelines/settings.py` (the one settings module), `pipelines/definitions.py` (where resources are bound)
 and `mediaembed/cli.py` (main passes the mapping down) may; `mediaembed/ingest.py`, `run_slots.py` and
 `runner.py` are being moved by another change. Every other setting is a resource field, or a mapping or
-flag the command passes down. PENDING lists the modules that still read it; it may only shrink: a module
-that no longer reads the environment fails here until it is taken off the list.
+flag the command passes down.
 """
 
 import re
@@ -20,7 +19,6 @@ ALLOWED = {
     "mediaembed/run_slots.py",
     "mediaembed/runner.py",
 }
-PENDING = {"resources/providers/marengo_models.py"}
 READS = re.compile(r"os\.environ|getenv")
 
 
@@ -37,10 +35,5 @@ def _reads() -> dict[str, list[str]]:
 
 def test_no_module_outside_the_binding_place_reads_the_environment() -> None:
     reads = _reads()
-    new = [line for name, lines in reads.items() if name not in ALLOWED | PENDING for line in lines]
+    new = [line for name, lines in reads.items() if name not in ALLOWED for line in lines]
     assert not new, "read the setting through pipelines/settings.py or a resource field:\n" + "\n".join(new)
-
-
-def test_the_pending_list_only_shrinks() -> None:
-    done = sorted(PENDING - set(_reads()))
-    assert not done, f"these no longer read the environment: take them off PENDING: {', '.join(done)}"

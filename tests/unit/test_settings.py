@@ -8,7 +8,14 @@ import dagster as dg
 import pytest
 
 from mediaembed.cli import main
-from pipelines.settings import KNOWN_SETTINGS, OPTIONAL_SETTINGS, unknown_setting_warnings
+from pipelines.settings import KNOWN_SETTINGS, OPTIONAL_SETTINGS, unknown_setting_warnings, use_model_settings
+from resources.providers.marengo_models import (
+    MARENGO_3_5,
+    MARENGO_3_5_DIMENSION_ENV,
+    MARENGO_MODELS,
+    marengo_model,
+)
+from resources.providers.model_routes import route
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ("pipelines", "assets_defs", "resources", "mediaembed", "harness")
@@ -105,3 +112,34 @@ def test_every_optional_setting_is_a_resource_field_the_code_location_binds(
     with dg.build_resources(pipeline_resources) as built:
         for name, (value, fields) in BOUND.items():
             assert [_field(built, f) for f in fields] == [value] * len(fields), name
+
+
+def test_marengo_3_5s_length_is_chosen_once_for_the_process() -> None:
+    try:
+        assert use_model_settings({MARENGO_3_5_DIMENSION_ENV: " 256 "}) == 256
+        model = marengo_model(MARENGO_3_5.key)
+        assert (model.dimension, model.job_identity) == (256, "marengo3.5@256")
+        assert route("twelvelabs", MARENGO_3_5.key).model is model, "the route carries the configured model"
+        assert MARENGO_MODELS[MARENGO_3_5.key] is model
+    finally:
+        assert use_model_settings({}) == 512
+    assert marengo_model(MARENGO_3_5.key) == MARENGO_3_5
+    for bad in ("0", "513", "two"):
+        with pytest.raises(ValueError) as error:
+            use_model_settings({MARENGO_3_5_DIMENSION_ENV: bad})
+        message = str(error.value)
+        assert (
+            message.startswith(f"{MARENGO_3_5_DIMENSION_ENV}={bad!r}: give a whole number")
+            and "\n" not in message
+        )
+    assert marengo_model(MARENGO_3_5.key) == MARENGO_3_5, "a bad value changes nothing"
+
+
+def test_the_command_refuses_a_bad_length_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(MARENGO_3_5_DIMENSION_ENV, "1024")
+    assert main(["search", "red circle"]) == 2
+    assert capsys.readouterr().err == (
+        f"mediaembed: {MARENGO_3_5_DIMENSION_ENV}='1024': give a whole number from 1 to 512, as 256\n"
+    )
