@@ -60,7 +60,7 @@ def main() -> None:
         latencies = []
         for query in ["yellow triangle", "red circle", "low hum", "cyan triangle", "blue circle"] * 4:
             q0 = time.perf_counter()
-            search(query, 10, MARENGO_3_0.key)
+            search(query, 10, MARENGO_3_0.key, env=os.environ)
             latencies.append(time.perf_counter() - q0)
 
     rerun = materialization_metadata(again, ["marengo", "invocations"])["submitted"]

@@ -1,5 +1,6 @@
 """`make demo`: the whole pipeline on the local emulators and generated media, then sample searches."""
 
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -136,9 +137,10 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
 
         for query in queries:
             print(f'\nsearch "{query}" (top 3):')
-            print_hits(search(query, 3), as_json=False)  # the serving version, read by search itself
+            # The serving version, read by search itself.
+            print_hits(search(query, 3, env=os.environ), as_json=False)
         print(f'\nsearch "{queries[0]}" --mode hybrid (vectors and descriptions fused, top 3):')
-        print_hits(search(queries[0], 3, mode="hybrid"), as_json=False)
+        print_hits(search(queries[0], 3, mode="hybrid", env=os.environ), as_json=False)
     print("\nemulators stopped; search what the demo built with:")
     print(next_step(workdir))
     return 0

@@ -30,10 +30,13 @@ telemetry:
 """
 
 
-def bind_local_twelvelabs() -> None:
-    """Set the local emulator's key unless one is set, before anything imports the code location: a key
-    binds the TwelveLabs provider beside Bedrock (MEDIAEMBED_PROVIDERS picks who serves which version)."""
+def bind_local_settings() -> None:
+    """Set what the code location binds only when it is set as it loads, unless set already, before
+    anything imports it: the local emulator's key (which binds the TwelveLabs provider beside Bedrock;
+    MEDIAEMBED_PROVIDERS picks who serves which version) and Pegasus's bucket owner (the emulators'
+    account; `local_settings` sets it again once the emulators run)."""
     os.environ.setdefault("TWELVELABS_API_KEY", LOCAL_TWELVELABS_KEY)
+    os.environ.setdefault("MEDIAEMBED_BUCKET_OWNER", LOCAL_ACCOUNT_ID)
 
 
 def local_settings(workdir: Path) -> dict[str, str]:

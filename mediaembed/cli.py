@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.settings import unknown_setting_warnings
+from pipelines.settings import unknown_setting_warnings, use_model_settings
 from resources.providers.marengo_models import MARENGO_MODELS
 from resources.storage.clock import REAL_CLOCK, Clock
 
@@ -15,6 +15,11 @@ def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
     started_at = clock.monotonic()
     for line in unknown_setting_warnings(os.environ):
         print(f"mediaembed: warning: {line}", file=sys.stderr)
+    try:
+        use_model_settings(os.environ)  # Marengo 3.5's vector length, before any model is looked up
+    except ValueError as error:
+        print(f"mediaembed: {error}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command in ("emulate", "demo", "dev"):
@@ -45,9 +50,9 @@ def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
             args.uri, args.model, args.timeout, args.replace, started_at=started_at, clock=clock
         )
     if args.command == "demo":
-        from harness.local_env import bind_local_twelvelabs
+        from harness.local_env import bind_local_settings
 
-        bind_local_twelvelabs()  # before the code location loads: the demo's TwelveLabs is the emulator
+        bind_local_settings()  # before the code location loads: the demo's TwelveLabs is the emulator
         from harness.demo import run_demo
 
         return run_demo(args.workdir)
@@ -195,9 +200,15 @@ def _add_local_stack(commands: "argparse._SubParsersAction[argparse.ArgumentPars
     commands.add_parser("emulate", help="run the local S3 and Bedrock emulators", add_help=False)
 
 
+def _debug() -> bool:
+    """MEDIAEMBED_DEBUG: the search page and commands show errors in full."""
+    return bool(os.environ.get("MEDIAEMBED_DEBUG"))
+
+
 def _serving(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from mediaembed.serving import run_serving
 
+    env = dict(os.environ)
     if (args.action in ("cut-over", "retire")) != (args.key is not None):
         parser.error(
             "name the version with cut-over or retire, and only then: mediaembed serving cut-over marengo-3.0"
@@ -207,8 +218,8 @@ def _serving(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error("--local only shows; change the local serving version from `make dev`'s UI")
         from harness.local_env import local_settings
 
-        os.environ["MEDIAEMBED_LAKE_URI"] = local_settings(args.workdir)["MEDIAEMBED_LAKE_URI"]
-    return run_serving(args.action, args.key, args.json, args.by)
+        env["MEDIAEMBED_LAKE_URI"] = local_settings(args.workdir)["MEDIAEMBED_LAKE_URI"]
+    return run_serving(args.action, args.key, args.json, args.by, env=env, debug=_debug())
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -224,6 +235,8 @@ def _search(args: argparse.Namespace) -> int:
             audio=args.audio,
             text_truncate=args.text_truncate,
             mode=args.mode,
+            env=os.environ,
+            debug=_debug(),
         )
 
     if not args.local:
@@ -249,7 +262,7 @@ def _serve(args: argparse.Namespace) -> int:
     from mediaembed.web import run_serve  # like search: no Dagster, no code location
 
     if not args.local:
-        return run_serve(args.host, args.port)
+        return run_serve(args.host, args.port, env=os.environ, debug=_debug())
     try:
         from harness.local_search import local_search_env  # the local harness, only when asked for
     except ImportError:
@@ -260,7 +273,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         with local_search_env(args.workdir, with_media=True):
-            return run_serve(args.host, args.port)
+            return run_serve(args.host, args.port, env=os.environ, debug=_debug())
     except SearchError as error:
         print(f"mediaembed serve: {error}", file=sys.stderr)
         return error.exit_code

@@ -25,7 +25,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from resources.providers.bedrock.client import embed_query, runtime_client
 from resources.providers.errors import ProviderError, QueryEmbeddingError
 from resources.providers.marengo_models import MARENGO_MODELS, MarengoModel
-from resources.providers.model_routes import ModelRoute, ProviderName, configured_providers, route
+from resources.providers.model_routes import (
+    DEFAULT_PROVIDERS,
+    ModelRoute,
+    ProviderName,
+    configured_providers,
+    route,
+)
 from resources.search.description_search import DescriptionSearch
 from resources.search.fusion import FusedHit, TextHit, fuse_hybrid, fuse_segments
 from resources.search.marengo_query import (
@@ -47,6 +53,7 @@ from resources.search.segment_search import (
 )
 from resources.storage.location import BotoAccess, Location, location
 from resources.tables.serving_versions import (
+    INITIAL_SERVING_ENV,
     ServingChangeRefused,
     ServingState,
     ServingVersions,
@@ -88,6 +95,8 @@ class SearchSettings:
     region: str
     # Where the serving record lives (MEDIAEMBED_LAKE_URI): which version a search without --model asks.
     lake_uri: str = ""
+    # What serves before the first cut-over (MEDIAEMBED_SERVING_VERSION); empty: the default.
+    serving_version: str = ""
     bedrock_endpoint: str | None = None  # None: AWS_ENDPOINT_URL_BEDROCK_RUNTIME / config / AWS default
     # Which provider embeds queries for each version (MEDIAEMBED_PROVIDERS over the defaults), and the
     # TwelveLabs key and base URL (None: TWELVELABS_BASE_URL / the public API) where it is one of them.
@@ -98,9 +107,9 @@ class SearchSettings:
     refine_factor: int = DEFAULT_REFINE_FACTOR
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SearchSettings:
-        """The same variables the pipeline reads; a missing one is named with where to get it."""
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str]) -> SearchSettings:
+        """The same variables the pipeline reads, from `env` (the command's environment); a missing one is
+        named with where to get it."""
         index_uri = env.get("MEDIAEMBED_INDEX_URI", "").strip()
         if not index_uri:
             raise SearchError(
@@ -125,6 +134,7 @@ class SearchSettings:
             index_uri=index_uri,
             region=region,
             lake_uri=env.get("MEDIAEMBED_LAKE_URI", "").strip(),
+            serving_version=env.get(INITIAL_SERVING_ENV, "").strip(),
             providers=providers,
             twelvelabs_api_key=env.get("TWELVELABS_API_KEY", "").strip(),
             twelvelabs_base_url=env.get("TWELVELABS_BASE_URL", "").strip() or None,
@@ -138,9 +148,10 @@ def check_query(
     region: str | None = None,
 ) -> str | None:
     """Refuse a query the serving model cannot embed, before anything is sent; a one-line notice when the
-    model will cut it instead (Marengo 2.7's text truncation)."""
+    model will cut it instead (Marengo 2.7's text truncation). `route_of`: the route that embeds it (by
+    default the default provider's)."""
     query = MarengoQuery.of_text(query) if isinstance(query, str) else query
-    target = route_of or route(configured_providers()[model.key], model.key)
+    target = route_of or route(DEFAULT_PROVIDERS[model.key], model.key)
     try:
         return check_marengo_query(query, target, region if target.provider == "bedrock" else None)
     except QueryLimitError as error:
@@ -203,9 +214,10 @@ class Searcher:
         self._serving: tuple[ServingState, float] | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> Searcher:
-        """A searcher of the configured index; text and hybrid modes search its description table
-        (through the searcher's one connection) unless `text_source` is given."""
+    def from_env(cls, env: Mapping[str, str], **options: Any) -> Searcher:
+        """A searcher of the index `env` (the command's environment) configures; text and hybrid modes
+        search its description table (through the searcher's one connection) unless `text_source` is
+        given."""
         searcher = cls(SearchSettings.from_env(env), **options)
         if searcher.text_source is None:
             searcher.text_source = DescriptionSearch(searcher.connection)
@@ -225,7 +237,9 @@ class Searcher:
                 f"version to search, or pass --model ({CONFIG_HELP}); {LOCAL_HINT}"
             )
         try:
-            state = ServingVersions(record_folder(self._location(lake))).current()
+            state = ServingVersions(
+                record_folder(self._location(lake)), initial=self.settings.serving_version
+            ).current()
         except ServingChangeRefused as error:
             raise SearchError(str(error)) from None
         except (BotoCoreError, ClientError, OSError, ValueError) as error:
@@ -313,7 +327,7 @@ class Searcher:
 
     def route_of(self, model: MarengoModel) -> ModelRoute:
         """The route that embeds this model's queries (MEDIAEMBED_PROVIDERS over the defaults)."""
-        return route((self.settings.providers or configured_providers())[model.key], model.key)
+        return route((self.settings.providers or DEFAULT_PROVIDERS)[model.key], model.key)
 
     def _embed_query(self, target: ModelRoute, query: MarengoQuery) -> list[float]:
         """The query vector from the provider that serves the model: one client per provider, kept."""
@@ -390,10 +404,15 @@ class Searcher:
 
 
 def search(
-    query: str | MarengoQuery, top_k: int = 5, model_key: str | None = None, mode: str = "vector"
+    query: str | MarengoQuery,
+    top_k: int = 5,
+    model_key: str | None = None,
+    mode: str = "vector",
+    *,
+    env: Mapping[str, str],
 ) -> list[FusedHit]:
-    """One search with settings read from the environment now (a long-lived caller keeps a `Searcher`)."""
-    return Searcher.from_env().search(query, top_k, model_key, mode)
+    """One search with the settings of `env` as it is now (a long-lived caller keeps a `Searcher`)."""
+    return Searcher.from_env(env).search(query, top_k, model_key, mode)
 
 
 def hit_record(rank: int, hit: FusedHit) -> dict[str, Any]:
@@ -446,19 +465,27 @@ def run_search(
     out: TextIO | None = None,
     err: TextIO | None = None,
     searcher: Searcher | None = None,
+    env: Mapping[str, str] | None = None,
+    debug: bool = False,
 ) -> int:
     """`mediaembed search`: hits on `out`; notices and errors as one line each on `err`; the exit status.
 
-    A text-only query is checked before any setting is read; images and a clip (local paths or s3:// URIs)
-    are looked at first, then checked, then sent."""
+    The settings come from `env` (the command's environment) unless a `searcher` is given; `debug`
+    (MEDIAEMBED_DEBUG) lets an unexpected error out with its traceback. A text-only query is checked before
+    the other settings are read; images and a clip (local paths or s3:// URIs) are looked at first, then
+    checked, then sent."""
     err = err or sys.stderr
+    env = env or {}
     try:
         check_top_k(top_k)
         check_mode(mode)
         query = MarengoQuery(text=text, text_truncate=text_truncate)
         if model_key is not None and not images and audio is None:
-            notice = check_query(query, serving_model(model_key))  # before any setting is read
-        searcher = searcher or Searcher.from_env()
+            model = serving_model(model_key)
+            # Before the other settings are read: only which provider embeds the query.
+            provider = configured_providers(env)[model.key]
+            notice = check_query(query, model, route(provider, model.key))
+        searcher = searcher or Searcher.from_env(env)
         model_key = model_key or searcher.serving().serving  # one version for the whole query
         model = serving_model(model_key)
         if not images and audio is None:
@@ -475,7 +502,7 @@ def run_search(
         print(f"mediaembed search: {error}", file=err)
         return error.exit_code
     except Exception as error:  # the last line of defence: one line, never a traceback
-        if os.environ.get("MEDIAEMBED_DEBUG"):
+        if debug:
             raise
         reason = " ".join(str(error).split())[:300]
         print(

@@ -2,20 +2,22 @@
 
 Showing reads the lake's serving record directly (no Dagster, a fast start). Changing it runs the same
 Dagster jobs the UI launches, on the instance of DAGSTER_HOME, so every change is a run in the UI with who,
-when, from and to, and a cut-over passes the same blocking whole-version checks.
+when, from and to, and a cut-over passes the same blocking whole-version checks. The settings come from the
+mapping the command passes (its environment).
 """
 
 from __future__ import annotations
 
 import getpass
 import json
-import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from resources.storage.location import BotoAccess, location
 from resources.tables.serving_versions import (
+    INITIAL_SERVING_ENV,
     ServingChangeRefused,
     ServingState,
     ServingVersions,
@@ -30,14 +32,15 @@ class ServingCommandError(Exception):
     """One line that says what to do."""
 
 
-def _versions() -> ServingVersions:
-    lake = os.environ.get("MEDIAEMBED_LAKE_URI", "").strip()
+def _versions(env: Mapping[str, str]) -> ServingVersions:
+    lake = env.get("MEDIAEMBED_LAKE_URI", "").strip()
     if not lake:
         raise ServingCommandError(
             "MEDIAEMBED_LAKE_URI is not set: it names the lake that holds the serving record "
             "(`mediaembed serving --local` shows what `make demo` built)"
         )
-    return ServingVersions(record_folder(location(lake, BotoAccess(_s3_client))))
+    folder = record_folder(location(lake, BotoAccess(_s3_client)))
+    return ServingVersions(folder, initial=env.get(INITIAL_SERVING_ENV))
 
 
 def _s3_client() -> Any:
@@ -51,8 +54,8 @@ def state_record(state: ServingState, history: list[ServingState]) -> dict[str, 
     return {**state.record(), "history": [h.record() for h in history]}
 
 
-def show(as_json: bool, out: TextIO) -> None:
-    versions = _versions()
+def show(as_json: bool, out: TextIO, env: Mapping[str, str]) -> None:
+    versions = _versions(env)
     state, history = versions.current(), versions.history()
     if as_json:
         print(json.dumps(state_record(state, history)), file=out)
@@ -66,7 +69,7 @@ def show(as_json: bool, out: TextIO) -> None:
         )
 
 
-def change(job_name: str, partition_key: str | None, by: str, out: TextIO) -> None:
+def change(job_name: str, partition_key: str | None, by: str, out: TextIO, env: Mapping[str, str]) -> None:
     """Run the cut-over or rollback job in this process; a refusal is one line naming the failed checks."""
     import dagster as dg
 
@@ -74,7 +77,7 @@ def change(job_name: str, partition_key: str | None, by: str, out: TextIO) -> No
     from mediaembed.run_slots import PoolSlotTimeout, execute_holding_slots
     from pipelines.definitions import defs
 
-    home = os.environ.get("DAGSTER_HOME", "").strip()
+    home = env.get("DAGSTER_HOME", "").strip()
     if not home:
         raise ServingCommandError(
             "DAGSTER_HOME is not set: set it to the folder of the instance the Dagster UI uses"
@@ -115,29 +118,38 @@ def change(job_name: str, partition_key: str | None, by: str, out: TextIO) -> No
         elif data and data.error:
             reason = data.error.message.strip().splitlines()[0]
         raise ServingCommandError(f"{reason} (run {result.run_id})")
-    print(f"{_versions().current().describe()} (run {result.run_id})", file=out)
+    print(f"{_versions(env).current().describe()} (run {result.run_id})", file=out)
 
 
 def run_serving(
-    action: str, key: str | None, as_json: bool, by: str, out: TextIO | None = None, err: TextIO | None = None
+    action: str,
+    key: str | None,
+    as_json: bool,
+    by: str,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    env: Mapping[str, str] | None = None,
+    debug: bool = False,
 ) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
+    """`mediaembed serving`, with the settings of `env` (the command's environment); `debug`
+    (MEDIAEMBED_DEBUG) lets an unexpected error out with its traceback. Returns the exit status."""
+    out, err, env = out or sys.stdout, err or sys.stderr, env or {}
     try:
         if action == "show":
-            show(as_json, out)
+            show(as_json, out, env)
         elif action == "cut-over":
-            change(CUT_OVER_JOB, key, by, out)
+            change(CUT_OVER_JOB, key, by, out, env)
         elif action == "retire":
             assert key is not None
-            retired = _versions().retire(key, by or getpass.getuser())
+            retired = _versions(env).retire(key, by or getpass.getuser())
             print(f"{key} retired: no new media are embedded for it; {retired.describe()}", file=out)
         else:
-            change(ROLL_BACK_JOB, None, by, out)
+            change(ROLL_BACK_JOB, None, by, out, env)
     except (ServingCommandError, ServingChangeRefused) as error:
         print(f"mediaembed serving: {error}", file=err)
         return 1
     except Exception as error:  # the last line of defence: one line, never a traceback
-        if os.environ.get("MEDIAEMBED_DEBUG"):
+        if debug:
             raise
         reason = " ".join(str(error).split())[:300]
         print(

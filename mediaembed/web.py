@@ -9,11 +9,10 @@ line on the page, never a traceback.
 from __future__ import annotations
 
 import html
-import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -120,20 +119,37 @@ class _QuietHandler(WSGIRequestHandler):
     timeout = 15  # one request at a time: a client that connects and sends nothing must not hold the page
 
     def log_message(self, format: str, *args: Any) -> None:
-        if os.environ.get("MEDIAEMBED_DEBUG"):
-            super().log_message(format, *args)
+        pass
 
 
-def make_search_server(searcher: Searcher, host: str = "127.0.0.1", port: int = 8080) -> WSGIServer:
-    """A bound server (port 0: any free port; `server.server_port` says which); `serve_forever` runs it."""
-    return make_server(host, port, app(searcher), handler_class=_QuietHandler)
+class _LoggingHandler(_QuietHandler):
+    """With MEDIAEMBED_DEBUG: every request logged on stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        WSGIRequestHandler.log_message(self, format, *args)
 
 
-def run_serve(host: str, port: int, searcher: Searcher | None = None) -> int:
-    """`mediaembed serve`: until Ctrl-C; a port in use or a missing setting is one line and exit status 1."""
+def make_search_server(
+    searcher: Searcher, host: str = "127.0.0.1", port: int = 8080, debug: bool = False
+) -> WSGIServer:
+    """A bound server (port 0: any free port; `server.server_port` says which); `serve_forever` runs it.
+    `debug` (MEDIAEMBED_DEBUG) logs every request."""
+    handler = _LoggingHandler if debug else _QuietHandler
+    return make_server(host, port, app(searcher), handler_class=handler)
+
+
+def run_serve(
+    host: str,
+    port: int,
+    searcher: Searcher | None = None,
+    env: Mapping[str, str] | None = None,
+    debug: bool = False,
+) -> int:
+    """`mediaembed serve`: until Ctrl-C; a port in use or a missing setting is one line and exit status 1.
+    The settings come from `env` (the command's environment) unless a `searcher` is given."""
     try:
-        searcher = searcher or Searcher.from_env()
-        server = make_search_server(searcher, host, port)
+        searcher = searcher or Searcher.from_env(env or {})
+        server = make_search_server(searcher, host, port, debug)
     except SearchError as error:
         print(f"mediaembed serve: {error}", file=sys.stderr)
         return error.exit_code

@@ -1,9 +1,10 @@
 """The code location: every asset, check, job, schedule, sensor and resource of the pipeline.
 
-All configuration comes from the environment. Endpoints follow the standard AWS variables
-(AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_BEDROCK_RUNTIME) and the TwelveLabs SDK's (TWELVELABS_BASE_URL), so
-the same definitions run against AWS and TwelveLabs or the local emulators. MEDIAEMBED_PROVIDERS picks the
-provider per Marengo version.
+All configuration comes from the environment, bound here and only here: every setting is a resource field
+(the UI shows it, with its description, as the variable it comes from). Endpoints follow the standard AWS
+variables (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_BEDROCK_RUNTIME) and the TwelveLabs SDK's
+(TWELVELABS_BASE_URL), so the same definitions run against AWS and TwelveLabs or the local emulators.
+MEDIAEMBED_PROVIDERS picks the provider per Marengo version.
 """
 
 import os
@@ -29,7 +30,7 @@ from pipelines.jobs import (
 )
 from pipelines.schedules import describe_new_media_schedule, embed_new_media_schedule
 from pipelines.sensors import marengo_invocation_sensor
-from pipelines.settings import unknown_setting_warnings
+from pipelines.settings import OPTIONAL_SETTINGS, unknown_setting_warnings, use_model_settings
 from resources.index.description_index import DescriptionIndex
 from resources.index.segment_index import SegmentIndex
 from resources.media.source import MediaSource
@@ -41,15 +42,32 @@ from resources.providers.twelvelabs.marengo import TwelveLabsMarengo
 from resources.storage.lake import Lake
 from resources.storage.s3_storage import S3Storage
 
+
+def when_set(name: str) -> dg.EnvVar | None:
+    """An optional setting: its EnvVar where the variable is set (resolved when a run starts, so the UI
+    shows its name), else None, the field's default. An unset EnvVar would fail the resource even for an
+    optional field (dagster issue 16232); an empty value reads as unset."""
+    assert name in OPTIONAL_SETTINGS, f"{name}: list it in pipelines/settings.py OPTIONAL_SETTINGS"
+    return dg.EnvVar(name) if name in os.environ else None
+
+
+use_model_settings(os.environ)  # Marengo 3.5's vector length, before anything looks a model up
 storage = S3Storage(region_name=dg.EnvVar("AWS_REGION"))
+quotas, prices = when_set("MEDIAEMBED_QUOTAS"), when_set("MEDIAEMBED_PRICES")
 
 pipeline_resources = {
     "media": MediaSource(uri=dg.EnvVar("MEDIAEMBED_MEDIA_URI"), storage=storage),
-    "lake": Lake(root=dg.EnvVar("MEDIAEMBED_LAKE_URI"), storage=storage),
+    "lake": Lake(
+        root=dg.EnvVar("MEDIAEMBED_LAKE_URI"),
+        serving_version=when_set("MEDIAEMBED_SERVING_VERSION"),
+        storage=storage,
+    ),
     "marengo": MarengoProviders(
         bedrock=BedrockMarengo(
             region_name=dg.EnvVar("AWS_REGION"),
             output_s3_uri=dg.EnvVar("MEDIAEMBED_ASYNC_OUTPUT_URI"),
+            async_quotas=quotas,
+            prices=prices,
             storage=storage,
         ),
         # Bound only with a key: a Bedrock-only deployment has none, and an unset EnvVar would fail the
@@ -57,17 +75,29 @@ pipeline_resources = {
         twelvelabs=TwelveLabsMarengo(
             api_key=dg.EnvVar("TWELVELABS_API_KEY"),
             output_s3_uri=dg.EnvVar("MEDIAEMBED_ASYNC_OUTPUT_URI"),
+            async_quotas=quotas,
+            prices=prices,
             storage=storage,
         )
         if os.environ.get("TWELVELABS_API_KEY")
         else None,
+        providers=when_set("MEDIAEMBED_PROVIDERS"),
+        budget_usd=when_set("MEDIAEMBED_BUDGET_USD"),
+        budget_media_seconds=when_set("MEDIAEMBED_BUDGET_MEDIA_SECONDS"),
     ),
-    # Unset fields follow MEDIAEMBED_BUCKET_OWNER, MEDIAEMBED_PEGASUS_TRANSPORT, MEDIAEMBED_PEGASUS_PROFILE.
-    "pegasus": BedrockPegasus(region_name=dg.EnvVar("AWS_REGION"), storage=storage),
+    "pegasus": BedrockPegasus(
+        region_name=dg.EnvVar("AWS_REGION"),
+        bucket_owner=when_set("MEDIAEMBED_BUCKET_OWNER"),
+        profile_scope=when_set("MEDIAEMBED_PEGASUS_PROFILE"),
+        transport=when_set("MEDIAEMBED_PEGASUS_TRANSPORT"),
+        prompts_file=when_set("MEDIAEMBED_PEGASUS_PROMPTS"),
+        storage=storage,
+    ),
     "segment_index": SegmentIndex(uri=dg.EnvVar("MEDIAEMBED_INDEX_URI"), storage=storage),
     "description_index": DescriptionIndex(uri=dg.EnvVar("MEDIAEMBED_INDEX_URI"), storage=storage),
-    # Unset fields follow MEDIAEMBED_MIGRATION_EXCLUDE and MEDIAEMBED_PROBE_SET when a check runs.
-    "version_checks": VersionCheckSettings(),
+    "version_checks": VersionCheckSettings(
+        exclude=when_set("MEDIAEMBED_MIGRATION_EXCLUDE"), probe_set=when_set("MEDIAEMBED_PROBE_SET")
+    ),
 }
 
 defs = dg.Definitions(

@@ -4,6 +4,10 @@ A misspelled setting (`MEDIAEMBED_PROVIDER` for `MEDIAEMBED_PROVIDERS`) used to 
 The code location and the `mediaembed` command both warn, naming the closest known setting. A test keeps
 this list complete: every `MEDIAEMBED_*` name in production code must be here. Free of Dagster, so the
 command can check before it loads anything.
+
+`OPTIONAL_SETTINGS` are the resource fields pipelines/definitions.py binds only where their variable is set
+(an unset `dg.EnvVar` fails the resource even for an optional field); `use_model_settings` applies the one
+setting that is not a resource field, Marengo 3.5's vector length, which every model lookup needs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from resources.providers.marengo_models import (
+    MARENGO_3_5_DIMENSION_ENV,
+    parse_matryoshka_dimension,
+    use_marengo_3_5_dimension,
+)
 
 PREFIX = "MEDIAEMBED_"
 
@@ -98,6 +108,31 @@ KNOWN_SETTINGS: dict[str, Setting] = {
     "MEDIAEMBED_DEBUG": Setting("the search page and commands show errors in full", "1"),
     "MEDIAEMBED_TRACEBACK": Setting("mediaembed ingest prints a traceback after its one-line error", "1"),
 }
+
+
+# Bound to resource fields only where set, so unset they take the field's default (and "" reads as unset).
+OPTIONAL_SETTINGS: tuple[str, ...] = (
+    "MEDIAEMBED_BUCKET_OWNER",
+    "MEDIAEMBED_PROVIDERS",
+    "MEDIAEMBED_QUOTAS",
+    "MEDIAEMBED_PRICES",
+    "MEDIAEMBED_BUDGET_USD",
+    "MEDIAEMBED_BUDGET_MEDIA_SECONDS",
+    "MEDIAEMBED_SERVING_VERSION",
+    "MEDIAEMBED_MIGRATION_EXCLUDE",
+    "MEDIAEMBED_PROBE_SET",
+    "MEDIAEMBED_PEGASUS_PROMPTS",
+    "MEDIAEMBED_PEGASUS_TRANSPORT",
+    "MEDIAEMBED_PEGASUS_PROFILE",
+)
+
+
+def use_model_settings(environ: Mapping[str, str]) -> int:
+    """Choose Marengo 3.5's vector length for this process from MEDIAEMBED_MARENGO_3_5_DIMENSION (unset:
+    512), before anything looks a model up; returns it. A bad value is one line naming the variable."""
+    dimension = parse_matryoshka_dimension(environ.get(MARENGO_3_5_DIMENSION_ENV))
+    use_marengo_3_5_dimension(dimension)
+    return dimension
 
 
 def configuration_table() -> str:

@@ -2,17 +2,25 @@
 is set when it is loaded, so the local key is set before any test module imports the definitions (each
 test's world then points TWELVELABS_BASE_URL at its own emulator).
 
+The optional settings are bound the same way, only where set when the definitions load: each is set here,
+empty (which reads as unset) unless the shell sets it, so the definitions bind every one as a `dg.EnvVar`
+and a test sets a value with `monkeypatch.setenv` (and unsets it with an empty one, never `delenv`).
+
 Each test carries the marker of its lane, from its folder (pyproject's `markers` say what each means):
 `make check` runs the fast lane (`-m "not slow"`), `make test` every lane.
 """
 
+import os
 from pathlib import Path
 
 import pytest
 
-from harness.local_env import bind_local_twelvelabs
+from harness.local_env import bind_local_settings
+from pipelines.settings import OPTIONAL_SETTINGS
 
-bind_local_twelvelabs()
+bind_local_settings()
+for _name in OPTIONAL_SETTINGS:
+    os.environ.setdefault(_name, "")
 
 LANES: dict[str, tuple[str, ...]] = {
     "unit": (),

@@ -140,6 +140,7 @@ class SubmissionRun:
         self.lake, self.model, self.settings, self.hold = lake, model, settings, hold
         self.run_id, self.log, self.clock = run_id, log, clock
         self.provider: MarengoProvider = providers.serving(model)
+        self.budget_defaults = (providers.budget_usd, providers.budget_media_seconds)
         self.ledger = SubmissionLedger(lake, self.provider.provider_name)
         self.findings = InvocationFindings(lake)
         self.refusals = _Refusals()
@@ -161,7 +162,7 @@ class SubmissionRun:
         plan = self._plan(inventory, every_provider)
         # The budget gate, before any provider call: what is still to embed for the version must fit. Jobs
         # a killed run created but never recorded count as still to embed here (a slight overestimate).
-        budget = settings.budget()
+        budget = settings.budget(*self.budget_defaults)
         estimate = estimate_jobs(plan.due, self.seconds, route)
         over_budget = budget_problem(estimate, budget, model.key, provider.provider_name)
         recovered: list[Submission] = []

@@ -8,7 +8,6 @@ launch), the invocations asset (the budget gate, before any provider call) and b
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -20,12 +19,11 @@ from pydantic import Field
 from assets_defs.marengo.submission_plan import SubmissionPlan, plan_submissions
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.providers.marengo_models import MarengoModel
+from resources.providers.marengo_resource import BUDGET_MEDIA_SECONDS_ENV, BUDGET_USD_ENV
 from resources.providers.model_routes import ModelRoute
 from resources.storage.lake import Lake
 from resources.tables.embedding_table import EmbeddingTable
 
-BUDGET_USD_ENV = "MEDIAEMBED_BUDGET_USD"
-BUDGET_MEDIA_SECONDS_ENV = "MEDIAEMBED_BUDGET_MEDIA_SECONDS"
 # The prefix the invocation sensor reads as "waits for a person" (pipelines/sensors.py).
 OVER_BUDGET = "stopped: over budget"
 DONE_STATUSES = ("completed", "no_content")
@@ -55,7 +53,8 @@ class SubmissionSettings(dg.Config):
         ge=0,
         description=(
             "Refuse to submit when the estimated cost of what is still to embed for this version exceeds "
-            f"this many US dollars. Unset: the {BUDGET_USD_ENV} environment variable, else no limit."
+            "this many US dollars. Unset: the marengo resource's budget_usd (bound from "
+            f"{BUDGET_USD_ENV}), else no limit."
         ),
     )
     budget_media_seconds: float | None = Field(
@@ -63,15 +62,17 @@ class SubmissionSettings(dg.Config):
         ge=0,
         description=(
             "Refuse to submit when the media-seconds still to embed for this version exceed this. "
-            f"Unset: the {BUDGET_MEDIA_SECONDS_ENV} environment variable, else no limit."
+            "Unset: the marengo resource's budget_media_seconds (bound from "
+            f"{BUDGET_MEDIA_SECONDS_ENV}), else no limit."
         ),
     )
 
     def options(self) -> EmbeddingOptions:
         return EmbeddingOptions(self.segmentation, self.min_segment_sec, self.fixed_segment_sec)
 
-    def budget(self, environ: Mapping[str, str] | None = None) -> Budget:
-        return resolve_budget(self.budget_usd, self.budget_media_seconds, environ)
+    def budget(self, default_usd: str | None = None, default_media_seconds: str | None = None) -> Budget:
+        """This run's budget: the run config's limits, else the defaults (the marengo resource's)."""
+        return resolve_budget(self.budget_usd, self.budget_media_seconds, default_usd, default_media_seconds)
 
 
 # --- the estimate ------------------------------------------------------------------------------------------
@@ -161,8 +162,9 @@ class Budget:
         return ", ".join(parts) or "none set"
 
 
-def _env_amount(environ: Mapping[str, str], name: str, example: str) -> float | None:
-    text = environ.get(name, "").strip()
+def parse_amount(text: str | None, name: str, example: str) -> float | None:
+    """A limit from the setting `name`'s text; unset or empty: none. A bad one is one line naming it."""
+    text = (text or "").strip()
     if not text:
         return None
     try:
@@ -175,12 +177,16 @@ def _env_amount(environ: Mapping[str, str], name: str, example: str) -> float | 
 
 
 def resolve_budget(
-    usd: float | None, media_seconds: float | None, environ: Mapping[str, str] | None = None
+    usd: float | None,
+    media_seconds: float | None,
+    default_usd: str | None = None,
+    default_media_seconds: str | None = None,
 ) -> Budget:
-    """The run config's budget where set, else the environment's; each limit says where it came from."""
-    env = os.environ if environ is None else environ
-    env_usd = _env_amount(env, BUDGET_USD_ENV, "25")
-    env_seconds = _env_amount(env, BUDGET_MEDIA_SECONDS_ENV, "36000")
+    """The run config's budget where set, else the defaults: the texts of MEDIAEMBED_BUDGET_USD and
+    MEDIAEMBED_BUDGET_MEDIA_SECONDS, as the marengo resource binds them. Each limit says where it came
+    from."""
+    env_usd = parse_amount(default_usd, BUDGET_USD_ENV, "25")
+    env_seconds = parse_amount(default_media_seconds, BUDGET_MEDIA_SECONDS_ENV, "36000")
     return Budget(
         usd=usd if usd is not None else env_usd,
         media_seconds=media_seconds if media_seconds is not None else env_seconds,

@@ -31,7 +31,7 @@ from assets_defs.migration.estimates import (
 )
 from resources.providers.marengo_models import MARENGO_MODELS, MarengoModel, marengo_model
 from resources.providers.marengo_resource import MarengoProviders
-from resources.providers.model_routes import ModelRoute, describe_cost, route
+from resources.providers.model_routes import ModelRoute, describe_cost
 from resources.storage.lake import Lake
 from resources.tables.submission_ledger import SubmissionLedger
 
@@ -189,9 +189,9 @@ def migration_plan(
         plans[model.key],
         seconds,
         model,
-        route(provider.provider_name, model.key),
+        provider.route(model),
         provider.max_in_flight(model),
-        config.budget(),
+        config.budget(marengo.budget_usd, marengo.budget_media_seconds),
         config.job_overhead_sec,
         config.sec_per_media_sec,
     )

@@ -37,7 +37,9 @@ class DescriptionConfig(dg.Config):
         "Pegasus, L-CABD464E, is per account and region).",
     )
     prompts_file: str | None = Field(
-        default=None, description="JSON/YAML prompts file (else MEDIAEMBED_PEGASUS_PROMPTS, else defaults)."
+        default=None,
+        description="JSON/YAML prompts file (else the pegasus resource's prompts_file, bound from "
+        "MEDIAEMBED_PEGASUS_PROMPTS; else the defaults).",
     )
     commit_every: int = Field(
         default=24,
@@ -88,7 +90,7 @@ def pegasus_descriptions(
     reason and no call; a failed call is recorded as failed and tried again next run.
     """
     try:
-        prompts = load_prompts(config.prompts_file)
+        prompts = load_prompts(config.prompts_file or pegasus.prompts_file)
         transport = pegasus.chosen_transport()
     except ValueError as problem:  # a settings mistake: one line, no traceback
         raise dg.Failure(description=str(problem), allow_retries=False) from None
@@ -152,12 +154,12 @@ def materialize_result(report: DescriptionReport) -> dg.MaterializeResult:
     kinds={"deltalake"},
 )
 def pegasus_chapters(
-    context: dg.AssetExecutionContext, config: DescriptionConfig, lake: Lake
+    context: dg.AssetExecutionContext, config: DescriptionConfig, pegasus: BedrockPegasus, lake: Lake
 ) -> dg.MaterializeResult:
     """The chapters of every video, one row each with start and end seconds, in the Delta table
     tables/pegasus_chapters: exploded from the ok answers of the chapters prompts (kind `chapters`)."""
     try:
-        prompts = load_prompts(config.prompts_file)
+        prompts = load_prompts(config.prompts_file or pegasus.prompts_file)  # which prompts are chapters
     except ValueError as problem:
         raise dg.Failure(description=str(problem), allow_retries=False) from None
     chapter_prompts = {p.prompt_id for p in prompts if p.kind == "chapters"}

@@ -9,7 +9,6 @@ where everyone sees it; the checks list it in their metadata.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,12 +82,12 @@ class VersionCheckSettings(dg.ConfigurableResource):
     exclude: str | None = Field(
         default=None,
         description="Comma-separated media URIs the coverage check does not count (failed or corrupt objects "
-        f"a person decided to leave out). Unset: the {EXCLUDE_ENV} environment variable.",
+        f"a person decided to leave out). Bound from {EXCLUDE_ENV} where it is set; unset or empty: none.",
     )
     probe_set: str | None = Field(
         default=None,
         description="Path of the side-by-side probe set (.json or .yaml: a list of {query, media_uri?}). "
-        f"Unset: the {PROBE_SET_ENV} environment variable, else the one shipped for the sample media.",
+        f"Bound from {PROBE_SET_ENV} where it is set; unset or empty: the one shipped for the sample media.",
     )
     probe_k: int = Field(default=10, ge=1, description="Objects compared per query (overlap@k).")
     min_overlap: float = Field(
@@ -105,12 +104,11 @@ class VersionCheckSettings(dg.ConfigurableResource):
     )
 
     def excluded(self) -> tuple[str, ...]:
-        return parse_exclusions(self.exclude if self.exclude is not None else os.environ.get(EXCLUDE_ENV))
+        return parse_exclusions(self.exclude)
 
     def exclusion_source(self) -> str:
-        return "resource config `exclude`" if self.exclude is not None else f"env {EXCLUDE_ENV}"
+        return f"resource config `exclude` ({EXCLUDE_ENV})"
 
     def probe_set_path(self, default: Path) -> Path:
         """The configured probe set, else `default` (the one shipped for the sample media)."""
-        chosen = self.probe_set if self.probe_set is not None else os.environ.get(PROBE_SET_ENV)
-        return Path(chosen).expanduser() if chosen else default
+        return Path(self.probe_set).expanduser() if self.probe_set else default

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -136,13 +135,11 @@ def merge_prompts(entries: list[Any], source: str) -> tuple[PegasusPrompt, ...]:
     return tuple(chosen.values())
 
 
-def load_prompts(path: str | None = None, environ: dict[str, str] | None = None) -> tuple[PegasusPrompt, ...]:
-    """The configured prompts: `path`, else the file MEDIAEMBED_PEGASUS_PROMPTS names, else the defaults."""
-    env = os.environ if environ is None else environ
-    chosen = path or env.get(PROMPTS_ENV) or None
-    if chosen is None:
+def load_prompts(path: str | None = None) -> tuple[PegasusPrompt, ...]:
+    """The prompts of the file `path` (JSON or YAML) over the defaults; unset or empty: the defaults."""
+    if not path:
         return DEFAULT_PROMPTS
-    file = Path(chosen).expanduser()
+    file = Path(path).expanduser()
     try:
         text = file.read_text()
     except OSError as error:

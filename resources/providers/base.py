@@ -6,7 +6,6 @@ reach callers as the neutral family in `resources/providers/errors.py`.
 
 from __future__ import annotations
 
-import os
 from abc import abstractmethod
 from collections.abc import Collection, Mapping
 from datetime import datetime
@@ -16,9 +15,9 @@ from pydantic import Field
 
 from resources.providers.embedding_jobs import EmbeddingJob, InvocationStatus, SegmentEmbedding, Submission
 from resources.providers.marengo_models import MARENGO_MODELS, MarengoModel
-from resources.providers.model_routes import ModelRoute, ProviderName, route
+from resources.providers.model_routes import PRICES_ENV, ModelRoute, ProviderName, route
 
-# Concurrent async jobs per model, "marengo-3.0=30,marengo-2.7=30", when the resource does not set them.
+# Concurrent async jobs per model, "marengo-3.0=30,marengo-2.7=30": bound to `async_quotas` where set.
 QUOTAS_ENV = "MEDIAEMBED_QUOTAS"
 
 
@@ -43,8 +42,17 @@ class MarengoProvider(dg.ConfigurableResource):
         default=None,
         description=(
             "How many async jobs the provider runs at once per model, e.g. 'marengo-3.0=30,marengo-2.7=30' "
-            f"(your account's quota). Unset: the {QUOTAS_ENV} environment variable, else the provider's "
-            "documented default."
+            f"(your account's quota); bound from {QUOTAS_ENV} where it is set. A model it does not name, "
+            "or unset or empty: the provider's documented default."
+        ),
+    )
+    prices: str | None = Field(
+        default=None,
+        description=(
+            "USD per media second or per image of this provider's routes over the published prices, e.g. "
+            "'bedrock/marengo-3.0:video=0.0007,audio=0.00014,image=0.0001;"
+            "twelvelabs/marengo-3.5:video=0.0005' (the cost estimates and the budget); bound from "
+            f"{PRICES_ENV} where it is set. Unset or empty: the published prices."
         ),
     )
 
@@ -54,7 +62,7 @@ class MarengoProvider(dg.ConfigurableResource):
 
     def route(self, model: MarengoModel) -> ModelRoute:
         """How this provider reaches `model` (its id, request style, prices)."""
-        return route(self.provider_name, model.key)
+        return route(self.provider_name, model.key, self.prices or "")
 
     def default_quota(self, model: MarengoModel) -> int:
         """Concurrent async jobs the provider accepts for `model` unless the account has asked for more."""
@@ -62,10 +70,7 @@ class MarengoProvider(dg.ConfigurableResource):
 
     def max_in_flight(self, model: MarengoModel) -> int:
         """The quota of concurrent async jobs for `model`: what submission keeps full, and never exceeds."""
-        if self.async_quotas is not None:
-            quotas = parse_quotas(self.async_quotas, "async_quotas")
-        else:
-            quotas = parse_quotas(os.environ.get(QUOTAS_ENV, ""))
+        quotas = parse_quotas(self.async_quotas or "", f"async_quotas ({QUOTAS_ENV})")
         return quotas.get(model.key, self.default_quota(model))
 
     @property

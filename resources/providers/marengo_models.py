@@ -9,7 +9,6 @@ partitions.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -88,36 +87,51 @@ MARENGO_3_0 = MarengoModel(
     truncates_long_text=False,
 )
 
-# Matryoshka vectors: a shorter one is the start of the full 512-d one. The length is configuration, read
-# once (a process serves one length); it is part of the job identity, since vectors of two lengths cannot
-# share a table or an index.
+# Matryoshka vectors: a shorter one is the start of the full 512-d one. The length is configuration, chosen
+# once per process before any run (a process serves one length): pipelines/settings.py reads it and the
+# binding places (the code location, the `mediaembed` command) hand it to `use_marengo_3_5_dimension`. It
+# is part of the job identity, since vectors of two lengths cannot share a table or an index.
 MARENGO_3_5_DIMENSION_ENV = "MEDIAEMBED_MARENGO_3_5_DIMENSION"
+DEFAULT_MARENGO_3_5_DIMENSION = 512
 
 
-def _matryoshka_dimension(text: str) -> int:
+def parse_matryoshka_dimension(text: str | None) -> int:
+    """Marengo 3.5's vector length from the setting's text; unset or empty: 512."""
+    text = (text or "").strip() or str(DEFAULT_MARENGO_3_5_DIMENSION)
     if not text.isdigit() or not 1 <= int(text) <= 512:
         raise ValueError(f"{MARENGO_3_5_DIMENSION_ENV}={text!r}: give a whole number from 1 to 512, as 256")
     return int(text)
 
 
-_DIMENSION_3_5 = _matryoshka_dimension(os.environ.get(MARENGO_3_5_DIMENSION_ENV, "512").strip())
-MARENGO_3_5 = MarengoModel(
-    key="marengo-3.5",
-    version="3.5",
-    job_identity=f"marengo3.5@{_DIMENSION_3_5}",
-    dimension=_DIMENSION_3_5,
-    # "transcription ... Requires Marengo 3.0" (SDK 1.3.6): 3.5's audio embedding includes speech.
-    video_embedding_options=("visual", "audio"),
-    audio_embedding_options=("audio",),
-    # The SDK defers 3.5's limits to its model page, which the reference does not capture: 3.0's apply.
-    max_media_bytes=6 * GB,
-    max_media_seconds=4 * 3600,
-    max_image_bytes=5 * MB,
-    max_text_tokens=2000,
-    truncates_long_text=False,
-)
+def marengo_3_5(dimension: int) -> MarengoModel:
+    """Marengo 3.5 with vectors of `dimension` (1-512)."""
+    return MarengoModel(
+        key="marengo-3.5",
+        version="3.5",
+        job_identity=f"marengo3.5@{dimension}",
+        dimension=dimension,
+        # "transcription ... Requires Marengo 3.0" (SDK 1.3.6): 3.5's audio embedding includes speech.
+        video_embedding_options=("visual", "audio"),
+        audio_embedding_options=("audio",),
+        # The SDK defers 3.5's limits to its model page, which the reference does not capture: 3.0's apply.
+        max_media_bytes=6 * GB,
+        max_media_seconds=4 * 3600,
+        max_image_bytes=5 * MB,
+        max_text_tokens=2000,
+        truncates_long_text=False,
+    )
 
+
+# At its default length; `marengo_model(MARENGO_3_5.key)` is the one the process is configured with.
+MARENGO_3_5 = marengo_3_5(DEFAULT_MARENGO_3_5_DIMENSION)
 MARENGO_MODELS: dict[str, MarengoModel] = {m.key: m for m in (MARENGO_2_7, MARENGO_3_0, MARENGO_3_5)}
+
+
+def use_marengo_3_5_dimension(dimension: int) -> None:
+    """Serve Marengo 3.5 with vectors of `dimension` in this process: what `marengo_model` and
+    `MARENGO_MODELS` give from now on. Called by the binding places once, before anything runs."""
+    if MARENGO_MODELS[MARENGO_3_5.key].dimension != parse_matryoshka_dimension(str(dimension)):
+        MARENGO_MODELS[MARENGO_3_5.key] = marengo_3_5(dimension)
 
 
 def marengo_model(key: str) -> MarengoModel:

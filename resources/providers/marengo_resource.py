@@ -16,9 +16,12 @@ from resources.providers.marengo_models import MarengoModel
 from resources.providers.model_routes import (
     PROVIDERS_ENV,
     ProviderName,
-    configured_providers,
     parse_providers,
 )
+
+# The spending limits a submission run checks (assets_defs/migration/estimates.py parses them).
+BUDGET_USD_ENV = "MEDIAEMBED_BUDGET_USD"
+BUDGET_MEDIA_SECONDS_ENV = "MEDIAEMBED_BUDGET_MEDIA_SECONDS"
 
 
 class MarengoProviders(dg.ConfigurableResource):
@@ -27,17 +30,32 @@ class MarengoProviders(dg.ConfigurableResource):
     providers: str | None = Field(
         default=None,
         description=(
-            "Which provider serves which version, e.g. 'marengo-3.0=bedrock,marengo-3.5=twelvelabs'. "
-            f"Unset: the {PROVIDERS_ENV} environment variable over the defaults (Bedrock for 2.7 and "
-            "3.0, the TwelveLabs API for 3.5, which only it offers)."
+            "Which provider serves which version, e.g. 'marengo-3.0=bedrock,marengo-3.5=twelvelabs', over "
+            "the defaults (Bedrock for 2.7 and 3.0, the TwelveLabs API for 3.5, which only it offers); "
+            f"bound from {PROVIDERS_ENV} where it is set. Unset or empty: the defaults."
+        ),
+    )
+
+    # Texts, as the environment gives them (an EnvVar binds only a string); parsed where a run uses them.
+    budget_usd: str | None = Field(
+        default=None,
+        description=(
+            "A submission run sends nothing when what is left to embed for a version is estimated over "
+            f"this many US dollars; bound from {BUDGET_USD_ENV} where it is set, and a run's `budget_usd` "
+            "config overrides it. Unset or empty: no limit."
+        ),
+    )
+    budget_media_seconds: str | None = Field(
+        default=None,
+        description=(
+            f"The same limit in media seconds; bound from {BUDGET_MEDIA_SECONDS_ENV} where it is set, and "
+            "a run's `budget_media_seconds` config overrides it. Unset or empty: no limit."
         ),
     )
 
     def routing(self) -> dict[str, ProviderName]:
         """Model key -> the provider that embeds new media with it."""
-        if self.providers is not None:
-            return parse_providers(self.providers, "providers")
-        return configured_providers()
+        return parse_providers(self.providers or "", f"providers ({PROVIDERS_ENV})")
 
     def named(self, name: str) -> MarengoProvider:
         """The provider called `name`; a SetupError says how to configure it when it is not."""

@@ -7,7 +7,7 @@ provider per version; versions it does not name keep their default (Bedrock wher
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
@@ -156,10 +156,9 @@ def parse_providers(text: str, source: str = PROVIDERS_ENV) -> dict[str, Provide
     return chosen
 
 
-def configured_providers(environ: dict[str, str] | None = None) -> dict[str, ProviderName]:
-    """The provider of every model version, from MEDIAEMBED_PROVIDERS over the defaults."""
-    env = os.environ if environ is None else environ
-    return parse_providers(env.get(PROVIDERS_ENV, ""))
+def configured_providers(environ: Mapping[str, str]) -> dict[str, ProviderName]:
+    """The provider of every model version, from MEDIAEMBED_PROVIDERS in `environ` over the defaults."""
+    return parse_providers(environ.get(PROVIDERS_ENV, ""))
 
 
 @lru_cache(maxsize=8)
@@ -194,12 +193,15 @@ def parse_prices(text: str) -> dict[tuple[str, str], dict[str, float]]:
     return prices
 
 
-def route(provider: ProviderName | str, model_key: str) -> ModelRoute:
-    """The route of a model at a provider, with the prices of MEDIAEMBED_PRICES over the published ones."""
+def route(provider: ProviderName | str, model_key: str, prices: str = "") -> ModelRoute:
+    """The route of a model at a provider, with `prices` (MEDIAEMBED_PRICES's form) over the published
+    ones; no prices: the published ones."""
     found = ROUTES.get((provider, model_key))
     if found is None:
         raise ValueError(f"{provider} does not offer {model_key}")
-    override = parse_prices(os.environ.get(PRICES_ENV, "").strip()).get((provider, model_key))
+    if found.model is not MARENGO_MODELS[model_key]:  # Marengo 3.5 at its configured length
+        found = replace(found, model=MARENGO_MODELS[model_key])
+    override = parse_prices(prices.strip()).get((provider, model_key))
     if not override:
         return found
     return replace(

@@ -14,7 +14,13 @@ from pydantic import Field, PrivateAttr
 from resources.storage.location import Location, location
 from resources.storage.retry import race_retries
 from resources.storage.s3_storage import S3Storage
-from resources.tables.serving_versions import FAMILY, ServingVersions, record_folder
+from resources.tables.serving_versions import (
+    DEFAULT_INITIAL_SERVING,
+    FAMILY,
+    INITIAL_SERVING_ENV,
+    ServingVersions,
+    record_folder,
+)
 
 # `<name>.parquet.<uuid4 hex>.tmp`: what write_table writes locally before its atomic rename, and what a
 # killed write leaves behind.
@@ -33,6 +39,12 @@ class Lake(dg.ConfigurableResource):
         default=3600.0,
         description="A local temporary file older than this is litter from a killed write and is deleted "
         "by the next write to its folder (a live write renames its own within seconds).",
+    )
+    serving_version: str | None = Field(
+        default=None,
+        description="The version that serves search before the first cut-over (docs/migration.md); bound "
+        f"from {INITIAL_SERVING_ENV} where it is set. Unset or empty: {DEFAULT_INITIAL_SERVING}. "
+        "The serving record in the lake decides from the first cut-over on.",
     )
     _swept: set[str] = PrivateAttr(default_factory=set)
     _location: Location | None = PrivateAttr(default=None)
@@ -56,7 +68,7 @@ class Lake(dg.ConfigurableResource):
 
     def serving_versions(self, family: str = FAMILY) -> ServingVersions:
         """The serving pointer of a model family, kept in this lake."""
-        return ServingVersions(record_folder(self.location, family), family)
+        return ServingVersions(record_folder(self.location, family), family, self.serving_version)
 
     def delta_storage_options(self) -> dict[str, str] | None:
         """delta-rs settings for an s3:// lake: the same object_store keys LanceDB takes."""

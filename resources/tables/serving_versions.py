@@ -12,9 +12,8 @@ Reading needs no Dagster: search reads the same record with a plain boto3 client
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -113,10 +112,10 @@ class ServingState:
         return f"{self.family}: {self.serving} serves search, {how}{back}{retired}"
 
 
-def initial_serving(env: Mapping[str, str] | None = None) -> str:
-    """The version a lake with no recorded change serves: configuration, read until the first cut-over."""
-    env = os.environ if env is None else env
-    key = env.get(INITIAL_SERVING_ENV, "").strip() or DEFAULT_INITIAL_SERVING
+def initial_serving(setting: str | None = None) -> str:
+    """The version a lake with no recorded change serves: the text of MEDIAEMBED_SERVING_VERSION
+    (configuration, read until the first cut-over); unset or empty: the default."""
+    key = (setting or "").strip() or DEFAULT_INITIAL_SERVING
     if key not in MARENGO_MODELS:
         raise ServingChangeRefused(
             f"{INITIAL_SERVING_ENV}={key!r} is not a Marengo version: "
@@ -155,7 +154,8 @@ class ServingVersions:
 
     folder: RecordFolder
     family: str = FAMILY
-    env: Mapping[str, str] | None = field(default=None, repr=False)
+    # MEDIAEMBED_SERVING_VERSION's text: what serves before the first recorded change.
+    initial: str | None = None
 
     def history(self) -> list[ServingState]:
         return [ServingState.from_record(json.loads(self.folder.read(n))) for n in self.folder.names()]
@@ -163,7 +163,7 @@ class ServingVersions:
     def current(self) -> ServingState:
         names = self.folder.names()
         if not names:
-            return ServingState(family=self.family, serving=initial_serving(self.env))
+            return ServingState(family=self.family, serving=initial_serving(self.initial))
         return ServingState.from_record(json.loads(self.folder.read(names[-1])))
 
     def cut_over(self, to: str, by: str, run_id: str = "") -> ServingState:

@@ -40,8 +40,9 @@ def in_serving_step(world: FaultWorld) -> bool:
 def test_the_loser_of_two_racing_cut_overs_is_told_who_won_and_that_its_checks_passed(
     make_world: MakeWorld, monkeypatch: pytest.MonkeyPatch, moment: str
 ) -> None:
+    # 3.0, embedded here, is the candidate. Set before the world builds its lake, which reads it then.
+    monkeypatch.setenv("MEDIAEMBED_SERVING_VERSION", MARENGO_2_7.key)
     world = make_world(lake_on_s3=True)
-    monkeypatch.setenv("MEDIAEMBED_SERVING_VERSION", MARENGO_2_7.key)  # 3.0, embedded here, is the candidate
     world.put(extra_images(3))
     world.converge()
     armed = [True]  # the gate holds one request of the loser; the winner's write passes

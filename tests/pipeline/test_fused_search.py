@@ -167,7 +167,7 @@ def test_text_mode_without_a_description_index_says_to_run_the_describe_job(
 
 
 def test_hybrid_fuses_chapters_with_segments_and_text_mode_ranks_text_alone(env: dict[str, str]) -> None:
-    searcher = Searcher(SearchSettings.from_env(), text_source=CHAPTERS)
+    searcher = Searcher(SearchSettings.from_env(os.environ), text_source=CHAPTERS)
     out = io.StringIO()
     assert run_search("red circle", 3, None, as_json=True, mode="hybrid", out=out, searcher=searcher) == 0
     records = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -192,7 +192,7 @@ def get(url: str) -> str:
 
 
 def test_the_search_page_finds_the_object_and_links_its_second(env: dict[str, str]) -> None:
-    server = make_search_server(Searcher.from_env(), "127.0.0.1", 0)
+    server = make_search_server(Searcher.from_env(os.environ), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def test_bad_media_in_a_query_is_one_line_naming_it(embedded_world: EmbeddedWorl
 def test_the_legacy_2_7_text_call_lands_in_bedrock_2_7s_space(embedded_world: EmbeddedWorld) -> None:
     """The TwelveLabs API's Marengo-retrieval-2.7 (multipart, text_truncate) and Bedrock's 2.7 InvokeModel
     embed a text into the same 1024-d space."""
-    settings = Searcher.from_env().settings
+    settings = Searcher.from_env(os.environ).settings
     stack = embedded_world.stack
     query = MarengoQuery("a red circle", text_truncate="none")
     legacy = twelvelabs_embed_query(

@@ -187,7 +187,10 @@ class ClosedPipe(io.StringIO):
 
 def test_a_reader_that_stops_early_is_not_an_error(env: dict[str, str]) -> None:
     err = io.StringIO()
-    assert run_search("red circle", 3, "marengo-3.0", as_json=False, out=ClosedPipe(), err=err) == 0
+    assert (
+        run_search("red circle", 3, "marengo-3.0", as_json=False, out=ClosedPipe(), err=err, env=os.environ)
+        == 0
+    )
     assert err.getvalue() == ""
 
 

@@ -14,7 +14,6 @@ from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHE
 from assets_defs.marengo.invocations import InvocationConfig, marengo_invocations
 from assets_defs.migration.estimates import (
     BUDGET_MEDIA_SECONDS_ENV,
-    BUDGET_USD_ENV,
     Budget,
     VersionProgress,
     budget_problem,
@@ -86,23 +85,22 @@ def test_the_expected_duration_spreads_the_work_over_the_quota_but_never_beats_t
 
 
 def test_the_run_configs_budget_wins_over_the_environment_and_says_where_it_came_from() -> None:
-    env = {BUDGET_USD_ENV: "5", BUDGET_MEDIA_SECONDS_ENV: "3600"}
-    budget = resolve_budget(1.0, None, env)
+    budget = resolve_budget(1.0, None, "5", "3600")  # the defaults: MEDIAEMBED_BUDGET_*'s texts
     assert (budget.usd, budget.usd_source) == (1.0, "run config budget_usd")
     assert (budget.media_seconds, budget.media_seconds_source) == (3600.0, BUDGET_MEDIA_SECONDS_ENV)
-    assert resolve_budget(None, None, {}).describe() == "none set"
+    assert (
+        resolve_budget(None, None).describe() == resolve_budget(None, None, "", " ").describe() == "none set"
+    )
 
 
 def test_a_budget_that_is_not_a_number_is_one_line_saying_what_to_write() -> None:
     with pytest.raises(ValueError, match=r"MEDIAEMBED_BUDGET_USD='ten': give a number of at least 0, as"):
-        resolve_budget(None, None, {BUDGET_USD_ENV: "ten"})
+        resolve_budget(None, None, "ten")
 
 
 def test_over_a_usd_budget_the_message_names_the_budget_the_estimate_and_how_to_raise_it() -> None:
     estimate = estimate_jobs(all_jobs(), seconds(), BEDROCK_3_0)
-    problem = budget_problem(
-        estimate, resolve_budget(None, None, {BUDGET_USD_ENV: "0.10"}), "marengo-3.0", "x"
-    )
+    problem = budget_problem(estimate, resolve_budget(None, None, "0.10"), "marengo-3.0", "x")
     assert problem is not None and "\n" not in problem
     assert problem.startswith("stopped: over budget: 6 objects of marengo-3.0 still to embed")
     assert "estimated at $0.2172, over the budget of $0.10 (MEDIAEMBED_BUDGET_USD)" in problem
@@ -112,7 +110,7 @@ def test_over_a_usd_budget_the_message_names_the_budget_the_estimate_and_how_to_
 
 def test_a_media_seconds_budget_stops_too_and_points_at_its_own_setting() -> None:
     estimate = estimate_jobs(all_jobs(), seconds(), BEDROCK_3_0)
-    budget = resolve_budget(None, 300, {})
+    budget = resolve_budget(None, 300)
     problem = budget_problem(estimate, budget, "marengo-3.0", "bedrock")
     assert problem is not None and "350.0 media s, over the budget of 300 media s" in problem
     assert "raise the run config's budget_media_seconds to at least 350" in problem
@@ -252,22 +250,24 @@ CALLS: list[str] = []  # resources are copied when bound: the calls land here
 
 
 @pytest.fixture(autouse=True)
-def no_budget_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_calls_yet() -> None:
     CALLS.clear()
-    monkeypatch.delenv(BUDGET_USD_ENV, raising=False)
-    monkeypatch.delenv(BUDGET_MEDIA_SECONDS_ENV, raising=False)
 
 
-def resources(lake: Lake) -> dict[str, object]:
-    return {"marengo": MarengoProviders(bedrock=CountingProvider(async_quotas="marengo-3.0=2")), "lake": lake}
+def resources(lake: Lake, **marengo: str) -> dict[str, object]:
+    """`marengo`: the resource's fields, as the definitions bind them (budget_usd: MEDIAEMBED_BUDGET_USD)."""
+    providers = MarengoProviders(bedrock=CountingProvider(async_quotas="marengo-3.0=2"), **marengo)  # type: ignore[arg-type]
+    return {"marengo": providers, "lake": lake}
 
 
 def plain(metadata: Mapping[str, object]) -> dict[str, object]:
     return {k: getattr(v, "value", v) for k, v in metadata.items()}
 
 
-def plan(lake: Lake, config: PlanConfig) -> tuple[dict[str, object], dg.AssetCheckResult]:
-    with dg.build_asset_context(partition_key=MARENGO_3_0.key, resources=resources(lake)) as context:
+def plan(lake: Lake, config: PlanConfig, **marengo: str) -> tuple[dict[str, object], dg.AssetCheckResult]:
+    with dg.build_asset_context(
+        partition_key=MARENGO_3_0.key, resources=resources(lake, **marengo)
+    ) as context:
         result = migration_plan(context, config)
     assert isinstance(result, dg.MaterializeResult) and result.metadata and result.check_results
     [check] = result.check_results
@@ -292,11 +292,8 @@ def test_the_plan_lists_what_a_launch_would_embed_cost_and_take_without_calling_
     assert CALLS == []
 
 
-def test_the_plan_shows_an_estimate_over_the_budget_as_a_failed_check(
-    lake: Lake, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(BUDGET_USD_ENV, "0.01")
-    meta, check = plan(lake, PlanConfig())
+def test_the_plan_shows_an_estimate_over_the_budget_as_a_failed_check(lake: Lake) -> None:
+    meta, check = plan(lake, PlanConfig(), budget_usd="0.01")  # as bound from MEDIAEMBED_BUDGET_USD
     assert meta["objects_to_embed"] == 6 and not meta["within_budget"] and not check.passed
     assert "over the budget of $0.01 (MEDIAEMBED_BUDGET_USD)" in str(check.description)
 

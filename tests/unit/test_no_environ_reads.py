@@ -2,9 +2,8 @@
 
 `pipelines/settings.py` (the one settings module), `pipelines/definitions.py` (where resources are bound)
 and `mediaembed/cli.py` (main passes the mapping down) may; `mediaembed/ingest.py`, `run_slots.py` and
-`runner.py` are being moved by another change. PENDING lists the modules that still read it until their
-setting becomes a resource field; it may only shrink: a module that no longer reads the environment fails
-here until it is taken off the list.
+`runner.py` are being moved by another change. Every other setting is a resource field, or a mapping or
+flag the command passes down.
 """
 
 import re
@@ -19,19 +18,6 @@ ALLOWED = {
     "mediaembed/ingest.py",
     "mediaembed/run_slots.py",
     "mediaembed/runner.py",
-}
-PENDING = {
-    "assets_defs/migration/estimates.py",
-    "resources/tables/serving_versions.py",
-    "resources/providers/marengo_models.py",
-    "resources/providers/base.py",
-    "resources/providers/bedrock/pegasus.py",
-    "resources/providers/model_routes.py",
-    "resources/pegasus/prompts.py",
-    "resources/migration/check_settings.py",
-    "mediaembed/web.py",
-    "mediaembed/search.py",
-    "mediaembed/serving.py",
 }
 READS = re.compile(r"os\.environ|getenv")
 
@@ -49,10 +35,5 @@ def _reads() -> dict[str, list[str]]:
 
 def test_no_module_outside_the_binding_place_reads_the_environment() -> None:
     reads = _reads()
-    new = [line for name, lines in reads.items() if name not in ALLOWED | PENDING for line in lines]
+    new = [line for name, lines in reads.items() if name not in ALLOWED for line in lines]
     assert not new, "read the setting through pipelines/settings.py or a resource field:\n" + "\n".join(new)
-
-
-def test_the_pending_list_only_shrinks() -> None:
-    done = sorted(PENDING - set(_reads()))
-    assert not done, f"these no longer read the environment: take them off PENDING: {', '.join(done)}"

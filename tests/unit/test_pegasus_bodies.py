@@ -144,7 +144,7 @@ def test_the_defaults_and_a_prompts_file_merge_by_id(tmp_path: Path) -> None:
         "  - id: people\n    prompt: Who appears?\n    kind: json\n"
         "    json_schema: {type: array, items: {type: string}}\n"
     )
-    prompts = {p.prompt_id: p for p in load_prompts(environ={"MEDIAEMBED_PEGASUS_PROMPTS": str(file)})}
+    prompts = {p.prompt_id: p for p in load_prompts(str(file))}
     assert sorted(prompts) == ["chapters", "people", "summary"]
     assert (
         prompts["summary"].prompt == "One sentence, please." and prompts["summary"].max_output_tokens == 200

@@ -102,18 +102,6 @@ def inventory_row(uri: str, duration: float, size: int, modality: str = "video")
     }
 
 
-@pytest.fixture(autouse=True)
-def _no_pegasus_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fakes' own settings decide, whatever the developer's shell sets."""
-    for name in (
-        "MEDIAEMBED_BUCKET_OWNER",
-        "MEDIAEMBED_PEGASUS_PROMPTS",
-        "MEDIAEMBED_PEGASUS_TRANSPORT",
-        "MEDIAEMBED_PEGASUS_PROFILE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def lake(tmp_path: Path) -> Lake:
     lake = Lake(root=str(tmp_path / "lake"), storage=S3Storage(region_name="us-east-1"))

@@ -237,21 +237,20 @@ def test_a_job_failed_at_bedrock_is_retried_at_twelvelabs_as_the_next_attempt(tm
     assert retry["client_token"] == f"me-{row['job_key']}-a2-twelvelabs"
 
 
-def test_prices_come_from_configuration_over_the_published_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prices_come_from_configuration_over_the_published_ones() -> None:
+    """The providers' `prices` field, which the definitions bind from MEDIAEMBED_PRICES."""
     from resources.providers.model_routes import route
 
+    prices = "twelvelabs/marengo-3.5:video=0.0005,audio=0.0001,image=0.0002; bedrock/marengo-3.0:video=0.001"
     assert route("twelvelabs", "marengo-3.5").priced is False  # no published price
-    monkeypatch.setenv(
-        "MEDIAEMBED_PRICES",
-        "twelvelabs/marengo-3.5:video=0.0005,audio=0.0001,image=0.0002; bedrock/marengo-3.0:video=0.001",
-    )
-    priced = route("twelvelabs", "marengo-3.5")
+    assert RecordingProvider(name="twelvelabs").route(MARENGO_3_5).priced is False
+    priced = RecordingProvider(name="twelvelabs", prices=prices).route(MARENGO_3_5)
+    assert priced == route("twelvelabs", "marengo-3.5", prices)
     assert priced.priced and priced.estimated_cost_usd("video", 10.0) == pytest.approx(0.005)
-    assert route("bedrock", "marengo-3.0").estimated_cost_usd("video", 10.0) == pytest.approx(0.01)
-    assert route("bedrock", "marengo-3.0").usd_per_image == 0.0001, "the rest stays as published"
-    monkeypatch.setenv("MEDIAEMBED_PRICES", "bedrock/marengo-9:video=1")
+    bedrock = RecordingProvider(name="bedrock", prices=prices).route(MARENGO_3_0)
+    assert bedrock.estimated_cost_usd("video", 10.0) == pytest.approx(0.01)
+    assert bedrock.usd_per_image == 0.0001, "the rest stays as published"
     with pytest.raises(ValueError, match="MEDIAEMBED_PRICES: 'bedrock/marengo-9' is not a route"):
-        route("bedrock", "marengo-3.0")
-    monkeypatch.setenv("MEDIAEMBED_PRICES", "bedrock/marengo-3.0:video=cheap")
+        RecordingProvider(name="bedrock", prices="bedrock/marengo-9:video=1").route(MARENGO_3_0)
     with pytest.raises(ValueError, match="write video=, audio="):
-        route("bedrock", "marengo-3.0")
+        route("bedrock", "marengo-3.0", "bedrock/marengo-3.0:video=cheap")

@@ -1,5 +1,7 @@
-"""The provider's quota per model: from the resource, else MEDIAEMBED_QUOTAS, else the provider's default."""
+"""The provider's quota per model: from the resource (which the code location binds from MEDIAEMBED_QUOTAS),
+else the provider's default."""
 
+import dagster as dg
 import pytest
 
 from resources.providers.base import QUOTAS_ENV, parse_quotas
@@ -13,16 +15,31 @@ def bedrock(**fields: object) -> BedrockMarengo:
     return BedrockMarengo(region_name="us-east-1", output_s3_uri="s3://out/x", storage=storage, **fields)  # type: ignore[arg-type]
 
 
-def test_quotas_come_from_the_resource_then_the_environment_then_the_default(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv(QUOTAS_ENV, raising=False)
+def test_quotas_come_from_the_resource_then_the_default() -> None:
     assert bedrock().max_in_flight(MARENGO_3_0) == DEFAULT_ASYNC_QUOTA
-    monkeypatch.setenv(QUOTAS_ENV, " marengo-3.0 = 120 ,")
-    assert bedrock().max_in_flight(MARENGO_3_0) == 120
-    assert bedrock().max_in_flight(MARENGO_2_7) == DEFAULT_ASYNC_QUOTA, "an unnamed model keeps the default"
+    assert bedrock(async_quotas="").max_in_flight(MARENGO_3_0) == DEFAULT_ASYNC_QUOTA, "empty reads as unset"
+    configured = bedrock(async_quotas=" marengo-3.0 = 120 ,")
+    assert configured.max_in_flight(MARENGO_3_0) == 120
+    assert configured.max_in_flight(MARENGO_2_7) == DEFAULT_ASYNC_QUOTA, "an unnamed model keeps the default"
     configured = bedrock(async_quotas="marengo-2.7=5,marengo-3.0=7")
     assert (configured.max_in_flight(MARENGO_2_7), configured.max_in_flight(MARENGO_3_0)) == (5, 7)
+
+
+def test_the_code_location_binds_the_quotas_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.definitions import pipeline_resources
+
+    for name, value in {"AWS_REGION": "us-east-1", "MEDIAEMBED_ASYNC_OUTPUT_URI": "s3://out/x"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(QUOTAS_ENV, " marengo-3.0 = 120 ,")
+    with dg.build_resources({"marengo": pipeline_resources["marengo"]}) as built:
+        assert [p.max_in_flight(MARENGO_3_0) for p in built.marengo.configured()] == [120, 120]
+        assert built.marengo.bedrock.max_in_flight(MARENGO_2_7) == DEFAULT_ASYNC_QUOTA
+    monkeypatch.setenv(QUOTAS_ENV, "marengo-3.0")
+    with (
+        dg.build_resources({"marengo": pipeline_resources["marengo"]}) as built,
+        pytest.raises(ValueError, match=r"^async_quotas \(MEDIAEMBED_QUOTAS\): 'marengo-3.0' needs a whole"),
+    ):
+        built.marengo.bedrock.max_in_flight(MARENGO_3_0)
 
 
 @pytest.mark.parametrize(

@@ -37,15 +37,15 @@ def folder(request: pytest.FixtureRequest, tmp_path: Path) -> RecordFolder:
 
 
 def test_a_new_lake_serves_the_configured_initial_version(folder: RecordFolder) -> None:
-    assert ServingVersions(folder, env={}).current().serving == "marengo-3.0"
-    state = ServingVersions(folder, env={"MEDIAEMBED_SERVING_VERSION": "marengo-2.7"}).current()
+    assert ServingVersions(folder).current().serving == "marengo-3.0"
+    state = ServingVersions(folder, initial="marengo-2.7").current()
     assert (state.serving, state.previous, state.since, state.sequence) == ("marengo-2.7", None, None, 0)
     with pytest.raises(ServingChangeRefused, match="MEDIAEMBED_SERVING_VERSION='marengo-9'"):
-        ServingVersions(folder, env={"MEDIAEMBED_SERVING_VERSION": "marengo-9"}).current()
+        ServingVersions(folder, initial="marengo-9").current()
 
 
 def test_cut_over_then_roll_back_is_one_step_each_and_keeps_history(folder: RecordFolder) -> None:
-    versions = ServingVersions(folder, env={"MEDIAEMBED_SERVING_VERSION": "marengo-2.7"})
+    versions = ServingVersions(folder, initial="marengo-2.7")
     cut = versions.cut_over("marengo-3.0", by="ana", run_id="r1")
     assert (cut.serving, cut.previous, cut.action, cut.by, cut.sequence) == (
         "marengo-3.0",
@@ -55,7 +55,7 @@ def test_cut_over_then_roll_back_is_one_step_each_and_keeps_history(folder: Reco
         1,
     )
     # Another reader (another process) sees the same record: it lives in the folder, not in this object.
-    assert ServingVersions(folder, env={}).current() == cut
+    assert ServingVersions(folder).current() == cut
     back = versions.roll_back(by="bo", run_id="r2")
     assert (back.serving, back.previous, back.action) == ("marengo-2.7", "marengo-3.0", "rollback")
     assert [h.action for h in versions.history()] == ["cut_over", "rollback"]
@@ -83,9 +83,9 @@ class FolderWithAnotherChange:
 
 
 def test_a_change_based_on_a_stale_read_loses_and_nothing_is_overwritten(folder: RecordFolder) -> None:
-    first = ServingVersions(folder, env={})
+    first = ServingVersions(folder)
     racing = FolderWithAnotherChange(folder, lambda: first.cut_over("marengo-2.7", by="a"))
-    second = ServingVersions(racing, env={})
+    second = ServingVersions(racing)
     # `second` read before `first` wrote: its write targets the same sequence and must lose, told who won.
     with pytest.raises(ServingConflict, match="changed while") as lost:
         second.cut_over("marengo-2.7", by="b")
@@ -97,7 +97,7 @@ def test_a_change_based_on_a_stale_read_loses_and_nothing_is_overwritten(folder:
 
 
 def test_refusals_name_the_reason(folder: RecordFolder) -> None:
-    versions = ServingVersions(folder, env={})
+    versions = ServingVersions(folder)
     with pytest.raises(ServingChangeRefused, match="nothing to roll back to"):
         versions.roll_back(by="a")
     with pytest.raises(AlreadyServing, match="already serves") as served:

@@ -1,12 +1,21 @@
-"""Every MEDIAEMBED_* setting is known in one place, and a misspelled one is named with a fix."""
+"""Every MEDIAEMBED_* setting is known in one place and bound in one place (pipelines/definitions.py, as a
+resource field), and a misspelled one is named with a fix."""
 
 import re
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from mediaembed.cli import main
-from pipelines.settings import KNOWN_SETTINGS, unknown_setting_warnings
+from pipelines.settings import KNOWN_SETTINGS, OPTIONAL_SETTINGS, unknown_setting_warnings, use_model_settings
+from resources.providers.marengo_models import (
+    MARENGO_3_5,
+    MARENGO_3_5_DIMENSION_ENV,
+    MARENGO_MODELS,
+    marengo_model,
+)
+from resources.providers.model_routes import route
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ("pipelines", "assets_defs", "resources", "mediaembed", "harness")
@@ -45,3 +54,92 @@ def test_the_command_warns_before_anything_else(
     first, *_ = capsys.readouterr().err.splitlines()
     assert first.startswith("mediaembed: warning: MEDIAEMBED_QUOTA is not a mediaembed setting")
     assert "did you mean MEDIAEMBED_QUOTAS" in first
+
+
+# Each optional setting, a value it accepts, and the resource fields the code location binds it to.
+BOUND: dict[str, tuple[str, tuple[str, ...]]] = {
+    "MEDIAEMBED_BUCKET_OWNER": ("111122223333", ("pegasus.bucket_owner",)),
+    "MEDIAEMBED_PROVIDERS": ("marengo-3.0=twelvelabs", ("marengo.providers",)),
+    "MEDIAEMBED_QUOTAS": (
+        "marengo-3.0=7",
+        ("marengo.bedrock.async_quotas", "marengo.twelvelabs.async_quotas"),
+    ),
+    "MEDIAEMBED_PRICES": (
+        "bedrock/marengo-3.0:video=0.001",
+        ("marengo.bedrock.prices", "marengo.twelvelabs.prices"),
+    ),
+    "MEDIAEMBED_BUDGET_USD": ("250", ("marengo.budget_usd",)),
+    "MEDIAEMBED_BUDGET_MEDIA_SECONDS": ("360000", ("marengo.budget_media_seconds",)),
+    "MEDIAEMBED_SERVING_VERSION": ("marengo-2.7", ("lake.serving_version",)),
+    "MEDIAEMBED_MIGRATION_EXCLUDE": ("s3://media/corrupt.mp4", ("version_checks.exclude",)),
+    "MEDIAEMBED_PROBE_SET": ("probes.yaml", ("version_checks.probe_set",)),
+    "MEDIAEMBED_PEGASUS_PROMPTS": ("prompts.yaml", ("pegasus.prompts_file",)),
+    "MEDIAEMBED_PEGASUS_TRANSPORT": ("base64", ("pegasus.transport",)),
+    "MEDIAEMBED_PEGASUS_PROFILE": ("global", ("pegasus.profile_scope",)),
+}
+
+
+def _field(resources: object, path: str) -> object:
+    value = resources
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def test_every_optional_setting_is_a_resource_field_the_code_location_binds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Bound where set as the definitions load (tests/conftest.py sets each, empty), read as a run starts."""
+    from pipelines.definitions import pipeline_resources
+
+    assert set(BOUND) == set(OPTIONAL_SETTINGS) and set(OPTIONAL_SETTINGS) <= set(KNOWN_SETTINGS)
+    required = {
+        "AWS_REGION": "us-east-1",
+        "MEDIAEMBED_MEDIA_URI": "s3://media/",
+        "MEDIAEMBED_ASYNC_OUTPUT_URI": "s3://lake/marengo-async",
+        "MEDIAEMBED_LAKE_URI": str(tmp_path / "lake"),
+        "MEDIAEMBED_INDEX_URI": str(tmp_path / "index"),
+    }
+    for name, value in required.items():
+        monkeypatch.setenv(name, value)
+    for name in OPTIONAL_SETTINGS:
+        monkeypatch.setenv(name, "")
+    with dg.build_resources(pipeline_resources) as built:
+        for name, (_, fields) in BOUND.items():
+            assert [_field(built, f) for f in fields] == [""] * len(fields), name
+    for name, (value, _) in BOUND.items():
+        monkeypatch.setenv(name, value)
+    with dg.build_resources(pipeline_resources) as built:
+        for name, (value, fields) in BOUND.items():
+            assert [_field(built, f) for f in fields] == [value] * len(fields), name
+
+
+def test_marengo_3_5s_length_is_chosen_once_for_the_process() -> None:
+    try:
+        assert use_model_settings({MARENGO_3_5_DIMENSION_ENV: " 256 "}) == 256
+        model = marengo_model(MARENGO_3_5.key)
+        assert (model.dimension, model.job_identity) == (256, "marengo3.5@256")
+        assert route("twelvelabs", MARENGO_3_5.key).model is model, "the route carries the configured model"
+        assert MARENGO_MODELS[MARENGO_3_5.key] is model
+    finally:
+        assert use_model_settings({}) == 512
+    assert marengo_model(MARENGO_3_5.key) == MARENGO_3_5
+    for bad in ("0", "513", "two"):
+        with pytest.raises(ValueError) as error:
+            use_model_settings({MARENGO_3_5_DIMENSION_ENV: bad})
+        message = str(error.value)
+        assert (
+            message.startswith(f"{MARENGO_3_5_DIMENSION_ENV}={bad!r}: give a whole number")
+            and "\n" not in message
+        )
+    assert marengo_model(MARENGO_3_5.key) == MARENGO_3_5, "a bad value changes nothing"
+
+
+def test_the_command_refuses_a_bad_length_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(MARENGO_3_5_DIMENSION_ENV, "1024")
+    assert main(["search", "red circle"]) == 2
+    assert capsys.readouterr().err == (
+        f"mediaembed: {MARENGO_3_5_DIMENSION_ENV}='1024': give a whole number from 1 to 512, as 256\n"
+    )

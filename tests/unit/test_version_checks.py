@@ -305,10 +305,10 @@ def test_exclusions_and_probe_sets_parse(tmp_path: Path) -> None:
         load_probe_set(tmp_path / "missing.json")
 
 
-def test_exclusions_come_from_the_environment_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MEDIAEMBED_MIGRATION_EXCLUDE", "s3://m/x.mp4")
-    assert VersionCheckSettings().excluded() == ("s3://m/x.mp4",)
-    assert VersionCheckSettings(exclude="").excluded() == ()
+def test_exclusions_come_from_the_resource_field() -> None:
+    """The definitions bind `exclude` from MEDIAEMBED_MIGRATION_EXCLUDE (tests/unit/test_settings.py)."""
+    assert VersionCheckSettings(exclude=" s3://m/x.mp4, ,s3://m/x.mp4").excluded() == ("s3://m/x.mp4",)
+    assert VersionCheckSettings(exclude="").excluded() == VersionCheckSettings().excluded() == ()
 
 
 # --- through Dagster, on a real small lake -----------------------------------------------------------------
@@ -322,10 +322,11 @@ def gated() -> None:
     """Stands in for the cut-over: runs only when every blocking check passed."""
 
 
-def world(tmp_path: Path) -> dict[str, object]:
-    """a and b embedded and indexed at their ETag; c failed at the provider."""
+def world(tmp_path: Path, serving_version: str | None = None) -> dict[str, object]:
+    """a and b embedded and indexed at their ETag; c failed at the provider; `serving_version` serves
+    until a cut-over (MEDIAEMBED_SERVING_VERSION)."""
     storage = S3Storage(region_name="us-east-1")
-    lake = Lake(root=str(tmp_path / "lake"), storage=storage)
+    lake = Lake(root=str(tmp_path / "lake"), serving_version=serving_version, storage=storage)
     index = SegmentIndex(uri=str(tmp_path / "idx"), storage=storage)
     inv = inventory(*((u, "e1", 10.0) for u in URIS))
     lake.write_table(pa.Table.from_pandas(inv, schema=INVENTORY_SCHEMA, preserve_index=False), INVENTORY_PATH)
@@ -496,13 +497,10 @@ class ProbeProvider(MarengoProvider):
 QUERY_VECTORS: dict[tuple[str, str], list[float]] = {}
 
 
-def side_by_side_world(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, candidate_finds_b: bool
-) -> dict[str, object]:
+def side_by_side_world(tmp_path: Path, candidate_finds_b: bool) -> dict[str, object]:
     """2.7 serves; a and b are indexed for 2.7 and 3.0. "find b" finds b with 2.7, and with 3.0 only when
     `candidate_finds_b` (else it lands on a)."""
-    monkeypatch.setenv("MEDIAEMBED_SERVING_VERSION", MARENGO_2_7.key)
-    resources = world(tmp_path)
+    resources = world(tmp_path, serving_version=MARENGO_2_7.key)
     index = resources["segment_index"]
     assert isinstance(index, SegmentIndex)
     for model in (MARENGO_2_7, MARENGO_3_0):
@@ -544,12 +542,8 @@ def run_side_by_side(resources: dict[str, object], partition: str) -> tuple[dg.A
     return evaluation, gated_ran(result)
 
 
-def test_the_candidate_is_compared_with_the_serving_version(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    evaluation, cut_over = run_side_by_side(
-        side_by_side_world(tmp_path, monkeypatch, candidate_finds_b=True), CHECKED
-    )
+def test_the_candidate_is_compared_with_the_serving_version(tmp_path: Path) -> None:
+    evaluation, cut_over = run_side_by_side(side_by_side_world(tmp_path, candidate_finds_b=True), CHECKED)
     assert evaluation.passed and cut_over, evaluation.description
     assert evaluation.metadata["serving"].value == MARENGO_2_7.key
     table = str(evaluation.metadata["side_by_side"].value)
@@ -557,19 +551,13 @@ def test_the_candidate_is_compared_with_the_serving_version(
     assert "| find b | s3://media/b.mp4 | 1 | 1 | 1.00 |" in table
 
 
-def test_a_right_answer_ranked_too_low_blocks_the_cut_over(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    evaluation, cut_over = run_side_by_side(
-        side_by_side_world(tmp_path, monkeypatch, candidate_finds_b=False), CHECKED
-    )
+def test_a_right_answer_ranked_too_low_blocks_the_cut_over(tmp_path: Path) -> None:
+    evaluation, cut_over = run_side_by_side(side_by_side_world(tmp_path, candidate_finds_b=False), CHECKED)
     assert not evaluation.passed and not cut_over
     assert "'find b': s3://media/b.mp4 at rank 2, past 1" in (evaluation.description or "")
     assert "| find b | s3://media/b.mp4 | 1 | 2 |" in str(evaluation.metadata["side_by_side"].value)
 
 
-def test_the_serving_version_passes_against_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    evaluation, _ = run_side_by_side(
-        side_by_side_world(tmp_path, monkeypatch, candidate_finds_b=False), "marengo-2.7"
-    )
+def test_the_serving_version_passes_against_itself(tmp_path: Path) -> None:
+    evaluation, _ = run_side_by_side(side_by_side_world(tmp_path, candidate_finds_b=False), "marengo-2.7")
     assert evaluation.passed and "already serves search" in (evaluation.description or "")

@@ -8,7 +8,6 @@ call, never the run.
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 from typing import Any, Literal
@@ -18,7 +17,7 @@ import dagster as dg
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, PrivateAttr
 
-from resources.pegasus.prompts import PegasusPrompt
+from resources.pegasus.prompts import PROMPTS_ENV, PegasusPrompt
 from resources.providers.bedrock.client import runtime_client
 from resources.providers.bedrock.marengo_bodies import s3_media_source
 from resources.providers.bedrock.pegasus_bodies import (
@@ -54,19 +53,26 @@ class BedrockPegasus(dg.ConfigurableResource):
     )
     bucket_owner: str | None = Field(
         default=None,
-        description="12-digit account id owning the media bucket, sent as s3Location.bucketOwner "
-        "(else MEDIAEMBED_BUCKET_OWNER, else the caller's own account from STS GetCallerIdentity).",
+        description="12-digit account id owning the media bucket, sent as s3Location.bucketOwner; bound "
+        f"from {BUCKET_OWNER_ENV} where it is set. Unset or empty: the caller's own account (STS "
+        "GetCallerIdentity).",
     )
     # Plain strings (Dagster config has no optional Literal); checked where used.
     profile_scope: str | None = Field(
         default=None,
-        description="Inference profile: geographic (us./eu./apac.) or global "
-        "(else MEDIAEMBED_PEGASUS_PROFILE, default geographic).",
+        description=f"Inference profile: geographic (us./eu./apac.) or global; bound from {PROFILE_ENV} "
+        "where it is set. Unset or empty: geographic.",
     )
     transport: str | None = Field(
         default=None,
-        description="How videos reach Pegasus: s3 (s3Location, up to 2 GB) or base64 (inline, up to 36 MB) "
-        "(else MEDIAEMBED_PEGASUS_TRANSPORT, default s3).",
+        description="How videos reach Pegasus: s3 (s3Location, up to 2 GB) or base64 (inline, up to 36 MB); "
+        f"bound from {TRANSPORT_ENV} where it is set. Unset or empty: s3.",
+    )
+    prompts_file: str | None = Field(
+        default=None,
+        description="A JSON or YAML file of prompts over the defaults (docs/pegasus.md); bound from "
+        f"{PROMPTS_ENV} where it is set, and a run's `prompts_file` config overrides it. Unset or empty: "
+        "the defaults (summary, chapters, keywords).",
     )
     retry_mode: Literal["standard", "adaptive", "legacy"] = Field(default="adaptive")
     max_attempts: int = Field(
@@ -97,13 +103,13 @@ class BedrockPegasus(dg.ConfigurableResource):
         return PEGASUS_MODEL_ID
 
     def chosen_transport(self) -> Transport:
-        chosen = self.transport or os.environ.get(TRANSPORT_ENV) or "s3"
+        chosen = self.transport or "s3"
         if chosen not in ("s3", "base64"):
             raise ValueError(f"{TRANSPORT_ENV}={chosen!r}: choose s3 or base64")
         return chosen  # type: ignore[return-value]
 
     def model_id(self) -> str:
-        scope = self.profile_scope or os.environ.get(PROFILE_ENV) or "geographic"
+        scope = self.profile_scope or "geographic"
         if scope not in ("geographic", "global"):
             raise ValueError(f"{PROFILE_ENV}={scope!r}: choose geographic or global")
         return pegasus_model_id(self.region_name, scope)  # type: ignore[arg-type]
@@ -111,7 +117,7 @@ class BedrockPegasus(dg.ConfigurableResource):
     def chosen_bucket_owner(self) -> str:
         """Pegasus requires `bucketOwner` with every S3 location: the configured account, else the
         caller's own (same-account buckets, the common case), asked of STS once per resource."""
-        configured = self.bucket_owner or os.environ.get(BUCKET_OWNER_ENV)
+        configured = self.bucket_owner
         if configured:
             if not ACCOUNT.fullmatch(configured):
                 raise ValueError(f"{BUCKET_OWNER_ENV}={configured!r}: give the 12-digit AWS account id")
