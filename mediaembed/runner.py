@@ -19,6 +19,7 @@ from pipelines.jobs import SUBMITTING_JOBS, holding_config
 from pipelines.sensors import marengo_invocation_sensor
 from resources.storage.clock import REAL_CLOCK, Clock
 from resources.tables.submission_ledger import SubmissionLedger
+from mediaembed.ingest import StillInFlight
 
 
 def run_job(
@@ -157,19 +158,3 @@ class SensorDriver:
             else:
                 pause = min(pause * 1.5, max(max_interval_sec, interval_sec))
             self.clock.sleep(min(pause, remaining))
-
-
-def in_flight_line(in_flight: pd.DataFrame, waited_sec: float) -> str:
-    """'N invocations still in flight after S s: uri, uri, uri and M more'."""
-    uris = sorted(set(in_flight["media_uri"]))
-    shown = ", ".join(uris[:3]) + (f" and {len(uris) - 3} more" if len(uris) > 3 else "")
-    return f"{len(in_flight)} invocations still in flight after {waited_sec:.0f} s: {shown}"
-
-
-class StillInFlight(TimeoutError):
-    """The wait for the provider ended before every invocation did; `in_flight` lists the open jobs."""
-
-    def __init__(self, waited_sec: float, in_flight: pd.DataFrame) -> None:
-        self.waited_sec = waited_sec
-        self.in_flight = in_flight
-        super().__init__(in_flight_line(in_flight, waited_sec))
