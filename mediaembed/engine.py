@@ -111,9 +111,7 @@ class Engine:
             "--config-json",
             json.dumps(dict(run_config or {})),
         ]
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_SEC, env=self._env()
-        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_SEC)
         if done.returncode != 0 or self.instance.get_run_by_id(run_id) is None:
             raise EngineError(f"could not launch {job_name}: {_last_line(done.stderr or done.stdout)}")
         return run_id
@@ -145,8 +143,8 @@ class Engine:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self._env(),
                 start_new_session=True,  # Ctrl-C reaches this command, which stops the daemon in order
+                preexec_fn=_end_with_parent,
             )
 
     def _stop_daemon(self) -> None:
@@ -159,8 +157,15 @@ class Engine:
             os.killpg(self.daemon.pid, signal.SIGKILL)
             self.daemon.wait()
 
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, "DAGSTER_HOME": str(self.home)}
+
+def _end_with_parent() -> None:
+    """In the daemon's process, before it starts: Linux sends it SIGTERM when this command's process dies,
+    even by SIGKILL, so no daemon outlives the command that started it. Elsewhere: stopped on exit only."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _dagster(command: str) -> list[str]:
@@ -175,8 +180,8 @@ def _last_line(text: str) -> str:
 
 @contextmanager
 def dagster_engine(home: Path) -> Iterator[Engine]:
-    """The instance of `home` with a daemon serving it: the one already running, or a child of this
-    process for as long as the block runs."""
+    """The instance of `home` (DAGSTER_HOME, which the launches and the daemon inherit) with a daemon
+    serving it: the one already running, or a child of this process for as long as the block runs."""
     with tempfile.TemporaryDirectory(prefix="mediaembed-") as folder:
         workspace = Path(folder) / "workspace.yaml"
         workspace.write_text(workspace_yaml())

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -577,7 +577,7 @@ def _follow(
     from resources.tables.submission_ledger import SubmissionLedger
 
     ledger = SubmissionLedger(lake, None)
-    since = datetime.now(timezone.utc)
+    since = datetime.now(UTC)
     progress.say(f"listing and probing {prefix} ... (runs in the Dagster UI of {engine.home})")
     first = engine.launch(
         "embed_new_media",
@@ -591,7 +591,9 @@ def _follow(
     def finish() -> Summary:
         progress.close()
         runs.refresh()
-        summary = summarize(str(prefix), read_inventory(lake), ledger.jobs(model.key), model, runs.submissions)
+        summary = summarize(
+            str(prefix), read_inventory(lake), ledger.jobs(model.key), model, runs.submissions
+        )
         print("\n".join(summary.lines()), file=out, flush=True)
         return summary
 
@@ -636,9 +638,10 @@ def _follow(
             if wait.remaining() <= 0:
                 if in_flight.empty:
                     finish()
+                    waits_for = due or "runs still queued or running"
                     raise IngestError(
-                        f"stopped waiting after {wait.waited():.0f} s: {due or 'runs still queued or running'}"
-                        ": run the same command again later",
+                        f"stopped waiting after {wait.waited():.0f} s: {waits_for}: run the same command "
+                        "again later",
                         EXIT_STILL_IN_FLIGHT,
                     )
                 raise StillInFlight(wait.waited(), in_flight)

@@ -264,7 +264,9 @@ def _submission_request(
     if len(holding) >= quota:
         return None
     instance = context.instance
-    last = latest_materialization(instance, dg.AssetRecordsFilter(keys.MARENGO_INVOCATIONS, asset_partitions=[model_key]))
+    last = latest_materialization(
+        instance, dg.AssetRecordsFilter(keys.MARENGO_INVOCATIONS, asset_partitions=[model_key])
+    )
     if last is None:
         return None  # nothing was ever submitted for this model: the schedule (or a person) starts it
     due = due_work(instance, model_key, last)
@@ -307,12 +309,19 @@ def due_work(instance: dg.DagsterInstance, model_key: str, last: dg.EventLogReco
         retries += int(metadata_value(meta, "objects_failed", 0)) + int(metadata_value(meta, "jobs_lost", 0))
     if retries:
         return f"{retries} jobs failed or lost since the last submission run planned"
-    if latest_materialization(instance, dg.AssetRecordsFilter(keys.MEDIA_INVENTORY, after_timestamp=planned_at)) is not None:
+    if (
+        latest_materialization(
+            instance, dg.AssetRecordsFilter(keys.MEDIA_INVENTORY, after_timestamp=planned_at)
+        )
+        is not None
+    ):
         return "the inventory changed since the last submission run planned"
     return None
 
 
-def latest_materialization(instance: dg.DagsterInstance, records: dg.AssetRecordsFilter) -> dg.EventLogRecord | None:
+def latest_materialization(
+    instance: dg.DagsterInstance, records: dg.AssetRecordsFilter
+) -> dg.EventLogRecord | None:
     found = instance.fetch_materializations(records, limit=1).records
     return found[0] if found else None
 

@@ -113,7 +113,9 @@ def sensor_interval_sec(environ: Mapping[str, str]) -> int:
     if not raw:
         return DEFAULT_SENSOR_INTERVAL_SEC
     if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"MEDIAEMBED_SENSOR_INTERVAL_SEC={raw!r} is not a whole number of seconds: set 1 or more")
+        raise ValueError(
+            f"MEDIAEMBED_SENSOR_INTERVAL_SEC={raw!r} is not a whole number of seconds: set 1 or more"
+        )
     return int(raw)
 
 

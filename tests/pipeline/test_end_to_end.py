@@ -9,8 +9,8 @@ import pyarrow.compute as pc
 import pytest
 
 from assets_defs.inventory.media_inventory import read_inventory
+from harness.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.cli import main as cli
-from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.tables.embedding_table import EmbeddingTable
 from resources.tables.submission_ledger import SubmissionLedger

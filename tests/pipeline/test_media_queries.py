@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.runner import SensorDriver, run_job
 from mediaembed.cli import main as cli
-from mediaembed.runner import SensorDriver, run_job
 from mediaembed.search import Searcher
 from resources.providers.bedrock.client import embed_query as bedrock_embed_query
 from resources.providers.bedrock.client import runtime_client

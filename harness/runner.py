@@ -1,6 +1,7 @@
 """Drive the real Dagster definitions in-process: what the daemon does, step by step (no daemon needed).
 
-Used by the demo and the end-to-end tests: the same jobs, the same sensor and its run requests, on a real
+Dev only (production commands submit to the instance's queue: mediaembed/engine.py). Used by the demo, the
+bench and the end-to-end tests: the same jobs, the same sensor and its run requests, on a real
 DagsterInstance, without a daemon. Nothing here bypasses an asset.
 """
 
@@ -13,13 +14,13 @@ import pandas as pd
 
 from assets_defs import keys
 from assets_defs.keys import op_name
-from mediaembed.run_slots import execute_holding_slots
+from harness.run_slots import execute_holding_slots
+from mediaembed.ingest import StillInFlight
 from pipelines.definitions import defs, pipeline_resources
 from pipelines.jobs import SUBMITTING_JOBS, holding_config
 from pipelines.sensors import marengo_invocation_sensor
 from resources.storage.clock import REAL_CLOCK, Clock
 from resources.tables.submission_ledger import SubmissionLedger
-from mediaembed.ingest import StillInFlight
 
 
 def run_job(
