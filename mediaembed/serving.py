@@ -2,8 +2,8 @@
 
 Showing reads the lake's serving record directly (no Dagster, a fast start). Changing it submits the
 same Dagster jobs the UI launches to the instance of DAGSTER_HOME, where the daemon runs them
-(mediaembed/engine.py), so every change is a run in the UI with who, when, from and to, and a cut-over passes the same blocking
-whole-version checks.
+(mediaembed/engine.py), so every change is a run in the UI with who, when, from and to, and a cut-over
+passes the same blocking whole-version checks.
 """
 
 from __future__ import annotations
