@@ -55,9 +55,11 @@ def workspace_yaml() -> str:
     )
 
 
-def serving_daemon(heartbeats: Mapping[str, Any], now: float) -> bool:
-    """Whether any daemon of the instance beat within HEARTBEAT_FRESH_SEC of `now`."""
-    return any(now - beat.timestamp <= HEARTBEAT_FRESH_SEC for beat in heartbeats.values())
+def serving_daemon(heartbeats: Mapping[str, Any], now: float, stopped_at: float | None = None) -> bool:
+    """Whether a daemon of the instance beat within HEARTBEAT_FRESH_SEC of `now`, after `stopped_at` (when
+    a daemon a command started was stopped: its last beats look fresh for a while, but it is gone)."""
+    since = max(now - HEARTBEAT_FRESH_SEC, stopped_at or 0.0)
+    return any(beat.timestamp > since for beat in heartbeats.values())
 
 
 def failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
@@ -111,9 +113,25 @@ class Engine:
             "--config-json",
             json.dumps(dict(run_config or {})),
         ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_SEC)
+        # Output to a file, not a pipe: the code server the launch starts may hold a pipe open after the
+        # launch itself has exited, and reading one to its end would wait for that server too.
+        with tempfile.TemporaryFile("w+") as output:
+            try:
+                done = subprocess.run(
+                    command,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    timeout=LAUNCH_TIMEOUT_SEC,
+                )
+            except subprocess.TimeoutExpired:
+                raise EngineError(
+                    f"launching {job_name} took over {LAUNCH_TIMEOUT_SEC:.0f} s: is the machine overloaded?"
+                ) from None
+            output.seek(0)
+            printed = output.read()
         if done.returncode != 0 or self.instance.get_run_by_id(run_id) is None:
-            raise EngineError(f"could not launch {job_name}: {_last_line(done.stderr or done.stdout)}")
+            raise EngineError(f"could not launch {job_name}: {_last_line(printed)}")
         return run_id
 
     def status(self, run_id: str) -> dg.DagsterRunStatus:
@@ -122,18 +140,34 @@ class Engine:
             raise EngineError(f"run {run_id} is gone from the instance at {self.home}")
         return run.status
 
-    def check_daemon(self) -> None:
-        """Raise if the daemon this command started has exited (nothing would start the queued runs)."""
-        if self.daemon is not None and self.daemon.poll() is not None:
-            raise EngineError(
-                f"the dagster-daemon this command started exited ({self.daemon.returncode}): see "
-                f"{self.daemon_log}"
-            )
+    def keep_daemon(self) -> None:
+        """Start a daemon unless one serves the instance, and raise if the one this command started has
+        exited (nothing would start the queued runs). Checked at every poll: a daemon that stopped without a
+        word (killed) looks alive for up to a minute, and then this command starts its own."""
+        if self.daemon is not None:
+            if self.daemon.poll() is not None:
+                raise EngineError(
+                    f"the dagster-daemon this command started exited ({self.daemon.returncode}): see "
+                    f"{self.daemon_log}"
+                )
+            return
+        if not serving_daemon(self.instance.get_daemon_heartbeats(), time.time(), self._stopped_at()):
+            self._start_daemon()
 
     @property
     def daemon_log(self) -> Path:
         # Not under DAGSTER_HOME/logs: Dagster's telemetry clears that folder.
         return self.home / "mediaembed" / "daemon.log"
+
+    @property
+    def _stopped_marker(self) -> Path:
+        return self.home / "mediaembed" / "daemon-stopped-at"
+
+    def _stopped_at(self) -> float | None:
+        try:
+            return float(self._stopped_marker.read_text())
+        except (OSError, ValueError):
+            return None
 
     def _start_daemon(self) -> None:
         self.daemon_log.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +190,7 @@ class Engine:
         except subprocess.TimeoutExpired:
             os.killpg(self.daemon.pid, signal.SIGKILL)
             self.daemon.wait()
+        self._stopped_marker.write_text(repr(time.time()))
 
 
 def _end_with_parent() -> None:
@@ -189,8 +224,7 @@ def dagster_engine(home: Path) -> Iterator[Engine]:
         # SQLite storage at once can leave its schema with two migration heads.
         with dg.DagsterInstance.from_config(str(home)) as instance:
             engine = Engine(instance, home, workspace)
-            if not serving_daemon(instance.get_daemon_heartbeats(), time.time()):
-                engine._start_daemon()
+            engine.keep_daemon()
             try:
                 yield engine
             finally:

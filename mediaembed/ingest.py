@@ -601,7 +601,7 @@ def _follow(
     pause = FIRST_POLL_SEC
     try:
         while True:
-            engine.check_daemon()
+            engine.keep_daemon()
             runs.refresh()
             for run_id, job_name, reason in runs.failed():
                 finish()

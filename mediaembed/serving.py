@@ -101,7 +101,7 @@ def change(job_name: str, partition_key: str | None, by: str, out: TextIO, clock
             deadline = clock.monotonic() + waited_at_most
             pause = FIRST_POLL_SEC
             while (status := engine.status(run_id)) not in ENDED_RUN_STATUSES:
-                engine.check_daemon()
+                engine.keep_daemon()
                 if clock.monotonic() >= deadline:
                     raise ServingCommandError(
                         f"run {run_id} of {job_name} is still {status.value} after {waited_at_most} s: "

@@ -6,6 +6,7 @@ Each test carries the marker of its lane, from its folder (pyproject's `markers`
 `make check` runs the fast lane (`-m "not slow"`), `make test` every lane.
 """
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ import pytest
 from harness.local_env import bind_local_twelvelabs
 
 bind_local_twelvelabs()
+# The daemon that `mediaembed ingest` and `serving` start ticks the invocation sensor as often as it can
+# (every 5 s), not every 30 s: what a test waits for is the next tick, not its clock.
+os.environ.setdefault("MEDIAEMBED_SENSOR_INTERVAL_SEC", "1")
 
 LANES: dict[str, tuple[str, ...]] = {
     "unit": (),

@@ -119,7 +119,7 @@ def emulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulated]:
         }
         exports = read_exports(proc, names, START_TIMEOUT_SEC)
         assert exports["MEDIAEMBED_MEDIA_URI"] == f"s3://{BUCKET}/"
-        yield Emulated(files, {**clean, **exports})
+        yield Emulated(files, {**clean, **exports, "MEDIAEMBED_SENSOR_INTERVAL_SEC": "1"})
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # stopped cleanly
     finally:
