@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import dagster as dg
 import lancedb
+import psutil
 import pytest
 
 from emulators.bedrock_runtime.server import INJECTED_FAILURE_MESSAGE
@@ -184,6 +186,18 @@ def test_ingest_summary_matches_what_the_emulator_saw(emulated: Emulated) -> Non
     assert float(invocations["seconds"]) == pytest.approx(expected_seconds, abs=0.2)
     assert float(invocations["cost"]) > 0
 
+    # Dagster's own engine ran it: the command submitted one run, the daemon's sensor requested the rest,
+    # and the daemon the command started ended with it.
+    home = emulated.env["DAGSTER_HOME"]
+    with dg.DagsterInstance.from_config(home) as instance:
+        runs = list(instance.get_runs())
+    by_command = [r for r in runs if r.tags.get("mediaembed/command") == "ingest"]
+    assert [r.job_name for r in by_command] == ["embed_new_media"]
+    requested = [r for r in runs if r.tags.get("dagster/sensor_name") == "marengo_invocation_sensor"]
+    assert {r.job_name for r in requested} >= {"ingest_marengo_embeddings", "submit_marengo_invocations"}
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert not daemons_of(home), "no daemon outlives the command that started it"
+
     # A second run submits nothing, bills nothing and reports the same objects.
     again = emulated.ingest(f"s3://{BUCKET}/")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -192,6 +206,19 @@ def test_ingest_summary_matches_what_the_emulator_saw(emulated: Emulated) -> Non
     assert emulator_statuses(emulated.bedrock()) == seen_by_bedrock
     # Not a terminal: progress is plain lines, each a full line.
     assert re.search(r"^embedding: \d+/\d+ jobs finished, ", done.stderr, re.MULTILINE)
+
+
+def daemons_of(home: str) -> list[psutil.Process]:
+    """The dagster-daemon processes serving `home` still alive."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "dagster-daemon" in " ".join(process.info["cmdline"] or []):
+                if process.environ().get("DAGSTER_HOME") == home:
+                    found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
 
 
 def one_line(stderr: str) -> str:
