@@ -213,9 +213,9 @@ def daemons_of(home: str) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if "dagster-daemon" in " ".join(process.info["cmdline"] or []):
-                if process.environ().get("DAGSTER_HOME") == home:
-                    found.append(process)
+            command = " ".join(process.info["cmdline"] or [])
+            if "dagster-daemon" in command and process.environ().get("DAGSTER_HOME") == home:
+                found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
