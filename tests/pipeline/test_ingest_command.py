@@ -25,13 +25,13 @@ from typing import Any
 import boto3
 import dagster as dg
 import lancedb
-import psutil
 import pytest
 
 from emulators.bedrock_runtime.server import INJECTED_FAILURE_MESSAGE
 from emulators.sample_media import Scene, make_audio, make_image, make_video
 from resources.index.segment_index import SegmentIndex
 from resources.providers.marengo_models import MARENGO_3_0
+from tests.daemons import daemons_of
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "own-media"
@@ -206,19 +206,6 @@ def test_ingest_summary_matches_what_the_emulator_saw(emulated: Emulated) -> Non
     assert emulator_statuses(emulated.bedrock()) == seen_by_bedrock
     # Not a terminal: progress is plain lines, each a full line.
     assert re.search(r"^embedding: \d+/\d+ jobs finished, ", done.stderr, re.MULTILINE)
-
-
-def daemons_of(home: str) -> list[psutil.Process]:
-    """The dagster-daemon processes serving `home` still alive."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            command = " ".join(process.info["cmdline"] or [])
-            if "dagster-daemon" in command and process.environ().get("DAGSTER_HOME") == home:
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
 
 
 def one_line(stderr: str) -> str:
