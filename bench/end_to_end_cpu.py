@@ -36,7 +36,7 @@ import dagster as dg
 
 from emulators.sample_media import generate_sample_media
 from harness.local_env import local_settings
-from mediaembed.runner import SensorDriver, materialization_metadata, run_job
+from harness.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
 from resources.providers.marengo_models import MARENGO_3_0, marengo_model
 from resources.providers.model_routes import route

@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 from assets_defs.search.index_update import MEDIA_PER_WRITE
 from emulators.sample_media import generate_sample_media
 from harness.local_env import local_settings
-from mediaembed.runner import materialization_metadata, run_job
+from harness.runner import materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
 from resources.providers.marengo_models import MARENGO_3_0, marengo_model
 from resources.providers.model_routes import route

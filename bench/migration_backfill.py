@@ -31,7 +31,7 @@ import boto3
 import dagster as dg
 
 from harness.local_env import local_settings
-from mediaembed.runner import SensorDriver, run_job
+from harness.runner import SensorDriver, run_job
 from pipelines.definitions import pipeline_resources
 from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
 

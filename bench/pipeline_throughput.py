@@ -17,7 +17,7 @@ import dagster as dg
 from emulators.sample_media import generate_sample_media
 from emulators.stack import start_local_stack
 from harness.local_env import local_settings
-from mediaembed.runner import SensorDriver, materialization_metadata, run_job
+from harness.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.search import search
 from resources.providers.marengo_models import MARENGO_3_0
 

@@ -7,7 +7,7 @@ import dagster as dg
 
 from emulators.bedrock_runtime.models import ACCOUNT_ID as LOCAL_ACCOUNT_ID
 from emulators.twelvelabs_api import LOCAL_API_KEY as LOCAL_TWELVELABS_KEY
-from mediaembed.run_slots import free_slots_of_dead_runs
+from harness.run_slots import free_slots_of_dead_runs
 
 DAGSTER_YAML = """\
 # Local instance for the demo and `make dev`.
@@ -18,7 +18,7 @@ concurrency:
     # table (concurrent merge_insert calls adding the same key can duplicate rows).
     default_limit: 1
 # The daemon of `make dev` fails runs whose worker is gone and frees the slots that finished runs still
-# hold. In-process runs (demo, tests, bench) free the slots of dead runs themselves (mediaembed/run_slots.py).
+# hold. In-process runs (demo, tests, bench) free the slots of dead runs themselves (harness/run_slots.py).
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180

@@ -1,10 +1,12 @@
 """`mediaembed ingest s3://bucket/prefix`: one command from a bucket of media to a searchable index.
 
-It does what the schedule and the sensor do under a daemon, in this process and on the DAGSTER_HOME
-instance (so every run shows in the Dagster UI): run `embed_new_media` for the prefix, follow the
-invocations with the real sensor, which requests the ingest runs, submit again while objects wait (the
-in-flight quota, retries of failed jobs), and stop when nothing is left or the wait runs out, saying what is
-still in flight. The summary comes from the inventory and the ledger, the same records the pipeline keeps.
+It runs on Dagster's own engine, on the DAGSTER_HOME instance (mediaembed/engine.py): it submits an
+`embed_new_media` run for the prefix to the instance's queue, and the daemon (the one serving the instance,
+or one this command starts) does the rest as in any deployment: the invocation sensor hands finished jobs to
+ingest runs and requests submission runs while objects wait (the in-flight quota, retries of failed jobs).
+The command follows the run records and the ledger for its progress, and stops when nothing is queued,
+running, in flight or due, or when the wait runs out, saying what is still in flight. The summary comes from
+the inventory and the ledger, the same records the pipeline keeps.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -34,11 +37,12 @@ from assets_defs import keys
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.providers.errors import ProviderError
 from resources.providers.marengo_models import MarengoModel
-from resources.providers.model_routes import describe_cost, route
+from resources.providers.model_routes import ModelRoute, describe_cost, route
 from resources.storage.clock import REAL_CLOCK, Clock
 from resources.storage.location import location
 
 if TYPE_CHECKING:
+    from mediaembed.engine import Engine
     from resources.storage.s3_storage import S3Uri
 
 # What `mediaembed ingest` needs besides the prefix, and what each one is.
@@ -205,6 +209,7 @@ def summarize(
     model: MarengoModel,
     submit_run_ids: set[str],
     options: EmbeddingOptions | None = None,
+    route_of: Callable[[str], ModelRoute] | None = None,
 ) -> Summary:
     """Classify each object under `prefix` from the inventory and the model's ledger jobs.
 
@@ -213,6 +218,7 @@ def summarize(
     in flight; waiting: not submitted yet (the quota) or to be resubmitted (lost, changed meanwhile).
     """
     options = options or EmbeddingOptions()
+    route_of = route_of or (lambda provider: route(provider, model.key))  # published prices
     summary = Summary(prefix, model.key)
     inventory = inventory[inventory["media_uri"].str.startswith(prefix)]
     summary.seen = len(inventory)
@@ -250,10 +256,10 @@ def summarize(
         summary.submitted = len(ours)
         summary.submitted_completed = int(ours["status"].isin(["completed", "no_content"]).sum())
         summary.submitted_failed = int((ours["status"] == "failed").sum())
-        summary.priced = all(route(p, model.key).priced for p in set(ours["provider"]))
+        summary.priced = all(route_of(p).priced for p in set(ours["provider"]))
         summary.estimated_cost_usd = float(
             sum(
-                route(p, model.key).estimated_cost_usd(m, None if pd.isna(s) else float(s))
+                route_of(p).estimated_cost_usd(m, None if pd.isna(s) else float(s))
                 for p, m, s in zip(ours["provider"], ours["modality"], ours["media_seconds"], strict=True)
             )
         )
@@ -333,6 +339,8 @@ run_monitoring:
   cancel_timeout_seconds: 180
   poll_interval_seconds: 120
   free_slots_after_run_end_seconds: 300
+telemetry:
+  enabled: false
 """
 
 
@@ -433,8 +441,20 @@ def check_lake_prefix(inventory: pd.DataFrame, prefix: str, lake_uri: str) -> No
     )
 
 
-def _at_most(limit: int, in_flight: pd.DataFrame) -> bool:
-    return len(in_flight) <= limit
+def in_flight_line(in_flight: pd.DataFrame, waited_sec: float) -> str:
+    """'N invocations still in flight after S s: uri, uri, uri and M more'."""
+    uris = sorted(set(in_flight["media_uri"]))
+    shown = ", ".join(uris[:3]) + (f" and {len(uris) - 3} more" if len(uris) > 3 else "")
+    return f"{len(in_flight)} invocations still in flight after {waited_sec:.0f} s: {shown}"
+
+
+class StillInFlight(TimeoutError):
+    """The wait for the provider ended before every invocation did; `in_flight` lists the open jobs."""
+
+    def __init__(self, waited_sec: float, in_flight: pd.DataFrame) -> None:
+        self.waited_sec = waited_sec
+        self.in_flight = in_flight
+        super().__init__(in_flight_line(in_flight, waited_sec))
 
 
 def run_ingest(
@@ -516,23 +536,11 @@ def _ingest(
         raise IngestError(f"{error}: name the media as s3://bucket/prefix", EXIT_USAGE) from error
 
     from assets_defs.inventory.media_inventory import read_inventory
-    from assets_defs.marengo.submission_stop import SubmissionStop
-    from mediaembed.run_slots import PoolSlotTimeout
-    from mediaembed.runner import (
-        SensorDriver,
-        StillInFlight,
-        in_flight_line,
-        materialization_metadata,
-        run_job,
-    )
+    from mediaembed.engine import EngineError, dagster_engine
     from pipelines.definitions import pipeline_resources
     from resources.providers.marengo_models import marengo_model
-    from resources.tables.submission_ledger import SubmissionLedger
 
-    resources = {
-        "marengo": pipeline_resources["marengo"],
-        "lake": pipeline_resources["lake"],
-    }
+    resources = {"marengo": pipeline_resources["marengo"], "lake": pipeline_resources["lake"]}
     with dg.build_resources(resources) as built:
         serving = built.lake.serving_versions().current().serving
         model = marengo_model(model_key or serving)  # by default the version serving search
@@ -540,112 +548,231 @@ def _ingest(
             _preflight(prefix, built.marengo, built.lake, model, os.environ)
         except ProviderError as error:  # the serving provider is not configured
             raise IngestError(error.reason) from error
-        lake = built.lake
         if not replace:
-            check_lake_prefix(read_inventory(lake), str(prefix), os.environ["MEDIAEMBED_LAKE_URI"])
-        ledger = SubmissionLedger(lake, None)
-        wrote = prepare_instance_home(Path(os.environ["DAGSTER_HOME"]))
+            check_lake_prefix(read_inventory(built.lake), str(prefix), os.environ["MEDIAEMBED_LAKE_URI"])
+        home = Path(os.environ["DAGSTER_HOME"])
+        wrote = prepare_instance_home(home)
         if wrote:
             progress.say(wrote)
-        instance = dg.DagsterInstance.get()
-        driver = SensorDriver(instance, log_level="CRITICAL", clock=wait.clock)
-        submit_runs: set[str] = set()
-        follower = _Follower(progress, lambda: ledger.jobs(model.key), submit_runs)
-        run_config = {"resources": {"media": {"config": {"uri": str(prefix)}}}}
-
-        def finish() -> Summary:
-            progress.close()
-            submit_runs.update(r.run_id for r in driver.submission_results)  # those the sensor requested
-            summary = summarize(str(prefix), read_inventory(lake), ledger.jobs(model.key), model, submit_runs)
-            print("\n".join(summary.lines()), file=out, flush=True)
-            return summary
-
-        pause = FIRST_POLL_SEC
         try:
-            while True:
-                first = not submit_runs
-                if first:
-                    progress.say(f"listing and probing {prefix} ...")
-                submit = run_job(instance, "embed_new_media", model.key, run_config, log_level="CRITICAL")
-                submit_runs.add(submit.run_id)
-                invocations = materialization_metadata(submit, keys.MARENGO_INVOCATIONS)
-                if first:
-                    inventory = materialization_metadata(submit, keys.MEDIA_INVENTORY)
-                    progress.say(
-                        f"{inventory['dagster/row_count']} objects, {inventory['usable_objects']} usable, "
-                        f"{inventory['unusable_objects']} skipped, {inventory['media_seconds']:.1f} media s"
-                    )
-                if invocations["submitted"] or first:
-                    cost = describe_cost(
-                        float(invocations["estimated_cost_usd"]), bool(invocations["priced"])
-                    )
-                    progress.say(
-                        f"submitted {invocations['submitted']} Marengo invocations "
-                        f"({invocations['already_handled']} already handled, {cost})"
-                    )
-                reason = str(invocations["deferred_reason"]).removeprefix("stopped: ")
-                stop = SubmissionStop.of(invocations)
-                if stop is SubmissionStop.OVER_BUDGET:
-                    finish()
-                    raise IngestError(f"nothing submitted: {reason}")
-                if stop is SubmissionStop.SETUP_REFUSED:
-                    finish()
-                    raise IngestError(f"{model.key} at its provider: {reason}: fix that, then run again")
-                in_flight = ledger.in_progress(model.key)
-                if in_flight.empty and not invocations["deferred"] and not invocations["submitted"]:
-                    break
-                remaining = wait.remaining()
-                if remaining <= 0 and in_flight.empty:
-                    finish()
-                    raise IngestError(
-                        f"stopped waiting after {wait.waited():.0f} s: {invocations['deferred']} objects "
-                        f"still wait for Bedrock ({reason}): run the same command again later",
-                        EXIT_STILL_IN_FLIGHT,
-                    )
-                if remaining <= 0:
-                    raise StillInFlight(wait.waited(), in_flight)
-                if in_flight.empty:  # busy or throttled with nothing of ours running: ask again later
-                    progress.say(f"{invocations['deferred']} objects wait: {reason}; asking again")
-                    wait.clock.sleep(min(pause, remaining))
-                    pause = min(pause * 2, MAX_POLL_SEC)
-                    continue
-                pause = FIRST_POLL_SEC
-                # With objects waiting for the quota, submit again once half of the in-flight jobs ended
-                # (all of them when there is one): never a new submission run before any job finished.
-                half = len(in_flight) // 2
-                until = partial(_at_most, half) if invocations["deferred"] and half else None
-                driver.drain(
-                    lake,
-                    deadline=wait.deadline,
-                    interval_sec=FIRST_POLL_SEC,
-                    progress=follower,
-                    until=until,
-                    max_interval_sec=MAX_POLL_SEC,
-                )
-        except StillInFlight as stop:
-            finish()
-            raise IngestError(
-                f"stopped waiting: {in_flight_line(stop.in_flight, wait.waited())}; nothing is lost or "
-                "billed twice: run the same command again to "
-                "collect them (or let the sensor of `dagster dev` do it)",
-                EXIT_STILL_IN_FLIGHT,
-            ) from stop
-        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
-            summary = finish()
-            raise IngestError(
-                f"interrupted with {len(summary.in_flight)} objects in flight at Bedrock (they finish and "
-                "bill regardless): run the same command again to collect them",
-                EXIT_INTERRUPTED,
-            ) from None
-        except PoolSlotTimeout as error:
+            with dagster_engine(home) as engine:
+                summary = _follow(engine, prefix, model, built, wait, out, progress)
+        except EngineError as error:
             raise IngestError(str(error)) from error
         except (ClientError, BotoCoreError, dg.DagsterError) as error:
             message = explain_aws_error(error, str(prefix))
             if message is None:
                 raise
             raise IngestError(message) from error
-        summary = finish()
     if summary.embedded:
         flag = "" if model.key == serving else f" --model {model.key}"
         print(f'search it: mediaembed search "<what you are looking for>"{flag}', file=out)
     return 0
+
+
+def _follow(
+    engine: Engine,
+    prefix: S3Uri,
+    model: MarengoModel,
+    built: Any,
+    wait: Wait,
+    out: TextIO,
+    progress: Progress,
+) -> Summary:
+    """Submit `embed_new_media` for the prefix to the instance's queue, then follow the runs the daemon
+    starts and the ledger until nothing is queued, running, in flight or due, or the wait ends."""
+    from assets_defs.inventory.media_inventory import read_inventory
+    from assets_defs.marengo.submission_stop import SubmissionStop
+    from mediaembed.engine import ENDED_RUN_STATUSES
+    from pipelines.jobs import SUBMITTING_JOBS
+    from pipelines.run_statuses import ACTIVE_RUN_STATUSES
+    from resources.tables.submission_ledger import SubmissionLedger
+
+    lake = built.lake
+    ledger = SubmissionLedger(lake, None)
+    since = datetime.now(UTC)
+    progress.say(f"listing and probing {prefix} ... (runs in the Dagster UI of {engine.home})")
+    first = engine.launch(
+        "embed_new_media",
+        partition_key=model.key,
+        run_config={"resources": {"media": {"config": {"uri": str(prefix)}}}},
+        tags={"mediaembed/command": "ingest"},
+    )
+    runs = _Runs(engine.instance, model.key, since, SUBMITTING_JOBS, ACTIVE_RUN_STATUSES)
+    follower = _Follower(progress, lambda: ledger.jobs(model.key), runs.submissions)
+
+    def finish() -> Summary:
+        progress.close()
+        runs.refresh()
+        summary = summarize(
+            str(prefix), read_inventory(lake), ledger.jobs(model.key), model, runs.submissions
+        )
+        print("\n".join(summary.lines()), file=out, flush=True)
+        return summary
+
+    reported: set[str] = set()
+    pause = FIRST_POLL_SEC
+    try:
+        while True:
+            engine.keep_daemon()
+            runs.refresh()
+            for run_id, job_name, reason in runs.failed():
+                finish()
+                raise IngestError(
+                    f"run {run_id} of {job_name} failed: {reason}: see it in the Dagster UI, fix that, then "
+                    "run the same command again"
+                )
+            status = engine.status(first)
+            if status not in ENDED_RUN_STATUSES:
+                if wait.remaining() <= 0:
+                    finish()
+                    raise IngestError(
+                        f"stopped waiting after {wait.waited():.0f} s: run {first} of embed_new_media is "
+                        f"still {status.value}: see it in the Dagster UI; run the same command again later",
+                        EXIT_STILL_IN_FLIGHT,
+                    )
+                _pause(wait, pause)
+                pause = min(pause * 1.5, MAX_POLL_SEC)
+                continue
+            invocations = _report_submissions(engine.instance, model.key, runs, reported, progress)
+            stop = SubmissionStop.of(invocations)
+            reason = str(invocations.get("deferred_reason", "")).removeprefix("stopped: ")
+            if stop is SubmissionStop.OVER_BUDGET:
+                finish()
+                raise IngestError(f"nothing submitted: {reason}")
+            if stop is SubmissionStop.SETUP_REFUSED:
+                finish()
+                raise IngestError(f"{model.key} at its provider: {reason}: fix that, then run again")
+            in_flight = ledger.in_progress(model.key)
+            follower(in_flight)
+            due = _due(engine.instance, model.key)
+            if not runs.active and in_flight.empty and due is None:
+                break
+            if wait.remaining() <= 0:
+                if in_flight.empty:
+                    finish()
+                    waits_for = due or "runs still queued or running"
+                    raise IngestError(
+                        f"stopped waiting after {wait.waited():.0f} s: {waits_for}: run the same command "
+                        "again later",
+                        EXIT_STILL_IN_FLIGHT,
+                    )
+                raise StillInFlight(wait.waited(), in_flight)
+            _pause(wait, pause)
+            pause = min(pause * 1.5, MAX_POLL_SEC)
+    except StillInFlight as stop_waiting:
+        finish()
+        raise IngestError(
+            f"stopped waiting: {in_flight_line(stop_waiting.in_flight, wait.waited())}; nothing is lost or "
+            "billed twice: run the same command again to collect them (or let the daemon of `dagster dev` "
+            "do it)",
+            EXIT_STILL_IN_FLIGHT,
+        ) from stop_waiting
+    except KeyboardInterrupt:
+        summary = finish()
+        raise IngestError(
+            f"interrupted with {len(summary.in_flight)} objects in flight at the provider (they finish and "
+            "bill regardless): run the same command again to collect them",
+            EXIT_INTERRUPTED,
+        ) from None
+    return finish()
+
+
+def _pause(wait: Wait, pause: float) -> None:
+    wait.clock.sleep(max(0.0, min(pause, wait.remaining())))
+
+
+@dataclass
+class _Runs:
+    """The runs of one model's partition created since the command started, read again on `refresh`."""
+
+    instance: Any
+    model_key: str
+    since: datetime
+    submitting_jobs: tuple[str, ...]
+    active_statuses: list[Any]
+    submissions: set[str] = field(default_factory=set)
+    active: list[Any] = field(default_factory=list)
+    records: list[Any] = field(default_factory=list)
+
+    def refresh(self) -> None:
+        import dagster as dg
+
+        mine = dg.RunsFilter(tags={"dagster/partition": self.model_key}, created_after=self.since)
+        self.records = list(self.instance.get_runs(mine, limit=1000))
+        self.submissions.update(r.run_id for r in self.records if r.job_name in self.submitting_jobs)
+        going = dg.RunsFilter(tags={"dagster/partition": self.model_key}, statuses=self.active_statuses)
+        self.active = list(self.instance.get_runs(going, limit=50))
+
+    def failed(self) -> list[tuple[str, str, str]]:
+        """(run id, job, first line of why) of each run of ours that failed."""
+        from mediaembed.engine import failure_reason
+
+        return [
+            (r.run_id, r.job_name, failure_reason(self.instance, r.run_id))
+            for r in self.records
+            if r.status.value == "FAILURE"
+        ]
+
+
+def _report_submissions(
+    instance: Any, model_key: str, runs: _Runs, reported: set[str], progress: Progress
+) -> Mapping[str, Any]:
+    """Say what each submission run of ours found and submitted, once; the latest one's metadata."""
+    import dagster as dg
+
+    from pipelines.sensors import materialization_metadata, metadata_value
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(keys.MARENGO_INVOCATIONS, asset_partitions=[model_key]), limit=20
+    ).records
+    ours = [r for r in reversed(records) if r.run_id in runs.submissions]
+    for record in ours:
+        if record.run_id in reported:
+            continue
+        metadata = {k: metadata_value(materialization_metadata(record), k, "") for k in _SUBMISSION_FIELDS}
+        if not reported:
+            _report_inventory(instance, record.run_id, progress)
+        reported.add(record.run_id)
+        if metadata["submitted"] or len(reported) == 1:
+            cost = describe_cost(float(metadata["estimated_cost_usd"] or 0), bool(metadata["priced"]))
+            progress.say(
+                f"submitted {metadata['submitted']} Marengo invocations "
+                f"({metadata['already_handled']} already handled, {cost})"
+            )
+    if not ours:
+        return {}
+    latest = materialization_metadata(ours[-1])
+    return {k: getattr(v, "value", v) for k, v in latest.items()}
+
+
+_SUBMISSION_FIELDS = ("submitted", "already_handled", "estimated_cost_usd", "priced")
+
+
+def _report_inventory(instance: Any, run_id: str, progress: Progress) -> None:
+    import dagster as dg
+
+    from pipelines.sensors import materialization_metadata, metadata_value
+
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(keys.MEDIA_INVENTORY), limit=5).records
+    for record in records:
+        if record.run_id == run_id:
+            meta = materialization_metadata(record)
+            value = partial(metadata_value, meta)
+            progress.say(
+                f"{value('dagster/row_count', 0)} objects, {value('usable_objects', 0)} usable, "
+                f"{value('unusable_objects', 0)} skipped, {float(value('media_seconds', 0.0)):.1f} media s"
+            )
+            return
+
+
+def _due(instance: Any, model_key: str) -> str | None:
+    """What the invocation sensor would submit next for the model (retries, waiting objects), if anything."""
+    import dagster as dg
+
+    from pipelines.sensors import due_work, latest_materialization
+
+    last = latest_materialization(
+        instance, dg.AssetRecordsFilter(keys.MARENGO_INVOCATIONS, asset_partitions=[model_key])
+    )
+    return None if last is None else due_work(instance, model_key, last)

@@ -1,8 +1,9 @@
 """`mediaembed serving`: which Marengo version serves search, and the cut-over and rollback that change it.
 
-Showing reads the lake's serving record directly (no Dagster, a fast start). Changing it runs the same
-Dagster jobs the UI launches, on the instance of DAGSTER_HOME, so every change is a run in the UI with who,
-when, from and to, and a cut-over passes the same blocking whole-version checks. The settings come from the
+Showing reads the lake's serving record directly (no Dagster, a fast start). Changing it submits the
+same Dagster jobs the UI launches to the instance of DAGSTER_HOME, where the daemon runs them
+(mediaembed/engine.py), so every change is a run in the UI with who, when, from and to, and a cut-over
+passes the same blocking whole-version checks. The settings come from the
 mapping the command passes (its environment).
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from resources.storage.clock import REAL_CLOCK, Clock
 from resources.storage.location import BotoAccess, location
 from resources.tables.serving_versions import (
     INITIAL_SERVING_ENV,
@@ -25,6 +27,10 @@ from resources.tables.serving_versions import (
 )
 
 CUT_OVER_JOB = "cut_over_serving_version"
+# Past the job's own `dagster/max_runtime`, run monitoring ends it; the wait allows that and the queue.
+QUEUE_ALLOWANCE_SEC = 10 * 60
+FIRST_POLL_SEC = 0.5
+MAX_POLL_SEC = 5.0
 ROLL_BACK_JOB = "roll_back_serving_version"
 
 
@@ -69,13 +75,21 @@ def show(as_json: bool, out: TextIO, env: Mapping[str, str]) -> None:
         )
 
 
-def change(job_name: str, partition_key: str | None, by: str, out: TextIO, env: Mapping[str, str]) -> None:
-    """Run the cut-over or rollback job in this process; a refusal is one line naming the failed checks."""
+def change(
+    job_name: str,
+    partition_key: str | None,
+    by: str,
+    out: TextIO,
+    env: Mapping[str, str],
+    clock: Clock = REAL_CLOCK,
+) -> None:
+    """Submit the cut-over or rollback run to the instance's queue and wait for it, as the UI's launch
+    does; a refusal is one line naming the failed checks."""
     import dagster as dg
 
+    from mediaembed.engine import ENDED_RUN_STATUSES, EngineError, dagster_engine, failure_reason
     from mediaembed.ingest import IngestError, prepare_instance_home
-    from mediaembed.run_slots import PoolSlotTimeout, execute_holding_slots
-    from pipelines.definitions import defs
+    from pipelines.jobs import SERVING_CHANGE_MAX_RUNTIME_SEC
 
     home = env.get("DAGSTER_HOME", "").strip()
     if not home:
@@ -87,38 +101,45 @@ def change(job_name: str, partition_key: str | None, by: str, out: TextIO, env: 
     except IngestError as error:
         raise ServingCommandError(str(error)) from None
     node = "serving__marengo" if job_name == CUT_OVER_JOB else "roll_back_serving"
-    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-    if by:
-        run_config["ops"] = {node: {"config": {"by": by}}}
-    # Like every run a `mediaembed` command starts: tagged with this process, so that if it is killed the
-    # next local run fails it and frees its slots (no daemon watches an in-process run).
-    with dg.DagsterInstance.get() as instance:
-        try:
-            result = execute_holding_slots(
-                instance,
-                defs.resolve_job_def(job_name),
+    run_config: dict[str, Any] = {"ops": {node: {"config": {"by": by}}}} if by else {}
+    try:
+        with dagster_engine(Path(home)) as engine:
+            run_id = engine.launch(
+                job_name,
                 partition_key=partition_key if job_name == CUT_OVER_JOB else None,
                 run_config=run_config,
-                raise_on_error=False,
+                tags={"mediaembed/command": "serving"},
             )
-        except PoolSlotTimeout as error:
-            raise ServingCommandError(str(error)) from None
-    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+            waited_at_most = SERVING_CHANGE_MAX_RUNTIME_SEC + QUEUE_ALLOWANCE_SEC
+            deadline = clock.monotonic() + waited_at_most
+            pause = FIRST_POLL_SEC
+            while (status := engine.status(run_id)) not in ENDED_RUN_STATUSES:
+                engine.keep_daemon()
+                if clock.monotonic() >= deadline:
+                    raise ServingCommandError(
+                        f"run {run_id} of {job_name} is still {status.value} after {waited_at_most} s: "
+                        "see it in the Dagster UI"
+                    )
+                clock.sleep(pause)
+                pause = min(pause * 1.5, MAX_POLL_SEC)
+            instance = engine.instance
+            evaluations = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+            failed = [
+                e.dagster_event.asset_check_evaluation_data
+                for e in evaluations
+                if e.dagster_event is not None and not e.dagster_event.asset_check_evaluation_data.passed
+            ]
+            reason = failure_reason(instance, run_id) if status != dg.DagsterRunStatus.SUCCESS else ""
+    except EngineError as error:
+        raise ServingCommandError(str(error)) from None
     if failed:
         names = "; ".join(f"{e.check_name}: {e.description or 'failed'}" for e in failed)
         raise ServingCommandError(
-            f"cut-over to {partition_key} refused by its checks ({names}) (run {result.run_id})"
+            f"cut-over to {partition_key} refused by its checks ({names}) (run {run_id})"
         )
-    if not result.success:
-        failure = next((e for e in result.all_events if e.is_step_failure), None)
-        data = failure.step_failure_data if failure else None
-        reason = "the run failed"
-        if data and data.user_failure_data and data.user_failure_data.description:
-            reason = data.user_failure_data.description  # a refusal: dg.Failure with its one line
-        elif data and data.error:
-            reason = data.error.message.strip().splitlines()[0]
-        raise ServingCommandError(f"{reason} (run {result.run_id})")
-    print(f"{_versions(env).current().describe()} (run {result.run_id})", file=out)
+    if reason:
+        raise ServingCommandError(f"{reason} (run {run_id})")
+    print(f"{_versions(env).current().describe()} (run {run_id})", file=out)
 
 
 def run_serving(

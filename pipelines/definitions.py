@@ -125,6 +125,9 @@ defs = dg.Definitions(
     schedules=[embed_new_media_schedule, describe_new_media_schedule],
     sensors=[marengo_invocation_sensor],
     resources=pipeline_resources,
+    # Every job is a chain of steps: one process per run, not one more per step (each would load the code
+    # location again for no parallelism).
+    executor=dg.in_process_executor,
 )
 
 

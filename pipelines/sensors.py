@@ -25,6 +25,7 @@ from assets_defs.marengo.submission_stop import SubmissionStop
 from assets_defs.search.serving import kept_up
 from pipelines.jobs import SUBMITTING_JOBS, holding_config, ingest_marengo_job, submit_marengo_job
 from pipelines.run_statuses import ACTIVE_RUN_STATUSES
+from pipelines.settings import SENSOR_INTERVAL_SEC
 from resources.providers.base import MarengoProvider
 from resources.providers.embedding_jobs import InvocationStatus
 from resources.providers.errors import ListingIncomplete
@@ -67,7 +68,7 @@ class SensorState:
 
 @dg.sensor(
     jobs=[ingest_marengo_job, submit_marengo_job],
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_INTERVAL_SEC,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Lists the Marengo jobs finished since the oldest open one (two paginated calls a tick), records "
@@ -222,15 +223,15 @@ def _removal_requests(
     """An ingest run per indexed version when the latest inventory found objects gone from the bucket and
     no index run came since: it drops them from the table and the index (within the removal guard), with
     no finished job needed. One run per inventory materialization (its storage id is in the run key)."""
-    inventory = _latest(instance, dg.AssetRecordsFilter(keys.MEDIA_INVENTORY))
-    if inventory is None or not int(_value(_metadata(inventory), OBJECTS_REMOVED, 0)):
+    inventory = latest_materialization(instance, dg.AssetRecordsFilter(keys.MEDIA_INVENTORY))
+    if inventory is None or not int(metadata_value(materialization_metadata(inventory), OBJECTS_REMOVED, 0)):
         return []
-    removed = int(_value(_metadata(inventory), OBJECTS_REMOVED, 0))
+    removed = int(metadata_value(materialization_metadata(inventory), OBJECTS_REMOVED, 0))
     requests = []
     for model_key in marengo_model_partitions.get_partition_keys():
         if model_key in ingesting or not kept_up(serving, model_key):
             continue  # an ingest run of this tick drops them too; a retired version is left as it is
-        indexed = _latest(
+        indexed = latest_materialization(
             instance, dg.AssetRecordsFilter(keys.SEARCH_MARENGO_SEGMENTS, asset_partitions=[model_key])
         )
         if indexed is None or _read_after(instance, indexed, inventory):
@@ -263,10 +264,12 @@ def _submission_request(
     if len(holding) >= quota:
         return None
     instance = context.instance
-    last = _latest(instance, dg.AssetRecordsFilter(keys.MARENGO_INVOCATIONS, asset_partitions=[model_key]))
+    last = latest_materialization(
+        instance, dg.AssetRecordsFilter(keys.MARENGO_INVOCATIONS, asset_partitions=[model_key])
+    )
     if last is None:
         return None  # nothing was ever submitted for this model: the schedule (or a person) starts it
-    due = _due_work(instance, model_key, last)
+    due = due_work(instance, model_key, last)
     if due is None:
         return None
     active = instance.get_runs(
@@ -285,15 +288,15 @@ def _submission_request(
     )
 
 
-def _due_work(instance: dg.DagsterInstance, model_key: str, last: dg.EventLogRecord) -> str | None:
+def due_work(instance: dg.DagsterInstance, model_key: str, last: dg.EventLogRecord) -> str | None:
     """Why objects may wait for submission, from the last submission run's metadata and what happened
     since it planned; None when nothing does (planning is left to the run itself)."""
-    metadata = _metadata(last)
-    deferred = int(_value(metadata, "deferred", 0))
-    reason = str(_value(metadata, "deferred_reason", ""))
+    metadata = materialization_metadata(last)
+    deferred = int(metadata_value(metadata, "deferred", 0))
+    reason = str(metadata_value(metadata, "deferred_reason", ""))
     if deferred and not SubmissionStop.of(metadata).waits_for_a_person:
         return f"{deferred} objects wait ({reason})"
-    planned_at = float(_value(metadata, "planned_at", last.timestamp))
+    planned_at = float(metadata_value(metadata, "planned_at", last.timestamp))
     ingests = instance.fetch_materializations(
         dg.AssetRecordsFilter(
             keys.MARENGO_EMBEDDINGS, asset_partitions=[model_key], after_timestamp=planned_at
@@ -302,26 +305,33 @@ def _due_work(instance: dg.DagsterInstance, model_key: str, last: dg.EventLogRec
     ).records
     retries = 0
     for record in ingests:
-        meta = _metadata(record)
-        retries += int(_value(meta, "objects_failed", 0)) + int(_value(meta, "jobs_lost", 0))
+        meta = materialization_metadata(record)
+        retries += int(metadata_value(meta, "objects_failed", 0)) + int(metadata_value(meta, "jobs_lost", 0))
     if retries:
         return f"{retries} jobs failed or lost since the last submission run planned"
-    if _latest(instance, dg.AssetRecordsFilter(keys.MEDIA_INVENTORY, after_timestamp=planned_at)) is not None:
+    if (
+        latest_materialization(
+            instance, dg.AssetRecordsFilter(keys.MEDIA_INVENTORY, after_timestamp=planned_at)
+        )
+        is not None
+    ):
         return "the inventory changed since the last submission run planned"
     return None
 
 
-def _latest(instance: dg.DagsterInstance, records: dg.AssetRecordsFilter) -> dg.EventLogRecord | None:
+def latest_materialization(
+    instance: dg.DagsterInstance, records: dg.AssetRecordsFilter
+) -> dg.EventLogRecord | None:
     found = instance.fetch_materializations(records, limit=1).records
     return found[0] if found else None
 
 
-def _metadata(record: dg.EventLogRecord) -> Mapping[str, Any]:
+def materialization_metadata(record: dg.EventLogRecord) -> Mapping[str, Any]:
     materialization = record.asset_materialization
     return materialization.metadata if materialization is not None else {}
 
 
-def _value(metadata: Mapping[str, Any], key: str, default: float | str) -> Any:
+def metadata_value(metadata: Mapping[str, Any], key: str, default: float | str) -> Any:
     """The plain value of a metadata entry (MetadataValue.value), or `default` when it is absent."""
     value = metadata.get(key)
     return default if value is None else getattr(value, "value", value)

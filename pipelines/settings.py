@@ -13,6 +13,7 @@ setting that is not a resource field, Marengo 3.5's vector length, which every m
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ KNOWN_SETTINGS: dict[str, Setting] = {
     "MEDIAEMBED_MAX_SLOT_WAIT_SEC": Setting(
         "how long a run `mediaembed` executes in-process waits for a pool slot", "1800", "900"
     ),
+    "MEDIAEMBED_SENSOR_INTERVAL_SEC": Setting(
+        "seconds between the invocation sensor's ticks (the daemon ticks at most every 5 s)", "60", "30"
+    ),
     "MEDIAEMBED_DEBUG": Setting("the search page and commands show errors in full", "1"),
     "MEDIAEMBED_TRACEBACK": Setting("mediaembed ingest prints a traceback after its one-line error", "1"),
 }
@@ -133,6 +137,25 @@ def use_model_settings(environ: Mapping[str, str]) -> int:
     dimension = parse_matryoshka_dimension(environ.get(MARENGO_3_5_DIMENSION_ENV))
     use_marengo_3_5_dimension(dimension)
     return dimension
+
+
+DEFAULT_SENSOR_INTERVAL_SEC = 30
+
+
+def sensor_interval_sec(environ: Mapping[str, str]) -> int:
+    """MEDIAEMBED_SENSOR_INTERVAL_SEC: how often the invocation sensor asks the providers (default 30 s)."""
+    raw = environ.get("MEDIAEMBED_SENSOR_INTERVAL_SEC", "").strip()
+    if not raw:
+        return DEFAULT_SENSOR_INTERVAL_SEC
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(
+            f"MEDIAEMBED_SENSOR_INTERVAL_SEC={raw!r} is not a whole number of seconds: set 1 or more"
+        )
+    return int(raw)
+
+
+# Read once, when the code location loads: a sensor's interval is part of its definition.
+SENSOR_INTERVAL_SEC = sensor_interval_sec(os.environ)
 
 
 def configuration_table() -> str:

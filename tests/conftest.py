@@ -21,6 +21,9 @@ from pipelines.settings import OPTIONAL_SETTINGS
 bind_local_settings()
 for _name in OPTIONAL_SETTINGS:
     os.environ.setdefault(_name, "")
+# The daemon that `mediaembed ingest` and `serving` start ticks the invocation sensor as often as it can
+# (every 5 s), not every 30 s: what a test waits for is the next tick, not its clock.
+os.environ.setdefault("MEDIAEMBED_SENSOR_INTERVAL_SEC", "1")
 
 LANES: dict[str, tuple[str, ...]] = {
     "unit": (),

@@ -15,8 +15,8 @@ from typing import Any
 
 import dagster as dg
 
+from harness.runner import SensorDriver, run_job
 from mediaembed.cli import main as cli
-from mediaembed.runner import SensorDriver, run_job
 from resources.providers.marengo_models import MARENGO_3_0
 
 

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from assets_defs.inventory.media_inventory import read_inventory
 from emulators.bedrock_runtime.server import Invocation
-from mediaembed.run_slots import LIVE_RUN_STATUSES
+from harness.run_slots import LIVE_RUN_STATUSES
 from resources.index.segment_index import SegmentIndex
 from resources.providers.marengo_models import MARENGO_3_0, marengo_model
 from resources.storage.s3_storage import S3Storage

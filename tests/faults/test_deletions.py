@@ -1,7 +1,7 @@
 """Objects deleted from the bucket leave search within one sensor interval, with no unrelated work needed."""
 
 from emulators.sample_media import SampleObject
-from mediaembed.runner import SensorDriver
+from harness.runner import SensorDriver
 from tests.faults.conftest import MakeWorld
 from tests.faults.world import extra_images
 

@@ -2,7 +2,7 @@
 
 The S3 emulator is shared by a module (moto keeps one state per process); everything a case writes lives in
 its own media bucket, output prefix and folders, so cases never see each other's objects, jobs or tables.
-The pipeline is driven through the real definitions (`mediaembed.runner`), as the schedule and the sensor
+The pipeline is driven through the real definitions (`harness.runner`), as the schedule and the sensor
 daemon would; `check` asserts the invariants of `tests/faults/invariants.py` and records the case's counts.
 """
 
@@ -31,8 +31,8 @@ from emulators.http_base import HttpEmulator
 from emulators.media_analysis import COLORS, SHAPES
 from emulators.s3 import S3Emulator
 from emulators.sample_media import SampleObject, Scene, make_image
-from mediaembed.run_slots import OWNER_TAG, ProcessIdentity
-from mediaembed.runner import SensorDriver, materialization_metadata, run_job
+from harness.run_slots import OWNER_TAG, ProcessIdentity
+from harness.runner import SensorDriver, materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0, marengo_model
 from resources.storage.lake import Lake
 from resources.storage.s3_objects import S3Uri

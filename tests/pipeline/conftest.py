@@ -20,8 +20,8 @@ import pytest
 from emulators.sample_media import SampleObject, upload_sample_media
 from emulators.stack import LocalStack, start_local_stack
 from harness.local_env import local_settings
+from harness.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.cli import main as cli
-from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
 from resources.providers.marengo_models import MARENGO_3_0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mediaembed.runner import SensorDriver, materialization_metadata, run_job
+from harness.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.jobs import holding_config
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.tables.submission_ledger import SubmissionLedger

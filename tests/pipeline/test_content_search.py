@@ -25,8 +25,8 @@ from emulators.sample_media import (
 )
 from emulators.stack import start_local_stack
 from harness.local_env import local_settings
+from harness.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.cli import main as cli
-from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0
 
 CLIP = f"s3://media/{CONTENT_CLIP_KEY}"

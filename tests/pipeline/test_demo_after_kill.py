@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from mediaembed.run_slots import OWNER_TAG
+from harness.run_slots import OWNER_TAG
 
 DEMO_TIMEOUT_SEC = 300  # a hang fails the test instead of stalling the suite; the demo takes ~20 s
 

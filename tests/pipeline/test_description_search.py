@@ -6,8 +6,8 @@ import io
 import json
 from contextlib import redirect_stdout
 
+from harness.runner import materialization_metadata, run_job
 from mediaembed.cli import main as cli
-from mediaembed.runner import materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0
 from tests.pipeline.conftest import World, ingest_when_idle, submit
 

@@ -22,8 +22,8 @@ from emulators.media_analysis import COLORS, SHAPES
 from emulators.sample_media import Scene, make_image, make_video
 from emulators.stack import start_local_stack
 from harness.local_env import local_settings
+from harness.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.cli import main as cli
-from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.tables.submission_ledger import SubmissionLedger

@@ -17,7 +17,7 @@ import pytest
 
 from assets_defs.search.segment_index import marengo_segment_index
 from emulators.s3 import S3Emulator
-from mediaembed.runner import materialization_metadata, run_job
+from harness.runner import materialization_metadata, run_job
 from resources.index.segment_index import IndexedObject, SegmentIndex
 from resources.index.writer_lock import S3WriterLease, WriterLeaseLost, WriterLockTimeout
 from resources.providers.marengo_models import MARENGO_3_0

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import dagster as dg
 import lancedb
 import pytest
 
@@ -30,6 +31,7 @@ from emulators.bedrock_runtime.server import INJECTED_FAILURE_MESSAGE
 from emulators.sample_media import Scene, make_audio, make_image, make_video
 from resources.index.segment_index import SegmentIndex
 from resources.providers.marengo_models import MARENGO_3_0
+from tests.daemons import daemons_of
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "own-media"
@@ -119,7 +121,7 @@ def emulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulated]:
         }
         exports = read_exports(proc, names, START_TIMEOUT_SEC)
         assert exports["MEDIAEMBED_MEDIA_URI"] == f"s3://{BUCKET}/"
-        yield Emulated(files, {**clean, **exports})
+        yield Emulated(files, {**clean, **exports, "MEDIAEMBED_SENSOR_INTERVAL_SEC": "1"})
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # stopped cleanly
     finally:
@@ -183,6 +185,18 @@ def test_ingest_summary_matches_what_the_emulator_saw(emulated: Emulated) -> Non
     expected_seconds = sum(seconds[uri.removeprefix(f"s3://{BUCKET}/")] for uri in indexed)
     assert float(invocations["seconds"]) == pytest.approx(expected_seconds, abs=0.2)
     assert float(invocations["cost"]) > 0
+
+    # Dagster's own engine ran it: the command submitted one run, the daemon's sensor requested the rest,
+    # and the daemon the command started ended with it.
+    home = emulated.env["DAGSTER_HOME"]
+    with dg.DagsterInstance.from_config(home) as instance:
+        runs = list(instance.get_runs())
+    by_command = [r for r in runs if r.tags.get("mediaembed/command") == "ingest"]
+    assert [r.job_name for r in by_command] == ["embed_new_media"]
+    requested = [r for r in runs if r.tags.get("dagster/sensor_name") == "marengo_invocation_sensor"]
+    assert {r.job_name for r in requested} >= {"ingest_marengo_embeddings", "submit_marengo_invocations"}
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert not daemons_of(home), "no daemon outlives the command that started it"
 
     # A second run submits nothing, bills nothing and reports the same objects.
     again = emulated.ingest(f"s3://{BUCKET}/")

@@ -2,7 +2,9 @@
 flight and how long it waited; a re-run collects it."""
 
 import io
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -18,21 +20,44 @@ from tests.fake_clock import FakeClock
 
 STARTUP_SEC = 12.0
 TIMEOUT_SEC = 15.0
+# How long the daemon may take to run the submission before the test fails instead of hanging.
+SUBMISSION_LIMIT_SEC = 300.0
+
+
+def submission_ended() -> bool:
+    """Whether the daemon has run the command's `embed_new_media` to its end."""
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name="embed_new_media"))
+    return bool(runs) and all(run.is_finished for run in runs)
 
 
 @dataclass
 class SlowStart(FakeClock):
     """The command reads its start first; loading Dagster and the code location then takes `startup_sec`
-    before any later reading (and, as on any fake clock, a sleep takes exactly what it asks for)."""
+    before any later reading (and, as on any fake clock, a sleep takes exactly what it asks for).
+
+    Time on it starts to pass once the daemon has run the submission (`ready`): the command's wait is then
+    a wait on the provider, which is what its timeout bounds, however long the daemon took on this machine.
+    """
 
     startup_sec: float = STARTUP_SEC
     started: bool = False
+    ready: Callable[[], bool] = field(default=submission_ended)
 
     def monotonic(self) -> float:
         now = self.now
         if not self.started:
             self.started, self.now = True, self.now + self.startup_sec
         return now
+
+    def sleep(self, seconds: float) -> None:
+        limit = time.monotonic() + SUBMISSION_LIMIT_SEC
+        while not self.ready():
+            assert time.monotonic() < limit, (
+                f"the daemon did not run the submission in {SUBMISSION_LIMIT_SEC} s"
+            )
+            time.sleep(0.2)  # the daemon works in other processes: poll for its run's end
+        super().sleep(seconds)
 
 
 def test_ingest_stops_waiting_at_its_timeout_from_the_command_start_and_names_the_time_waited(

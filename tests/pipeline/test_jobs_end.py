@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator, ServiceError
-from mediaembed.runner import SensorDriver, materialization_metadata, run_job
+from harness.runner import SensorDriver, materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.tables.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import USABLE, World, ingest_when_idle, search_json, submit

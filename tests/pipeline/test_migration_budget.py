@@ -8,8 +8,8 @@ import pytest
 
 from assets_defs.migration.estimates import BUDGET_MEDIA_SECONDS_ENV, BUDGET_USD_ENV
 from assets_defs.migration.plan import migration_plan
+from harness.runner import materialization_metadata, run_job
 from mediaembed.ingest import run_ingest
-from mediaembed.runner import materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
 from resources.providers.marengo_models import MARENGO_3_0
 from tests.pipeline.conftest import World

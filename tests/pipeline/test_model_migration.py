@@ -9,8 +9,8 @@ import dagster as dg
 import pytest
 
 from emulators.sample_media import SampleObject
+from harness.runner import SensorDriver, run_job
 from mediaembed.cli import main as cli
-from mediaembed.runner import SensorDriver, run_job
 from pipelines.definitions import pipeline_resources
 from pipelines.schedules import embed_new_media_schedule
 from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, MARENGO_3_5

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pytest
 
 from assets_defs.inventory.media_inventory import read_inventory
-from mediaembed.runner import SensorDriver, materialization_metadata, run_job
+from harness.runner import SensorDriver, materialization_metadata, run_job
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.providers.model_routes import route

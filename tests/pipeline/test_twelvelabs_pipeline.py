@@ -14,8 +14,8 @@ import dagster as dg
 import pytest
 
 from harness.local_env import prepare_dagster_home
+from harness.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.cli import main as cli
-from mediaembed.runner import SensorDriver, materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0, MARENGO_3_5
 from resources.tables.submission_ledger import SubmissionLedger
 from tests.faults.child import fork_server, work

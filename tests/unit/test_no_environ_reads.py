@@ -1,9 +1,9 @@
 """Settings are read in one place: no production module outside the binding place reads the environment.
 
 `pipelines/settings.py` (the one settings module), `pipelines/definitions.py` (where resources are bound)
-and `mediaembed/cli.py` (main passes the mapping down) may; `mediaembed/ingest.py`, `run_slots.py` and
-`runner.py` are being moved by another change. Every other setting is a resource field, or a mapping or
-flag the command passes down.
+and `mediaembed/cli.py` (main passes the mapping down) may; `mediaembed/ingest.py` reads the settings it
+checks before it loads Dagster. Every other setting is a resource field, or a mapping or flag the command
+passes down.
 """
 
 import re
@@ -16,8 +16,6 @@ ALLOWED = {
     "pipelines/definitions.py",
     "mediaembed/cli.py",
     "mediaembed/ingest.py",
-    "mediaembed/run_slots.py",
-    "mediaembed/runner.py",
 }
 READS = re.compile(r"os\.environ|getenv")
 

@@ -18,9 +18,9 @@ import dagster as dg
 import psutil
 import pytest
 
+from harness import run_slots
 from harness.local_env import DAGSTER_YAML
-from mediaembed import run_slots
-from mediaembed.run_slots import (
+from harness.run_slots import (
     OWNER_TAG,
     Liveness,
     PoolSlotTimeout,
@@ -283,7 +283,7 @@ WAITER = textwrap.dedent(
     """
     import sys
     import dagster as dg
-    from mediaembed.run_slots import execute_holding_slots
+    from harness.run_slots import execute_holding_slots
 
     @dg.op(pool="marengo_submit")
     def submit() -> None:

@@ -1,7 +1,7 @@
 """Pool slots of runs executed in-process: a dead run never keeps one, and no run waits for one for ever.
 
 With a daemon, Dagster's run monitoring fails dead runs and frees their slots. Runs executed in-process
-(`mediaembed demo`, the tests, the bench, anything through `mediaembed.runner.run_job`) have no daemon: a
+(`mediaembed demo`, the tests, the bench, anything through `harness.runner.run_job`) have no daemon: a
 SIGKILLed one keeps its pool slot, and Dagster's in-process executor then polls for that slot in a loop that
 never sleeps and defers SIGTERM, so every later run spins at 100% CPU for ever. Hence, for each local run:
 

@@ -1,6 +1,7 @@
 """Drive the real Dagster definitions in-process: what the daemon does, step by step (no daemon needed).
 
-Used by the demo and the end-to-end tests: the same jobs, the same sensor and its run requests, on a real
+Dev only (production commands submit to the instance's queue: mediaembed/engine.py). Used by the demo, the
+bench and the end-to-end tests: the same jobs, the same sensor and its run requests, on a real
 DagsterInstance, without a daemon. Nothing here bypasses an asset.
 """
 
@@ -13,7 +14,8 @@ import pandas as pd
 
 from assets_defs import keys
 from assets_defs.keys import op_name
-from mediaembed.run_slots import execute_holding_slots
+from harness.run_slots import execute_holding_slots
+from mediaembed.ingest import StillInFlight
 from pipelines.definitions import defs, pipeline_resources
 from pipelines.jobs import SUBMITTING_JOBS, holding_config
 from pipelines.sensors import marengo_invocation_sensor
@@ -157,19 +159,3 @@ class SensorDriver:
             else:
                 pause = min(pause * 1.5, max(max_interval_sec, interval_sec))
             self.clock.sleep(min(pause, remaining))
-
-
-def in_flight_line(in_flight: pd.DataFrame, waited_sec: float) -> str:
-    """'N invocations still in flight after S s: uri, uri, uri and M more'."""
-    uris = sorted(set(in_flight["media_uri"]))
-    shown = ", ".join(uris[:3]) + (f" and {len(uris) - 3} more" if len(uris) > 3 else "")
-    return f"{len(in_flight)} invocations still in flight after {waited_sec:.0f} s: {shown}"
-
-
-class StillInFlight(TimeoutError):
-    """The wait for the provider ended before every invocation did; `in_flight` lists the open jobs."""
-
-    def __init__(self, waited_sec: float, in_flight: pd.DataFrame) -> None:
-        self.waited_sec = waited_sec
-        self.in_flight = in_flight
-        super().__init__(in_flight_line(in_flight, waited_sec))
