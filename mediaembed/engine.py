@@ -33,7 +33,7 @@ import dagster as dg
 # The code location the commands' runs belong to: the name `dg dev` and the workspace give it.
 LOCATION_NAME = "mediaembed"
 DEFINITIONS_MODULE = "pipelines.definitions"
-# A daemon whose last heartbeat is older than this is gone (Dagster's own liveness tolerance is 30 s or more).
+# A daemon beats every 30 s: one whose last heartbeat is older than this is gone.
 HEARTBEAT_FRESH_SEC = 60.0
 # Creating a run loads the code location once in a code server: seconds, or a minute on a loaded machine.
 LAUNCH_TIMEOUT_SEC = 300.0
@@ -126,7 +126,8 @@ class Engine:
                 )
             except subprocess.TimeoutExpired:
                 raise EngineError(
-                    f"launching {job_name} took over {LAUNCH_TIMEOUT_SEC:.0f} s: is the machine overloaded?"
+                    f"launching {job_name} took over {LAUNCH_TIMEOUT_SEC:.0f} s: check that the code location "
+                    "loads (`dg check defs`), then run again"
                 ) from None
             output.seek(0)
             printed = output.read()
