@@ -126,8 +126,8 @@ class Engine:
                 )
             except subprocess.TimeoutExpired:
                 raise EngineError(
-                    f"launching {job_name} took over {LAUNCH_TIMEOUT_SEC:.0f} s: check that the code location "
-                    "loads (`dg check defs`), then run again"
+                    f"launching {job_name} took over {LAUNCH_TIMEOUT_SEC:.0f} s: check that the code "
+                    "location loads (`dg check defs`), then run again"
                 ) from None
             output.seek(0)
             printed = output.read()
