@@ -18,7 +18,7 @@ from emulators.stack import start_local_stack
 from harness.local_env import apply, local_settings, prepare_dagster_home
 from harness.run_slots import PoolSlotTimeout
 from harness.runner import SensorDriver, materialization_metadata, run_job
-from mediaembed.ingest import Progress
+from mediaembed.progress import Progress
 from mediaembed.search import print_hits, search
 from pipelines.definitions import pipeline_resources
 from resources.providers.embedding_jobs import EmbeddingOptions

@@ -18,7 +18,7 @@ from assets_defs.inventory.media_inventory import (
 from emulators.bedrock_runtime import ServiceError
 from emulators.s3 import free_port
 from harness.runner import materialization_metadata, run_job
-from mediaembed.ingest import summarize
+from mediaembed.ingest_summary import summarize
 from pipelines.definitions import pipeline_resources
 from resources.providers.bedrock.marengo import BedrockMarengo
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions

@@ -10,14 +10,14 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 
 from mediaembed.ingest import (
     IngestError,
-    Progress,
     check_lake_prefix,
     explain_aws_error,
     missing_settings,
     prepare_instance_home,
     settings_error,
-    summarize,
 )
+from mediaembed.ingest_summary import summarize
+from mediaembed.progress import Progress
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, Submission
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.providers.model_routes import route

@@ -25,7 +25,7 @@ from assets_defs.migration.estimates import (
 )
 from assets_defs.migration.plan import PlanConfig, migration_plan
 from harness.demo import follow
-from mediaembed.ingest import Progress
+from mediaembed.progress import Progress
 from resources.providers.base import MarengoProvider
 from resources.providers.embedding_jobs import (
     EmbeddingJob,
