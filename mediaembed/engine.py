@@ -196,7 +196,12 @@ class Engine:
 
 def _end_with_parent() -> None:
     """In the daemon's process, before it starts: Linux sends it SIGTERM when this command's process dies,
-    even by SIGKILL, so no daemon outlives the command that started it. Elsewhere: stopped on exit only."""
+    even by SIGKILL, so no daemon outlives the command that started it. Elsewhere: stopped on exit only.
+
+    SIGINT and SIGTERM are set back to their defaults first: a command started in the background by a shell
+    ignores them, and an ignored signal would stay ignored in the daemon."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         import ctypes
 
