@@ -22,8 +22,9 @@ from mediaembed.ingest import (
 )
 from mediaembed.ingest_summary import Summary, summarize
 from mediaembed.progress import Follower, Progress
+from resources.providers.errors import SetupError
 from resources.providers.marengo_models import MarengoModel
-from resources.providers.model_routes import describe_cost
+from resources.providers.model_routes import ModelRoute, describe_cost, route
 
 if TYPE_CHECKING:
     from mediaembed.engine import Engine
@@ -65,7 +66,12 @@ def follow(
         progress.close()
         runs.refresh()
         summary = summarize(
-            str(prefix), read_inventory(lake), ledger.jobs(model.key), model, runs.submissions
+            str(prefix),
+            read_inventory(lake),
+            ledger.jobs(model.key),
+            model,
+            runs.submissions,
+            route_of=partial(_route, built.marengo, model),
         )
         print("\n".join(summary.lines()), file=out, flush=True)
         return summary
@@ -136,6 +142,15 @@ def follow(
             EXIT_INTERRUPTED,
         ) from None
     return finish()
+
+
+def _route(marengo: Any, model: MarengoModel, provider: str) -> ModelRoute:
+    """The route a provider's jobs were priced by: as the marengo resource binds it (MEDIAEMBED_PRICES
+    included), or the published one for a provider no longer configured here."""
+    try:
+        return marengo.named(provider).route(model)
+    except SetupError:
+        return route(provider, model.key)
 
 
 def _pause(wait: Wait, pause: float) -> None:

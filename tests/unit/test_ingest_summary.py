@@ -113,6 +113,17 @@ def test_every_object_is_classified_once_with_its_reason(ledger: SubmissionLedge
     expected = prices.usd_per_video_second * (4 + 4 + 30 + 30) + prices.usd_per_image
     expected += prices.usd_per_audio_second * (8 + 3)
     assert summary.estimated_cost_usd == pytest.approx(expected)
+    # `mediaembed ingest` passes the marengo resource's routes: MEDIAEMBED_PRICES prices its summary.
+    doubled = "bedrock/marengo-3.0:video=0.0014,audio=0.00028,image=0.0002"
+    priced = summarize(
+        PREFIX,
+        inventory,
+        ledger.jobs(MARENGO_3_0.key),
+        MARENGO_3_0,
+        {"run-1", "run-2"},
+        route_of=lambda provider: route(provider, MARENGO_3_0.key, doubled),
+    )
+    assert priced.estimated_cost_usd == pytest.approx(2 * expected)
     lines = summary.lines()
     assert lines[0] == f"{PREFIX}: 9 seen, 3 embedded, 3 skipped, 1 failed, 1 still in flight, 1 waiting"
     assert f"  failed {PREFIX}bad.mp4: cannot decode (2 attempts)" in lines
