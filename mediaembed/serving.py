@@ -169,6 +169,13 @@ def run_serving(
     except (ServingCommandError, ServingChangeRefused) as error:
         print(f"mediaembed serving: {error}", file=err)
         return 1
+    except KeyboardInterrupt:
+        print(
+            "mediaembed serving: interrupted; a change already submitted goes on as a run of the instance: "
+            "see it in the Dagster UI, then `mediaembed serving` shows what serves",
+            file=err,
+        )
+        return 130
     except Exception as error:  # the last line of defence: one line, never a traceback
         if debug:
             raise
