@@ -271,6 +271,14 @@ def run_ingest(
         progress.close()
         print(f"mediaembed ingest: {error}", file=err)
         return error.exit_code
+    except KeyboardInterrupt:  # before the runs were followed (those it follows say what is in flight)
+        progress.close()
+        print(
+            "mediaembed ingest: interrupted; run the same command again: nothing it submitted is submitted "
+            "or billed twice",
+            file=err,
+        )
+        return EXIT_INTERRUPTED
     except Exception as error:
         if os.environ.get("MEDIAEMBED_TRACEBACK"):
             raise

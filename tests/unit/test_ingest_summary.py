@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+from mediaembed import ingest
 from mediaembed.ingest import (
     IngestError,
     check_lake_prefix,
@@ -229,3 +230,17 @@ def test_progress_is_plain_lines_off_a_terminal_and_one_line_on_it() -> None:
     text = terminal.getvalue()
     assert text.count("\n") == 2  # the message and the final state of the bar: everything else redraws
     assert "a message\n" in text and "2/2 jobs" in text.splitlines()[-1]
+
+
+def test_ctrl_c_before_the_runs_are_followed_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def pressed_ctrl_c(*args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest, "_ingest", pressed_ctrl_c)  # wherever in loading, preflight or launching
+    err = io.StringIO()
+
+    code = ingest.run_ingest("s3://mine/", None, out=io.StringIO(), err=err, tty=False)
+
+    assert code == ingest.EXIT_INTERRUPTED
+    [line] = err.getvalue().splitlines()
+    assert line.startswith("mediaembed ingest: interrupted; run the same command again")
