@@ -11,12 +11,15 @@ Each test carries the marker of its lane, from its folder (pyproject's `markers`
 """
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
 from harness.local_env import bind_local_settings
 from pipelines.settings import OPTIONAL_SETTINGS
+from tests.postgres import PostgresServer, PostgresUnavailable, postgres_bin, running_postgres, unavailable
 
 bind_local_settings()
 for _name in OPTIONAL_SETTINGS:
@@ -42,3 +45,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         folder = item.path.relative_to(tests).parts[0]
         for marker in LANES.get(folder, ("slow",)):
             item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server per test process (tests/postgres.py); skipped where absent, failed in CI."""
+    try:
+        postgres_bin()
+    except PostgresUnavailable as error:
+        unavailable(str(error))
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the session's server: its connection URL."""
+    return postgres_server.create_database(f"test_{uuid4().hex[:12]}")
