@@ -25,7 +25,7 @@ from assets_defs.marengo.submission_stop import SubmissionStop
 from assets_defs.search.serving import kept_up
 from pipelines.jobs import SUBMITTING_JOBS, holding_config, ingest_marengo_job, submit_marengo_job
 from pipelines.run_statuses import ACTIVE_RUN_STATUSES
-from pipelines.settings import SENSOR_INTERVAL_SEC
+from pipelines.settings import sensor_interval_sec
 from resources.providers.base import MarengoProvider
 from resources.providers.embedding_jobs import InvocationStatus
 from resources.providers.errors import ListingIncomplete
@@ -68,7 +68,7 @@ class SensorState:
 
 @dg.sensor(
     jobs=[ingest_marengo_job, submit_marengo_job],
-    minimum_interval_seconds=SENSOR_INTERVAL_SEC,
+    minimum_interval_seconds=sensor_interval_sec(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Lists the Marengo jobs finished since the oldest open one (two paginated calls a tick), records "

@@ -142,8 +142,10 @@ def use_model_settings(environ: Mapping[str, str]) -> int:
 DEFAULT_SENSOR_INTERVAL_SEC = 30
 
 
-def sensor_interval_sec(environ: Mapping[str, str]) -> int:
-    """MEDIAEMBED_SENSOR_INTERVAL_SEC: how often the invocation sensor asks the providers (default 30 s)."""
+def sensor_interval_sec(environ: Mapping[str, str] = os.environ) -> int:
+    """MEDIAEMBED_SENSOR_INTERVAL_SEC: how often the invocation sensor asks the providers (default 30 s).
+    Read when the sensor is defined (its interval is part of its definition); the command checks it first,
+    so a bad value is one line there, not a traceback from loading the code location."""
     raw = environ.get("MEDIAEMBED_SENSOR_INTERVAL_SEC", "").strip()
     if not raw:
         return DEFAULT_SENSOR_INTERVAL_SEC
@@ -152,10 +154,6 @@ def sensor_interval_sec(environ: Mapping[str, str]) -> int:
             f"MEDIAEMBED_SENSOR_INTERVAL_SEC={raw!r} is not a whole number of seconds: set 1 or more"
         )
     return int(raw)
-
-
-# Read once, when the code location loads: a sensor's interval is part of its definition.
-SENSOR_INTERVAL_SEC = sensor_interval_sec(os.environ)
 
 
 def configuration_table() -> str:

@@ -8,7 +8,13 @@ import dagster as dg
 import pytest
 
 from mediaembed.cli import main
-from pipelines.settings import KNOWN_SETTINGS, OPTIONAL_SETTINGS, unknown_setting_warnings, use_model_settings
+from pipelines.settings import (
+    KNOWN_SETTINGS,
+    OPTIONAL_SETTINGS,
+    sensor_interval_sec,
+    unknown_setting_warnings,
+    use_model_settings,
+)
 from resources.providers.marengo_models import (
     MARENGO_3_5,
     MARENGO_3_5_DIMENSION_ENV,
@@ -141,6 +147,17 @@ def test_marengo_3_5s_length_is_chosen_once_for_the_process() -> None:
             and "\n" not in message
         )
     assert marengo_model(MARENGO_3_5.key) == MARENGO_3_5, "a bad value changes nothing"
+
+
+def test_the_command_refuses_a_bad_sensor_interval_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MEDIAEMBED_SENSOR_INTERVAL_SEC", "abc")
+    assert main(["search", "red circle"]) == 2
+    assert capsys.readouterr().err == (
+        "mediaembed: MEDIAEMBED_SENSOR_INTERVAL_SEC='abc' is not a whole number of seconds: set 1 or more\n"
+    )
+    assert sensor_interval_sec({}) == 30 and sensor_interval_sec({"MEDIAEMBED_SENSOR_INTERVAL_SEC": "2"}) == 2
 
 
 def test_the_command_refuses_a_bad_length_in_one_line(
