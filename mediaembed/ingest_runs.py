@@ -1,5 +1,6 @@
 """Following an ingest on Dagster's engine: the runs of the model's partition and the ledger, until nothing
-is queued, running, in flight or due, or the command's wait ends."""
+is queued, running, in flight or due, or the command's wait ends. Imported only once the command has
+checked its settings, so it loads Dagster and the pipeline at the top like any module."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TextIO
 
+import dagster as dg
+
 from assets_defs import keys
+from assets_defs.inventory.media_inventory import read_inventory
+from assets_defs.marengo.submission_stop import SubmissionStop
+from mediaembed.engine import ENDED_RUN_STATUSES, Engine, failure_reason
 from mediaembed.ingest import (
     EXIT_INTERRUPTED,
     EXIT_STILL_IN_FLIGHT,
@@ -22,12 +28,15 @@ from mediaembed.ingest import (
 )
 from mediaembed.ingest_summary import Summary, summarize
 from mediaembed.progress import Follower, Progress
+from pipelines.jobs import SUBMITTING_JOBS
+from pipelines.run_statuses import ACTIVE_RUN_STATUSES
+from pipelines.sensors import due_work, latest_materialization, materialization_metadata, metadata_value
 from resources.providers.errors import SetupError
 from resources.providers.marengo_models import MarengoModel
 from resources.providers.model_routes import ModelRoute, describe_cost, route
+from resources.tables.submission_ledger import SubmissionLedger
 
 if TYPE_CHECKING:
-    from mediaembed.engine import Engine
     from resources.storage.s3_storage import S3Uri
 
 
@@ -42,13 +51,6 @@ def follow(
 ) -> Summary:
     """Submit `embed_new_media` for the prefix to the instance's queue, then follow the runs the daemon
     starts and the ledger until nothing is queued, running, in flight or due, or the wait ends."""
-    from assets_defs.inventory.media_inventory import read_inventory
-    from assets_defs.marengo.submission_stop import SubmissionStop
-    from mediaembed.engine import ENDED_RUN_STATUSES
-    from pipelines.jobs import SUBMITTING_JOBS
-    from pipelines.run_statuses import ACTIVE_RUN_STATUSES
-    from resources.tables.submission_ledger import SubmissionLedger
-
     lake = built.lake
     ledger = SubmissionLedger(lake, None)
     since = datetime.now(UTC)
@@ -59,7 +61,7 @@ def follow(
         run_config={"resources": {"media": {"config": {"uri": str(prefix)}}}},
         tags={"mediaembed/command": "ingest"},
     )
-    runs = _Runs(engine.instance, model.key, since, SUBMITTING_JOBS, ACTIVE_RUN_STATUSES)
+    runs = _Runs(engine.instance, model.key, since)
     follower = Follower(progress, lambda: ledger.jobs(model.key), runs.submissions)
 
     def finish() -> Summary:
@@ -161,43 +163,33 @@ def _pause(wait: Wait, pause: float) -> None:
 class _Runs:
     """The runs of one model's partition created since the command started, read again on `refresh`."""
 
-    instance: Any
+    instance: dg.DagsterInstance
     model_key: str
     since: datetime
-    submitting_jobs: tuple[str, ...]
-    active_statuses: list[Any]
     submissions: set[str] = field(default_factory=set)
-    active: list[Any] = field(default_factory=list)
-    records: list[Any] = field(default_factory=list)
+    active: list[dg.DagsterRun] = field(default_factory=list)
+    records: list[dg.DagsterRun] = field(default_factory=list)
 
     def refresh(self) -> None:
-        import dagster as dg
-
         mine = dg.RunsFilter(tags={"dagster/partition": self.model_key}, created_after=self.since)
         self.records = list(self.instance.get_runs(mine, limit=1000))
-        self.submissions.update(r.run_id for r in self.records if r.job_name in self.submitting_jobs)
-        going = dg.RunsFilter(tags={"dagster/partition": self.model_key}, statuses=self.active_statuses)
+        self.submissions.update(r.run_id for r in self.records if r.job_name in SUBMITTING_JOBS)
+        going = dg.RunsFilter(tags={"dagster/partition": self.model_key}, statuses=ACTIVE_RUN_STATUSES)
         self.active = list(self.instance.get_runs(going, limit=50))
 
     def failed(self) -> list[tuple[str, str, str]]:
         """(run id, job, first line of why) of each run of ours that failed."""
-        from mediaembed.engine import failure_reason
-
         return [
             (r.run_id, r.job_name, failure_reason(self.instance, r.run_id))
             for r in self.records
-            if r.status.value == "FAILURE"
+            if r.status == dg.DagsterRunStatus.FAILURE
         ]
 
 
 def _report_submissions(
-    instance: Any, model_key: str, runs: _Runs, reported: set[str], progress: Progress
+    instance: dg.DagsterInstance, model_key: str, runs: _Runs, reported: set[str], progress: Progress
 ) -> Mapping[str, Any]:
     """Say what each submission run of ours found and submitted, once; the latest one's metadata."""
-    import dagster as dg
-
-    from pipelines.sensors import materialization_metadata, metadata_value
-
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(keys.MARENGO_INVOCATIONS, asset_partitions=[model_key]), limit=20
     ).records
@@ -224,11 +216,7 @@ def _report_submissions(
 _SUBMISSION_FIELDS = ("submitted", "already_handled", "estimated_cost_usd", "priced")
 
 
-def _report_inventory(instance: Any, run_id: str, progress: Progress) -> None:
-    import dagster as dg
-
-    from pipelines.sensors import materialization_metadata, metadata_value
-
+def _report_inventory(instance: dg.DagsterInstance, run_id: str, progress: Progress) -> None:
     records = instance.fetch_materializations(dg.AssetRecordsFilter(keys.MEDIA_INVENTORY), limit=5).records
     for record in records:
         if record.run_id == run_id:
@@ -241,12 +229,8 @@ def _report_inventory(instance: Any, run_id: str, progress: Progress) -> None:
             return
 
 
-def _due(instance: Any, model_key: str) -> str | None:
+def _due(instance: dg.DagsterInstance, model_key: str) -> str | None:
     """What the invocation sensor would submit next for the model (retries, waiting objects), if anything."""
-    import dagster as dg
-
-    from pipelines.sensors import due_work, latest_materialization
-
     last = latest_materialization(
         instance, dg.AssetRecordsFilter(keys.MARENGO_INVOCATIONS, asset_partitions=[model_key])
     )
