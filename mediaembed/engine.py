@@ -99,7 +99,7 @@ class Engine:
         run_id = str(uuid4())
         all_tags = {**(tags or {}), **({"dagster/partition": partition_key} if partition_key else {})}
         command = [
-            *_dagster("dagster"),
+            _dagster("dagster"),
             "job",
             "launch",
             "-w",
@@ -174,7 +174,7 @@ class Engine:
         self.daemon_log.parent.mkdir(parents=True, exist_ok=True)
         with self.daemon_log.open("ab") as log:
             self.daemon = subprocess.Popen(
-                [*_dagster("dagster-daemon"), "run", "-w", str(self.workspace), "--log-level", "warning"],
+                [_dagster("dagster-daemon"), "run", "-w", str(self.workspace), "--log-level", "warning"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -209,9 +209,9 @@ def _end_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _dagster(command: str) -> list[str]:
+def _dagster(command: str) -> str:
     """A Dagster command of this interpreter's environment, wherever the command line was started from."""
-    return [str(Path(sys.executable).with_name(command))]
+    return str(Path(sys.executable).with_name(command))
 
 
 def _last_line(text: str) -> str:

@@ -152,13 +152,15 @@ INSTANCE_YAML = """\
 concurrency:
   pools:
     default_limit: 1
-# For `dagster dev` on this home: fail runs whose worker died, and free the pool slots they held.
+# For the daemon serving this home (the one `mediaembed` starts, or `dagster dev`'s): fail runs whose worker
+# died, and free the pool slots they held.
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180
   cancel_timeout_seconds: 180
   poll_interval_seconds: 120
   free_slots_after_run_end_seconds: 300
+# Usage telemetry off, as in the local harness's instance; turn it on here if you like.
 telemetry:
   enabled: false
 """
