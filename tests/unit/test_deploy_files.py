@@ -1,7 +1,8 @@
 """The files of deploy/ that no test here can run: the Dockerfile (images are not built on these machines) and
 the Helm values (no cluster). The Dockerfile is linted by hadolint and checked for what this project needs of
-its image; the values are checked against the chart's own schema where the chart's files are at hand, and
-against deploy/dagster.yaml, which tests/deploy/ loads through Dagster, so both deployments run alike."""
+its image; the values are checked against deploy/dagster.yaml, which tests/deploy/ loads through Dagster, so
+both deployments run alike. The chart's own schema is not here (its files are third-party and not
+committed): `helm lint` checks the values where the chart is at hand (docs/deployment.md)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
 HELM_VALUES = DEPLOY / "helm" / "values.yaml"
-# Dagster's chart (helm/dagster of dagster-io/dagster): its values.schema.json and values.yaml. Third-party
-# files are not committed here; they are kept with the steering repo's shared/ reference files.
-CHART_DIR = Path(
-    os.environ.get("DAGSTER_HELM_CHART_DIR", ROOT.parent / "shared" / "reference" / "dagster-helm")
-)
+# BuildKit reads `<Dockerfile>.dockerignore` beside the Dockerfile before the context root's .dockerignore.
+DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"
 CODE_SERVER = [
     "dagster",
     "code-server",
@@ -149,7 +147,7 @@ def test_the_image_serves_the_code_location_as_its_command() -> None:
 
 def test_the_build_context_holds_only_what_the_image_copies() -> None:
     """.dockerignore sends nothing but what a COPY names: no .venv, lake, tests, harness or emulators."""
-    rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()]
     rules = [rule for rule in rules if rule and not rule.startswith("#")]
     assert rules[0] == "*"
     included = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
@@ -170,62 +168,6 @@ def test_the_build_context_holds_only_what_the_image_copies() -> None:
 def helm_values() -> dict[str, Any]:
     values: dict[str, Any] = yaml.safe_load(HELM_VALUES.read_text())
     return values
-
-
-def merged(defaults: Any, overrides: Any) -> Any:
-    """Helm's merge of a values file over the chart's defaults: maps merge, everything else is replaced."""
-    if isinstance(defaults, dict) and isinstance(overrides, dict):
-        return {k: merged(defaults.get(k), v) if k in defaults else v for k, v in overrides.items()} | {
-            k: v for k, v in defaults.items() if k not in overrides
-        }
-    return overrides
-
-
-def without_kubernetes_refs(schema: Any) -> Any:
-    """The chart's schema less its references to Kubernetes' own definitions (kubernetesjsonschema.dev, not
-    reachable here): probes, resources and security contexts are checked by the cluster, not by this test."""
-    if isinstance(schema, dict):
-        return {
-            k: without_kubernetes_refs(v)
-            for k, v in schema.items()
-            if not (k == "$ref" and str(v).startswith("https://kubernetesjsonschema.dev/"))
-        }
-    if isinstance(schema, list):
-        return [without_kubernetes_refs(item) for item in schema]
-    return schema
-
-
-def chart_file(name: str) -> Path:
-    path = CHART_DIR / name
-    if not path.exists():
-        pytest.skip(
-            f"the dagster chart's {name} is not in {CHART_DIR} (set DAGSTER_HELM_CHART_DIR to helm/dagster "
-            "of the dagster release the lock pins): third-party files stay out of this repository"
-        )
-    return path
-
-
-def chart_errors(values: dict[str, Any]) -> list[str]:
-    import jsonschema
-
-    schema = without_kubernetes_refs(json.loads(chart_file("values.schema.json").read_text()))
-    defaults = yaml.safe_load(chart_file("values.yaml").read_text())
-    validator = jsonschema.Draft7Validator(schema)
-    return [
-        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
-        for error in validator.iter_errors(merged(defaults, values))
-    ]
-
-
-def test_the_helm_values_pass_the_charts_schema() -> None:
-    assert chart_errors(helm_values()) == []
-
-
-def test_the_charts_schema_refuses_a_wrong_launcher_key() -> None:
-    values = helm_values()
-    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
-    launcher["envSecret"] = launcher.pop("envSecrets")
-    assert any("envSecret" in error for error in chart_errors(values))
 
 
 def camel(name: str) -> str:
