@@ -8,6 +8,7 @@ import binascii
 import json
 import random
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, get_args
 
@@ -16,6 +17,7 @@ from werkzeug.wrappers import Request, Response
 
 from emulators.bedrock_runtime import errors
 from emulators.bedrock_runtime.async_jobs import AsyncJobs
+from emulators.bedrock_runtime.authorization import async_model_resources, s3_object_arn
 from emulators.bedrock_runtime.invocations import Invocation, InvocationBook, iso
 from emulators.bedrock_runtime.limits import MarengoLimits
 from emulators.bedrock_runtime.marengo_body import parse_body, split_s3_uri
@@ -70,6 +72,8 @@ class AsyncSettings(Protocol):
     failure_rate: float
     marengo_limits: dict[str, MarengoLimits]
 
+    def authorize(self, request: Request, checks: Sequence[tuple[str, str]]) -> None: ...
+
 
 class AsyncInvokeApi:
     """The three operations over the book of invocations; `rng` is the emulator's (shared, seeded)."""
@@ -113,6 +117,18 @@ class AsyncInvokeApi:
         if not isinstance(body, dict):
             raise errors.validation("Request body must be a JSON object.")
         check_input("StartAsyncInvoke", body)
+        # The invocation's id is chosen first: its ARN is one of the resources the caller must be allowed.
+        account = f"{settings.region}:{settings.account_id}"
+        arn = f"arn:aws:bedrock:{account}:async-invoke/{uuid.uuid4().hex[:12]}"
+        model_arn = async_model_resources(body["modelId"], settings.region)
+        settings.authorize(
+            request,
+            [
+                (action, resource)
+                for resource in (model_arn, arn)
+                for action in ("bedrock:StartAsyncInvoke", "bedrock:InvokeModel")
+            ],
+        )
         model = resolve_model(body["modelId"], sync=False, region=settings.region)
         token = str(body.get("clientRequestToken") or uuid.uuid4())
         fingerprint = json.dumps(
@@ -125,7 +141,16 @@ class AsyncInvokeApi:
         output = body["outputDataConfig"].get("s3OutputDataConfig")
         if not output:
             raise errors.validation("outputDataConfig.s3OutputDataConfig is required.")
-        bucket, _ = split_s3_uri(output["s3Uri"].rstrip("/") + "/x")  # botocore checked the pattern
+        bucket, placeholder = split_s3_uri(output["s3Uri"].rstrip("/") + "/x")  # botocore checked it
+        # Bedrock reads the media and writes the results as the caller (async_jobs.py writes these keys).
+        reads = [req.media.bucket_key] if req.media is not None and req.media.uri is not None else []
+        results = f"{placeholder[:-1]}{arn[-12:]}"
+        writes = [(bucket, f"{results}/{name}") for name in ("output.json", "manifest.json")]
+        settings.authorize(
+            request,
+            [("s3:GetObject", s3_object_arn(*where)) for where in reads]
+            + [("s3:PutObject", s3_object_arn(*where)) for where in writes],
+        )
         self._media.check_owner(bucket, output.get("bucketOwner"), "output")
         try:
             self._media.s3.head_bucket(Bucket=bucket)
@@ -152,8 +177,6 @@ class AsyncInvokeApi:
                     f"asynchronous invocations for {model.base_id}. Retry after some invocations complete."
                 )
             now = datetime.now(UTC)
-            account = f"{settings.region}:{settings.account_id}"
-            arn = f"arn:aws:bedrock:{account}:async-invoke/{uuid.uuid4().hex[:12]}"
             inv = Invocation(
                 arn=arn,
                 model=model,
@@ -171,6 +194,7 @@ class AsyncInvokeApi:
 
     def get(self, request: Request, invocation_arn: str) -> Response:
         check_input("GetAsyncInvoke", {"invocationArn": invocation_arn})
+        self._settings.authorize(request, [("bedrock:GetAsyncInvoke", invocation_arn)])
         with self._book.lock:
             inv = self._book.get(invocation_arn)
             if inv is None:
@@ -179,6 +203,7 @@ class AsyncInvokeApi:
             return json_response(inv.summary(self._settings.region))
 
     def list(self, request: Request) -> Response:
+        self._settings.authorize(request, [("bedrock:ListAsyncInvokes", "*")])
         args = request.args
         strings = {k: args[k] for k in ("statusEquals", "nextToken", "sortBy", "sortOrder") if k in args}
         params: dict[str, Any] = dict(strings)

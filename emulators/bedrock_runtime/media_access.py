@@ -21,15 +21,15 @@ _SESSION = boto3.session.Session()
 _SESSION_LOCK = threading.Lock()
 
 
-def s3_client(endpoint: str, region: str) -> Any:
-    """A boto3 S3 client for the S3 emulator (path-style addressing, its dummy key pair)."""
+def s3_client(endpoint: str, region: str, credentials: tuple[str, str] = ("test", "test")) -> Any:
+    """A boto3 S3 client for the S3 emulator (path-style addressing), signing with `credentials`."""
     with _SESSION_LOCK:  # sessions are costly to build and client creation is not thread-safe
         return _SESSION.client(
             "s3",
             endpoint_url=endpoint,
             region_name=region,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
+            aws_access_key_id=credentials[0],
+            aws_secret_access_key=credentials[1],
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"}),
         )
 

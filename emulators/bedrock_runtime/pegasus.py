@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, get_args
@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, get_args
 from werkzeug.wrappers import Request, Response
 
 from emulators.bedrock_runtime import errors
+from emulators.bedrock_runtime.authorization import s3_object_arn
 from emulators.bedrock_runtime.embedding import decode_cached
 from emulators.bedrock_runtime.errors import ServiceError
 from emulators.bedrock_runtime.media_access import MediaAccess
@@ -58,6 +59,8 @@ class PegasusSettings(Protocol):
     pegasus_max_s3_bytes: int
     pegasus_max_video_sec: float
     pegasus_require_bucket_owner: bool
+
+    def authorize(self, request: Request, checks: Sequence[tuple[str, str]]) -> None: ...
 
 
 class PegasusApi:
@@ -112,6 +115,8 @@ class PegasusApi:
             max_base64_bytes=settings.pegasus_max_base64_bytes,
             require_bucket_owner=settings.pegasus_require_bucket_owner,
         )
+        if req.media.uri is not None:  # Bedrock reads the video as the caller
+            settings.authorize(request, [("s3:GetObject", s3_object_arn(*req.media.bucket_key))])
         try:
             message, finish = self._answer(req)
         except ServiceError as exc:

@@ -8,6 +8,9 @@ another account, holds media to the models' documented size and length limits, r
 a worker pool against the S3 emulator, and exposes fault injection (latency, in-flight quota, throttling,
 failures) plus test hooks that never require sleeping.
 
+With `iam_identities` (access key -> Identity) it also checks each caller's requests against an IAM
+policy, as AWS would (authorization.py); without, every caller with a key of the account may do anything.
+
 This module is the composition: the settings and faults (plain attributes), the state, and the request
 path every operation shares (route, count, authenticate, throttle, injected errors). The operations are
 in invoke_model.py, pegasus.py and async_invoke.py (async_jobs.py runs the accepted invocations).
@@ -19,7 +22,7 @@ import json
 import random
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -30,6 +33,7 @@ from werkzeug.wrappers import Request, Response
 from emulators.bedrock_runtime import errors
 from emulators.bedrock_runtime.async_invoke import UNDECODABLE_MEDIA, AsyncInvokeApi, UndecodableMedia
 from emulators.bedrock_runtime.async_jobs import INJECTED_FAILURE_MESSAGE, AsyncJobs
+from emulators.bedrock_runtime.authorization import CALLER_KEY, IamCheck, Identity, not_authorized
 from emulators.bedrock_runtime.errors import ServiceError
 from emulators.bedrock_runtime.invocations import Invocation, InvocationBook
 from emulators.bedrock_runtime.invoke_model import InvokeModelApi
@@ -73,6 +77,8 @@ class BedrockRuntimeEmulator(HttpEmulator[ServiceError]):
     earlier job and finishes those still in progress. Without one it starts empty, like a new account.
     The account (`account_id`, one key pair) is what requests must be signed with and what `bucketOwner`
     must name; `undecodable_media` picks how StartAsyncInvoke treats media it cannot decode.
+    `s3_credentials` is the key pair the emulator reads media and writes results to S3 with (an S3 that
+    checks IAM knows only its own users' keys); `iam_identities` turns the IAM mode on for those callers.
     """
 
     refusal_type = ServiceError
@@ -98,6 +104,8 @@ class BedrockRuntimeEmulator(HttpEmulator[ServiceError]):
         access_key_id: str = LOCAL_ACCESS_KEY_ID,
         secret_access_key: str = LOCAL_SECRET_ACCESS_KEY,
         undecodable_media: UndecodableMedia = "refuse",
+        s3_credentials: tuple[str, str] = (LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY),
+        iam_identities: Mapping[str, Identity] | None = None,
     ) -> None:
         if undecodable_media not in UNDECODABLE_MEDIA:
             raise ValueError(
@@ -109,6 +117,9 @@ class BedrockRuntimeEmulator(HttpEmulator[ServiceError]):
         self.account_id = account_id
         # Access key id -> secret: the keys of the account; a test may add one.
         self.credentials: dict[str, str] = {access_key_id: secret_access_key}
+        # Access key id -> the IAM identity its requests are checked against; keys not here are unchecked.
+        self.iam_identities: dict[str, Identity] = dict(iam_identities or {})
+        self._iam_checks: list[IamCheck] = []
         self.undecodable_media: UndecodableMedia = undecodable_media
         # Marengo's documented limits per version, and InvokeModel's body limit; plain attributes so a test
         # can lower one instead of sending gigabytes.
@@ -137,7 +148,9 @@ class BedrockRuntimeEmulator(HttpEmulator[ServiceError]):
         self._calls: dict[str, int] = {}
         self._model_calls: dict[tuple[str, str], int] = {}
         self._restored = False
-        media = MediaAccess(s3_client(s3_endpoint, region), region=region, account_id=account_id)
+        media = MediaAccess(
+            s3_client(s3_endpoint, region, s3_credentials), region=region, account_id=account_id
+        )
         self._book = InvocationBook(self._lock, region, workdir)
         self._jobs = AsyncJobs(self._book, media, self._work, lambda: self.latency_sec)
         self._pegasus = PegasusApi(self, media, rng=self._rng, lock=self._lock)
@@ -195,10 +208,18 @@ class BedrockRuntimeEmulator(HttpEmulator[ServiceError]):
         (calls refused before, e.g. by throttle_rate or a bad body, are counted in model_calls only)."""
         return self._pegasus.calls
 
+    @property
+    def iam_checks(self) -> tuple[IamCheck, ...]:
+        """Every action asked of a caller's policy in the IAM mode, in order, with the answer."""
+        with self._lock:
+            return tuple(self._iam_checks)
+
     def reset_calls(self) -> None:
-        """Forget the traffic counted so far (calls, model_calls, pegasus_calls, status_records)."""
+        """Forget the traffic counted so far (calls, model_calls, pegasus_calls, status_records,
+        iam_checks)."""
         with self._lock:
             self._calls.clear()
+            self._iam_checks.clear()
             self._model_calls.clear()
             self._pegasus.reset_calls()
             self._async.reset_status_records()
@@ -251,7 +272,7 @@ class BedrockRuntimeEmulator(HttpEmulator[ServiceError]):
         authorization = request.headers.get("Authorization")
         if not authorization:
             raise errors.access_denied("Missing Authentication Token: requests must be signed (SigV4).")
-        verify(
+        request.environ[CALLER_KEY] = verify(
             authorization=authorization,
             method=request.method,
             raw_uri=raw_uri(request),
@@ -269,6 +290,20 @@ class BedrockRuntimeEmulator(HttpEmulator[ServiceError]):
         if injected is not None:
             raise injected
         return route.handler(request, **args)
+
+    def authorize(self, request: Request, checks: Sequence[tuple[str, str]]) -> None:
+        """In the IAM mode, refuse the request unless its caller's policy allows every (action, resource)
+        of `checks`, asked in order; a caller without an identity is not checked."""
+        key = str(request.environ.get(CALLER_KEY, ""))
+        identity = self.iam_identities.get(key)
+        if identity is None:
+            return
+        for action, resource in checks:
+            decision = identity.policy.evaluate(action, resource)
+            with self._lock:
+                self._iam_checks.append(IamCheck(key, action, resource, decision.allowed))
+            if not decision.allowed:
+                raise not_authorized(identity.arn, action, resource, decision.explicit_deny)
 
     @staticmethod
     def _model_of(operation: str, request: Request, args: Mapping[str, Any]) -> tuple[str, str] | None:
