@@ -130,19 +130,13 @@ class AsyncInvokeApi:
             ],
         )
         model = resolve_model(body["modelId"], sync=False, region=settings.region)
-        token = str(body.get("clientRequestToken") or uuid.uuid4())
-        fingerprint = json.dumps(
-            {k: body.get(k) for k in ("modelId", "modelInput", "outputDataConfig", "tags")}, sort_keys=True
-        )
-        replay = book.replay(token, fingerprint)
-        if replay is not None:
-            return json_response({"invocationArn": replay})
         req = parse_body(model.version, body["modelInput"], sync=False)
         output = body["outputDataConfig"].get("s3OutputDataConfig")
         if not output:
             raise errors.validation("outputDataConfig.s3OutputDataConfig is required.")
         bucket, placeholder = split_s3_uri(output["s3Uri"].rstrip("/") + "/x")  # botocore checked it
-        # Bedrock reads the media and writes the results as the caller (async_jobs.py writes these keys).
+        # Bedrock reads the media and writes the results as the caller (async_jobs.py writes these keys);
+        # asked of every request, a replay of an earlier one included.
         reads = [req.media.bucket_key] if req.media is not None and req.media.uri is not None else []
         results = f"{placeholder[:-1]}{arn[-12:]}"
         writes = [(bucket, f"{results}/{name}") for name in ("output.json", "manifest.json")]
@@ -151,6 +145,13 @@ class AsyncInvokeApi:
             [("s3:GetObject", s3_object_arn(*where)) for where in reads]
             + [("s3:PutObject", s3_object_arn(*where)) for where in writes],
         )
+        token = str(body.get("clientRequestToken") or uuid.uuid4())
+        fingerprint = json.dumps(
+            {k: body.get(k) for k in ("modelId", "modelInput", "outputDataConfig", "tags")}, sort_keys=True
+        )
+        replay = book.replay(token, fingerprint)
+        if replay is not None:
+            return json_response({"invocationArn": replay})
         self._media.check_owner(bucket, output.get("bucketOwner"), "output")
         try:
             self._media.s3.head_bucket(Bucket=bucket)

@@ -26,7 +26,10 @@ PRINCIPAL = f"arn:aws:iam::{ACCOUNT}:user/pipeline"
 VIDEO = "videos/shapes_a.mp4"
 OUT = {"s3OutputDataConfig": {"s3Uri": f"s3://{LAKE_BUCKET}/iam-mode/"}}
 FOUNDATION = f"arn:aws:bedrock:{REGION}::foundation-model/{MARENGO_3_0}"
-US_REGIONS = ("us-east-1", "us-east-2", "us-west-1", "us-west-2")
+US_FOUNDATIONS = [
+    f"arn:aws:bedrock:{r}::foundation-model/{MARENGO_3_0}"
+    for r in ("us-east-1", "us-east-2", "us-west-1", "us-west-2")
+]
 TEXT = json.dumps({"inputType": "text", "text": {"inputText": "red circle"}})
 NO_RETRIES = {"retries": {"mode": "standard", "max_attempts": 5}}
 
@@ -43,7 +46,10 @@ EVERYTHING = policy(statement(["bedrock:*", "s3:*"]))
 
 
 def video_input(key: str = VIDEO) -> dict[str, Any]:
-    return {"inputType": "video", "video": {"mediaSource": {"s3Location": {"uri": f"s3://{MEDIA_BUCKET}/{key}"}}}}
+    return {
+        "inputType": "video",
+        "video": {"mediaSource": {"s3Location": {"uri": f"s3://{MEDIA_BUCKET}/{key}"}}},
+    }
 
 
 def pegasus_body(source: dict[str, Any]) -> str:
@@ -126,7 +132,7 @@ def test_each_operation_asks_for_what_aws_documents(bedrock: BedrockRuntimeEmula
     caller.invoke_model(modelId=f"us.{MARENGO_3_0}", body=TEXT)
     assert checks(bedrock) == [
         ("bedrock:InvokeModel", f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/us.{MARENGO_3_0}"),
-        *[("bedrock:InvokeModel", f"arn:aws:bedrock:{r}::foundation-model/{MARENGO_3_0}") for r in US_REGIONS],
+        *[("bedrock:InvokeModel", foundation) for foundation in US_FOUNDATIONS],
     ]
     caller.invoke_model(modelId=MARENGO_3_0, body=TEXT)  # the base id, where us-east-1 takes it
     assert checks(bedrock) == [("bedrock:InvokeModel", FOUNDATION)]
@@ -185,7 +191,8 @@ def test_get_async_invoke_is_asked_on_the_invocation(bedrock: BedrockRuntimeEmul
         "invocationArn"
     ]
     holding(bedrock, policy(statement("bedrock:GetAsyncInvoke", "arn:aws:bedrock:*:*:async-invoke/other")))
-    assert denied(lambda: caller.get_async_invoke(invocationArn=arn)) == refusal("bedrock:GetAsyncInvoke", arn)
+    get = lambda: caller.get_async_invoke(invocationArn=arn)  # noqa: E731
+    assert denied(get) == refusal("bedrock:GetAsyncInvoke", arn)
 
 
 def test_bedrock_reads_the_media_and_writes_the_results_as_the_caller(
@@ -196,7 +203,8 @@ def test_bedrock_reads_the_media_and_writes_the_results_as_the_caller(
     )
     holding(bedrock, policy(statement("bedrock:*")))
     assert denied(start) == refusal("s3:GetObject", f"arn:aws:s3:::{MEDIA_BUCKET}/{VIDEO}")
-    holding(bedrock, policy(statement("bedrock:*"), statement("s3:GetObject", f"arn:aws:s3:::{MEDIA_BUCKET}/*")))
+    read_media = statement("s3:GetObject", f"arn:aws:s3:::{MEDIA_BUCKET}/*")
+    holding(bedrock, policy(statement("bedrock:*"), read_media))
     code, status, error_type, message, _ = denied(start)
     assert (code, status, error_type) == ("AccessDeniedException", 403, "AccessDeniedException:")
     assert f"s3:PutObject on resource: arn:aws:s3:::{LAKE_BUCKET}/iam-mode/" in message
@@ -206,7 +214,7 @@ def test_bedrock_reads_the_media_and_writes_the_results_as_the_caller(
         bedrock,
         policy(
             statement("bedrock:*"),
-            statement("s3:GetObject", f"arn:aws:s3:::{MEDIA_BUCKET}/*"),
+            read_media,
             statement("s3:PutObject", f"arn:aws:s3:::{LAKE_BUCKET}/iam-mode/*"),
         ),
     )
@@ -234,3 +242,16 @@ def test_a_caller_without_an_identity_is_not_checked(bedrock: BedrockRuntimeEmul
     account_key.list_async_invokes()
     assert account_key.invoke_model(modelId=MARENGO_3_0, body=TEXT)["body"].read()
     assert bedrock.iam_checks == ()
+
+
+def test_a_replay_is_asked_for_too(bedrock: BedrockRuntimeEmulator, caller: Any) -> None:
+    """The same token and body answer the first invocation, but only to a caller still allowed to start it."""
+    start = lambda: caller.start_async_invoke(  # noqa: E731
+        clientRequestToken="iam-replay", modelId=MARENGO_3_0, modelInput=video_input(), outputDataConfig=OUT
+    )
+    arn = start()["invocationArn"]
+    assert start()["invocationArn"] == arn and bedrock.created_invocations == 1
+    holding(bedrock, policy(statement("bedrock:*"), statement("s3:GetObject")))
+    code, status, _, message, _ = denied(start)
+    assert (code, status) == ("AccessDeniedException", 403) and "s3:PutObject" in message
+    assert bedrock.created_invocations == 1
