@@ -21,6 +21,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from emulators.iam_policy import Policy
 from emulators.sample_media import upload_sample_media
 from emulators.stack import start_local_stack
 
@@ -61,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--upload", type=Path, default=None, metavar="DIR", help="upload DIR's files to the first bucket"
+    )
+    p.add_argument(
+        "--iam-policy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=(
+            "Bedrock checks every request against this IAM policy (deploy/iam-policy.json rendered, "
+            "docs/deployment.md), as the user the exported keys belong to"
+        ),
     )
     p.add_argument(
         "--workdir",
@@ -116,6 +127,16 @@ def serve(argv: list[str] | None = None) -> int:
     if args.upload is not None and not args.upload.is_dir():
         print(f"mediaembed emulate: --upload {args.upload} is not a directory: name one", file=sys.stderr)
         return 2
+    policy = None
+    if args.iam_policy is not None:
+        try:
+            policy = Policy.load(args.iam_policy)
+        except (OSError, ValueError) as error:  # unreadable, not JSON, placeholders left, unsupported
+            reason = " ".join(str(error).split())
+            print(
+                f"mediaembed emulate: --iam-policy {args.iam_policy}: {reason}: fix the file", file=sys.stderr
+            )
+            return 2
     media_buckets = list(dict.fromkeys(args.bucket or ["media"]))
     outputs = output_bucket(media_buckets)
     workdir = Path(args.workdir)
@@ -146,6 +167,7 @@ def serve(argv: list[str] | None = None) -> int:
             workdir=workdir / "bedrock",
             twelvelabs_workdir=workdir / "twelvelabs",
             prepare_s3=prepare,
+            iam_policy=policy,
         )
     except ClientError as error:  # a bucket name S3 refuses
         print(

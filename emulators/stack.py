@@ -7,9 +7,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from emulators.bedrock_runtime import BedrockRuntimeEmulator
+from emulators.bedrock_runtime import BedrockRuntimeEmulator, Identity
 from emulators.bedrock_runtime.models import ACCOUNT_ID
 from emulators.bedrock_runtime.server import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, UndecodableMedia
+from emulators.iam_policy import Policy
 from emulators.s3 import S3Emulator
 from emulators.twelvelabs_api import TwelveLabsEmulator
 
@@ -95,6 +96,7 @@ def start_local_stack(
     access_key_id: str = LOCAL_ACCESS_KEY_ID,
     secret_access_key: str = LOCAL_SECRET_ACCESS_KEY,
     undecodable_media: UndecodableMedia = "refuse",
+    iam_policy: Policy | None = None,
     **faults: Any,
 ) -> LocalStack:
     """Start S3, then Bedrock and the TwelveLabs API with the same faults (latency_sec,
@@ -106,7 +108,8 @@ def start_local_stack(
     from an earlier run find their media. The stack has one account and one key pair (what `env()`
     exports): Bedrock verifies every signature against it, and the TwelveLabs API accepts only presigned
     URLs signed with it (moto checks none). `undecodable_media` says whether Bedrock refuses media it
-    cannot decode at submit ("refuse") or accepts the job and fails it ("fail").
+    cannot decode at submit ("refuse") or accepts the job and fails it ("fail"). With `iam_policy`, Bedrock
+    checks the stack's key pair against it (its IAM mode, as the user `mediaembed`); S3 checks nothing.
     """
     s3 = S3Emulator(port=s3_port, region=region).start()
     try:
@@ -131,6 +134,9 @@ def start_local_stack(
             access_key_id=access_key_id,
             secret_access_key=secret_access_key,
             undecodable_media=undecodable_media,
+            iam_identities=None
+            if iam_policy is None
+            else {access_key_id: Identity(f"arn:aws:iam::{account_id}:user/mediaembed", iam_policy)},
             **faults,
         ).start()
     except BaseException:
