@@ -28,7 +28,7 @@ import boto3
 import dagster as dg
 import pytest
 
-from emulators.bedrock_runtime import BedrockRuntimeEmulator, Identity
+from emulators.bedrock_runtime import BedrockRuntimeEmulator, IamCheck, Identity
 from emulators.iam_policy import Policy, render
 from emulators.s3 import S3Emulator
 from emulators.sample_media import SampleObject, upload_sample_media
@@ -101,8 +101,8 @@ class IamWorld:
     iam: Any  # an IAM client of the unrestricted user
     user_arn: str
     pipeline_key: str
-    admin_s3: Any
-    wire: list[WireCall]
+    wire: list[WireCall]  # every S3 request of the run
+    bedrock_checks: tuple[IamCheck, ...]  # every Bedrock authorization of the run
     submitted: dict[str, Any]
     ingest: SensorDriver
     described: dg.ExecuteInProcessResult
@@ -119,25 +119,23 @@ class IamWorld:
         self.bedrock.iam_identities[self.pipeline_key] = Identity(self.user_arn, policy)
 
 
+def _iam(endpoint: str, key: str = "x", secret: str = "x") -> Any:
+    return boto3.session.Session().client(
+        "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=key, aws_secret_access_key=secret
+    )
+
+
 def _users(endpoint: str) -> tuple[Any, dict[str, tuple[str, str]], str]:
-    iam = boto3.session.Session().client(
-        "iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
-    )
-    keys, arn = {}, ""
+    """Before IAM is enforced: the user `emulators` (may do anything: the emulators' own S3 calls and this
+    test's policy changes) and `pipeline` (holds only the rendered policy). Returns an IAM client of the
+    first, both key pairs, and the pipeline user's ARN."""
+    iam, keys, arns = _iam(endpoint), {}, {}
     for user, document in (("emulators", ALLOW_ALL), ("pipeline", rendered().document)):
-        made = iam.create_user(UserName=user)["User"]
+        arns[user] = iam.create_user(UserName=user)["User"]["Arn"]
         iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(document))
-        key = iam.create_access_key(UserName=user)["AccessKey"]
-        keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
-        arn = made["Arn"] if user == "pipeline" else arn
-    admin = boto3.session.Session().client(
-        "iam",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id=keys["emulators"][0],
-        aws_secret_access_key=keys["emulators"][1],
-    )
-    return admin, keys, arn
+        made = iam.create_access_key(UserName=user)["AccessKey"]
+        keys[user] = (made["AccessKeyId"], made["SecretAccessKey"])
+    return _iam(endpoint, *keys["emulators"]), keys, arns["pipeline"]
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +169,6 @@ def iam_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamWorld]:
         for name, value in {**local.env(), **local_settings(folder), **SETTINGS}.items():
             env.setenv(name, value)
         env.setenv("AWS_ENDPOINT_URL_STS", s3.endpoint)  # moto's STS, for the caller's account
-        admin_s3 = boto3.session.Session().client(
-            "s3",
-            endpoint_url=s3.endpoint,
-            region_name=REGION,
-            aws_access_key_id=admin[0],
-            aws_secret_access_key=admin[1],
-        )
         set_no_auth_count(s3.endpoint, "0")
         stack.callback(set_no_auth_count, s3.endpoint, "inf")
         world = World(local, samples, dg.DagsterInstance.ephemeral(), None)
@@ -187,7 +178,16 @@ def iam_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamWorld]:
             described = run_job(world.instance, "describe_media", None)
             hits = search_json("yellow triangle", top_k=1)
         yield IamWorld(
-            world, iam, user_arn, pipeline_key, admin_s3, recorder.calls, submitted, ingest, described, hits
+            world,
+            iam,
+            user_arn,
+            pipeline_key,
+            recorder.calls,
+            bedrock.iam_checks,
+            submitted,
+            ingest,
+            described,
+            hits,
         )
 
 
@@ -214,7 +214,7 @@ def test_the_pipeline_completes_as_a_user_holding_only_the_policy(iam_world: Iam
     assert iam_world.bedrock.created_invocations == USABLE
     refused = [str(c) for c in iam_world.wire if c.access_key == iam_world.pipeline_key and c.status == 403]
     assert not refused, f"S3 refused the pipeline: {refused}"
-    assert all(c.allowed for c in iam_world.bedrock.iam_checks), "Bedrock refused the pipeline"
+    assert iam_world.bedrock_checks and all(c.allowed for c in iam_world.bedrock_checks), "Bedrock refused"
 
 
 def test_every_call_is_allowed_and_every_action_of_every_statement_is_used(iam_world: IamWorld) -> None:
@@ -227,9 +227,7 @@ def test_every_call_is_allowed_and_every_action_of_every_statement_is_used(iam_w
     assert not unknown, f"calls the wire mapping does not know: {unknown}"
     asked = [request for c in ours for request in iam_requests(c) or []]
     asked += [
-        (c.action, c.resource, {})
-        for c in iam_world.bedrock.iam_checks
-        if c.access_key == iam_world.pipeline_key
+        (c.action, c.resource, {}) for c in iam_world.bedrock_checks if c.access_key == iam_world.pipeline_key
     ]
     used: set[tuple[str, str]] = set()
     for action, resource, context in asked:
