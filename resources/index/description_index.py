@@ -23,6 +23,7 @@ import pyarrow as pa
 from lancedb.index import FTS, BTree
 from pydantic import Field, PrivateAttr
 
+from resources.index.missing_table import is_missing_table
 from resources.index.writer_lock import WriterLock, describe_holder, holding, table_writer_lock
 from resources.search.description_search import (
     TEXT_SCHEMA,
@@ -90,7 +91,9 @@ class DescriptionIndex(dg.ConfigurableResource):
     def open_table(self) -> Any | None:
         try:
             return self.connect().open_table(TEXT_TABLE)
-        except ValueError:  # LanceDB's "Table ... was not found"
+        except ValueError as error:
+            if not is_missing_table(error):
+                raise
             return None
 
     def searcher(self) -> DescriptionSearch:

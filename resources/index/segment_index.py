@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from lancedb.index import BTree, IvfSq
 from pydantic import Field, PrivateAttr
 
+from resources.index.missing_table import is_missing_table
 from resources.index.writer_lock import WriterLock, describe_holder, holding, table_writer_lock
 from resources.providers.embedding_jobs import LEGACY_EMBEDDING_TYPE
 from resources.providers.marengo_models import MarengoModel
@@ -208,7 +209,9 @@ class SegmentIndex(dg.ConfigurableResource):
     def open_table(self, model: MarengoModel) -> Any | None:
         try:
             return self.connect().open_table(self.table_name(model))
-        except ValueError:  # LanceDB's "Table ... was not found"
+        except ValueError as error:
+            if not is_missing_table(error):
+                raise
             return None
 
     @contextmanager

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from resources.index.missing_table import is_missing_table
 from resources.providers.bedrock.pegasus_bodies import PegasusOutputError, parse_chapters
 from resources.search.fusion import TextHit, TextSignal
 from resources.search.segment_search import IndexNotFound, connect_for_reading
@@ -193,7 +194,9 @@ def open_text_table(db: Any) -> Any:
     """The description table of a LanceDB connection; IndexNotFound while nothing is indexed."""
     try:
         return db.open_table(TEXT_TABLE)
-    except ValueError:  # LanceDB's "Table ... was not found"
+    except ValueError as error:
+        if not is_missing_table(error):
+            raise
         raise IndexNotFound("no descriptions are indexed yet") from None
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from resources.index.missing_table import is_missing_table
 from resources.providers.embedding_jobs import LEGACY_EMBEDDING_TYPE, EmbeddingType
 from resources.providers.marengo_models import MarengoModel
 from resources.storage.location import Location
@@ -73,7 +74,7 @@ def open_segments(db: Any, model: MarengoModel, uri: str) -> Any:
     try:
         return db.open_table(table_name(model))
     except ValueError as error:
-        if "was not found" not in str(error):  # LanceDB's "Table ... was not found"; not an I/O failure
+        if not is_missing_table(error):
             raise
         raise IndexNotFound(f"the search index at {uri} holds no {model.key} segments yet") from None
 

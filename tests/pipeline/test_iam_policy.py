@@ -374,7 +374,13 @@ PROTECTS: dict[str, list[Call]] = {
             "SegmentIndex.connect (LanceDB lists the namespace's versions)",
             lambda r, w: r.segment_index.connect(),
             r"ListRequest .* status: 403, body: .*<Code>AccessDenied</Code>",
-        )
+        ),
+        Call(
+            # Refused, not read as an empty index (which an ingest would go on to create anew).
+            "SegmentIndex.state (the table's row count, as the index checks read it)",
+            lambda r, w: r.segment_index.state(MARENGO_3_0),
+            r"403",
+        ),
     ],
     "IndexObjects": [
         Call("SegmentIndex.writer (the writer lease, PutObject)", _lease, DENIED_S3.format("PutObject"))
