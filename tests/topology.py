@@ -43,8 +43,9 @@ from tests.postgres import URL_VARIABLE, free_port
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
 BEGIN, END = "<!-- local topology: begin -->", "<!-- local topology: end -->"
-SETTINGS, CODE_SERVER, DAEMON, WEBSERVER = "settings", "code server", "daemon", "webserver"
-STEPS = (SETTINGS, CODE_SERVER, DAEMON, WEBSERVER)
+SETTINGS, INSTANCE = "settings", "instance"
+CODE_SERVER, DAEMON, WEBSERVER = "code server", "daemon", "webserver"
+STEPS = (SETTINGS, INSTANCE, CODE_SERVER, DAEMON, WEBSERVER)
 LOCATION = "mediaembed"
 MEDIA_BUCKET, DATA_BUCKET = "media", "lake"
 # Bounds that end a test instead of hanging it; none is waited out when things work.
@@ -64,16 +65,23 @@ RUN_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 T = TypeVar("T")
 
 
-def wait_for(what: str, timeout_sec: float, probe: Callable[[], T | None], every_sec: float = POLL_SEC) -> T:
+def wait_for(
+    what: str,
+    timeout_sec: float,
+    probe: Callable[[], T | None],
+    every_sec: float = POLL_SEC,
+    explain: Callable[[], str] | None = None,
+) -> T:
     """Poll `probe` until it returns something other than None (or False), or fail naming what never
-    happened within `timeout_sec`."""
+    happened within `timeout_sec` (and what `explain` says of the state then)."""
     deadline = time.monotonic() + timeout_sec
     while True:
         found = probe()
         if found is not None and found is not False:
             return found
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout_sec:.0f} s")
+            state = f": {explain()}" if explain is not None else ""
+            raise AssertionError(f"{what} did not happen within {timeout_sec:.0f} s{state}")
         time.sleep(every_sec)
 
 
@@ -169,12 +177,22 @@ class Topology:
 
     # --- the documented processes ----------------------------------------------------------------------
 
+    def _script(self, name: str) -> str:
+        return f"set -eu\n{self.steps[SETTINGS]}\n{self.steps[name]}"
+
+    def prepare(self) -> None:
+        """The one-time block: the instance's folder and its dagster.yaml."""
+        done = subprocess.run(
+            ["bash", "-c", self._script(INSTANCE)], cwd=ROOT, env=self.env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+
     def start(self, name: str) -> Step:
         """Run the settings block and then `name`'s block, as written, in a shell of its own."""
-        assert name in STEPS and name != SETTINGS and name not in self.running, name
+        assert name in (CODE_SERVER, DAEMON, WEBSERVER) and name not in self.running, name
         self.started += 1
         log = self.logs / f"{self.started:02d}-{name.replace(' ', '-')}.log"
-        script = f"set -eu\n{self.steps[SETTINGS]}\n{self.steps[name]}"
+        script = self._script(name)
         with log.open("wb") as out:
             process = subprocess.Popen(
                 ["bash", "-c", script],
@@ -198,7 +216,9 @@ class Topology:
         return dg.DagsterInstance.from_config(str(self.home))
 
     def up(self, daemon: bool = True) -> None:
-        """The code server and the webserver, serving the location; then the daemon, beating."""
+        """The instance's folder, the code server and the webserver serving the location; then the daemon,
+        beating."""
+        self.prepare()
         for name in (CODE_SERVER, WEBSERVER):
             self.start(name)
         wait_for("the code location loaded in the webserver", START_TIMEOUT_SEC, self._location_loaded, 1.0)
