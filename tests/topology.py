@@ -277,8 +277,13 @@ class Topology:
         request = urllib.request.Request(
             f"{self.webserver_url}/graphql", data=body, headers={"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(request, timeout=GRAPHQL_TIMEOUT_SEC) as response:
-            answer = json.load(response)
+        try:
+            with urllib.request.urlopen(request, timeout=GRAPHQL_TIMEOUT_SEC) as response:
+                answer = json.load(response)
+        except urllib.error.HTTPError as error:
+            said = error.read().decode(errors="replace")
+            error.msg = f"{error.msg}: {' '.join(said.split())[:600]}"
+            raise
         assert "errors" not in answer, answer["errors"]
         return dict(answer["data"])
 
@@ -343,6 +348,10 @@ class Topology:
                 state = self.graphql(SENSOR_STATE, {"selector": selector})["sensorOrError"]["sensorState"]
                 answer = self.graphql(STOP_SENSOR, {"id": state["id"]})
                 assert answer["stopSensor"]["__typename"] == "StopSensorMutationResult", answer
+
+    def runs_via_ui(self) -> list[dict[str, Any]]:
+        """The runs page's query: id, job and status of the latest runs."""
+        return list(self.graphql(RUNS)["runsOrError"]["results"])
 
     def backfill_status(self, backfill_id: str) -> str:
         answer = self.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
@@ -460,6 +469,9 @@ BACKFILL = """
 mutation Backfill($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
   __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
   ... on PartitionSetNotFoundError { message } } }
+"""
+RUNS = """
+query { runsOrError(limit: 50) { ... on Runs { results { runId jobName status } } } }
 """
 BACKFILL_STATUS = """
 query B($id: String!) { partitionBackfillOrError(backfillId: $id) {

@@ -112,7 +112,15 @@ def test_the_deployed_topology_end_to_end(
         home = tmp_path / "dagster"
 
         def converged(*model_keys: str) -> bool:
-            return all(open_jobs(lake, m) == 0 and embedded(lake, m) == usable for m in model_keys)
+            """Every job of the versions ingested, into the table and the index (the ingest run's second
+            step writes the index after the table)."""
+            for m in model_keys:
+                if open_jobs(lake, m) != 0 or embedded(lake, m) != usable:
+                    return False
+                table, indexed = table_and_index_rows(lake, index, m)
+                if table != indexed:
+                    return False
+            return True
 
         with deployed(home, postgres_url, settings, tmp_path / "logs") as topology:
             timings["up"] = time.monotonic() - started

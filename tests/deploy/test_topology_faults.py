@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 import time
+import urllib.error
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import dagster as dg
 import pytest
 
 from emulators.stack import LocalStack, start_local_stack
+from mediaembed.engine import failure_reason
 from tests.daemons import daemons_of
 from tests.deploy.billing import (
     billed,
@@ -36,8 +38,8 @@ from tests.deploy.billing import (
     table_and_index_rows,
 )
 from tests.faults.world import extra_images, gated
-from tests.postgres import URL_VARIABLE
-from tests.topology import DAEMON, Topology, deployed, pipeline_settings, wait_for
+from tests.postgres import URL_VARIABLE, running_postgres
+from tests.topology import CODE_SERVER, DAEMON, Topology, deployed, pipeline_settings, wait_for
 
 SERVING, TARGET, OTHER = "marengo-3.0", "marengo-2.7", "marengo-3.5"  # 3.5: TwelveLabs API
 SCHEDULES = ("embed_new_media_schedule", "describe_new_media_schedule")
@@ -67,8 +69,16 @@ class Faulted:
             return set(instance.event_log_storage.get_concurrency_run_ids())
 
     def converged(self, *model_keys: str) -> bool:
-        lake, _ = self.lake_and_index()
-        return all(open_jobs(lake, m) == 0 and embedded(lake, m) == self.media for m in model_keys)
+        """Every job of the versions ingested, into the table and the index (the ingest run's second step
+        writes the index after the table)."""
+        lake, index = self.lake_and_index()
+        for m in model_keys:
+            if open_jobs(lake, m) != 0 or embedded(lake, m) != self.media:
+                return False
+            table, indexed = table_and_index_rows(lake, index, m)
+            if table != indexed:
+                return False
+        return True
 
     def progress(self, *model_keys: str) -> str:
         """What the ledger, the tables and the runs say, for a wait that ran out."""
@@ -295,6 +305,108 @@ def test_the_daemon_killed_and_restarted_mid_backfill(
         {
             "runs": len(runs),
             "backfill_runs_while_the_daemon_was_dead": without_daemon,
+            "provider_jobs": jobs,
+            "rows": rows,
+            "seconds": round(time.monotonic() - started, 1),
+        },
+    )
+
+
+RUN_EVENTS = """
+query Events($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection { events { __typename } } } } }
+"""
+SENSOR_TICKS = """
+query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  ... on Sensor { sensorState { ticks(limit: 20) { status timestamp } } } } }
+"""
+
+
+def sensor_ticks_since(topology: Topology, since: float) -> list[str]:
+    """The statuses of the invocation sensor's ticks after `since`, as the UI lists them."""
+    selector = {
+        "repositoryLocationName": "mediaembed",
+        "repositoryName": "__repository__",
+        "sensorName": "marengo_invocation_sensor",
+    }
+    ticks = topology.graphql(SENSOR_TICKS, {"selector": selector})["sensorOrError"]["sensorState"]["ticks"]
+    return [t["status"] for t in ticks if t["timestamp"] > since]
+
+
+def test_postgres_stopped_for_a_few_seconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Postgres is stopped (every connection dropped) while a submission run is mid-way, and kept down
+    until the processes' own connection retries (dagster-postgres: about 6 s) give up; then started
+    again on the same data directory and port. The run retries or fails with the database named, the
+    daemon and the code server carry on, and the next sensor tick and the next run proceed."""
+    started = time.monotonic()
+    with running_postgres() as server:  # a server of its own: it is stopped mid-test
+        url = server.create_database("topology")
+        with faulted(url, tmp_path, monkeypatch, objects=6) as world:
+            topology, bedrock = world.topology, world.stack.bedrock
+            log = topology.running[CODE_SERVER].log  # the code server's and its runs' output
+            with gated(bedrock, starts_async_invoke, allow=3) as gate:
+                submission = topology.launch("embed_new_media", SERVING)
+                gate.wait_held(1, lambda: world.active(submission))
+                server.stop()
+                stopped = time.monotonic()
+            # The worker goes on with the provider while the instance is gone; its writes to the instance
+            # retry, and give up.
+            wait_for("the rest submitted", END_SEC, lambda: bedrock.created_invocations == 6)
+            wait_for(
+                "a connection to Postgres given up",
+                END_SEC,
+                lambda: "too many retries for DB connection" in log.read_text(errors="replace"),
+            )
+            down_sec = time.monotonic() - stopped
+            server.start()
+            back = time.time()
+            run = topology.wait_ended(submission, END_SEC)
+            assert run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE), run.status
+            with topology.instance() as instance:
+                reason = (
+                    failure_reason(instance, submission) if run.status == dg.DagsterRunStatus.FAILURE else ""
+                )
+            if reason:
+                assert "DB connection" in reason or "database" in reason.lower(), reason
+
+            # Every process carried on; the sensor's next ticks after the restart went through.
+            topology.check_alive()
+            # The webserver's pooled connections died with the server: its first answers are 500s, once
+            # per storage, then it answers again (the UI recovers on its next refresh).
+            webserver_errors: list[str] = []
+
+            def ticked() -> set[str] | None:
+                try:
+                    topology.runs_via_ui()  # run storage
+                    topology.backfills("REQUESTED")
+                    topology.graphql(RUN_EVENTS, {"id": submission})  # event log storage
+                    return {"SUCCESS", "SKIPPED"} & set(sensor_ticks_since(topology, back))
+                except urllib.error.HTTPError as error:
+                    webserver_errors.append(f"{error.code}: {error.msg}"[:200])
+                    return None
+
+            wait_for("a sensor tick after Postgres came back", END_SEC, ticked, 1.0)
+            assert "FAILURE" not in sensor_ticks_since(topology, back)
+            # The next submission run buys nothing again (the ledger and the client tokens).
+            again = topology.launch("embed_new_media", SERVING)
+            assert topology.wait_ended(again, END_SEC).status == dg.DagsterRunStatus.SUCCESS
+            assert bedrock.created_invocations == 6
+            world.wait_converged(SERVING)
+            jobs = world.assert_billed_once(SERVING)
+            rows = world.assert_index_is_table(SERVING)
+            topology.set_automation(False, (), ("marengo_invocation_sensor",))
+            runs = topology.wait_quiet(CONVERGE_SEC)
+            others = [r for r in runs if r.run_id != submission]
+            assert {r.status for r in others} == {dg.DagsterRunStatus.SUCCESS}, [
+                (r.job_name, r.status) for r in runs
+            ]
+    record(
+        "postgres-stopped",
+        {
+            "postgres_down_sec": round(down_sec, 1),
+            "run_during_the_outage": run.status.value,
+            "its_reason": reason,
+            "webserver_errors_after_the_restart": webserver_errors,
+            "runs": len(runs),
             "provider_jobs": jobs,
             "rows": rows,
             "seconds": round(time.monotonic() - started, 1),
