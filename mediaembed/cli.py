@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.settings import sensor_interval_sec, unknown_setting_warnings, use_model_settings
+from pipelines.settings import check_definition_settings, unknown_setting_warnings, use_model_settings
 from resources.providers.marengo_models import MARENGO_MODELS
 from resources.storage.clock import REAL_CLOCK, Clock
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
         print(f"mediaembed: warning: {line}", file=sys.stderr)
     try:
         use_model_settings(os.environ)  # Marengo 3.5's vector length, before any model is looked up
-        sensor_interval_sec(os.environ)  # read as the code location loads: a bad one is refused here
+        check_definition_settings(os.environ)  # read as the code location loads: a bad one is refused here
     except ValueError as error:
         print(f"mediaembed: {error}", file=sys.stderr)
         return 2

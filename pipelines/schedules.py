@@ -4,18 +4,19 @@ import dagster as dg
 
 from pipelines.jobs import describe_media_job, embed_new_media_job, holding_config
 from pipelines.run_statuses import ACTIVE_RUN_STATUSES
+from pipelines.settings import schedule_cron
 from resources.storage.lake import Lake
 
 
 @dg.schedule(
     job=embed_new_media_job,
-    cron_schedule="*/15 * * * *",
+    cron_schedule=schedule_cron("MEDIAEMBED_EMBED_SCHEDULE"),
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description=(
-        "Every 15 minutes: inventory the bucket and submit new or changed objects for the version serving "
-        "search (the lake's serving record); the sensor then submits them for every other version kept up, "
-        "holding the quota while objects wait. The safety net for new media; the invocation sensor "
-        "submits as jobs finish."
+        "Every 15 minutes (MEDIAEMBED_EMBED_SCHEDULE): inventory the bucket and submit new or changed "
+        "objects for the version serving search (the lake's serving record); the sensor then submits them "
+        "for every other version kept up, holding the quota while objects wait. The safety net for new "
+        "media; the invocation sensor submits as jobs finish."
     ),
 )
 def embed_new_media_schedule(context: dg.ScheduleEvaluationContext, lake: Lake) -> dg.RunRequest:
@@ -25,12 +26,12 @@ def embed_new_media_schedule(context: dg.ScheduleEvaluationContext, lake: Lake) 
 
 @dg.schedule(
     job=describe_media_job,
-    cron_schedule="7,22,37,52 * * * *",
+    cron_schedule=schedule_cron("MEDIAEMBED_DESCRIBE_SCHEDULE"),
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description=(
-        "Every 15 minutes, between the embedding runs: describe and chapter with Pegasus what the inventory "
-        "holds that is not described yet (new videos, changed ETags, changed prompts); a run with nothing "
-        "new makes no call."
+        "Every 15 minutes, between the embedding runs (MEDIAEMBED_DESCRIBE_SCHEDULE): describe and chapter "
+        "with Pegasus what the inventory holds that is not described yet (new videos, changed ETags, "
+        "changed prompts); a run with nothing new makes no call."
     ),
 )
 def describe_new_media_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -109,6 +110,14 @@ KNOWN_SETTINGS: dict[str, Setting] = {
     "MEDIAEMBED_SENSOR_INTERVAL_SEC": Setting(
         "seconds between the invocation sensor's ticks (the daemon ticks at most every 5 s)", "60", "30"
     ),
+    "MEDIAEMBED_EMBED_SCHEDULE": Setting(
+        "cron of the schedule that inventories the bucket and submits new media for the serving version",
+        "0 * * * *",
+        "`*/15 * * * *`",
+    ),
+    "MEDIAEMBED_DESCRIBE_SCHEDULE": Setting(
+        "cron of the schedule that describes new videos with Pegasus", "30 * * * *", "`7,22,37,52 * * * *`"
+    ),
     "MEDIAEMBED_DEBUG": Setting("the search page and commands show errors in full", "1"),
     "MEDIAEMBED_TRACEBACK": Setting("mediaembed ingest prints a traceback after its one-line error", "1"),
 }
@@ -154,6 +163,43 @@ def sensor_interval_sec(environ: Mapping[str, str] = os.environ) -> int:
             f"MEDIAEMBED_SENSOR_INTERVAL_SEC={raw!r} is not a whole number of seconds: set 1 or more"
         )
     return int(raw)
+
+
+# The schedules' crons, read where each schedule is defined (a cron is part of its definition).
+DEFAULT_SCHEDULES = {
+    "MEDIAEMBED_EMBED_SCHEDULE": "*/15 * * * *",
+    "MEDIAEMBED_DESCRIBE_SCHEDULE": "7,22,37,52 * * * *",
+}
+# Minute, hour, day of month, month, day of week: the ranges a number in each field may take.
+CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+
+
+def schedule_cron(name: str, environ: Mapping[str, str] = os.environ) -> str:
+    """A schedule's cron from its setting (DEFAULT_SCHEDULES names them and their defaults): five fields of
+    numbers, ranges, steps, lists and `*`. Read when the schedule is defined; the command checks it first,
+    so a bad value is one line there, not a traceback from loading the code location."""
+    raw = " ".join(environ.get(name, "").split())
+    if not raw:
+        return DEFAULT_SCHEDULES[name]
+    fields = raw.split(" ")
+    numbers_in_range = len(fields) == 5 and all(
+        CRON_FIELD.match(value) and all(low <= int(n) <= high for n in re.findall(r"(?<![/\d])\d+", value))
+        for value, (low, high) in zip(fields, CRON_RANGES, strict=True)
+    )
+    if not numbers_in_range:
+        raise ValueError(
+            f"{name}={raw!r} is not a cron schedule: give five fields (minute hour day month weekday), "
+            f"as {DEFAULT_SCHEDULES[name]!r}"
+        )
+    return raw
+
+
+def check_definition_settings(environ: Mapping[str, str]) -> None:
+    """Raise ValueError, one line naming the variable, for a setting read as the code location loads."""
+    sensor_interval_sec(environ)
+    for name in DEFAULT_SCHEDULES:
+        schedule_cron(name, environ)
 
 
 def configuration_table() -> str:

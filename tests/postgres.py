@@ -18,9 +18,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,19 @@ class PostgresServer:
     host: str
     port: int
     superuser: str
+    # `pg_ctl stop` / `pg_ctl start` on the server's own data directory and port (running_postgres's).
+    control: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+
+    def stop(self) -> None:
+        """Stop the server (`pg_ctl stop -m fast`: every connection is dropped at once), keeping its data."""
+        assert self.control is not None, "a server started by running_postgres"
+        self.control("stop")
+
+    def start(self) -> None:
+        """Start the stopped server again, on the same data directory and port, and wait until it answers."""
+        assert self.control is not None, "a server started by running_postgres"
+        self.control("start")
+        wait_until_accepting(self, START_TIMEOUT_SEC)
 
     def libpq_url(self, database: str = "postgres") -> str:
         """The URL psycopg2 and libpq read."""
@@ -145,6 +158,16 @@ def running_postgres() -> Iterator[PostgresServer]:
             raise PostgresUnavailable(f"{Path(str(command[0])).name} failed ({done.returncode}): {last[-1]}")
 
     started = False
+
+    def control(action: str) -> None:
+        nonlocal started
+        if action == "start":
+            run(binaries / "pg_ctl", "start", "-D", data, "-l", log, "-w", "-t", str(START_TIMEOUT_SEC))
+            started = True
+        else:
+            run(binaries / "pg_ctl", "stop", "-D", data, "-m", "fast", "-w", "-t", str(STOP_TIMEOUT_SEC))
+            started = False
+
     try:
         run("mkdir", "-p", sockets)
         run(binaries / "initdb", "-D", data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-locale")
@@ -157,14 +180,13 @@ def running_postgres() -> Iterator[PostgresServer]:
         }
         with (data / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
-        run(binaries / "pg_ctl", "start", "-D", data, "-l", log, "-w", "-t", str(START_TIMEOUT_SEC))
-        started = True
-        server = PostgresServer("127.0.0.1", port, SUPERUSER)
+        control("start")
+        server = PostgresServer("127.0.0.1", port, SUPERUSER, control)
         wait_until_accepting(server, START_TIMEOUT_SEC)
         yield server
     finally:
         if started:
-            run(binaries / "pg_ctl", "stop", "-D", data, "-m", "fast", "-w", "-t", str(STOP_TIMEOUT_SEC))
+            control("stop")
         shutil.rmtree(base, ignore_errors=True)
 
 

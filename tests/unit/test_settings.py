@@ -11,6 +11,7 @@ from mediaembed.cli import main
 from pipelines.settings import (
     KNOWN_SETTINGS,
     OPTIONAL_SETTINGS,
+    schedule_cron,
     sensor_interval_sec,
     unknown_setting_warnings,
     use_model_settings,
@@ -167,4 +168,30 @@ def test_the_command_refuses_a_bad_length_in_one_line(
     assert main(["search", "red circle"]) == 2
     assert capsys.readouterr().err == (
         f"mediaembed: {MARENGO_3_5_DIMENSION_ENV}='1024': give a whole number from 1 to 512, as 256\n"
+    )
+
+
+def test_the_schedules_take_their_crons_from_the_settings() -> None:
+    assert schedule_cron("MEDIAEMBED_EMBED_SCHEDULE", {}) == "*/15 * * * *"
+    assert schedule_cron("MEDIAEMBED_DESCRIBE_SCHEDULE", {"MEDIAEMBED_DESCRIBE_SCHEDULE": ""}) == (
+        "7,22,37,52 * * * *"
+    )
+    every_minute = {"MEDIAEMBED_EMBED_SCHEDULE": " *  * * * * "}
+    assert schedule_cron("MEDIAEMBED_EMBED_SCHEDULE", every_minute) == "* * * * *"
+    for cron in ("0 */2 1-15 1,6 0-5", "0-59/5 23 31 12 7"):
+        assert schedule_cron("MEDIAEMBED_EMBED_SCHEDULE", {"MEDIAEMBED_EMBED_SCHEDULE": cron}) == cron
+        assert dg.ScheduleDefinition(name="s", cron_schedule=cron, target="*").cron_schedule == cron
+
+
+@pytest.mark.parametrize(
+    "cron", ["* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "@hourly", "* * * * * *"]
+)
+def test_the_command_refuses_a_bad_schedule_in_one_line(
+    cron: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MEDIAEMBED_EMBED_SCHEDULE", cron)
+    assert main(["search", "red circle"]) == 2
+    assert capsys.readouterr().err == (
+        f"mediaembed: MEDIAEMBED_EMBED_SCHEDULE={cron!r} is not a cron schedule: give five fields "
+        "(minute hour day month weekday), as '*/15 * * * *'\n"
     )
