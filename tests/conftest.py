@@ -36,6 +36,7 @@ LANES: dict[str, tuple[str, ...]] = {
     "pipeline": ("slow",),
     "faults": ("faults", "slow"),
     "browser": ("browser", "slow"),
+    "deploy": ("deploy", "slow"),
 }
 
 
