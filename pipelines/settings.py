@@ -2,8 +2,9 @@
 
 A misspelled setting (`MEDIAEMBED_PROVIDER` for `MEDIAEMBED_PROVIDERS`) used to be ignored without a word.
 The code location and the `mediaembed` command both warn, naming the closest known setting. A test keeps
-this list complete: every `MEDIAEMBED_*` name in production code must be here. Free of Dagster, so the
-command can check before it loads anything.
+this list complete: every `MEDIAEMBED_*` name in production code must be here. Free of Dagster at import, so
+the command can check before it loads anything (a schedule's cron, where one is set, is held to Dagster's own
+rules).
 
 `OPTIONAL_SETTINGS` are the resource fields pipelines/definitions.py binds only where their variable is set
 (an unset `dg.EnvVar` fails the resource even for an optional field); `use_model_settings` applies the one
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -170,28 +170,24 @@ DEFAULT_SCHEDULES = {
     "MEDIAEMBED_EMBED_SCHEDULE": "*/15 * * * *",
     "MEDIAEMBED_DESCRIBE_SCHEDULE": "7,22,37,52 * * * *",
 }
-# Minute, hour, day of month, month, day of week: the ranges a number in each field may take.
-CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
-CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
 
 
 def schedule_cron(name: str, environ: Mapping[str, str] = os.environ) -> str:
-    """A schedule's cron from its setting (DEFAULT_SCHEDULES names them and their defaults): five fields of
-    numbers, ranges, steps, lists and `*`. Read when the schedule is defined; the command checks it first,
-    so a bad value is one line there, not a traceback from loading the code location."""
+    """A schedule's cron from its setting (DEFAULT_SCHEDULES names them and their defaults), held to
+    Dagster's own cron rules. Read when the schedule is defined; the command checks it first, so a bad value
+    is one line there, not a traceback from loading the code location."""
     raw = " ".join(environ.get(name, "").split())
     if not raw:
         return DEFAULT_SCHEDULES[name]
-    fields = raw.split(" ")
-    numbers_in_range = len(fields) == 5 and all(
-        CRON_FIELD.match(value) and all(low <= int(n) <= high for n in re.findall(r"(?<![/\d])\d+", value))
-        for value, (low, high) in zip(fields, CRON_RANGES, strict=True)
-    )
-    if not numbers_in_range:
+    import dagster as dg  # deferred: only where the setting is set (every command imports this module)
+
+    try:
+        dg.ScheduleDefinition(name="cron_check", cron_schedule=raw, job_name="cron_check")
+    except dg.DagsterInvalidDefinitionError:
         raise ValueError(
-            f"{name}={raw!r} is not a cron schedule: give five fields (minute hour day month weekday), "
-            f"as {DEFAULT_SCHEDULES[name]!r}"
-        )
+            f"{name}={raw!r} is not a cron schedule Dagster accepts: give minute (0-59), hour (0-23), day "
+            f"(1-31), month (1-12) and weekday (0-7), as {DEFAULT_SCHEDULES[name]!r}"
+        ) from None
     return raw
 
 

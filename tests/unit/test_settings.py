@@ -178,13 +178,13 @@ def test_the_schedules_take_their_crons_from_the_settings() -> None:
     )
     every_minute = {"MEDIAEMBED_EMBED_SCHEDULE": " *  * * * * "}
     assert schedule_cron("MEDIAEMBED_EMBED_SCHEDULE", every_minute) == "* * * * *"
-    for cron in ("0 */2 1-15 1,6 0-5", "0-59/5 23 31 12 7"):
+    for cron in ("0 */2 1-15 1,6 0-5", "0-59/5 23 31 12 7", "@hourly", "0 6 * * MON-FRI"):
         assert schedule_cron("MEDIAEMBED_EMBED_SCHEDULE", {"MEDIAEMBED_EMBED_SCHEDULE": cron}) == cron
         assert dg.ScheduleDefinition(name="s", cron_schedule=cron, target="*").cron_schedule == cron
 
 
 @pytest.mark.parametrize(
-    "cron", ["* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "@hourly", "* * * * * *"]
+    "cron", ["* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "0 0 31 2 *", "every hour", "* * * * * * *"]
 )
 def test_the_command_refuses_a_bad_schedule_in_one_line(
     cron: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -192,6 +192,6 @@ def test_the_command_refuses_a_bad_schedule_in_one_line(
     monkeypatch.setenv("MEDIAEMBED_EMBED_SCHEDULE", cron)
     assert main(["search", "red circle"]) == 2
     assert capsys.readouterr().err == (
-        f"mediaembed: MEDIAEMBED_EMBED_SCHEDULE={cron!r} is not a cron schedule: give five fields "
-        "(minute hour day month weekday), as '*/15 * * * *'\n"
+        f"mediaembed: MEDIAEMBED_EMBED_SCHEDULE={cron!r} is not a cron schedule Dagster accepts: give minute "
+        "(0-59), hour (0-23), day (1-31), month (1-12) and weekday (0-7), as '*/15 * * * *'\n"
     )
