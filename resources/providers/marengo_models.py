@@ -130,8 +130,12 @@ MARENGO_MODELS: dict[str, MarengoModel] = {m.key: m for m in (MARENGO_2_7, MAREN
 def use_marengo_3_5_dimension(dimension: int) -> None:
     """Serve Marengo 3.5 with vectors of `dimension` in this process: what `marengo_model` and
     `MARENGO_MODELS` give from now on. Called by the binding places once, before anything runs."""
-    if MARENGO_MODELS[MARENGO_3_5.key].dimension != parse_matryoshka_dimension(str(dimension)):
-        MARENGO_MODELS[MARENGO_3_5.key] = marengo_3_5(dimension)
+    dimension = parse_matryoshka_dimension(str(dimension))
+    if MARENGO_MODELS[MARENGO_3_5.key].dimension != dimension:
+        # Back at the default, the one MARENGO_3_5 again, not an equal copy: `is` comparisons hold.
+        MARENGO_MODELS[MARENGO_3_5.key] = (
+            MARENGO_3_5 if dimension == MARENGO_3_5.dimension else marengo_3_5(dimension)
+        )
 
 
 def marengo_model(key: str) -> MarengoModel:

@@ -138,7 +138,7 @@ def test_marengo_3_5s_length_is_chosen_once_for_the_process() -> None:
         assert MARENGO_MODELS[MARENGO_3_5.key] is model
     finally:
         assert use_model_settings({}) == 512
-    assert marengo_model(MARENGO_3_5.key) == MARENGO_3_5
+    assert marengo_model(MARENGO_3_5.key) is MARENGO_3_5, "back at the default, the one model object"
     for bad in ("0", "513", "two"):
         with pytest.raises(ValueError) as error:
             use_model_settings({MARENGO_3_5_DIMENSION_ENV: bad})
