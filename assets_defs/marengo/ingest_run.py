@@ -21,7 +21,6 @@ from resources.providers.embedding_jobs import (
     EmbeddingJob,
     EmbeddingOptions,
     InvocationStatus,
-    options_from_canonical,
 )
 from resources.providers.errors import ListingIncomplete, MarengoOutputError, OutputUnavailable
 from resources.providers.marengo_models import MarengoModel
@@ -134,15 +133,7 @@ def _ingest_one(
     now: datetime,
 ) -> Ingested:
     row, model = recorder.row, recorder.model
-    job = EmbeddingJob(
-        media_uri=row["media_uri"],
-        etag=row["etag"],
-        modality=row["modality"],
-        model=model,
-        options=options_from_canonical(row["options"]),
-        attempt=int(row["attempt"]),
-        provider=marengo.provider_name,
-    )
+    job = EmbeddingJob.from_record(row, model, marengo.provider_name)
     if status.state == "failed":
         reason = status.failure_message or "the provider reported a failure without a message"
         return Ingested(recorder.outcome("failed", reason=reason))

@@ -34,7 +34,6 @@ from resources.providers.embedding_jobs import (
     EmbeddingOptions,
     InvocationStatus,
     Submission,
-    options_from_canonical,
 )
 from resources.providers.errors import ListingIncomplete, ProviderError
 from resources.providers.marengo_models import MarengoModel
@@ -418,15 +417,7 @@ def _recover_intents(
         return []
     pending = [
         (
-            EmbeddingJob(
-                row["media_uri"],
-                row["etag"],
-                row["modality"],
-                model,
-                options_from_canonical(row["options"]),
-                int(row["attempt"]),
-                provider.provider_name,
-            ),
+            EmbeddingJob.from_record(row, model, provider.provider_name),
             pd.Timestamp(row["intended_at"]).to_pydatetime(),
         )
         for row in intents.to_dict("records")

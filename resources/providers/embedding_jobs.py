@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -98,6 +99,20 @@ class EmbeddingJob:
     options: EmbeddingOptions
     attempt: int = 1
     provider: str = "bedrock"
+
+    @classmethod
+    def from_record(cls, record: Mapping[Any, Any], model: MarengoModel, provider: str) -> EmbeddingJob:
+        """The job a ledger record names (a submission or an intent: object, ETag, modality, canonical
+        options, attempt), for `model` at `provider`: the same key and client token it was recorded with."""
+        return cls(
+            record["media_uri"],
+            record["etag"],
+            record["modality"],
+            model,
+            options_from_canonical(record["options"]),
+            int(record["attempt"]),
+            provider,
+        )
 
     @property
     def job_key(self) -> str:

@@ -38,7 +38,7 @@ from harness.local_env import local_settings
 from harness.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
 from resources.pegasus.prompts import DEFAULT_PROMPTS
-from resources.providers.embedding_jobs import EmbeddingJob, InvocationStatus, options_from_canonical
+from resources.providers.embedding_jobs import EmbeddingJob, InvocationStatus
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.storage.s3_objects import bucket_region
 from resources.tables.embedding_table import EmbeddingTable
@@ -256,15 +256,7 @@ def _video_job(resources: Any) -> tuple[EmbeddingJob, InvocationStatus]:
     """The run's job for shapes_a and its invocation, rebuilt from the ledger (the same client token)."""
     rows = SubmissionLedger(resources.lake, "bedrock").submissions()
     row = rows[rows["media_uri"].str.endswith("videos/shapes_a.mp4")].iloc[0]
-    job = EmbeddingJob(
-        row["media_uri"],
-        row["etag"],
-        row["modality"],
-        MARENGO_3_0,
-        options_from_canonical(row["options"]),
-        int(row["attempt"]),
-        row["provider"],
-    )
+    job = EmbeddingJob.from_record(row, MARENGO_3_0, row["provider"])
     assert job.client_token == row["client_token"]
     status = InvocationStatus(
         row["invocation_id"], job.client_token, "completed", None, None, None, row["output_uri"]

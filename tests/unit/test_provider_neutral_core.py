@@ -19,7 +19,6 @@ from resources.providers.embedding_jobs import (
     InvocationStatus,
     SegmentEmbedding,
     Submission,
-    options_from_canonical,
 )
 from resources.providers.errors import SetupError
 from resources.providers.marengo_models import (
@@ -109,14 +108,7 @@ def test_the_fixture_ledger_keys_are_the_keys_the_new_code_computes(tmp_path: Pa
     jobs = SubmissionLedger(fixture_lake(tmp_path), "bedrock").jobs(MARENGO_3_0.key)
     assert len(jobs) == 7 and set(jobs["provider"]) == {"bedrock"}
     for row in jobs.to_dict("records"):
-        job = EmbeddingJob(
-            row["media_uri"],
-            row["etag"],
-            row["modality"],
-            MARENGO_3_0,
-            options_from_canonical(row["options"]),
-            int(row["attempt"]),
-        )
+        job = EmbeddingJob.from_record(row, MARENGO_3_0, "bedrock")
         assert (job.job_key, job.client_token) == (row["job_key"], row["client_token"])
 
 
