@@ -14,7 +14,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from resources.storage.lake import Lake
-from resources.tables.embedding_table import WRITER
+from resources.tables.delta_upkeep import WRITER
 
 DESCRIPTIONS_PATH = "tables/pegasus_descriptions"
 CHAPTERS_PATH = "tables/pegasus_chapters"

@@ -21,29 +21,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-from deltalake import DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from resources.providers.embedding_jobs import LEGACY_EMBEDDING_TYPE
 from resources.providers.marengo_models import MarengoModel
 from resources.storage.lake import Lake
-from resources.storage.retry import race_retries
+from resources.tables.delta_upkeep import WRITER, commit_with_retries, maintain
 from resources.tables.segment_schema import segment_schema
 
 # What the lake held before the table format: one `<media id>.parquet` per object in the table's folder.
 LEGACY_FILE = re.compile(r"^[0-9a-f]{24}\.parquet$")
-# Compact once this many data files make up the current version (ingest runs add one or a few each):
-# every file is a fragment each read opens, so a read of few large files stays near one Parquet file's.
-COMPACT_FROM_FILES = 16
-# A table this small is compacted into one file after every commit that leaves it in several: rewriting
-# it costs an ingest run well under a second, and every read then opens one file.
-SMALL_TABLE_BYTES = 64 * 1024 * 1024
-# Snappy for every file written, compactions included: delta-rs compacts with ZSTD by default, which
-# reads back about 40% slower than the Snappy files its writes make.
-WRITER = WriterProperties(compression="SNAPPY")
-# Files no version younger than this needs are vacuumed: a week of time travel.
-RETENTION_HOURS = 7 * 24
-COMMIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -229,22 +217,7 @@ class EmbeddingTable:
         table = self.open()
         if table is None:
             return "no table yet"
-        files = len(table.file_uris())
-        size = sum(pa.table(table.get_add_actions()).column("size_bytes").to_pylist())
-        small = size <= SMALL_TABLE_BYTES
-        if files < COMPACT_FROM_FILES and not (small and files > 1):
-            return f"{files} data files, compaction from {COMPACT_FROM_FILES}"
-        metrics = table.optimize.compact(
-            target_size=SMALL_TABLE_BYTES if small else None, writer_properties=WRITER
-        )
-        # A checkpoint: readers then load the log from one Parquet file instead of replaying every commit.
-        table.create_checkpoint()
-        removed = table.vacuum(retention_hours=RETENTION_HOURS, dry_run=False, full=True)
-        return (
-            f"compacted {metrics.get('numFilesRemoved', files)} files into "
-            f"{metrics.get('numFilesAdded', '?')}; vacuumed {len(removed)} files older than "
-            f"{RETENTION_HOURS} h"
-        )
+        return maintain(table)
 
     def version(self) -> int | None:
         table = self.open()
@@ -274,8 +247,7 @@ class EmbeddingTable:
         return table.version()
 
     def _commit(self, write: Any) -> int:
-        """A commit, tried again when another writer committed first (bounded: it ends)."""
-        return race_retries(CommitFailedError, COMMIT_ATTEMPTS, backoff_sec=0.1)(lambda: int(write()))
+        return commit_with_retries(write)
 
     # --- the one-time migration --------------------------------------------------------------------------
 
