@@ -3,6 +3,9 @@ lancedb all speak to it."""
 
 from __future__ import annotations
 
+import itertools
+import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,11 +13,36 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from moto.s3 import notifications as moto_notifications
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
 from emulators.http_base import LoopbackServer, W, WsgiApp, free_port
 
 __all__ = ["S3Emulator", "free_port"]
+
+
+def _with_sequencer(build: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """S3's event records as S3 sends them, where moto 5 differs: every ObjectCreated and ObjectRemoved
+    record carries a `sequencer` (a hex string, later events of a key greater), and a removal carries no
+    `eTag` or `size` (the object is gone)."""
+    counter = itertools.count(1)
+    lock = threading.Lock()
+
+    def build_event(event_name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        event = build(event_name, *args, **kwargs)
+        for record in event.get("Records", []):
+            obj = record["s3"]["object"]
+            with lock:
+                obj["sequencer"] = f"{time.time_ns():016X}{next(counter):04X}"
+            if record["eventName"].startswith("ObjectRemoved"):
+                obj.pop("eTag", None)
+                obj.pop("size", None)
+        return event
+
+    return build_event
+
+
+moto_notifications._get_s3_event = _with_sequencer(moto_notifications._get_s3_event)
 
 
 class S3Emulator:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
+from botocore.exceptions import ClientError
 from pydantic import Field
 
 from resources.media.probe import MediaProbe, probe
@@ -22,26 +23,60 @@ class MediaObject:
     last_modified: datetime
 
 
+def is_folder_marker(key: str, size: int) -> bool:
+    """A console "folder": a zero-byte key ending in `/`, not media."""
+    return key.endswith("/") and size == 0
+
+
 class MediaSource(dg.ConfigurableResource):
     uri: str = Field(description="s3://bucket/prefix to embed everything under.")
     storage: S3Storage
 
     def list_objects(self) -> Iterator[MediaObject]:
         """Every object under the prefix, through boto3's paginator (1000 keys a call)."""
+        for page in self.list_pages():
+            yield from page
+
+    def list_pages(self) -> Iterator[list[MediaObject]]:
+        """The objects under the prefix a listing page (1000 keys) at a time, in S3's key order: a listing
+        of any size in the memory of one page."""
         root = S3Uri.parse(self.uri)
         paginator = self.storage.get_client().get_paginator("list_objects_v2")
         # botocore asks for url-encoded keys and decodes them, so every key arrives exactly as stored.
         for page in paginator.paginate(Bucket=root.bucket, Prefix=root.key):
-            for item in page.get("Contents", []):
-                if item["Key"].endswith("/") and item["Size"] == 0:  # a console "folder", not media
-                    continue
-                yield MediaObject(
+            yield [
+                MediaObject(
                     uri=str(S3Uri(root.bucket, item["Key"])),
                     key=item["Key"],
                     etag=item["ETag"].strip('"'),
                     size_bytes=item["Size"],
                     last_modified=item["LastModified"],
                 )
+                for item in page.get("Contents", [])
+                if not is_folder_marker(item["Key"], item["Size"])
+            ]
+
+    def covers(self, bucket: str, key: str) -> bool:
+        """Whether an object is under the media prefix (events name every key of the bucket)."""
+        root = S3Uri.parse(self.uri)
+        return bucket == root.bucket and key.startswith(root.key)
+
+    def head(self, key: str) -> MediaObject | None:
+        """The object's current version, or None when it is gone."""
+        root = S3Uri.parse(self.uri)
+        try:
+            item = self.storage.get_client().head_object(Bucket=root.bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise
+        return MediaObject(
+            uri=str(S3Uri(root.bucket, key)),
+            key=key,
+            etag=item["ETag"].strip('"'),
+            size_bytes=item["ContentLength"],
+            last_modified=item["LastModified"],
+        )
 
     def probe(self, obj: MediaObject) -> tuple[str | None, MediaProbe]:
         """Content type and media facts of the listed version, reading only the byte ranges the container

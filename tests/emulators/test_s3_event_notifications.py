@@ -1,0 +1,80 @@
+"""The bucket's event notifications reach an SQS queue as S3 sends them, and read back exactly."""
+
+from collections.abc import Iterator
+
+import boto3
+import pytest
+
+from emulators.s3 import S3Emulator
+from resources.media.event_queue import MediaEventQueue
+from resources.media.events import CREATED, REMOVED, latest_per_object, parse_message
+from tests.s3_key_matrix import hostile_keys
+
+
+@pytest.fixture
+def queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S3Emulator, MediaEventQueue]]:
+    emulator = S3Emulator().start()
+    try:
+        for name, value in {
+            "AWS_ENDPOINT_URL_SQS": emulator.endpoint,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+        }.items():
+            monkeypatch.setenv(name, value)
+        sqs = boto3.session.Session().client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="media-events", Attributes={"VisibilityTimeout": "900"})["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        s3 = emulator.client()
+        s3.create_bucket(Bucket="media")
+        s3.put_bucket_notification_configuration(
+            Bucket="media",
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
+                ]
+            },
+        )
+        yield emulator, MediaEventQueue(queue_url=url, region_name="us-east-1")
+    finally:
+        emulator.stop()
+
+
+def test_every_hostile_key_round_trips_through_events_and_a_delete_follows_its_put(
+    queue: tuple[S3Emulator, MediaEventQueue],
+) -> None:
+    emulator, events = queue
+    s3 = emulator.client()
+    keys = list(hostile_keys(".png").values())
+    for key in keys:
+        s3.put_object(Bucket="media", Key=key, Body=b"png")
+    s3.delete_object(Bucket="media", Key=keys[0])
+    messages = events.receive(limit=100)
+    changes = [c for m in messages for c in parse_message(m.body)]
+    created = {c.key for c in changes if c.change == CREATED}
+    assert created == set(keys)
+    etag = s3.head_object(Bucket="media", Key=keys[1])["ETag"].strip('"')
+    assert {c.etag for c in changes if c.change == CREATED} == {etag}
+    # Out of order or not, the delete is the latest change of its key.
+    latest = {c.key: c for c in latest_per_object(list(reversed(changes)))}
+    assert latest[keys[0]].change == REMOVED
+
+
+def test_a_message_not_deleted_comes_back_and_a_deleted_one_does_not(
+    queue: tuple[S3Emulator, MediaEventQueue],
+) -> None:
+    emulator, events = queue
+    s3 = emulator.client()
+    s3.put_object(Bucket="media", Key="kept.png", Body=b"1")
+    s3.put_object(Bucket="media", Key="done.png", Body=b"2")
+    messages = [m for m in events.receive(limit=10) if parse_message(m.body)]
+    assert len(messages) == 2
+    done = next(m for m in messages if parse_message(m.body)[0].key == "done.png")
+    kept = next(m for m in messages if m is not done)
+    assert events.delete([done.receipt_handle]) == []
+    # A run killed before its commit deletes nothing: once the visibility timeout passes (made to pass
+    # now), the message is delivered again; the deleted one never is.
+    events.client().change_message_visibility(
+        QueueUrl=events.queue_url, ReceiptHandle=kept.receipt_handle, VisibilityTimeout=0
+    )
+    again = events.receive(limit=10)
+    assert [parse_message(m.body)[0].key for m in again] == ["kept.png"]
