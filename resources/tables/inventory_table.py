@@ -1,0 +1,212 @@
+"""The media inventory: a Delta Lake table of every object under the media prefix, updated by merge.
+
+One row per object URI. A run merges only the rows it changed (objects probed, removed, or listed to be
+probed by another run), so its cost follows the change, not the library: nothing reads the whole table
+into Python, and nothing rewrites it. Readers name the columns they need and, where they can, the rows
+(`media_uri IN`, pushed down to the files' statistics).
+
+Rows that are not objects one can embed today keep their place, so the history of an object is in one row:
+- `removed`: gone from the bucket (a tombstone). It keeps the sequencer of the event that removed it, so a
+  late ObjectCreated event of an older version is recognised as stale. Readers leave tombstones out.
+- `pending`: listed by a reconciliation but not yet probed; `probe_batch` names the run that will probe it
+  (the inventory sensor requests one run per batch, so a first inventory of a large prefix fans out
+  over Dagster's run workers).
+
+A lake from before this table holds `inventory.parquet` in the same folder: the first open folds it into
+version 0 and deletes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+from resources.storage.lake import Lake
+from resources.tables.delta_upkeep import WRITER, commit_with_retries, maintain
+
+INVENTORY_DIR = "tables/media_inventory"
+LEGACY_INVENTORY = f"{INVENTORY_DIR}/inventory.parquet"
+INVENTORY_SCHEMA = pa.schema(
+    [
+        ("media_uri", pa.string()),
+        ("media_id", pa.string()),
+        ("key", pa.string()),
+        ("etag", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("last_modified", pa.timestamp("us", tz="UTC")),
+        ("content_type", pa.string()),
+        ("modality", pa.string()),
+        ("duration_sec", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("probed_at", pa.timestamp("us", tz="UTC")),
+        # The latest S3 event applied to the row (events.sequence_position), null when a listing wrote it.
+        ("event_sequencer", pa.string()),
+        # Listed, waiting for the probe run of this batch; null once probed.
+        ("probe_batch", pa.string()),
+    ]
+)
+# As the files hold it: delta-rs merges (DataFusion) write strings as string_view, and pyarrow's statistics
+# pruning cannot compare a string literal with string_view statistics, so every write and read uses views.
+FILE_SCHEMA = pa.schema(
+    [pa.field(f.name, pa.string_view()) if f.type == pa.string() else f for f in INVENTORY_SCHEMA]
+)
+REMOVED, PENDING = "removed", "pending"
+# A merge replaces the whole row, except the sequencer a listing does not know: it keeps the stored one.
+# An event row replaces a row only if its sequencer is later (or the row has none): concurrent runs applying
+# events of the same key out of order end in the later event's row, whichever commits last.
+_UPDATES = {name: f"s.{name}" for name in INVENTORY_SCHEMA.names if name != "event_sequencer"} | {
+    "event_sequencer": "COALESCE(s.event_sequencer, t.event_sequencer)"
+}
+_NEWER = "s.event_sequencer IS NULL OR t.event_sequencer IS NULL OR s.event_sequencer > t.event_sequencer"
+# Files of about this size once the table is large: a merge rewrites only the files holding rows it updates.
+TARGET_FILE_BYTES = 32 * 1024 * 1024
+
+
+class InventoryTable:
+    def __init__(self, lake: Lake) -> None:
+        self._lake = lake
+        self.uri = lake.table_uri(INVENTORY_DIR)
+        self._options = lake.delta_storage_options()
+
+    def open(self) -> DeltaTable | None:
+        try:
+            return DeltaTable(self.uri, storage_options=self._options)
+        except TableNotFoundError:
+            return self._fold_legacy()
+
+    def read(
+        self,
+        columns: list[str] | None = None,
+        uris: list[str] | None = None,
+        pending_only: bool = False,
+        with_removed: bool = False,
+    ) -> pa.Table:
+        """Current rows (without tombstones unless `with_removed`), of only `uris` when given, of only
+        rows waiting for a probe run with `pending_only`.
+
+        The rows are filtered after the read, not pushed down: delta-rs merges write strings as
+        string_view, and pyarrow's scanner can neither compare nor `isin` those against its statistics.
+        Only the named columns and the filter's own are read.
+        """
+        names = columns or INVENTORY_SCHEMA.names
+        needed = list(dict.fromkeys([*names, "media_uri", "status", "probe_batch"]))
+        table = self.open()
+        if table is None:
+            return INVENTORY_SCHEMA.empty_table().select(names)
+        rows = self._dataset(table).to_table(columns=needed)
+        rows = rows.cast(pa.schema([INVENTORY_SCHEMA.field(n) for n in needed]))
+        keep = None
+        if uris is not None:
+            keep = pc.is_in(rows.column("media_uri"), pa.array(uris, pa.string()))
+        if pending_only:
+            pending = pc.is_valid(rows.column("probe_batch"))
+            keep = pending if keep is None else pc.and_(keep, pending)
+        if not with_removed:
+            present = pc.invert(pc.equal(rows.column("status"), REMOVED))
+            keep = present if keep is None else pc.and_(keep, present)
+        if keep is not None:
+            rows = rows.filter(pc.fill_null(keep, True))
+        return rows.select(names)
+
+    def batches(self, columns: list[str], batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Current rows (tombstones included), `columns` only, a record batch at a time."""
+        table = self.open()
+        if table is None:
+            return
+        schema = pa.schema([INVENTORY_SCHEMA.field(n) for n in columns])
+        for batch in self._dataset(table).to_batches(columns=columns, batch_size=batch_rows):
+            yield batch.cast(schema)
+
+    def _dataset(self, table: DeltaTable) -> pads.Dataset:
+        # pyarrow's own filesystems over the current version's files (delta-rs writes no deletion vectors),
+        # as EmbeddingTable reads: faster, and free of delta-rs#2184.
+        fragments = self._lake.parquet_fragments(table.file_uris())
+        return self._lake.fragments_dataset(fragments, FILE_SCHEMA)
+
+    def version(self) -> int | None:
+        table = self.open()
+        return None if table is None else table.version()
+
+    def merge(self, rows: pa.Table) -> int | None:
+        """Upsert `rows` by media URI in one commit (see _UPDATES and _NEWER); the new version."""
+        if rows.num_rows == 0:
+            return None
+        rows = rows.select(INVENTORY_SCHEMA.names).cast(INVENTORY_SCHEMA).cast(FILE_SCHEMA)
+
+        def write() -> int:
+            table = self._ensure()
+            (
+                table.merge(
+                    rows,
+                    predicate="t.media_uri = s.media_uri",
+                    source_alias="s",
+                    target_alias="t",
+                    writer_properties=WRITER,
+                )
+                .when_matched_update(_UPDATES, predicate=_NEWER)
+                .when_not_matched_insert_all()
+                .execute()
+            )
+            return table.version()
+
+        return commit_with_retries(write)
+
+    def replace_all(self, rows: pa.Table) -> int:
+        """Overwrite the whole table (tests and benchmarks set an inventory up this way)."""
+        rows = rows.select(INVENTORY_SCHEMA.names).cast(INVENTORY_SCHEMA).cast(FILE_SCHEMA)
+        self._ensure()
+        write_deltalake(
+            self.uri, rows, mode="overwrite", storage_options=self._options, writer_properties=WRITER
+        )
+        return int(self.version() or 0)
+
+    def maintain(self) -> str:
+        table = self.open()
+        return "no table yet" if table is None else maintain(table, TARGET_FILE_BYTES)
+
+    def _ensure(self) -> DeltaTable:
+        table = self.open()
+        if table is None:
+            DeltaTable.create(
+                self.uri,
+                schema=FILE_SCHEMA,
+                mode="ignore",
+                storage_options=self._options,
+                name="media_inventory",
+            )
+            table = self.open()
+        assert table is not None
+        return table
+
+    def _fold_legacy(self) -> DeltaTable | None:
+        """The single Parquet file of the layout before the table, folded into version 0 (a run racing to
+        do the same loses the race for version 0 and finds the table made); then the file is deleted."""
+        legacy = self._lake.read_table(LEGACY_INVENTORY)
+        if legacy is None:
+            return None
+        for field in INVENTORY_SCHEMA:  # event_sequencer and probe_batch came with the table
+            if field.name not in legacy.column_names:
+                legacy = legacy.append_column(field.name, pa.nulls(legacy.num_rows, field.type))
+        try:
+            write_deltalake(
+                self.uri,
+                legacy.select(INVENTORY_SCHEMA.names).cast(INVENTORY_SCHEMA).cast(FILE_SCHEMA),
+                mode="error",
+                name="media_inventory",
+                description="folded from inventory.parquet",
+                storage_options=self._options,
+                writer_properties=WRITER,
+            )
+        except DeltaError as error:
+            if "exists" not in str(error).lower():
+                raise
+        self._lake.delete_files([LEGACY_INVENTORY], missing_ok=True)
+        return DeltaTable(self.uri, storage_options=self._options)
