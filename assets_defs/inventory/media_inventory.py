@@ -12,27 +12,12 @@ from assets_defs.metadata import column_schema, preview
 from resources.media.probe import MediaProbe
 from resources.media.source import MediaObject, MediaSource
 from resources.storage.lake import Lake
+from resources.tables.inventory_table import LEGACY_INVENTORY, OBJECT_SCHEMA
 from resources.tables.segment_schema import media_id
 
-INVENTORY_PATH = "tables/media_inventory/inventory.parquet"
-INVENTORY_SCHEMA = pa.schema(
-    [
-        ("media_uri", pa.string()),
-        ("media_id", pa.string()),
-        ("key", pa.string()),
-        ("etag", pa.string()),
-        ("size_bytes", pa.int64()),
-        ("last_modified", pa.timestamp("us", tz="UTC")),
-        ("content_type", pa.string()),
-        ("modality", pa.string()),
-        ("duration_sec", pa.float64()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-        ("probed_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
+# The single Parquet file the inventory is until this asset merges into InventoryTable (issue 24).
+INVENTORY_PATH = LEGACY_INVENTORY
+INVENTORY_SCHEMA = OBJECT_SCHEMA
 PROBE_THREADS = 8
 # The metadata entry counting objects gone since the previous inventory (the sensor reads it).
 OBJECTS_REMOVED = "objects_removed"

@@ -44,10 +44,6 @@ class MediaEventQueue(dg.ConfigurableResource):
     )
     _client: Any = PrivateAttr(default=None)
 
-    @property
-    def configured(self) -> bool:
-        return bool(self.queue_url)
-
     def client(self) -> Any:
         if self._client is None:
             self._client = boto3.session.Session(region_name=self.region_name).client(

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
-from botocore.exceptions import ClientError
 from pydantic import Field
 
 from resources.media.probe import MediaProbe, probe
@@ -55,28 +54,6 @@ class MediaSource(dg.ConfigurableResource):
                 for item in page.get("Contents", [])
                 if not is_folder_marker(item["Key"], item["Size"])
             ]
-
-    def covers(self, bucket: str, key: str) -> bool:
-        """Whether an object is under the media prefix (events name every key of the bucket)."""
-        root = S3Uri.parse(self.uri)
-        return bucket == root.bucket and key.startswith(root.key)
-
-    def head(self, key: str) -> MediaObject | None:
-        """The object's current version, or None when it is gone."""
-        root = S3Uri.parse(self.uri)
-        try:
-            item = self.storage.get_client().head_object(Bucket=root.bucket, Key=key)
-        except ClientError as error:
-            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                return None
-            raise
-        return MediaObject(
-            uri=str(S3Uri(root.bucket, key)),
-            key=key,
-            etag=item["ETag"].strip('"'),
-            size_bytes=item["ContentLength"],
-            last_modified=item["LastModified"],
-        )
 
     def probe(self, obj: MediaObject) -> tuple[str | None, MediaProbe]:
         """Content type and media facts of the listed version, reading only the byte ranges the container

@@ -31,7 +31,9 @@ from resources.tables.delta_upkeep import WRITER, commit_with_retries, maintain
 
 INVENTORY_DIR = "tables/media_inventory"
 LEGACY_INVENTORY = f"{INVENTORY_DIR}/inventory.parquet"
-INVENTORY_SCHEMA = pa.schema(
+# What a probe knows of an object: the columns of the single Parquet file the asset writes until it uses this
+# table (assets_defs/inventory/media_inventory.py).
+OBJECT_SCHEMA = pa.schema(
     [
         ("media_uri", pa.string()),
         ("media_id", pa.string()),
@@ -47,6 +49,11 @@ INVENTORY_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("reason", pa.string()),
         ("probed_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+INVENTORY_SCHEMA = pa.schema(
+    [
+        *OBJECT_SCHEMA,
         # The latest S3 event applied to the row (events.sequence_position), null when a listing wrote it.
         ("event_sequencer", pa.string()),
         # Listed, waiting for the probe run of this batch; null once probed.
@@ -58,7 +65,7 @@ INVENTORY_SCHEMA = pa.schema(
 FILE_SCHEMA = pa.schema(
     [pa.field(f.name, pa.string_view()) if f.type == pa.string() else f for f in INVENTORY_SCHEMA]
 )
-REMOVED, PENDING = "removed", "pending"
+REMOVED = "removed"
 # A merge replaces the whole row, except the sequencer a listing does not know: it keeps the stored one.
 # An event row replaces a row only if its sequencer is later (or the row has none): concurrent runs applying
 # events of the same key out of order end in the later event's row, whichever commits last.
@@ -97,7 +104,16 @@ class InventoryTable:
         Only the named columns and the filter's own are read.
         """
         names = columns or INVENTORY_SCHEMA.names
-        needed = list(dict.fromkeys([*names, "media_uri", "status", "probe_batch"]))
+        filtered_by = [
+            name
+            for name, used in (
+                ("media_uri", uris is not None),
+                ("probe_batch", pending_only),
+                ("status", not with_removed),
+            )
+            if used
+        ]
+        needed = list(dict.fromkeys([*names, *filtered_by]))
         table = self.open()
         if table is None:
             return INVENTORY_SCHEMA.empty_table().select(names)
