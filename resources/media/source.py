@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
+from botocore.exceptions import ClientError
 from pydantic import Field
 
 from resources.media.probe import MediaProbe, probe
@@ -54,6 +55,28 @@ class MediaSource(dg.ConfigurableResource):
                 for item in page.get("Contents", [])
                 if not is_folder_marker(item["Key"], item["Size"])
             ]
+
+    def contains(self, bucket: str, key: str) -> bool:
+        """Whether an object is under the media prefix (a bucket's events may cover more than it)."""
+        root = S3Uri.parse(self.uri)
+        return bucket == root.bucket and key.startswith(root.key) and not is_folder_marker(key, 0)
+
+    def head(self, key: str) -> MediaObject | None:
+        """The object as it is now (an event's version may be gone already); None when there is none."""
+        root = S3Uri.parse(self.uri)
+        try:
+            item = self.storage.get_client().head_object(Bucket=root.bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return MediaObject(
+            uri=str(S3Uri(root.bucket, key)),
+            key=key,
+            etag=item["ETag"].strip('"'),
+            size_bytes=item["ContentLength"],
+            last_modified=item["LastModified"],
+        )
 
     def probe(self, obj: MediaObject) -> tuple[str | None, MediaProbe]:
         """Content type and media facts of the listed version, reading only the byte ranges the container

@@ -9,8 +9,8 @@ Rows that are not objects one can embed today keep their place, so the history o
 - `removed`: gone from the bucket (a tombstone). It keeps the sequencer of the event that removed it, so a
   late ObjectCreated event of an older version is recognised as stale. Readers leave tombstones out.
 - `pending`: listed by a reconciliation but not yet probed; `probe_batch` names the run that will probe it
-  (the inventory sensor requests one run per batch, so a first inventory of a large prefix fans out
-  over Dagster's run workers).
+  (the probe sensor requests one run per batch, so a first inventory of a large prefix fans out over
+  Dagster's run workers). Readers of media leave these out too.
 
 A lake from before this table holds `inventory.parquet` in the same folder: the first open folds it into
 version 0 and deletes it.
@@ -18,7 +18,9 @@ version 0 and deletes it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,8 +33,7 @@ from resources.tables.delta_upkeep import WRITER, commit_with_retries, maintain
 
 INVENTORY_DIR = "tables/media_inventory"
 LEGACY_INVENTORY = f"{INVENTORY_DIR}/inventory.parquet"
-# What a probe knows of an object: the columns of the single Parquet file the asset writes until it uses this
-# table (assets_defs/inventory/media_inventory.py).
+# What a probe knows of an object (the columns of the single Parquet file of the layout before this table).
 OBJECT_SCHEMA = pa.schema(
     [
         ("media_uri", pa.string()),
@@ -65,7 +66,10 @@ INVENTORY_SCHEMA = pa.schema(
 FILE_SCHEMA = pa.schema(
     [pa.field(f.name, pa.string_view()) if f.type == pa.string() else f for f in INVENTORY_SCHEMA]
 )
-REMOVED = "removed"
+REMOVED, PENDING = "removed", "pending"
+# Statuses of rows that are not media one can embed today, nor a problem with an object.
+NOT_MEDIA = (REMOVED, PENDING)
+_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A merge replaces the whole row, except the sequencer a listing does not know: it keeps the stored one.
 # An event row replaces a row only if its sequencer is later (or the row has none): concurrent runs applying
 # events of the same key out of order end in the later event's row, whichever commits last.
@@ -93,11 +97,11 @@ class InventoryTable:
         self,
         columns: list[str] | None = None,
         uris: list[str] | None = None,
-        pending_only: bool = False,
-        with_removed: bool = False,
+        batch: str | None = None,
+        without: tuple[str, ...] = (REMOVED,),
     ) -> pa.Table:
-        """Current rows (without tombstones unless `with_removed`), of only `uris` when given, of only
-        rows waiting for a probe run with `pending_only`.
+        """Current rows, of only `uris` when given, of only the rows waiting for probe run `batch` when
+        given, and none whose status is in `without` (tombstones by default).
 
         The rows are filtered after the read, not pushed down: delta-rs merges write strings as
         string_view, and pyarrow's scanner can neither compare nor `isin` those against its statistics.
@@ -106,11 +110,7 @@ class InventoryTable:
         names = columns or INVENTORY_SCHEMA.names
         filtered_by = [
             name
-            for name, used in (
-                ("media_uri", uris is not None),
-                ("probe_batch", pending_only),
-                ("status", not with_removed),
-            )
+            for name, used in (("media_uri", uris is not None), ("probe_batch", batch), ("status", without))
             if used
         ]
         needed = list(dict.fromkeys([*names, *filtered_by]))
@@ -119,17 +119,18 @@ class InventoryTable:
             return INVENTORY_SCHEMA.empty_table().select(names)
         rows = self._dataset(table).to_table(columns=needed)
         rows = rows.cast(pa.schema([INVENTORY_SCHEMA.field(n) for n in needed]))
-        keep = None
+        keep = []
         if uris is not None:
-            keep = pc.is_in(rows.column("media_uri"), pa.array(uris, pa.string()))
-        if pending_only:
-            pending = pc.is_valid(rows.column("probe_batch"))
-            keep = pending if keep is None else pc.and_(keep, pending)
-        if not with_removed:
-            present = pc.invert(pc.equal(rows.column("status"), REMOVED))
-            keep = present if keep is None else pc.and_(keep, present)
-        if keep is not None:
-            rows = rows.filter(pc.fill_null(keep, True))
+            keep.append(pc.is_in(rows.column("media_uri"), pa.array(uris, pa.string())))
+        if batch:
+            keep.append(pc.fill_null(pc.equal(rows.column("probe_batch"), batch), False))
+        if without:
+            keep.append(pc.fill_null(pc.invert(pc.is_in(rows.column("status"), pa.array(without))), True))
+        if keep:
+            mask = keep[0]
+            for more in keep[1:]:
+                mask = pc.and_(mask, more)
+            rows = rows.filter(mask)
         return rows.select(names)
 
     def batches(self, columns: list[str], batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
@@ -151,11 +152,24 @@ class InventoryTable:
         table = self.open()
         return None if table is None else table.version()
 
-    def merge(self, rows: pa.Table) -> int | None:
-        """Upsert `rows` by media URI in one commit (see _UPDATES and _NEWER); the new version."""
+    def merge(
+        self, rows: pa.Table, listed_at: datetime | None = None, batch: str | None = None
+    ) -> int | None:
+        """Upsert `rows` by media URI in one commit (see _UPDATES and _NEWER); the new version.
+
+        Rows a listing found (`listed_at`, when the listing began) do not replace a row an event wrote
+        since: the event is newer than what the listing saw. Rows of probe run `batch` replace only rows
+        still waiting for that batch (an event, or a later listing that re-batched them, wins)."""
         if rows.num_rows == 0:
             return None
         rows = rows.select(INVENTORY_SCHEMA.names).cast(INVENTORY_SCHEMA).cast(FILE_SCHEMA)
+        guard = f"({_NEWER})"
+        if listed_at is not None:
+            since = listed_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            guard += f" AND (t.event_sequencer IS NULL OR t.probed_at IS NULL OR t.probed_at < '{since}')"
+        if batch is not None:
+            assert _BATCH_ID.fullmatch(batch), f"probe batch id {batch!r}"
+            guard += f" AND t.probe_batch = '{batch}'"
 
         def write() -> int:
             table = self._ensure()
@@ -167,7 +181,7 @@ class InventoryTable:
                     target_alias="t",
                     writer_properties=WRITER,
                 )
-                .when_matched_update(_UPDATES, predicate=_NEWER)
+                .when_matched_update(_UPDATES, predicate=guard)
                 .when_not_matched_insert_all()
                 .execute()
             )

@@ -1,5 +1,6 @@
 """The inventory's Delta table: merges by URI, event order kept, tombstones hidden, the old file folded in."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +23,7 @@ def rows(*items: tuple[str, str, str, str | None]) -> pa.Table:
     )
 
 
-def current(table: InventoryTable, **kw: bool) -> dict[str, tuple[str, str, str | None]]:
+def current(table: InventoryTable, **kw: tuple[str, ...]) -> dict[str, tuple[str, str, str | None]]:
     read = table.read(columns=["media_uri", "etag", "status", "event_sequencer"], **kw).to_pylist()
     return {r["media_uri"]: (r["etag"], r["status"], r["event_sequencer"]) for r in read}
 
@@ -44,7 +45,7 @@ def test_a_tombstone_is_hidden_but_keeps_a_late_put_out(table: InventoryTable) -
     table.merge(rows(("s3://m/a", "1", REMOVED, "0009")))
     assert current(table) == {}
     table.merge(rows(("s3://m/a", "1", "ok", "0004")))  # the put before the delete, delivered late
-    assert current(table, with_removed=True) == {"s3://m/a": ("1", REMOVED, "0009")}
+    assert current(table, without=()) == {"s3://m/a": ("1", REMOVED, "0009")}
 
 
 def test_reads_of_named_uris_and_pending_rows(table: InventoryTable) -> None:
@@ -53,9 +54,7 @@ def test_reads_of_named_uris_and_pending_rows(table: InventoryTable) -> None:
         listed.schema.get_field_index("probe_batch"), "probe_batch", pa.array(["r-1", None])
     )
     table.merge(listed)
-    assert table.read(columns=["media_uri"], pending_only=True).column("media_uri").to_pylist() == [
-        "s3://m/a"
-    ]
+    assert table.read(columns=["media_uri"], batch="r-1").column("media_uri").to_pylist() == ["s3://m/a"]
     assert table.read(columns=["media_uri"], uris=["s3://m/b", "s3://m/z"]).num_rows == 1
     assert sum(b.num_rows for b in table.batches(["media_uri"])) == 2
 
@@ -69,3 +68,29 @@ def test_the_single_file_of_the_old_layout_is_folded_into_version_0(table: Inven
     assert table.version() == 0
     assert current(table) == {"s3://m/a": ("1", "ok", None)}
     assert lake.read_table(LEGACY_INVENTORY) is None
+
+
+def test_a_listing_does_not_replace_what_an_event_wrote_after_it_began(table: InventoryTable) -> None:
+    table.merge(rows(("s3://m/a", "1", "ok", None), ("s3://m/b", "1", "ok", "0001")))
+    listed_at = datetime.now(UTC)
+    event = rows(("s3://m/c", "2", "ok", "0003"))
+    table.merge(event.set_column(13, "probed_at", pa.array([datetime.now(UTC)], pa.timestamp("us", "UTC"))))
+    seen = rows(
+        ("s3://m/a", "9", "ok", None), ("s3://m/b", "9", "ok", None), ("s3://m/c", "9", REMOVED, None)
+    )
+    seen = seen.set_column(13, "probed_at", pa.array([datetime.now(UTC)] * 3, pa.timestamp("us", "UTC")))
+    table.merge(seen, listed_at=listed_at)
+    # a and b were written before the listing began (b by an event with no time: before), c after it
+    assert current(table) == {
+        "s3://m/a": ("9", "ok", None),
+        "s3://m/b": ("9", "ok", "0001"),
+        "s3://m/c": ("2", "ok", "0003"),
+    }
+
+
+def test_a_probe_run_replaces_only_rows_still_waiting_for_its_batch(table: InventoryTable) -> None:
+    listed = rows(("s3://m/a", "1", "pending", None), ("s3://m/b", "1", "pending", None))
+    table.merge(listed.set_column(15, "probe_batch", pa.array(["r-1", "r-2"])))
+    table.merge(rows(("s3://m/a", "1", "ok", None), ("s3://m/b", "1", "ok", None)), batch="r-1")
+    assert current(table, without=()) == {"s3://m/a": ("1", "ok", None), "s3://m/b": ("1", "pending", None)}
+    assert table.read(columns=["media_uri"], batch="r-1").num_rows == 0
