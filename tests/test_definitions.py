@@ -31,7 +31,7 @@ def test_asset_catalog_snapshot() -> None:
     }
     models = ["marengo-2.7", "marengo-3.0", "marengo-3.5"]
     assert catalog == {
-        "media/inventory": ("media", ["parquet", "s3"], None),
+        "media/inventory": ("media", ["deltalake", "s3"], None),
         "migration/plan": ("migration", [], models),
         "marengo/invocations": ("marengo", ["bedrock", "twelvelabs"], models),
         "marengo/embeddings": ("marengo", ["deltalake", "s3"], models),

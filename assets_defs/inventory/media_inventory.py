@@ -1,31 +1,29 @@
 """The raw media inventory: every object under the media prefix, what it is, or why it cannot be used."""
 
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from dataclasses import asdict
 
 import dagster as dg
 import pandas as pd
-import pyarrow as pa
+from pydantic import Field
 
 from assets_defs import keys
+from assets_defs.inventory.inventory_update import InventoryChange, InventoryUpdate
 from assets_defs.metadata import column_schema, preview
-from resources.media.probe import MediaProbe
-from resources.media.source import MediaObject, MediaSource
+from resources.media.event_queue import MediaEventQueue
+from resources.media.events import ObjectChange
+from resources.media.source import MediaSource
 from resources.storage.lake import Lake
-from resources.tables.inventory_table import LEGACY_INVENTORY, OBJECT_SCHEMA
-from resources.tables.segment_schema import media_id
+from resources.tables.inventory_table import INVENTORY_SCHEMA, NOT_MEDIA, PENDING, InventoryTable
 
-# The single Parquet file the inventory is until this asset merges into InventoryTable (issue 24).
-INVENTORY_PATH = LEGACY_INVENTORY
-INVENTORY_SCHEMA = OBJECT_SCHEMA
-PROBE_THREADS = 8
 # The metadata entry counting objects gone since the previous inventory (the sensor reads it).
 OBJECTS_REMOVED = "objects_removed"
+# The probe batches a listing left pending (the probe sensor requests one run per batch).
+PENDING_BATCHES = "pending_batches"
 
 
-def read_inventory(lake: Lake) -> pd.DataFrame:
-    table = lake.read_table(INVENTORY_PATH)
-    return (table if table is not None else INVENTORY_SCHEMA.empty_table()).to_pandas()
+def read_inventory(lake: Lake, columns: list[str] | None = None) -> pd.DataFrame:
+    """The objects known as media or as a problem: no tombstones, nothing still waiting to be probed."""
+    return InventoryTable(lake).read(columns, without=NOT_MEDIA).to_pandas()
 
 
 def probed_durations(inventory: pd.DataFrame) -> dict[str, float | None]:
@@ -36,33 +34,49 @@ def probed_durations(inventory: pd.DataFrame) -> dict[str, float | None]:
     }
 
 
-def _probe_row(media: MediaSource, obj: MediaObject) -> dict[str, object]:
-    try:
-        content_type, probed = media.probe(obj)
-    except Exception as error:  # one object's failure must not stop the inventory of the others
-        content_type, probed = None, MediaProbe.problem("unreadable", f"cannot read object: {error}")
-    return {
-        "media_uri": obj.uri,
-        "media_id": media_id(obj.uri),
-        "key": obj.key,
-        "etag": obj.etag,
-        "size_bytes": obj.size_bytes,
-        "last_modified": obj.last_modified,
-        "content_type": content_type,
-        "modality": probed.modality,
-        "duration_sec": probed.duration_sec,
-        "width": probed.width,
-        "height": probed.height,
-        "status": probed.status,
-        "reason": probed.reason,
-        "probed_at": datetime.now(UTC),
-    }
+class ChangedObject(dg.Config):
+    """One S3 event's change to one object (resources/media/events.py ObjectChange)."""
+
+    bucket: str
+    key: str
+    change: str = Field(description="created or removed")
+    etag: str | None = None
+    size_bytes: int | None = None
+    sequencer: str = Field(description="the event's sequencer, padded (later events compare greater)")
+    event_time: str = ""
+
+    @classmethod
+    def of(cls, change: ObjectChange) -> dict[str, object]:
+        """The run config of one change."""
+        return asdict(change)
+
+    def to_change(self) -> ObjectChange:
+        return ObjectChange(
+            self.bucket, self.key, self.change, self.etag, self.size_bytes, self.sequencer, self.event_time
+        )
+
+
+class InventoryConfig(dg.Config):
+    changes: list[ChangedObject] = Field(
+        default=[],
+        description="Apply these S3 event changes only (the media change sensor's runs): no listing.",
+    )
+    receipts: list[str] = Field(
+        default=[],
+        description="SQS receipt handles of the messages the changes came in, deleted once they commit.",
+    )
+    probe_batch: str = Field(default="", description="Probe the objects a listing left in this batch.")
+    reconcile: bool = Field(
+        default=False,
+        description="List the whole prefix even though S3 events feed the inventory (the daily "
+        "reconciliation, which catches missed events). Without a queue every run lists.",
+    )
 
 
 @dg.asset(
     key=keys.MEDIA_INVENTORY,
     group_name="media",
-    kinds={"s3", "parquet"},
+    kinds={"s3", "deltalake"},
     check_specs=[
         dg.AssetCheckSpec(
             "all_media_readable",
@@ -72,42 +86,67 @@ def _probe_row(media: MediaSource, obj: MediaObject) -> dict[str, object]:
     ],
 )
 def media_inventory(
-    context: dg.AssetExecutionContext, media: MediaSource, lake: Lake
+    context: dg.AssetExecutionContext,
+    config: InventoryConfig,
+    media: MediaSource,
+    media_events: MediaEventQueue,
+    lake: Lake,
 ) -> dg.MaterializeResult:
-    """Every object under the media prefix with its modality and duration.
+    """Every object under the media prefix with its modality and duration, in a Delta table.
 
-    Objects already probed at the same ETag are not read again; unsupported or unreadable objects stay in
-    the inventory with a reason, so nothing disappears silently.
+    S3 events (MEDIAEMBED_MEDIA_QUEUE_URL) bring the changed keys; without them, or to reconcile, the run
+    lists the prefix. Objects already probed at the same ETag are not read again; unsupported or
+    unreadable objects stay in the inventory with a reason, so nothing disappears silently.
     """
-    previous = lake.read_table(INVENTORY_PATH) or INVENTORY_SCHEMA.empty_table()
-    known = {(row["media_uri"], row["etag"]): row for row in previous.to_pylist() if row["status"] == "ok"}
-    objects = list(media.list_objects())
-    # Gone from the bucket since the last inventory: the invocation sensor has them dropped from search.
-    removed = len(set(previous.column("media_uri").to_pylist()) - {o.uri for o in objects})
-    fresh = [o for o in objects if (o.uri, o.etag) not in known]
-    with ThreadPoolExecutor(PROBE_THREADS) as pool:
-        probed = {row["media_uri"]: row for row in pool.map(lambda o: _probe_row(media, o), fresh)}
-    rows = [known.get((o.uri, o.etag)) or probed[o.uri] for o in objects]
-    table = pa.Table.from_pylist(rows, schema=INVENTORY_SCHEMA)
-    lake.write_table(table, INVENTORY_PATH)
+    table = InventoryTable(lake)
+    update = InventoryUpdate(media, table, context.run_id)
+    if config.probe_batch:
+        change = update.probe_batch(config.probe_batch)
+    elif config.changes:
+        change = update.apply([c.to_change() for c in config.changes])
+    elif config.reconcile or media_events.queue_url is None or table.version() is None:
+        change = update.reconcile()
+    else:
+        change = InventoryChange("nothing to do", INVENTORY_SCHEMA.empty_table(), None, 0, 0, 0)
+    if config.receipts:  # after the commit: a run killed before it leaves the messages to come back
+        for reason in media_events.delete(config.receipts):
+            context.log.warning(f"an SQS message was not deleted ({reason}); it comes back and is a no-op")
+    return _report(context, change, table, lake)
 
-    frame = table.to_pandas()
+
+def _report(
+    context: dg.AssetExecutionContext, change: InventoryChange, table: InventoryTable, lake: Lake
+) -> dg.MaterializeResult:
+    frame = table.read(["media_uri", "status", "reason", "modality", "duration_sec"]).to_pandas()
+    pending = frame["status"] == PENDING
     usable = frame[frame["status"] == "ok"]
-    problems = frame[frame["status"] != "ok"]
-    context.log.info(f"{len(frame)} objects, {len(fresh)} probed, {len(problems)} unusable")
+    problems = frame[(frame["status"] != "ok") & ~pending]
+    written = change.written.select(["media_uri", "status", "reason", "modality", "duration_sec"]).to_pandas()
+    context.log.info(
+        f"{change.mode}: {len(written)} rows written, {change.probed} probed, {change.removed} removed, "
+        f"{len(change.pending_batches)} probe batches; {len(frame)} objects, {len(problems)} unusable"
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
             "dagster/column_schema": column_schema(INVENTORY_SCHEMA),
-            "probed_this_run": len(fresh),
-            OBJECTS_REMOVED: removed,
+            "mode": change.mode,
+            "rows_written": len(written),
+            "probed_this_run": change.probed,
+            OBJECTS_REMOVED: change.removed,
+            "unchanged_events": change.unchanged_events,
+            "events_outside_prefix": change.outside_prefix,
+            "objects_listed": change.listed if change.listed is not None else "not listed",
+            "objects_pending": int(pending.sum()),
+            PENDING_BATCHES: dg.MetadataValue.json(list(change.pending_batches)),
+            "table_version": change.version if change.version is not None else table.version() or 0,
             "usable_objects": len(usable),
             "unusable_objects": len(problems),
             "by_modality": dg.MetadataValue.json(usable["modality"].value_counts().to_dict()),
             "media_seconds": float(usable["duration_sec"].fillna(0).sum()),
-            "location": dg.MetadataValue.path(lake.uri(INVENTORY_PATH)),
+            "location": dg.MetadataValue.path(table.uri),
             "unusable_preview": preview(problems[["media_uri", "status", "reason"]]),
-            "preview": preview(usable[["media_uri", "modality", "duration_sec", "size_bytes"]]),
+            "written_preview": preview(written[["media_uri", "status", "modality", "duration_sec"]]),
         },
         check_results=[
             dg.AssetCheckResult(

@@ -10,7 +10,6 @@ import pyarrow as pa
 import pytest
 
 from assets_defs.inventory.media_inventory import (
-    INVENTORY_PATH,
     INVENTORY_SCHEMA,
     media_inventory,
     read_inventory,
@@ -31,6 +30,7 @@ from resources.providers.errors import (
 )
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.storage.s3_storage import S3Storage, S3Uri
+from resources.tables.inventory_table import InventoryTable
 from resources.tables.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import World
 
@@ -162,7 +162,7 @@ def foreign_bucket(world: World, name: str, copy_media: bool = False) -> str:
 
 def inventory_of(world: World, monkeypatch: pytest.MonkeyPatch, uri: str) -> pd.DataFrame:
     monkeypatch.setenv("MEDIAEMBED_MEDIA_URI", uri)
-    resources = {"media": pipeline_resources["media"], "lake": pipeline_resources["lake"]}
+    resources = {name: pipeline_resources[name] for name in ("media", "media_events", "lake")}
     assert dg.materialize([media_inventory], resources=resources, instance=world.instance).success
     return read_inventory(world.lake)
 
@@ -200,7 +200,7 @@ def test_objects_of_a_media_bucket_in_another_region_are_skipped_and_the_others_
     foreign = inventory_of(world, monkeypatch, f"s3://{bucket}/")
     local = inventory_of(world, monkeypatch, "s3://media/")
     both = pa.Table.from_pandas(pd.concat([foreign, local]), schema=INVENTORY_SCHEMA, preserve_index=False)
-    world.lake.write_table(both, INVENTORY_PATH)  # type: ignore[attr-defined]
+    InventoryTable(world.lake).replace_all(both)
 
     result = run_job(world.instance, "submit_marengo_invocations", MARENGO_3_0.key)
     meta = materialization_metadata(result, ["marengo", "invocations"])

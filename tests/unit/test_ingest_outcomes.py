@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from pydantic import Field
 
-from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA, read_inventory
+from assets_defs.inventory.media_inventory import INVENTORY_SCHEMA, read_inventory
 from assets_defs.marengo.embeddings import IngestConfig, build_ingest, materialize_result
 from assets_defs.marengo.ingest_run import ReadLimits, give_up_reading
 from assets_defs.marengo.submission_plan import plan_submissions
@@ -29,6 +29,7 @@ from resources.providers.model_routes import ProviderName
 from resources.storage.lake import Lake
 from resources.storage.s3_storage import S3Storage
 from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.inventory_table import InventoryTable
 from resources.tables.segment_schema import media_id
 from resources.tables.submission_ledger import SubmissionLedger
 
@@ -89,7 +90,7 @@ def lake(tmp_path: Path) -> Lake:
         }
         for uri in (GOOD, OTHER)
     ]
-    lake.write_table(pa.Table.from_pylist(rows, schema=INVENTORY_SCHEMA), INVENTORY_PATH)
+    InventoryTable(lake).replace_all(pa.Table.from_pylist(rows, schema=INVENTORY_SCHEMA))
     return lake
 
 

@@ -10,7 +10,7 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
+from assets_defs.inventory.media_inventory import INVENTORY_SCHEMA
 from assets_defs.marengo.invocations import InvocationConfig, build_marengo_invocations
 from resources.providers.base import MarengoProvider
 from resources.providers.embedding_jobs import (
@@ -25,6 +25,7 @@ from resources.providers.marengo_resource import MarengoProviders
 from resources.providers.model_routes import ProviderName
 from resources.storage.lake import Lake
 from resources.storage.s3_storage import S3Storage
+from resources.tables.inventory_table import InventoryTable
 from resources.tables.invocation_findings import InvocationFindings
 from resources.tables.submission_ledger import SubmissionLedger
 from tests.fake_clock import FakeClock
@@ -75,7 +76,7 @@ def lake(tmp_path: Path) -> Lake:
         }
         for u in BAD + GOOD
     ]
-    lake.write_table(pa.Table.from_pylist(rows, schema=INVENTORY_SCHEMA), INVENTORY_PATH)
+    InventoryTable(lake).replace_all(pa.Table.from_pylist(rows, schema=INVENTORY_SCHEMA))
     return lake
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
+from assets_defs.inventory.media_inventory import INVENTORY_SCHEMA
 from assets_defs.marengo.invocations import InvocationConfig, marengo_invocations
 from assets_defs.migration.estimates import (
     BUDGET_MEDIA_SECONDS_ENV,
@@ -39,6 +39,7 @@ from resources.providers.marengo_resource import MarengoProviders
 from resources.providers.model_routes import ProviderName, route
 from resources.storage.lake import Lake
 from resources.storage.s3_storage import S3Storage
+from resources.tables.inventory_table import InventoryTable
 from resources.tables.submission_ledger import Outcome, SubmissionLedger
 
 BEDROCK_3_0 = route("bedrock", MARENGO_3_0.key)
@@ -146,7 +147,7 @@ def inventory() -> pd.DataFrame:
 @pytest.fixture
 def lake(tmp_path: Path) -> Lake:
     lake = Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1"))
-    lake.write_table(pa.Table.from_pandas(inventory(), schema=INVENTORY_SCHEMA), INVENTORY_PATH)
+    InventoryTable(lake).replace_all(pa.Table.from_pandas(inventory(), schema=INVENTORY_SCHEMA))
     return lake
 
 

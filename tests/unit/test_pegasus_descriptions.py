@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
+from assets_defs.inventory.media_inventory import INVENTORY_SCHEMA
 from assets_defs.pegasus.description_run import (
     DescribeTask,
     Video,
@@ -28,6 +28,7 @@ from resources.providers.bedrock.pegasus_bodies import PEGASUS_MODEL_ID, Pegasus
 from resources.storage.lake import Lake
 from resources.storage.s3_storage import S3Storage
 from resources.tables.description_tables import chapter_table, description_table
+from resources.tables.inventory_table import InventoryTable
 from resources.tables.segment_schema import media_id
 
 MB = 10**6  # decimal, as the documented limits
@@ -111,7 +112,7 @@ def lake(tmp_path: Path) -> Lake:
         inventory_row(BIG, 600.0, 40 * MB),
         inventory_row("s3://media/still.png", 0.0, MB, modality="image"),
     ]
-    lake.write_table(pa.Table.from_pylist(rows, schema=INVENTORY_SCHEMA), INVENTORY_PATH)
+    InventoryTable(lake).replace_all(pa.Table.from_pylist(rows, schema=INVENTORY_SCHEMA))
     return lake
 
 

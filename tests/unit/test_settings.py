@@ -91,6 +91,10 @@ BOUND: dict[str, tuple[str, tuple[str, ...]]] = {
     "MEDIAEMBED_PEGASUS_PROMPTS": ("prompts.yaml", ("pegasus.prompts_file",)),
     "MEDIAEMBED_PEGASUS_TRANSPORT": ("base64", ("pegasus.transport",)),
     "MEDIAEMBED_PEGASUS_PROFILE": ("global", ("pegasus.profile_scope",)),
+    "MEDIAEMBED_MEDIA_QUEUE_URL": (
+        "https://sqs.us-east-1.amazonaws.com/111122223333/media-events",
+        ("media_events.queue_url",),
+    ),
 }
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from assets_defs.inventory.media_inventory import INVENTORY_PATH, INVENTORY_SCHEMA
+from assets_defs.inventory.media_inventory import INVENTORY_SCHEMA
 from assets_defs.marengo.partitions import marengo_model_partitions
 from assets_defs.migration.checks import WHOLE_VERSION_CHECKS, checked_version
 from assets_defs.migration.checks.candidate_check import DEFAULT_PROBE_SET, candidate_matches_serving
@@ -62,6 +62,7 @@ from resources.providers.model_routes import ProviderName, route
 from resources.storage.lake import Lake
 from resources.storage.s3_storage import S3Storage
 from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.inventory_table import InventoryTable
 from resources.tables.segment_schema import media_id, segments_table
 from resources.tables.submission_ledger import Outcome, SubmissionLedger
 
@@ -329,7 +330,7 @@ def world(tmp_path: Path, serving_version: str | None = None) -> dict[str, objec
     lake = Lake(root=str(tmp_path / "lake"), serving_version=serving_version, storage=storage)
     index = SegmentIndex(uri=str(tmp_path / "idx"), storage=storage)
     inv = inventory(*((u, "e1", 10.0) for u in URIS))
-    lake.write_table(pa.Table.from_pandas(inv, schema=INVENTORY_SCHEMA, preserve_index=False), INVENTORY_PATH)
+    InventoryTable(lake).replace_all(pa.Table.from_pandas(inv, schema=INVENTORY_SCHEMA, preserve_index=False))
     rows = pa.concat_tables([segments(u) for u in URIS[:2]])
     ids = [media_id(u) for u in URIS[:2]]
     EmbeddingTable(lake, MODEL).replace(rows, ids)
