@@ -2,8 +2,9 @@
 
 All configuration comes from the environment, bound here and only here: every setting is a resource field
 (the UI shows it, with its description, as the variable it comes from). Endpoints follow the standard AWS
-variables (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_BEDROCK_RUNTIME) and the TwelveLabs SDK's
-(TWELVELABS_BASE_URL), so the same definitions run against AWS and TwelveLabs or the local emulators.
+variables (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_BEDROCK_RUNTIME, AWS_ENDPOINT_URL_SQS for the media
+bucket's event queue) and the TwelveLabs SDK's (TWELVELABS_BASE_URL), so the same definitions run against
+AWS and TwelveLabs or the local emulators.
 MEDIAEMBED_PROVIDERS picks the provider per Marengo version.
 """
 
@@ -25,14 +26,21 @@ from pipelines.jobs import (
     describe_media_job,
     embed_new_media_job,
     ingest_marengo_job,
+    probe_media_job,
     roll_back_job,
     submit_marengo_job,
 )
-from pipelines.schedules import describe_new_media_schedule, embed_new_media_schedule
+from pipelines.media_sensors import inventory_probe_sensor, media_change_sensor
+from pipelines.schedules import (
+    describe_new_media_schedule,
+    embed_new_media_schedule,
+    reconcile_media_inventory_schedule,
+)
 from pipelines.sensors import marengo_invocation_sensor
 from pipelines.settings import OPTIONAL_SETTINGS, unknown_setting_warnings, use_model_settings
 from resources.index.description_index import DescriptionIndex
 from resources.index.segment_index import SegmentIndex
+from resources.media.event_queue import MediaEventQueue
 from resources.media.source import MediaSource
 from resources.migration.check_settings import VersionCheckSettings
 from resources.providers.bedrock.marengo import BedrockMarengo
@@ -57,6 +65,9 @@ quotas, prices = when_set("MEDIAEMBED_QUOTAS"), when_set("MEDIAEMBED_PRICES")
 
 pipeline_resources = {
     "media": MediaSource(uri=dg.EnvVar("MEDIAEMBED_MEDIA_URI"), storage=storage),
+    "media_events": MediaEventQueue(
+        queue_url=when_set("MEDIAEMBED_MEDIA_QUEUE_URL"), region_name=dg.EnvVar("AWS_REGION")
+    ),
     "lake": Lake(
         root=dg.EnvVar("MEDIAEMBED_LAKE_URI"),
         serving_version=when_set("MEDIAEMBED_SERVING_VERSION"),
@@ -121,9 +132,10 @@ defs = dg.Definitions(
         cut_over_job,
         roll_back_job,
         describe_media_job,
+        probe_media_job,
     ],
-    schedules=[embed_new_media_schedule, describe_new_media_schedule],
-    sensors=[marengo_invocation_sensor],
+    schedules=[embed_new_media_schedule, reconcile_media_inventory_schedule, describe_new_media_schedule],
+    sensors=[marengo_invocation_sensor, media_change_sensor, inventory_probe_sensor],
     resources=pipeline_resources,
     # Every job is a chain of steps: one process per run, not one more per step (each would load the code
     # location again for no parallelism).

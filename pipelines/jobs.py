@@ -40,11 +40,36 @@ submit_marengo_job = dg.define_asset_job(
     tags={"dagster/max_runtime": SUBMISSION_MAX_RUNTIME_SEC},
 )
 
+# A probe run reads the container headers of BATCH_OBJECTS objects, a few at a time; ample room.
+PROBE_MAX_RUNTIME_SEC = 60 * 60
+
+probe_media_job = dg.define_asset_job(
+    "probe_media",
+    selection=dg.AssetSelection.assets(media_inventory),
+    description=(
+        "Probe one batch of the objects a large listing left pending (config probe_batch). The probe sensor "
+        "requests one run per batch, and the run queue runs them side by side on the run workers; they go "
+        "after ingest and submission runs (lower priority)."
+    ),
+    tags={"dagster/max_runtime": PROBE_MAX_RUNTIME_SEC, "dagster/priority": "-1"},
+)
+
+
+def inventory_config(**fields: object) -> dict[str, dict[str, object]]:
+    """Run config of the inventory step (assets_defs/inventory/media_inventory.py InventoryConfig)."""
+    return {"ops": {keys.op_name(keys.MEDIA_INVENTORY): {"config": fields}}}
+
+
+def steps_config(*configs: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """One run config of several steps' configs (inventory_config, holding_config)."""
+    return {"ops": {op: step for config in configs for op, step in config["ops"].items()}}
+
+
 # Both submit: at most one of them runs per model at a time (the sensor checks, the pool enforces).
 SUBMITTING_JOBS = (embed_new_media_job.name, submit_marengo_job.name)
 
 
-def holding_config(hold_quota_sec: float = HOLD_QUOTA_SEC) -> dict[str, object]:
+def holding_config(hold_quota_sec: float = HOLD_QUOTA_SEC) -> dict[str, dict[str, object]]:
     """Run config of a submission run that holds the quota (the default, spelled out where automation
     starts one so the run's config shows it; 0 stops at the quota)."""
     return {"ops": {keys.op_name(keys.MARENGO_INVOCATIONS): {"config": {"hold_quota_sec": hold_quota_sec}}}}

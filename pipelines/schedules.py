@@ -2,9 +2,16 @@
 
 import dagster as dg
 
-from pipelines.jobs import describe_media_job, embed_new_media_job, holding_config
+from pipelines.jobs import (
+    describe_media_job,
+    embed_new_media_job,
+    holding_config,
+    inventory_config,
+    steps_config,
+)
 from pipelines.run_statuses import ACTIVE_RUN_STATUSES
 from pipelines.settings import schedule_cron
+from resources.media.event_queue import MediaEventQueue
 from resources.storage.lake import Lake
 
 
@@ -22,6 +29,26 @@ from resources.storage.lake import Lake
 def embed_new_media_schedule(context: dg.ScheduleEvaluationContext, lake: Lake) -> dg.RunRequest:
     serving = lake.serving_versions().current().serving
     return dg.RunRequest(partition_key=serving, run_config=holding_config())
+
+
+@dg.schedule(
+    job=embed_new_media_job,
+    cron_schedule=schedule_cron("MEDIAEMBED_RECONCILE_SCHEDULE"),
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description=(
+        "Daily at 03:00 (MEDIAEMBED_RECONCILE_SCHEDULE), where S3 events feed the inventory: list the whole "
+        "prefix against the inventory, which catches events that never came (new, changed and removed "
+        "objects), then submit what is new. Without a queue every embed run lists, and this one skips."
+    ),
+)
+def reconcile_media_inventory_schedule(
+    context: dg.ScheduleEvaluationContext, lake: Lake, media_events: MediaEventQueue
+) -> dg.RunRequest | dg.SkipReason:
+    if media_events.queue_url is None:
+        return dg.SkipReason("no S3 event queue (MEDIAEMBED_MEDIA_QUEUE_URL): every embed run lists already")
+    serving = lake.serving_versions().current().serving
+    config = steps_config(inventory_config(reconcile=True), holding_config())
+    return dg.RunRequest(partition_key=serving, run_config=config)
 
 
 @dg.schedule(

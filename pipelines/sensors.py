@@ -43,6 +43,8 @@ REHAND_AFTER_SEC = 15 * 60
 # job). This often, it also lists the running ones and looks up by ARN what no listing showed: jobs whose
 # submit time by Bedrock's clock is earlier than ours says, and jobs Bedrock lost.
 RECONCILE_EVERY_SEC = 10 * 60
+# Inventory materializations a tick looks back over for removals not yet dropped from the index.
+REMOVALS_LOOK_BACK = 100
 # How the ingest runs the sensor requests take their statuses: from the sensor's findings, listing nothing.
 FROM_FINDINGS = {"ops": {keys.op_name(keys.MARENGO_EMBEDDINGS): {"config": {"list_provider": False}}}}
 
@@ -129,7 +131,7 @@ def marengo_invocation_sensor(
             job_name=ingest_marengo_job.name,
             partition_key=model_key,
             # Invocations and hand-off time: a re-hand-off is a new run; one hand-off is one run at most.
-            run_key=f"ingest-{model_key}-{_digest(sorted(ids))}",
+            run_key=f"ingest-{model_key}-{short_digest(sorted(ids))}",
             run_config=FROM_FINDINGS,
             tags={"mediaembed/finished_invocations": str(len(ids))},
         )
@@ -220,13 +222,20 @@ def _warn_about(
 def _removal_requests(
     instance: dg.DagsterInstance, serving: ServingState, ingesting: set[str]
 ) -> list[dg.RunRequest]:
-    """An ingest run per indexed version when the latest inventory found objects gone from the bucket and
-    no index run came since: it drops them from the table and the index (within the removal guard), with
-    no finished job needed. One run per inventory materialization (its storage id is in the run key)."""
-    inventory = latest_materialization(instance, dg.AssetRecordsFilter(keys.MEDIA_INVENTORY))
-    if inventory is None or not int(metadata_value(materialization_metadata(inventory), OBJECTS_REMOVED, 0)):
+    """An ingest run per indexed version when an inventory since its last index run found objects gone
+    from the bucket: it drops them from the table and the index (within the removal guard), with no
+    finished job needed. Every inventory since counts, not only the latest (S3 events make many small
+    inventory runs, and a removal may be in any of them); the latest of them is in the run key."""
+    recent = instance.fetch_materializations(
+        dg.AssetRecordsFilter(keys.MEDIA_INVENTORY), limit=REMOVALS_LOOK_BACK
+    ).records
+    removing = [
+        (record, removed)
+        for record in recent
+        if (removed := int(metadata_value(materialization_metadata(record), OBJECTS_REMOVED, 0)))
+    ]
+    if not removing:
         return []
-    removed = int(metadata_value(materialization_metadata(inventory), OBJECTS_REMOVED, 0))
     requests = []
     for model_key in marengo_model_partitions.get_partition_keys():
         if model_key in ingesting or not kept_up(serving, model_key):
@@ -234,15 +243,18 @@ def _removal_requests(
         indexed = latest_materialization(
             instance, dg.AssetRecordsFilter(keys.SEARCH_MARENGO_SEGMENTS, asset_partitions=[model_key])
         )
-        if indexed is None or _read_after(instance, indexed, inventory):
-            continue  # never indexed, or indexed by a run that read that inventory
+        if indexed is None:
+            continue  # never indexed: nothing to drop
+        since = [(r, n) for r, n in removing if not _read_after(instance, indexed, r)]
+        if not since:
+            continue  # indexed by a run that read every inventory that removed something
         requests.append(
             dg.RunRequest(
                 job_name=ingest_marengo_job.name,
                 partition_key=model_key,
-                run_key=f"removals-{model_key}-{inventory.storage_id}",
+                run_key=f"removals-{model_key}-{max(r.storage_id for r, _ in since)}",
                 run_config=FROM_FINDINGS,
-                tags={"mediaembed/objects_removed": str(removed)},
+                tags={"mediaembed/objects_removed": str(sum(n for _, n in since))},
             )
         )
     return requests
@@ -282,7 +294,7 @@ def _submission_request(
     return dg.RunRequest(
         job_name=submit_marengo_job.name,
         partition_key=model_key,
-        run_key=f"submit-{model_key}-{_digest([*holding, last.run_id])}",
+        run_key=f"submit-{model_key}-{short_digest([*holding, last.run_id])}",
         run_config=holding_config(),
         tags={"mediaembed/free_slots": str(free), "mediaembed/waiting": due},
     )
@@ -337,5 +349,5 @@ def metadata_value(metadata: Mapping[str, Any], key: str, default: float | str) 
     return default if value is None else getattr(value, "value", value)
 
 
-def _digest(parts: list[str]) -> str:
+def short_digest(parts: list[str]) -> str:
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]

@@ -110,6 +110,15 @@ KNOWN_SETTINGS: dict[str, Setting] = {
     "MEDIAEMBED_SENSOR_INTERVAL_SEC": Setting(
         "seconds between the invocation sensor's ticks (the daemon ticks at most every 5 s)", "60", "30"
     ),
+    "MEDIAEMBED_MEDIA_QUEUE_URL": Setting(
+        "the SQS queue the media bucket's event notifications go to; unset, every inventory run lists",
+        "https://sqs.us-east-1.amazonaws.com/111122223333/media-events",
+    ),
+    "MEDIAEMBED_RECONCILE_SCHEDULE": Setting(
+        "cron of the full listing that reconciles the inventory with the bucket (catches missed events)",
+        "0 3 * * *",
+        "`0 3 * * *`",
+    ),
     "MEDIAEMBED_EMBED_SCHEDULE": Setting(
         "cron of the schedule that inventories the bucket and submits new media for the serving version",
         "0 * * * *",
@@ -132,6 +141,7 @@ OPTIONAL_SETTINGS: tuple[str, ...] = (
     "MEDIAEMBED_BUDGET_USD",
     "MEDIAEMBED_BUDGET_MEDIA_SECONDS",
     "MEDIAEMBED_SERVING_VERSION",
+    "MEDIAEMBED_MEDIA_QUEUE_URL",
     "MEDIAEMBED_MIGRATION_EXCLUDE",
     "MEDIAEMBED_PROBE_SET",
     "MEDIAEMBED_PEGASUS_PROMPTS",
@@ -168,6 +178,7 @@ def sensor_interval_sec(environ: Mapping[str, str] = os.environ) -> int:
 # The schedules' crons, read where each schedule is defined (a cron is part of its definition).
 DEFAULT_SCHEDULES = {
     "MEDIAEMBED_EMBED_SCHEDULE": "*/15 * * * *",
+    "MEDIAEMBED_RECONCILE_SCHEDULE": "0 3 * * *",
     "MEDIAEMBED_DESCRIBE_SCHEDULE": "7,22,37,52 * * * *",
 }
 
