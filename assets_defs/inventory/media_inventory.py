@@ -99,7 +99,7 @@ def media_inventory(
     unreadable objects stay in the inventory with a reason, so nothing disappears silently.
     """
     table = InventoryTable(lake)
-    update = InventoryUpdate(media, table, context.run_id)
+    update = InventoryUpdate(media, table, context.run.run_id)
     if config.probe_batch:
         change = update.probe_batch(config.probe_batch)
     elif config.changes:
