@@ -44,7 +44,7 @@ INVENTORIES_PER_TICK = 50
 def media_change_sensor(
     context: dg.SensorEvaluationContext, media_events: MediaEventQueue, media: MediaSource, lake: Lake
 ) -> dg.SensorResult | dg.SkipReason:
-    if media_events.queue_url is None:
+    if not media_events.configured:
         return dg.SkipReason("MEDIAEMBED_MEDIA_QUEUE_URL is not set: each inventory run lists the prefix")
     messages = media_events.receive(MESSAGES_PER_TICK)
     if not messages:

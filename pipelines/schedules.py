@@ -44,7 +44,7 @@ def embed_new_media_schedule(context: dg.ScheduleEvaluationContext, lake: Lake) 
 def reconcile_media_inventory_schedule(
     context: dg.ScheduleEvaluationContext, lake: Lake, media_events: MediaEventQueue
 ) -> dg.RunRequest | dg.SkipReason:
-    if media_events.queue_url is None:
+    if not media_events.configured:
         return dg.SkipReason("no S3 event queue (MEDIAEMBED_MEDIA_QUEUE_URL): every embed run lists already")
     serving = lake.serving_versions().current().serving
     config = steps_config(inventory_config(reconcile=True), holding_config())

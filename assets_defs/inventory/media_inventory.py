@@ -104,7 +104,7 @@ def media_inventory(
         change = update.probe_batch(config.probe_batch)
     elif config.changes:
         change = update.apply([c.to_change() for c in config.changes])
-    elif config.reconcile or media_events.queue_url is None or table.version() is None:
+    elif config.reconcile or not media_events.configured or table.version() is None:
         change = update.reconcile()
     else:
         change = InventoryChange("nothing to do", INVENTORY_SCHEMA.empty_table(), None, 0, 0, 0)

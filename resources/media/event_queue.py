@@ -44,6 +44,11 @@ class MediaEventQueue(dg.ConfigurableResource):
     )
     _client: Any = PrivateAttr(default=None)
 
+    @property
+    def configured(self) -> bool:
+        """Whether events feed the inventory (an empty setting reads as unset, as every optional one)."""
+        return bool(self.queue_url)
+
     def client(self) -> Any:
         if self._client is None:
             self._client = boto3.session.Session(region_name=self.region_name).client(

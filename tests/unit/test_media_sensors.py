@@ -40,3 +40,23 @@ def test_each_pending_batch_gets_one_probe_run_and_a_later_tick_does_not_ask_aga
     assert [r.run_key for r in later.run_requests or [] if isinstance(r, dg.RunRequest)] == [
         "probe-ffff0000-00000"
     ]
+
+
+def test_an_empty_queue_setting_means_no_queue_and_the_change_sensor_skips() -> None:
+    """Optional settings read "" as unset (as the local environment binds them): no receive is tried."""
+    from pipelines.media_sensors import media_change_sensor
+    from resources.media.event_queue import MediaEventQueue
+    from resources.media.source import MediaSource
+    from resources.storage.lake import Lake
+    from resources.storage.s3_storage import S3Storage
+
+    assert not MediaEventQueue(queue_url="").configured
+    assert MediaEventQueue(queue_url="https://sqs.us-east-1.amazonaws.com/1/media").configured
+    resources = {
+        "media_events": MediaEventQueue(queue_url=""),
+        "media": MediaSource(uri="s3://media/", storage=S3Storage()),
+        "lake": Lake(root="/nonexistent", storage=S3Storage()),
+    }
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as context:
+        result = media_change_sensor(context)
+    assert isinstance(result, dg.SkipReason) and "MEDIAEMBED_MEDIA_QUEUE_URL" in str(result.skip_message)
