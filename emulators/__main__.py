@@ -168,6 +168,7 @@ def serve(argv: list[str] | None = None) -> int:
             twelvelabs_workdir=workdir / "twelvelabs",
             prepare_s3=prepare,
             iam_policy=policy,
+            media_event_buckets=media_buckets[:1],  # the media bucket's S3 events feed the inventory
         )
     except ClientError as error:  # a bucket name S3 refuses
         print(

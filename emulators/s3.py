@@ -101,6 +101,16 @@ class S3Emulator:
             aws_secret_access_key="test",
         )
 
+    def sqs_client(self) -> Any:
+        """A boto3 SQS client for this endpoint: moto's server answers SQS on the same port as S3."""
+        return boto3.session.Session().client(
+            "sqs",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+
     def __enter__(self) -> S3Emulator:
         return self.start()
 

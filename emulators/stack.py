@@ -14,6 +14,7 @@ from emulators.iam_policy import Policy
 from emulators.s3 import S3Emulator
 from emulators.twelvelabs_api import TwelveLabsEmulator
 
+MEDIA_EVENT_QUEUE = "media-events"
 # Faults of start_local_stack by the name each emulator gives them.
 _TWELVELABS_FAULTS = {
     "latency_sec": "latency_sec",
@@ -35,6 +36,7 @@ class LocalStack:
         region: str,
         access_key_id: str = LOCAL_ACCESS_KEY_ID,
         secret_access_key: str = LOCAL_SECRET_ACCESS_KEY,
+        media_queue_url: str | None = None,
     ) -> None:
         self.s3 = s3
         self.bedrock = bedrock
@@ -42,6 +44,7 @@ class LocalStack:
         self.region = region
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key
+        self.media_queue_url = media_queue_url  # the SQS queue the media buckets notify, if any
 
     @property
     def s3_endpoint(self) -> str:
@@ -57,7 +60,13 @@ class LocalStack:
 
     def env(self) -> dict[str, str]:
         """Standard AWS variables an unmodified boto3 client honours (service-specific endpoint URLs), and the
-        base URL and key the `twelvelabs` SDK reads, and the stack's one AWS key pair."""
+        base URL and key the `twelvelabs` SDK reads, and the stack's one AWS key pair. With a media event
+        queue, its URL (MEDIAEMBED_MEDIA_QUEUE_URL) and SQS's endpoint, which is S3's: moto serves both."""
+        events = (
+            {"AWS_ENDPOINT_URL_SQS": self.s3_endpoint, "MEDIAEMBED_MEDIA_QUEUE_URL": self.media_queue_url}
+            if self.media_queue_url
+            else {}
+        )
         return {
             "TWELVELABS_BASE_URL": self.twelvelabs_base_url,
             "TWELVELABS_API_KEY": self.twelvelabs.api_key,
@@ -67,6 +76,7 @@ class LocalStack:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ACCESS_KEY_ID": self.access_key_id,
             "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            **events,
         }
 
     def stop(self) -> None:
@@ -97,6 +107,7 @@ def start_local_stack(
     secret_access_key: str = LOCAL_SECRET_ACCESS_KEY,
     undecodable_media: UndecodableMedia = "refuse",
     iam_policy: Policy | None = None,
+    media_event_buckets: Sequence[str] = (),
     **faults: Any,
 ) -> LocalStack:
     """Start S3, then Bedrock and the TwelveLabs API with the same faults (latency_sec,
@@ -110,6 +121,8 @@ def start_local_stack(
     URLs signed with it (moto checks none). `undecodable_media` says whether Bedrock refuses media it
     cannot decode at submit ("refuse") or accepts the job and fails it ("fail"). With `iam_policy`, Bedrock
     checks the stack's key pair against it (its IAM mode, as the user `mediaembed`); S3 checks nothing.
+    `media_event_buckets` send their ObjectCreated and ObjectRemoved events to the SQS queue `media-events`
+    (MEDIA_EVENT_QUEUE), as a bucket notification does on AWS; it is set up before `prepare_s3` uploads.
     """
     s3 = S3Emulator(port=s3_port, region=region).start()
     try:
@@ -123,6 +136,7 @@ def start_local_stack(
                     client.create_bucket(
                         Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
                     )
+        queue_url = notify_queue(s3, region, media_event_buckets) if media_event_buckets else None
         if prepare_s3 is not None:
             prepare_s3(client)
         bedrock = BedrockRuntimeEmulator(
@@ -156,4 +170,25 @@ def start_local_stack(
         bedrock.stop()
         s3.stop()
         raise
-    return LocalStack(s3, bedrock, twelvelabs, region, access_key_id, secret_access_key)
+    return LocalStack(s3, bedrock, twelvelabs, region, access_key_id, secret_access_key, queue_url)
+
+
+def notify_queue(s3: S3Emulator, region: str, buckets: Sequence[str]) -> str:
+    """The queue MEDIA_EVENT_QUEUE (created, or kept) and each bucket's notification to it; its URL.
+    The visibility timeout outlasts an inventory run, as docs/deployment.md sets it on AWS."""
+    sqs = s3.sqs_client()
+    url: str = sqs.create_queue(QueueName=MEDIA_EVENT_QUEUE, Attributes={"VisibilityTimeout": "900"})[
+        "QueueUrl"
+    ]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    client = s3.client()
+    for bucket in buckets:
+        client.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
+                ]
+            },
+        )
+    return url

@@ -28,6 +28,7 @@ def run_dev(workdir: Path, port: int, emulator_ports: tuple[int, int, int] = DEV
         workdir=workdir / "bedrock",
         twelvelabs_workdir=workdir / "twelvelabs",
         prepare_s3=lambda client: upload_sample_media(client, "media"),
+        media_event_buckets=["media"],  # S3 events feed the inventory, as docs/deployment.md sets up
     ) as stack:
         env = {**stack.env(), **settings}
         apply(env)

@@ -70,9 +70,10 @@ def test_cli_prints_exports_and_stops_on_sigterm(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline().strip() for _ in range(8)]
+        lines = [proc.stdout.readline().strip() for _ in range(10)]
         exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
         assert exports["AWS_ACCESS_KEY_ID"] == "test"
+        assert exports["MEDIAEMBED_MEDIA_QUEUE_URL"].endswith("/media-events")  # the media bucket notifies it
         assert exports["TWELVELABS_BASE_URL"].endswith("/v1.3")
         client = boto3.session.Session().client(
             "bedrock-runtime",
@@ -88,6 +89,33 @@ def test_cli_prints_exports_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_media_event_buckets_notify_the_queue_env_names(monkeypatch: Any) -> None:
+    """`mediaembed emulate` and `make dev` ask for this: the media bucket's events reach the queue the
+    pipeline reads (MEDIAEMBED_MEDIA_QUEUE_URL) through an unmodified boto3 client, and only its events."""
+    from resources.media.event_queue import MediaEventQueue
+    from resources.media.events import CREATED, REMOVED, parse_message
+
+    with start_local_stack(
+        buckets=("ev-media", "ev-lake"), media_event_buckets=["ev-media"], latency_sec=0.0
+    ) as stack:
+        env = stack.env()
+        assert env["AWS_ENDPOINT_URL_SQS"] == stack.s3_endpoint
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        s3 = boto3.session.Session().client("s3")
+        s3.put_object(Bucket="ev-media", Key="clips/a b#1.png", Body=b"png")
+        s3.put_object(Bucket="ev-lake", Key="table/part-0.parquet", Body=b"not media")  # not notified
+        s3.delete_object(Bucket="ev-media", Key="clips/a b#1.png")
+        queue = MediaEventQueue(queue_url=env["MEDIAEMBED_MEDIA_QUEUE_URL"], region_name=env["AWS_REGION"])
+        changes = [c for m in queue.receive(limit=10) for c in parse_message(m.body)]
+        assert [(c.bucket, c.key, c.change) for c in changes] == [
+            ("ev-media", "clips/a b#1.png", CREATED),
+            ("ev-media", "clips/a b#1.png", REMOVED),
+        ]
+    with start_local_stack(buckets=("plain",), latency_sec=0.0) as plain:
+        assert plain.media_queue_url is None and "MEDIAEMBED_MEDIA_QUEUE_URL" not in plain.env()
 
 
 def test_stack_gives_pegasus_faults_to_bedrock_alone() -> None:
