@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from moto.iam import access_control as moto_access_control
 from moto.s3 import notifications as moto_notifications
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
@@ -43,6 +44,28 @@ def _with_sequencer(build: Callable[..., dict[str, Any]]) -> Callable[..., dict[
 
 
 moto_notifications._get_s3_event = _with_sequencer(moto_notifications._get_s3_event)
+
+# SQS authorizes a batch call as its single action (the SQS developer guide's API permissions reference:
+# DeleteMessageBatch needs sqs:DeleteMessage); moto 5 asks IAM for sqs:DeleteMessageBatch, which no
+# policy written for AWS grants.
+SQS_BATCH_ACTIONS = {
+    "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+    "sqs:SendMessageBatch": "sqs:SendMessage",
+    "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+}
+
+
+def _authorized_as_aws_does(init: Callable[..., None]) -> Callable[..., None]:
+    def authorize(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._action = SQS_BATCH_ACTIONS.get(self._action, self._action)
+
+    return authorize
+
+
+moto_access_control.IAMRequestBase.__init__ = _authorized_as_aws_does(  # type: ignore[method-assign]
+    moto_access_control.IAMRequestBase.__init__
+)
 
 
 class S3Emulator:

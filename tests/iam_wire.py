@@ -5,12 +5,16 @@ key of its SigV4 credential, in the header or a presigned URL), what it asked an
 `iam_requests` names what AWS checks for it, per the S3 user guide's "actions for S3 API operations":
 ListObjects(V2) and HeadBucket are s3:ListBucket (with the `s3:prefix` a listing sends), GetObject and
 HeadObject s3:GetObject, every part of a multipart upload s3:PutObject, a copy s3:GetObject on its source
-and s3:PutObject on its target. A request it does not know is None, so a test fails on it instead of
-passing it by.
+and s3:PutObject on its target. SQS requests (its JSON protocol: the operation in `X-Amz-Target`, the
+queue URL in the body) are sqs:<operation> on the queue's ARN, a batch call its single action (the SQS
+developer guide: DeleteMessageBatch needs sqs:DeleteMessage). A request it does not know is None, so a
+test fails on it instead of passing it by.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -20,7 +24,14 @@ from urllib.parse import parse_qs, unquote
 
 from emulators.http_base import WsgiApp
 
-CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/")
+CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/([^/]+)/([^/]+)/")
+SQS_TARGET = "AmazonSQS."
+# The SQS operations the pipeline makes, and the IAM action each is authorized as.
+_SQS_ACTIONS = {
+    "ReceiveMessage": "sqs:ReceiveMessage",
+    "DeleteMessage": "sqs:DeleteMessage",
+    "DeleteMessageBatch": "sqs:DeleteMessage",
+}
 # Sub-resources that make a bucket or object request another operation than the plain one.
 _BUCKET_GET = {"location": "s3:GetBucketLocation", "versions": "s3:ListBucketVersions"}
 
@@ -35,8 +46,13 @@ class WireCall:
     query: dict[str, list[str]]
     copy_source: str | None
     status: int
+    region: str | None = None
+    sqs_operation: str | None = None  # X-Amz-Target's operation, for SQS
+    queue_url: str | None = None  # the body's QueueUrl, for SQS
 
     def __str__(self) -> str:
+        if self.sqs_operation is not None:
+            return f"sqs {self.sqs_operation} {self.queue_url} -> {self.status}"
         where = f"{self.bucket}/{self.key}" if self.key is not None else self.bucket
         query = "&".join(sorted(self.query))
         return f"{self.method} {where}{'?' + query if query else ''} -> {self.status}"
@@ -49,6 +65,12 @@ def iam_requests(call: WireCall) -> list[IamRequest] | None:
     """What IAM is asked for this S3 request; None for one this mapping does not know."""
     bucket_arn = f"arn:aws:s3:::{call.bucket}"
     q = call.query
+    if call.service == "sqs":
+        action = _SQS_ACTIONS.get(call.sqs_operation or "")
+        if action is None or not call.queue_url or not call.region:
+            return None
+        account, name = call.queue_url.rstrip("/").split("/")[-2:]
+        return [(action, f"arn:aws:sqs:{call.region}:{account}:{name}", {})]
     if call.service not in (None, "s3"):
         return None
     if not call.bucket:
@@ -102,22 +124,28 @@ class WireRecorder:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         status: list[int] = []
+        queue_url = None
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith(SQS_TARGET):  # read, and handed on the same
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+            queue_url = json.loads(body or b"{}").get("QueueUrl")
 
         def recording_start(code: str, headers: Any, *rest: Any) -> Callable[..., Any]:
             status.append(int(code.split(" ", 1)[0]))
             return start_response(code, headers, *rest)
 
         answer = self.app(environ, recording_start)
-        self._record(environ, status[0] if status else 0)
+        self._record(environ, status[0] if status else 0, queue_url)
         return answer
 
-    def _record(self, environ: dict[str, Any], status: int) -> None:
+    def _record(self, environ: dict[str, Any], status: int, queue_url: str | None) -> None:
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         signed = CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
         presigned = (query.get("X-Amz-Credential") or [""])[0].split("/")
-        key, service = (signed.group(1), signed.group(2)) if signed else (presigned[0] or None, None)
+        key, region, service = signed.groups() if signed else (presigned[0] or None, None, None)
         if not signed and len(presigned) > 3:
-            service = presigned[3]
+            region, service = presigned[2], presigned[3]
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
         query = {k: v for k, v in query.items() if not k.startswith("X-Amz-")}
         path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
         bucket, _, object_key = path.lstrip("/").partition("/")
@@ -130,6 +158,9 @@ class WireRecorder:
             query=query,
             copy_source=environ.get("HTTP_X_AMZ_COPY_SOURCE"),
             status=status,
+            region=region,
+            sqs_operation=target.removeprefix(SQS_TARGET) if target.startswith(SQS_TARGET) else None,
+            queue_url=queue_url,
         )
         with self._lock:
             self._calls.append(call)

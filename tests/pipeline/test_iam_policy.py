@@ -8,7 +8,9 @@ mode checks the Bedrock actions, and the S3 reads and writes Bedrock makes for t
 same rendered policy. Its own S3 calls and the test's use a second user that may do anything.
 
 One run (module fixture): the inventory and StartAsyncInvoke, the sensor's tick and the ingest with the
-lake (Delta, the ledger) and the index (LanceDB, its writer lease) on S3, Pegasus descriptions, a search.
+lake (Delta, the ledger) and the index (LanceDB, its writer lease) on S3, Pegasus descriptions, a search,
+then an object's S3 event drained from the media queue (SQS, which moto authorizes too) by the media change
+sensor and applied by the run it requests, which deletes the message.
 Then, per statement, the call it protects is made through the production resource as the pipeline makes
 it, once with the whole policy (it succeeds) and once without that statement (AccessDenied).
 """
@@ -32,11 +34,12 @@ from emulators.bedrock_runtime import BedrockRuntimeEmulator, IamCheck, Identity
 from emulators.iam_policy import Policy, render
 from emulators.s3 import S3Emulator
 from emulators.sample_media import SampleObject, upload_sample_media
-from emulators.stack import LocalStack
+from emulators.stack import MEDIA_EVENT_QUEUE, LocalStack, notify_queue
 from emulators.twelvelabs_api import TwelveLabsEmulator
 from harness.local_env import local_settings
 from harness.runner import SensorDriver, materialization_metadata, run_job
 from pipelines.definitions import pipeline_resources
+from pipelines.media_sensors import media_change_sensor
 from resources.pegasus.prompts import DEFAULT_PROMPTS
 from resources.providers.embedding_jobs import EmbeddingJob, InvocationStatus
 from resources.providers.marengo_models import MARENGO_3_0
@@ -70,6 +73,7 @@ VALUES = {
     "LakePrefix": "warehouse/",
     "IndexBucket": INDEX,
     "IndexPrefix": "lancedb/",
+    "MediaQueue": MEDIA_EVENT_QUEUE,
 }
 # Objects beside the pipeline's, in its buckets: nothing may touch them.
 DECOYS = {MEDIA: "private/decoy.mp4", LAKE: "other-team/table.parquet", OUTPUTS: "other-job/output.json"}
@@ -107,6 +111,8 @@ class IamWorld:
     ingest: SensorDriver
     described: dg.ExecuteInProcessResult
     hits: list[dict[str, Any]]
+    event_runs: list[dict[str, Any]]  # the inventory metadata of the runs the media change sensor asked for
+    messages_left: int
 
     @property
     def bedrock(self) -> BedrockRuntimeEmulator:
@@ -148,6 +154,7 @@ def iam_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamWorld]:
         samples: list[SampleObject] = upload_sample_media(setup, MEDIA, "incoming/")
         for bucket, key in DECOYS.items():
             setup.put_object(Bucket=bucket, Key=key, Body=b"not the pipeline's")
+        queue_url = notify_queue(s3, REGION, [MEDIA])  # events from here on: the samples were listed
         iam, keys, user_arn = _users(s3.endpoint)
         (pipeline_key, pipeline_secret), admin = keys["pipeline"], keys["emulators"]
         bedrock = stack.enter_context(
@@ -164,7 +171,7 @@ def iam_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamWorld]:
         twelvelabs = stack.enter_context(
             TwelveLabsEmulator(retry_after_sec=0, s3_credentials={pipeline_key: pipeline_secret})
         )
-        local = LocalStack(s3, bedrock, twelvelabs, REGION, pipeline_key, pipeline_secret)
+        local = LocalStack(s3, bedrock, twelvelabs, REGION, pipeline_key, pipeline_secret, queue_url)
         folder = tmp_path_factory.mktemp("iam")
         for name, value in {**local.env(), **local_settings(folder), **SETTINGS}.items():
             env.setenv(name, value)
@@ -177,6 +184,29 @@ def iam_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamWorld]:
             ingest = ingest_when_idle(world)
             described = run_job(world.instance, "describe_media", None)
             hits = search_json("yellow triangle", top_k=1)
+            admin_s3 = boto3.session.Session().client(
+                "s3",
+                endpoint_url=s3.endpoint,
+                region_name=REGION,
+                aws_access_key_id=admin[0],
+                aws_secret_access_key=admin[1],
+            )
+            admin_s3.put_object(Bucket=MEDIA, Key="incoming/notes/readme.txt", Body=b"not media")
+            event_runs = drain_media_events(world)
+        attributes = (
+            boto3.session.Session()
+            .client(
+                "sqs",
+                endpoint_url=s3.endpoint,
+                region_name=REGION,
+                aws_access_key_id=admin[0],
+                aws_secret_access_key=admin[1],
+            )
+            .get_queue_attributes(
+                QueueUrl=queue_url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+        )
         yield IamWorld(
             world,
             iam,
@@ -188,7 +218,23 @@ def iam_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamWorld]:
             ingest,
             described,
             hits,
+            event_runs,
+            sum(int(n) for n in attributes.values()),
         )
+
+
+def drain_media_events(world: World) -> list[dict[str, Any]]:
+    """One media change sensor tick, as the daemon makes it, and the runs it requests; their inventories."""
+    resources = {n: pipeline_resources[n] for n in ("media_events", "media", "lake")}
+    with dg.build_sensor_context(instance=world.instance, resources=resources) as context:
+        result = media_change_sensor(context)
+    assert isinstance(result, dg.SensorResult), result
+    runs = []
+    for request in result.run_requests or []:
+        assert isinstance(request, dg.RunRequest) and isinstance(request.run_config, dict)
+        run = run_job(world.instance, "embed_new_media", request.partition_key, run_config=request.run_config)
+        runs.append(materialization_metadata(run, ["media", "inventory"]))
+    return runs
 
 
 def test_the_pipeline_completes_as_a_user_holding_only_the_policy(iam_world: IamWorld) -> None:
@@ -215,6 +261,13 @@ def test_the_pipeline_completes_as_a_user_holding_only_the_policy(iam_world: Iam
     refused = [str(c) for c in iam_world.wire if c.access_key == iam_world.pipeline_key and c.status == 403]
     assert not refused, f"S3 refused the pipeline: {refused}"
     assert iam_world.bedrock_checks and all(c.allowed for c in iam_world.bedrock_checks), "Bedrock refused"
+    [event_run] = iam_world.event_runs
+    assert (event_run["mode"], event_run["probed_this_run"], event_run["unusable_objects"]) == (
+        "events",
+        1,
+        3,
+    )
+    assert iam_world.messages_left == 0, "the sensor and the run deleted every message they took"
 
 
 def test_every_call_is_allowed_and_every_action_of_every_statement_is_used(iam_world: IamWorld) -> None:
@@ -222,7 +275,7 @@ def test_every_call_is_allowed_and_every_action_of_every_statement_is_used(iam_w
     what it allows, none it does not know, and every (statement, action) pair used by at least one."""
     policy = rendered()
     ours = [c for c in iam_world.wire if c.access_key == iam_world.pipeline_key]
-    assert ours and all(c.service == "s3" for c in ours), {c.service for c in ours}
+    assert ours and {c.service for c in ours} == {"s3", "sqs"}, {c.service for c in ours}
     unknown = [str(c) for c in ours if iam_requests(c) is None]
     assert not unknown, f"calls the wire mapping does not know: {unknown}"
     asked = [request for c in ours for request in iam_requests(c) or []]
@@ -301,6 +354,8 @@ DENIED_BEDROCK = (
     r"AccessDeniedException.*User: arn:aws:iam::\d{{12}}:user/pipeline is not authorized to perform: {} "
     r"on resource: {}"
 )
+# moto answers SQS's JSON protocol with its XML error: the operation and the IAM action it was refused as.
+DENIED_SQS = r"when calling the {} operation: .*not authorized to perform: sqs:{}<"
 SUBMIT = "BedrockMarengo.submit (StartAsyncInvoke)"
 
 PROTECTS: dict[str, list[Call]] = {
@@ -321,6 +376,18 @@ PROTECTS: dict[str, list[Call]] = {
             SUBMIT + ": Bedrock reads the media as the caller",
             _submit,
             DENIED_BEDROCK.format("s3:GetObject", f"arn:aws:s3:::{MEDIA}/incoming/videos/shapes_a.mp4"),
+        ),
+    ],
+    "ReadMediaEvents": [
+        Call(
+            "MediaEventQueue.receive (ReceiveMessage, the media change sensor)",
+            lambda r, w: r.media_events.receive(limit=1),
+            DENIED_SQS.format("ReceiveMessage", "ReceiveMessage"),
+        ),
+        Call(
+            "MediaEventQueue.delete (DeleteMessageBatch, after the run's commit)",
+            lambda r, w: r.media_events.delete(["a-receipt-handle-of-no-message"]),
+            DENIED_SQS.format("DeleteMessageBatch", "DeleteMessage"),
         ),
     ],
     "FindBucketRegions": [

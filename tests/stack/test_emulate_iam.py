@@ -25,6 +25,7 @@ def rendered_for_the_stack() -> Policy:
         "AccountId": "123456789012",
         **{f"{name}Bucket": "media" for name in ("Media", "Output", "Lake", "Index")},
         **{f"{name}Prefix": "" for name in ("Media", "Output", "Lake", "Index")},
+        "MediaQueue": "media-events",
     }
     return Policy(render(POLICY.read_text(), values))
 
