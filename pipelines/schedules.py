@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets_defs import keys
 from pipelines.jobs import (
     describe_media_job,
     embed_new_media_job,
@@ -10,6 +11,7 @@ from pipelines.jobs import (
     steps_config,
 )
 from pipelines.run_statuses import ACTIVE_RUN_STATUSES
+from pipelines.sensors import due_work, latest_materialization
 from pipelines.settings import schedule_cron
 from resources.media.event_queue import MediaEventQueue
 from resources.storage.lake import Lake
@@ -23,11 +25,24 @@ from resources.storage.lake import Lake
         "Every 15 minutes (MEDIAEMBED_EMBED_SCHEDULE): inventory the bucket and submit new or changed "
         "objects for the version serving search (the lake's serving record); the sensor then submits them "
         "for every other version kept up, holding the quota while objects wait. The safety net for new "
-        "media; the invocation sensor submits as jobs finish."
+        "media; the invocation sensor submits as jobs finish. Where S3 events feed the inventory it "
+        "launches a run only when something changed since the last submission run planned (the media "
+        "change sensor's runs plan as changes come; the daily reconciliation plans in any case)."
     ),
 )
-def embed_new_media_schedule(context: dg.ScheduleEvaluationContext, lake: Lake) -> dg.RunRequest:
+def embed_new_media_schedule(
+    context: dg.ScheduleEvaluationContext, lake: Lake, media_events: MediaEventQueue
+) -> dg.RunRequest | dg.SkipReason:
     serving = lake.serving_versions().current().serving
+    if media_events.configured:
+        last = latest_materialization(
+            context.instance, dg.AssetRecordsFilter(keys.MARENGO_INVOCATIONS, asset_partitions=[serving])
+        )
+        if last is not None and due_work(context.instance, serving, last) is None:
+            return dg.SkipReason(
+                f"{serving}: nothing changed since submission run {last.run_id[:8]} planned "
+                "(S3 events feed the inventory; its runs plan as changes come)"
+            )
     return dg.RunRequest(partition_key=serving, run_config=holding_config())
 
 

@@ -14,6 +14,7 @@ import dagster as dg
 
 from pipelines.definitions import defs
 from pipelines.schedules import embed_new_media_schedule
+from resources.media.event_queue import MediaEventQueue
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.storage.lake import Lake
 from resources.storage.s3_storage import S3Storage
@@ -34,12 +35,12 @@ def test_schedule_and_sensor_run_from_the_start(tmp_path: Path) -> None:
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     lake = Lake(root=str(tmp_path / "lake"), storage=S3Storage(region_name="us-east-1"))
-    with dg.build_schedule_context(resources={"lake": lake}) as context:
+    with dg.build_schedule_context(resources={"lake": lake, "media_events": MediaEventQueue()}) as context:
         request = embed_new_media_schedule(context)
     # A new lake has no serving record: the schedule submits for the initial version.
     assert isinstance(request, dg.RunRequest) and request.partition_key == MARENGO_3_0.key
     lake.serving_versions().cut_over("marengo-2.7", by="test")
-    with dg.build_schedule_context(resources={"lake": lake}) as context:
+    with dg.build_schedule_context(resources={"lake": lake, "media_events": MediaEventQueue()}) as context:
         request = embed_new_media_schedule(context)
     assert isinstance(request, dg.RunRequest) and request.partition_key == "marengo-2.7"
 

@@ -100,7 +100,8 @@ def test_backfill_keeps_2_7_serving_until_cut_over_then_rollback_returns_it(
 
 def scheduled_run(world: World) -> str:
     """What the 15-minute schedule does: inventory and submit for the version the lake says serves."""
-    with dg.build_schedule_context(resources={"lake": pipeline_resources["lake"]}) as context:
+    resources = {n: pipeline_resources[n] for n in ("lake", "media_events")}
+    with dg.build_schedule_context(resources=resources) as context:
         request = embed_new_media_schedule(context)
     assert isinstance(request, dg.RunRequest) and request.partition_key
     run_job(world.instance, "embed_new_media", request.partition_key)

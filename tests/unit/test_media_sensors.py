@@ -1,5 +1,8 @@
 """The probe sensor hands each batch a listing left pending to a run of its own, once."""
 
+import time
+from pathlib import Path
+
 import dagster as dg
 
 from assets_defs.inventory.media_inventory import PENDING_BATCHES
@@ -60,3 +63,42 @@ def test_an_empty_queue_setting_means_no_queue_and_the_change_sensor_skips() -> 
     with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as context:
         result = media_change_sensor(context)
     assert isinstance(result, dg.SkipReason) and "MEDIAEMBED_MEDIA_QUEUE_URL" in str(result.skip_message)
+
+
+def test_with_events_the_embed_schedule_launches_only_when_something_changed_since_the_last_plan(
+    tmp_path: Path,
+) -> None:
+    """A quiet library costs a schedule tick, not a run planning over every object; an inventory (or a
+    failed job, or objects left waiting) since the last submission run's plan launches one."""
+    from pipelines.schedules import embed_new_media_schedule
+    from resources.media.event_queue import MediaEventQueue
+    from resources.storage.lake import Lake
+    from resources.storage.s3_storage import S3Storage
+
+    with dg.instance_for_test() as instance:  # a schedule's context needs an instance with a ref
+        lake = Lake(root=str(tmp_path / "lake"), storage=S3Storage())
+        queued = MediaEventQueue(queue_url="https://sqs.us-east-1.amazonaws.com/1/media-events")
+
+        def tick(events: MediaEventQueue) -> dg.RunRequest | dg.SkipReason:
+            resources = {"lake": lake, "media_events": events}
+            with dg.build_schedule_context(instance=instance, resources=resources) as context:
+                result = embed_new_media_schedule(context)
+            assert isinstance(result, dg.RunRequest | dg.SkipReason)
+            return result
+
+        assert isinstance(tick(queued), dg.RunRequest), "never planned: the first run"
+        inventory(instance, [])
+        planned = time.time()
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                ["marengo", "invocations"],
+                partition="marengo-3.0",
+                metadata={"deferred": 0, "planned_at": dg.MetadataValue.timestamp(planned)},
+            )
+        )
+        quiet = tick(queued)
+        assert isinstance(quiet, dg.SkipReason) and "nothing changed" in str(quiet.skip_message)
+        assert isinstance(tick(MediaEventQueue()), dg.RunRequest), "without events every run lists"
+        inventory(instance, [])  # an event run, or a probe batch, since the plan
+        changed = tick(queued)
+        assert isinstance(changed, dg.RunRequest) and changed.partition_key == "marengo-3.0"
