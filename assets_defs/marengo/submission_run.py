@@ -154,10 +154,14 @@ class SubmissionRun:
         known = self.findings.read(model.key)  # before the ledger: it then holds every job these name
         inventory = read_inventory(self.lake)
         every_provider = SubmissionLedger(self.lake, None).jobs(model.key)
-        durations = zip(inventory["media_uri"], inventory["duration_sec"], strict=True)
-        self.seconds: dict[str, float | None] = {
-            str(u): (None if pd.isna(s) else float(s)) for u, s in durations
-        }
+        seconds = inventory["duration_sec"]  # NaN (images, unknown) as None; built in bulk, not per row
+        self.seconds: dict[str, float | None] = dict(
+            zip(
+                inventory["media_uri"].tolist(),
+                seconds.astype(object).where(seconds.notna(), None).tolist(),
+                strict=True,
+            )
+        )
         plan = self._plan(inventory, every_provider)
         # The budget gate, before any provider call: what is still to embed for the version must fit. Jobs
         # a killed run created but never recorded count as still to embed here (a slight overestimate).
@@ -226,6 +230,8 @@ class SubmissionRun:
             self.log.error(
                 f"{busy_reason}; {deferred} objects wait. Check the model access, region and buckets."
             )
+        # Submissions, recovered jobs and refusals change the ledger; else progress plans what this run did.
+        wrote_ledger = bool(self.submitted or recovered or self.rejected)
         return SubmissionReport(
             model=model,
             provider=provider.provider_name,
@@ -255,12 +261,13 @@ class SubmissionRun:
             media_seconds=self.seconds,
             progress=version_progress(
                 inventory,
-                SubmissionLedger(self.lake, None).jobs(model.key),
+                SubmissionLedger(self.lake, None).jobs(model.key) if wrote_ledger else every_provider,
                 embedded_objects(self.lake, model),
                 model,
                 settings.options(),
                 settings.max_attempts,
                 settings.max_lost,
+                None if wrote_ledger else plan,  # the same inputs: planned once
             ),
         )
 

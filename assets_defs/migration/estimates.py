@@ -274,14 +274,18 @@ def object_states(
     options: EmbeddingOptions,
     max_attempts: int = 2,
     max_lost: int = 3,
+    plan: SubmissionPlan | None = None,
 ) -> tuple[pd.Series, SubmissionPlan]:
     """The state of every usable object (media URI -> one of PROGRESS_STATES), from the plan a submission
     run would make: objects it settles are done (a completed job), in flight or failed (refused); those it
     would not send are failed; the rest wait or are not started. Rows in the table at the object's current
     ETag make it done whatever the ledger says (unless a job for it runs): coverage is what search has.
-    `ledger_jobs` are every provider's jobs of this model; `embedded` has the table's media_id and etag."""
+    `ledger_jobs` are every provider's jobs of this model; `embedded` has the table's media_id and etag.
+    `plan`: the plan of these same inputs where the caller made it already (a submission run that wrote
+    nothing to the ledger), so a library is planned once per run."""
     usable = inventory[inventory["status"] == "ok"]
-    plan = plan_submissions(usable, ledger_jobs, model, options, max_attempts, max_lost)
+    if plan is None:
+        plan = plan_submissions(usable, ledger_jobs, model, options, max_attempts, max_lost)
     state = pd.Series("failed", index=pd.Index(usable["media_uri"], dtype=object), dtype=object)
     if len(ledger_jobs):
         uris = ledger_jobs["media_uri"].astype(str)
@@ -308,9 +312,12 @@ def version_progress(
     options: EmbeddingOptions,
     max_attempts: int = 2,
     max_lost: int = 3,
+    plan: SubmissionPlan | None = None,
 ) -> VersionProgress:
     """Counts of `object_states`: the one progress figure the UI, the plan and the CLI all show."""
-    state, plan = object_states(inventory, ledger_jobs, embedded, model, options, max_attempts, max_lost)
+    state, plan = object_states(
+        inventory, ledger_jobs, embedded, model, options, max_attempts, max_lost, plan
+    )
     return count_states(model.key, state, plan)
 
 
