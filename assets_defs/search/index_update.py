@@ -102,12 +102,12 @@ class IndexUpdate:
     warn: Callable[[str], None]
 
     def run(self) -> IndexReport:
-        inventory = read_inventory(self.lake)
+        inventory = read_inventory(self.lake, ["media_uri", "media_id"])
         expected = current_embeddings(self.lake, self.model, inventory)
         wanted = expected_objects(expected)
         with self.index.writer(self.model, holder=self.holder, on_wait=self.log):
             indexed = self.index.audit(self.model)
-            listed_ids = set(inventory["media_uri"].map(media_id))
+            listed_ids = set(inventory["media_id"])
             plan = plan_index_update(wanted, indexed, self.model.key, self.policy, listed_ids)
             if plan.held:
                 held = [indexed[mid].media_uri for mid in plan.held]
