@@ -13,9 +13,11 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from moto.core.utils import unix_time
 from moto.iam import access_control as moto_access_control
 from moto.s3 import notifications as moto_notifications
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.sqs import models as moto_sqs
 
 from emulators.http_base import LoopbackServer, W, WsgiApp, free_port
 
@@ -66,6 +68,18 @@ def _authorized_as_aws_does(init: Callable[..., None]) -> Callable[..., None]:
 moto_access_control.IAMRequestBase.__init__ = _authorized_as_aws_does(  # type: ignore[method-assign]
     moto_access_control.IAMRequestBase.__init__
 )
+
+
+def _retained(backend: Any, queue_name: str, message: Any) -> bool:
+    """moto's retention check, reading the queue's one attribute: moto 5 computes every attribute of the
+    queue (counting its messages) for each message it returns, so a receive from a queue of 1,000
+    messages takes a second, where SQS answers in milliseconds. The same rule: kept for the retention
+    period after it was sent."""
+    retention = int(backend.get_queue(queue_name).message_retention_period)
+    return retention + message.sent_timestamp / 1000 > unix_time()
+
+
+moto_sqs.SQSBackend.is_message_valid_based_on_retention_period = _retained  # type: ignore[method-assign]
 
 
 class S3Emulator:
