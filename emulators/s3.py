@@ -79,7 +79,7 @@ def _retained(backend: Any, queue_name: str, message: Any) -> bool:
     return retention + message.sent_timestamp / 1000 > unix_time()
 
 
-moto_sqs.SQSBackend.is_message_valid_based_on_retention_period = _retained  # type: ignore[method-assign]
+moto_sqs.SQSBackend.is_message_valid_based_on_retention_period = _retained  # type: ignore[method-assign,assignment]
 
 
 class S3Emulator:
