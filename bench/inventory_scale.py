@@ -9,7 +9,8 @@ the S3 emulator, inventoried, submitted and ingested through the real definition
 inventory rows with the real schema (status ok, images under `synthetic/`) and, for each, a completed job
 in the ledger's closed state, so that planning sees a library of --objects that is all handled. Each
 phase runs in a fresh process (its peak RSS is its own):
-1. set-up: the real objects through the pipeline, then the synthetic rows and jobs;
+1. set-up: the real objects through the pipeline (their listing fanned out to probe runs of 500 objects,
+   each timed: a run is what one run worker does), then the synthetic rows and jobs;
 2. quiet: a media change sensor tick on an empty queue (its long poll waits `wait_sec`), an invocation
    sensor tick, the embed schedule's tick (which launches no run: nothing changed since the last plan),
    and, as a person might launch it anyway, an embed_new_media run (`forced_run_sec`);
@@ -44,6 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "marengo-3.0"
 PAGE = 1_000  # keys per listing page, as ListObjectsV2 returns them
+PROBE_BATCH = 500  # objects per probe run in the set-up's fan-out (the pipeline's default is 2,000)
 
 
 def peak_rss_mb() -> float:
@@ -238,6 +240,35 @@ def closed_jobs(rows: Any) -> Any:
     )
 
 
+def fan_out_probes(instance: Any, real: int) -> dict[str, Any]:
+    """The first listing of the real objects as a large one is made: every object written pending in
+    batches (PROBE_BATCH each), then one probe_media run per batch, as the probe sensor requests them.
+    Probe throughput per run worker: each run is what one worker does."""
+    import dagster as dg
+
+    from assets_defs.inventory.inventory_update import InventoryUpdate
+    from harness.runner import materialization_metadata, run_job
+    from pipelines.definitions import pipeline_resources
+    from pipelines.jobs import inventory_config
+    from resources.tables.inventory_table import InventoryTable
+
+    with dg.build_resources({n: pipeline_resources[n] for n in ("media", "lake")}) as built:
+        update = InventoryUpdate(
+            built.media, InventoryTable(built.lake), "benchlist", probe_in_run=0, batch_objects=PROBE_BATCH
+        )
+        listing = update.reconcile()
+    rates = []
+    for batch in listing.pending_batches:
+        t0 = time.perf_counter()
+        run = run_job(
+            instance, "probe_media", None, run_config=inventory_config(probe_batch=batch), log_level="WARNING"
+        )
+        probed = materialization_metadata(run, ["media", "inventory"])["probed_this_run"]
+        rates.append(probed / (time.perf_counter() - t0))
+    assert sum(1 for _ in listing.pending_batches) == -(-real // PROBE_BATCH)
+    return {"probe_batches": len(rates), "probe_objects_per_sec_per_worker": sum(rates) / len(rates)}
+
+
 # --- the phases (each in its own process) ----------------------------------------------------------------
 
 
@@ -256,7 +287,8 @@ def set_up(objects: int, real: int) -> dict[str, Any]:
     sqs = boto3.session.Session().client("sqs")
     sqs.purge_queue(QueueUrl=os.environ["MEDIAEMBED_MEDIA_QUEUE_URL"])  # the first listing covers these
     instance = _instance()
-    first = run_job(instance, "embed_new_media", MODEL, log_level="WARNING")
+    probe = fan_out_probes(instance, real)
+    first = run_job(instance, "embed_new_media", MODEL, log_level="WARNING")  # nothing to list: submits
     submitted = materialization_metadata(first, ["marengo", "invocations"])["submitted"]
     _drain_jobs(instance)
     t1 = time.perf_counter()
@@ -271,6 +303,7 @@ def set_up(objects: int, real: int) -> dict[str, Any]:
         "real_objects": real,
         "real_submitted": submitted,
         "real_sec": t1 - t0,
+        **probe,
         "synthetic_rows": synthetic.num_rows,
         "synthetic_sec": time.perf_counter() - t1,
     }

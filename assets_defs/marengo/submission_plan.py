@@ -11,6 +11,7 @@ resubmitted without using up an attempt, but at most `max_lost` times, so a prov
 one object's jobs cannot keep it open for ever.
 """
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -104,13 +105,16 @@ def job_history(ledger_jobs: pd.DataFrame) -> pd.DataFrame:
 
 def job_keys(usable: pd.DataFrame, model: MarengoModel, options: EmbeddingOptions) -> pd.Index:
     """`EmbeddingJob.job_key` of every inventory row, without building a job per row."""
-    probe = {
-        modality: EmbeddingJob("", "", modality, model, options)
+    suffix = {
+        modality: EmbeddingJob("", "", modality, model, options).key_suffix()
         for modality in usable["modality"].dropna().unique()
     }
+    sha256 = hashlib.sha256  # EmbeddingJob.key_for, inlined: a million keys is a hot loop
     keys = [
-        probe[modality].key_for(uri, etag)
-        for uri, etag, modality in zip(usable["media_uri"], usable["etag"], usable["modality"], strict=True)
+        sha256(f"{uri}|{etag}{suffix[modality]}".encode()).hexdigest()[:40]
+        for uri, etag, modality in zip(
+            usable["media_uri"].tolist(), usable["etag"].tolist(), usable["modality"].tolist(), strict=True
+        )
     ]
     return pd.Index(keys, dtype=object)
 

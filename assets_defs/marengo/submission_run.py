@@ -54,6 +54,10 @@ SETUP_PROBLEM_AFTER = 3
 MAX_BUSY_BACKOFF_SEC = 60.0
 
 
+# The inventory columns planning and progress read (plan_submissions, object_states, durations).
+PLANNING_COLUMNS = ["media_uri", "media_id", "etag", "modality", "status", "duration_sec", "size_bytes"]
+
+
 @dataclass(frozen=True)
 class QuotaHold:
     """How a run waits for the quota: at most `max_in_flight` jobs (None: the provider's quota), and while
@@ -152,7 +156,7 @@ class SubmissionRun:
         planned_at = datetime.now(UTC)
         self.deadline = self.clock.monotonic() + self.hold.hold_sec
         known = self.findings.read(model.key)  # before the ledger: it then holds every job these name
-        inventory = read_inventory(self.lake)
+        inventory = read_inventory(self.lake, PLANNING_COLUMNS)
         every_provider = SubmissionLedger(self.lake, None).jobs(model.key)
         seconds = inventory["duration_sec"]  # NaN (images, unknown) as None; built in bulk, not per row
         self.seconds: dict[str, float | None] = dict(

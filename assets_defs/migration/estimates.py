@@ -298,8 +298,8 @@ def object_states(
     due = state.index.isin([job.media_uri for job in plan.due])
     state[due] = "waiting" if len(ledger_jobs) else "not_started"
     if len(embedded):
-        rows = set(zip(embedded["media_id"], embedded["etag"], strict=True))
-        in_table = [(m, e) in rows for m, e in zip(usable["media_id"], usable["etag"], strict=True)]
+        rows = pd.MultiIndex.from_arrays([embedded["media_id"], embedded["etag"]])
+        in_table = pd.MultiIndex.from_arrays([usable["media_id"], usable["etag"]]).isin(rows)
         state[pd.Series(in_table, index=state.index) & (state != "in_flight")] = "done"
     return state, plan
 

@@ -122,9 +122,11 @@ class EmbeddingJob:
     def key_for(self, media_uri: str, etag: str) -> str:
         """The job key of another object with this job's modality, model and options (planning uses it to
         key a whole inventory without a job per object)."""
-        options = self.options.applicable(self.modality)
-        raw = "|".join([media_uri, etag, self.model.job_identity, options])
-        return hashlib.sha256(raw.encode()).hexdigest()[:40]
+        return hashlib.sha256(f"{media_uri}|{etag}{self.key_suffix()}".encode()).hexdigest()[:40]
+
+    def key_suffix(self) -> str:
+        """What follows the object in the hashed key: `|<model's job identity>|<applicable options>`."""
+        return f"|{self.model.job_identity}|{self.options.applicable(self.modality)}"
 
     @property
     def client_token(self) -> str:
