@@ -21,12 +21,9 @@ OBJECTS_REMOVED = "objects_removed"
 PENDING_BATCHES = "pending_batches"
 
 
-def read_inventory(
-    lake: Lake, columns: list[str] | None = None, uris: list[str] | None = None
-) -> pd.DataFrame:
-    """The objects known as media or as a problem: no tombstones, nothing still waiting to be probed
-    (`columns` only, and of only `uris` when given)."""
-    return InventoryTable(lake).read(columns, uris=uris, without=NOT_MEDIA).to_pandas()
+def read_inventory(lake: Lake, columns: list[str] | None = None) -> pd.DataFrame:
+    """The objects known as media or as a problem: no tombstones, nothing still waiting to be probed."""
+    return InventoryTable(lake).read(columns, without=NOT_MEDIA).to_pandas()
 
 
 def probed_durations(inventory: pd.DataFrame) -> dict[str, float | None]:
