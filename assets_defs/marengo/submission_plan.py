@@ -11,13 +11,12 @@ resubmitted without using up an attempt, but at most `max_lost` times, so a prov
 one object's jobs cannot keep it open for ever.
 """
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
+from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, hashed_job_key
 from resources.providers.marengo_models import MarengoModel
 
 SETTLED = {"in_progress", "completed", "no_content", "rejected", "superseded"}
@@ -109,9 +108,8 @@ def job_keys(usable: pd.DataFrame, model: MarengoModel, options: EmbeddingOption
         modality: EmbeddingJob("", "", modality, model, options).key_suffix()
         for modality in usable["modality"].dropna().unique()
     }
-    sha256 = hashlib.sha256  # EmbeddingJob.key_for, inlined: a million keys is a hot loop
     keys = [
-        sha256(f"{uri}|{etag}{suffix[modality]}".encode()).hexdigest()[:40]
+        hashed_job_key(uri, etag, suffix[modality])
         for uri, etag, modality in zip(
             usable["media_uri"].tolist(), usable["etag"].tolist(), usable["modality"].tolist(), strict=True
         )

@@ -83,6 +83,12 @@ class EmbeddingOptions:
         return shape
 
 
+def hashed_job_key(media_uri: str, etag: str, suffix: str) -> str:
+    """The job key of an object, `suffix` being its job's `key_suffix()` (planning keys a whole inventory
+    with one suffix per modality)."""
+    return hashlib.sha256(f"{media_uri}|{etag}{suffix}".encode()).hexdigest()[:40]
+
+
 @dataclass(frozen=True)
 class EmbeddingJob:
     """One media object to embed with one model: the unit that is submitted, billed and ledgered.
@@ -122,7 +128,7 @@ class EmbeddingJob:
     def key_for(self, media_uri: str, etag: str) -> str:
         """The job key of another object with this job's modality, model and options (planning uses it to
         key a whole inventory without a job per object)."""
-        return hashlib.sha256(f"{media_uri}|{etag}{self.key_suffix()}".encode()).hexdigest()[:40]
+        return hashed_job_key(media_uri, etag, self.key_suffix())
 
     def key_suffix(self) -> str:
         """What follows the object in the hashed key: `|<model's job identity>|<applicable options>`."""
