@@ -2,10 +2,10 @@
 
 from collections.abc import Iterator
 
-import boto3
 import pytest
 
 from emulators.s3 import S3Emulator
+from emulators.stack import notify_queue
 from resources.media.event_queue import MediaEventQueue
 from resources.media.events import CREATED, REMOVED, latest_per_object, parse_message
 from tests.s3_key_matrix import hostile_keys
@@ -21,19 +21,8 @@ def queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S3Emulator, MediaEv
             "AWS_SECRET_ACCESS_KEY": "test",
         }.items():
             monkeypatch.setenv(name, value)
-        sqs = boto3.session.Session().client("sqs", region_name="us-east-1")
-        url = sqs.create_queue(QueueName="media-events", Attributes={"VisibilityTimeout": "900"})["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        s3 = emulator.client()
-        s3.create_bucket(Bucket="media")
-        s3.put_bucket_notification_configuration(
-            Bucket="media",
-            NotificationConfiguration={
-                "QueueConfigurations": [
-                    {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
-                ]
-            },
-        )
+        emulator.client().create_bucket(Bucket="media")
+        url = notify_queue(emulator, "us-east-1", ["media"])
         yield emulator, MediaEventQueue(queue_url=url, region_name="us-east-1")
     finally:
         emulator.stop()

@@ -15,9 +15,8 @@ import pytest
 
 from assets_defs.inventory.media_inventory import read_inventory
 from emulators.sample_media import Scene, make_image
-from harness.runner import materialization_metadata, run_job
-from pipelines.definitions import pipeline_resources
-from pipelines.media_sensors import media_change_sensor
+from emulators.stack import notify_queue
+from harness.runner import materialization_metadata, media_change_requests, run_job
 from resources.storage.lake import Lake
 from resources.tables.inventory_table import InventoryTable
 from resources.tables.submission_ledger import SubmissionLedger
@@ -41,13 +40,7 @@ class EventWorld:
 
     def tick(self) -> list[dg.RunRequest]:
         """One media change sensor evaluation, as the daemon runs it: the requests it makes."""
-        resources = {n: pipeline_resources[n] for n in ("media_events", "media", "lake")}
-        with dg.build_sensor_context(instance=self.world.instance, resources=resources) as context:
-            result = media_change_sensor(context)
-        if isinstance(result, dg.SkipReason):
-            return []
-        assert isinstance(result, dg.SensorResult)
-        return [r for r in result.run_requests or [] if isinstance(r, dg.RunRequest)]
+        return media_change_requests(self.world.instance)
 
     def launch(self, request: dg.RunRequest) -> dict[str, Any]:
         """Run a request as the daemon would (once per run key); the inventory's metadata."""
@@ -90,21 +83,9 @@ class EventWorld:
 @pytest.fixture
 def events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EventWorld]:
     with build_world(tmp_path, monkeypatch, {"MEDIAEMBED_SERVING_VERSION": MODEL}) as world:
-        sqs = boto3.session.Session().client(
-            "sqs", region_name=world.stack.region, endpoint_url=world.stack.s3_endpoint
-        )
-        url = sqs.create_queue(QueueName="media-events", Attributes={"VisibilityTimeout": "900"})["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        # The first inventory lists (no table yet); the queue exists from then on.
+        # The first inventory lists (no table yet); the bucket's events go to the queue from then on.
         run_job(world.instance, "embed_new_media", MODEL)
-        world.stack.s3.client().put_bucket_notification_configuration(
-            Bucket="media",
-            NotificationConfiguration={
-                "QueueConfigurations": [
-                    {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
-                ]
-            },
-        )
+        url = notify_queue(world.stack.s3, world.stack.region, ["media"])
         monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", world.stack.s3_endpoint)
         monkeypatch.setenv("MEDIAEMBED_MEDIA_QUEUE_URL", url)
         world_with_events = EventWorld(world, url)
