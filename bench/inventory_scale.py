@@ -144,25 +144,18 @@ def _put(prefix: str, count: int, seed: int) -> None:
         s3.put_object(Bucket="media", Key=key, Body=body, ContentType="image/png")
 
 
-def _drain_jobs(instance: Any, timeout_sec: float = 3600) -> int:
-    """Invocation sensor ticks (and the ingest runs they request) until the ledger holds no open job."""
+def _drain_jobs(instance: Any) -> int:
+    """Invocation sensor ticks (and the ingest runs they request) until the ledger holds no open job, as
+    `SensorDriver.drain` ticks them; the ingest runs it took."""
     import dagster as dg
 
     from harness.runner import SensorDriver
     from pipelines.definitions import pipeline_resources
-    from resources.tables.submission_ledger import SubmissionLedger
 
-    driver = SensorDriver(instance)
-    deadline = time.monotonic() + timeout_sec
-    ticks = 0
+    driver = SensorDriver(instance, log_level="WARNING")
     with dg.build_resources({"lake": pipeline_resources["lake"]}) as built:
-        while not SubmissionLedger(built.lake, None).in_progress(MODEL).empty:
-            if time.monotonic() > deadline:
-                raise SystemExit("bench: jobs still open after an hour")
-            driver.tick()
-            ticks += 1
-            time.sleep(0.2)
-    return ticks
+        driver.drain(built.lake, timeout_sec=3600, interval_sec=0.2)
+    return len(driver.ingest_results)
 
 
 def synthetic_rows(count: int) -> Any:
@@ -312,18 +305,15 @@ def set_up(objects: int, real: int) -> dict[str, Any]:
 def quiet() -> dict[str, Any]:
     import dagster as dg
 
-    from harness.runner import SensorDriver, materialization_metadata, run_job
+    from harness.runner import SensorDriver, materialization_metadata, media_change_requests, run_job
     from pipelines.definitions import pipeline_resources
-    from pipelines.media_sensors import media_change_sensor
     from pipelines.schedules import embed_new_media_schedule
 
     instance = _instance()
-    resources = {n: pipeline_resources[n] for n in ("media_events", "media", "lake")}
     t0 = time.perf_counter()
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        skipped = media_change_sensor(context)
+    requested = media_change_requests(instance)
     t1 = time.perf_counter()
-    assert isinstance(skipped, dg.SkipReason), skipped
+    assert not requested, requested
     launched = SensorDriver(instance).tick()
     t2 = time.perf_counter()
     schedule_resources = {n: pipeline_resources[n] for n in ("lake", "media_events")}
@@ -351,22 +341,18 @@ def quiet() -> dict[str, Any]:
 def new_media(new: int) -> dict[str, Any]:
     import dagster as dg
 
-    from harness.runner import materialization_metadata, run_job
+    from harness.runner import materialization_metadata, media_change_requests, run_job
     from pipelines.definitions import pipeline_resources
-    from pipelines.media_sensors import media_change_sensor
     from resources.providers.marengo_models import marengo_model
 
     instance = _instance()
     _put("new/", new, seed=10_000_000)
     t0 = time.perf_counter()
-    resources = {n: pipeline_resources[n] for n in ("media_events", "media", "lake")}
     probed = media_ticks = 0
     while probed < new:  # S3 delivers events within moments; a tick takes what has arrived
         media_ticks += 1
-        with dg.build_sensor_context(instance=instance, resources=resources) as context:
-            result = media_change_sensor(context)
-        for request in result.run_requests or [] if isinstance(result, dg.SensorResult) else []:
-            assert isinstance(request, dg.RunRequest) and isinstance(request.run_config, dict)
+        for request in media_change_requests(instance):
+            assert isinstance(request.run_config, dict)
             run = run_job(
                 instance,
                 "embed_new_media",
@@ -376,7 +362,7 @@ def new_media(new: int) -> dict[str, Any]:
             )
             probed += materialization_metadata(run, ["media", "inventory"])["probed_this_run"]
     t1 = time.perf_counter()
-    ingest_ticks = _drain_jobs(instance)
+    ingest_runs = _drain_jobs(instance)
     with dg.build_resources({"segment_index": pipeline_resources["segment_index"]}) as built:
         indexed = built.segment_index.scan(marengo_model(MODEL), ["media_uri"])
     uris = set(indexed.column("media_uri").to_pylist()) if indexed is not None else set()
@@ -387,7 +373,7 @@ def new_media(new: int) -> dict[str, Any]:
         "new_searchable_sec": t2 - t0,
         "events_to_submitted_sec": t1 - t0,
         "media_ticks": media_ticks,
-        "ingest_ticks": ingest_ticks,
+        "ingest_runs": ingest_runs,
     }
 
 

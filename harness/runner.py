@@ -18,6 +18,7 @@ from harness.run_slots import execute_holding_slots
 from mediaembed.ingest import StillInFlight
 from pipelines.definitions import defs, pipeline_resources
 from pipelines.jobs import SUBMITTING_JOBS, holding_config
+from pipelines.media_sensors import media_change_sensor
 from pipelines.sensors import marengo_invocation_sensor
 from resources.storage.clock import REAL_CLOCK, Clock
 from resources.tables.submission_ledger import SubmissionLedger
@@ -60,6 +61,17 @@ def materialization_metadata(
     node = op_name(dg.AssetKey.from_coercible(asset_key))
     [materialization] = result.asset_materializations_for_node(node)
     return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+
+
+def media_change_requests(instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+    """One media change sensor evaluation, as the daemon makes it: the runs it requests (none on a skip)."""
+    resources = {n: pipeline_resources[n] for n in ("media_events", "media", "lake")}
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        result = media_change_sensor(context)
+    if isinstance(result, dg.SkipReason):
+        return []
+    assert isinstance(result, dg.SensorResult)
+    return [r for r in result.run_requests or [] if isinstance(r, dg.RunRequest)]
 
 
 @dataclass

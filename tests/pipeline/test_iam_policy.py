@@ -37,9 +37,8 @@ from emulators.sample_media import SampleObject, upload_sample_media
 from emulators.stack import MEDIA_EVENT_QUEUE, LocalStack, notify_queue
 from emulators.twelvelabs_api import TwelveLabsEmulator
 from harness.local_env import local_settings
-from harness.runner import SensorDriver, materialization_metadata, run_job
+from harness.runner import SensorDriver, materialization_metadata, media_change_requests, run_job
 from pipelines.definitions import pipeline_resources
-from pipelines.media_sensors import media_change_sensor
 from resources.pegasus.prompts import DEFAULT_PROMPTS
 from resources.providers.embedding_jobs import EmbeddingJob, InvocationStatus
 from resources.providers.marengo_models import MARENGO_3_0
@@ -225,13 +224,11 @@ def iam_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamWorld]:
 
 def drain_media_events(world: World) -> list[dict[str, Any]]:
     """One media change sensor tick, as the daemon makes it, and the runs it requests; their inventories."""
-    resources = {n: pipeline_resources[n] for n in ("media_events", "media", "lake")}
-    with dg.build_sensor_context(instance=world.instance, resources=resources) as context:
-        result = media_change_sensor(context)
-    assert isinstance(result, dg.SensorResult), result
+    requests = media_change_requests(world.instance)
+    assert requests, "the event reached no run"
     runs = []
-    for request in result.run_requests or []:
-        assert isinstance(request, dg.RunRequest) and isinstance(request.run_config, dict)
+    for request in requests:
+        assert isinstance(request.run_config, dict)
         run = run_job(world.instance, "embed_new_media", request.partition_key, run_config=request.run_config)
         runs.append(materialization_metadata(run, ["media", "inventory"]))
     return runs
