@@ -148,13 +148,14 @@ class _Ramp:
     in_a_row: int = 0
     unsent_freed: int = 0
 
-    def size(self, free: int) -> int:
+    def size(self, room: int) -> int:
+        """The next batch, where `room` requests could go (free slots, up to the next ledger flush)."""
         if not self.accepted:
             return 1
         if self.after_busy:
             size, self.unsent_freed = max(1, self.unsent_freed), 0
-            return min(free, size, LEDGER_FLUSH_EVERY)
-        return min(free, LEDGER_FLUSH_EVERY)
+            return min(room, size)
+        return room
 
     def answered(self, accepted: bool) -> None:
         self.accepted += accepted
@@ -360,8 +361,8 @@ class SubmissionRun:
         """Submit from `due` while slots are free, waiting for them until the deadline. Returns a set-up
         problem seen in the refusals, if any; what is left in `due` waits for a later run.
 
-        One request at a time until the provider accepts one; then as many as the free slots, at most
-        LEDGER_FLUSH_EVERY, SUBMIT_CONCURRENCY at once, their answers handled in the order of `due`."""
+        One request at a time until the provider accepts one; then as many as the free slots, up to the
+        next ledger flush, SUBMIT_CONCURRENCY at once, their answers handled in the order of `due`."""
         slots, clock = self.slots, self.clock
         unflushed: list[Submission] = []
         intended: set[str] = set()
@@ -379,7 +380,9 @@ class SubmissionRun:
                         unflushed = []
                     self._wait_for_slots()
                     continue
-                batch = [due.popleft() for _ in range(min(self.ramp.size(free), len(due)))]
+                # A batch ends where the ledger's next flush is due, so flushes come every LEDGER_FLUSH_EVERY.
+                room = min(free, LEDGER_FLUSH_EVERY - len(unflushed))
+                batch = [due.popleft() for _ in range(min(self.ramp.size(room), len(due)))]
                 if self.provider.needs_intent and any(j.client_token not in intended for j in batch):
                     # One write for the jobs the free slots take next, before any of them is created.
                     ahead = [*batch, *islice(due, max(0, min(free, LEDGER_FLUSH_EVERY) - len(batch)))]
