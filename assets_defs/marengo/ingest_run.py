@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from assets_defs.inventory.media_inventory import probed_durations, read_inventory
+from assets_defs.marengo.submission_run import PLANNING_COLUMNS
 from assets_defs.migration.estimates import VersionProgress, embedded_objects, version_progress
 from resources.providers.base import MarengoProvider
 from resources.providers.embedding_jobs import (
@@ -312,7 +313,9 @@ class EmbeddingIngest:
                 listed += len(found)
                 by_token.update((s.client_token, s) for s in found if (s.client_token or "") in rows)
         finished = [s for s in by_token.values() if s.state != "in_progress"]
-        inventory = read_inventory(lake)
+        # The current ETag of each finished job's object only: a job of an object changed since is superseded.
+        finished_uris = {str(rows[s.client_token or ""]["media_uri"]) for s in finished}
+        inventory = read_inventory(lake, ["media_uri", "etag"], finished_uris)
         current_etags = dict(zip(inventory["media_uri"], inventory["etag"], strict=True))
         still_running = pending[~pending["client_token"].isin([s.client_token for s in finished])]
         overdue = running_too_long(still_running, self.now, self.running_age_limit)
@@ -346,7 +349,9 @@ class EmbeddingIngest:
         findings.record(carried, model.key, found_by=f"ingest run {self.run_id}: output not readable yet")
         findings.consume(known.files)
         # Rows a release before output validation committed get the verdict their output would get now.
-        audit = TableAudit(lake, model).run(probed_durations(inventory), self.run_id)
+        audit = TableAudit(lake, model).run(
+            lambda: probed_durations(read_inventory(lake, ["media_uri", "duration_sec"])), self.run_id
+        )
         compacted = ledger.compact()
         maintenance = table.maintain()
         durations = {r["media_uri"]: r["media_seconds"] for r in rows.values()}
@@ -372,7 +377,7 @@ class EmbeddingIngest:
             committed_faults=fault_counts(written, durations),
             # Where the version stands after this run (the submission defaults' options and attempts).
             progress=version_progress(
-                inventory,
+                read_inventory(lake, PLANNING_COLUMNS),
                 SubmissionLedger(lake, None).jobs(model.key),
                 embedded_objects(lake, model),
                 model,
