@@ -260,7 +260,7 @@ def _search(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from mediaembed.search import SearchError
-    from mediaembed.web import run_serve  # like search: no Dagster, no code location
+    from mediaembed.web.server import run_serve  # like search: no Dagster, no code location
 
     if not args.local:
         return run_serve(args.host, args.port, env=os.environ, debug=_debug())
