@@ -129,6 +129,12 @@ def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=8080)
     serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the port, each with its own searcher (one per core uses them all)",
+    )
+    serve_cmd.add_argument(
         "--local",
         action="store_true",
         help="serve what `make demo` built: its index under --workdir, with the S3 and Bedrock emulators "
@@ -263,7 +269,7 @@ def _serve(args: argparse.Namespace) -> int:
     from mediaembed.web.server import run_serve  # like search: no Dagster, no code location
 
     if not args.local:
-        return run_serve(args.host, args.port, env=os.environ, debug=_debug())
+        return run_serve(args.host, args.port, env=os.environ, debug=_debug(), workers=args.workers)
     try:
         from harness.local_search import local_search_env  # the local harness, only when asked for
     except ImportError:
@@ -274,7 +280,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         with local_search_env(args.workdir, with_media=True):
-            return run_serve(args.host, args.port, env=os.environ, debug=_debug())
+            return run_serve(args.host, args.port, env=os.environ, debug=_debug(), workers=args.workers)
     except SearchError as error:
         print(f"mediaembed serve: {error}", file=sys.stderr)
         return error.exit_code

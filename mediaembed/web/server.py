@@ -9,14 +9,18 @@ chatter is left out; its access log is off (the guard writes one that also says 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.supervisors import Multiprocess
 
 from mediaembed.search import Searcher, SearchError
 from mediaembed.web.app import create_app
@@ -42,17 +46,30 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(searcher: Searcher, *, token: str = "", debug: bool = False) -> uvicorn.Server:
-    config = uvicorn.Config(
-        create_app(searcher, token=token, debug=debug),
+def _config(app: Any, **options: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
         log_config=None,
         access_log=False,
         lifespan="off",
         server_header=False,
         timeout_keep_alive=KEEP_ALIVE_SEC,
         timeout_graceful_shutdown=GRACE_SEC,
+        **options,
     )
-    return uvicorn.Server(config)
+
+
+def make_server(searcher: Searcher, *, token: str = "", debug: bool = False) -> uvicorn.Server:
+    return uvicorn.Server(_config(create_app(searcher, token=token, debug=debug)))
+
+
+def worker_app() -> ASGIApp:
+    """The app of one worker process (`--workers` above 1): its own `Searcher`, from the settings of the
+    environment the command passed down (MEDIAEMBED_DEBUG and MEDIAEMBED_API_TOKEN included)."""
+    env = os.environ
+    debug = bool(env.get("MEDIAEMBED_DEBUG"))
+    configure_logging(debug)
+    return create_app(Searcher.from_env(env), token=env.get(TOKEN_SETTING, "").strip(), debug=debug)
 
 
 def configure_logging(debug: bool = False) -> None:
@@ -97,10 +114,13 @@ def run_serve(
     searcher: Searcher | None = None,
     env: Mapping[str, str] | None = None,
     debug: bool = False,
+    workers: int = 1,
 ) -> int:
     """`mediaembed serve`: until SIGINT/SIGTERM; a port in use, a refused address or a missing setting is one
     line and exit status 1. The settings come from `env` (the command's environment) unless a `searcher` is
-    given; MEDIAEMBED_API_TOKEN (from `env`) turns on the bearer token."""
+    given; MEDIAEMBED_API_TOKEN (from `env`) turns on the bearer token. `workers` above 1: that many
+    processes serve the one socket, each with its own searcher from this process's environment (one
+    interpreter runs the Python part of one search at a time; a process per core uses them all)."""
     env = env or {}
     token = env.get(TOKEN_SETTING, "").strip()
     try:
@@ -126,7 +146,11 @@ def run_serve(
         # that was already acted on must end the command with status 0, as Ctrl-C does.
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        make_server(searcher, token=token, debug=debug).run(sockets=[sock])
+        if workers > 1:
+            config = _config("mediaembed.web.server:worker_app", factory=True, workers=workers)
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            make_server(searcher, token=token, debug=debug).run(sockets=[sock])
     except KeyboardInterrupt:  # a second Ctrl-C while requests finish: stop now, quietly
         pass
     finally:

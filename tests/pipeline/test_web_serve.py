@@ -315,10 +315,12 @@ def test_another_address_without_a_token_is_refused_in_one_line(
     assert "refusing to serve on 0.0.0.0 without MEDIAEMBED_API_TOKEN" in err and "--host 127.0.0.1" in err
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_serve_stops_cleanly_on_sigterm_and_sigint(env: dict[str, str], stop: signal.Signals) -> None:
+@pytest.mark.parametrize(("stop", "workers"), [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)])
+def test_serve_stops_cleanly_on_sigterm_and_sigint(
+    env: dict[str, str], stop: signal.Signals, workers: int
+) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "mediaembed.cli", "serve", "--port", "0"],
+        [sys.executable, "-m", "mediaembed.cli", "serve", "--port", "0", "--workers", str(workers)],
         env=os.environ.copy(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
