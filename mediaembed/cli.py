@@ -119,14 +119,18 @@ def _add_search(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
 
 
 def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """`mediaembed serve`: the search page."""
+    """`mediaembed serve`: the search page and the JSON API."""
     serve_cmd = commands.add_parser(
         "serve",
-        help="a small search web page over the same index as `mediaembed search`",
-        description="Serve a search page: a query box, and results whose time span links to the media at "
-        "that second (a presigned S3 URL).",
+        help="the search page and JSON API over the same index as `mediaembed search`",
+        description="Serve a search page (text, image or audio queries; an inline player per hit, at its "
+        "span) and a JSON API (/api/search, described at /api/openapi.json).",
     )
-    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="an address other than loopback needs MEDIAEMBED_API_TOKEN (a bearer token)",
+    )
     serve_cmd.add_argument("--port", type=int, default=8080)
     serve_cmd.add_argument(
         "--workers",
