@@ -28,7 +28,7 @@ from urllib.parse import urlencode, urlparse
 import jsonschema
 import pytest
 
-from emulators.sample_media import IMAGE_SCENES, make_image
+from emulators.sample_media import IMAGE_SCENES, make_audio, make_image
 from mediaembed.cli import main as cli
 from mediaembed.search import Searcher, SearchSettings
 from mediaembed.web.auth import BindRefused, check_bind
@@ -125,7 +125,7 @@ def test_the_api_answers_what_the_cli_prints_with_the_serving_version(
     assert named["version"] == "marengo-3.0" and named["hits"][0]["media_uri"] == VIDEO
 
 
-def test_an_uploaded_image_is_searched_as_the_cli_searches_that_file(
+def test_an_uploaded_image_or_clip_is_searched_as_the_cli_searches_that_file(
     base: str, openapi: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     image = make_image(IMAGE_SCENES["images/green_triangle.png"], "png")
@@ -138,6 +138,14 @@ def test_an_uploaded_image_is_searched_as_the_cli_searches_that_file(
     path = tmp_path / "green_triangle.png"
     path.write_bytes(image)
     assert answer["hits"] == cli_json(capsys, "--image", str(path), "--top-k", "3") and answer["hits"]
+
+    clip = make_audio(220.0, 6.0, "wav")
+    body, kind = multipart({"top_k": "3"}, [("audio", "hum.wav", clip)])
+    status, _, raw = fetch(base + "/api/search", body, {"Content-Type": kind})
+    (tmp_path / "hum.wav").write_bytes(clip)
+    refused = cli_error(capsys, "--audio", str(tmp_path / "hum.wav"), "--top-k", "3")
+    assert (status, json.loads(raw)) == (400, {"error": refused}), "Bedrock's 3.0 takes no audio query"
+    assert "audio queries are served by the TwelveLabs API" in refused
 
 
 @pytest.mark.parametrize(
