@@ -297,6 +297,18 @@ def test_a_search_in_flight_and_an_idle_connection_hold_no_other_request(env: di
     assert held == [200]
 
 
+def test_a_stop_lets_the_search_in_flight_finish(env: dict[str, str]) -> None:
+    gate = Gate()
+    held: list[int] = []
+    with running(Searcher(SearchSettings.from_env(os.environ), text_source=gate)) as url:
+        slow = threading.Thread(target=lambda: held.append(fetch(url + "/api/search?q=red&mode=text")[0]))
+        slow.start()
+        assert gate.entered.wait(60)
+        threading.Timer(0.5, gate.release.set).start()  # released while the server is stopping
+    slow.join(60)
+    assert held == [200], "the stop waited for the search in flight"
+
+
 def test_the_token_guards_everything_but_the_api_description(env: dict[str, str]) -> None:
     with running(Searcher.from_env(os.environ), token="s3cret") as url:
         for path in ("/api/search?q=red", "/"):
