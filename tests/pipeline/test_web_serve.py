@@ -229,17 +229,20 @@ def test_the_page_escapes_what_it_is_given(base: str) -> None:
 
 
 def test_every_response_has_the_security_headers_and_one_access_line(
-    base: str, caplog: pytest.LogCaptureFixture
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="mediaembed.web.access")
     paths = ["/", "/?q=red+circle", "/api/search?q=red+circle", "/api/openapi.json", "/static/search.css"]
     paths += ["/nowhere"]
-    for path in paths:
-        headers = fetch(base + path)[1]
-        assert HEADERS.items() <= headers.items(), path
-        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    with running(Searcher.from_env(os.environ)) as base:
+        for path in paths:
+            headers = fetch(base + path)[1]
+            assert HEADERS.items() <= headers.items(), path
+            assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    # Read once the server has stopped: a line is written when its response is done, which may be just
+    # after the client has read it.
     lines = [r.getMessage() for r in caplog.records if r.name == "mediaembed.web.access"]
-    assert len(lines) == len(paths), lines  # a line may be written after its client has read the answer
+    assert len(lines) == len(paths), lines
     [api] = [line for line in lines if '"GET /api/search HTTP/1.1" 200 ' in line]
     assert "red" not in api and api.endswith("ms"), "no query in the log, and how long it took"
     assert sum('"GET /nowhere HTTP/1.1" 404 ' in line for line in lines) == 1
