@@ -4,6 +4,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipelines.settings import check_definition_settings, unknown_setting_warnings, use_model_settings
 from resources.providers.marengo_models import MARENGO_MODELS
@@ -266,6 +267,14 @@ def _search(args: argparse.Namespace) -> int:
     except SearchError as error:
         print(f"mediaembed search: {error}", file=sys.stderr)
         return error.exit_code
+
+
+def serve_worker() -> Any:
+    """The ASGI app of one `mediaembed serve --workers N` process (uvicorn imports it in each worker), with
+    the settings of the environment the worker inherited from the command."""
+    from mediaembed.web.server import worker_app
+
+    return worker_app(os.environ, debug=_debug())
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ chatter is left out; its access log is off (the guard writes one that also says 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import sys
@@ -27,6 +26,7 @@ from mediaembed.web.app import create_app
 from mediaembed.web.auth import TOKEN_SETTING, BindRefused, check_bind
 
 GRACE_SEC = 10
+WORKER_APP = "mediaembed.cli:serve_worker"  # what each worker process imports (reads its environment)
 KEEP_ALIVE_SEC = 5  # an idle keep-alive connection is closed after this (it holds no worker meanwhile)
 STOP_SEC = 30
 
@@ -63,11 +63,10 @@ def make_server(searcher: Searcher, *, token: str = "", debug: bool = False) -> 
     return uvicorn.Server(_config(create_app(searcher, token=token, debug=debug)))
 
 
-def worker_app() -> ASGIApp:
+def worker_app(env: Mapping[str, str], debug: bool = False) -> ASGIApp:
     """The app of one worker process (`--workers` above 1): its own `Searcher`, from the settings of the
-    environment the command passed down (MEDIAEMBED_DEBUG and MEDIAEMBED_API_TOKEN included)."""
-    env = os.environ
-    debug = bool(env.get("MEDIAEMBED_DEBUG"))
+    environment the command passed down (MEDIAEMBED_API_TOKEN included). `mediaembed.cli:serve_worker`
+    calls it with the worker's environment, inherited from the command."""
     configure_logging(debug)
     return create_app(Searcher.from_env(env), token=env.get(TOKEN_SETTING, "").strip(), debug=debug)
 
@@ -147,7 +146,7 @@ def run_serve(
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         if workers > 1:
-            config = _config("mediaembed.web.server:worker_app", factory=True, workers=workers)
+            config = _config(WORKER_APP, factory=True, workers=workers)
             Multiprocess(config, sockets=[sock]).run()
         else:
             make_server(searcher, token=token, debug=debug).run(sockets=[sock])
