@@ -132,6 +132,7 @@ def _search(page: Any, base: str, text: str) -> None:
     page.fill("input[name=q]", text)
     page.click("button[type=submit]")
     page.wait_for_selector("li.hit")
+    assert "q=" + text.replace(" ", "+") in page.url, "a text search has an address to keep"
 
 
 def test_a_search_shows_the_best_span_first_with_its_fused_and_signal_scores(page: Any, site: Site) -> None:

@@ -18,3 +18,15 @@ document.addEventListener("click", (event) => {
   const playing = player.play();
   if (playing && playing.catch) playing.catch(() => {});  // a browser that refuses autoplay still seeks
 });
+
+// A search without a file goes as GET, so its address can be kept, shared and gone back to; with a file,
+// the form's POST carries it (and without this script every search is a POST, which works the same).
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (form.id !== "search") return;
+  const files = Array.from(form.querySelectorAll("input[type=file]"));
+  if (files.some((input) => input.files && input.files.length)) return;
+  files.forEach((input) => { input.disabled = true; });
+  form.method = "get";
+  form.removeAttribute("enctype");
+});
