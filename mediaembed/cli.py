@@ -4,6 +4,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipelines.settings import check_definition_settings, unknown_setting_warnings, use_model_settings
 from resources.providers.marengo_models import MARENGO_MODELS
@@ -119,15 +120,25 @@ def _add_search(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
 
 
 def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """`mediaembed serve`: the search page."""
+    """`mediaembed serve`: the search page and the JSON API."""
     serve_cmd = commands.add_parser(
         "serve",
-        help="a small search web page over the same index as `mediaembed search`",
-        description="Serve a search page: a query box, and results whose time span links to the media at "
-        "that second (a presigned S3 URL).",
+        help="the search page and JSON API over the same index as `mediaembed search`",
+        description="Serve a search page (text, image or audio queries; an inline player per hit, at its "
+        "span) and a JSON API (/api/search, described at /api/openapi.json).",
     )
-    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="an address other than loopback needs MEDIAEMBED_API_TOKEN (a bearer token)",
+    )
     serve_cmd.add_argument("--port", type=int, default=8080)
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the port, each with its own searcher (one per core uses them all)",
+    )
     serve_cmd.add_argument(
         "--local",
         action="store_true",
@@ -258,12 +269,20 @@ def _search(args: argparse.Namespace) -> int:
         return error.exit_code
 
 
+def serve_worker() -> Any:
+    """The ASGI app of one `mediaembed serve --workers N` process (uvicorn imports it in each worker), with
+    the settings of the environment the worker inherited from the command."""
+    from mediaembed.web.server import worker_app
+
+    return worker_app(os.environ, debug=_debug())
+
+
 def _serve(args: argparse.Namespace) -> int:
     from mediaembed.search import SearchError
-    from mediaembed.web import run_serve  # like search: no Dagster, no code location
+    from mediaembed.web.server import run_serve  # like search: no Dagster, no code location
 
     if not args.local:
-        return run_serve(args.host, args.port, env=os.environ, debug=_debug())
+        return run_serve(args.host, args.port, env=os.environ, debug=_debug(), workers=args.workers)
     try:
         from harness.local_search import local_search_env  # the local harness, only when asked for
     except ImportError:
@@ -274,7 +293,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         with local_search_env(args.workdir, with_media=True):
-            return run_serve(args.host, args.port, env=os.environ, debug=_debug())
+            return run_serve(args.host, args.port, env=os.environ, debug=_debug(), workers=args.workers)
     except SearchError as error:
         print(f"mediaembed serve: {error}", file=sys.stderr)
         return error.exit_code

@@ -142,6 +142,7 @@ def test_the_right_segment_comes_first_and_json_carries_what_text_shows(
         "end_sec",
         "score",
         "fused_score",
+        "signal_scores",
         "model",
         "signals",
         "snippet",
@@ -166,9 +167,12 @@ def test_the_right_segment_comes_first_and_json_carries_what_text_shows(
     assert first["score"] == pytest.approx(1.0, abs=1e-5)
     for record, line in zip(records, text.splitlines(), strict=True):  # every field shown is in the JSON
         assert line.split()[0] == f"{record['rank']}."
-        assert f"{record['score']:.4f}" in line and record["media_uri"] in line and record["model"] in line
-        shown = ", ".join(v for v in ("+".join(record["signals"]), record["embedding_scope"]) if v)
-        assert line.endswith(f"({shown})")
+        assert line.split()[1:3] == ["fused", f"{record['fused_score']:.4f}"], "what it is ranked by"
+        assert record["media_uri"] in line and line.endswith(record["model"])
+        scores = ", ".join(f"{signal} {score:.4f}" for signal, score in record["signal_scores"].items())
+        assert f"({scores})" in line and f"{record['score']:.4f}" in scores
+        assert list(record["signal_scores"])[: len(record["signals"])] == record["signals"]
+        assert record["embedding_scope"] is None or f"), {record['embedding_scope']}  " in line
         if record["start_sec"] is not None:
             assert f"{record['start_sec']:6.2f}s - {record['end_sec']:6.2f}s" in line
     image = next(r for r in records if r["media_uri"].endswith(".png"))
