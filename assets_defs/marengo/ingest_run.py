@@ -31,7 +31,13 @@ from resources.tables.embedding_table import Commit, EmbeddingTable
 from resources.tables.invocation_findings import InvocationFindings
 from resources.tables.segment_schema import media_id, segment_schema, segments_table
 from resources.tables.segment_validity import FaultCounts, fault_counts, output_fault
-from resources.tables.submission_ledger import Outcome, OutcomeStatus, SubmissionLedger, open_jobs
+from resources.tables.submission_ledger import (
+    PLANNING_JOB_COLUMNS,
+    Outcome,
+    OutcomeStatus,
+    SubmissionLedger,
+    open_jobs,
+)
 from resources.tables.table_audit import AuditReport, TableAudit
 
 FETCH_THREADS = 8
@@ -254,7 +260,7 @@ class IngestReport:
     ledger_files_compacted: int
     table_maintenance: str
     committed_faults: FaultCounts
-    progress: VersionProgress
+    progress: VersionProgress | None  # None: not reported by this run
 
     def with_status(self, status: OutcomeStatus) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == status]
@@ -283,6 +289,8 @@ class EmbeddingIngest:
     # False for the sensor's runs: it listed just before, so they take its findings.
     list_provider: bool = True
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Whether to report where the version stands: a plan over the whole library (the asset samples it).
+    with_progress: bool = True
 
     def run(self) -> IngestReport:
         lake, model = self.lake, self.model
@@ -378,9 +386,11 @@ class EmbeddingIngest:
             # Where the version stands after this run (the submission defaults' options and attempts).
             progress=version_progress(
                 read_inventory(lake, PLANNING_COLUMNS),
-                SubmissionLedger(lake, None).jobs(model.key),
+                SubmissionLedger(lake, None).jobs(model.key, columns=PLANNING_JOB_COLUMNS),
                 embedded_objects(lake, model),
                 model,
                 EmbeddingOptions(),
-            ),
+            )
+            if self.with_progress
+            else None,
         )

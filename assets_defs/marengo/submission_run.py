@@ -49,7 +49,7 @@ from resources.storage.clock import REAL_CLOCK, Clock
 from resources.storage.lake import Lake
 from resources.storage.s3_storage import S3Uri
 from resources.tables.invocation_findings import FREES_SLOT, InvocationFindings
-from resources.tables.submission_ledger import Outcome, SubmissionLedger
+from resources.tables.submission_ledger import PLANNING_JOB_COLUMNS, Outcome, SubmissionLedger
 
 LEDGER_FLUSH_EVERY = 50
 # Requests in flight at once once the provider has accepted a job of the run (until then, one at a time, so
@@ -208,7 +208,7 @@ class SubmissionRun:
         known = self.findings.read(model.key)  # before the ledger: it then holds every job these name
         scope = self.scope
         inventory = read_inventory(self.lake, PLANNING_COLUMNS, scope)
-        every_provider = SubmissionLedger(self.lake, None).jobs(model.key, scope)
+        every_provider = SubmissionLedger(self.lake, None).jobs(model.key, scope, PLANNING_JOB_COLUMNS)
         seconds = inventory["duration_sec"]  # NaN (images, unknown) as None; built in bulk, not per row
         self.seconds: dict[str, float | None] = dict(
             zip(
@@ -234,7 +234,9 @@ class SubmissionRun:
                     f"{len(recovered)} jobs created by an earlier run that stopped before recording them "
                     f"were found at {provider.provider_name} and recorded; none is created again"
                 )
-                every_provider = SubmissionLedger(self.lake, None).jobs(model.key, scope)
+                every_provider = SubmissionLedger(self.lake, None).jobs(
+                    model.key, scope, PLANNING_JOB_COLUMNS
+                )
                 plan = self._plan(inventory, every_provider)
         quota = self.hold.max_in_flight or provider.max_in_flight(model)
         self.slots = self._slots(quota)
@@ -320,7 +322,9 @@ class SubmissionRun:
             if scope is not None
             else version_progress(
                 inventory,
-                SubmissionLedger(self.lake, None).jobs(model.key) if wrote_ledger else every_provider,
+                SubmissionLedger(self.lake, None).jobs(model.key, columns=PLANNING_JOB_COLUMNS)
+                if wrote_ledger
+                else every_provider,
                 embedded_objects(self.lake, model),
                 model,
                 settings.options(),

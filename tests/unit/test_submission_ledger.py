@@ -412,3 +412,17 @@ def test_unclaimed_intents_of_named_objects_ignore_the_others(tmp_path: Path) ->
     assert list(scoped["media_uri"]) == ["s3://m/a.mp4"]
     every = ledger.unclaimed_intents("marengo-3.0", ledger.jobs("marengo-3.0"))
     assert sorted(every["media_uri"]) == ["s3://m/a.mp4", "s3://m/b.mp4"]
+
+
+def test_a_narrow_read_holds_the_same_jobs_with_only_the_columns_asked(tmp_path: Path) -> None:
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    ended_and_open(ledger, 6, 2)
+    ledger.record_submissions([submission("s3://m/other.mp4", MARENGO_2_7)], {}, "run")
+    ledger.compact(min_files=1)
+    narrow = ledger.jobs("marengo-3.0", columns=["media_uri", "status"])
+    assert {"media_uri", "status", "client_token"} <= set(narrow.columns) and "output_uri" not in narrow
+    whole = ledger.jobs("marengo-3.0")
+    assert sorted(zip(narrow["client_token"], narrow["status"], strict=True)) == sorted(
+        zip(whole["client_token"], whole["status"], strict=True)
+    )
+    assert len(whole) == 8, "the other model's job is filtered out as the files are scanned"
