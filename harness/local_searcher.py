@@ -210,15 +210,15 @@ def _check_index(workdir: Path) -> None:
 
 
 def start_local_searcher(workdir: Path, env: Mapping[str, str], idle_sec: float = IDLE_SEC) -> int:
-    """Replace the work folder's searcher by a new one, without waiting for it to be ready (`mediaembed
-    demo` as it ends: the next `search --local` waits for it if it must); its pid."""
+    """Replace the work folder's searcher by a new one and wait until it answers (`mediaembed demo` as it
+    ends, so that the line it prints last answers warm the first time); its pid."""
     workdir = workdir.resolve()
     _check_index(workdir)
     with _locked(workdir):
         record = read_record(workdir)
         if record is not None:
             _stop(workdir, record)
-        return int(_spawn(workdir, env, idle_sec)["pid"])
+        return int(_ready(workdir, _spawn(workdir, env, idle_sec)["pid"])["pid"])
 
 
 def searcher_for(workdir: Path, env: Mapping[str, str], idle_sec: float = IDLE_SEC) -> tuple[dict, bool]:
