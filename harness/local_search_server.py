@@ -150,8 +150,8 @@ def serve(workdir: Path, idle_sec: float, stamp: str) -> int:
         searcher = world.open(with_media=False)
         with contextlib.suppress(SearchError):  # warm: LanceDB loaded, the serving table open
             searcher.search("warm up", 1)
-    except SearchError as error:
-        print(f"mediaembed search: {error}", flush=True)
+    except SearchError as error:  # the command shows this last line of the log
+        print(error, flush=True)
         world.close()
         return 1
     app = LocalSearcherApp(world, secrets.token_hex(16), stop)
