@@ -25,6 +25,7 @@ from botocore.stub import Stubber
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from harness.demo import NEXT_QUERY, next_step
 from harness.local_env import local_settings
+from harness.local_searcher import stop_local_searcher
 from mediaembed.cli import main as cli
 from mediaembed.search import Searcher, SearchError, SearchSettings, query_token_bound, run_search
 from resources.index.segment_index import SegmentIndex
@@ -416,10 +417,17 @@ def test_local_searches_the_work_folder_with_its_own_emulator(
 ) -> None:
     for name in env:  # as after `make demo`: no settings, no emulators
         monkeypatch.delenv(name)
-    code, out, err = run(capsys, "--local", "--workdir", str(index_dir.parent), "low hum", "--json")
-    assert (code, err) == (0, "")
-    assert json.loads(out.splitlines()[0])["media_uri"] == "s3://media/audio/hum.wav"
-    assert not {name for name in env if name in os.environ}, "--local leaves the environment as it found it"
+    try:
+        code, out, err = run(capsys, "--local", "--workdir", str(index_dir.parent), "low hum", "--json")
+        assert code == 0 and err.startswith("mediaembed search: started a local searcher for "), err
+        assert len(err.splitlines()) == 1, err
+        assert json.loads(out.splitlines()[0])["media_uri"] == "s3://media/audio/hum.wav"
+        assert not {name for name in env if name in os.environ}, "--local leaves the environment as it was"
+        code, out, err = run(capsys, "--local", "--workdir", str(index_dir.parent), "red circle", "--json")
+        assert (code, err) == (0, ""), "the second command is answered by the searcher the first started"
+        assert json.loads(out.splitlines()[0])["media_uri"] == "s3://media/videos/shapes.mp4"
+    finally:
+        assert stop_local_searcher(index_dir.parent) is not None
 
 
 def test_local_without_a_demo_run_says_to_run_it_and_creates_nothing(
@@ -443,10 +451,13 @@ def test_the_line_the_demo_prints_last_runs_as_printed_once_its_emulators_are_go
     assert line.endswith(f'search --local "{NEXT_QUERY}"')
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDIAEMBED_", "DAGSTER_"))}
     clean["AWS_CONFIG_FILE"] = clean["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "no-aws-config")
-    done = subprocess.run(shlex.split(line), env=clean, capture_output=True, text=True, timeout=120)
-    assert (done.returncode, done.stderr) == (0, "")
-    top = done.stdout.splitlines()[0]
-    assert "s3://media/videos/shapes.mp4  [  0.00s -   4.00s]" in top, done.stdout
+    try:
+        done = subprocess.run(shlex.split(line), env=clean, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "started a local searcher" in done.stderr, done.stderr
+        top = done.stdout.splitlines()[0]
+        assert "s3://media/videos/shapes.mp4  [  0.00s -   4.00s]" in top, done.stdout
+    finally:
+        assert stop_local_searcher(Path(".local")) is not None
 
 
 def test_the_readme_quotes_the_line_the_demo_prints_in_a_fresh_clone(
