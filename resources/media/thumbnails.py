@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -38,6 +38,25 @@ _MEDIA_ID = re.compile(r"^[0-9a-f]{24}$")
 def thumbnail_name(start_sec: float | None) -> str:
     """The file of a segment's poster: its start in whole milliseconds, or `whole` for no start."""
     return "whole.jpg" if start_sec is None else f"{round(start_sec * 1000)}.jpg"
+
+
+def pick_thumbnail(names: set[str], start_sec: float | None) -> str | None:
+    """The poster for a hit at `start_sec` among an object's JPEG `names`: its own segment's, else that
+    of the last segment starting before it (a description's span has its own start), else `whole.jpg`."""
+    if start_sec is None:
+        return "whole.jpg" if "whole.jpg" in names else min(names, key=_start_ms, default=None)
+    own = thumbnail_name(start_sec)
+    if own in names:
+        return own
+    before = [n for n in names if n != "whole.jpg" and _start_ms(n) <= round(start_sec * 1000)]
+    if before:
+        return max(before, key=_start_ms)
+    return "whole.jpg" if "whole.jpg" in names else None
+
+
+def _start_ms(name: str) -> int:
+    stem = name.removesuffix(".jpg")
+    return int(stem) if stem.isdigit() else -1
 
 
 def version_marker(etag: str) -> str:
@@ -100,17 +119,15 @@ class ThumbnailStore:
         except (FileNotFoundError, OSError, ClientError, BotoCoreError):
             return None
 
-    def present(self, wanted: Sequence[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-        """Which of (model, media_id, name) have a JPEG: one listing per folder (a stat each locally)."""
-        folders: dict[tuple[str, str], set[str]] = {}
-        for model_key, media, _ in wanted:
-            if (model_key, media) not in folders and thumbnail_path(model_key, media, "whole.jpg"):
-                try:
-                    names = self.lake.list_names(f"{FOLDER}/{model_key}/{media}", ".jpg")
-                except (OSError, ClientError, BotoCoreError):
-                    names = []
-                folders[(model_key, media)] = set(names)
-        return {w for w in wanted if w[2] in folders.get((w[0], w[1]), set())}
+    def names(self, model_key: str, media: str) -> set[str]:
+        """The JPEG names in an object's folder: one listing (none for a folder this module never makes,
+        or one that cannot be listed: the page then shows a placeholder)."""
+        if thumbnail_path(model_key, media, "whole.jpg") is None:
+            return set()
+        try:
+            return set(self.lake.list_names(f"{FOLDER}/{model_key}/{media}", ".jpg"))
+        except (OSError, ClientError, BotoCoreError):
+            return set()
 
     def _write(self, relative: str, body: bytes) -> None:
         def write(path: str, fs: Any) -> None:

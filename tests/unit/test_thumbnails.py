@@ -18,6 +18,7 @@ from resources.media.poster_frames import PosterFrameError, poster_frames
 from resources.media.thumbnails import (
     ThumbnailStore,
     make_thumbnails,
+    pick_thumbnail,
     s3_media_opener,
     thumbnail_name,
     thumbnail_path,
@@ -97,6 +98,15 @@ def test_a_thumbnail_path_is_only_ever_one_this_module_makes() -> None:
         assert thumbnail_path(model, media_part, name) is None
 
 
+def test_a_hit_shows_its_own_segments_poster_else_the_one_before_it() -> None:
+    names = {"0.jpg", "4000.jpg", "9000.jpg"}
+    assert pick_thumbnail(names, 4.0) == "4000.jpg"
+    assert pick_thumbnail(names, 6.5) == "4000.jpg", "a description's span inside a segment"
+    assert pick_thumbnail(names, None) == "0.jpg"
+    assert pick_thumbnail({"whole.jpg"}, 3.0) == "whole.jpg" and pick_thumbnail({"whole.jpg"}, None)
+    assert pick_thumbnail({"4000.jpg"}, 1.0) is None and pick_thumbnail(set(), 1.0) is None
+
+
 @pytest.fixture
 def media_lake(tmp_path: Path) -> tuple[Lake, str, str]:
     """A lake whose inventory holds a good video and one whose bytes are not a video (local files, read
@@ -125,9 +135,7 @@ def test_the_ingest_makes_each_committed_objects_posters_once(
     store = ThumbnailStore(lake.location)
     jpeg = store.read(MARENGO_3_0.key, media_id(good), "0.jpg")
     assert jpeg is not None and background(jpeg) == "blue", "the frame at the segment's start (0 s)"
-    assert store.present([(MARENGO_3_0.key, media_id(good), "0.jpg")]) == {
-        (MARENGO_3_0.key, media_id(good), "0.jpg")
-    }
+    assert store.names(MARENGO_3_0.key, media_id(good)) == {"0.jpg"}
 
     again = ingest(ScriptedProvider(), lake).metadata or {}
     assert (again["invocations_finished"], again["thumbnails_made"]) == (0, 0), "nothing new committed"
