@@ -28,8 +28,10 @@ from resources.tables.segment_schema import media_id
 
 FOLDER = "thumbnails"
 THUMBNAIL_THREADS = 4
-# Media up to this size are read in one GET; larger ones by ranged reads around each start (a few each).
+# Media up to this size are read in one GET; larger ones by ranged reads of RANGE_BYTES around each start
+# (a seek lands on a keyframe and the decode reads forward from it).
 WHOLE_GET_BYTES = 64 * 1024 * 1024
+RANGE_BYTES = 4 * 1024 * 1024
 _NAME = re.compile(r"^(?:\d{1,10}|whole)\.jpg$")
 _MODEL = re.compile(r"^[a-z0-9][a-z0-9.-]{0,40}$")
 _MEDIA_ID = re.compile(r"^[0-9a-f]{24}$")
@@ -167,7 +169,7 @@ def s3_media_opener(s3_client: Callable[[], Any]) -> Callable[[_Object], BinaryI
         body = response["Body"]
         if int(response.get("ContentLength") or 0) > WHOLE_GET_BYTES:
             body.close()
-            return open_s3_object(client, where, obj.etag)
+            return open_s3_object(client, where, obj.etag, RANGE_BYTES)
         with body:
             return io.BytesIO(body.read())
 

@@ -165,3 +165,43 @@ def test_a_video_that_cannot_be_decoded_is_logged_and_the_ingest_still_commits(
     assert EmbeddingTable(lake, MARENGO_3_0).read([media_id(bad)]).num_rows == 1, "its rows are committed"
     assert job_row(lake, bad)["status"] == "completed"
     assert ThumbnailStore(lake.location).read(MARENGO_3_0.key, media_id(bad), "0.jpg") is None
+
+
+class BytesBucket:
+    """The boto3 S3 calls the media opener makes, over one object in memory, counting the GETs."""
+
+    def __init__(self, body: bytes, etag: str) -> None:
+        self.body, self.etag, self.gets = body, f'"{etag}"', 0
+
+    def head_object(self, Bucket: str, Key: str, IfMatch: str) -> dict[str, object]:
+        assert IfMatch == self.etag
+        return {"ContentLength": len(self.body), "ETag": self.etag}
+
+    def get_object(self, Bucket: str, Key: str, IfMatch: str, Range: str = "") -> dict[str, object]:
+        assert IfMatch == self.etag, "only the version that was embedded"
+        self.gets += 1
+        first, _, last = Range.removeprefix("bytes=").partition("-")
+        body = self.body[int(first) : int(last) + 1] if Range else self.body
+        return {"ContentLength": len(self.body), "Body": io.BytesIO(body)}
+
+
+def test_media_is_read_in_one_get_and_a_large_one_in_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video = make_video(SCENES)
+    rows = pa.Table.from_pylist(
+        [{"media_uri": "s3://m/v.mp4", "etag": "e1", "modality": "video", "start_sec": s} for s in (0.0, 9.0)]
+    )
+    bucket = BytesBucket(video, "e1")
+    lake = Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")).location
+    assert make_thumbnails(lake, rows, "marengo-3.0", s3_media_opener(lambda: bucket)).made == 2
+    assert bucket.gets == 1
+
+    monkeypatch.setattr("resources.media.thumbnails.WHOLE_GET_BYTES", 1024)
+    monkeypatch.setattr("resources.media.thumbnails.RANGE_BYTES", 16 * 1024)
+    large = BytesBucket(video, "e2")
+    changed = rows.set_column(1, "etag", pa.array(["e2", "e2"]))
+    assert make_thumbnails(lake, changed, "marengo-3.0", s3_media_opener(lambda: large)).made == 2
+    assert 1 < large.gets <= len(video) // (16 * 1024) + 3, "ranged reads, none of them twice over"
+    poster = ThumbnailStore(lake).read("marengo-3.0", media_id("s3://m/v.mp4"), "9000.jpg")
+    assert poster is not None and background(poster) == "white"
