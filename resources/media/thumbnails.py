@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 from botocore.exceptions import BotoCoreError, ClientError
 
 from resources.media.poster_frames import PosterFrameError, poster_frames
@@ -130,6 +131,22 @@ class ThumbnailStore:
             return set(self.lake.list_names(f"{FOLDER}/{model_key}/{media}", ".jpg"))
         except (OSError, ClientError, BotoCoreError):
             return set()
+
+    def remove(self, model_key: str, media_ids: Sequence[str]) -> list[str]:
+        """Delete the folders of objects that left a version's table (one recursive delete each). Never
+        raises: returns one line per folder that could not be deleted (left behind: never shown, since no
+        hit names its object, and about 1 KB a segment)."""
+        fs, problems = self.lake.filesystem(), []
+        for media in media_ids:
+            if thumbnail_path(model_key, media, "whole.jpg") is None:
+                continue
+            folder = self.lake.arrow_path(f"{FOLDER}/{model_key}/{media}")
+            try:
+                if fs.get_file_info(folder).type == pafs.FileType.Directory:
+                    fs.delete_dir(folder)
+            except (OSError, ClientError, BotoCoreError) as error:
+                problems.append(f"{folder}: not deleted ({' '.join(str(error).split())[:200]})")
+        return problems
 
     def _write(self, relative: str, body: bytes) -> None:
         def write(path: str, fs: Any) -> None:

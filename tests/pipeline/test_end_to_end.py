@@ -4,6 +4,7 @@ The tests that only read what one embedding pass left share the module's `embedd
 the pipeline again, change media or inject faults get their own `world`."""
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -226,6 +227,9 @@ def test_deleted_object_leaves_the_index(world: World) -> None:
     assert all(
         hit["media_uri"] != "s3://media/videos/shapes_a.mp4" for hit in search_json("yellow triangle", 5)
     )
+    posters = Path(world.lake.root) / "thumbnails" / MARENGO_3_0.key  # type: ignore[attr-defined]
+    assert not (posters / media_id("s3://media/videos/shapes_a.mp4")).exists(), "its posters went with it"
+    assert (posters / media_id("s3://media/videos/shapes_b.mp4") / "0.jpg").is_file()
 
 
 def test_object_changed_while_embedding_keeps_the_newer_result(world: World) -> None:

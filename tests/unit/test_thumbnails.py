@@ -150,6 +150,18 @@ def test_the_ingest_makes_each_committed_objects_posters_once(
     assert (counts.made, counts.objects, counts.already_there) == (1, 1, 0)
 
 
+def test_the_posters_of_an_object_that_left_the_table_go(media_lake: tuple[Lake, str, str]) -> None:
+    lake, good, _ = media_lake
+    submit(lake, good)
+    ingest(ScriptedProvider(), lake)
+    store = ThumbnailStore(lake.location)
+    assert store.names(MARENGO_3_0.key, media_id(good)) == {"0.jpg"}
+    gone = media_id("s3://m/never-had-posters.mp4")
+    assert store.remove(MARENGO_3_0.key, [media_id(good), gone, "../../tables"]) == []
+    assert store.names(MARENGO_3_0.key, media_id(good)) == set()
+    assert (Path(lake.root) / "tables").is_dir(), "nothing outside the object's folder"
+
+
 def test_a_video_that_cannot_be_decoded_is_logged_and_the_ingest_still_commits(
     media_lake: tuple[Lake, str, str],
 ) -> None:
