@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, Protocol, TextIO, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO, get_args
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -60,6 +60,9 @@ from resources.tables.serving_versions import (
     ServingVersions,
     record_folder,
 )
+
+if TYPE_CHECKING:
+    from resources.media.thumbnails import ThumbnailStore
 
 CONFIG_HELP = "see docs/configuration.md"
 SearchMode = Literal["vector", "text", "hybrid"]
@@ -217,6 +220,7 @@ class Searcher:
         self._db: Any = None
         self._tables: dict[str, Any] = {}
         self._serving: tuple[ServingState, float] | None = None
+        self._thumbnails: ThumbnailStore | None = None
         self._setup = threading.RLock()
 
     @classmethod
@@ -325,6 +329,28 @@ class Searcher:
         for s3:// objects, valid for 10 minutes."""
         url = self._presigned_url(media_uri)
         return url if start_sec is None else f"{url}#t={start_sec:g}"
+
+    def thumbnail_names(self, model_key: str, media: str) -> set[str]:
+        """The poster JPEGs the ingest wrote for one object of a version, beside the lake's tables (none
+        without a lake)."""
+        store = self._thumbnail_store()
+        return set() if store is None else store.names(model_key, media)
+
+    def thumbnail(self, model_key: str, media: str, name: str) -> bytes | None:
+        """One poster JPEG from the lake; None when there is none (or no lake)."""
+        store = self._thumbnail_store()
+        return None if store is None else store.read(model_key, media, name)
+
+    def _thumbnail_store(self) -> ThumbnailStore | None:
+        from resources.media.thumbnails import ThumbnailStore  # imports PyAV: only once a page needs it
+
+        lake = self.settings.lake_uri
+        if not lake:
+            return None
+        with self._setup:
+            if self._thumbnails is None:
+                self._thumbnails = ThumbnailStore(self._location(lake))
+            return self._thumbnails
 
     def query_media(self, spec: str, kind: QueryMediaKind, name: str = "") -> QueryMedia:
         """An image or clip for a query, from a local path or an s3:// URI (looked at, not yet sent)."""

@@ -184,6 +184,8 @@ def log_for_people(log: dg.DagsterLogManager, report: IngestReport) -> None:
         log.warning(f"{o.media_uri}: embedding failed: {o.reason}")
     for o in report.with_status("lost"):
         log.warning(f"{o.media_uri}: job lost: {o.reason}")
+    for problem in report.thumbnails.problems:
+        log.warning(f"{problem}; the search page shows a placeholder for it")
 
 
 def materialize_result(report: IngestReport, config: IngestConfig) -> dg.MaterializeResult:
@@ -216,6 +218,10 @@ def materialize_result(report: IngestReport, config: IngestConfig) -> dg.Materia
             "outputs_unreadable": len(report.unavailable),
             "jobs_ended_past_read_limits": len(report.ended),
             "ledger_files_compacted": report.ledger_files_compacted,
+            "thumbnails_made": report.thumbnails.made,
+            "thumbnail_objects": report.thumbnails.objects,
+            "thumbnail_objects_already_there": report.thumbnails.already_there,
+            "thumbnail_failures": len(report.thumbnails.problems),
             "table_audit": "audited once already"
             if not report.audit.ran
             else f"{report.audit.rows_checked} rows audited",

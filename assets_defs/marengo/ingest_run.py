@@ -17,6 +17,7 @@ import pyarrow as pa
 from assets_defs.inventory.media_inventory import probed_durations, read_inventory
 from assets_defs.marengo.submission_run import PLANNING_COLUMNS
 from assets_defs.migration.estimates import VersionProgress, embedded_objects, version_progress
+from resources.media.thumbnails import ThumbnailCounts, make_thumbnails, s3_media_opener
 from resources.providers.base import MarengoProvider
 from resources.providers.embedding_jobs import (
     EmbeddingJob,
@@ -261,6 +262,7 @@ class IngestReport:
     table_maintenance: str
     committed_faults: FaultCounts
     progress: VersionProgress | None  # None: not reported by this run
+    thumbnails: ThumbnailCounts = field(default_factory=ThumbnailCounts)
 
     def with_status(self, status: OutcomeStatus) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == status]
@@ -347,6 +349,11 @@ class EmbeddingIngest:
         committed_ids = [media_id(r.outcome.media_uri) for r in results if r.table is not None and r.outcome]
         commit = table.replace(pa.concat_tables(tables or [table.schema.empty_table()]), committed_ids)
         written = pa.concat_tables(tables or [segment_schema(model.dimension).empty_table()])
+        # Posters of what was just committed (never raises; before the outcomes, so that a run killed here
+        # makes them when the next run commits the same rows again).
+        thumbnails = make_thumbnails(
+            lake.location, written, model.key, s3_media_opener(lake.storage.get_client)
+        )
         outcomes = [r.outcome for r in results if r.outcome is not None]
         ledger.record_outcomes(outcomes, self.run_id)
         # Findings now in the ledger go; a completed job whose output could not be read yet stays found (the
@@ -393,4 +400,5 @@ class EmbeddingIngest:
             )
             if self.with_progress
             else None,
+            thumbnails=thumbnails,
         )

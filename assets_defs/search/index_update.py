@@ -23,6 +23,7 @@ from assets_defs.search.index_plan import (
     plan_index_update,
 )
 from resources.index.segment_index import IndexedObject, IndexState, SegmentIndex
+from resources.media.thumbnails import ThumbnailStore
 from resources.providers.marengo_models import MarengoModel
 from resources.storage.lake import Lake
 from resources.tables.embedding_table import EmbeddingTable
@@ -120,6 +121,8 @@ class IndexUpdate:
             table = EmbeddingTable(self.lake, self.model)
             table.ensure()
             stale = self._follow_removals(table, set(inventory["media_uri"]), wanted, plan)
+            for problem in ThumbnailStore(self.lake.location).remove(self.model.key, stale):  # posters too
+                self.warn(problem)
             rewrite = expected.set_index(expected["media_uri"].map(media_id)).loc[plan.rewrite]
             for start in range(0, len(rewrite), MEDIA_PER_WRITE):
                 batch = rewrite.iloc[start : start + MEDIA_PER_WRITE]

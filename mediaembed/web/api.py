@@ -16,7 +16,12 @@ from mediaembed.web.query import MAX_TOP_K, SearchAnswer, SearchRequest
 API_VERSION = "1"
 
 
-def search_body(request: SearchRequest, answer: SearchAnswer) -> dict[str, Any]:
+def search_body(
+    request: SearchRequest, answer: SearchAnswer, thumbnails: list[str | None] | None = None
+) -> dict[str, Any]:
+    """`thumbnails`: each hit's poster URL (None: it has none), added to its record as `thumbnail_url`; the
+    one field the CLI's `--json` lines do not have (a path on this server means nothing to the CLI)."""
+    urls = thumbnails if thumbnails is not None else [None] * len(answer.hits)
     return {
         "version": answer.version,
         "query": {
@@ -27,7 +32,10 @@ def search_body(request: SearchRequest, answer: SearchAnswer) -> dict[str, Any]:
             "uploads": [{"kind": u.kind, "filename": u.filename} for u in request.uploads],
         },
         "notice": answer.notice,
-        "hits": [hit_record(rank, hit) for rank, hit in enumerate(answer.hits, 1)],
+        "hits": [
+            {**hit_record(rank, hit), "thumbnail_url": url}
+            for (rank, hit), url in zip(enumerate(answer.hits, 1), urls, strict=True)
+        ],
     }
 
 
@@ -44,7 +52,7 @@ _NULLABLE_NUMBER = {"type": ["number", "null"]}
 _NULLABLE_STRING = {"type": ["string", "null"]}
 HIT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "One hit, as one line of `mediaembed search --json`.",
+    "description": "One hit, as one line of `mediaembed search --json`, plus its poster frame's URL.",
     "additionalProperties": False,
     "required": [
         "rank",
@@ -80,6 +88,12 @@ HIT_SCHEMA: dict[str, Any] = {
         "embedding_option": _NULLABLE_STRING,
         "embedding_type": _NULLABLE_STRING,
         "embedding_scope": _NULLABLE_STRING,
+        "thumbnail_url": {
+            "type": ["string", "null"],
+            "description": "the hit's poster frame (a JPEG, 160 px wide) on this server, "
+            "/thumbnails/{model}/{media_id}/{name}; null for audio and for media the ingest could not "
+            "take one from. Not in `mediaembed search --json`.",
+        },
     },
 }
 ANSWER_SCHEMA: dict[str, Any] = {
@@ -176,6 +190,20 @@ def openapi_document() -> dict[str, Any]:
         },
         "security": [{}, {"bearer": []}],
         "paths": {
+            "/thumbnails/{model}/{media_id}/{name}": {
+                "get": {
+                    "summary": "A hit's poster frame, as its thumbnail_url names it",
+                    "operationId": "thumbnail",
+                    "parameters": [
+                        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                        for n in ("model", "media_id", "name")
+                    ],
+                    "responses": {
+                        "200": {"description": "the JPEG", "content": {"image/jpeg": {}}},
+                        "404": {"description": "no such thumbnail", "content": {"text/plain": {}}},
+                    },
+                }
+            },
             "/api/search": {
                 "get": {
                     "summary": "Search by text",
@@ -189,6 +217,6 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": form}}},
                     "responses": _responses(),
                 },
-            }
+            },
         },
     }

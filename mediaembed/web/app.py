@@ -2,7 +2,8 @@
 
 - `GET /` the search page (q, mode, top_k, model); `POST /` the same with an image or audio file;
 - `GET /api/search` and `POST /api/search` (multipart, with `image` and/or `audio` files): the JSON answer;
-- `GET /api/openapi.json`: the API's OpenAPI document; `/static/`: the page's stylesheet and script.
+- `GET /api/openapi.json`: the API's OpenAPI document; `/static/`: the page's stylesheet and script;
+- `GET /thumbnails/{model}/{media_id}/{name}`: a hit's poster frame, read from the lake beside the tables.
 
 A search blocks (the query embedding, the index read), so it runs on Starlette's thread pool and the event
 loop keeps serving other requests and idle connections meanwhile. Errors are the CLI's one line: JSON
@@ -31,7 +32,7 @@ from mediaembed.search import SEARCH_MODES, Searcher, SearchError
 from mediaembed.web.api import error_body, openapi_document, search_body, status_of
 from mediaembed.web.auth import BearerAuth
 from mediaembed.web.guard import Guard, one_line
-from mediaembed.web.hits import HitView, hit_view
+from mediaembed.web.hits import HitView, hit_view, thumbnail_url
 from mediaembed.web.query import (
     UPLOAD_FIELDS,
     SearchAnswer,
@@ -40,7 +41,10 @@ from mediaembed.web.query import (
     parse_request,
     run_query,
 )
+from resources.media.thumbnails import pick_thumbnail
+from resources.search.fusion import FusedHit
 from resources.search.marengo_query import MAX_BASE64_BYTES
+from resources.tables.segment_schema import media_id
 
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")  # autoescaped: select_autoescape() for .html
@@ -71,11 +75,37 @@ async def _search_request(request: Request) -> SearchRequest:
 
 
 def _answer(searcher: Searcher, request: SearchRequest) -> tuple[SearchAnswer, list[HitView]]:
-    """Blocking: the hits and the page's view of each (with its presigned media link)."""
+    """Blocking: the hits and the page's view of each (with its presigned media link and its poster)."""
     answer = run_query(searcher, request)
+    posters = _thumbnails(searcher, answer)
     return answer, [
-        hit_view(rank, hit, _link(searcher, hit.media_uri)) for rank, hit in enumerate(answer.hits, 1)
+        hit_view(rank, hit, _link(searcher, hit.media_uri), poster)
+        for (rank, hit), poster in zip(enumerate(answer.hits, 1), posters, strict=True)
     ]
+
+
+def _api_answer(searcher: Searcher, request: SearchRequest) -> tuple[SearchAnswer, list[str | None]]:
+    answer = run_query(searcher, request)
+    return answer, _thumbnails(searcher, answer)
+
+
+def _thumbnails(searcher: Searcher, answer: SearchAnswer) -> list[str | None]:
+    """Each hit's poster URL, or None: one listing of the lake per object among the hits."""
+    names: dict[str, set[str]] = {}
+    urls = []
+    for hit in answer.hits:
+        media = media_id(hit.media_uri)
+        if media not in names:
+            names[media] = _poster_names(searcher, answer.version, hit)
+        urls.append(thumbnail_url(answer.version, hit.media_uri, pick_thumbnail(names[media], hit.start_sec)))
+    return urls
+
+
+def _poster_names(searcher: Searcher, version: str, hit: FusedHit) -> set[str]:
+    try:
+        return searcher.thumbnail_names(version, media_id(hit.media_uri))
+    except Exception:  # a placeholder is better than no result
+        return set()
 
 
 def _link(searcher: Searcher, media_uri: str) -> str | None:
@@ -92,10 +122,19 @@ def create_app(searcher: Searcher, *, token: str = "", debug: bool = False) -> A
     async def api_search(request: Request) -> Response:
         try:
             parsed = await _search_request(request)
-            answer = await run_in_threadpool(run_query, searcher, parsed)
+            answer, thumbnails = await run_in_threadpool(_api_answer, searcher, parsed)
         except SearchError as error:
             return JSONResponse(error_body(str(error)), status_code=status_of(error))
-        return JSONResponse(search_body(parsed, answer))
+        return JSONResponse(search_body(parsed, answer, thumbnails))
+
+    async def thumbnail(request: Request) -> Response:
+        model, media, name = (request.path_params[k] for k in ("model", "media_id", "name"))
+        jpeg = await run_in_threadpool(searcher.thumbnail, model, media, name)
+        if jpeg is None:
+            raise HTTPException(404)
+        # A poster changes only with a new version of its object, whose hits come with the same URL: an
+        # hour's private caching is what a page of results needs.
+        return Response(jpeg, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
@@ -131,6 +170,7 @@ def create_app(searcher: Searcher, *, token: str = "", debug: bool = False) -> A
             Route("/", page, methods=["GET", "POST"]),
             Route("/api/search", api_search, methods=["GET", "POST"]),
             Route("/api/openapi.json", openapi, methods=["GET"]),
+            Route("/thumbnails/{model}/{media_id}/{name}", thumbnail, methods=["GET"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=middleware,

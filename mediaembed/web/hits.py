@@ -1,5 +1,6 @@
-"""What the page shows of one hit: its name, span, an inline player of the span, and its scores (the fused
-score it is ranked by, with each signal's raw score beside it). Pure: the media link is given."""
+"""What the page shows of one hit: its poster frame, name, span, an inline player of the span, and its
+scores (the fused score it is ranked by, with each signal's raw score beside it). Pure: the media link and
+the poster's name are given."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Literal
 
 from mediaembed.search import hit_kind, signal_scores
 from resources.search.fusion import FusedHit
+from resources.tables.segment_schema import media_id
+
+THUMBNAILS_ROUTE = "/thumbnails"
 
 Player = Literal["video", "audio", "image"]
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus")
@@ -29,6 +33,7 @@ class HitView:
     matched: str  # "visual+audio, clip"
     model: str
     snippet: str | None
+    thumbnail: str | None = None  # the poster frame's URL on this server; None: a placeholder is shown
 
 
 def player_of(media_uri: str) -> Player:
@@ -54,8 +59,14 @@ def span_label(hit: FusedHit) -> str:
     return f"{hit.start_sec:.2f}s{end}"
 
 
-def hit_view(rank: int, hit: FusedHit, link: str | None) -> HitView:
-    """`link`: the object's URL (a presigned GET for s3://), without a fragment."""
+def thumbnail_url(version: str, media_uri: str, name: str | None) -> str | None:
+    """`/thumbnails/<version>/<media_id>/<name>`, the route that serves a poster from the lake."""
+    return None if name is None else f"{THUMBNAILS_ROUTE}/{version}/{media_id(media_uri)}/{name}"
+
+
+def hit_view(rank: int, hit: FusedHit, link: str | None, thumbnail: str | None = None) -> HitView:
+    """`link`: the object's URL (a presigned GET for s3://), without a fragment; `thumbnail`: its poster's
+    URL (`thumbnail_url`), None when it has none."""
     player = player_of(hit.media_uri)
     fragment = media_fragment(hit.start_sec, hit.end_sec) if player != "image" else ""
     return HitView(
@@ -72,4 +83,5 @@ def hit_view(rank: int, hit: FusedHit, link: str | None) -> HitView:
         matched=hit_kind(hit),
         model=hit.model,
         snippet=" ".join(hit.snippet.split()) if hit.snippet else None,
+        thumbnail=thumbnail,
     )

@@ -158,10 +158,12 @@ def media_link(make_client: Callable[[], Any], uri: str, expires_sec: int) -> st
     return str(make_client().generate_presigned_url("get_object", Params=params, ExpiresIn=expires_sec))
 
 
-def open_s3_object(client: Any, location: S3Uri, etag: str | None = None) -> S3ObjectFile:
-    """A seekable file over the object at exactly `location`, read in ranged requests by `client`; with
-    `etag`, only that version (else `ObjectChanged`)."""
-    return S3ObjectFile(_RangedObject(client, location, etag))
+def open_s3_object(
+    client: Any, location: S3Uri, etag: str | None = None, buffer_size: int = READ_AHEAD_BYTES
+) -> S3ObjectFile:
+    """A seekable file over the object at exactly `location`, read in ranged requests of `buffer_size` by
+    `client`; with `etag`, only that version (else `ObjectChanged`)."""
+    return S3ObjectFile(_RangedObject(client, location, etag), buffer_size)
 
 
 def bucket_region(client: Any, bucket: str) -> str:

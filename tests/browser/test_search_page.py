@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -41,8 +42,10 @@ from emulators.sample_media import (  # noqa: E402
 from mediaembed.cli import main as cli  # noqa: E402
 from mediaembed.search import Searcher  # noqa: E402
 from mediaembed.web.server import running  # noqa: E402
+from resources.media.thumbnails import make_thumbnails, s3_media_opener  # noqa: E402
 from resources.providers.bedrock.client import runtime_client  # noqa: E402
-from tests.pipeline.test_fused_search import HUM, REGION, SQUARE, VIDEO, _index  # noqa: E402
+from resources.storage.location import location  # noqa: E402
+from tests.pipeline.test_fused_search import HUM, REGION, ROWS, SQUARE, VIDEO, _index  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -95,11 +98,30 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "MEDIAEMBED_API_TOKEN"):
                 patch.delenv(name, raising=False)
             _index(runtime_client(REGION, bedrock.endpoint, "standard", 3), root / "index")
+            _posters(client, root / "lake")
             with running(Searcher.from_env(env)) as url:
                 yield Site(url, root / "green_triangle.png")
     finally:
         bedrock.stop()
         s3.stop()
+
+
+def _posters(client: Any, lake: Path) -> None:
+    """The posters an ingest makes of the index's rows, read from the S3 emulator as the ingest reads."""
+    modality = {VIDEO: "video", HUM: "audio", SQUARE: "image"}
+    rows = pa.Table.from_pylist(
+        [
+            {
+                "media_uri": uri,
+                "etag": client.head_object(Bucket="media", Key=_key(uri))["ETag"].strip('"'),
+                "modality": modality[uri],
+                "start_sec": start,
+            }
+            for uri, _, _, _, start, _ in ROWS
+        ]
+    )
+    counts = make_thumbnails(location(str(lake)), rows, "marengo-3.0", s3_media_opener(lambda: client))
+    assert (counts.objects, counts.problems) == (2, ()), "the video and the image; audio has none"
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +167,11 @@ def test_a_search_shows_the_best_span_first_with_its_fused_and_signal_scores(pag
     assert [s.split()[0] for s in signals] == ["visual", "audio", "transcription"], signals
     fused = [float(t.split()[1]) for t in page.locator(".fused").all_inner_texts()]
     assert fused == sorted(fused, reverse=True) and len(fused) >= 3
+    poster = first.locator("img.thumb")
+    page.wait_for_function("img => img.complete", arg=poster.element_handle(), timeout=PAGE_MS)
+    assert poster.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [160, 120], "the poster loaded"
+    hum = page.locator("li.hit", has=page.locator(".name", has_text="hum.wav"))
+    assert hum.locator(".thumb.placeholder").inner_text() == "audio"
     page.screenshot(path=str(ARTIFACTS / "search_page_results.png"), full_page=True)
 
 
@@ -184,5 +211,6 @@ def test_the_api_answers_what_the_cli_prints(
     out, err = capsys.readouterr()
     assert err == ""
     assert answer["version"] == "marengo-3.0"
-    assert answer["hits"] == [json.loads(line) for line in out.splitlines()]
+    without_thumbnails = [{k: v for k, v in h.items() if k != "thumbnail_url"} for h in answer["hits"]]
+    assert without_thumbnails == [json.loads(line) for line in out.splitlines()], "thumbnail_url: API only"
     (ARTIFACTS / "search_page_api_answer.json").write_text(json.dumps(answer, indent=2) + "\n")

@@ -4,6 +4,7 @@ The tests that only read what one embedding pass left share the module's `embedd
 the pipeline again, change media or inject faults get their own `world`."""
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -13,6 +14,7 @@ from assets_defs.inventory.media_inventory import read_inventory
 from harness.runner import SensorDriver, materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0
 from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.segment_schema import media_id
 from resources.tables.submission_ledger import SubmissionLedger
 from tests.pipeline.conftest import (
     SECRET,
@@ -158,6 +160,15 @@ def test_lake_and_index_on_s3(s3_lake_world: World) -> None:
     keys = [o["Key"] for o in world.stack.s3.client().list_objects_v2(Bucket="lake")["Contents"]]
     assert "warehouse/tables/marengo_embeddings/marengo-3.0/_delta_log/00000000000000000001.json" in keys
     assert any(k.startswith("lancedb/segments_marengo_3_0.lance/") for k in keys)
+    # Poster frames beside the tables, in the lake's bucket: the video's segment starts, each image itself,
+    # no audio; corrupt.mp4 was never committed, so it has none to fail on.
+    posters = "warehouse/thumbnails/marengo-3.0/"
+    video = f"{posters}{media_id('s3://media/videos/shapes_a.mp4')}/"
+    assert {f"{video}0.jpg", f"{video}4000.jpg", f"{video}9000.jpg"} <= set(keys)
+    assert any(k.startswith(f"{posters}{media_id('s3://media/images/green_triangle.png')}/") for k in keys)
+    assert not any(k.startswith(f"{posters}{media_id('s3://media/audio/hum_220hz.wav')}/") for k in keys)
+    made = [materialization_metadata(r, ["marengo", "embeddings"]) for r in driver.results]
+    assert sum(m["thumbnails_made"] for m in made) >= 3 and all(m["thumbnail_failures"] == 0 for m in made)
 
 
 def test_no_secret_reaches_run_logs_or_metadata(embedded_world: EmbeddedWorld) -> None:
@@ -216,6 +227,9 @@ def test_deleted_object_leaves_the_index(world: World) -> None:
     assert all(
         hit["media_uri"] != "s3://media/videos/shapes_a.mp4" for hit in search_json("yellow triangle", 5)
     )
+    posters = Path(world.lake.root) / "thumbnails" / MARENGO_3_0.key  # type: ignore[attr-defined]
+    assert not (posters / media_id("s3://media/videos/shapes_a.mp4")).exists(), "its posters went with it"
+    assert (posters / media_id("s3://media/videos/shapes_b.mp4") / "0.jpg").is_file()
 
 
 def test_object_changed_while_embedding_keeps_the_newer_result(world: World) -> None:

@@ -10,9 +10,11 @@ decoys.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,23 +27,29 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
+import av
 import jsonschema
+import pyarrow as pa
 import pytest
 
-from emulators.sample_media import IMAGE_SCENES, make_audio, make_image
+from emulators.sample_media import IMAGE_SCENES, VIDEO_SCENES, make_audio, make_image, make_video
 from mediaembed.cli import main as cli
 from mediaembed.search import Searcher, SearchSettings
 from mediaembed.web.auth import BindRefused, check_bind
 from mediaembed.web.guard import SECURITY_HEADERS
 from mediaembed.web.server import running
+from resources.media.thumbnails import make_thumbnails
 from resources.search.fusion import TextHit
+from resources.storage.location import location
+from resources.tables.segment_schema import media_id
 from tests.pipeline import test_fused_search as fused
-from tests.pipeline.test_fused_search import CHAPTERS, NO_S3, VIDEO
+from tests.pipeline.test_fused_search import CHAPTERS, HUM, NO_S3, SQUARE, VIDEO
 
 # The fused-search test's emulator, index and environment, shared with it.
 bedrock, index_dir, env = fused.bedrock, fused.index_dir, fused.env
 
 HEADERS = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
+SHAPE = IMAGE_SCENES["images/green_triangle.png"]
 
 
 def fetch(
@@ -97,8 +105,16 @@ def openapi(bedrock: Any, index_dir: Path) -> dict[str, Any]:
         status, headers, body = fetch(url + "/api/openapi.json")
     assert status == 200 and headers["content-type"] == "application/json"
     document: dict[str, Any] = json.loads(body)
-    assert document["openapi"].startswith("3.1") and set(document["paths"]) == {"/api/search"}
+    assert document["openapi"].startswith("3.1")
+    assert set(document["paths"]) == {"/api/search", "/thumbnails/{model}/{media_id}/{name}"}
     return document
+
+
+def cli_fields(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The API's hits without `thumbnail_url`, the one field the CLI's `--json` does not print (a path on
+    the server means nothing to the command line): the rest must equal the CLI's lines."""
+    assert all("thumbnail_url" in hit for hit in hits)
+    return [{k: v for k, v in hit.items() if k != "thumbnail_url"} for hit in hits]
 
 
 def validate(document: dict[str, Any], name: str, body: Any) -> None:
@@ -116,7 +132,7 @@ def test_the_api_answers_what_the_cli_prints_with_the_serving_version(
     validate(openapi, "Answer", answer)
     assert answer["version"] == "marengo-3.0", "no serving record: the initial version"
     assert answer["query"] == {"q": "red circle", "mode": "vector", "top_k": 4, "model": None, "uploads": []}
-    assert answer["hits"] == cli_json(capsys, "red circle", "--top-k", "4")
+    assert cli_fields(answer["hits"]) == cli_json(capsys, "red circle", "--top-k", "4")
     fused = [hit["fused_score"] for hit in answer["hits"]]
     assert fused == sorted(fused, reverse=True) and answer["hits"][0]["media_uri"] == VIDEO
     assert set(answer["hits"][0]["signal_scores"]) == {"visual", "audio", "transcription"}
@@ -137,7 +153,8 @@ def test_an_uploaded_image_or_clip_is_searched_as_the_cli_searches_that_file(
     assert answer["query"]["uploads"] == [{"kind": "image", "filename": "green_triangle.png"}]
     path = tmp_path / "green_triangle.png"
     path.write_bytes(image)
-    assert answer["hits"] == cli_json(capsys, "--image", str(path), "--top-k", "3") and answer["hits"]
+    assert cli_fields(answer["hits"]) == cli_json(capsys, "--image", str(path), "--top-k", "3")
+    assert answer["hits"]
 
     clip = make_audio(220.0, 6.0, "wav")
     body, kind = multipart({"top_k": "3"}, [("audio", "hum.wav", clip)])
@@ -205,6 +222,73 @@ def test_the_page_plays_each_hits_span_and_shows_the_fused_score_with_each_signa
 
     more_page = fetch(base + more.replace("&amp;", "&"))[2].decode()
     assert more_page.count('<li class="hit"') == 4 and "more-results" not in more_page, "all there is"
+
+
+@pytest.fixture
+def posters(env: dict[str, str]) -> Iterator[Path]:
+    """The posters an ingest would have made for the index's video (its 4 s and 9 s segments) and image,
+    in the lake the server reads; removed afterwards, so the other tests see none."""
+    lake = Path(env["MEDIAEMBED_LAKE_URI"])
+    rows = pa.Table.from_pylist(
+        [
+            {"media_uri": VIDEO, "etag": "etag1", "modality": "video", "start_sec": 4.0},
+            {"media_uri": VIDEO, "etag": "etag1", "modality": "video", "start_sec": 9.0},
+            {"media_uri": SQUARE, "etag": "etag1", "modality": "image", "start_sec": None},
+        ]
+    )
+    media = {VIDEO: make_video(VIDEO_SCENES["videos/shapes_a.mp4"]), SQUARE: make_image(SHAPE, "png")}
+    counts = make_thumbnails(
+        location(str(lake)), rows, "marengo-3.0", lambda obj: io.BytesIO(media[obj.media_uri])
+    )
+    assert (counts.made, counts.problems) == (3, ())
+    yield lake / "thumbnails"
+    shutil.rmtree(lake / "thumbnails")
+
+
+def test_each_hit_shows_its_poster_frame_or_a_placeholder_and_the_api_names_it(
+    base: str, openapi: dict[str, Any], posters: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answer = json.loads(fetch(base + "/api/search?" + urlencode({"q": "red circle", "top_k": 10}))[2])
+    validate(openapi, "Answer", answer)
+    urls = {(h["media_uri"], h["start_sec"]): h["thumbnail_url"] for h in answer["hits"]}
+    video, square = media_id(VIDEO), media_id(SQUARE)
+    assert urls[(VIDEO, 4.0)] == f"/thumbnails/marengo-3.0/{video}/4000.jpg"
+    assert urls[(VIDEO, 9.0)] == f"/thumbnails/marengo-3.0/{video}/9000.jpg"
+    assert urls[(SQUARE, None)] == f"/thumbnails/marengo-3.0/{square}/whole.jpg"
+    assert urls[(HUM, 0.0)] is None, "audio has no poster"
+    assert cli_fields(answer["hits"]) == cli_json(capsys, "red circle", "--top-k", "10")
+
+    status, headers, jpeg = fetch(base + urls[(VIDEO, 4.0)])
+    assert (status, headers["content-type"]) == (200, "image/jpeg") and jpeg.startswith(b"\xff\xd8")
+    assert HEADERS.items() <= headers.items()
+    with av.open(io.BytesIO(jpeg)) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert frame.shape == (120, 160, 3) and frame[2, 2].tolist() < [40, 40, 40], "the 4 s scene is black"
+
+    page = fetch(base + "/?" + urlencode({"q": "red circle", "top_k": 10}))[2].decode()
+    items = {
+        item.split('title="')[1].split('"')[0] + item.split('data-start="')[1].split('"')[0]: item
+        for item in page.split('<li class="hit"')[1:]
+    }
+    assert f'<img class="thumb" src="/thumbnails/marengo-3.0/{video}/4000.jpg"' in items[VIDEO + "4.0"]
+    assert '<div class="thumb placeholder" aria-hidden="true">audio</div>' in items[HUM + "0.0"]
+
+    for missing in (
+        f"/thumbnails/marengo-3.0/{video}/1000.jpg",
+        "/thumbnails/marengo-3.0/..%2F..%2Fx/a.jpg",
+        f"/thumbnails/marengo-3.0/{video}/version-0123.jpg",
+    ):
+        status, headers, body = fetch(base + missing)
+        assert (status, headers["content-type"]) == (404, "text/plain; charset=utf-8"), missing
+        assert body.decode().count("\n") == 1
+
+
+def test_without_posters_every_hit_shows_a_placeholder(base: str) -> None:
+    answer = json.loads(fetch(base + "/api/search?" + urlencode({"q": "red circle", "top_k": 10}))[2])
+    assert [h["thumbnail_url"] for h in answer["hits"]] == [None] * len(answer["hits"])
+    page = fetch(base + "/?" + urlencode({"q": "red circle", "top_k": 10}))[2].decode()
+    assert page.count('<div class="thumb placeholder"') == page.count('<li class="hit"') > 0
+    assert '<img class="thumb"' not in page
 
 
 def test_the_page_has_an_empty_state_a_no_results_state_and_an_error_state(env: dict[str, str]) -> None:

@@ -34,6 +34,7 @@ from resources.tables.segment_schema import media_id
 from resources.tables.submission_ledger import SubmissionLedger
 
 GOOD, OTHER = "s3://m/good.mp4", "s3://m/other.mp4"
+NOWHERE = "http://127.0.0.1:9"
 
 
 class ScriptedProvider(MarengoProvider):
@@ -78,7 +79,16 @@ class ScriptedProvider(MarengoProvider):
 
 @pytest.fixture
 def lake(tmp_path: Path) -> Lake:
-    lake = Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1"))
+    # The ingest reads each committed object for its posters: on a port nothing listens on, never AWS
+    # (these objects do not exist: each is one "no thumbnail" line, and the ingest goes on).
+    storage = S3Storage(
+        region_name="us-east-1",
+        endpoint_url=NOWHERE,
+        max_attempts=1,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    lake = Lake(root=str(tmp_path), storage=storage)
     rows = [
         {
             "media_uri": uri,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from mediaembed.search import BadQuery
-from mediaembed.web.hits import hit_view, media_fragment, player_of
+from mediaembed.web.hits import hit_view, media_fragment, player_of, thumbnail_url
 from mediaembed.web.query import MAX_TOP_K, parse_request
 from resources.search.fusion import FusedHit
+from resources.tables.segment_schema import media_id
 
 
 def test_each_kind_of_object_gets_its_player() -> None:
@@ -71,3 +72,14 @@ def test_request_parameters_are_checked_with_the_clis_words() -> None:
     ]:
         with pytest.raises(BadQuery, match=words):
             parse_request(params)
+
+
+def test_a_hits_poster_is_served_by_this_server_under_its_version_and_object() -> None:
+    uri = "s3://media/videos/a b#1.mp4"  # any key: the path names the object by its id, never its key
+    assert (
+        thumbnail_url("marengo-3.0", uri, "4000.jpg") == f"/thumbnails/marengo-3.0/{media_id(uri)}/4000.jpg"
+    )
+    assert thumbnail_url("marengo-3.0", uri, None) is None, "no poster: the page shows a placeholder"
+    hit = FusedHit(uri, 4.0, 9.0, 0.8, 0.03, ("visual",), "marengo-3.0")
+    assert hit_view(1, hit, None, "/thumbnails/x").thumbnail == "/thumbnails/x"
+    assert hit_view(1, hit, None).thumbnail is None
