@@ -129,7 +129,7 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
         # Pegasus: a description, chapters and keywords per video, then the full-text index over them.
         described = run_job(instance, "describe_media", None)
         pegasus = materialization_metadata(described, keys.PEGASUS_DESCRIPTIONS)
-        text_index = materialization_metadata(described, keys.SEARCH_DESCRIPTIONS)
+        text_index = materialization_metadata(described, keys.SEARCH_DESCRIPTION_INDEX)
         print(
             f"\npegasus: {pegasus['calls_made']} calls, {pegasus['dagster/row_count']} descriptions; "
             f"full-text index {text_index['dagster/row_count']} rows"

@@ -100,7 +100,7 @@ def change(
         prepare_instance_home(Path(home))
     except IngestError as error:
         raise ServingCommandError(str(error)) from None
-    node = "serving__marengo" if job_name == CUT_OVER_JOB else "roll_back_serving"
+    node = "search__serving_version" if job_name == CUT_OVER_JOB else "roll_back_serving"
     run_config: dict[str, Any] = {"ops": {node: {"config": {"by": by}}}} if by else {}
     try:
         with dagster_engine(Path(home)) as engine:

@@ -10,7 +10,7 @@ from assets_defs.migration.checks import WHOLE_VERSION_CHECKS, checked_version
 from assets_defs.pegasus.description_index import search_descriptions
 from assets_defs.pegasus.descriptions import pegasus_chapters, pegasus_descriptions
 from assets_defs.search.segment_index import marengo_segment_index
-from assets_defs.search.serving import ServingChangeConfig, roll_back, serving_marengo
+from assets_defs.search.serving import ServingChangeConfig, roll_back, serving_version
 from resources.storage.lake import Lake
 
 # Run monitoring fails a run still going past `dagster/max_runtime` (seconds), so a run whose worker hangs
@@ -94,7 +94,7 @@ describe_media_job = dg.define_asset_job(
 
 cut_over_job = dg.define_asset_job(
     "cut_over_serving_version",
-    selection=dg.AssetSelection.assets(checked_version, serving_marengo)
+    selection=dg.AssetSelection.assets(checked_version, serving_version)
     | dg.AssetSelection.checks(*WHOLE_VERSION_CHECKS),
     description=(
         "Cut search over to this partition's Marengo version, after its whole-version checks pass "

@@ -1,4 +1,5 @@
-"""The serving pointer as an asset: materializing partition X of `serving/marengo` cuts search over to X.
+"""The serving pointer as an asset: materializing partition X of `search/serving_version` cuts search
+over to X.
 
 The cut-over job runs the whole-version checks of X's index in the same run, blocking: a version that is not
 complete and checked never reaches the pointer. Rollback is one step back to the previous version, whose
@@ -22,7 +23,7 @@ from resources.tables.serving_versions import (
     ServingState,
 )
 
-SERVING_KEY = keys.SERVING_MARENGO
+SERVING_KEY = keys.SEARCH_SERVING_VERSION
 
 
 class ServingChangeConfig(dg.Config):
@@ -64,11 +65,11 @@ def kept_up(state: ServingState, model_key: str) -> bool:
     key=SERVING_KEY,
     deps=[checked_version],
     partitions_def=marengo_model_partitions,
-    group_name="search",
+    group_name="serving",
     description="Which Marengo version serves search. Materialize partition X to cut over to X: only "
     "through the `cut_over_serving_version` job, whose whole-version checks must pass first.",
 )
-def serving_marengo(
+def serving_version(
     context: dg.AssetExecutionContext, config: ServingChangeConfig, lake: Lake
 ) -> dg.MaterializeResult:
     """Points search at this partition's version, atomically: one new record in the lake, or none."""
@@ -134,7 +135,7 @@ def checks_not_passed_in_run(instance: dg.DagsterInstance, run_id: str) -> list[
 def roll_back(
     context: dg.OpExecutionContext, config: ServingChangeConfig, lake: Lake
 ) -> dg.AssetMaterialization:
-    """One step back; recorded on `serving/marengo` (partition = the version serving again)."""
+    """One step back; recorded on `search/serving_version` (partition = the version serving again)."""
     versions = lake.serving_versions()
     before = versions.current()
     try:

@@ -125,16 +125,17 @@ def test_record_folders_create_only_once(tmp_path: Path, s3_client: object) -> N
 
 
 def test_the_serving_asset_alone_never_moves_the_pointer(tmp_path: Path) -> None:
-    """Materializing serving/marengo without its checks in the run (the asset alone from the UI) fails."""
+    """Materializing search/serving_version without its checks in the run (the asset alone from the UI)
+    fails."""
     import dagster as dg
 
-    from assets_defs.search.serving import serving_marengo
+    from assets_defs.search.serving import serving_version
     from resources.storage.lake import Lake
     from resources.storage.s3_storage import S3Storage
 
     lake = Lake(root=str(tmp_path / "lake"), storage=S3Storage(region_name="us-east-1"))
     result = dg.materialize(
-        [serving_marengo],
+        [serving_version],
         partition_key="marengo-2.7",
         resources={"lake": lake},
         instance=dg.DagsterInstance.ephemeral(),
