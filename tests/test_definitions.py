@@ -168,3 +168,34 @@ def test_the_command_keeps_the_local_harness_at_arms_length() -> None:
     for path in (ROOT / "mediaembed").rglob("*.py"):
         module_level = _top_level_names(ast.parse(path.read_text()).body)
         assert not module_level & {"emulators", "harness", "tests"}, path
+
+
+def test_every_workspace_names_the_code_location_mediaembed() -> None:
+    """The UI shows the location by the name its workspace gives it (else the module path,
+    `pipelines.definitions`): `dg dev`, `dagster dev`, the commands' own workspace and both deployments
+    all name it `mediaembed`."""
+    import tomllib
+
+    import yaml
+
+    from mediaembed.engine import LOCATION_NAME, workspace_yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    assert project["dg"]["project"]["code_location_name"] == "mediaembed"
+    assert project["dagster"]["code_location_name"] == "mediaembed"
+    assert LOCATION_NAME == "mediaembed"
+    workspaces = {
+        "the commands' workspace": workspace_yaml(),
+        **{
+            str(path.relative_to(ROOT)): path.read_text()
+            for path in (
+                ROOT / "workspace.yaml",
+                ROOT / "deploy/workspace.yaml",
+                ROOT / "deploy/local/workspace.yaml",
+            )
+        },
+    }
+    for name, text in workspaces.items():
+        [entry] = yaml.safe_load(text)["load_from"]
+        [target] = entry.values()
+        assert target["location_name"] == "mediaembed", name
