@@ -120,7 +120,7 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
             index = materialization_metadata(result, keys.SEARCH_MARENGO_SEGMENTS)
             print(
                 f"sensor run {result.run_id[:8]}: {ingest['objects_embedded']} embedded, "
-                f"{ingest['objects_failed']} failed, {ingest['dagster/row_count']} segments; "
+                f"{ingest['objects_failed']} failed, {ingest['rows_written']} segments; "
                 f"index {index['table']} now {index['dagster/row_count']} rows (v{index['table_version']})"
             )
         if not driver.ingest_results:

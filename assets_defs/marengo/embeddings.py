@@ -179,7 +179,8 @@ def materialize_result(report: IngestReport, config: IngestConfig) -> dg.Materia
     columns = ["media_uri", "embedding_option", "embedding_type", "embedding_scope", "start_sec", "end_sec"]
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": written.num_rows,
+            "dagster/row_count": report.table_rows,
+            "rows_written": written.num_rows,
             "dagster/column_schema": column_schema(written.schema),
             "model": model.key,
             "providers": ", ".join(report.providers),

@@ -246,6 +246,7 @@ class IngestReport:
     commit: Commit | None
     table_uri: str
     table_version: int | None
+    table_rows: int  # every row of the table after this run (`written`: only this run's)
     unavailable: list[str]
     ended: list[Outcome]
     running_past_limit: pd.DataFrame
@@ -362,6 +363,7 @@ class EmbeddingIngest:
             commit=commit,
             table_uri=table.uri,
             table_version=table.version() if commit is None else commit.version,
+            table_rows=table.row_count(),
             unavailable=[r.unavailable for r in results if r.unavailable],
             ended=[r.outcome for r in results if r.gave_up and r.outcome is not None],
             running_past_limit=overdue,

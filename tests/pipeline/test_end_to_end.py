@@ -91,8 +91,13 @@ def test_changed_object_is_re_embedded_and_replaces_its_rows(world: World) -> No
     ingest_when_idle(world)
     # A manual materialization from the UI: nothing new to ingest, the index reports its size.
     manual = run_job(world.instance, "ingest_marengo_embeddings", MARENGO_3_0.key)
-    assert materialization_metadata(manual, ["marengo", "embeddings"])["invocations_finished"] == 0
+    nothing_new = materialization_metadata(manual, ["marengo", "embeddings"])
+    assert nothing_new["invocations_finished"] == 0
     rows_before = materialization_metadata(manual, ["search", "marengo_segments"])["dagster/row_count"]
+    # The row count is the table's, whatever this run wrote: a run that wrote nothing shows the table.
+    table_rows = EmbeddingTable(world.lake, MARENGO_3_0).read().num_rows
+    assert (nothing_new["dagster/row_count"], nothing_new["rows_written"]) == (table_rows, 0)
+    assert table_rows == rows_before > USABLE
     [before] = search_json("green triangle", top_k=1)
     assert before["media_uri"] == "s3://media/images/green_triangle.png"
 
@@ -103,6 +108,10 @@ def test_changed_object_is_re_embedded_and_replaces_its_rows(world: World) -> No
     driver = ingest_when_idle(world)
     index = materialization_metadata(driver.results[0], ["search", "marengo_segments"])
     assert index["objects_updated"] == 1 and index["dagster/row_count"] == rows_before
+    replaced = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
+    table_rows = EmbeddingTable(world.lake, MARENGO_3_0).read().num_rows
+    assert replaced["dagster/row_count"] == table_rows == rows_before
+    assert 0 < replaced["rows_written"] < table_rows, "this run's rows are a separate figure"
     top_two = {hit["media_uri"] for hit in search_json("purple circle", top_k=2)}
     assert top_two == {"s3://media/images/green_triangle.png", "s3://media/images/purple_circle.jpg"}
     [after] = search_json("green triangle", top_k=1)
