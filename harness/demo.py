@@ -23,7 +23,7 @@ from mediaembed.search import print_hits, search
 from pipelines.definitions import pipeline_resources
 from resources.providers.embedding_jobs import EmbeddingOptions
 from resources.providers.marengo_models import marengo_model
-from resources.providers.model_routes import describe_cost
+from resources.providers.model_routes import cost_from_metadata, describe_cost
 from resources.tables.submission_ledger import SubmissionLedger
 
 SAMPLE_QUERIES = ("yellow triangle", "a red circle", "low hum")
@@ -102,10 +102,11 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
             inventory_rows = read_inventory(built.lake)
         for problem in inventory_rows[inventory_rows["status"] != "ok"].itertuples():
             print(f"  skipped {problem.media_uri}: {problem.status}: {problem.reason}")
+        usd = cost_from_metadata(invocations["estimated_cost_usd"]) or 0.0
         print(
             f"submitted {invocations['submitted']} new Marengo invocations "
             f"({invocations['already_handled']} already handled, {invocations['rejected']} rejected, "
-            f"{describe_cost(float(invocations['estimated_cost_usd']), bool(invocations['priced']))})"
+            f"{describe_cost(usd, bool(invocations['priced']))})"
         )
 
         driver = SensorDriver(instance)

@@ -18,6 +18,7 @@ from assets_defs.metadata import preview
 from assets_defs.migration.estimates import SubmissionSettings
 from resources.providers.marengo_models import marengo_model
 from resources.providers.marengo_resource import MarengoProviders
+from resources.providers.model_routes import cost_metadata
 from resources.storage.clock import REAL_CLOCK, Clock
 from resources.storage.lake import Lake
 
@@ -158,11 +159,11 @@ def materialize_result(report: SubmissionReport, config: InvocationConfig) -> dg
             "slot_polls": report.slot_polls,
             "jobs_seen_finishing": report.jobs_seen_finishing,
             "media_seconds_submitted": round(report.media_seconds_submitted, 3),
-            "estimated_cost_usd": round(report.estimated_cost_usd, 4),
+            "estimated_cost_usd": cost_metadata(report.estimated_cost_usd, route.priced),
             "submitted_preview": preview(submitted_frame),
             "rejected_preview": preview(rejected_frame),
             "budget": budget.describe(),
-            "estimated_cost_usd_still_to_embed": round(estimate.cost_usd, 4),
+            "estimated_cost_usd_still_to_embed": cost_metadata(estimate.cost_usd, estimate.priced),
             "media_seconds_still_to_embed": round(estimate.media_seconds, 3),
             **report.progress.metadata(),
         },
@@ -184,7 +185,7 @@ def materialize_result(report: SubmissionReport, config: InvocationConfig) -> dg
                 metadata={
                     "budget": budget.describe(),
                     "objects_still_to_embed": estimate.objects,
-                    "estimated_cost_usd": round(estimate.cost_usd, 4),
+                    "estimated_cost_usd": cost_metadata(estimate.cost_usd, estimate.priced),
                     "priced": estimate.priced,
                     "media_seconds": round(estimate.media_seconds, 3),
                 },

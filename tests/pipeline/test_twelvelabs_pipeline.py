@@ -81,6 +81,9 @@ def test_3_0_on_bedrock_and_3_5_on_twelvelabs_in_one_instance(
     on_twelvelabs = embed_all(world, MARENGO_3_5.key)
     assert (on_bedrock["provider"], on_bedrock["submitted"]) == ("bedrock", USABLE)
     assert (on_twelvelabs["provider"], on_twelvelabs["submitted"]) == ("twelvelabs", USABLE)
+    # TwelveLabs publishes no price in the route tables: its cost reads "unpriced", never a free-looking 0.
+    assert isinstance(on_bedrock["estimated_cost_usd"], float) and on_bedrock["estimated_cost_usd"] > 0
+    assert on_twelvelabs["estimated_cost_usd"] == "unpriced" and on_twelvelabs["priced"] is False
     assert world.stack.bedrock.created_invocations == USABLE
     assert world.stack.twelvelabs.created_tasks == USABLE  # 3.5 embeds images as tasks too
     assert SubmissionLedger(world.lake, None).in_progress().empty

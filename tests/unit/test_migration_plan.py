@@ -12,6 +12,7 @@ import pytest
 
 from assets_defs.inventory.media_inventory import INVENTORY_SCHEMA
 from assets_defs.marengo.invocations import InvocationConfig, marengo_invocations
+from assets_defs.marengo.submission_plan import SubmissionPlan
 from assets_defs.migration.estimates import (
     BUDGET_MEDIA_SECONDS_ENV,
     Budget,
@@ -23,7 +24,7 @@ from assets_defs.migration.estimates import (
     resolve_budget,
     version_progress,
 )
-from assets_defs.migration.plan import PlanConfig, migration_plan
+from assets_defs.migration.plan import PlanConfig, make_plan, migration_plan, plan_metadata
 from harness.demo import follow
 from mediaembed.progress import Progress
 from resources.providers.base import MarengoProvider
@@ -74,8 +75,19 @@ def test_the_estimate_prices_each_modality_at_the_routes_list_price() -> None:
 
 
 def test_an_unpriced_route_says_so_rather_than_costing_nothing() -> None:
-    estimate = estimate_jobs(all_jobs(), seconds(), route("twelvelabs", MARENGO_3_5.key))
+    unpriced = route("twelvelabs", MARENGO_3_5.key)
+    estimate = estimate_jobs(all_jobs(), seconds(), unpriced)
     assert not estimate.priced and estimate.media_seconds == 350.0
+    launch = make_plan(SubmissionPlan(due=all_jobs()), seconds(), MARENGO_3_5, unpriced, 2, Budget())
+    meta = plain(plan_metadata(launch))
+    assert (meta["estimated_cost_usd"], meta["priced"]) == ("unpriced", False)
+    assert "| **total** | **6** | **350.0** | **not priced** |" in str(meta["plan"])
+    priced = plain(
+        plan_metadata(
+            make_plan(SubmissionPlan(due=all_jobs()), seconds(), MARENGO_3_0, BEDROCK_3_0, 2, Budget())
+        )
+    )
+    assert priced["estimated_cost_usd"] == pytest.approx(FULL_COST)
 
 
 def test_the_expected_duration_spreads_the_work_over_the_quota_but_never_beats_the_longest_job() -> None:
