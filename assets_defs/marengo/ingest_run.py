@@ -236,6 +236,7 @@ class IngestReport:
     """What one ingest did, for its materialization, its checks and its log."""
 
     model: MarengoModel
+    provider: str  # the provider that embeds this version now (MEDIAEMBED_PROVIDERS)
     providers: list[str]
     open_jobs: int
     finished: int
@@ -353,6 +354,7 @@ class EmbeddingIngest:
         durations = {r["media_uri"]: r["media_seconds"] for r in rows.values()}
         return IngestReport(
             model=model,
+            provider=self.providers.serving(model).provider_name,
             providers=sorted(set(pending["provider"])) if not pending.empty else [],
             open_jobs=len(pending),
             finished=len(finished),
@@ -379,5 +381,6 @@ class EmbeddingIngest:
                 embedded_objects(lake, model),
                 model,
                 EmbeddingOptions(),
+                prices=self.providers.serving(model).prices or "",
             ),
         )

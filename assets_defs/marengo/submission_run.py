@@ -272,6 +272,7 @@ class SubmissionRun:
                 settings.max_attempts,
                 settings.max_lost,
                 None if wrote_ledger else plan,  # the same inputs: planned once
+                prices=self.provider.prices or "",
             ),
         )
 

@@ -21,6 +21,7 @@ from assets_defs.migration.estimates import (
     SubmissionSettings,
     VersionProgress,
     budget_problem,
+    cost_so_far,
     count_states,
     coverage_markdown,
     describe_duration,
@@ -175,16 +176,18 @@ def migration_plan(
     coverage: list[VersionProgress] = []
     plans: dict[str, SubmissionPlan] = {}
     for version in MARENGO_MODELS.values():
+        jobs = ledger.jobs(version.key)
         states, plans[version.key] = object_states(
             inventory,
-            ledger.jobs(version.key),
+            jobs,
             embedded_objects(lake, version),
             version,
             config.options(),
             config.max_attempts,
             config.max_lost,
         )
-        coverage.append(count_states(version.key, states, plans[version.key]))
+        cost = cost_so_far(jobs, version.key, provider.prices or "")
+        coverage.append(count_states(version.key, states, plans[version.key], cost))
     plan = make_plan(
         plans[model.key],
         seconds,
