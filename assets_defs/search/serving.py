@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
-from assets_defs import keys
 from assets_defs.marengo.partitions import marengo_model_partitions
 from assets_defs.migration.checks import WHOLE_VERSION_CHECKS, checked_version
+from assets_defs.search.serving_record import SERVING_KEY, change_metadata
 from resources.storage.lake import Lake
 from resources.tables.serving_versions import (
     AlreadyServing,
@@ -22,8 +22,6 @@ from resources.tables.serving_versions import (
     ServingConflict,
     ServingState,
 )
-
-SERVING_KEY = keys.SEARCH_SERVING_VERSION
 
 
 class ServingChangeConfig(dg.Config):
@@ -38,21 +36,6 @@ def who(context: dg.OpExecutionContext | dg.AssetExecutionContext, config: Servi
     return (
         config.by or context.run.tags.get("dagster/user") or context.run.tags.get("user") or getpass.getuser()
     )
-
-
-def change_metadata(before: ServingState, after: ServingState) -> dict[str, str | int]:
-    """What the UI shows of a change: from, to, who, when, and what a rollback would return to."""
-    return {
-        "action": after.action,
-        "from": before.serving,
-        "to": after.serving,
-        "by": after.by,
-        "at": after.since.isoformat() if after.since else "",
-        "rollback_to": after.previous or "none",
-        "retired": ", ".join(after.retired) or "none",
-        "sequence": after.sequence,
-        "serving": after.describe(),
-    }
 
 
 def kept_up(state: ServingState, model_key: str) -> bool:

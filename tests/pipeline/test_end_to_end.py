@@ -5,10 +5,12 @@ the pipeline again, change media or inject faults get their own `world`."""
 
 import json
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from assets_defs import keys
 from assets_defs.inventory.media_inventory import read_inventory
 from harness.runner import SensorDriver, materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0
@@ -286,3 +288,25 @@ def test_an_empty_listing_does_not_empty_the_index(world: World, monkeypatch: py
     assert not check.passed, "the mismatch is visible in the UI"
     [top] = search_json("yellow triangle", top_k=1)
     assert top["media_uri"] == "s3://media/videos/shapes_a.mp4"
+
+
+def test_the_first_ingest_records_what_serves_on_the_serving_asset(world: World) -> None:
+    """Before any cut-over the UI's serving asset shows the initial version, materialized by the first
+    ingest that makes a version searchable; later ingests leave it alone (a cut-over writes the next)."""
+    serving = dg.AssetRecordsFilter(keys.SEARCH_SERVING_VERSION)
+    assert not world.instance.fetch_materializations(serving, limit=5).records, "a new instance has none"
+    submit(world)
+    ingest_when_idle(world)
+    [record] = world.instance.fetch_materializations(serving, limit=5).records
+    materialization = record.asset_materialization
+    assert materialization is not None and materialization.partition == MARENGO_3_0.key
+    shown = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    assert (shown["action"], shown["from"], shown["to"], shown["sequence"]) == (
+        "initial",
+        "none",
+        MARENGO_3_0.key,
+        0,
+    )
+    assert shown["serving"] == world.lake.serving_versions().current().describe()  # type: ignore[attr-defined]
+    run_job(world.instance, "ingest_marengo_embeddings", MARENGO_3_0.key)
+    assert len(world.instance.fetch_materializations(serving, limit=5).records) == 1
