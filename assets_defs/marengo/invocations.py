@@ -154,7 +154,8 @@ def materialize_result(report: SubmissionReport, config: InvocationConfig) -> dg
             "resubmitted_after_lost": sum(s.job.job_key in plan.after_lost for s in submitted),
             "out_of_attempts": len(plan.out_of_attempts),
             "planned_at": dg.MetadataValue.timestamp(report.planned_at),
-            "hold_quota_sec": config.hold_quota_sec,
+            # The run's setting, as text: the UI plots numbers, and a setting would plot as a flat line.
+            "hold_quota_sec": dg.MetadataValue.text(f"{config.hold_quota_sec:g} s"),
             "held_sec": round(report.held_sec, 1),
             "slot_polls": report.slot_polls,
             "jobs_seen_finishing": report.jobs_seen_finishing,

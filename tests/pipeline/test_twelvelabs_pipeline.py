@@ -92,6 +92,7 @@ def test_3_0_on_bedrock_and_3_5_on_twelvelabs_in_one_instance(
     for done, provider in ((on_bedrock["ingest"], "bedrock"), (on_twelvelabs["ingest"], "twelvelabs")):
         assert done["provider"] == provider and done["objects_embedded"] == USABLE
         assert (done["coverage_fraction"], done["embedded_objects"]) == (1.0, USABLE)
+        assert isinstance(done["dimension"], str), "a setting is text: it would plot as a flat line"
     bedrock_cost = on_bedrock["ingest"]["cost_so_far_usd"]
     assert isinstance(bedrock_cost, float) and bedrock_cost > 0
     assert on_twelvelabs["ingest"]["cost_so_far_usd"] == "unpriced"
