@@ -3,7 +3,7 @@
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from assets_defs.migration.estimates import version_progress
 from emulators.sample_media import SampleObject, upload_sample_media
 from emulators.stack import start_local_stack
 from harness.local_env import apply, local_settings, prepare_dagster_home
+from harness.local_searcher import IDLE_SEC, LocalSearcherError, start_local_searcher
 from harness.run_slots import PoolSlotTimeout
 from harness.runner import SensorDriver, materialization_metadata, run_job
 from mediaembed.progress import Progress
@@ -59,9 +60,13 @@ def follow(bar: Progress, lake: Any, model_key: str) -> Callable[[pd.DataFrame],
     return show
 
 
-def run_demo(workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES) -> int:
+def run_demo(
+    workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES, searcher_env: Mapping[str, str] | None = None
+) -> int:
+    """The demo; with `searcher_env` (the settings of the shell it was typed in), it ends by starting the
+    work folder's local searcher with them, so the `search --local` it prints last answers warm."""
     try:
-        return _run_demo(workdir, queries)
+        return _run_demo(workdir, queries, searcher_env)
     except PoolSlotTimeout as error:
         print(f"mediaembed demo: {error}", file=sys.stderr)
         return 1
@@ -70,7 +75,7 @@ def run_demo(workdir: Path, queries: tuple[str, ...] = SAMPLE_QUERIES) -> int:
         return 130
 
 
-def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
+def _run_demo(workdir: Path, queries: tuple[str, ...], searcher_env: Mapping[str, str] | None) -> int:
     settings = local_settings(workdir)
     samples: list[SampleObject] = []
     with start_local_stack(
@@ -142,6 +147,15 @@ def _run_demo(workdir: Path, queries: tuple[str, ...]) -> int:
             print_hits(search(query, 3, env=os.environ), as_json=False)
         print(f'\nsearch "{queries[0]}" --mode hybrid (vectors and descriptions fused, top 3):')
         print_hits(search(queries[0], 3, mode="hybrid", env=os.environ), as_json=False)
+    if searcher_env is not None:
+        try:
+            pid = start_local_searcher(workdir, searcher_env)
+            print(
+                f"\nlocal searcher started for `search --local` (pid {pid}): it keeps the query emulators "
+                f"warm, and stops after {IDLE_SEC // 60} idle minutes or with `search --local --stop`"
+            )
+        except LocalSearcherError as error:
+            print(f"\nmediaembed demo: {error}", file=sys.stderr)
     print("\nemulators stopped; search what the demo built with:")
     print(next_step(workdir))
     return 0

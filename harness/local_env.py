@@ -1,13 +1,10 @@
-"""Settings for the embedded local default: emulators on loopback, lake and index under a work folder."""
+"""Settings for the embedded local default: emulators on loopback, lake and index under a work folder.
+
+Dagster and the emulators are imported where used: `search --local` reads only `local_index`.
+"""
 
 import os
 from pathlib import Path
-
-import dagster as dg
-
-from emulators.bedrock_runtime.models import ACCOUNT_ID as LOCAL_ACCOUNT_ID
-from emulators.twelvelabs_api import LOCAL_API_KEY as LOCAL_TWELVELABS_KEY
-from harness.run_slots import free_slots_of_dead_runs
 
 DAGSTER_YAML = """\
 # Local instance for the demo and `make dev`.
@@ -35,17 +32,27 @@ def bind_local_settings() -> None:
     anything imports it: the local emulator's key (which binds the TwelveLabs provider beside Bedrock;
     MEDIAEMBED_PROVIDERS picks who serves which version) and Pegasus's bucket owner (the emulators'
     account; `local_settings` sets it again once the emulators run)."""
+    from emulators.bedrock_runtime.models import ACCOUNT_ID as LOCAL_ACCOUNT_ID
+    from emulators.twelvelabs_api import LOCAL_API_KEY as LOCAL_TWELVELABS_KEY
+
     os.environ.setdefault("TWELVELABS_API_KEY", LOCAL_TWELVELABS_KEY)
     os.environ.setdefault("MEDIAEMBED_BUCKET_OWNER", LOCAL_ACCOUNT_ID)
 
 
+def local_index(workdir: Path) -> Path:
+    """Where the demo and `make dev` keep the LanceDB index of a work folder."""
+    return workdir.resolve() / "index"
+
+
 def local_settings(workdir: Path) -> dict[str, str]:
+    from emulators.bedrock_runtime.models import ACCOUNT_ID as LOCAL_ACCOUNT_ID
+
     workdir = workdir.resolve()
     return {
         "MEDIAEMBED_MEDIA_URI": "s3://media/",
         "MEDIAEMBED_ASYNC_OUTPUT_URI": "s3://lake/marengo-async",
         "MEDIAEMBED_LAKE_URI": str(workdir / "lake"),
-        "MEDIAEMBED_INDEX_URI": str(workdir / "index"),
+        "MEDIAEMBED_INDEX_URI": str(local_index(workdir)),
         # Pegasus sends the media bucket's owner with every S3 location; locally, the emulators' account.
         "MEDIAEMBED_BUCKET_OWNER": LOCAL_ACCOUNT_ID,
         "DAGSTER_HOME": str(workdir / "dagster"),
@@ -55,6 +62,10 @@ def local_settings(workdir: Path) -> dict[str, str]:
 def prepare_dagster_home(settings: dict[str, str]) -> None:
     """Write the local dagster.yaml (ours: a workdir from before run monitoring gets it too), then fail
     the runs an earlier local process left behind when it was killed, so none keeps a pool slot."""
+    import dagster as dg
+
+    from harness.run_slots import free_slots_of_dead_runs
+
     home = Path(settings["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"

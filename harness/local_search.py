@@ -1,9 +1,11 @@
 """`mediaembed search --local`: search what `make demo` built, after its emulators are gone.
 
 The demo's index is a directory under the work folder, so only the query embedding needs a provider.
-This starts the Bedrock runtime and TwelveLabs API emulators alone for the one command (a text query never
-reads S3, so no S3 emulator) and points the standard AWS and TwelveLabs variables at them, so a query is
-embedded by whichever provider MEDIAEMBED_PROVIDERS names; the search itself is the production code path.
+This starts the Bedrock runtime and TwelveLabs API emulators alone for as long as the block runs (a text
+query never reads S3, so no S3 emulator unless asked for; the local searcher, harness/local_searcher.py,
+holds one such block for many commands) and points the standard AWS and TwelveLabs variables at them, so
+a query is embedded by whichever provider MEDIAEMBED_PROVIDERS names; the search itself is the production
+code path.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
-from emulators.s3 import S3Emulator
-from emulators.sample_media import upload_sample_media
 from emulators.twelvelabs_api import TwelveLabsEmulator
 from harness.local_env import local_settings
 from mediaembed.search import SearchError
@@ -30,16 +30,21 @@ def local_search_env(workdir: Path, with_media: bool = False) -> Iterator[dict[s
     """Settings of the local work folder plus a running Bedrock emulator, applied to this process for the
     duration of the block (and restored after it).
 
-    `with_media` (for `mediaembed serve --local`) also starts an S3 emulator holding the sample media the
-    demo indexed (generated again, deterministically), so the page's presigned links open the media."""
+    `with_media` (for `mediaembed serve --local`, and the local searcher's first query by an s3:// image or
+    clip) also starts an S3 emulator holding the sample media the demo indexed (generated again,
+    deterministically), so the page's presigned links open the media and an s3:// query finds it."""
     settings = local_settings(workdir)
     index = Path(settings["MEDIAEMBED_INDEX_URI"])
     if not index.is_dir():
         raise SearchError(
             f"no local index at {index}: run `make demo` first, or pass --workdir to the folder it used"
         )
-    s3 = S3Emulator(region=REGION).start() if with_media else None
-    if s3 is not None:
+    s3 = None
+    if with_media:  # moto and the media generator only for a query or page that reads S3
+        from emulators.s3 import S3Emulator
+        from emulators.sample_media import upload_sample_media
+
+        s3 = S3Emulator(region=REGION).start()
         client = s3.client()
         client.create_bucket(Bucket="media")
         upload_sample_media(client, "media")

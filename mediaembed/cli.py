@@ -4,6 +4,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipelines.settings import check_definition_settings, unknown_setting_warnings, use_model_settings
 from resources.providers.marengo_models import MARENGO_MODELS
@@ -53,10 +54,11 @@ def main(argv: list[str] | None = None, clock: Clock = REAL_CLOCK) -> int:
     if args.command == "demo":
         from harness.local_env import bind_local_settings
 
+        shell = dict(os.environ)  # what a `search --local` typed after the demo runs with
         bind_local_settings()  # before the code location loads: the demo's TwelveLabs is the emulator
         from harness.demo import run_demo
 
-        return run_demo(args.workdir)
+        return run_demo(args.workdir, searcher_env=shell)
     from harness.dev import run_dev
 
     s3_port, bedrock_port, twelvelabs_port = args.emulator_ports
@@ -112,22 +114,36 @@ def _add_search(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     search_cmd.add_argument(
         "--local",
         action="store_true",
-        help="search what `make demo` built: the index under --workdir, with the Bedrock emulator "
-        "started just for the query embedding",
+        help="search what `make demo` built: the index under --workdir, through a local searcher that "
+        "keeps the emulators for the query embedding warm (started on first use, it stops after 15 idle "
+        "minutes)",
     )
     search_cmd.add_argument("--workdir", type=Path, default=Path(".local"), help="with --local")
+    search_cmd.add_argument(
+        "--stop", action="store_true", help="with --local: stop the local searcher of --workdir"
+    )
 
 
 def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """`mediaembed serve`: the search page."""
+    """`mediaembed serve`: the search page and the JSON API."""
     serve_cmd = commands.add_parser(
         "serve",
-        help="a small search web page over the same index as `mediaembed search`",
-        description="Serve a search page: a query box, and results whose time span links to the media at "
-        "that second (a presigned S3 URL).",
+        help="the search page and JSON API over the same index as `mediaembed search`",
+        description="Serve a search page (text, image or audio queries; an inline player per hit, at its "
+        "span) and a JSON API (/api/search, described at /api/openapi.json).",
     )
-    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="an address other than loopback needs MEDIAEMBED_API_TOKEN (a bearer token)",
+    )
     serve_cmd.add_argument("--port", type=int, default=8080)
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the port, each with its own searcher (one per core uses them all)",
+    )
     serve_cmd.add_argument(
         "--local",
         action="store_true",
@@ -224,46 +240,93 @@ def _serving(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from mediaembed.search import SearchError, run_search  # no Dagster, no code location: a fast start
-
-    def run() -> int:
-        return run_search(
-            args.text,
-            args.top_k,
-            args.model,
-            as_json=args.json,
-            images=args.image,
-            audio=args.audio,
-            text_truncate=args.text_truncate,
-            mode=args.mode,
-            env=os.environ,
-            debug=_debug(),
+    if args.stop and not args.local:
+        print(
+            "mediaembed search: --stop goes with --local: mediaembed search --local --stop", file=sys.stderr
         )
+        return 2
+    if args.local:
+        return _search_locally(args)
+    from mediaembed.search import run_search  # no Dagster, no code location: a fast start
 
-    if not args.local:
-        return run()
+    return run_search(
+        args.text,
+        args.top_k,
+        args.model,
+        as_json=args.json,
+        images=args.image,
+        audio=args.audio,
+        text_truncate=args.text_truncate,
+        mode=args.mode,
+        env=os.environ,
+        debug=_debug(),
+    )
+
+
+def _search_locally(args: argparse.Namespace) -> int:
+    """`search --local` through the work folder's warm local searcher (harness/local_searcher.py), which
+    runs the same `run_search` in its own process: this one loads neither LanceDB nor the emulators."""
     try:
-        from harness.local_search import local_search_env  # the local harness, only when asked for
+        from harness.local_searcher import IDLE_SEC, LocalSearcherError, search_locally, stop_local_searcher
     except ImportError:
         print(
             "mediaembed search --local needs the local emulators: pip install 'mediaembed[local]'",
             file=sys.stderr,
         )
         return 2
+    if args.stop:
+        pid = stop_local_searcher(args.workdir)
+        print(
+            f"stopped the local searcher of {args.workdir} (pid {pid})"
+            if pid
+            else f"no local searcher runs for {args.workdir}"
+        )
+        return 0
+    query = {
+        "text": args.text,
+        "top_k": args.top_k,
+        "model": args.model,
+        "json": args.json,
+        "images": args.image,
+        "audio": args.audio,
+        "text_truncate": args.text_truncate,
+        "mode": args.mode,
+        "debug": _debug(),
+    }
     try:
-        with local_search_env(args.workdir):
-            return run()
-    except SearchError as error:
+        code, out, err, started = search_locally(args.workdir, query, os.environ)
+    except LocalSearcherError as error:
         print(f"mediaembed search: {error}", file=sys.stderr)
-        return error.exit_code
+        return 1
+    if started:
+        print(
+            f"mediaembed search: started a local searcher for {args.workdir} (pid {started}); it stops after "
+            f"{IDLE_SEC // 60} idle minutes, or with `mediaembed search --local --stop`",
+            file=sys.stderr,
+        )
+    sys.stderr.write(err)
+    try:
+        sys.stdout.write(out)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head -1` stopped reading: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return code
+
+
+def serve_worker() -> Any:
+    """The ASGI app of one `mediaembed serve --workers N` process (uvicorn imports it in each worker), with
+    the settings of the environment the worker inherited from the command."""
+    from mediaembed.web.server import worker_app
+
+    return worker_app(os.environ, debug=_debug())
 
 
 def _serve(args: argparse.Namespace) -> int:
     from mediaembed.search import SearchError
-    from mediaembed.web import run_serve  # like search: no Dagster, no code location
+    from mediaembed.web.server import run_serve  # like search: no Dagster, no code location
 
     if not args.local:
-        return run_serve(args.host, args.port, env=os.environ, debug=_debug())
+        return run_serve(args.host, args.port, env=os.environ, debug=_debug(), workers=args.workers)
     try:
         from harness.local_search import local_search_env  # the local harness, only when asked for
     except ImportError:
@@ -274,7 +337,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         with local_search_env(args.workdir, with_media=True):
-            return run_serve(args.host, args.port, env=os.environ, debug=_debug())
+            return run_serve(args.host, args.port, env=os.environ, debug=_debug(), workers=args.workers)
     except SearchError as error:
         print(f"mediaembed serve: {error}", file=sys.stderr)
         return error.exit_code

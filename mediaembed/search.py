@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from resources.providers.model_routes import (
     route,
 )
 from resources.search.description_search import DescriptionSearch
-from resources.search.fusion import FusedHit, TextHit, fuse_hybrid, fuse_segments
+from resources.search.fusion import SIGNAL_ORDER, FusedHit, TextHit, fuse_hybrid, fuse_segments
 from resources.search.marengo_query import (
     MarengoQuery,
     QueryLimitError,
@@ -189,6 +190,10 @@ class Searcher:
     `read_consistency_interval` is how stale a long-lived searcher may be while the pipeline writes: LanceDB
     looks for a newer table version at most that often. `max_attempts` bounds botocore's retries, so an
     unreachable endpoint is reported within seconds.
+
+    Thread-safe: `mediaembed serve` answers concurrent requests from one searcher on a thread pool. What it
+    makes once (clients, the connection, opened tables, the serving record) is made under one lock; the
+    searches themselves run in parallel (boto3 clients and LanceDB tables are safe to share).
     """
 
     def __init__(
@@ -212,6 +217,7 @@ class Searcher:
         self._db: Any = None
         self._tables: dict[str, Any] = {}
         self._serving: tuple[ServingState, float] | None = None
+        self._setup = threading.RLock()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **options: Any) -> Searcher:
@@ -227,6 +233,10 @@ class Searcher:
         """The lake's serving record, read again once `read_consistency_interval` has passed (as LanceDB
         looks for new table versions): a cut-over or rollback reaches a long-lived searcher within it, and
         one query only ever reads one version's table."""
+        with self._setup:
+            return self._read_serving()
+
+    def _read_serving(self) -> ServingState:
         interval = (self.read_consistency_interval or timedelta(0)).total_seconds()
         if self._serving is not None and time.monotonic() - self._serving[1] < interval:
             return self._serving[0]
@@ -331,15 +341,23 @@ class Searcher:
 
     def _embed_query(self, target: ModelRoute, query: MarengoQuery) -> list[float]:
         """The query vector from the provider that serves the model: one client per provider, kept."""
+        with self._setup:
+            client = self._provider_client(target)
+        if target.provider == "twelvelabs":
+            from resources.providers.twelvelabs.client import embed_query as twelvelabs_embed_query
+
+            return twelvelabs_embed_query(client, target, query, self._presigned_url)
+        return embed_query(client, target, self.settings.region, query)
+
+    def _provider_client(self, target: ModelRoute) -> Any:
         if target.provider == "twelvelabs":
             from resources.providers.twelvelabs.client import api_client
-            from resources.providers.twelvelabs.client import embed_query as twelvelabs_embed_query
 
             client = self._clients.get("twelvelabs")
             if client is None:
                 client = api_client(self.settings.twelvelabs_api_key, self.settings.twelvelabs_base_url)
                 self._clients["twelvelabs"] = client
-            return twelvelabs_embed_query(client, target, query, self._presigned_url)
+            return client
         client = self._clients.get("bedrock")
         if client is None:
             settings = self.settings
@@ -347,17 +365,18 @@ class Searcher:
                 settings.region, settings.bedrock_endpoint, "standard", self._max_attempts
             )
             self._clients["bedrock"] = client
-        return embed_query(client, target, self.settings.region, query)
+        return client
 
     def _s3(self) -> Any:
         """One S3 client (the standard AWS chain, AWS_ENDPOINT_URL_S3 included) for a query's media."""
-        client = self._clients.get("s3")
-        if client is None:
-            import boto3
+        with self._setup:
+            client = self._clients.get("s3")
+            if client is None:
+                import boto3
 
-            client = boto3.session.Session().client("s3", region_name=self.settings.region)
-            self._clients["s3"] = client
-        return client
+                client = boto3.session.Session().client("s3", region_name=self.settings.region)
+                self._clients["s3"] = client
+            return client
 
     def _presigned_url(self, uri: str) -> str:
         """How a person or the TwelveLabs API reaches an S3 object: a GET URL valid for 10 minutes (any
@@ -369,13 +388,18 @@ class Searcher:
     def connection(self) -> Any:
         """The one LanceDB connection of this searcher, made on first use (IndexNotFound before the
         pipeline has made the index)."""
-        if self._db is None:
-            self._db = connect_for_reading(
-                self._location(self.settings.index_uri), self.read_consistency_interval
-            )
-        return self._db
+        with self._setup:
+            if self._db is None:
+                self._db = connect_for_reading(
+                    self._location(self.settings.index_uri), self.read_consistency_interval
+                )
+            return self._db
 
     def _table(self, model: MarengoModel) -> Any:
+        with self._setup:
+            return self._open_table(model)
+
+    def _open_table(self, model: MarengoModel) -> Any:
         table = self._tables.get(model.key)
         if table is None:
             uri = self.settings.index_uri
@@ -417,8 +441,8 @@ def search(
 
 def hit_record(rank: int, hit: FusedHit) -> dict[str, Any]:
     """Everything the text output shows, for `--json`. `score` is the best raw score of the strongest
-    signal, `fused_score` the RRF score the ranking is by; the embedding_* keys are those of the best
-    vector row (None for a text-only hit)."""
+    signal, `fused_score` the RRF score the ranking is by, `signal_scores` each signal's best raw score; the
+    embedding_* keys are those of the best vector row (None for a text-only hit)."""
     return {
         "rank": rank,
         "media_uri": hit.media_uri,
@@ -426,6 +450,7 @@ def hit_record(rank: int, hit: FusedHit) -> dict[str, Any]:
         "end_sec": hit.end_sec,
         "score": hit.score,
         "fused_score": round(hit.fused_score, 6),
+        "signal_scores": {signal: score for signal, score in signal_scores(hit)},
         "model": hit.model,
         "signals": list(hit.signals),
         "snippet": hit.snippet,
@@ -433,6 +458,21 @@ def hit_record(rank: int, hit: FusedHit) -> dict[str, Any]:
         "embedding_type": hit.embedding_type,
         "embedding_scope": hit.embedding_scope,
     }
+
+
+def signal_scores(hit: FusedHit) -> list[tuple[str, float]]:
+    """Each signal's best raw score: the signals that matched first (strongest first), then the others."""
+    rest = sorted(
+        (s for s in hit.signal_scores if s not in hit.signals),
+        key=lambda s: SIGNAL_ORDER.index(s) if s in SIGNAL_ORDER else len(SIGNAL_ORDER),
+    )
+    return [(s, hit.signal_scores[s]) for s in (*hit.signals, *rest) if s in hit.signal_scores]
+
+
+def score_line(hit: FusedHit) -> str:
+    """What ranked the hit and why: "fused 0.0492 (visual 1.0000, audio 0.9981)"."""
+    parts = ", ".join(f"{signal} {score:.4f}" for signal, score in signal_scores(hit))
+    return f"fused {hit.fused_score:.4f}" + (f" ({parts})" if parts else "")
 
 
 def hit_kind(hit: FusedHit) -> str:
@@ -448,7 +488,8 @@ def print_hits(hits: Sequence[FusedHit], as_json: bool, out: TextIO | None = Non
             continue
         span = "" if hit.start_sec is None else f"  [{hit.start_sec:6.2f}s - {hit.end_sec:6.2f}s]"
         snippet = f'  "{" ".join(hit.snippet.split())[:120]}"' if hit.snippet else ""
-        line = f"{rank:2d}. {hit.score:.4f}  {hit.media_uri}{span}  {hit.model}{snippet}  ({hit_kind(hit)})"
+        scope = f", {hit.embedding_scope}" if hit.embedding_scope else ""
+        line = f"{rank:2d}. {score_line(hit)}{scope}  {hit.media_uri}{span}  {hit.model}{snippet}"
         print(line, file=out)
 
 

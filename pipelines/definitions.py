@@ -107,7 +107,7 @@ pipeline_resources = {
     "segment_index": SegmentIndex(uri=dg.EnvVar("MEDIAEMBED_INDEX_URI"), storage=storage),
     "description_index": DescriptionIndex(uri=dg.EnvVar("MEDIAEMBED_INDEX_URI"), storage=storage),
     "version_checks": VersionCheckSettings(
-        exclude=when_set("MEDIAEMBED_MIGRATION_EXCLUDE"), probe_set=when_set("MEDIAEMBED_PROBE_SET")
+        exclude_setting=when_set("MEDIAEMBED_MIGRATION_EXCLUDE"), probe_set=when_set("MEDIAEMBED_PROBE_SET")
     ),
 }
 

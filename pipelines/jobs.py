@@ -68,10 +68,15 @@ def steps_config(*configs: dict[str, dict[str, object]]) -> dict[str, dict[str, 
 SUBMITTING_JOBS = (embed_new_media_job.name, submit_marengo_job.name)
 
 
-def holding_config(hold_quota_sec: float = HOLD_QUOTA_SEC) -> dict[str, dict[str, object]]:
+def holding_config(
+    hold_quota_sec: float = HOLD_QUOTA_SEC, media_uris: list[str] | None = None
+) -> dict[str, dict[str, object]]:
     """Run config of a submission run that holds the quota (the default, spelled out where automation
-    starts one so the run's config shows it; 0 stops at the quota)."""
-    return {"ops": {keys.op_name(keys.MARENGO_INVOCATIONS): {"config": {"hold_quota_sec": hold_quota_sec}}}}
+    starts one so the run's config shows it; 0 stops at the quota), planning only `media_uris` if given."""
+    config: dict[str, object] = {"hold_quota_sec": hold_quota_sec}
+    if media_uris is not None:
+        config["media_uris"] = media_uris
+    return {"ops": {keys.op_name(keys.MARENGO_INVOCATIONS): {"config": config}}}
 
 
 ingest_marengo_job = dg.define_asset_job(

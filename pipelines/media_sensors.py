@@ -18,7 +18,7 @@ from pipelines.jobs import (
 from pipelines.sensors import materialization_metadata, metadata_value, short_digest
 from pipelines.settings import sensor_interval_sec
 from resources.media.event_queue import MediaEventQueue
-from resources.media.events import MalformedEvent, ObjectChange, parse_message
+from resources.media.events import CREATED, MalformedEvent, ObjectChange, parse_message
 from resources.media.source import MediaSource
 from resources.storage.lake import Lake
 
@@ -76,7 +76,8 @@ def media_change_sensor(
             run_key=f"changes-{short_digest(receipts)}",
             run_config=steps_config(
                 inventory_config(changes=[ChangedObject.of(c) for c in changes], receipts=receipts),
-                holding_config(0),
+                # The run plans only the objects created or overwritten: a removal submits nothing.
+                holding_config(0, media_uris=sorted({c.uri for c in changes if c.change == CREATED})),
             ),
             tags={"mediaembed/object_changes": str(len(changes))},
         )

@@ -300,15 +300,39 @@ def _submission_request(
     )
 
 
+# How many submission runs back `due_work` looks for one that planned the library.
+PLANS_LOOKED_BACK = 100
+
+
 def due_work(instance: dg.DagsterInstance, model_key: str, last: dg.EventLogRecord) -> str | None:
-    """Why objects may wait for submission, from the last submission run's metadata and what happened
-    since it planned; None when nothing does (planning is left to the run itself)."""
-    metadata = materialization_metadata(last)
-    deferred = int(metadata_value(metadata, "deferred", 0))
-    reason = str(metadata_value(metadata, "deferred_reason", ""))
-    if deferred and not SubmissionStop.of(metadata).waits_for_a_person:
-        return f"{deferred} objects wait ({reason})"
-    planned_at = float(metadata_value(metadata, "planned_at", last.timestamp))
+    """Why objects may wait for submission, from the last submission runs' metadata and what happened
+    since they planned; None when nothing does (planning is left to the run itself).
+
+    An event run plans only its changed objects, so what it leaves says nothing about the rest: the
+    library stands as the last run that planned it left it, plus the event runs since, whose own
+    inventory changes they planned."""
+    plans = [last]
+    if _planned_named_objects(last):
+        earlier = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                keys.MARENGO_INVOCATIONS, asset_partitions=[model_key], before_storage_id=last.storage_id
+            ),
+            limit=PLANS_LOOKED_BACK,
+        ).records
+        full = next((i for i, record in enumerate(earlier) if not _planned_named_objects(record)), None)
+        if full is None:
+            return f"no submission run of the last {len(earlier) + 1} planned the whole library"
+        plans += earlier[: full + 1]
+    for plan in plans:
+        metadata = materialization_metadata(plan)
+        deferred = int(metadata_value(metadata, "deferred", 0))
+        reason = str(metadata_value(metadata, "deferred_reason", ""))
+        if deferred and not SubmissionStop.of(metadata).waits_for_a_person:
+            return f"{deferred} objects wait ({reason})"
+    library_plan = plans[-1]
+    planned_at = float(
+        metadata_value(materialization_metadata(library_plan), "planned_at", library_plan.timestamp)
+    )
     ingests = instance.fetch_materializations(
         dg.AssetRecordsFilter(
             keys.MARENGO_EMBEDDINGS, asset_partitions=[model_key], after_timestamp=planned_at
@@ -321,14 +345,18 @@ def due_work(instance: dg.DagsterInstance, model_key: str, last: dg.EventLogReco
         retries += int(metadata_value(meta, "objects_failed", 0)) + int(metadata_value(meta, "jobs_lost", 0))
     if retries:
         return f"{retries} jobs failed or lost since the last submission run planned"
-    if (
-        latest_materialization(
-            instance, dg.AssetRecordsFilter(keys.MEDIA_INVENTORY, after_timestamp=planned_at)
-        )
-        is not None
-    ):
+    planned_changes = {plan.run_id for plan in plans[:-1]}  # event runs plan their own inventory's changes
+    changes = instance.fetch_materializations(
+        dg.AssetRecordsFilter(keys.MEDIA_INVENTORY, after_timestamp=planned_at), limit=PLANS_LOOKED_BACK
+    ).records
+    if any(record.run_id not in planned_changes for record in changes):
         return "the inventory changed since the last submission run planned"
     return None
+
+
+def _planned_named_objects(record: dg.EventLogRecord) -> bool:
+    """Whether the submission run planned only named objects (an event run), not the library."""
+    return str(metadata_value(materialization_metadata(record), "plan_scope", "library")) != "library"
 
 
 def latest_materialization(

@@ -127,6 +127,11 @@ KNOWN_SETTINGS: dict[str, Setting] = {
     "MEDIAEMBED_DESCRIBE_SCHEDULE": Setting(
         "cron of the schedule that describes new videos with Pegasus", "30 * * * *", "`7,22,37,52 * * * *`"
     ),
+    "MEDIAEMBED_API_TOKEN": Setting(
+        "the bearer token `mediaembed serve` requires (`Authorization: Bearer ...`); needed to bind an "
+        "address other than 127.0.0.1",
+        "a long random secret",
+    ),
     "MEDIAEMBED_DEBUG": Setting("the search page and commands show errors in full", "1"),
     "MEDIAEMBED_TRACEBACK": Setting("mediaembed ingest prints a traceback after its one-line error", "1"),
 }

@@ -1,5 +1,6 @@
 """The raw media inventory: every object under the media prefix, what it is, or why it cannot be used."""
 
+from collections.abc import Collection
 from dataclasses import asdict
 
 import dagster as dg
@@ -21,9 +22,13 @@ OBJECTS_REMOVED = "objects_removed"
 PENDING_BATCHES = "pending_batches"
 
 
-def read_inventory(lake: Lake, columns: list[str] | None = None) -> pd.DataFrame:
-    """The objects known as media or as a problem: no tombstones, nothing still waiting to be probed."""
-    return InventoryTable(lake).read(columns, without=NOT_MEDIA).to_pandas()
+def read_inventory(
+    lake: Lake, columns: list[str] | None = None, uris: Collection[str] | None = None
+) -> pd.DataFrame:
+    """The objects known as media or as a problem: no tombstones, nothing still waiting to be probed (of
+    only `uris`, when given)."""
+    wanted = None if uris is None else list(uris)
+    return InventoryTable(lake).read(columns, uris=wanted, without=NOT_MEDIA).to_pandas()
 
 
 def probed_durations(inventory: pd.DataFrame) -> dict[str, float | None]:

@@ -4,6 +4,8 @@ The asset is thin: it builds an `EmbeddingIngest` (assets_defs/marengo/ingest_ru
 needs a person, and reports the `IngestReport` as metadata and check results.
 """
 
+import time
+from dataclasses import replace
 from datetime import timedelta
 
 import dagster as dg
@@ -18,6 +20,11 @@ from assets_defs.metadata import column_schema, preview
 from resources.providers.marengo_models import MarengoModel, marengo_model
 from resources.providers.marengo_resource import MarengoProviders
 from resources.storage.lake import Lake
+
+# An ingest run reports the version's progress at most this often: it plans the whole library.
+PROGRESS_EVERY_SEC = 600.0
+# Materializations an ingest run looks back through for the version's last progress report.
+PROGRESS_LOOK_BACK = 20
 
 
 class IngestConfig(dg.Config):
@@ -54,6 +61,16 @@ class IngestConfig(dg.Config):
             "Ask the provider which jobs finished, besides the findings a listing already recorded in the "
             "lake. The invocation sensor's runs set it to false: the sensor listed just before, so they "
             "take its findings and call the provider only to read outputs."
+        ),
+    )
+
+    progress_every_sec: float = Field(
+        default=PROGRESS_EVERY_SEC,
+        ge=0,
+        description=(
+            "Report where the version stands (progress_* metadata: a plan over the whole library, whose "
+            "cost grows with it) when this run's model has no such report younger than this; 0: every "
+            "run. Runs that plan the library (submission runs, backfills) report it too."
         ),
     )
 
@@ -121,7 +138,9 @@ def marengo_embeddings(
     ran it, which may no longer be the one serving the version.
     """
     model = marengo_model(context.partition_key)
-    report = build_ingest(config, lake, marengo, model, context.run.run_id).run()
+    ingest = build_ingest(config, lake, marengo, model, context.run.run_id)
+    due = progress_is_due(context.instance, model.key, config.progress_every_sec)
+    report = replace(ingest, with_progress=due).run()
     log_for_people(context.log, report)
     return materialize_result(report, config)
 
@@ -214,7 +233,7 @@ def materialize_result(report: IngestReport, config: IngestConfig) -> dg.Materia
                 pd.DataFrame([{"media_uri": f.media_uri, "reason": f.reason} for f in failed])
             ),
             "preview": preview(written.select(columns).to_pandas()),
-            **report.progress.metadata(),
+            **(report.progress.metadata() if report.progress is not None else {}),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -264,3 +283,17 @@ def materialize_result(report: IngestReport, config: IngestConfig) -> dg.Materia
             ),
         ],
     )
+
+
+def progress_is_due(instance: dg.DagsterInstance, model_key: str, every_sec: float) -> bool:
+    """Whether none of the version's last ingest runs reported its progress in the last `every_sec`."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(keys.MARENGO_EMBEDDINGS, asset_partitions=[model_key]), limit=PROGRESS_LOOK_BACK
+    ).records
+    reported = [r.timestamp for r in records if "progress_done" in _metadata(r)]
+    return not reported or time.time() - max(reported) >= every_sec
+
+
+def _metadata(record: dg.EventLogRecord) -> dict[str, object]:
+    materialization = record.asset_materialization
+    return dict(materialization.metadata) if materialization is not None else {}

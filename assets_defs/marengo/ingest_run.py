@@ -15,7 +15,13 @@ import pandas as pd
 import pyarrow as pa
 
 from assets_defs.inventory.media_inventory import probed_durations, read_inventory
-from assets_defs.migration.estimates import VersionProgress, embedded_objects, version_progress
+from assets_defs.marengo.submission_run import PLANNING_COLUMNS
+from assets_defs.migration.estimates import (
+    COST_JOB_COLUMNS,
+    VersionProgress,
+    embedded_objects,
+    version_progress,
+)
 from resources.providers.base import MarengoProvider
 from resources.providers.embedding_jobs import (
     EmbeddingJob,
@@ -30,7 +36,13 @@ from resources.tables.embedding_table import Commit, EmbeddingTable
 from resources.tables.invocation_findings import InvocationFindings
 from resources.tables.segment_schema import media_id, segment_schema, segments_table
 from resources.tables.segment_validity import FaultCounts, fault_counts, output_fault
-from resources.tables.submission_ledger import Outcome, OutcomeStatus, SubmissionLedger, open_jobs
+from resources.tables.submission_ledger import (
+    PLANNING_JOB_COLUMNS,
+    Outcome,
+    OutcomeStatus,
+    SubmissionLedger,
+    open_jobs,
+)
 from resources.tables.table_audit import AuditReport, TableAudit
 
 FETCH_THREADS = 8
@@ -255,7 +267,7 @@ class IngestReport:
     ledger_files_compacted: int
     table_maintenance: str
     committed_faults: FaultCounts
-    progress: VersionProgress
+    progress: VersionProgress | None  # None: not reported by this run
 
     def with_status(self, status: OutcomeStatus) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == status]
@@ -284,6 +296,8 @@ class EmbeddingIngest:
     # False for the sensor's runs: it listed just before, so they take its findings.
     list_provider: bool = True
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Whether to report where the version stands: a plan over the whole library (the asset samples it).
+    with_progress: bool = True
 
     def run(self) -> IngestReport:
         lake, model = self.lake, self.model
@@ -314,7 +328,9 @@ class EmbeddingIngest:
                 listed += len(found)
                 by_token.update((s.client_token, s) for s in found if (s.client_token or "") in rows)
         finished = [s for s in by_token.values() if s.state != "in_progress"]
-        inventory = read_inventory(lake)
+        # The current ETag of each finished job's object only: a job of an object changed since is superseded.
+        finished_uris = {str(rows[s.client_token or ""]["media_uri"]) for s in finished}
+        inventory = read_inventory(lake, ["media_uri", "etag"], finished_uris)
         current_etags = dict(zip(inventory["media_uri"], inventory["etag"], strict=True))
         still_running = pending[~pending["client_token"].isin([s.client_token for s in finished])]
         overdue = running_too_long(still_running, self.now, self.running_age_limit)
@@ -348,7 +364,9 @@ class EmbeddingIngest:
         findings.record(carried, model.key, found_by=f"ingest run {self.run_id}: output not readable yet")
         findings.consume(known.files)
         # Rows a release before output validation committed get the verdict their output would get now.
-        audit = TableAudit(lake, model).run(probed_durations(inventory), self.run_id)
+        audit = TableAudit(lake, model).run(
+            lambda: probed_durations(read_inventory(lake, ["media_uri", "duration_sec"])), self.run_id
+        )
         compacted = ledger.compact()
         maintenance = table.maintain()
         durations = {r["media_uri"]: r["media_seconds"] for r in rows.values()}
@@ -376,11 +394,15 @@ class EmbeddingIngest:
             committed_faults=fault_counts(written, durations),
             # Where the version stands after this run (the submission defaults' options and attempts).
             progress=version_progress(
-                inventory,
-                SubmissionLedger(lake, None).jobs(model.key),
+                read_inventory(lake, PLANNING_COLUMNS),
+                SubmissionLedger(lake, None).jobs(
+                    model.key, columns=[*PLANNING_JOB_COLUMNS, *COST_JOB_COLUMNS]
+                ),
                 embedded_objects(lake, model),
                 model,
                 EmbeddingOptions(),
                 prices=self.providers.serving(model).prices or "",
-            ),
+            )
+            if self.with_progress
+            else None,
         )

@@ -53,6 +53,15 @@ class InvocationConfig(SubmissionSettings):
         description="While holding the quota: how often to ask the provider which jobs finished.",
     )
 
+    media_uris: list[str] | None = Field(
+        default=None,
+        description=(
+            "Plan only these objects (the S3 URIs an event run's changes name): their inventory rows, ledger "
+            "jobs and intents are read, not the library's. Unset: plan the whole library, and report the "
+            "version's progress."
+        ),
+    )
+
     def hold(self) -> QuotaHold:
         return QuotaHold(self.max_in_flight, self.hold_quota_sec, self.slot_poll_sec)
 
@@ -112,7 +121,15 @@ def build_marengo_invocations(clock: Clock = REAL_CLOCK) -> dg.AssetsDefinition:
         """
         model = marengo_model(context.partition_key)
         run = SubmissionRun(
-            lake, marengo, model, config, config.hold(), context.run.run_id, context.log, clock
+            lake,
+            marengo,
+            model,
+            config,
+            config.hold(),
+            context.run.run_id,
+            context.log,
+            clock,
+            scope=config.media_uris,
         )
         return materialize_result(run.run(), config)
 
@@ -140,6 +157,8 @@ def materialize_result(report: SubmissionReport, config: InvocationConfig) -> dg
             "provider_model_id": route.model_id,
             "priced": route.priced,
             "submitted": len(submitted),
+            "plan_scope": "library" if report.scope is None else f"{report.scope} named objects",
+            "planned_objects": report.planned_objects,
             "recovered_after_crash": report.recovered,
             "already_handled": plan.already_handled,
             "in_flight_before": report.in_flight_before,
@@ -166,7 +185,7 @@ def materialize_result(report: SubmissionReport, config: InvocationConfig) -> dg
             "budget": budget.describe(),
             "estimated_cost_usd_still_to_embed": cost_metadata(estimate.cost_usd, estimate.priced),
             "media_seconds_still_to_embed": round(estimate.media_seconds, 3),
-            **report.progress.metadata(),
+            **(report.progress.metadata() if report.progress is not None else {}),
         },
         check_results=[
             dg.AssetCheckResult(

@@ -3,12 +3,18 @@ submit while keeping the provider's quota full. Plain code: the asset `marengo/i
 `SubmissionRun`, runs it, and turns its `SubmissionReport` into a materialization.
 
 Every submission reaches the ledger (intents before a job is created where the provider needs them, the
-jobs in batches of LEDGER_FLUSH_EVERY), so a re-run, a crash or a backfill never bills twice.
+jobs in batches of at most LEDGER_FLUSH_EVERY), so a re-run, a crash or a backfill never bills twice.
+
+A run plans the whole library, or only the objects an event run names (`scope`): then it reads only their
+inventory rows, ledger jobs and intents, so its cost follows the change, not the library. Either way the
+quota's slots are every open job of the provider (the live ledger events), and its progress figures are
+left to the runs that plan the library.
 """
 
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -19,6 +25,7 @@ from assets_defs.inventory.media_inventory import read_inventory
 from assets_defs.marengo.submission_plan import Slots, SubmissionPlan, plan_submissions
 from assets_defs.marengo.submission_stop import SubmissionStop
 from assets_defs.migration.estimates import (
+    COST_JOB_COLUMNS,
     Budget,
     Estimate,
     SubmissionSettings,
@@ -43,9 +50,14 @@ from resources.storage.clock import REAL_CLOCK, Clock
 from resources.storage.lake import Lake
 from resources.storage.s3_storage import S3Uri
 from resources.tables.invocation_findings import FREES_SLOT, InvocationFindings
-from resources.tables.submission_ledger import Outcome, SubmissionLedger
+from resources.tables.submission_ledger import PLANNING_JOB_COLUMNS, Outcome, SubmissionLedger
 
 LEDGER_FLUSH_EVERY = 50
+# Requests in flight at once once the provider has accepted a job of the run (until then, one at a time, so
+# a set-up it refuses costs SETUP_PROBLEM_AFTER requests). Each is one HTTP call of tens of milliseconds:
+# at a quota of hundreds, one at a time would be what limits the throughput. boto3 clients and the
+# TwelveLabs SDK's are thread-safe.
+SUBMIT_CONCURRENCY = 8
 # This many set-up refusals in a row with one reason and no acceptance stop the run's submissions.
 # Refusals about one object (bad media) never count: they say nothing about the next object.
 SETUP_PROBLEM_AFTER = 3
@@ -98,7 +110,9 @@ class SubmissionReport:
     slot_polls: int
     jobs_seen_finishing: int
     media_seconds: dict[str, float | None]
-    progress: VersionProgress
+    progress: VersionProgress | None  # None: the run planned only `scope`
+    scope: int | None  # objects the run was asked to plan (an event run's changes); None: the library
+    planned_objects: int  # the inventory rows it planned
 
     @property
     def media_seconds_submitted(self) -> float:
@@ -123,6 +137,40 @@ class _Refusals:
     last_busy: str | None = None
 
 
+@dataclass
+class _Ramp:
+    """How many create requests to send at once. One until the provider accepts a job (a set-up it refuses
+    costs SETUP_PROBLEM_AFTER requests, not a batch); then as many as the free slots. After a busy refusal
+    the provider's own capacity is what frees: as many as finished, then one at a time, back to the free
+    slots once SUBMIT_CONCURRENCY are accepted in a row (a throttle that passed)."""
+
+    accepted: int = 0
+    after_busy: bool = False
+    in_a_row: int = 0
+    unsent_freed: int = 0
+
+    def size(self, room: int) -> int:
+        """The next batch, where `room` requests could go (free slots, up to the next ledger flush)."""
+        if not self.accepted:
+            return 1
+        if self.after_busy:
+            size, self.unsent_freed = max(1, self.unsent_freed), 0
+            return min(room, size)
+        return room
+
+    def answered(self, accepted: bool) -> None:
+        self.accepted += accepted
+        self.in_a_row = self.in_a_row + 1 if accepted else 0
+        if self.after_busy and self.in_a_row >= SUBMIT_CONCURRENCY:
+            self.after_busy = False
+
+    def busy(self) -> None:
+        self.after_busy, self.in_a_row = True, 0
+
+    def freed(self, slots: int) -> None:
+        self.unsent_freed += slots
+
+
 class SubmissionRun:
     """Submit every job due for `model` at the provider serving it, holding the quota as `hold` says.
 
@@ -139,14 +187,17 @@ class SubmissionRun:
         run_id: str,
         log: logging.Logger,
         clock: Clock = REAL_CLOCK,
+        scope: Collection[str] | None = None,
     ):
         self.lake, self.model, self.settings, self.hold = lake, model, settings, hold
+        self.scope = None if scope is None else frozenset(scope)
         self.run_id, self.log, self.clock = run_id, log, clock
         self.provider: MarengoProvider = providers.serving(model)
         self.budget_defaults = (providers.budget_usd, providers.budget_media_seconds)
         self.ledger = SubmissionLedger(lake, self.provider.provider_name)
         self.findings = InvocationFindings(lake)
         self.refusals = _Refusals()
+        self.ramp = _Ramp()
         self.polls = self.seen_finishing = 0
         self.held_sec = 0.0
 
@@ -156,8 +207,9 @@ class SubmissionRun:
         planned_at = datetime.now(UTC)
         self.deadline = self.clock.monotonic() + self.hold.hold_sec
         known = self.findings.read(model.key)  # before the ledger: it then holds every job these name
-        inventory = read_inventory(self.lake, PLANNING_COLUMNS)
-        every_provider = SubmissionLedger(self.lake, None).jobs(model.key)
+        scope = self.scope
+        inventory = read_inventory(self.lake, PLANNING_COLUMNS, scope)
+        every_provider = SubmissionLedger(self.lake, None).jobs(model.key, scope, PLANNING_JOB_COLUMNS)
         seconds = inventory["duration_sec"]  # NaN (images, unknown) as None; built in bulk, not per row
         self.seconds: dict[str, float | None] = dict(
             zip(
@@ -174,17 +226,21 @@ class SubmissionRun:
         over_budget = budget_problem(estimate, budget, model.key, provider.provider_name)
         recovered: list[Submission] = []
         if provider.needs_intent and not over_budget:  # jobs a killed run created, never recorded
-            recovered = _recover_intents(provider, self.ledger, model, every_provider, settings.options())
+            recovered = _recover_intents(
+                provider, self.ledger, model, every_provider, settings.options(), scope
+            )
             if recovered:
                 self.ledger.record_submissions(recovered, self.seconds, self.run_id)
                 self.log.warning(
                     f"{len(recovered)} jobs created by an earlier run that stopped before recording them "
                     f"were found at {provider.provider_name} and recorded; none is created again"
                 )
-                every_provider = SubmissionLedger(self.lake, None).jobs(model.key)
+                every_provider = SubmissionLedger(self.lake, None).jobs(
+                    model.key, scope, PLANNING_JOB_COLUMNS
+                )
                 plan = self._plan(inventory, every_provider)
         quota = self.hold.max_in_flight or provider.max_in_flight(model)
-        self.slots = self._slots(quota, every_provider)
+        self.slots = self._slots(quota)
         # Finished at the provider but not ingested yet: their slots are free already.
         finished_before = self.slots.release(_finished_tokens(known.statuses.values()))
         in_flight = len(self.slots.held)
@@ -263,9 +319,15 @@ class SubmissionRun:
             slot_polls=self.polls,
             jobs_seen_finishing=self.seen_finishing,
             media_seconds=self.seconds,
-            progress=version_progress(
+            progress=None
+            if scope is not None
+            else version_progress(
                 inventory,
-                SubmissionLedger(self.lake, None).jobs(model.key) if wrote_ledger else every_provider,
+                SubmissionLedger(self.lake, None).jobs(
+                    model.key, columns=[*PLANNING_JOB_COLUMNS, *COST_JOB_COLUMNS]
+                )
+                if wrote_ledger
+                else every_provider,
                 embedded_objects(self.lake, model),
                 model,
                 settings.options(),
@@ -274,6 +336,8 @@ class SubmissionRun:
                 None if wrote_ledger else plan,  # the same inputs: planned once
                 prices=self.provider.prices or "",
             ),
+            scope=None if scope is None else len(scope),
+            planned_objects=len(inventory),
         )
 
     def _plan(self, inventory: pd.DataFrame, every_provider: pd.DataFrame) -> SubmissionPlan:
@@ -288,15 +352,11 @@ class SubmissionRun:
             self.provider.provider_name,
         )
 
-    def _slots(self, quota: int, every_provider: pd.DataFrame) -> Slots:
-        """The quota is this provider's: only its own open jobs hold slots."""
+    def _slots(self, quota: int) -> Slots:
+        """The quota is this provider's: its own open jobs hold slots, whatever the run plans (the live
+        events hold every open job: a compaction moves only ended ones to the closed state)."""
         slots = Slots(quota)
-        if every_provider.empty:
-            return slots
-        pending = every_provider[
-            (every_provider["status"] == "in_progress")
-            & (every_provider["provider"] == self.provider.provider_name)
-        ]
+        pending = self.ledger.in_progress(self.model.key)
         for row in pending.to_dict("records"):
             slots.take(
                 str(row["client_token"]),
@@ -307,15 +367,20 @@ class SubmissionRun:
 
     def _submit(self, due: deque[EmbeddingJob]) -> str | None:
         """Submit from `due` while slots are free, waiting for them until the deadline. Returns a set-up
-        problem seen in the refusals, if any; what is left in `due` waits for a later run."""
-        provider, slots, clock = self.provider, self.slots, self.clock
+        problem seen in the refusals, if any; what is left in `due` waits for a later run.
+
+        One request at a time until the provider accepts one; then as many as the free slots, up to the
+        next ledger flush, SUBMIT_CONCURRENCY at once, their answers handled in the order of `due`."""
+        slots, clock = self.slots, self.clock
         unflushed: list[Submission] = []
         intended: set[str] = set()
         backoff = self.hold.poll_sec
+        pool = ThreadPoolExecutor(SUBMIT_CONCURRENCY, thread_name_prefix="submit")
         try:
             while due:
                 now = clock.monotonic()
-                if slots.free(now) == 0:
+                free = slots.free(now)
+                if free == 0:
                     if now >= self.deadline:
                         return None
                     if unflushed:  # the sensor and ingest runs see a job only once the ledger holds it
@@ -323,37 +388,59 @@ class SubmissionRun:
                         unflushed = []
                     self._wait_for_slots()
                     continue
-                job = due.popleft()
-                if provider.needs_intent and job.client_token not in intended:
+                # A batch ends where the ledger's next flush is due, so flushes come every LEDGER_FLUSH_EVERY.
+                room = min(free, LEDGER_FLUSH_EVERY - len(unflushed))
+                batch = [due.popleft() for _ in range(min(self.ramp.size(room), len(due)))]
+                if self.provider.needs_intent and any(j.client_token not in intended for j in batch):
                     # One write for the jobs the free slots take next, before any of them is created.
-                    batch = [job, *list(islice(due, max(0, min(slots.free(now), LEDGER_FLUSH_EVERY) - 1)))]
-                    self.ledger.record_intents(batch, self.run_id)
-                    intended.update(j.client_token for j in batch)
-                try:
-                    submission = provider.submit(job)
-                except ProviderError as refusal:
-                    if refusal.permanent:
-                        problem = self._refused(job, refusal)
-                        if problem is not None:
+                    ahead = [*batch, *islice(due, max(0, min(free, LEDGER_FLUSH_EVERY) - len(batch)))]
+                    fresh = [j for j in ahead if j.client_token not in intended]
+                    self.ledger.record_intents(fresh, self.run_id)
+                    intended.update(j.client_token for j in fresh)
+                answers = (
+                    list(pool.map(self._attempt, batch)) if len(batch) > 1 else [self._attempt(batch[0])]
+                )
+                busy: list[EmbeddingJob] = []
+                surprise: BaseException | None = None
+                for job, answer in zip(batch, answers, strict=True):
+                    self.ramp.answered(isinstance(answer, Submission))
+                    if isinstance(answer, Submission):
+                        self.refusals.same.clear()
+                        backoff = self.hold.poll_sec
+                        self.submitted.append(answer)
+                        unflushed.append(answer)
+                        slots.take(job.client_token, answer.invocation_id, answer.submitted_at)
+                    elif not isinstance(answer, ProviderError):
+                        surprise = surprise or answer
+                        busy.append(job)  # never sent, as far as we know: it waits (its token is safe)
+                    elif answer.permanent:
+                        problem = self._refused(job, answer)
+                        if problem is not None:  # one request at a time until then: nothing else pending
                             return problem
-                        continue
-                    # Busy: the quota is full (or throttled). Wait until a slot frees, or stop if not holding.
-                    due.appendleft(job)
-                    self.refusals.last_busy = refusal.reason
+                    else:  # busy: the quota is full (or throttled); wait until a slot frees, or stop
+                        self.ramp.busy()
+                        busy.append(job)
+                        self.refusals.last_busy = answer.reason
+                due.extendleft(reversed(busy))
+                if surprise is not None:
+                    raise surprise
+                if busy:
                     slots.refused(now, backoff)
                     backoff = min(backoff * 2, MAX_BUSY_BACKOFF_SEC)
-                    continue
-                self.refusals.same.clear()
-                backoff = self.hold.poll_sec
-                self.submitted.append(submission)
-                unflushed.append(submission)
-                slots.take(job.client_token, submission.invocation_id, submission.submitted_at)
                 if len(unflushed) >= LEDGER_FLUSH_EVERY:
                     self.ledger.record_submissions(unflushed, self.seconds, self.run_id)
                     unflushed = []
             return None
         finally:
+            pool.shutdown(wait=True)
             self.ledger.record_submissions(unflushed, self.seconds, self.run_id)
+
+    def _attempt(self, job: EmbeddingJob) -> Submission | BaseException:
+        """One create request; its refusal or surprise as a value, so a batch's other answers are kept."""
+        try:
+            return self.provider.submit(job)
+        except Exception as error:
+            return error
 
     def _refused(self, job: EmbeddingJob, refusal: ProviderError) -> str | None:
         """Record a permanent refusal; the set-up problem once it is the same one SETUP_PROBLEM_AFTER times
@@ -390,6 +477,7 @@ class SubmissionRun:
             self.findings.record(listed, model.key, found_by=f"submission run {self.run_id}")
             freed += slots.release(_finished_tokens(listed))
         self.seen_finishing += freed
+        self.ramp.freed(freed)
         if freed:
             self.log.debug(f"{freed} jobs finished: {slots.free(self.clock.monotonic())} slots free")
 
@@ -421,10 +509,12 @@ def _recover_intents(
     model: MarengoModel,
     jobs: pd.DataFrame,
     options: EmbeddingOptions,
+    scope: Collection[str] | None,
 ) -> list[Submission]:
     """The jobs of unclaimed intents (a run stopped between creating a job and recording it) that the
-    provider did create; planning then sees them in flight and creates nothing for them."""
-    intents = ledger.unclaimed_intents(model.key, jobs)
+    provider did create; planning then sees them in flight and creates nothing for them. With `scope`,
+    `jobs` are those objects' only, and so are the intents reconciled (a later run reconciles the rest)."""
+    intents = ledger.unclaimed_intents(model.key, jobs, scope)
     if intents.empty:
         return []
     pending = [

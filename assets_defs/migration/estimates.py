@@ -29,6 +29,8 @@ OVER_BUDGET = "stopped: over budget"
 DONE_STATUSES = ("completed", "no_content")
 # Jobs the provider ran to their end, so billed: superseded ones too (their object changed meanwhile).
 BILLED_STATUSES = (*DONE_STATUSES, "superseded")
+# The ledger columns a version's cost so far is priced from (besides status), read with the planning ones.
+COST_JOB_COLUMNS = ["provider", "modality", "media_seconds"]
 PROGRESS_STATES = ("done", "in_flight", "failed", "waiting", "not_started")
 
 
@@ -252,7 +254,9 @@ class VersionProgress:
     waiting: int = 0
     not_started: int = 0
     retrying: int = 0  # of the waiting: objects whose earlier job failed or was lost
-    cost_usd: float = 0.0  # list price of every job of the version that ran to its end, so far
+    # List price of every job of the version that ran to its end, so far; None: not read (the ledger
+    # columns it needs, COST_JOB_COLUMNS, were not read).
+    cost_usd: float | None = 0.0
     priced: bool = True  # False: a provider of those jobs has no published price
 
     @property
@@ -271,15 +275,14 @@ class VersionProgress:
     def metadata(self) -> dict[str, dg.MetadataValue]:
         """The counts, and the figures the UI plots per version partition: the share covered, the
         objects embedded and what the version has cost so far ("unpriced" where a route has no price)."""
-        cost = (
-            dg.MetadataValue.float(round(self.cost_usd, 4))
-            if self.priced
-            else dg.MetadataValue.text(UNPRICED)
-        )
+        cost: dict[str, dg.MetadataValue] = {}
+        if self.cost_usd is not None:
+            usd = dg.MetadataValue.float(round(self.cost_usd, 4))
+            cost["cost_so_far_usd"] = usd if self.priced else dg.MetadataValue.text(UNPRICED)
         return {
             "coverage_fraction": dg.MetadataValue.float(round(self.coverage, 4)),
             "embedded_objects": dg.MetadataValue.int(self.done),
-            "cost_so_far_usd": cost,
+            **cost,
             **{f"progress_{state}": dg.MetadataValue.int(n) for state, n in self.counts().items()},
             "progress": dg.MetadataValue.md(coverage_markdown([self])),
         }
@@ -343,7 +346,7 @@ def version_progress(
 
 
 def count_states(
-    model_key: str, state: pd.Series, plan: SubmissionPlan, cost: tuple[float, bool] = (0.0, True)
+    model_key: str, state: pd.Series, plan: SubmissionPlan, cost: tuple[float | None, bool] = (0.0, True)
 ) -> VersionProgress:
     counts = state.value_counts()
     return VersionProgress(
@@ -356,10 +359,12 @@ def count_states(
     )
 
 
-def cost_so_far(ledger_jobs: pd.DataFrame, model_key: str, prices: str = "") -> tuple[float, bool]:
+def cost_so_far(ledger_jobs: pd.DataFrame, model_key: str, prices: str = "") -> tuple[float | None, bool]:
     """(USD, priced) of every job of `model_key` that ran to its end (BILLED_STATUSES), at the list price
     of the provider that ran it. Not priced
     when one of those providers' routes has no published price."""
+    if not set(COST_JOB_COLUMNS) <= set(ledger_jobs.columns):
+        return None, True  # read without them: unknown, never a 0 that reads as free
     if ledger_jobs.empty:
         return 0.0, True
     ran = ledger_jobs[ledger_jobs["status"].isin(BILLED_STATUSES)]

@@ -38,7 +38,8 @@ def current_embeddings(lake: Lake, model: MarengoModel, inventory: pd.DataFrame)
     An object whose ETag changed keeps its previous embedding until the new one lands, so it stays
     searchable; an object gone from the inventory goes from the index.
     """
-    jobs = SubmissionLedger(lake, None).jobs(model.key)
+    columns = ["media_uri", "status", "recorded_at", "invocation_id", "segments"]
+    jobs = SubmissionLedger(lake, None).jobs(model.key, columns=columns)
     done = jobs[
         jobs["status"].isin(["completed", "no_content"]) & jobs["media_uri"].isin(inventory["media_uri"])
     ]

@@ -79,10 +79,15 @@ def load_probe_set(path: str | Path) -> tuple[Probe, ...]:
 
 
 class VersionCheckSettings(dg.ConfigurableResource):
-    exclude: str | None = Field(
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Media URIs the coverage check does not count (objects a person decided to leave out), "
+        "as a list in the launchpad: exclude: [s3://media/a.mp4]. Added to those of exclude_setting.",
+    )
+    exclude_setting: str | None = Field(
         default=None,
-        description="Comma-separated media URIs the coverage check does not count (failed or corrupt objects "
-        f"a person decided to leave out). Bound from {EXCLUDE_ENV} where it is set; unset or empty: none.",
+        description=f"Comma-separated media URIs to leave out, bound from {EXCLUDE_ENV} where it is set; "
+        "unset or empty: none.",
     )
     probe_set: str | None = Field(
         default=None,
@@ -104,10 +109,11 @@ class VersionCheckSettings(dg.ConfigurableResource):
     )
 
     def excluded(self) -> tuple[str, ...]:
-        return parse_exclusions(self.exclude)
+        """Both lists, sorted and once each."""
+        return parse_exclusions(",".join([*self.exclude, self.exclude_setting or ""]))
 
     def exclusion_source(self) -> str:
-        return f"resource config `exclude` ({EXCLUDE_ENV})"
+        return f"resource config `exclude` (a list) and {EXCLUDE_ENV} (comma-separated)"
 
     def probe_set_path(self, default: Path) -> Path:
         """The configured probe set, else `default` (the one shipped for the sample media)."""

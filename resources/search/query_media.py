@@ -7,6 +7,7 @@ reference; local files are read and sent inline. Nothing here calls a model prov
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -83,3 +84,16 @@ def _duration(spec: str, kind: QueryMediaKind, file: Any) -> float | None:
     if found.status != "ok":
         raise QueryLimitError(f"{spec}: {found.reason}; give a playable {kind} file")
     return found.duration_sec
+
+
+def uploaded_media(data: bytes, filename: str, kind: QueryMediaKind) -> QueryMedia:
+    """An image or clip a person uploaded (the search page, `POST /api/search`): sent inline, named by its
+    file name; a clip's duration is read as for a local file, and a file too large to send inline is only
+    measured (the query's check refuses it)."""
+    label = filename or f"the uploaded {kind}"
+    if not data:
+        raise QueryMediaError(f"{label}: the upload is empty; choose an {kind} file")
+    if len(data) > MAX_BASE64_BYTES:
+        return QueryMedia(kind, label, len(data), name=filename)
+    duration = _duration(label, kind, io.BytesIO(data)) if kind == "audio" else None
+    return QueryMedia(kind, label, len(data), data=data, duration_sec=duration, name=filename)

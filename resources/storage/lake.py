@@ -6,6 +6,7 @@ import re
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -93,12 +94,19 @@ class Lake(dg.ConfigurableResource):
             return None
         return pq.read_table(path, filesystem=fs, columns=columns)
 
-    def read_tables(self, relative_paths: list[str], columns: list[str] | None = None) -> pa.Table | None:
+    def read_tables(
+        self,
+        relative_paths: list[str],
+        columns: list[str] | None = None,
+        where: pc.Expression | None = None,
+    ) -> pa.Table | None:
+        """Several Parquet files as one table; with `where`, only the rows it selects (filtered batch by
+        batch as the files are scanned, so the rows left out are never held together)."""
         if not relative_paths:
             return None
         fs, base = self._fs_and_base()
         dataset = pads.dataset([f"{base}/{p}" for p in relative_paths], filesystem=fs, format="parquet")
-        return dataset.to_table(columns=columns)
+        return dataset.to_table(columns=columns, filter=where)
 
     def file_metadata(self, relative_paths: list[str]) -> list[dict[bytes, bytes]]:
         """The key-value metadata of each Parquet file (its footer alone is read)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -99,6 +99,12 @@ CLOSED_SCHEMA = pa.schema(
         ("unreadable_reason", pa.string()),
     ]
 )
+
+
+# What every read of the closed state keeps, whatever columns it asks for: the dedup and provider filters.
+CLOSED_KEYS = ["client_token", "recorded_at", "model_key", "provider"]
+# The columns planning and progress read of a library's jobs (plan_submissions, object_states, intents).
+PLANNING_JOB_COLUMNS = ["job_key", "media_uri", "etag", "status", "invocation_id"]
 
 
 # What a submission run is about to create at a provider without idempotency tokens, written before the
@@ -218,12 +224,19 @@ class SubmissionLedger:
         ]
         self._append("intents", rows, INTENT_SCHEMA)
 
-    def unclaimed_intents(self, model_key: str, jobs: pd.DataFrame) -> pd.DataFrame:
+    def unclaimed_intents(
+        self, model_key: str, jobs: pd.DataFrame, media_uris: Collection[str] | None = None
+    ) -> pd.DataFrame:
         """This provider's recent intents for `model_key` whose token no job in `jobs` (the ledger's jobs,
-        live and closed) holds: a run recorded them and may have created the job, but never recorded it."""
+        live and closed) holds: a run recorded them and may have created the job, but never recorded it.
+
+        `media_uris`: only the intents of these objects, where `jobs` holds only their jobs (a run planning
+        a few changed objects): an intent of another object is not judged against jobs never read."""
         intents = self._events("intents", INTENT_SCHEMA)
         recent = intents["intended_at"] >= pd.Timestamp(datetime.now(UTC) - INTENT_HORIZON)
         mine = (intents["provider"] == self._writer()) & (intents["model_key"] == model_key) & recent
+        if media_uris is not None:
+            mine &= intents["media_uri"].isin(list(media_uris))
         intents = intents[mine & ~intents["client_token"].isin(jobs["client_token"])]
         return intents.sort_values("intended_at").drop_duplicates("client_token", keep="first")
 
@@ -313,26 +326,41 @@ class SubmissionLedger:
         old = [f for f in self._lake.list_files("ledger/intents") if _file_id(f) < cutoff]
         self._lake.delete_files(old, missing_ok=True)
 
-    def _closed(self) -> tuple[list[str], set[str], pa.Table]:
-        """The closed files, the compactions their watermarks name, and their rows (duplicates kept)."""
+    def _closed(
+        self, where: pc.Expression | None = None, columns: list[str] | None = None
+    ) -> tuple[list[str], set[str], pa.Table]:
+        """The closed files, the compactions their watermarks name, and their rows (duplicates kept; only
+        those `where` selects and the `columns` named, when given)."""
         closed = self._lake.list_files("ledger/closed")
         watermark: set[str] = set()
         for metadata in self._lake.file_metadata(closed):
             watermark.update(json.loads(metadata.get(FOLDED_KEY, b"[]")))
-        return closed, watermark, self._read(closed, CLOSED_SCHEMA)
+        return closed, watermark, self._read(closed, CLOSED_SCHEMA, where, columns)
 
-    def closed_jobs(self) -> pd.DataFrame:
-        """The final state of every ended job that left the live events, one row per client token; rebuilt
-        from the archive (and written back) when the watermark misses an archived compaction."""
+    def closed_jobs(
+        self,
+        media_uris: Collection[str] | None = None,
+        columns: list[str] | None = None,
+        model_key: str | None = None,
+    ) -> pd.DataFrame:
+        """The final state of every ended job that left the live events, one row per client token (of only
+        the objects `media_uris` names and of `model_key`, when given, filtered as the files are scanned;
+        only `columns` and the keys, when given); rebuilt from the archive (and written back) when the
+        watermark misses an archived compaction."""
+        where = _closed_filter(media_uris, model_key)
+        wanted = None if columns is None else list(dict.fromkeys([*columns, *CLOSED_KEYS]))
 
         def read() -> pa.Table:
-            closed, watermark, rows = self._closed()
+            closed, watermark, rows = self._closed(where, wanted)
             # Listed after the closed files: a closed file is written after its archive files, so every
             # compaction a listed closed file names is in this listing too.
             archived = {_file_id(f) for f in self._lake.list_files("ledger/archive")}
             if not archived - watermark:
                 return rows
-            return self._rebuild_closed(closed, watermark, rows)
+            every_row = rows if where is None and wanted is None else self._read(closed, CLOSED_SCHEMA)
+            rebuilt = self._rebuild_closed(closed, watermark, every_row)
+            rebuilt = rebuilt if where is None else rebuilt.filter(where)
+            return rebuilt if wanted is None else rebuilt.select(wanted)
 
         # A concurrent fold deleted a closed file listed here: list again.
         jobs = race_retries(FileNotFoundError, READ_ATTEMPTS)(read).to_pandas()
@@ -354,8 +382,16 @@ class SubmissionLedger:
         self._lake.delete_files(closed, missing_ok=True)
         return rebuilt
 
-    def _read(self, files: list[str], schema: pa.Schema) -> pa.Table:
-        table = self._lake.read_tables(files)
+    def _read(
+        self,
+        files: list[str],
+        schema: pa.Schema,
+        where: pc.Expression | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        if columns is not None:
+            schema = pa.schema([schema.field(name) for name in columns])
+        table = self._lake.read_tables(files, columns, where)
         return schema.empty_table() if table is None else table.cast(schema)
 
     def submissions(self) -> pd.DataFrame:
@@ -374,38 +410,55 @@ class SubmissionLedger:
     def _events(self, folder: str, schema: pa.Schema) -> pd.DataFrame:
         return self._lake.read_dataset(f"ledger/{folder}", schema).to_pandas()
 
-    def live_jobs(self, model_key: str | None = None) -> pd.DataFrame:
+    def live_jobs(
+        self, model_key: str | None = None, media_uris: Collection[str] | None = None
+    ) -> pd.DataFrame:
         """The state of the jobs with live events: every open job, and those that ended since the last
-        compaction. What the sensor and ingest need, at a cost that grows with open work."""
+        compaction (of only the objects `media_uris` names, when given). What the sensor and ingest need,
+        at a cost that grows with open work."""
         subs = self._events("submissions", SUBMISSION_SCHEMA)
         outs = self._events("outcomes", OUTCOME_SCHEMA)
         if model_key is not None:
             subs = subs[subs["model_key"] == model_key]
             outs = outs[outs["model_key"] == model_key]
+        if media_uris is not None:
+            wanted = list(media_uris)
+            subs = subs[subs["media_uri"].isin(wanted)]
+            outs = outs[outs["media_uri"].isin(wanted)]
         if self._provider is not None:  # outcomes follow their submission's token (tokens name a provider)
             subs = subs[subs["provider"] == self._provider]
             outs = outs[outs["client_token"].isin(subs["client_token"]) | _token_of(outs, self._provider)]
         return derive_jobs(subs, outs)
 
-    def jobs(self, model_key: str | None = None) -> pd.DataFrame:
-        """Current state per client token: its submission (if any) and its latest outcome.
+    def jobs(
+        self,
+        model_key: str | None = None,
+        media_uris: Collection[str] | None = None,
+        columns: list[str] | None = None,
+    ) -> pd.DataFrame:
+        """Current state per client token: its submission (if any) and its latest outcome; of only the
+        objects `media_uris` names, when given (a run planning a few changed objects in a large library);
+        only `columns` and the keys, when given (a million closed jobs are read a few columns wide).
 
         `status` is `in_progress` for a submitted job with no outcome yet; `unreadable_reads`,
         `first_unreadable_at` and `unreadable_reason` say how often, since when and why its result could
         not be read so far. Live events win over a closed row of the same token (a rejected token
         accepted later).
         """
-        live = self.live_jobs(model_key)  # before the closed state: a compaction moves live to closed
-        closed = self.closed_jobs()
-        if model_key is not None:
-            closed = closed[closed["model_key"] == model_key]
+        live = self.live_jobs(
+            model_key, media_uris
+        )  # before the closed state: a compaction moves live to closed
+        closed = self.closed_jobs(media_uris, columns, model_key)
         if self._provider is not None:
             closed = closed[(closed["provider"] == self._provider) | _token_of(closed, self._provider)]
         closed = closed[~closed["client_token"].isin(live["client_token"])]
+        if columns is not None:
+            live = live[list(dict.fromkeys([*columns, *CLOSED_KEYS]))]
         if closed.empty:
             return live
         jobs = pd.concat([live, closed], ignore_index=True) if not live.empty else closed
-        jobs["unreadable_reads"] = jobs["unreadable_reads"].fillna(0).astype("int64")
+        if "unreadable_reads" in jobs:
+            jobs["unreadable_reads"] = jobs["unreadable_reads"].fillna(0).astype("int64")
         return jobs.reset_index(drop=True)
 
     def in_progress(self, model_key: str | None = None) -> pd.DataFrame:
@@ -420,6 +473,18 @@ def _token_of(rows: pd.DataFrame, provider: str) -> pd.Series:
     if provider == "bedrock":  # Bedrock's tokens predate the provider suffix
         return ~tokens.str.contains(r"-a\d+-[a-z]+$", regex=True)
     return tokens.str.endswith(f"-{provider}")
+
+
+def _closed_filter(media_uris: Collection[str] | None, model_key: str | None) -> pc.Expression | None:
+    """The closed rows of these objects and this model (None: every row)."""
+    parts = []
+    if media_uris is not None:
+        parts.append(pc.field("media_uri").isin(pa.array(list(media_uris), pa.string())))
+    if model_key is not None:
+        parts.append(pc.field("model_key") == model_key)
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else parts[0] & parts[1]
 
 
 def _new_id() -> str:

@@ -14,6 +14,7 @@ only means the next run audits again and finds what is left.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -66,11 +67,12 @@ class TableAudit:
         marker = self._lake.read_table(self.marker)
         return marker is not None and RULES_REVISION in marker.column("rules_revision").to_pylist()
 
-    def run(self, durations: dict[str, float | None], run_id: str) -> AuditReport:
-        """Audit the table unless done; `durations`: media URI -> probed seconds, from the inventory."""
+    def run(self, durations: Callable[[], Mapping[str, float | None]], run_id: str) -> AuditReport:
+        """Audit the table unless done; `durations()`: media URI -> probed seconds, from the inventory (read
+        only when the audit runs: once per table and rules revision)."""
         if self.done():
             return AuditReport(ran=False)
-        bad_rows, checked = self._bad_rows(durations)
+        bad_rows, checked = self._bad_rows(durations())
         faults = faults_by_object(bad_rows)
         if not faults.empty:
             self._take_back(faults, run_id)
@@ -89,7 +91,7 @@ class TableAudit:
         self._lake.write_table(marker, self.marker)
         return AuditReport(ran=True, rows_checked=checked, taken_back=faults)
 
-    def _bad_rows(self, durations: dict[str, float | None]) -> tuple[pd.DataFrame, int]:
+    def _bad_rows(self, durations: Mapping[str, float | None]) -> tuple[pd.DataFrame, int]:
         """Every stored row breaking a rule (media_uri, invocation_id, fault), and how many were read. The
         vectors are read a batch at a time, so memory stays flat whatever the table's size; spans and
         repeats need only the small columns of the whole table."""

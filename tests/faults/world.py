@@ -84,7 +84,7 @@ class Gate:
         self, app: Any, matches: Callable[[dict[str, Any]], bool], allow: int, drop_held: bool = False
     ) -> None:
         self.app, self.matches, self.allow, self.drop_held = app, matches, allow, drop_held
-        self.passed = self.held = self.answered = 0
+        self.passed = self.held = self.answered = self.passed_answered = 0
         self._released = False
         self._cond = threading.Condition()
 
@@ -105,16 +105,23 @@ class Gate:
                 return [b""]
             return self.app(environ, start_response)
         finally:
-            if hold:
-                with self._cond:
+            with self._cond:
+                if hold:
                     self.answered += 1
-                    self._cond.notify_all()
+                else:
+                    self.passed_answered += 1
+                self._cond.notify_all()
 
     def wait_held(self, count: int, alive: Callable[[], bool]) -> None:
-        """Until `count` requests are held; fails at once if `alive()` turns false (the client ended)."""
+        """Until `count` requests are held and each one let through is answered (a client sending several
+        at once may still wait for one); fails at once if `alive()` turns false (the client ended)."""
+
+        def settled() -> bool:
+            return self.held >= count and self.passed_answered >= self.passed
+
         with self._cond:
             for _ in range(int(self.HOLD_LIMIT_SEC / 0.1)):
-                if self._cond.wait_for(lambda: self.held >= count, timeout=0.1):
+                if self._cond.wait_for(settled, timeout=0.1):
                     return
                 assert alive(), f"the client ended with {self.held} of {count} requests held"
         raise AssertionError(f"only {self.held} of {count} requests reached the gate")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from harness.local_searcher import stop_local_searcher
 from harness.run_slots import OWNER_TAG
 
 DEMO_TIMEOUT_SEC = 300  # a hang fails the test instead of stalling the suite; the demo takes ~20 s
@@ -64,7 +65,10 @@ def test_demo_after_kill_9_of_an_earlier_demo_finishes_normally(tmp_path: Path) 
         first.kill()
         first.wait()
 
-    second = subprocess.run(demo(workdir), capture_output=True, text=True, timeout=DEMO_TIMEOUT_SEC)
+    try:
+        second = subprocess.run(demo(workdir), capture_output=True, text=True, timeout=DEMO_TIMEOUT_SEC)
+    finally:
+        stop_local_searcher(workdir)  # the finished demo started one
 
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"run {killed_run} (embed_new_media) failed: process {first.pid} on " in second.stdout

@@ -5,9 +5,12 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from harness.local_searcher import stop_local_searcher
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -24,8 +27,9 @@ def runnable_blocks() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder as after `make demo`: its `.venv` (this one) and the `.local` the demo wrote."""
+def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder as after `make demo`: its `.venv` (this one), the `.local` the demo wrote and the local
+    searcher it started (stopped at the end)."""
     folder = tmp_path_factory.mktemp("clone")
     (folder / ".venv").symlink_to(sys.prefix)
     done = subprocess.run(
@@ -36,8 +40,11 @@ def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         text=True,
         timeout=RUN_TIMEOUT_SEC,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return folder
+    try:
+        assert done.returncode == 0, done.stderr[-3000:]
+        yield folder
+    finally:
+        stop_local_searcher(folder / ".local")
 
 
 def user_env(folder: Path) -> dict[str, str]:

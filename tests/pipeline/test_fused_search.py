@@ -1,5 +1,5 @@
 """Fused search end to end on the Bedrock emulator: each segment once whatever options matched it, text and
-hybrid modes through a text-hit source, and the `mediaembed serve` page over a real socket.
+hybrid modes through a text-hit source (tests/pipeline/test_web_serve.py serves the same index).
 
 The index holds a video whose 4-9 s segment has a visual, an audio and a transcription row (all the
 emulator's embedding of "red circle", so each option matches), and decoys with one option each.
@@ -11,12 +11,9 @@ import io
 import json
 import os
 import socket
-import threading
-import urllib.request
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pyarrow as pa
 import pytest
@@ -24,7 +21,6 @@ import pytest
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from mediaembed.cli import main as cli
 from mediaembed.search import Searcher, SearchSettings, run_search
-from mediaembed.web import make_search_server
 from resources.index.segment_index import SegmentIndex
 from resources.providers.bedrock.client import embed_text, runtime_client
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, SegmentEmbedding
@@ -185,36 +181,16 @@ def test_hybrid_fuses_chapters_with_segments_and_text_mode_ranks_text_alone(env:
     ]
 
 
-def get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        assert response.status == 200
-        return str(response.read().decode())
-
-
-def test_the_search_page_finds_the_object_and_links_its_second(env: dict[str, str]) -> None:
-    server = make_search_server(Searcher.from_env(os.environ), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{server.server_port}/"
-        assert "name=q" in get(base) and "<ol>" not in get(base), "the box alone before a query"
-        page = get(base + "?q=red+circle")
-        first = page.split("<li>")[1]
-        assert "shapes.mp4" in first and "4.00s - 9.00s" in first
-        assert f'href="{NO_S3}/media/videos/shapes.mp4?' in first and "#t=4" in first
-        assert "Signature=" in first or "X-Amz-Signature=" in first, "a presigned GET URL"
-        assert "visual" in first and "audio" in first and "transcription" in first
-        assert page.count("shapes.mp4</span> <a") + page.count("shapes.mp4</span> <span") == 2
-
-        error = get(base + "?" + urlencode({"q": "red circle", "mode": "text"}))
-        [line] = [part for part in error.split("<p class=error>")[1:]]
-        assert "descriptions are not indexed yet" in line and "Traceback" not in error
-        assert "\n" not in line.split("</p>")[0]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=30)
-    assert not thread.is_alive()
+def test_the_text_output_shows_the_fused_score_it_is_ranked_by_with_each_signal_beside_it(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["search", "red circle", "--top-k", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    fused = [float(line.split("fused ", 1)[1].split()[0]) for line in lines]
+    assert fused == sorted(fused, reverse=True) and len(fused) == 4, lines
+    first = lines[0]
+    assert first.startswith(" 1. fused 0.0492 (") and "shapes.mp4" in first, first
+    assert all(f"{signal} 1.0000" in first for signal in ("visual", "audio", "transcription")), first
 
 
 def test_serve_on_a_port_in_use_is_one_line_naming_it(

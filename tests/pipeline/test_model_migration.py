@@ -3,6 +3,7 @@ and checked, then cut over atomically, and rolled back in one step."""
 
 import io
 import json
+import os
 from contextlib import redirect_stderr, redirect_stdout
 
 import dagster as dg
@@ -15,6 +16,7 @@ from pipelines.definitions import pipeline_resources
 from pipelines.schedules import embed_new_media_schedule
 from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0, MARENGO_3_5
 from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.segment_schema import media_id
 from tests.pipeline.conftest import World
 
 
@@ -64,9 +66,7 @@ def cli_err(*argv: str) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def test_backfill_keeps_2_7_serving_until_cut_over_then_rollback_returns_it(
-    on_2_7: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_backfill_keeps_2_7_serving_until_cut_over_then_rollback_returns_it(on_2_7: World) -> None:
     world = on_2_7
     videos = [s for s in world.samples if s.modality == "video"]
     assert serving()["serving"] == MARENGO_2_7.key
@@ -78,16 +78,39 @@ def test_backfill_keeps_2_7_serving_until_cut_over_then_rollback_returns_it(
     assert seen and all(models == {MARENGO_2_7.key} for models in seen), seen
     scene_answers(videos, MARENGO_2_7.key)
 
-    # The sample library holds a corrupt video: coverage is under 100%, and the cut-over is refused by name.
-    code, err = cli_err("serving", "cut-over", MARENGO_3_0.key)
-    ours = [line for line in err.splitlines() if line.startswith("mediaembed")]  # Dagster's banner aside
-    assert code == 1 and len(ours) == 1 and "Traceback" not in err, err
-    assert "covers_every_eligible_object" in err and "s3://media/videos/corrupt.mp4" in err, err
-    assert serving()["serving"] == MARENGO_2_7.key and serving()["history"] == []
-    scene_answers(videos[:1], MARENGO_2_7.key)
+    # An object 2.7 serves that the 3.0 backfill misses (its rows gone from the table and the index) blocks
+    # the cut-over by name; the sample's corrupt video, which no version can embed, does not.
+    hum = "s3://media/audio/hum_220hz.wav"
+    rows = EmbeddingTable(world.lake, MARENGO_3_0).read([media_id(hum)])
+    assert rows.num_rows
+    with dg.build_resources({"segment_index": pipeline_resources["segment_index"]}) as built:
+        EmbeddingTable(world.lake, MARENGO_3_0).delete([media_id(hum)])
+        built.segment_index.replace_media(MARENGO_3_0, rows.slice(0, 0), [media_id(hum)])
+        code, err = cli_err("serving", "cut-over", MARENGO_3_0.key)
+        ours = [line for line in err.splitlines() if line.startswith("mediaembed")]  # Dagster's banner aside
+        assert code == 1 and len(ours) == 1 and "Traceback" not in err, err
+        assert f"covers_every_eligible_object: 1 objects of 7 have no current {MARENGO_3_0.key}" in err, err
+        assert hum in err and "corrupt.mp4" not in err, err
+        refused = checked_coverage(err.rsplit("(run ", 1)[1].split(")")[0])
+        why = str(refused.metadata["failures"].value)
+        assert f"`{hum}`: the serving version marengo-2.7 holds it at this ETag" in why, why
+        assert serving()["serving"] == MARENGO_2_7.key and serving()["history"] == []
+        scene_answers(videos[:1], MARENGO_2_7.key)
+        EmbeddingTable(world.lake, MARENGO_3_0).replace(rows, [media_id(hum)])
+        built.segment_index.replace_media(MARENGO_3_0, rows, [media_id(hum)])
 
-    monkeypatch.setenv("MEDIAEMBED_MIGRATION_EXCLUDE", "s3://media/videos/corrupt.mp4")  # explicitly
-    assert cli(["serving", "cut-over", MARENGO_3_0.key, "--by", "tester"]) == 0
+    # Whole again: the cut-over proceeds with the corrupt video still in the library, listed by the check.
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert cli(["serving", "cut-over", MARENGO_3_0.key, "--by", "tester"]) == 0
+    run_id = out.getvalue().rsplit("(run ", 1)[1].split(")")[0]
+    coverage = checked_coverage(run_id)
+    assert coverage.passed and coverage.metadata["cannot_be_embedded_count"].value == 2
+    listed = str(coverage.metadata["cannot_be_embedded"].value)
+    assert "`s3://media/videos/corrupt.mp4`: corrupt: cannot decode video" in listed, listed
+    assert "`s3://media/docs/notes.txt`: unsupported" in listed, listed
+    assert coverage.description and "s3://media/videos/corrupt.mp4 (corrupt:" in coverage.description
+    assert coverage.metadata["compared_with"].value == MARENGO_2_7.key
     state = serving()
     assert (state["serving"], state["previous"], state["by"]) == (MARENGO_3_0.key, MARENGO_2_7.key, "tester")
     scene_answers(videos, MARENGO_3_0.key)
@@ -96,6 +119,19 @@ def test_backfill_keeps_2_7_serving_until_cut_over_then_rollback_returns_it(
     assert (serving()["serving"], serving()["by"]) == (MARENGO_2_7.key, "ops")
     scene_answers(videos, MARENGO_2_7.key)  # no re-embedding: the 2.7 tables were kept
     assert [h["action"] for h in serving()["history"]] == ["cut_over", "rollback"]
+
+
+def checked_coverage(run_id: str) -> dg.AssetCheckEvaluation:
+    """The coverage check's evaluation in a run of the instance the commands use (DAGSTER_HOME)."""
+    with dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"]) as instance:
+        events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    [evaluation] = [
+        e.dagster_event.asset_check_evaluation_data
+        for e in events
+        if e.dagster_event is not None
+        and e.dagster_event.asset_check_evaluation_data.check_name == "covers_every_eligible_object"
+    ]
+    return evaluation
 
 
 def scheduled_run(world: World) -> str:
@@ -112,7 +148,6 @@ def test_3_0_on_bedrock_to_3_5_on_twelvelabs_with_new_media_kept_up_for_both(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MEDIAEMBED_PROVIDERS", "marengo-3.0=bedrock,marengo-3.5=twelvelabs")
-    monkeypatch.setenv("MEDIAEMBED_MIGRATION_EXCLUDE", "s3://media/videos/corrupt.mp4")
     videos = [s for s in world.samples if s.modality == "video"]
     assert scheduled_run(world) == MARENGO_3_0.key  # nothing recorded yet: the initial version
     SensorDriver(world.instance).drain(world.lake)

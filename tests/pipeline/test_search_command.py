@@ -25,6 +25,7 @@ from botocore.stub import Stubber
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from harness.demo import NEXT_QUERY, next_step
 from harness.local_env import local_settings
+from harness.local_searcher import stop_local_searcher
 from mediaembed.cli import main as cli
 from mediaembed.search import Searcher, SearchError, SearchSettings, query_token_bound, run_search
 from resources.index.segment_index import SegmentIndex
@@ -142,6 +143,7 @@ def test_the_right_segment_comes_first_and_json_carries_what_text_shows(
         "end_sec",
         "score",
         "fused_score",
+        "signal_scores",
         "model",
         "signals",
         "snippet",
@@ -166,9 +168,12 @@ def test_the_right_segment_comes_first_and_json_carries_what_text_shows(
     assert first["score"] == pytest.approx(1.0, abs=1e-5)
     for record, line in zip(records, text.splitlines(), strict=True):  # every field shown is in the JSON
         assert line.split()[0] == f"{record['rank']}."
-        assert f"{record['score']:.4f}" in line and record["media_uri"] in line and record["model"] in line
-        shown = ", ".join(v for v in ("+".join(record["signals"]), record["embedding_scope"]) if v)
-        assert line.endswith(f"({shown})")
+        assert line.split()[1:3] == ["fused", f"{record['fused_score']:.4f}"], "what it is ranked by"
+        assert record["media_uri"] in line and line.endswith(record["model"])
+        scores = ", ".join(f"{signal} {score:.4f}" for signal, score in record["signal_scores"].items())
+        assert f"({scores})" in line and f"{record['score']:.4f}" in scores
+        assert list(record["signal_scores"])[: len(record["signals"])] == record["signals"]
+        assert record["embedding_scope"] is None or f"), {record['embedding_scope']}  " in line
         if record["start_sec"] is not None:
             assert f"{record['start_sec']:6.2f}s - {record['end_sec']:6.2f}s" in line
     image = next(r for r in records if r["media_uri"].endswith(".png"))
@@ -412,10 +417,17 @@ def test_local_searches_the_work_folder_with_its_own_emulator(
 ) -> None:
     for name in env:  # as after `make demo`: no settings, no emulators
         monkeypatch.delenv(name)
-    code, out, err = run(capsys, "--local", "--workdir", str(index_dir.parent), "low hum", "--json")
-    assert (code, err) == (0, "")
-    assert json.loads(out.splitlines()[0])["media_uri"] == "s3://media/audio/hum.wav"
-    assert not {name for name in env if name in os.environ}, "--local leaves the environment as it found it"
+    try:
+        code, out, err = run(capsys, "--local", "--workdir", str(index_dir.parent), "low hum", "--json")
+        assert code == 0 and err.startswith("mediaembed search: started a local searcher for "), err
+        assert len(err.splitlines()) == 1, err
+        assert json.loads(out.splitlines()[0])["media_uri"] == "s3://media/audio/hum.wav"
+        assert not {name for name in env if name in os.environ}, "--local leaves the environment as it was"
+        code, out, err = run(capsys, "--local", "--workdir", str(index_dir.parent), "red circle", "--json")
+        assert (code, err) == (0, ""), "the second command is answered by the searcher the first started"
+        assert json.loads(out.splitlines()[0])["media_uri"] == "s3://media/videos/shapes.mp4"
+    finally:
+        assert stop_local_searcher(index_dir.parent) is not None
 
 
 def test_local_without_a_demo_run_says_to_run_it_and_creates_nothing(
@@ -439,10 +451,13 @@ def test_the_line_the_demo_prints_last_runs_as_printed_once_its_emulators_are_go
     assert line.endswith(f'search --local "{NEXT_QUERY}"')
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDIAEMBED_", "DAGSTER_"))}
     clean["AWS_CONFIG_FILE"] = clean["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "no-aws-config")
-    done = subprocess.run(shlex.split(line), env=clean, capture_output=True, text=True, timeout=120)
-    assert (done.returncode, done.stderr) == (0, "")
-    top = done.stdout.splitlines()[0]
-    assert "s3://media/videos/shapes.mp4  [  0.00s -   4.00s]" in top, done.stdout
+    try:
+        done = subprocess.run(shlex.split(line), env=clean, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "started a local searcher" in done.stderr, done.stderr
+        top = done.stdout.splitlines()[0]
+        assert "s3://media/videos/shapes.mp4  [  0.00s -   4.00s]" in top, done.stdout
+    finally:
+        assert stop_local_searcher(Path(".local")) is not None
 
 
 def test_the_readme_quotes_the_line_the_demo_prints_in_a_fresh_clone(

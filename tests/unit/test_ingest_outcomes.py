@@ -257,3 +257,22 @@ def test_a_job_running_past_the_age_limit_is_named_and_never_resubmitted(lake: L
     assert [c.passed for c in relaxed.check_results or [] if c.check_name == "no_job_running_too_long"] == [
         True
     ]
+
+
+def test_an_ingest_run_reports_the_versions_progress_only_when_none_is_recent() -> None:
+    """The progress is a plan over the whole library: ingest runs sample it, they do not each pay it."""
+    from assets_defs import keys
+    from assets_defs.marengo.embeddings import progress_is_due
+
+    def ingested(instance: dg.DagsterInstance, metadata: dict[str, Any]) -> None:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(keys.MARENGO_EMBEDDINGS, partition="marengo-3.0", metadata=metadata)
+        )
+
+    with dg.instance_for_test() as instance:
+        assert progress_is_due(instance, "marengo-3.0", 600), "never reported"
+        ingested(instance, {"objects_embedded": 3, "progress_done": 3})
+        ingested(instance, {"objects_embedded": 1})  # a run that did not report it
+        assert not progress_is_due(instance, "marengo-3.0", 600), "reported moments ago"
+        assert progress_is_due(instance, "marengo-3.0", 0), "0: every run"
+        assert progress_is_due(instance, "marengo-2.7", 600), "another version's report says nothing"

@@ -1,6 +1,7 @@
 """The invocations asset: refusals about one object never stop the others; set-up refusals do; a run
 holding the quota polls, backs off and stops on its clock (a fake one here: exact counts, no real waiting)."""
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ import pytest
 
 from assets_defs.inventory.media_inventory import INVENTORY_SCHEMA
 from assets_defs.marengo.invocations import InvocationConfig, build_marengo_invocations
+from assets_defs.marengo.submission_run import SUBMIT_CONCURRENCY
 from resources.providers.base import MarengoProvider
 from resources.providers.embedding_jobs import (
     EmbeddingJob,
@@ -211,10 +213,11 @@ def test_a_quota_refusal_pauses_submissions_until_a_slot_frees(lake: Lake, accou
     meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=5"), lake, holding(), clock)
     assert (meta["submitted"], meta["deferred"], meta["quota"]) == (10, 0, 5)
     assert account.most_running == 2
-    # The third request is refused, then after each poll one job goes in and the next is refused: no retry
-    # before a slot frees, so one refusal per poll but the last.
+    # One request, then the four slots the run believes free at once: one goes in, three are refused.
+    # Then after each poll one job goes in and the next is refused: no retry before a slot frees, and only
+    # what freed is sent, so one refusal per poll but the last.
     assert account.listings == meta["slot_polls"] == 8 and clock.sleeps == [POLL_SEC] * 8
-    assert account.refusals == 8
+    assert account.refusals == 3 + 7
 
 
 def test_a_holding_run_ends_at_its_time_limit_with_the_rest_waiting(lake: Lake, account: Account) -> None:
@@ -263,3 +266,54 @@ def test_a_holding_run_polls_through_throttled_listings(lake: Lake, account: Acc
     assert account.most_running == 2
     # Each job after the first two waits one throttled poll and one that finds a job finished.
     assert meta["slot_polls"] == 16 and meta["jobs_seen_finishing"] == 8
+
+
+@dataclass
+class Gate:
+    """Lets the first request through at once, then holds the next `together` until all of them are in a
+    request at the same time: a run that submits one at a time breaks the barrier (after its timeout)."""
+
+    together: int
+    seen: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    barrier: threading.Barrier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.barrier = threading.Barrier(self.together, timeout=30)
+
+    def enter(self) -> None:
+        with self.lock:
+            self.seen += 1
+            mine = self.seen
+        if 1 < mine <= 1 + self.together:
+            self.barrier.wait()
+
+
+GATE = Gate(1)  # resources are copied when bound: the gate lives here, set per test
+
+
+class ConcurrentProvider(RefusingProvider):
+    def submit(self, job: EmbeddingJob) -> Submission:
+        GATE.enter()
+        return super().submit(job)
+
+
+def test_after_the_first_acceptance_the_free_slots_are_requested_at_once(lake: Lake) -> None:
+    global GATE
+    GATE = Gate(SUBMIT_CONCURRENCY)
+    meta, _ = run(ConcurrentProvider(refused=[], object_specific=True), lake, clock=FakeClock())
+    assert (meta["submitted"], meta["rejected"], meta["deferred"]) == (len(BAD + GOOD), 0, 0)
+    assert GATE.seen == len(BAD + GOOD) and not GATE.barrier.broken, "eight requests in flight at once"
+
+
+def test_a_run_for_named_objects_plans_and_submits_only_them(lake: Lake) -> None:
+    named = [GOOD[0], GOOD[1], "s3://m/not-in-the-inventory.mp4"]
+    config = InvocationConfig(media_uris=named)
+    meta, _ = run(RefusingProvider(refused=[], object_specific=True), lake, config)
+    assert (meta["submitted"], meta["planned_objects"], meta["plan_scope"]) == (2, 2, "3 named objects")
+    assert "progress_done" not in meta, "a version's progress comes from runs that plan the library"
+    jobs = SubmissionLedger(lake, None).jobs(MARENGO_3_0.key)
+    assert sorted(jobs["media_uri"]) == [GOOD[0], GOOD[1]]
+    meta, _ = run(RefusingProvider(refused=[], object_specific=True), lake)  # then the library
+    assert (meta["submitted"], meta["already_handled"], meta["plan_scope"]) == (8, 2, "library")
+    assert meta["progress_in_flight"] == len(BAD + GOOD)

@@ -6,6 +6,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from pydantic import PrivateAttr
@@ -74,10 +75,12 @@ class RivalLake(Lake):
             self._fired = True
             assert SubmissionLedger(Lake(root=self.root, storage=self.storage), "bedrock").compact(4) > 0
 
-    def read_tables(self, relative_paths: list[str], columns: list[str] | None = None) -> pa.Table | None:
+    def read_tables(
+        self, relative_paths: list[str], columns: list[str] | None = None, where: Any = None
+    ) -> pa.Table | None:
         if self.moment == "read":
             self._rival()
-        return super().read_tables(relative_paths, columns)
+        return super().read_tables(relative_paths, columns, where)
 
     def delete_files(self, relative_paths: list[str], missing_ok: bool = False) -> None:
         if self.moment == "delete":

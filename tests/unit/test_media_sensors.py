@@ -102,3 +102,48 @@ def test_with_events_the_embed_schedule_launches_only_when_something_changed_sin
         inventory(instance, [])  # an event run, or a probe batch, since the plan
         changed = tick(queued)
         assert isinstance(changed, dg.RunRequest) and changed.partition_key == "marengo-3.0"
+
+
+def test_an_event_run_that_planned_its_changes_leaves_nothing_due_but_what_the_library_plan_left() -> None:
+    """Event runs plan only their changed objects: their own inventory changes are planned, while an
+    inventory change of another run, or objects the last library plan left waiting, are still due."""
+    from assets_defs import keys
+    from pipelines.sensors import due_work
+
+    partitions = dg.StaticPartitionsDefinition(["marengo-3.0"])
+
+    def run(instance: dg.DagsterInstance, plan: str | None, deferred: int = 0) -> None:
+        """One run: an inventory change, then (unless `plan` is None: a probe run) its submission plan."""
+
+        @dg.asset(key=keys.MEDIA_INVENTORY, partitions_def=partitions)
+        def media_inventory() -> None:
+            return None
+
+        @dg.asset(key=keys.MARENGO_INVOCATIONS, partitions_def=partitions, deps=[media_inventory])
+        def invocations() -> dg.MaterializeResult:
+            metadata = {"plan_scope": plan, "deferred": deferred, "deferred_reason": "the quota"}
+            return dg.MaterializeResult(
+                metadata={**metadata, "planned_at": dg.MetadataValue.timestamp(time.time())}
+            )
+
+        assets = [media_inventory] if plan is None else [media_inventory, invocations]
+        dg.materialize(assets, instance=instance, partition_key="marengo-3.0")
+
+    def due(instance: dg.DagsterInstance) -> str | None:
+        last = instance.fetch_materializations(
+            dg.AssetRecordsFilter(keys.MARENGO_INVOCATIONS, asset_partitions=["marengo-3.0"]), limit=1
+        ).records[0]
+        return due_work(instance, "marengo-3.0", last)
+
+    with dg.instance_for_test() as instance:
+        run(instance, "library")  # a listing and its library plan
+        assert due(instance) is None
+        run(instance, "2 named objects")  # an event run
+        assert due(instance) is None, "the event run planned its own changes"
+        run(instance, None)  # a probe run: an inventory change nobody planned
+        assert due(instance) == "the inventory changed since the last submission run planned"
+
+    with dg.instance_for_test() as instance:
+        run(instance, "library", deferred=5)  # the library plan left 5 behind the quota
+        run(instance, "1 named objects")
+        assert due(instance) == "5 objects wait (the quota)", "an event run says nothing of the others"

@@ -86,7 +86,7 @@ BOUND: dict[str, tuple[str, tuple[str, ...]]] = {
     "MEDIAEMBED_BUDGET_USD": ("250", ("marengo.budget_usd",)),
     "MEDIAEMBED_BUDGET_MEDIA_SECONDS": ("360000", ("marengo.budget_media_seconds",)),
     "MEDIAEMBED_SERVING_VERSION": ("marengo-2.7", ("lake.serving_version",)),
-    "MEDIAEMBED_MIGRATION_EXCLUDE": ("s3://media/corrupt.mp4", ("version_checks.exclude",)),
+    "MEDIAEMBED_MIGRATION_EXCLUDE": ("s3://media/corrupt.mp4", ("version_checks.exclude_setting",)),
     "MEDIAEMBED_PROBE_SET": ("probes.yaml", ("version_checks.probe_set",)),
     "MEDIAEMBED_PEGASUS_PROMPTS": ("prompts.yaml", ("pegasus.prompts_file",)),
     "MEDIAEMBED_PEGASUS_TRANSPORT": ("base64", ("pegasus.transport",)),

@@ -374,3 +374,55 @@ def test_two_compactions_at_once_lose_nothing(tmp_path: Path, at: str) -> None:
     ledger.compact(min_files=1)
     assert comparable(ledger.jobs()).equals(full_history(ledger))
     assert len(ledger.live_jobs()) == 3
+
+
+def test_the_jobs_of_named_objects_are_those_of_the_whole_ledger_for_them(tmp_path: Path) -> None:
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    subs = ended_and_open(ledger, 8, 3)
+    ledger.compact(min_files=1)  # the ended ones move to the closed state, the open ones stay live
+    # A live event for an object whose earlier job is closed: its new version refused.
+    job = EmbeddingJob("s3://m/1.mp4", "etag-2", "video", MARENGO_3_0, EmbeddingOptions())
+    later = Submission(job, "arn:later", "s3://out/later", datetime.now(UTC))
+    ledger.record_outcomes([outcome(later, "rejected", "too big")], "run-2")
+    named = ["s3://m/1.mp4", "s3://m/9.mp4", "s3://m/absent.mp4"]  # closed + live, open, never submitted
+
+    scoped = ledger.jobs("marengo-3.0", media_uris=named)
+    whole = ledger.jobs("marengo-3.0")
+    expected = comparable(whole[whole["media_uri"].isin(named)])
+    assert comparable(scoped).equals(expected)
+    assert sorted(scoped["media_uri"]) == ["s3://m/1.mp4", "s3://m/1.mp4", "s3://m/9.mp4"]
+    assert len(whole) > len(scoped), "the others are not read"
+    for path in tmp_path.glob("ledger/closed/*.parquet"):
+        path.unlink()  # a rebuild from the archive answers the same, named objects only
+    assert comparable(ledger.jobs("marengo-3.0", media_uris=named)).equals(expected)
+    assert subs
+
+
+def test_unclaimed_intents_of_named_objects_ignore_the_others(tmp_path: Path) -> None:
+    ledger = SubmissionLedger(
+        Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "twelvelabs"
+    )
+    jobs = [
+        EmbeddingJob(f"s3://m/{n}.mp4", "etag", "video", MARENGO_3_0, EmbeddingOptions(), 1, "twelvelabs")
+        for n in "ab"
+    ]
+    ledger.record_intents(jobs, "run-1")
+    named = ["s3://m/a.mp4"]
+    scoped = ledger.unclaimed_intents("marengo-3.0", ledger.jobs("marengo-3.0", named), named)
+    assert list(scoped["media_uri"]) == ["s3://m/a.mp4"]
+    every = ledger.unclaimed_intents("marengo-3.0", ledger.jobs("marengo-3.0"))
+    assert sorted(every["media_uri"]) == ["s3://m/a.mp4", "s3://m/b.mp4"]
+
+
+def test_a_narrow_read_holds_the_same_jobs_with_only_the_columns_asked(tmp_path: Path) -> None:
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    ended_and_open(ledger, 6, 2)
+    ledger.record_submissions([submission("s3://m/other.mp4", MARENGO_2_7)], {}, "run")
+    ledger.compact(min_files=1)
+    narrow = ledger.jobs("marengo-3.0", columns=["media_uri", "status"])
+    assert {"media_uri", "status", "client_token"} <= set(narrow.columns) and "output_uri" not in narrow
+    whole = ledger.jobs("marengo-3.0")
+    assert sorted(zip(narrow["client_token"], narrow["status"], strict=True)) == sorted(
+        zip(whole["client_token"], whole["status"], strict=True)
+    )
+    assert len(whole) == 8, "the other model's job is filtered out as the files are scanned"

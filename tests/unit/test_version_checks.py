@@ -176,7 +176,7 @@ def test_a_later_attempt_in_flight_wins_over_an_earlier_failure() -> None:
     assert missing_reason(jobs.iloc[:1], "e1") == "failed: x"
 
 
-def test_corrupt_and_over_limit_media_block_by_name_until_excluded_and_non_media_never_count() -> None:
+def test_over_limit_media_block_by_name_until_excluded_and_what_no_version_can_embed_never_counts() -> None:
     inv = pd.concat(
         [
             inventory(("s3://m/long.mp4", "e", 5 * 3600.0)),
@@ -184,19 +184,48 @@ def test_corrupt_and_over_limit_media_block_by_name_until_excluded_and_non_media
             inventory(("s3://m/notes.txt", "e", 0.0), status="unsupported"),
         ]
     )
-    eligible, blocked, others = eligible_objects(inv, MODEL)
+    eligible, blocked, unembeddable = eligible_objects(inv, MODEL)
     assert eligible.empty
     problems = dict(zip(blocked["media_uri"], blocked["problem"], strict=True))
-    assert "exceeds Marengo 3.0's limit" in problems["s3://m/long.mp4"]
-    assert problems["s3://m/bad.mp4"] == "corrupt: cannot decode"
-    assert list(others["media_uri"]) == ["s3://m/notes.txt"]
+    assert (
+        list(problems) == ["s3://m/long.mp4"] and "exceeds Marengo 3.0's limit" in problems["s3://m/long.mp4"]
+    )
+    cannot = dict(zip(unembeddable["media_uri"], unembeddable["problem"], strict=True))
+    assert cannot == {
+        "s3://m/bad.mp4": "corrupt: cannot decode",
+        "s3://m/notes.txt": "unsupported: cannot decode",
+    }
     no_rows = pd.DataFrame({"media_uri": [], "etag": []})
     jobs = ledger_rows(("s3://m/x.mp4", "e", "completed", None)).iloc[0:0]
-    result = coverage(eligible, no_rows, jobs, (), blocked)
-    assert (result.eligible, result.covered) == (2, 0)
-    assert set(result.missing["media_uri"]) == {"s3://m/long.mp4", "s3://m/bad.mp4"}
-    result = coverage(eligible, no_rows, jobs, ("s3://m/bad.mp4", "s3://m/long.mp4"), blocked)
+    result = coverage(eligible, no_rows, jobs, (), blocked, unembeddable)
+    assert (result.eligible, result.covered) == (1, 0)
+    assert list(result.missing["media_uri"]) == ["s3://m/long.mp4"]
+    assert sorted(result.unembeddable["media_uri"]) == ["s3://m/bad.mp4", "s3://m/notes.txt"]
+    result = coverage(eligible, no_rows, jobs, ("s3://m/bad.mp4", "s3://m/long.mp4"), blocked, unembeddable)
     assert (result.eligible, result.missing.empty, result.excluded_unknown) == (0, True, [])
+
+
+def test_what_the_serving_version_holds_is_required_of_the_candidate_even_where_the_probe_failed() -> None:
+    inv = pd.concat(
+        [
+            inventory(("s3://m/a.mp4", "e1", 10.0), ("s3://m/b.mp4", "e1", 10.0)),
+            inventory(("s3://m/odd.mp4", "e1", 0.0), ("s3://m/bad.mp4", "e1", 0.0), status="unreadable"),
+        ]
+    )
+    eligible, blocked, unembeddable = eligible_objects(inv, MODEL)
+    candidate = pd.DataFrame({"media_uri": ["s3://m/a.mp4", "s3://m/b.mp4"], "etag": ["e1", "e1"]})
+    # The serving version embedded odd.mp4 at its current ETag (its provider could decode it), and bad.mp4
+    # at an older one: only odd.mp4 is held by search today.
+    held = pd.DataFrame(
+        {"media_uri": ["s3://m/a.mp4", "s3://m/odd.mp4", "s3://m/bad.mp4"], "etag": ["e1", "e1", "e0"]}
+    )
+    jobs = ledger_rows(("s3://m/x.mp4", "e", "completed", None)).iloc[0:0]
+    result = coverage(eligible, candidate, jobs, (), blocked, unembeddable, ("marengo-2.7", held))
+    assert (result.eligible, result.covered) == (3, 2)
+    [problem] = result.missing["problem"]
+    assert list(result.missing["media_uri"]) == ["s3://m/odd.mp4"]
+    assert problem.startswith("the serving version marengo-2.7 holds it at this ETag; never submitted")
+    assert list(result.unembeddable["media_uri"]) == ["s3://m/bad.mp4"]
 
 
 def test_vectors_of_the_wrong_length_are_named_per_object() -> None:
@@ -306,10 +335,32 @@ def test_exclusions_and_probe_sets_parse(tmp_path: Path) -> None:
         load_probe_set(tmp_path / "missing.json")
 
 
-def test_exclusions_come_from_the_resource_field() -> None:
-    """The definitions bind `exclude` from MEDIAEMBED_MIGRATION_EXCLUDE (tests/unit/test_settings.py)."""
-    assert VersionCheckSettings(exclude=" s3://m/x.mp4, ,s3://m/x.mp4").excluded() == ("s3://m/x.mp4",)
-    assert VersionCheckSettings(exclude="").excluded() == VersionCheckSettings().excluded() == ()
+def test_exclusions_come_from_the_launchpad_list_and_the_setting() -> None:
+    """The definitions bind `exclude_setting` from MEDIAEMBED_MIGRATION_EXCLUDE (tests/unit/test_settings.py);
+    `exclude` is the launchpad's list."""
+    setting = VersionCheckSettings(exclude_setting=" s3://m/x.mp4, ,s3://m/x.mp4")
+    assert setting.excluded() == ("s3://m/x.mp4",)
+    both = VersionCheckSettings(exclude=["s3://m/y.mp4", "s3://m/x.mp4"], exclude_setting="s3://m/x.mp4")
+    assert both.excluded() == ("s3://m/x.mp4", "s3://m/y.mp4")
+    assert VersionCheckSettings(exclude_setting="").excluded() == VersionCheckSettings().excluded() == ()
+
+
+def test_the_launchpad_takes_exclude_as_a_list_of_strings() -> None:
+    """As typed in the launchpad's YAML: `exclude: [s3://...]` validates; a bare string is refused."""
+
+    @dg.asset
+    def uses(version_checks: VersionCheckSettings) -> list[str]:
+        return list(version_checks.excluded())
+
+    config = {"resources": {"version_checks": {"config": {"exclude": ["s3://m/a.mp4", "s3://m/b.mp4"]}}}}
+    result = dg.materialize([uses], resources={"version_checks": VersionCheckSettings()}, run_config=config)
+    assert result.output_for_node("uses") == ["s3://m/a.mp4", "s3://m/b.mp4"]
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        dg.materialize(
+            [uses],
+            resources={"version_checks": VersionCheckSettings()},
+            run_config={"resources": {"version_checks": {"config": {"exclude": "s3://m/a.mp4"}}}},
+        )
 
 
 # --- through Dagster, on a real small lake -----------------------------------------------------------------
@@ -359,14 +410,14 @@ def world(tmp_path: Path, serving_version: str | None = None) -> dict[str, objec
     return {
         "lake": lake,
         "segment_index": index,
-        "version_checks": VersionCheckSettings(exclude=""),
+        "version_checks": VersionCheckSettings(),
         "marengo": MarengoProviders(
             bedrock=ProbeProvider(), providers="marengo-2.7=bedrock,marengo-3.0=bedrock"
         ),
     }
 
 
-def run_checks(resources: dict[str, object], exclude: str = "") -> dg.ExecuteInProcessResult:
+def run_checks(resources: dict[str, object], exclude: tuple[str, ...] = ()) -> dg.ExecuteInProcessResult:
     job_def = dg.define_asset_job(
         "cut_over_stand_in",
         selection=dg.AssetSelection.checks(*WHOLE_VERSION_CHECKS)
@@ -381,7 +432,7 @@ def run_checks(resources: dict[str, object], exclude: str = "") -> dg.ExecuteInP
     return defs.resolve_job_def("cut_over_stand_in").execute_in_process(
         partition_key=CHECKED,
         raise_on_error=False,
-        run_config={"resources": {"version_checks": {"config": {"exclude": exclude}}}},
+        run_config={"resources": {"version_checks": {"config": {"exclude": list(exclude)}}}},
     )
 
 
@@ -405,7 +456,7 @@ def test_a_failed_object_blocks_by_name_until_it_is_excluded(tmp_path: Path) -> 
     assert "`s3://media/c.mp4`: failed: bad codec" in str(coverage_result.metadata["failures"].value)
     assert not gated_ran(blocked), "a failed blocking check stops the cut-over"
 
-    excluded = run_checks(resources, exclude="s3://media/c.mp4")
+    excluded = run_checks(resources, exclude=("s3://media/c.mp4",))
     results = evaluations(excluded)
     assert all(e.passed for e in results.values()), {n: e.description for n, e in results.items()}
     assert "`s3://media/c.mp4`" in str(results["covers_every_eligible_object"].metadata["excluded"].value)
@@ -422,7 +473,7 @@ def test_an_index_out_of_step_with_the_table_blocks(tmp_path: Path) -> None:
         "vector", segments("s3://media/b.mp4").column("vector")
     )
     index.replace_media(MODEL, foreign, [media_id("s3://media/b.mp4")])
-    results = evaluations(run_checks(resources, exclude="s3://media/c.mp4"))
+    results = evaluations(run_checks(resources, exclude=("s3://media/c.mp4",)))
     failed = {name: e.description for name, e in results.items() if not e.passed}
     assert set(failed) == {"rows_of_this_version_only", "index_rows_equal_table_rows"}, failed
     assert all("s3://media/b.mp4" in (d or "") for d in failed.values())

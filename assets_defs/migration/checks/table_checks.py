@@ -17,7 +17,7 @@ from assets_defs.migration.checks.table_evaluations import (
 )
 from resources.index.segment_index import SegmentIndex
 from resources.migration.check_settings import VersionCheckSettings
-from resources.providers.marengo_models import MarengoModel
+from resources.providers.marengo_models import MarengoModel, marengo_model
 from resources.storage.lake import Lake
 from resources.tables.embedding_table import EmbeddingTable
 from resources.tables.submission_ledger import SubmissionLedger
@@ -26,7 +26,13 @@ from resources.tables.submission_ledger import SubmissionLedger
 def read_version(
     lake: Lake, segment_index: SegmentIndex, model: MarengoModel, settings: VersionCheckSettings
 ) -> VersionRead:
-    """Everything the table checks look at: the embedding table in one read."""
+    """Everything the table checks look at: the embedding table in one read, and the media_uri and etag of
+    the serving version's rows where another version serves."""
+    serving_key = lake.serving_versions().current().serving
+    serving = None
+    if serving_key != model.key:
+        held = EmbeddingTable(lake, marengo_model(serving_key)).read_stored(columns=["media_uri", "etag"])
+        serving = (serving_key, held.to_pandas().drop_duplicates())
     return VersionRead(
         model=model,
         rows=EmbeddingTable(lake, model).read_stored(columns=TABLE_COLUMNS),
@@ -40,6 +46,7 @@ def read_version(
         ),
         excluded=settings.excluded(),
         exclusions_from=settings.exclusion_source(),
+        serving=serving,
     )
 
 

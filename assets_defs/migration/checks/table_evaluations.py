@@ -3,6 +3,7 @@ table, inventory, ledger and index of a version read once, so the checks share a
 instead of each re-reading it. Each returns the `CheckOutcome` of its check; `TABLE_CHECKS` pairs every
 check name with its description (the catalog) and its evaluation."""
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,15 +62,20 @@ class VersionRead:
     index: IndexRead
     excluded: tuple[str, ...]  # objects a person excluded from the cut-over
     exclusions_from: str  # where the exclusions came from
+    # The serving version's key and the media_uri and etag of its table's rows, when another version
+    # serves: what search holds today, which the candidate must hold too.
+    serving: tuple[str, pd.DataFrame] | None = None
 
 
 def covers_every_eligible_object(read: VersionRead) -> CheckOutcome:
     model = read.model
-    eligible, blocked, not_eligible = eligible_objects(read.inventory, model)
+    eligible, blocked, unembeddable = eligible_objects(read.inventory, model)
     embedded = read.rows.select(["media_uri", "etag"]).to_pandas()
-    result = coverage(eligible, embedded.drop_duplicates(), read.jobs, read.excluded, blocked)
+    result = coverage(
+        eligible, embedded.drop_duplicates(), read.jobs, read.excluded, blocked, unembeddable, read.serving
+    )
     share = result.covered / result.eligible if result.eligible else 1.0
-    return problems_outcome(
+    outcome = problems_outcome(
         result.missing,
         f"of {result.eligible} have no current {model.key} embedding",
         f"fix them and re-run the backfill of {model.key}, or exclude them with {EXCLUDE_ENV}",
@@ -77,13 +83,27 @@ def covers_every_eligible_object(read: VersionRead) -> CheckOutcome:
             "eligible_objects": result.eligible,
             "covered_objects": result.covered,
             "coverage": dg.MetadataValue.float(round(100 * share, 3)),
+            "compared_with": read.serving[0] if read.serving else "(the candidate serves)",
             "excluded": uri_list_md(result.excluded),
             "excluded_count": len(result.excluded),
             "excluded_not_in_library": uri_list_md(result.excluded_unknown),
             "exclusions_from": read.exclusions_from,
-            "not_eligible": names_md(not_eligible),
-            "not_eligible_count": len(not_eligible),
+            "cannot_be_embedded": names_md(result.unembeddable),
+            "cannot_be_embedded_count": len(result.unembeddable),
         },
+    )
+    if not outcome.passed:
+        return outcome
+    left_out = ""
+    if len(result.unembeddable):
+        shown = result.unembeddable.sort_values("media_uri").head(3)
+        first = ", ".join(f"{u} ({p})" for u, p in zip(shown["media_uri"], shown["problem"], strict=True))
+        more = f" and {len(result.unembeddable) - 3} more" if len(result.unembeddable) > 3 else ""
+        left_out = f"; {len(result.unembeddable)} objects no version can embed do not count: {first}{more}"
+    return dataclasses.replace(
+        outcome,
+        description=f"{result.covered} of {result.eligible} objects have a current {model.key} embedding"
+        f"{left_out}",
     )
 
 
@@ -193,8 +213,10 @@ class TableCheck:
 # check name -> what it promises (shown in the UI and the docs) and how it is evaluated; in catalog order.
 TABLE_CHECKS: dict[str, TableCheck] = {
     "covers_every_eligible_object": TableCheck(
-        "Every usable object the model can take has an embedding at its current ETag in the embedding "
-        f"table; names the missing ones and why. Objects in {EXCLUDE_ENV} do not count.",
+        "Every usable object, and every object the serving version holds, has an embedding at its current "
+        "ETag in the embedding table; names the missing ones and why. Objects no version can embed (the "
+        "inventory found them corrupt or not media) are listed and do not count, nor do those in "
+        f"{EXCLUDE_ENV}.",
         covers_every_eligible_object,
     ),
     "vectors_have_model_dimension": TableCheck(

@@ -3,7 +3,7 @@ to problems (media_uri, problem), one row per object to fix or exclude. The vect
 ingest's own (resources/tables/segment_validity.py), applied to the stored rows."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -30,47 +30,42 @@ class Coverage:
     missing: pd.DataFrame  # media_uri, problem
     excluded: list[str]  # configured exclusions, as given
     excluded_unknown: list[str]  # configured exclusions that name no eligible object
+    # media_uri, problem: objects no version can embed (the inventory found them corrupt or not media),
+    # which never block; listed so that a person sees what search will not hold.
+    unembeddable: pd.DataFrame = field(default_factory=lambda: no_problems())
 
 
 def eligible_objects(
     inventory: pd.DataFrame, model: MarengoModel
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(the usable objects the model can take, the media it cannot embed as they are, the files that are
-    not media). The second block a cut-over by name, with why, until fixed or excluded: a corrupt video or
-    one over the model's limits is a hole in search, not something to skip silently."""
+    """(the usable objects the model can take, the usable media it cannot embed as they are, the objects
+    no version can embed). The second block a cut-over by name, with why, until fixed or excluded: a video
+    over the model's limits is a hole in search, not something to skip silently. The third are what the
+    inventory's probe found corrupt (`unreadable`) or not media (`unsupported`): no version takes them, so
+    they never count against a candidate (unless the serving version embedded them, see `coverage`)."""
     usable = inventory[inventory["status"] == "ok"]
     violations = [
         model.limit_violation(m, int(size), None if pd.isna(sec) else float(sec))
         for m, size, sec in zip(usable["modality"], usable["size_bytes"], usable["duration_sec"], strict=True)
     ]
     over = np.array([v is not None for v in violations], dtype=bool)
-    unreadable = inventory[inventory["status"] == "unreadable"]
-    blocked = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    "media_uri": usable["media_uri"][over],
-                    "problem": [f"over the model's limits: {v}" for v in violations if v is not None],
-                }
-            ),
-            pd.DataFrame(
-                {
-                    "media_uri": unreadable["media_uri"],
-                    "problem": [f"corrupt: {r}" for r in unreadable["reason"]],
-                }
-            ),
-        ],
-        ignore_index=True,
-    )
-    not_media = inventory[~inventory["status"].isin(["ok", "unreadable"])]
-    others = pd.DataFrame(
+    blocked = pd.DataFrame(
         {
-            "media_uri": not_media["media_uri"],
-            "problem": [f"{s}: {r}" for s, r in zip(not_media["status"], not_media["reason"], strict=True)],
+            "media_uri": usable["media_uri"][over],
+            "problem": [f"over the model's limits: {v}" for v in violations if v is not None],
         },
         columns=PROBLEM_COLUMNS,
-    )
-    return usable[~over].reset_index(drop=True), blocked, others
+    ).reset_index(drop=True)
+    unusable = inventory[inventory["status"] != "ok"]
+    kind = unusable["status"].map(lambda s: "corrupt" if s == "unreadable" else str(s))
+    unembeddable = pd.DataFrame(
+        {
+            "media_uri": unusable["media_uri"],
+            "etag": unusable["etag"],
+            "problem": [f"{k}: {r}" for k, r in zip(kind, unusable["reason"], strict=True)],
+        }
+    ).reset_index(drop=True)
+    return usable[~over].reset_index(drop=True), blocked, unembeddable
 
 
 def missing_reason(jobs: pd.DataFrame, etag: str) -> str:
@@ -102,42 +97,65 @@ def coverage(
     jobs: pd.DataFrame,
     excluded: tuple[str, ...],
     blocked: pd.DataFrame | None = None,
+    unembeddable: pd.DataFrame | None = None,
+    serving: tuple[str, pd.DataFrame] | None = None,
 ) -> Coverage:
-    """Every eligible object not excluded must have rows at its current ETag, or have been embedded at it
-    with nothing to embed (no_content); the others are named with why they are missing.
+    """The candidate against what could be embedded: every eligible object, and every object the serving
+    version holds at its current ETag, must have rows at that ETag, or have been embedded at it with
+    nothing to embed (no_content); the others are named with why they are missing. Objects no version can
+    embed (`unembeddable`, from `eligible_objects`) never block, unless the serving version holds them
+    (then the candidate would lose what search has today); excluded objects never count.
 
-    `embedded`: media_uri and etag of the embedding table's rows; `jobs`: the ledger's jobs of the model.
+    `embedded`: media_uri and etag of the candidate's embedding table rows; `jobs`: the ledger's jobs of
+    the candidate; `serving`: the serving version's key and the media_uri and etag of its rows (None when
+    the candidate is the serving version).
     """
     excluded_set = set(excluded)
-    counted = eligible[~eligible["media_uri"].isin(excluded_set)]
+    blocked = no_problems() if blocked is None else blocked
+    unembeddable = (
+        no_problems().assign(etag=pd.Series(dtype=object)) if unembeddable is None else unembeddable
+    )
+    held: set[tuple[str, str]] = set()
+    if serving is not None:
+        held = set(zip(serving[1]["media_uri"], serving[1]["etag"], strict=True))
+    # What the serving version holds but the inventory calls unembeddable: still required of the candidate.
+    pairs_of = zip(unembeddable["media_uri"], unembeddable["etag"], strict=True)
+    kept = unembeddable[np.array([pair in held for pair in pairs_of], dtype=bool)]
+    required = pd.concat([eligible[["media_uri", "etag"]], kept[["media_uri", "etag"]]], ignore_index=True)
+    counted = required[~required["media_uri"].isin(excluded_set)]
     have = set(zip(embedded["media_uri"], embedded["etag"], strict=True))
     empty = jobs[jobs["status"] == "no_content"]
     have |= set(zip(empty["media_uri"], empty["etag"], strict=True))
     pairs = list(zip(counted["media_uri"], counted["etag"], strict=True))
     gaps = [(u, e) for u, e in pairs if (u, e) not in have]
     by_uri = {u: g for u, g in jobs[jobs["media_uri"].isin({u for u, _ in gaps})].groupby("media_uri")}
-    blocked = no_problems() if blocked is None else blocked
+
+    def why(uri: str, etag: str) -> str:
+        reason = missing_reason(by_uri.get(uri, jobs.iloc[0:0]), etag)
+        if (uri, etag) in held:
+            return f"the serving version {serving[0]} holds it at this ETag; {reason}"  # type: ignore[index]
+        return reason
+
     blocking = blocked[~blocked["media_uri"].isin(excluded_set)]
     missing = pd.concat(
         [
             blocking,
             pd.DataFrame(
-                {
-                    "media_uri": [u for u, _ in gaps],
-                    "problem": [missing_reason(by_uri.get(u, jobs.iloc[0:0]), e) for u, e in gaps],
-                },
+                {"media_uri": [u for u, _ in gaps], "problem": [why(u, e) for u, e in gaps]},
                 columns=PROBLEM_COLUMNS,
             ),
         ],
         ignore_index=True,
     )
-    known = set(eligible["media_uri"]) | set(blocked["media_uri"])
+    known = set(eligible["media_uri"]) | set(blocked["media_uri"]) | set(unembeddable["media_uri"])
+    left_out = unembeddable[~unembeddable["media_uri"].isin(set(kept["media_uri"]))]
     return Coverage(
         eligible=len(counted) + len(blocking),
         covered=len(counted) - len(gaps),
         missing=missing,
         excluded=sorted(excluded_set),
         excluded_unknown=sorted(excluded_set - known),
+        unembeddable=left_out[PROBLEM_COLUMNS].reset_index(drop=True),
     )
 
 
