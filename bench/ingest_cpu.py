@@ -343,7 +343,7 @@ def main() -> None:
             cpu, wall, result = cpu_of(
                 lambda: pipeline_step(instance, ["marengo", "embeddings"], args.profile)
             )
-        rows = materialization_metadata(result, ["marengo", "embeddings"])["dagster/row_count"]
+        rows = materialization_metadata(result, ["marengo", "embeddings"])["rows_written"]
         ingest_ratio = cpu / plain_cpu
         print(
             f"pipeline ingest: cpu {cpu:6.2f} s  wall {wall:6.2f} s  ({rows} segments)  "

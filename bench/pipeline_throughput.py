@@ -64,7 +64,7 @@ def main() -> None:
             latencies.append(time.perf_counter() - q0)
 
     rerun = materialization_metadata(again, ["marengo", "invocations"])["submitted"]
-    segments = ingest["dagster/row_count"]
+    segments = ingest["rows_written"]
     median_ms, max_ms = statistics.median(latencies) * 1000, max(latencies) * 1000
     print(f"objects: {inventory['dagster/row_count']} ({inventory['usable_objects']} usable)")
     print(f"inventory + submission run: {t1 - t0:.1f} s for {submitted} invocations")

@@ -24,7 +24,7 @@ from mediaembed.search import print_hits, search
 from pipelines.definitions import pipeline_resources
 from resources.providers.embedding_jobs import EmbeddingOptions
 from resources.providers.marengo_models import marengo_model
-from resources.providers.model_routes import describe_cost
+from resources.providers.model_routes import cost_from_metadata, describe_cost
 from resources.tables.submission_ledger import SubmissionLedger
 
 SAMPLE_QUERIES = ("yellow triangle", "a red circle", "low hum")
@@ -107,10 +107,11 @@ def _run_demo(workdir: Path, queries: tuple[str, ...], searcher_env: Mapping[str
             inventory_rows = read_inventory(built.lake)
         for problem in inventory_rows[inventory_rows["status"] != "ok"].itertuples():
             print(f"  skipped {problem.media_uri}: {problem.status}: {problem.reason}")
+        usd = cost_from_metadata(invocations["estimated_cost_usd"]) or 0.0
         print(
             f"submitted {invocations['submitted']} new Marengo invocations "
             f"({invocations['already_handled']} already handled, {invocations['rejected']} rejected, "
-            f"{describe_cost(float(invocations['estimated_cost_usd']), bool(invocations['priced']))})"
+            f"{describe_cost(usd, bool(invocations['priced']))})"
         )
 
         driver = SensorDriver(instance)
@@ -125,7 +126,7 @@ def _run_demo(workdir: Path, queries: tuple[str, ...], searcher_env: Mapping[str
             index = materialization_metadata(result, keys.SEARCH_MARENGO_SEGMENTS)
             print(
                 f"sensor run {result.run_id[:8]}: {ingest['objects_embedded']} embedded, "
-                f"{ingest['objects_failed']} failed, {ingest['dagster/row_count']} segments; "
+                f"{ingest['objects_failed']} failed, {ingest['rows_written']} segments; "
                 f"index {index['table']} now {index['dagster/row_count']} rows (v{index['table_version']})"
             )
         if not driver.ingest_results:
@@ -134,7 +135,7 @@ def _run_demo(workdir: Path, queries: tuple[str, ...], searcher_env: Mapping[str
         # Pegasus: a description, chapters and keywords per video, then the full-text index over them.
         described = run_job(instance, "describe_media", None)
         pegasus = materialization_metadata(described, keys.PEGASUS_DESCRIPTIONS)
-        text_index = materialization_metadata(described, keys.SEARCH_DESCRIPTIONS)
+        text_index = materialization_metadata(described, keys.SEARCH_DESCRIPTION_INDEX)
         print(
             f"\npegasus: {pegasus['calls_made']} calls, {pegasus['dagster/row_count']} descriptions; "
             f"full-text index {text_index['dagster/row_count']} rows"

@@ -57,9 +57,11 @@ def run_job(
 def materialization_metadata(
     result: dg.ExecuteInProcessResult, asset_key: dg.AssetKey | Sequence[str]
 ) -> dict[str, Any]:
-    """Plain values of an asset's materialization metadata in a run."""
-    node = op_name(dg.AssetKey.from_coercible(asset_key))
-    [materialization] = result.asset_materializations_for_node(node)
+    """Plain values of an asset's materialization metadata in a run. Only the asset's own: a step may
+    record another asset too (the first segment index records the serving version)."""
+    key = dg.AssetKey.from_coercible(asset_key)
+    events = result.asset_materializations_for_node(op_name(key))
+    [materialization] = [m for m in events if m.asset_key == key]
     return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
 
 

@@ -33,7 +33,7 @@ from pipelines.run_statuses import ACTIVE_RUN_STATUSES
 from pipelines.sensors import due_work, latest_materialization, materialization_metadata, metadata_value
 from resources.providers.errors import SetupError
 from resources.providers.marengo_models import MarengoModel
-from resources.providers.model_routes import ModelRoute, describe_cost, route
+from resources.providers.model_routes import ModelRoute, cost_from_metadata, describe_cost, route
 from resources.tables.submission_ledger import SubmissionLedger
 
 if TYPE_CHECKING:
@@ -202,7 +202,8 @@ def _report_submissions(
             _report_inventory(instance, record.run_id, progress)
         reported.add(record.run_id)
         if metadata["submitted"] or len(reported) == 1:
-            cost = describe_cost(float(metadata["estimated_cost_usd"] or 0), bool(metadata["priced"]))
+            usd = cost_from_metadata(metadata["estimated_cost_usd"]) or 0.0
+            cost = describe_cost(usd, bool(metadata["priced"]))
             progress.say(
                 f"submitted {metadata['submitted']} Marengo invocations "
                 f"({metadata['already_handled']} already handled, {cost})"

@@ -26,7 +26,10 @@ from resources.tables.serving_versions import (
     record_folder,
 )
 
+# The jobs of assets_defs/search/serving.py, named here so showing needs no Dagster. Both materialize the
+# serving asset's partition of the version to serve, with the same config: the cut-over after its checks.
 CUT_OVER_JOB = "cut_over_serving_version"
+SERVING_STEP = "search__serving_version"
 # Past the job's own `dagster/max_runtime`, run monitoring ends it; the wait allows that and the queue.
 QUEUE_ALLOWANCE_SEC = 10 * 60
 FIRST_POLL_SEC = 0.5
@@ -100,13 +103,14 @@ def change(
         prepare_instance_home(Path(home))
     except IngestError as error:
         raise ServingCommandError(str(error)) from None
-    node = "serving__marengo" if job_name == CUT_OVER_JOB else "roll_back_serving"
-    run_config: dict[str, Any] = {"ops": {node: {"config": {"by": by}}}} if by else {}
+    if partition_key is None:  # a rollback: to the version that served before, as the UI launches it
+        partition_key = rollback_target(_versions(env).current())
+    run_config: dict[str, Any] = {"ops": {SERVING_STEP: {"config": {"by": by}}}} if by else {}
     try:
         with dagster_engine(Path(home)) as engine:
             run_id = engine.launch(
                 job_name,
-                partition_key=partition_key if job_name == CUT_OVER_JOB else None,
+                partition_key=partition_key,
                 run_config=run_config,
                 tags={"mediaembed/command": "serving"},
             )
@@ -140,6 +144,13 @@ def change(
     if reason:
         raise ServingCommandError(f"{reason} (run {run_id})")
     print(f"{_versions(env).current().describe()} (run {run_id})", file=out)
+
+
+def rollback_target(state: ServingState) -> str:
+    """The partition a rollback launches: the version that served before the last cut-over."""
+    if state.previous is None:
+        raise ServingCommandError(f"nothing to roll back to: {state.describe()}")
+    return state.previous
 
 
 def run_serving(

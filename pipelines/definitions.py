@@ -20,7 +20,7 @@ from assets_defs.migration.plan import migration_plan
 from assets_defs.pegasus.description_index import search_descriptions
 from assets_defs.pegasus.descriptions import pegasus_chapters, pegasus_descriptions
 from assets_defs.search.segment_index import marengo_segment_index
-from assets_defs.search.serving import serving_marengo
+from assets_defs.search.serving import serving_version
 from pipelines.jobs import (
     cut_over_job,
     describe_media_job,
@@ -119,7 +119,7 @@ defs = dg.Definitions(
         marengo_embeddings,
         marengo_segment_index,
         checked_version,
-        serving_marengo,
+        serving_version,
         pegasus_descriptions,
         pegasus_chapters,
         search_descriptions,

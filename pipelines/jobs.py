@@ -10,8 +10,7 @@ from assets_defs.migration.checks import WHOLE_VERSION_CHECKS, checked_version
 from assets_defs.pegasus.description_index import search_descriptions
 from assets_defs.pegasus.descriptions import pegasus_chapters, pegasus_descriptions
 from assets_defs.search.segment_index import marengo_segment_index
-from assets_defs.search.serving import ServingChangeConfig, roll_back, serving_marengo
-from resources.storage.lake import Lake
+from assets_defs.search.serving import CUT_OVER_JOB, ROLL_BACK_JOB, serving_version
 
 # Run monitoring fails a run still going past `dagster/max_runtime` (seconds), so a run whose worker hangs
 # or vanished under a launcher that cannot see it never holds its pool slot for ever. Submission: the
@@ -98,8 +97,8 @@ describe_media_job = dg.define_asset_job(
 
 
 cut_over_job = dg.define_asset_job(
-    "cut_over_serving_version",
-    selection=dg.AssetSelection.assets(checked_version, serving_marengo)
+    CUT_OVER_JOB,
+    selection=dg.AssetSelection.assets(checked_version, serving_version)
     | dg.AssetSelection.checks(*WHOLE_VERSION_CHECKS),
     description=(
         "Cut search over to this partition's Marengo version, after its whole-version checks pass "
@@ -109,17 +108,14 @@ cut_over_job = dg.define_asset_job(
 )
 
 
-@dg.op(name="roll_back_serving")
-def roll_back_op(context: dg.OpExecutionContext, config: ServingChangeConfig, lake: Lake) -> None:
-    """Search goes back to the version that served before the last cut-over."""
-    context.log_event(roll_back(context, config, lake))
-
-
-@dg.job(
-    name="roll_back_serving_version",
+# Launched as the cut-over is: partition = the version to serve (here the one that served before), the
+# same config; only the checks are not run, since the version served already and its tables were kept.
+roll_back_job = dg.define_asset_job(
+    ROLL_BACK_JOB,
+    selection=dg.AssetSelection.assets(serving_version),
+    description=(
+        "One step back: launch it for the partition of the Marengo version that served search before the "
+        "last cut-over (`mediaembed serving` names it); its tables were kept, so nothing is re-embedded."
+    ),
     tags={"dagster/max_runtime": SERVING_CHANGE_MAX_RUNTIME_SEC},
-    description="One step back to the Marengo version that served search before the last cut-over; "
-    "its tables were kept, so nothing is re-embedded.",
 )
-def roll_back_job() -> None:
-    roll_back_op()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets_defs import keys
 from assets_defs.marengo.invocations import HOLD_QUOTA_SEC
 from assets_defs.migration.checks import WHOLE_VERSION_CHECKS
 from pipelines.definitions import defs
@@ -37,10 +38,10 @@ def test_asset_catalog_snapshot() -> None:
         "marengo/embeddings": ("marengo", ["deltalake", "s3"], models),
         "search/marengo_segments": ("search", ["lancedb"], models),
         "migration/checked_version": ("migration", [], models),
-        "serving/marengo": ("search", [], models),
+        "search/serving_version": ("serving", [], models),
         "pegasus/descriptions": ("pegasus", ["bedrock", "deltalake"], None),
         "pegasus/chapters": ("pegasus", ["deltalake"], None),
-        "search/descriptions": ("search", ["lancedb"], None),
+        "search/description_index": ("search", ["lancedb"], None),
     }
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     assert checks == {
@@ -57,7 +58,7 @@ def test_asset_catalog_snapshot() -> None:
         ("search/marengo_segments", "removals_confirmed"),
         ("pegasus/descriptions", "no_truncated_descriptions"),
         ("pegasus/descriptions", "calls_accepted"),
-        ("search/descriptions", "matches_description_tables"),
+        ("search/description_index", "matches_description_tables"),
         *(("migration/checked_version", key.name) for c in WHOLE_VERSION_CHECKS for key in c.check_keys),
     }
     assert sum(len(c.check_keys) for c in WHOLE_VERSION_CHECKS) == 8
@@ -72,8 +73,20 @@ def test_asset_catalog_snapshot() -> None:
         "marengo/embeddings": {"marengo_ingest"},
         "search/marengo_segments": {"lancedb_writer"},
         "pegasus/descriptions": {"pegasus"},
-        "search/descriptions": {"lancedb_writer"},
+        "search/description_index": {"lancedb_writer"},
     }
+
+
+def test_every_asset_has_a_name_of_its_own_in_the_ui() -> None:
+    """The UI lists an asset by its key's last component inside its group: no two assets may share it, and
+    the serving pointer sits alone in a group named for it (not as `marengo` among the search indexes)."""
+    graph = defs.resolve_asset_graph()
+    names = [node.key.path[-1] for node in graph.asset_nodes]
+    assert len(names) == len(set(names)), sorted(names)
+    serving = graph.get(keys.SEARCH_SERVING_VERSION)
+    assert serving.key.path[-1] == "serving_version"
+    alone = [node.key for node in graph.asset_nodes if node.group_name == serving.group_name]
+    assert alone == [keys.SEARCH_SERVING_VERSION] and serving.group_name == "serving"
 
 
 def test_jobs_sensor_and_schedule_target_the_right_assets() -> None:
@@ -103,7 +116,7 @@ def test_jobs_sensor_and_schedule_target_the_right_assets() -> None:
     assert {k.to_user_string() for k in describe.asset_layer.executable_asset_keys} == {
         "pegasus/descriptions",
         "pegasus/chapters",
-        "search/descriptions",
+        "search/description_index",
     }
 
 
@@ -155,3 +168,34 @@ def test_the_command_keeps_the_local_harness_at_arms_length() -> None:
     for path in (ROOT / "mediaembed").rglob("*.py"):
         module_level = _top_level_names(ast.parse(path.read_text()).body)
         assert not module_level & {"emulators", "harness", "tests"}, path
+
+
+def test_every_workspace_names_the_code_location_mediaembed() -> None:
+    """The UI shows the location by the name its workspace gives it (else the module path,
+    `pipelines.definitions`): `dg dev`, `dagster dev`, the commands' own workspace and both deployments
+    all name it `mediaembed`."""
+    import tomllib
+
+    import yaml
+
+    from mediaembed.engine import LOCATION_NAME, workspace_yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    assert project["dg"]["project"]["code_location_name"] == "mediaembed"
+    assert project["dagster"]["code_location_name"] == "mediaembed"
+    assert LOCATION_NAME == "mediaembed"
+    workspaces = {
+        "the commands' workspace": workspace_yaml(),
+        **{
+            str(path.relative_to(ROOT)): path.read_text()
+            for path in (
+                ROOT / "workspace.yaml",
+                ROOT / "deploy/workspace.yaml",
+                ROOT / "deploy/local/workspace.yaml",
+            )
+        },
+    }
+    for name, text in workspaces.items():
+        [entry] = yaml.safe_load(text)["load_from"]
+        [target] = entry.values()
+        assert target["location_name"] == "mediaembed", name

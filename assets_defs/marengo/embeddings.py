@@ -200,11 +200,14 @@ def materialize_result(report: IngestReport, config: IngestConfig) -> dg.Materia
     columns = ["media_uri", "embedding_option", "embedding_type", "embedding_scope", "start_sec", "end_sec"]
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": written.num_rows,
+            "dagster/row_count": report.table_rows,
+            "rows_written": written.num_rows,
             "dagster/column_schema": column_schema(written.schema),
             "model": model.key,
+            # Who made the rows this run wrote (a version may move between providers), else who embeds it.
+            "provider": ", ".join(sorted(set(written.column("provider").to_pylist()))) or report.provider,
             "providers": ", ".join(report.providers),
-            "dimension": model.dimension,
+            "dimension": dg.MetadataValue.text(str(model.dimension)),  # a setting: text, never plotted
             "invocations_finished": report.finished,
             "finished_from_findings": report.finished - report.finished_from_own_listing,
             "finished_from_own_listing": report.finished_from_own_listing,

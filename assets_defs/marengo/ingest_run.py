@@ -16,7 +16,12 @@ import pyarrow as pa
 
 from assets_defs.inventory.media_inventory import probed_durations, read_inventory
 from assets_defs.marengo.submission_run import PLANNING_COLUMNS
-from assets_defs.migration.estimates import VersionProgress, embedded_objects, version_progress
+from assets_defs.migration.estimates import (
+    COST_JOB_COLUMNS,
+    VersionProgress,
+    embedded_objects,
+    version_progress,
+)
 from resources.media.thumbnails import ThumbnailCounts, make_thumbnails, s3_media_opener
 from resources.providers.base import MarengoProvider
 from resources.providers.embedding_jobs import (
@@ -244,6 +249,7 @@ class IngestReport:
     """What one ingest did, for its materialization, its checks and its log."""
 
     model: MarengoModel
+    provider: str  # the provider that embeds this version now (MEDIAEMBED_PROVIDERS)
     providers: list[str]
     open_jobs: int
     finished: int
@@ -254,6 +260,7 @@ class IngestReport:
     commit: Commit | None
     table_uri: str
     table_version: int | None
+    table_rows: int  # every row of the table after this run (`written`: only this run's)
     unavailable: list[str]
     ended: list[Outcome]
     running_past_limit: pd.DataFrame
@@ -372,6 +379,7 @@ class EmbeddingIngest:
         durations = {r["media_uri"]: r["media_seconds"] for r in rows.values()}
         return IngestReport(
             model=model,
+            provider=self.providers.serving(model).provider_name,
             providers=sorted(set(pending["provider"])) if not pending.empty else [],
             open_jobs=len(pending),
             finished=len(finished),
@@ -382,6 +390,7 @@ class EmbeddingIngest:
             commit=commit,
             table_uri=table.uri,
             table_version=table.version() if commit is None else commit.version,
+            table_rows=table.row_count(),
             unavailable=[r.unavailable for r in results if r.unavailable],
             ended=[r.outcome for r in results if r.gave_up and r.outcome is not None],
             running_past_limit=overdue,
@@ -393,10 +402,13 @@ class EmbeddingIngest:
             # Where the version stands after this run (the submission defaults' options and attempts).
             progress=version_progress(
                 read_inventory(lake, PLANNING_COLUMNS),
-                SubmissionLedger(lake, None).jobs(model.key, columns=PLANNING_JOB_COLUMNS),
+                SubmissionLedger(lake, None).jobs(
+                    model.key, columns=[*PLANNING_JOB_COLUMNS, *COST_JOB_COLUMNS]
+                ),
                 embedded_objects(lake, model),
                 model,
                 EmbeddingOptions(),
+                prices=self.providers.serving(model).prices or "",
             )
             if self.with_progress
             else None,

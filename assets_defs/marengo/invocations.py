@@ -18,6 +18,7 @@ from assets_defs.metadata import preview
 from assets_defs.migration.estimates import SubmissionSettings
 from resources.providers.marengo_models import marengo_model
 from resources.providers.marengo_resource import MarengoProviders
+from resources.providers.model_routes import cost_metadata
 from resources.storage.clock import REAL_CLOCK, Clock
 from resources.storage.lake import Lake
 
@@ -172,16 +173,17 @@ def materialize_result(report: SubmissionReport, config: InvocationConfig) -> dg
             "resubmitted_after_lost": sum(s.job.job_key in plan.after_lost for s in submitted),
             "out_of_attempts": len(plan.out_of_attempts),
             "planned_at": dg.MetadataValue.timestamp(report.planned_at),
-            "hold_quota_sec": config.hold_quota_sec,
+            # The run's setting, as text: the UI plots numbers, and a setting would plot as a flat line.
+            "hold_quota_sec": dg.MetadataValue.text(f"{config.hold_quota_sec:g} s"),
             "held_sec": round(report.held_sec, 1),
             "slot_polls": report.slot_polls,
             "jobs_seen_finishing": report.jobs_seen_finishing,
             "media_seconds_submitted": round(report.media_seconds_submitted, 3),
-            "estimated_cost_usd": round(report.estimated_cost_usd, 4),
+            "estimated_cost_usd": cost_metadata(report.estimated_cost_usd, route.priced),
             "submitted_preview": preview(submitted_frame),
             "rejected_preview": preview(rejected_frame),
             "budget": budget.describe(),
-            "estimated_cost_usd_still_to_embed": round(estimate.cost_usd, 4),
+            "estimated_cost_usd_still_to_embed": cost_metadata(estimate.cost_usd, estimate.priced),
             "media_seconds_still_to_embed": round(estimate.media_seconds, 3),
             **(report.progress.metadata() if report.progress is not None else {}),
         },
@@ -203,7 +205,7 @@ def materialize_result(report: SubmissionReport, config: InvocationConfig) -> dg
                 metadata={
                     "budget": budget.describe(),
                     "objects_still_to_embed": estimate.objects,
-                    "estimated_cost_usd": round(estimate.cost_usd, 4),
+                    "estimated_cost_usd": cost_metadata(estimate.cost_usd, estimate.priced),
                     "priced": estimate.priced,
                     "media_seconds": round(estimate.media_seconds, 3),
                 },

@@ -25,6 +25,7 @@ from assets_defs.inventory.media_inventory import read_inventory
 from assets_defs.marengo.submission_plan import Slots, SubmissionPlan, plan_submissions
 from assets_defs.marengo.submission_stop import SubmissionStop
 from assets_defs.migration.estimates import (
+    COST_JOB_COLUMNS,
     Budget,
     Estimate,
     SubmissionSettings,
@@ -322,7 +323,9 @@ class SubmissionRun:
             if scope is not None
             else version_progress(
                 inventory,
-                SubmissionLedger(self.lake, None).jobs(model.key, columns=PLANNING_JOB_COLUMNS)
+                SubmissionLedger(self.lake, None).jobs(
+                    model.key, columns=[*PLANNING_JOB_COLUMNS, *COST_JOB_COLUMNS]
+                )
                 if wrote_ledger
                 else every_provider,
                 embedded_objects(self.lake, model),
@@ -331,6 +334,7 @@ class SubmissionRun:
                 settings.max_attempts,
                 settings.max_lost,
                 None if wrote_ledger else plan,  # the same inputs: planned once
+                prices=self.provider.prices or "",
             ),
             scope=None if scope is None else len(scope),
             planned_objects=len(inventory),

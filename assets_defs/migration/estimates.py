@@ -20,13 +20,17 @@ from assets_defs.marengo.submission_plan import SubmissionPlan, plan_submissions
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.providers.marengo_models import MarengoModel
 from resources.providers.marengo_resource import BUDGET_MEDIA_SECONDS_ENV, BUDGET_USD_ENV
-from resources.providers.model_routes import ModelRoute
+from resources.providers.model_routes import UNPRICED, ModelRoute, route
 from resources.storage.lake import Lake
 from resources.tables.embedding_table import EmbeddingTable
 
 # The prefix the invocation sensor reads as "waits for a person" (pipelines/sensors.py).
 OVER_BUDGET = "stopped: over budget"
 DONE_STATUSES = ("completed", "no_content")
+# Jobs the provider ran to their end, so billed: superseded ones too (their object changed meanwhile).
+BILLED_STATUSES = (*DONE_STATUSES, "superseded")
+# The ledger columns a version's cost so far is priced from (besides status), read with the planning ones.
+COST_JOB_COLUMNS = ["provider", "modality", "media_seconds"]
 PROGRESS_STATES = ("done", "in_flight", "failed", "waiting", "not_started")
 
 
@@ -250,6 +254,15 @@ class VersionProgress:
     waiting: int = 0
     not_started: int = 0
     retrying: int = 0  # of the waiting: objects whose earlier job failed or was lost
+    # List price of every job of the version that ran to its end, so far; None: not read (the ledger
+    # columns it needs, COST_JOB_COLUMNS, were not read).
+    cost_usd: float | None = 0.0
+    priced: bool = True  # False: a provider of those jobs has no published price
+
+    @property
+    def coverage(self) -> float:
+        """The share of the usable objects done (0 to 1): what search has of this version."""
+        return self.done / self.objects if self.objects else 0.0
 
     def counts(self) -> dict[str, int]:
         return {state: getattr(self, state) for state in PROGRESS_STATES}
@@ -260,7 +273,16 @@ class VersionProgress:
         return f"{self.done}/{self.objects} done, {rest}"
 
     def metadata(self) -> dict[str, dg.MetadataValue]:
+        """The counts, and the figures the UI plots per version partition: the share covered, the
+        objects embedded and what the version has cost so far ("unpriced" where a route has no price)."""
+        cost: dict[str, dg.MetadataValue] = {}
+        if self.cost_usd is not None:
+            usd = dg.MetadataValue.float(round(self.cost_usd, 4))
+            cost["cost_so_far_usd"] = usd if self.priced else dg.MetadataValue.text(UNPRICED)
         return {
+            "coverage_fraction": dg.MetadataValue.float(round(self.coverage, 4)),
+            "embedded_objects": dg.MetadataValue.int(self.done),
+            **cost,
             **{f"progress_{state}": dg.MetadataValue.int(n) for state, n in self.counts().items()},
             "progress": dg.MetadataValue.md(coverage_markdown([self])),
         }
@@ -313,22 +335,48 @@ def version_progress(
     max_attempts: int = 2,
     max_lost: int = 3,
     plan: SubmissionPlan | None = None,
+    prices: str = "",
 ) -> VersionProgress:
-    """Counts of `object_states`: the one progress figure the UI, the plan and the CLI all show."""
+    """Counts of `object_states`: the one progress figure the UI, the plan and the CLI all show, with
+    the version's cost so far at `prices` (MEDIAEMBED_PRICES's form; empty: the published ones)."""
     state, plan = object_states(
         inventory, ledger_jobs, embedded, model, options, max_attempts, max_lost, plan
     )
-    return count_states(model.key, state, plan)
+    return count_states(model.key, state, plan, cost_so_far(ledger_jobs, model.key, prices))
 
 
-def count_states(model_key: str, state: pd.Series, plan: SubmissionPlan) -> VersionProgress:
+def count_states(
+    model_key: str, state: pd.Series, plan: SubmissionPlan, cost: tuple[float | None, bool] = (0.0, True)
+) -> VersionProgress:
     counts = state.value_counts()
     return VersionProgress(
         model_key,
         objects=len(state),
         retrying=sum(job.attempt > 1 for job in plan.due),
+        cost_usd=cost[0],
+        priced=cost[1],
         **{s: int(counts.get(s, 0)) for s in PROGRESS_STATES},
     )
+
+
+def cost_so_far(ledger_jobs: pd.DataFrame, model_key: str, prices: str = "") -> tuple[float | None, bool]:
+    """(USD, priced) of every job of `model_key` that ran to its end (BILLED_STATUSES), at the list price
+    of the provider that ran it. Not priced
+    when one of those providers' routes has no published price."""
+    if not set(COST_JOB_COLUMNS) <= set(ledger_jobs.columns):
+        return None, True  # read without them: unknown, never a 0 that reads as free
+    if ledger_jobs.empty:
+        return 0.0, True
+    ran = ledger_jobs[ledger_jobs["status"].isin(BILLED_STATUSES)]
+    total, priced = 0.0, True
+    for provider, jobs in ran.groupby("provider"):
+        at = route(str(provider), model_key, prices)
+        priced = priced and at.priced
+        total += sum(
+            at.estimated_cost_usd(modality, None if pd.isna(seconds) else float(seconds))
+            for modality, seconds in zip(jobs["modality"], jobs["media_seconds"], strict=True)
+        )
+    return total, priced
 
 
 def coverage_markdown(rows: list[VersionProgress], serving: str | None = None) -> str:

@@ -21,6 +21,7 @@ from assets_defs.migration.estimates import (
     SubmissionSettings,
     VersionProgress,
     budget_problem,
+    cost_so_far,
     count_states,
     coverage_markdown,
     describe_duration,
@@ -31,7 +32,7 @@ from assets_defs.migration.estimates import (
 )
 from resources.providers.marengo_models import MARENGO_MODELS, MarengoModel, marengo_model
 from resources.providers.marengo_resource import MarengoProviders
-from resources.providers.model_routes import ModelRoute, describe_cost
+from resources.providers.model_routes import UNPRICED, ModelRoute, cost_metadata, describe_cost
 from resources.storage.lake import Lake
 from resources.tables.submission_ledger import SubmissionLedger
 
@@ -123,7 +124,7 @@ def plan_metadata(plan: MigrationPlan) -> dict[str, dg.MetadataValue]:
         "media_seconds": num(round(est.media_seconds, 3)),
         "invocations": dg.MetadataValue.int(est.invocations),
         "priced": dg.MetadataValue.bool(est.priced),
-        "estimated_cost_usd": num(round(est.cost_usd, 4)),
+        "estimated_cost_usd": num(round(est.cost_usd, 4)) if est.priced else text(UNPRICED),
         "estimated_cost": text(describe_cost(est.cost_usd, est.priced)),
         "quota": dg.MetadataValue.int(plan.quota),
         "typical_job_sec": text(
@@ -175,16 +176,18 @@ def migration_plan(
     coverage: list[VersionProgress] = []
     plans: dict[str, SubmissionPlan] = {}
     for version in MARENGO_MODELS.values():
+        jobs = ledger.jobs(version.key)
         states, plans[version.key] = object_states(
             inventory,
-            ledger.jobs(version.key),
+            jobs,
             embedded_objects(lake, version),
             version,
             config.options(),
             config.max_attempts,
             config.max_lost,
         )
-        coverage.append(count_states(version.key, states, plans[version.key]))
+        cost = cost_so_far(jobs, version.key, provider.prices or "")
+        coverage.append(count_states(version.key, states, plans[version.key], cost))
     plan = make_plan(
         plans[model.key],
         seconds,
@@ -218,7 +221,7 @@ def migration_plan(
                 description=plan.over_budget,
                 metadata={
                     "budget": plan.budget.describe(),
-                    "estimated_cost_usd": round(plan.estimate.cost_usd, 4),
+                    "estimated_cost_usd": cost_metadata(plan.estimate.cost_usd, plan.estimate.priced),
                 },
             )
         ],

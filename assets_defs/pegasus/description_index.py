@@ -23,7 +23,7 @@ NAMES_IN_METADATA = 50
 
 
 @dg.asset(
-    key=keys.SEARCH_DESCRIPTIONS,
+    key=keys.SEARCH_DESCRIPTION_INDEX,
     deps=[pegasus_descriptions, pegasus_chapters],
     group_name="search",
     kinds={"lancedb"},
@@ -31,7 +31,7 @@ NAMES_IN_METADATA = 50
     check_specs=[
         dg.AssetCheckSpec(
             "matches_description_tables",
-            asset=keys.SEARCH_DESCRIPTIONS,
+            asset=keys.SEARCH_DESCRIPTION_INDEX,
             description="The index holds exactly the rows the description and chapter tables give, "
             "object by object.",
         ),

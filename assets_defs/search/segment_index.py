@@ -10,6 +10,7 @@ from assets_defs.marengo.partitions import marengo_model_partitions
 from assets_defs.metadata import column_schema, preview
 from assets_defs.search.index_plan import DEFAULT_MAX_REMOVAL_SHARE, RemovalPolicy
 from assets_defs.search.index_update import IndexReport, IndexUpdate
+from assets_defs.search.serving_record import serving_so_far
 from resources.index.segment_index import SegmentIndex
 from resources.providers.marengo_models import marengo_model
 from resources.storage.lake import Lake
@@ -91,6 +92,10 @@ def marengo_segment_index(
         warn=context.log.warning,
     )
     report = update.run()
+    # The first index of a new instance: the UI shows what serves, before any cut-over is made.
+    serving = serving_so_far(context.instance, lake)
+    if serving is not None:
+        context.log_event(serving)
     state, plan = report.state, report.plan
     context.log.info(
         f"{state.table}: {state.rows} rows at version {state.version}, {len(plan.rewrite)} objects written "

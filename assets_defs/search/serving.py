@@ -1,8 +1,10 @@
-"""The serving pointer as an asset: materializing partition X of `serving/marengo` cuts search over to X.
+"""The serving pointer as an asset: materializing partition X of `search/serving_version` makes X serve.
 
-The cut-over job runs the whole-version checks of X's index in the same run, blocking: a version that is not
-complete and checked never reaches the pointer. Rollback is one step back to the previous version, whose
-tables stay until it is retired, so it needs no re-embedding.
+A cut-over and a rollback are launched the same way: a run of partition X (the version to serve) with the
+same config (`by`). The job says which: `cut_over_serving_version` runs the whole-version checks of X's
+index first, blocking, so a version that is not complete and checked never reaches the pointer;
+`roll_back_serving_version` is one step back to the previous version (X must be the one a rollback
+returns to), whose tables stay until it is retired, so it needs no checks and no re-embedding.
 """
 
 import getpass
@@ -11,9 +13,9 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
-from assets_defs import keys
 from assets_defs.marengo.partitions import marengo_model_partitions
 from assets_defs.migration.checks import WHOLE_VERSION_CHECKS, checked_version
+from assets_defs.search.serving_record import SERVING_KEY, change_metadata
 from resources.storage.lake import Lake
 from resources.tables.serving_versions import (
     AlreadyServing,
@@ -22,7 +24,8 @@ from resources.tables.serving_versions import (
     ServingState,
 )
 
-SERVING_KEY = keys.SERVING_MARENGO
+CUT_OVER_JOB = "cut_over_serving_version"
+ROLL_BACK_JOB = "roll_back_serving_version"
 
 
 class ServingChangeConfig(dg.Config):
@@ -39,21 +42,6 @@ def who(context: dg.OpExecutionContext | dg.AssetExecutionContext, config: Servi
     )
 
 
-def change_metadata(before: ServingState, after: ServingState) -> dict[str, str | int]:
-    """What the UI shows of a change: from, to, who, when, and what a rollback would return to."""
-    return {
-        "action": after.action,
-        "from": before.serving,
-        "to": after.serving,
-        "by": after.by,
-        "at": after.since.isoformat() if after.since else "",
-        "rollback_to": after.previous or "none",
-        "retired": ", ".join(after.retired) or "none",
-        "sequence": after.sequence,
-        "serving": after.describe(),
-    }
-
-
 def kept_up(state: ServingState, model_key: str) -> bool:
     """Whether new media are still embedded for this version: every version not retired (the serving one,
     a migration's target, and the previous one, so a rollback finds it up to date)."""
@@ -64,14 +52,17 @@ def kept_up(state: ServingState, model_key: str) -> bool:
     key=SERVING_KEY,
     deps=[checked_version],
     partitions_def=marengo_model_partitions,
-    group_name="search",
-    description="Which Marengo version serves search. Materialize partition X to cut over to X: only "
-    "through the `cut_over_serving_version` job, whose whole-version checks must pass first.",
+    group_name="serving",
+    description="Which Marengo version serves search. Launch partition X (the version to serve) with the "
+    f"`{CUT_OVER_JOB}` job, whose whole-version checks must pass first, or, to return to the version "
+    f"that served before, with the `{ROLL_BACK_JOB}` job.",
 )
-def serving_marengo(
+def serving_version(
     context: dg.AssetExecutionContext, config: ServingChangeConfig, lake: Lake
 ) -> dg.MaterializeResult:
     """Points search at this partition's version, atomically: one new record in the lake, or none."""
+    if context.job_name == ROLL_BACK_JOB:
+        return roll_back(context, config, lake)
     target, run_id = context.partition_key, context.run.run_id
     unchecked = checks_not_passed_in_run(context.instance, run_id)
     if unchecked:
@@ -132,13 +123,13 @@ def checks_not_passed_in_run(instance: dg.DagsterInstance, run_id: str) -> list[
 
 
 def roll_back(
-    context: dg.OpExecutionContext, config: ServingChangeConfig, lake: Lake
-) -> dg.AssetMaterialization:
-    """One step back; recorded on `serving/marengo` (partition = the version serving again)."""
+    context: dg.AssetExecutionContext, config: ServingChangeConfig, lake: Lake
+) -> dg.MaterializeResult:
+    """One step back to this partition's version, which must be the one that served before."""
     versions = lake.serving_versions()
     before = versions.current()
     try:
-        after = versions.roll_back(who(context, config), context.run.run_id)
+        after = versions.roll_back(who(context, config), context.run.run_id, to=context.partition_key)
     except ServingConflict as lost:
         description = str(lost)
         if lost.winner is not None:
@@ -150,6 +141,4 @@ def roll_back(
     except ServingChangeRefused as refused:
         raise dg.Failure(description=str(refused), allow_retries=False) from None
     context.log.info(f"rolled back: {after.describe()}")
-    return dg.AssetMaterialization(
-        asset_key=SERVING_KEY, partition=after.serving, metadata=change_metadata(before, after)
-    )
+    return dg.MaterializeResult(metadata=change_metadata(before, after))

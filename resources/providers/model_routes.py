@@ -84,9 +84,24 @@ class ModelRoute:
         return (rate or 0.0) * (media_seconds or 0.0)
 
 
+UNPRICED = "unpriced"
+
+
 def describe_cost(usd: float, priced: bool, label: str = "est.") -> str:
     """The estimate as a person reads it: never $0 for a provider whose price is not in the tables."""
     return f"{label} ${usd:.4f}" if priced else "cost not estimated: no published price for this provider"
+
+
+def cost_metadata(usd: float, priced: bool) -> float | str:
+    """A cost as a metadata value: US dollars (4 places) where the route has prices, else "unpriced", never
+    a 0 that reads as free."""
+    return round(usd, 4) if priced else UNPRICED
+
+
+def cost_from_metadata(value: object) -> float | None:
+    """The US dollars a `cost_metadata` value holds; None for "unpriced" (or anything else not a number)."""
+    value = getattr(value, "value", value)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 ROUTES: dict[tuple[str, str], ModelRoute] = {

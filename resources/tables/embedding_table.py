@@ -223,6 +223,11 @@ class EmbeddingTable:
         table = self.open()
         return None if table is None else table.version()
 
+    def row_count(self) -> int:
+        """The current version's rows, from the files' footers (no row is read); 0 before the table exists."""
+        table = self.open()
+        return 0 if table is None else self._dataset(table).count_rows()
+
     def _write(self, rows: pa.Table, predicate: str) -> int:
         """One commit replacing the rows `predicate` selects. `schema_mode="merge"` adds a column the
         table lacks (embedding_type, to a table written before it) in this same commit; the rows were cast

@@ -179,11 +179,17 @@ class ServingVersions:
             )
         return self._write(now, replace(now, serving=to, previous=now.serving, action="cut_over"), by, run_id)
 
-    def roll_back(self, by: str, run_id: str = "") -> ServingState:
-        """One step back to the version that served before the last cut-over; no re-embedding."""
+    def roll_back(self, by: str, run_id: str = "", to: str | None = None) -> ServingState:
+        """One step back to the version that served before the last cut-over; no re-embedding. `to`: the
+        version the caller means to return to, refused unless it is that one (the pointer moved since)."""
         now = self.current()
         if now.previous is None:
             raise ServingChangeRefused(f"nothing to roll back to: {now.describe()}")
+        if to is not None and to != now.previous:
+            raise ServingChangeRefused(
+                f"not rolled back to {to}: a rollback returns to {now.previous} ({now.describe()}); "
+                f"to make {to} serve, cut over to it"
+            )
         if now.previous in now.retired:
             raise ServingChangeRefused(f"cannot roll back to {now.previous}: it was retired")
         return self._write(

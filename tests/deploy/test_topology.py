@@ -193,6 +193,9 @@ def test_the_deployed_topology_end_to_end(
         assert {r.tags["dagster/partition"] for r in ingests} == {SERVING, TARGET, OTHER}
         assert all(r.tags.get("dagster/sensor_name") == SENSORS[0] for r in ingests)
         assert by_job["cut_over_serving_version"] == by_job["roll_back_serving_version"] == 1
+        # Launched the same way: each a run of the partition of the version that is to serve.
+        changes = {r.job_name: r.tags.get("dagster/partition") for r in runs if "_serving_" in r.job_name}
+        assert changes == {"cut_over_serving_version": TARGET, "roll_back_serving_version": SERVING}
 
         # The cut-over passed every blocking check before it wrote the serving record.
         assert {e.check_name for e in evaluations} == CUT_OVER_CHECKS

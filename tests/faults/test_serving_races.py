@@ -31,7 +31,7 @@ def in_serving_step(world: FaultWorld) -> bool:
         if run.status != dg.DagsterRunStatus.STARTED:
             continue
         starts = world.instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_START)
-        if any(record.event_log_entry.step_key == "serving__marengo" for record in starts.records):
+        if any(record.event_log_entry.step_key == "search__serving_version" for record in starts.records):
             return True
     return False
 

@@ -25,7 +25,7 @@ def test_a_word_search_finds_the_chapter_and_hybrid_returns_each_segment_once(wo
     submit(world)
     ingest_when_idle(world)
     described = run_job(world.instance, "describe_media", None)
-    index = materialization_metadata(described, ["search", "descriptions"])
+    index = materialization_metadata(described, ["search", "description_index"])
     videos = [s for s in world.samples if s.modality == "video"]
     assert index["chapters"] == sum(len(v.scenes) for v in videos)
     assert index["objects_updated"] == len(videos) and index["unindexed_rows"] == 0
@@ -52,7 +52,7 @@ def test_a_word_search_finds_the_chapter_and_hybrid_returns_each_segment_once(wo
     assert "red circle" in top["snippet"].lower()
 
     again = run_job(world.instance, "describe_media", None)
-    rerun = materialization_metadata(again, ["search", "descriptions"])
+    rerun = materialization_metadata(again, ["search", "description_index"])
     assert (rerun["objects_updated"], rerun["objects_removed"]) == (0, 0), "nothing new, nothing written"
     assert rerun["table_version"] == index["table_version"]
 
@@ -61,7 +61,7 @@ def test_on_s3_the_index_is_written_under_its_lease_and_text_search_reads_it(s3_
     world = s3_lake_world
     submit(world)  # the inventory: which videos there are
     described = run_job(world.instance, "describe_media", None)
-    index = materialization_metadata(described, ["search", "descriptions"])
+    index = materialization_metadata(described, ["search", "description_index"])
     assert index["uri"] == "s3://lake/lancedb" and index["dagster/row_count"] > 0
     listed = world.stack.s3.client().list_objects_v2(Bucket="lake", Prefix="lancedb/")
     keys = [o["Key"] for o in listed.get("Contents", [])]

@@ -6,10 +6,12 @@ the pipeline again, change media or inject faults get their own `world`."""
 import json
 from pathlib import Path
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from assets_defs import keys
 from assets_defs.inventory.media_inventory import read_inventory
 from harness.runner import SensorDriver, materialization_metadata, run_job
 from resources.providers.marengo_models import MARENGO_3_0
@@ -93,8 +95,13 @@ def test_changed_object_is_re_embedded_and_replaces_its_rows(world: World) -> No
     ingest_when_idle(world)
     # A manual materialization from the UI: nothing new to ingest, the index reports its size.
     manual = run_job(world.instance, "ingest_marengo_embeddings", MARENGO_3_0.key)
-    assert materialization_metadata(manual, ["marengo", "embeddings"])["invocations_finished"] == 0
+    nothing_new = materialization_metadata(manual, ["marengo", "embeddings"])
+    assert nothing_new["invocations_finished"] == 0
     rows_before = materialization_metadata(manual, ["search", "marengo_segments"])["dagster/row_count"]
+    # The row count is the table's, whatever this run wrote: a run that wrote nothing shows the table.
+    table_rows = EmbeddingTable(world.lake, MARENGO_3_0).read().num_rows
+    assert (nothing_new["dagster/row_count"], nothing_new["rows_written"]) == (table_rows, 0)
+    assert table_rows == rows_before > USABLE
     [before] = search_json("green triangle", top_k=1)
     assert before["media_uri"] == "s3://media/images/green_triangle.png"
 
@@ -105,6 +112,10 @@ def test_changed_object_is_re_embedded_and_replaces_its_rows(world: World) -> No
     driver = ingest_when_idle(world)
     index = materialization_metadata(driver.results[0], ["search", "marengo_segments"])
     assert index["objects_updated"] == 1 and index["dagster/row_count"] == rows_before
+    replaced = materialization_metadata(driver.results[0], ["marengo", "embeddings"])
+    table_rows = EmbeddingTable(world.lake, MARENGO_3_0).read().num_rows
+    assert replaced["dagster/row_count"] == table_rows == rows_before
+    assert 0 < replaced["rows_written"] < table_rows, "this run's rows are a separate figure"
     top_two = {hit["media_uri"] for hit in search_json("purple circle", top_k=2)}
     assert top_two == {"s3://media/images/green_triangle.png", "s3://media/images/purple_circle.jpg"}
     [after] = search_json("green triangle", top_k=1)
@@ -291,3 +302,25 @@ def test_an_empty_listing_does_not_empty_the_index(world: World, monkeypatch: py
     assert not check.passed, "the mismatch is visible in the UI"
     [top] = search_json("yellow triangle", top_k=1)
     assert top["media_uri"] == "s3://media/videos/shapes_a.mp4"
+
+
+def test_the_first_ingest_records_what_serves_on_the_serving_asset(world: World) -> None:
+    """Before any cut-over the UI's serving asset shows the initial version, materialized by the first
+    ingest that makes a version searchable; later ingests leave it alone (a cut-over writes the next)."""
+    serving = dg.AssetRecordsFilter(keys.SEARCH_SERVING_VERSION)
+    assert not world.instance.fetch_materializations(serving, limit=5).records, "a new instance has none"
+    submit(world)
+    ingest_when_idle(world)
+    [record] = world.instance.fetch_materializations(serving, limit=5).records
+    materialization = record.asset_materialization
+    assert materialization is not None and materialization.partition == MARENGO_3_0.key
+    shown = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    assert (shown["action"], shown["from"], shown["to"], shown["sequence"]) == (
+        "initial",
+        "none",
+        MARENGO_3_0.key,
+        0,
+    )
+    assert shown["serving"] == world.lake.serving_versions().current().describe()  # type: ignore[attr-defined]
+    run_job(world.instance, "ingest_marengo_embeddings", MARENGO_3_0.key)
+    assert len(world.instance.fetch_materializations(serving, limit=5).records) == 1

@@ -246,7 +246,7 @@ def test_the_pipeline_completes_as_a_user_holding_only_the_policy(iam_world: Iam
     assert index["dagster/row_count"] == table_rows > USABLE, "index rows = table rows"
     checks = [*ingest.get_asset_check_evaluations(), *iam_world.described.get_asset_check_evaluations()]
     assert checks and all(c.passed for c in checks), [(c.check_name, c.passed) for c in checks]
-    described = materialization_metadata(iam_world.described, ["search", "descriptions"])
+    described = materialization_metadata(iam_world.described, ["search", "description_index"])
     assert described["objects_updated"] == 3 and described["unindexed_rows"] == 0
     [top] = iam_world.hits
     assert (top["media_uri"], top["start_sec"], top["end_sec"]) == (

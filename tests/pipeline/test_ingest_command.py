@@ -17,6 +17,7 @@ import dagster as dg
 import lancedb
 import pytest
 
+from assets_defs import keys
 from emulators.bedrock_runtime.server import INJECTED_FAILURE_MESSAGE
 from resources.index.segment_index import SegmentIndex
 from resources.providers.marengo_models import MARENGO_3_0
@@ -86,8 +87,13 @@ def test_ingest_summary_matches_what_the_emulator_saw(emulated: Emulated) -> Non
     # Dagster's own engine ran it: the command submitted one run, the daemon's sensor requested the rest,
     # and the daemon the command started ended with it.
     home = emulated.env["DAGSTER_HOME"]
+    serving = dg.AssetRecordsFilter(keys.SEARCH_SERVING_VERSION)
     with dg.DagsterInstance.from_config(home) as instance:
         runs = list(instance.get_runs())
+        [shown] = [r.asset_materialization for r in instance.fetch_materializations(serving, limit=5).records]
+    # The UI's serving asset shows what serves from the first ingest on, before any cut-over.
+    assert shown is not None and shown.partition == MARENGO_3_0.key
+    assert (shown.metadata["action"].value, shown.metadata["to"].value) == ("initial", MARENGO_3_0.key)
     by_command = [r for r in runs if r.tags.get("mediaembed/command") == "ingest"]
     assert [r.job_name for r in by_command] == ["embed_new_media"]
     requested = [r for r in runs if r.tags.get("dagster/sensor_name") == "marengo_invocation_sensor"]
@@ -101,6 +107,8 @@ def test_ingest_summary_matches_what_the_emulator_saw(emulated: Emulated) -> Non
     assert SUMMARY.search(again.stdout).groupdict() == summary.groupdict()  # type: ignore[union-attr]
     assert "0 invocations submitted now (0 completed, 0 failed), estimated cost $0.0000" in again.stdout
     assert emulator_statuses(emulated.bedrock()) == seen_by_bedrock
+    with dg.DagsterInstance.from_config(home) as instance:
+        assert len(instance.fetch_materializations(serving, limit=5).records) == 1, "recorded once"
     # Not a terminal: progress is plain lines, each a full line.
     assert re.search(r"^embedding: \d+/\d+ jobs finished, ", done.stderr, re.MULTILINE)
 

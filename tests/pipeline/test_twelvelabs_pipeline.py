@@ -34,13 +34,17 @@ def search_json(text: str, model: str = MARENGO_3_0.key, top_k: int = 3) -> list
 
 
 def embed_all(world: World, model: str = MARENGO_3_0.key) -> dict:
+    """Submit every object for `model`, then ingest once the providers are idle; the submission's metadata,
+    with the ingest's embeddings metadata under "ingest"."""
     submitted = materialization_metadata(
         run_job(world.instance, "embed_new_media", model), ["marengo", "invocations"]
     )
     world.stack.bedrock.wait_until_idle(timeout=60)
     world.stack.twelvelabs.wait_until_idle(timeout=60)
-    SensorDriver(world.instance).tick()
-    return submitted
+    driver = SensorDriver(world.instance)
+    driver.tick()
+    [ingest] = driver.ingest_results
+    return {**submitted, "ingest": materialization_metadata(ingest, ["marengo", "embeddings"])}
 
 
 def answers(model: str = MARENGO_3_0.key) -> list[list[tuple[str, float | None, float | None, str, float]]]:
@@ -81,6 +85,18 @@ def test_3_0_on_bedrock_and_3_5_on_twelvelabs_in_one_instance(
     on_twelvelabs = embed_all(world, MARENGO_3_5.key)
     assert (on_bedrock["provider"], on_bedrock["submitted"]) == ("bedrock", USABLE)
     assert (on_twelvelabs["provider"], on_twelvelabs["submitted"]) == ("twelvelabs", USABLE)
+    # TwelveLabs publishes no price in the route tables: its cost reads "unpriced", never a free-looking 0.
+    assert isinstance(on_bedrock["estimated_cost_usd"], float) and on_bedrock["estimated_cost_usd"] > 0
+    assert on_twelvelabs["estimated_cost_usd"] == "unpriced" and on_twelvelabs["priced"] is False
+    # Each version's embeddings say who made them, and plot what the version has: all of it, at its cost.
+    for done, provider in ((on_bedrock["ingest"], "bedrock"), (on_twelvelabs["ingest"], "twelvelabs")):
+        assert done["provider"] == provider and done["objects_embedded"] == USABLE
+        assert (done["coverage_fraction"], done["embedded_objects"]) == (1.0, USABLE)
+        assert isinstance(done["dimension"], str), "a setting is text: it would plot as a flat line"
+    bedrock_cost = on_bedrock["ingest"]["cost_so_far_usd"]
+    assert isinstance(bedrock_cost, float) and bedrock_cost > 0
+    assert on_twelvelabs["ingest"]["cost_so_far_usd"] == "unpriced"
+    assert on_bedrock["coverage_fraction"] == 0.0, "the submission run's figures are from before ingest"
     assert world.stack.bedrock.created_invocations == USABLE
     assert world.stack.twelvelabs.created_tasks == USABLE  # 3.5 embeds images as tasks too
     assert SubmissionLedger(world.lake, None).in_progress().empty

@@ -213,7 +213,7 @@ def materialize(lake: Lake, index: DescriptionIndex) -> dict[str, Any]:
     assert result.success
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "matches_description_tables" and check.passed, check.metadata
-    [materialization] = result.asset_materializations_for_node("search__descriptions")
+    [materialization] = result.asset_materializations_for_node("search__description_index")
     return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
 
 

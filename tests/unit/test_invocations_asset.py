@@ -195,6 +195,9 @@ def test_a_holding_run_submits_as_slots_free_and_never_over_the_quota(lake: Lake
     meta, _ = run(QuotaProvider(async_quotas="marengo-3.0=2"), lake, holding(), clock)
     assert (meta["submitted"], meta["deferred"], meta["deferred_reason"]) == (10, 0, "")
     assert account.most_running == 2 and account.refusals == 0
+    # What the UI plots per version is how far it got, not the run's settings (text, never plotted).
+    assert (meta["embedded_objects"], meta["coverage_fraction"], meta["progress_in_flight"]) == (0, 0.0, 10)
+    assert isinstance(meta["hold_quota_sec"], str) and meta["hold_quota_sec"].endswith(" s")
     # Two at once, then one poll per later job: each listing finds the oldest one finished.
     assert clock.sleeps == [POLL_SEC] * 8 and meta["held_sec"] == 8 * POLL_SEC
     assert meta["jobs_seen_finishing"] == meta["slot_polls"] == account.listings == 8

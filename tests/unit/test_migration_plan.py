@@ -12,18 +12,20 @@ import pytest
 
 from assets_defs.inventory.media_inventory import INVENTORY_SCHEMA
 from assets_defs.marengo.invocations import InvocationConfig, marengo_invocations
+from assets_defs.marengo.submission_plan import SubmissionPlan
 from assets_defs.migration.estimates import (
     BUDGET_MEDIA_SECONDS_ENV,
     Budget,
     VersionProgress,
     budget_problem,
+    cost_so_far,
     coverage_markdown,
     estimate_jobs,
     expected_duration_sec,
     resolve_budget,
     version_progress,
 )
-from assets_defs.migration.plan import PlanConfig, migration_plan
+from assets_defs.migration.plan import PlanConfig, make_plan, migration_plan, plan_metadata
 from harness.demo import follow
 from mediaembed.progress import Progress
 from resources.providers.base import MarengoProvider
@@ -74,8 +76,19 @@ def test_the_estimate_prices_each_modality_at_the_routes_list_price() -> None:
 
 
 def test_an_unpriced_route_says_so_rather_than_costing_nothing() -> None:
-    estimate = estimate_jobs(all_jobs(), seconds(), route("twelvelabs", MARENGO_3_5.key))
+    unpriced = route("twelvelabs", MARENGO_3_5.key)
+    estimate = estimate_jobs(all_jobs(), seconds(), unpriced)
     assert not estimate.priced and estimate.media_seconds == 350.0
+    launch = make_plan(SubmissionPlan(due=all_jobs()), seconds(), MARENGO_3_5, unpriced, 2, Budget())
+    meta = plain(plan_metadata(launch))
+    assert (meta["estimated_cost_usd"], meta["priced"]) == ("unpriced", False)
+    assert "| **total** | **6** | **350.0** | **not priced** |" in str(meta["plan"])
+    priced = plain(
+        plan_metadata(
+            make_plan(SubmissionPlan(due=all_jobs()), seconds(), MARENGO_3_0, BEDROCK_3_0, 2, Budget())
+        )
+    )
+    assert priced["estimated_cost_usd"] == pytest.approx(FULL_COST)
 
 
 def test_the_expected_duration_spreads_the_work_over_the_quota_but_never_beats_the_longest_job() -> None:
@@ -356,3 +369,31 @@ def test_the_demos_progress_line_is_the_pipelines_own_counts(lake: Lake) -> None
     assert err.getvalue().startswith(
         "embedding: 3/6 jobs finished, marengo-3.0: 1/6 done, 1 in flight, 2 failed, 2 waiting, 0 not started"
     )
+
+
+def test_a_versions_cost_so_far_is_the_list_price_of_the_jobs_its_providers_ran() -> None:
+    jobs = pd.DataFrame(
+        [
+            ("bedrock", "video", 100.0, "completed"),
+            ("bedrock", "audio", 50.0, "superseded"),  # billed, though its object changed since
+            ("bedrock", "image", None, "no_content"),
+            ("bedrock", "video", 999.0, "failed"),  # not run to its end
+            ("bedrock", "video", 999.0, "in_progress"),
+        ],
+        columns=["provider", "modality", "media_seconds", "status"],
+    )
+    assert cost_so_far(jobs, MARENGO_3_0.key) == (pytest.approx(100 * 0.0007 + 50 * 0.00014 + 0.0001), True)
+    assert cost_so_far(jobs, MARENGO_3_0.key, "bedrock/marengo-3.0:video=0.001")[0] == pytest.approx(
+        0.1 + 50 * 0.00014 + 0.0001
+    )
+    with_twelvelabs = pd.concat([jobs, jobs.assign(provider="twelvelabs")], ignore_index=True)
+    assert cost_so_far(with_twelvelabs, MARENGO_3_0.key)[1] is False
+    assert cost_so_far(jobs.iloc[0:0], MARENGO_3_0.key) == (0.0, True)
+
+
+def test_the_progress_metadata_plots_coverage_embedded_objects_and_cost_per_version() -> None:
+    half = VersionProgress("marengo-3.0", 4, done=2, waiting=2, cost_usd=0.123456)
+    meta = plain(half.metadata())
+    assert (meta["coverage_fraction"], meta["embedded_objects"], meta["cost_so_far_usd"]) == (0.5, 2, 0.1235)
+    unpriced = plain(VersionProgress("marengo-3.5", 0, priced=False).metadata())
+    assert (unpriced["coverage_fraction"], unpriced["cost_so_far_usd"]) == (0.0, "unpriced")

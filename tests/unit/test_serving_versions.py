@@ -1,5 +1,6 @@
 """The serving pointer: a record per change, created only if its sequence is free, on disk and on S3."""
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -125,16 +126,17 @@ def test_record_folders_create_only_once(tmp_path: Path, s3_client: object) -> N
 
 
 def test_the_serving_asset_alone_never_moves_the_pointer(tmp_path: Path) -> None:
-    """Materializing serving/marengo without its checks in the run (the asset alone from the UI) fails."""
+    """Materializing search/serving_version without its checks in the run (the asset alone from the UI)
+    fails."""
     import dagster as dg
 
-    from assets_defs.search.serving import serving_marengo
+    from assets_defs.search.serving import serving_version
     from resources.storage.lake import Lake
     from resources.storage.s3_storage import S3Storage
 
     lake = Lake(root=str(tmp_path / "lake"), storage=S3Storage(region_name="us-east-1"))
     result = dg.materialize(
-        [serving_marengo],
+        [serving_version],
         partition_key="marengo-2.7",
         resources={"lake": lake},
         instance=dg.DagsterInstance.ephemeral(),
@@ -146,3 +148,78 @@ def test_the_serving_asset_alone_never_moves_the_pointer(tmp_path: Path) -> None
     assert data is not None and "did not pass in this run" in str(data.description)
     assert "covers_every_eligible_object" in str(data.description)
     assert lake.serving_versions().history() == [], "the pointer did not move"
+
+
+def test_a_rollback_names_the_version_it_means_to_return_to(folder: RecordFolder) -> None:
+    versions = ServingVersions(folder)
+    versions.cut_over("marengo-2.7", by="ana")
+    refusal = "not rolled back to marengo-3.5: a rollback returns to marengo-3.0"
+    with pytest.raises(ServingChangeRefused, match=re.escape(refusal)):
+        versions.roll_back(by="bo", to="marengo-3.5")
+    assert versions.roll_back(by="bo", to="marengo-3.0").serving == "marengo-3.0"
+
+
+LOCAL_SETTINGS = {
+    "AWS_REGION": "us-east-1",
+    "MEDIAEMBED_MEDIA_URI": "s3://media/",
+    "MEDIAEMBED_ASYNC_OUTPUT_URI": "s3://outputs/marengo-async",
+}
+
+
+def test_cut_over_and_rollback_are_launched_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both are a run of the serving asset's partition of the version to serve, with the same config: the
+    launchpad, `mediaembed serving` and a test launch them alike. The rollback materializes that partition
+    on a real instance; a partition other than the one a rollback returns to is refused in one line."""
+    import dagster as dg
+
+    from assets_defs import keys
+    from assets_defs.search.serving import CUT_OVER_JOB, ROLL_BACK_JOB
+    from mediaembed import serving as command
+    from pipelines.definitions import defs
+    from resources.storage.lake import Lake
+    from resources.storage.s3_storage import S3Storage
+
+    for name, value in {**LOCAL_SETTINGS, "MEDIAEMBED_LAKE_URI": str(tmp_path / "lake")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MEDIAEMBED_INDEX_URI", str(tmp_path / "index"))
+    assert (command.CUT_OVER_JOB, command.ROLL_BACK_JOB) == (CUT_OVER_JOB, ROLL_BACK_JOB)
+    launch = {"ops": {command.SERVING_STEP: {"config": {"by": "bo"}}}}
+    for name in (CUT_OVER_JOB, ROLL_BACK_JOB):
+        job = defs.resolve_job_def(name)
+        assert job.partitions_def is not None and job.partitions_def.get_partition_keys() == [
+            "marengo-2.7",
+            "marengo-3.0",
+            "marengo-3.5",
+        ]
+        assert dg.validate_run_config(job, launch)
+        assert keys.SEARCH_SERVING_VERSION in job.asset_layer.executable_asset_keys
+
+    lake = Lake(root=str(tmp_path / "lake"), storage=S3Storage(region_name="us-east-1"))
+    lake.serving_versions().cut_over("marengo-2.7", by="ana")
+    job = defs.resolve_job_def(ROLL_BACK_JOB)  # with the definitions' resources, bound from the settings
+    with dg.instance_for_test() as instance:
+        wrong = job.execute_in_process(
+            run_config=launch, partition_key="marengo-3.5", instance=instance, raise_on_error=False
+        )
+        [failure] = [e for e in wrong.all_events if e.is_step_failure]
+        data = failure.step_failure_data.user_failure_data
+        assert data is not None and "\n" not in str(data.description)
+        assert str(data.description).startswith(
+            "not rolled back to marengo-3.5: a rollback returns to marengo-3.0"
+        )
+        assert lake.serving_versions().current().serving == "marengo-2.7"
+
+        back = job.execute_in_process(run_config=launch, partition_key="marengo-3.0", instance=instance)
+        [done] = back.asset_materializations_for_node(command.SERVING_STEP)
+        shown = {k: getattr(v, "value", v) for k, v in done.metadata.items()}
+        assert (done.partition, shown["action"], shown["from"], shown["by"]) == (
+            "marengo-3.0",
+            "rollback",
+            "marengo-2.7",
+            "bo",
+        )
+        latest = instance.get_latest_materialization_event(keys.SEARCH_SERVING_VERSION)
+        assert latest is not None and latest.run_id == back.run_id
+    assert lake.serving_versions().current().serving == "marengo-3.0"

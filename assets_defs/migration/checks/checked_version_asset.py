@@ -20,7 +20,7 @@ CHECKED = keys.MIGRATION_CHECKED_VERSION
     group_name="migration",
     description="A version's embedding table and index, checked as a whole before search may be cut "
     "over to it. Materialized by the `cut_over_serving_version` job: its blocking checks gate "
-    "serving/marengo.",
+    "search/serving_version.",
 )
 def checked_version(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
     """Where the whole-version checks hang: apart from the index, so that ingest runs and backfills, which
