@@ -63,12 +63,14 @@ def test_scene_search_returns_the_right_video_and_seconds(embedded_world: Embedd
                 "fused_score",
                 "model",
                 "signals",
+                "signal_scores",
                 "snippet",
                 "embedding_option",
                 "embedding_type",
                 "embedding_scope",
             }
             assert (top["signals"], top["snippet"]) == (["visual"], None)
+            assert top["signal_scores"]["visual"] == top["score"], "the one signal: its score ranked it"
             assert (top["embedding_option"], top["embedding_type"], top["embedding_scope"]) == (
                 "visual",
                 "separate",
