@@ -22,6 +22,7 @@ from assets_defs import keys
 from assets_defs.inventory.media_inventory import OBJECTS_REMOVED
 from assets_defs.marengo.partitions import marengo_model_partitions
 from assets_defs.marengo.submission_stop import SubmissionStop
+from assets_defs.metadata import materialization_metadata
 from assets_defs.search.serving import kept_up
 from pipelines.jobs import SUBMITTING_JOBS, holding_config, ingest_marengo_job, submit_marengo_job
 from pipelines.run_statuses import ACTIVE_RUN_STATUSES
@@ -364,11 +365,6 @@ def latest_materialization(
 ) -> dg.EventLogRecord | None:
     found = instance.fetch_materializations(records, limit=1).records
     return found[0] if found else None
-
-
-def materialization_metadata(record: dg.EventLogRecord) -> Mapping[str, Any]:
-    materialization = record.asset_materialization
-    return materialization.metadata if materialization is not None else {}
 
 
 def metadata_value(metadata: Mapping[str, Any], key: str, default: float | str) -> Any:

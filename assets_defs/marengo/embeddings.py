@@ -16,7 +16,7 @@ from assets_defs import keys
 from assets_defs.marengo.ingest_run import EmbeddingIngest, IngestReport, ReadLimits
 from assets_defs.marengo.invocations import marengo_invocations
 from assets_defs.marengo.partitions import marengo_model_partitions
-from assets_defs.metadata import column_schema, preview
+from assets_defs.metadata import column_schema, materialization_metadata, preview
 from resources.providers.marengo_models import MarengoModel, marengo_model
 from resources.providers.marengo_resource import MarengoProviders
 from resources.storage.lake import Lake
@@ -296,10 +296,5 @@ def progress_is_due(instance: dg.DagsterInstance, model_key: str, every_sec: flo
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(keys.MARENGO_EMBEDDINGS, asset_partitions=[model_key]), limit=PROGRESS_LOOK_BACK
     ).records
-    reported = [r.timestamp for r in records if "progress_done" in _metadata(r)]
+    reported = [r.timestamp for r in records if "progress_done" in materialization_metadata(r)]
     return not reported or time.time() - max(reported) >= every_sec
-
-
-def _metadata(record: dg.EventLogRecord) -> dict[str, object]:
-    materialization = record.asset_materialization
-    return dict(materialization.metadata) if materialization is not None else {}
