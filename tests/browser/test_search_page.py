@@ -19,19 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"{CHROMIUM} is absent: `apt-get install chromium` as root (make test does it where it can)",
-        allow_module_level=True,
-    )
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is absent: `make .venv/.installed` installs the dev extra"
-)
-
-from emulators.bedrock_runtime import BedrockRuntimeEmulator  # noqa: E402
-from emulators.s3 import S3Emulator  # noqa: E402
-from emulators.sample_media import (  # noqa: E402
+from emulators.bedrock_runtime import BedrockRuntimeEmulator
+from emulators.s3 import S3Emulator
+from emulators.sample_media import (
     AUDIO_TONES,
     IMAGE_SCENES,
     VIDEO_SCENES,
@@ -39,17 +29,17 @@ from emulators.sample_media import (  # noqa: E402
     make_image,
     make_video,
 )
-from mediaembed.cli import main as cli  # noqa: E402
-from mediaembed.search import Searcher  # noqa: E402
-from mediaembed.web.server import running  # noqa: E402
-from resources.media.thumbnails import make_thumbnails, s3_media_opener  # noqa: E402
-from resources.providers.bedrock.client import runtime_client  # noqa: E402
-from resources.storage.location import location  # noqa: E402
-from tests.pipeline.test_fused_search import HUM, REGION, ROWS, SQUARE, VIDEO, _index  # noqa: E402
+from mediaembed.cli import main as cli
+from mediaembed.search import Searcher
+from mediaembed.web.server import running
+from resources.media.thumbnails import make_thumbnails, s3_media_opener
+from resources.providers.bedrock.client import runtime_client
+from resources.storage.location import location
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-PAGE_MS = 60_000
+# The same chromium and playwright gate as the UI tests (skips this module without them).
+from tests.browser.test_ui_backfill import ARTIFACTS, CHROMIUM, PAGE_MS, sync_api
+from tests.pipeline.test_fused_search import HUM, REGION, ROWS, SQUARE, VIDEO, _index
+
 SPAN_START = 4.0  # the 4-9 s segment of VIDEO is the best match for "red circle"
 
 
