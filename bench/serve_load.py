@@ -36,6 +36,7 @@ from search_latency import DEMO_ROWS, clustered_vectors, queries, segments, writ
 
 from emulators.bedrock_runtime import BedrockRuntimeEmulator
 from emulators.http_base import free_port
+from mediaembed.web.server import default_workers
 
 REGION = "us-east-1"
 START_SEC = 60
@@ -64,9 +65,8 @@ def wait_listening(port: int, what: str) -> None:
 
 def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
     command = str(Path(sys.executable).parent / "mediaembed")
-    extra = ["--workers", str(workers)] if workers > 1 else []
     process = subprocess.Popen(
-        [command, "serve", "--host", "127.0.0.1", "--port", str(port), *extra],
+        [command, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -160,7 +160,9 @@ def main() -> None:
     parser.add_argument("--endpoint", choices=("api", "page"), default="api", help="/api/search or /")
     parser.add_argument("--rounds", type=int, default=3, help="bursts per concurrency level")
     parser.add_argument("--single", type=int, default=40, help="searches one at a time")
-    parser.add_argument("--workers", type=int, default=1, help="mediaembed serve --workers")
+    parser.add_argument(
+        "--workers", type=int, default=default_workers(), help="mediaembed serve --workers (its default)"
+    )
     parser.add_argument("--idle", type=int, default=5, help="searches behind a silent connection")
     args = parser.parse_args()
     path = "/api/search" if args.endpoint == "api" else "/"

@@ -141,8 +141,9 @@ def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     serve_cmd.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="processes serving the port, each with its own searcher (one per core uses them all)",
+        default=None,
+        help="processes serving the port, each with its own searcher (default: one per core this process "
+        "may run on, which uses them all)",
     )
     serve_cmd.add_argument(
         "--local",
@@ -323,10 +324,14 @@ def serve_worker() -> Any:
 
 def _serve(args: argparse.Namespace) -> int:
     from mediaembed.search import SearchError
-    from mediaembed.web.server import run_serve  # like search: no Dagster, no code location
+    from mediaembed.web.server import default_workers, run_serve  # like search: no Dagster, no location
 
+    workers = default_workers() if args.workers is None else args.workers
+    if workers < 1:
+        print(f"mediaembed serve: --workers {workers}: pass 1 or more processes", file=sys.stderr)
+        return 2
     if not args.local:
-        return run_serve(args.host, args.port, env=os.environ, debug=_debug(), workers=args.workers)
+        return run_serve(args.host, args.port, env=os.environ, debug=_debug(), workers=workers)
     try:
         from harness.local_search import local_search_env  # the local harness, only when asked for
     except ImportError:
@@ -337,7 +342,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         with local_search_env(args.workdir, with_media=True):
-            return run_serve(args.host, args.port, env=os.environ, debug=_debug(), workers=args.workers)
+            return run_serve(args.host, args.port, env=os.environ, debug=_debug(), workers=workers)
     except SearchError as error:
         print(f"mediaembed serve: {error}", file=sys.stderr)
         return error.exit_code

@@ -29,6 +29,7 @@ from urllib.parse import urlencode, urlparse
 
 import av
 import jsonschema
+import psutil
 import pyarrow as pa
 import pytest
 
@@ -37,7 +38,7 @@ from mediaembed.cli import main as cli
 from mediaembed.search import Searcher, SearchSettings
 from mediaembed.web.auth import BindRefused, check_bind
 from mediaembed.web.guard import SECURITY_HEADERS
-from mediaembed.web.server import running
+from mediaembed.web.server import default_workers, running
 from resources.media.thumbnails import make_thumbnails
 from resources.search.fusion import TextHit
 from resources.storage.location import location
@@ -422,12 +423,17 @@ def test_another_address_without_a_token_is_refused_in_one_line(
     assert "refusing to serve on 0.0.0.0 without MEDIAEMBED_API_TOKEN" in err and "--host 127.0.0.1" in err
 
 
-@pytest.mark.parametrize(("stop", "workers"), [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)])
+@pytest.mark.parametrize(
+    ("stop", "workers"),
+    [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2), (signal.SIGTERM, None)],
+)
 def test_serve_stops_cleanly_on_sigterm_and_sigint(
-    env: dict[str, str], stop: signal.Signals, workers: int
+    env: dict[str, str], stop: signal.Signals, workers: int | None
 ) -> None:
+    """Without --workers, one process per core serves the port (a single one serves when there is one)."""
+    flag = [] if workers is None else ["--workers", str(workers)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "mediaembed.cli", "serve", "--port", "0", "--workers", str(workers)],
+        [sys.executable, "-m", "mediaembed.cli", "serve", "--port", "0", *flag],
         env=os.environ.copy(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -439,6 +445,8 @@ def test_serve_stops_cleanly_on_sigterm_and_sigint(
         assert line.startswith("mediaembed serve: searching at http://127.0.0.1:"), line
         url = line.split("searching at ")[1].split()[0].rstrip("/")
         assert fetch(url + "/api/search?q=red+circle")[0] == 200
+        serving = workers or default_workers()
+        assert len(server_workers(process.pid)) == (serving if serving > 1 else 0)
         connection = http.client.HTTPConnection(urlparse(url).hostname, urlparse(url).port, timeout=30)
         connection.connect()  # an idle keep-alive connection must not hold the stop
         process.send_signal(stop)
@@ -450,3 +458,19 @@ def test_serve_stops_cleanly_on_sigterm_and_sigint(
             process.communicate(timeout=30)
     assert process.returncode == 0 and "Traceback" not in err, err
     assert [line for line in err.splitlines() if "access" not in line and '"GET' not in line] == [], err
+
+
+def server_workers(pid: int) -> list[psutil.Process]:
+    """The worker processes a `mediaembed serve` supervisor runs (multiprocessing's spawned children; its
+    resource tracker aside)."""
+    return [
+        child
+        for child in psutil.Process(pid).children()
+        if "spawn_main" in " ".join(child.cmdline()) and "resource_tracker" not in " ".join(child.cmdline())
+    ]
+
+
+def test_workers_below_one_are_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["serve", "--port", "0", "--workers", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "mediaembed serve: --workers 0: pass 1 or more processes\n"
