@@ -31,6 +31,7 @@ from assets_defs.migration.checks.side_by_side import (
 from assets_defs.migration.checks.table_rules import (
     bad_vectors,
     coverage,
+    coverage_advice,
     duplicate_segment_ids,
     eligible_objects,
     foreign_rows,
@@ -167,6 +168,29 @@ def test_coverage_names_each_missing_object_with_its_reason() -> None:
     assert (result.eligible, result.covered) == (6, 2), "the excluded object does not count; no_content does"
     assert result.excluded == ["s3://m/elsewhere.mp4", "s3://m/gone.mp4"]
     assert result.excluded_unknown == ["s3://m/elsewhere.mp4"]
+
+
+def test_the_advice_says_to_wait_for_objects_in_flight_and_to_fix_the_others() -> None:
+    inv = inventory(*((f"s3://m/{n}.mp4", "e1", 10.0) for n in ("a", "b", "c")))
+    none = pd.DataFrame({"media_uri": [], "etag": []})
+    flying = ledger_rows(*((f"s3://m/{n}.mp4", "e1", "in_progress", None) for n in ("a", "b", "c")))
+    missing = coverage(*eligible_objects(inv, MODEL)[:1], none, flying, ()).missing
+    assert (
+        coverage_advice(missing, MODEL.key, "X")
+        == "3 still in flight: wait for them to finish, then check again"
+    )
+    flying = ledger_rows(
+        ("s3://m/a.mp4", "e1", "in_progress", None),
+        ("s3://m/b.mp4", "e1", "in_progress", None),
+        ("s3://m/c.mp4", "e1", "failed", "bad codec"),
+    )
+    missing = coverage(*eligible_objects(inv, MODEL)[:1], none, flying, ()).missing
+    assert coverage_advice(missing, MODEL.key, "X") == (
+        "2 still in flight: wait for them to finish, then check again; of the other 1: fix them and re-run "
+        f"the backfill of {MODEL.key}, or exclude them with X"
+    )
+    missing = coverage(*eligible_objects(inv, MODEL)[:1], none, flying.iloc[2:], ()).missing
+    assert coverage_advice(missing, MODEL.key, "X").startswith("fix them and re-run the backfill")
 
 
 def test_a_later_attempt_in_flight_wins_over_an_earlier_failure() -> None:

@@ -17,6 +17,7 @@ from assets_defs.migration.checks.table_rules import (
     PROBLEM_COLUMNS,
     bad_vectors,
     coverage,
+    coverage_advice,
     duplicate_segment_ids,
     eligible_objects,
     foreign_rows,
@@ -78,7 +79,7 @@ def covers_every_eligible_object(read: VersionRead) -> CheckOutcome:
     outcome = problems_outcome(
         result.missing,
         f"of {result.eligible} have no current {model.key} embedding",
-        f"fix them and re-run the backfill of {model.key}, or exclude them with {EXCLUDE_ENV}",
+        coverage_advice(result.missing, model.key, EXCLUDE_ENV),
         {
             "eligible_objects": result.eligible,
             "covered_objects": result.covered,

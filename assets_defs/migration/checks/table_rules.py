@@ -83,12 +83,29 @@ def missing_reason(jobs: pd.DataFrame, etag: str) -> str:
     status, reason = str(latest["status"]), latest.get("reason")
     why = "" if reason is None or pd.isna(reason) else f": {reason}"
     if status == "in_progress":
-        return f"in flight: invocation {latest.get('invocation_id')} has not finished"
+        return f"{IN_FLIGHT}invocation {latest.get('invocation_id')} has not finished"
     if status == "completed":
         return "completed, but its rows are not in the embedding table: run ingest_marengo_embeddings"
     if status == "lost":
         return f"lost by the provider{why}; the next submission run resubmits it"
     return f"{status}{why}"
+
+
+IN_FLIGHT = "in flight: "
+
+
+def coverage_advice(missing: pd.DataFrame, model_key: str, exclude_setting: str) -> str:
+    """What to do about the objects `coverage` found missing (media_uri, problem): wait for those still in
+    flight, fix and re-embed the others, or exclude them."""
+    waiting = missing["problem"].astype(str).str.contains(IN_FLIGHT, regex=False)
+    in_flight, others = missing[waiting]["media_uri"].nunique(), missing[~waiting]["media_uri"].nunique()
+    wait = f"{in_flight} still in flight: wait for them to finish, then check again"
+    fix = f"fix them and re-run the backfill of {model_key}, or exclude them with {exclude_setting}"
+    if in_flight and not others:
+        return wait
+    if in_flight:
+        return f"{wait}; of the other {others}: {fix}"
+    return fix
 
 
 def coverage(
