@@ -2,6 +2,7 @@
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from emulators.stack import start_local_stack
 from harness.local_env import apply, local_settings, prepare_dagster_home
 
 DEV_EMULATOR_PORTS = (4566, 4567, 4568)
+STOP_SEC = 60  # what dagster dev takes to stop its services after Ctrl-C, at most
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # where pyproject.toml's [tool.dg] is
 
 
@@ -39,7 +41,33 @@ def run_dev(workdir: Path, port: int, emulator_ports: tuple[int, int, int] = DEV
         # `dg dev` over the project's [tool.dg]: its code location `mediaembed`, in this interpreter's venv.
         venv = Path(sys.prefix)
         command = [str(venv / "bin" / "dg"), "dev", "-h", "127.0.0.1", "-p", str(port)]
+        return run_dagster_dev(command, {**os.environ, "VIRTUAL_ENV": str(venv)})
+
+
+def run_dagster_dev(command: list[str], env: dict[str, str]) -> int:
+    """`dg dev` until it ends; then the emulators stop. Ctrl-C reaches the whole process group, and dagster
+    dev shuts its webserver, daemon and code servers down itself. SIGTERM to this process alone (`kill`, a
+    process manager), which dagster dev would ignore, is passed on as the Ctrl-C it stops on."""
+    # A shell starts a background job (`make dev &`) with SIGINT ignored, and every child would inherit
+    # that: dagster dev could then never be stopped. Its children get the default disposition instead.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second interrupt would cut its shutdown short
+        process.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return _ended(process.wait())
+    except KeyboardInterrupt:  # Ctrl-C: dagster dev got it too, and is shutting its services down
         try:
-            return subprocess.call(command, cwd=PROJECT_ROOT, env={**os.environ, "VIRTUAL_ENV": str(venv)})
-        except KeyboardInterrupt:
-            return 0
+            return _ended(process.wait(timeout=STOP_SEC))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return 1
+
+
+def _ended(code: int) -> int:
+    """dagster dev's exit status, 0 when it was stopped as asked (Ctrl-C)."""
+    return 0 if code in (0, -signal.SIGINT, 130) else code

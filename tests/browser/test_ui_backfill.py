@@ -11,28 +11,19 @@ are recorded, never asserted (timing lives in bench/).
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from resources.providers.marengo_models import marengo_model
-from resources.storage.lake import Lake
-from resources.storage.s3_storage import S3Storage
 from resources.tables.embedding_table import EmbeddingTable
 from resources.tables.submission_ledger import SubmissionLedger
+from tests.dev_stack import DevStack, dev_stack, wait_for
+
+__all__ = ["dev_stack"]  # the fixture, for this module's tests and the catalog's
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -48,108 +39,10 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 TARGET = "marengo-2.7"
 # Every wait is bounded: the stack's start, each page, the run, and the ingest that follows.
-START_SEC = 240
 PAGE_MS = 60_000
 RUN_SEC = 600
 INGEST_SEC = 600
 ACTIVE = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAGED"}
-
-T = TypeVar("T")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(what: str, timeout_sec: float, probe: Callable[[], T | None], every_sec: float = 2.0) -> T:
-    """Poll `probe` until it returns something, or fail after `timeout_sec` naming what never happened."""
-    deadline = time.monotonic() + timeout_sec
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout_sec:.0f} s")
-        time.sleep(every_sec)
-
-
-@dataclass
-class DevStack:
-    url: str
-    workdir: Path
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer = json.load(response)
-        assert "errors" not in answer, answer["errors"]
-        return dict(answer["data"])
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    @property
-    def lake(self) -> Lake:
-        return Lake(root=str(self.workdir / "lake"), storage=S3Storage(region_name="us-east-1"))
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """The whole process group: `dagster dev`, its webserver, daemon, code servers and run workers.
-
-    Ctrl-C first (what stops `make dev`: dagster dev shuts its children down, the emulators stop), then a
-    kill of whatever is left of the group after a bounded wait."""
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGINT)
-    with suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=60)
-    deadline = time.monotonic() + 30
-    with suppress(ProcessLookupError):
-        while time.monotonic() < deadline:
-            os.killpg(process.pid, 0)  # raises once no process of the group is left
-            time.sleep(0.5)
-        os.killpg(process.pid, signal.SIGKILL)
-    with suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=30)
-
-
-@pytest.fixture
-def dev_stack(tmp_path: Path) -> Iterator[DevStack]:
-    """`mediaembed dev` (what `make dev` runs) on free loopback ports with its work folder under tmp_path."""
-    port = _free_port()
-    workdir = tmp_path / "work"
-    log = tmp_path / "dev.log"
-    mediaembed = Path(sys.executable).with_name("mediaembed")
-    command = [str(mediaembed), "dev", "--workdir", str(workdir), "--port", str(port)]
-    command += ["--emulator-ports", "0", "0", "0"]
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    stack = DevStack(f"http://127.0.0.1:{port}", workdir, process, log)
-    try:
-
-        def serving() -> bool | None:
-            if process.poll() is not None:
-                pytest.fail(f"mediaembed dev exited with {process.returncode}:\n{stack.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{stack.url}/server_info", timeout=5) as response:
-                    return True if response.status == 200 else None
-            except (urllib.error.URLError, OSError):
-                return None
-
-        _wait_for("the Dagster webserver of mediaembed dev answering", START_SEC, serving)
-        yield stack
-    finally:
-        _stop(process)
-
 
 RUNS = """
 query Runs($filter: RunsFilter) {
@@ -216,14 +109,12 @@ def test_a_version_backfilled_from_the_ui_ends_in_its_embedding_table(dev_stack:
             # The inventory the version's submissions plan from: once, from its own asset page.
             page.goto(f"{dev_stack.url}/assets/media/inventory")
             page.get_by_role("button", name=re.compile(r"Materialize$")).click()
-            inventory_run = _wait_for(
+            inventory_run = wait_for(
                 "a materialization of media/inventory",
                 RUN_SEC,
                 lambda: _materialized(dev_stack, ["media", "inventory"]),
             )
-            ended = _wait_for(
-                "the inventory run's end", RUN_SEC, lambda: _run_ended(dev_stack, inventory_run)
-            )
+            ended = wait_for("the inventory run's end", RUN_SEC, lambda: _run_ended(dev_stack, inventory_run))
             assert ended == "SUCCESS", dev_stack.log_tail()
 
             started = time.monotonic()
@@ -245,14 +136,14 @@ def test_a_version_backfilled_from_the_ui_ends_in_its_embedding_table(dev_stack:
                 new = [r for r in _runs(dev_stack, TARGET) if r["runId"] not in before]
                 return str(new[0]["runId"]) if new else None
 
-            run_id = _wait_for(f"a run of {TARGET} launched from the dialog", 60, launched)
+            run_id = wait_for(f"a run of {TARGET} launched from the dialog", 60, launched)
             page.screenshot(path=str(ARTIFACTS / "ui_backfill_launched.png"))
-            status = _wait_for(f"the end of run {run_id}", RUN_SEC, lambda: _run_ended(dev_stack, run_id))
+            status = wait_for(f"the end of run {run_id}", RUN_SEC, lambda: _run_ended(dev_stack, run_id))
             assert status == "SUCCESS", dev_stack.log_tail()
             assert _materialized(dev_stack, ["marengo", "invocations"], TARGET) == run_id
 
             # The sensor hands finished jobs to ingest runs: the version's table fills with no one acting.
-            rows, media = _wait_for(
+            rows, media = wait_for(
                 f"every {TARGET} job ingested", INGEST_SEC, lambda: _ingested(dev_stack), 5
             )
             assert _materialized(dev_stack, ["marengo", "embeddings"], TARGET) is not None

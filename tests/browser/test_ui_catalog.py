@@ -4,7 +4,8 @@ chromium (a screenshot of the catalog goes to `test-artifacts/`)."""
 
 from __future__ import annotations
 
-from tests.browser.test_ui_backfill import ARTIFACTS, CHROMIUM, PAGE_MS, DevStack, dev_stack, sync_api
+from tests.browser.test_ui_backfill import ARTIFACTS, CHROMIUM, PAGE_MS, sync_api
+from tests.dev_stack import DevStack, dev_stack
 
 __all__ = ["dev_stack"]  # the fixture, shared with the backfill test
 
