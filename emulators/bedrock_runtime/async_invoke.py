@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, get_args
 
-from botocore.exceptions import ClientError
 from werkzeug.wrappers import Request, Response
 
 from emulators.bedrock_runtime import errors
@@ -153,12 +152,8 @@ class AsyncInvokeApi:
         if replay is not None:
             return json_response({"invocationArn": replay})
         self._media.check_owner(bucket, output.get("bucketOwner"), "output")
-        try:
-            self._media.s3.head_bucket(Bucket=bucket)
-        except ClientError as exc:
-            raise errors.validation(
-                f"The output S3 bucket {bucket} does not exist or is not accessible."
-            ) from exc
+        if not self._media.bucket_exists(bucket):
+            raise errors.validation(f"The output S3 bucket {bucket} does not exist or is not accessible.")
         self._media.check_region(bucket, "output")
         self._media.check_access(req.media)
         admit_media(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,9 @@ from emulators.bedrock_runtime.marengo_body import MediaRef
 
 # GetBucketLocation's legacy answers: no constraint is us-east-1, and "EU" is eu-west-1.
 LEGACY_LOCATIONS = {"": "us-east-1", "EU": "eu-west-1"}
+# How long what S3 said about a bucket that exists (that it does, and its region, which never changes while
+# it exists) is taken as still true: a burst of StartAsyncInvoke calls asks S3 once, not three times each.
+BUCKET_FACTS_SEC = 5.0
 _SESSION = boto3.session.Session()
 _SESSION_LOCK = threading.Lock()
 
@@ -41,6 +45,34 @@ class MediaAccess:
         self.s3 = s3
         self.region = region
         self.account_id = account_id
+        self._facts: dict[tuple[str, str], tuple[float, str]] = {}  # (bucket, fact) -> (when, answer)
+        self._facts_lock = threading.Lock()
+
+    def _recent(self, bucket: str, fact: str, ask: Callable[[], str | None]) -> str | None:
+        """`ask()` about `bucket`, or its answer of the last BUCKET_FACTS_SEC; None answers (S3 could not
+        say) are never kept, so a bucket made or fixed since is seen at once."""
+        now = time.monotonic()
+        with self._facts_lock:
+            kept = self._facts.get((bucket, fact))
+        if kept is not None and now - kept[0] < BUCKET_FACTS_SEC:
+            return kept[1]
+        answer = ask()
+        if answer is not None:
+            with self._facts_lock:
+                self._facts[(bucket, fact)] = (now, answer)
+        return answer
+
+    def bucket_exists(self, bucket: str) -> bool:
+        """HeadBucket succeeds (the account can reach the bucket)."""
+
+        def ask() -> str | None:
+            try:
+                self.s3.head_bucket(Bucket=bucket)
+            except ClientError:
+                return None
+            return "yes"
+
+        return self._recent(bucket, "exists", ask) is not None
 
     def read(self, ref: MediaRef, check_size: Callable[[int], None] | None = None) -> bytes:
         """Bytes of an inline or S3 media source; a missing object is a ValidationException naming the URI.
@@ -65,11 +97,15 @@ class MediaAccess:
     def bucket_region(self, bucket: str) -> str | None:
         """The region S3 says `bucket` is in, or None when S3 cannot say (the read that follows then
         reports the missing or inaccessible bucket in its own words)."""
-        try:
-            constraint = self.s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or ""
-        except (ClientError, BotoCoreError):
-            return None
-        return LEGACY_LOCATIONS.get(constraint, constraint)
+
+        def ask() -> str | None:
+            try:
+                constraint = self.s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or ""
+            except (ClientError, BotoCoreError):
+                return None
+            return LEGACY_LOCATIONS.get(constraint, constraint)
+
+        return self._recent(bucket, "region", ask)
 
     def check_region(self, bucket: str, role: str) -> None:
         """Bedrock's same-region rule: an input or output bucket outside the model's region is refused."""
