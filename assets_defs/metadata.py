@@ -1,5 +1,6 @@
 """Materialization metadata a user looks at: row counts, schemas and previews in the Dagster UI."""
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,23 @@ def materialization_metadata(record: dg.EventLogRecord) -> Mapping[str, Any]:
     """The metadata of a materialization record ({} for a record without one)."""
     materialization = record.asset_materialization
     return materialization.metadata if materialization is not None else {}
+
+
+def last_reported_within(
+    instance: dg.DagsterInstance,
+    asset_key: dg.AssetKey,
+    partition: str,
+    metadata_key: str,
+    every_sec: float,
+    look_back: int = 20,
+) -> bool:
+    """Whether one of the partition's last `look_back` materializations carrying `metadata_key` is younger
+    than `every_sec` (a report or an audit that costs the library's size, made at most that often)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key, asset_partitions=[partition]), limit=look_back
+    ).records
+    reported = [r.timestamp for r in records if metadata_key in materialization_metadata(r)]
+    return bool(reported) and time.time() - max(reported) < every_sec
 
 
 def column_schema(schema: pa.Schema) -> dg.MetadataValue:

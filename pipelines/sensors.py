@@ -48,6 +48,18 @@ RECONCILE_EVERY_SEC = 10 * 60
 REMOVALS_LOOK_BACK = 100
 # How the ingest runs the sensor requests take their statuses: from the sensor's findings, listing nothing.
 FROM_FINDINGS = {"ops": {keys.op_name(keys.MARENGO_EMBEDDINGS): {"config": {"list_provider": False}}}}
+# A hand-off of at most this many objects has its index update audit only them; a larger one (a backfill's
+# burst) audits the whole index, which then costs about as much, and keeps the run config small.
+SCOPED_INDEX_MAX_OBJECTS = 2_000
+
+
+def handed_off_config(media_uris: list[str]) -> dict[str, Any]:
+    """How an ingest run the sensor requests runs: from the sensor's findings, its index update limited to
+    the objects handed to it (`media_uris`), unless there are more than SCOPED_INDEX_MAX_OBJECTS."""
+    if len(media_uris) > SCOPED_INDEX_MAX_OBJECTS:
+        return FROM_FINDINGS
+    index = {keys.op_name(keys.SEARCH_MARENGO_SEGMENTS): {"config": {"media_uris": media_uris}}}
+    return {"ops": {**FROM_FINDINGS["ops"], **index}}
 
 
 @dataclass
@@ -94,6 +106,7 @@ def marengo_invocation_sensor(
     state.handed_off = {k: v for k, v in state.handed_off.items() if k in open_ids}
     found = {i: s for i, s in known.statuses.items() if i in open_ids}
     model_of = dict(zip(pending["invocation_id"], pending["model_key"], strict=True)) if open_ids else {}
+    uri_of = dict(zip(pending["invocation_id"], pending["media_uri"], strict=True)) if open_ids else {}
     reconcile = state.reconciled_at is None or now - state.reconciled_at >= RECONCILE_EVERY_SEC
     if reconcile:
         state.reconciled_at = now
@@ -124,16 +137,18 @@ def marengo_invocation_sensor(
         s for i, s in found.items() if now - state.handed_off.get(i, -REHAND_AFTER_SEC) >= REHAND_AFTER_SEC
     ]
     handed: dict[str, list[str]] = defaultdict(list)
+    handed_uris: dict[str, set[str]] = defaultdict(set)
     for status in fresh:
         state.handed_off[status.invocation_id] = now
         handed[model_of[status.invocation_id]].append(f"{status.invocation_id}@{now}")
+        handed_uris[model_of[status.invocation_id]].add(str(uri_of[status.invocation_id]))
     run_requests = [
         dg.RunRequest(
             job_name=ingest_marengo_job.name,
             partition_key=model_key,
             # Invocations and hand-off time: a re-hand-off is a new run; one hand-off is one run at most.
             run_key=f"ingest-{model_key}-{short_digest(sorted(ids))}",
-            run_config=FROM_FINDINGS,
+            run_config=handed_off_config(sorted(handed_uris[model_key])),
             tags={"mediaembed/finished_invocations": str(len(ids))},
         )
         for model_key, ids in sorted(handed.items())

@@ -4,7 +4,6 @@ The asset is thin: it builds an `EmbeddingIngest` (assets_defs/marengo/ingest_ru
 needs a person, and reports the `IngestReport` as metadata and check results.
 """
 
-import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -16,7 +15,7 @@ from assets_defs import keys
 from assets_defs.marengo.ingest_run import EmbeddingIngest, IngestReport, ReadLimits
 from assets_defs.marengo.invocations import marengo_invocations
 from assets_defs.marengo.partitions import marengo_model_partitions
-from assets_defs.metadata import column_schema, materialization_metadata, preview
+from assets_defs.metadata import column_schema, last_reported_within, preview
 from resources.providers.marengo_models import MarengoModel, marengo_model
 from resources.providers.marengo_resource import MarengoProviders
 from resources.storage.lake import Lake
@@ -293,8 +292,6 @@ def materialize_result(report: IngestReport, config: IngestConfig) -> dg.Materia
 
 def progress_is_due(instance: dg.DagsterInstance, model_key: str, every_sec: float) -> bool:
     """Whether none of the version's last ingest runs reported its progress in the last `every_sec`."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(keys.MARENGO_EMBEDDINGS, asset_partitions=[model_key]), limit=PROGRESS_LOOK_BACK
-    ).records
-    reported = [r.timestamp for r in records if "progress_done" in materialization_metadata(r)]
-    return not reported or time.time() - max(reported) >= every_sec
+    return not last_reported_within(
+        instance, keys.MARENGO_EMBEDDINGS, model_key, "progress_done", every_sec, PROGRESS_LOOK_BACK
+    )

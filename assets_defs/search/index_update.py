@@ -7,9 +7,14 @@ object against the latest embedding of each listed object. Objects that are new,
 (duplicate rows, rows of another invocation or model, a different segment count) are rewritten from the
 embedding table, `MEDIA_PER_WRITE` per LanceDB version; objects no longer listed are dropped unless the
 `RemovalPolicy` holds them for confirmation.
+
+An update of a `scope` (the objects whose finished jobs a sensor's ingest run was handed) audits, reads and
+rewrites those objects only, so its cost follows what changed, not the library; it removes nothing (a
+removal is judged against the whole index, by the full audit the sensor requests for removals and that runs
+at least every `full_audit_every_sec`).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import pandas as pd
@@ -33,14 +38,17 @@ from resources.tables.submission_ledger import SubmissionLedger
 MEDIA_PER_WRITE = 500
 
 
-def current_embeddings(lake: Lake, model: MarengoModel, inventory: pd.DataFrame) -> pd.DataFrame:
-    """The latest completed embedding of each object still in the bucket: what the index should hold.
+def current_embeddings(
+    lake: Lake, model: MarengoModel, inventory: pd.DataFrame, uris: Collection[str] | None = None
+) -> pd.DataFrame:
+    """The latest completed embedding of each object still in the bucket (of only `uris`, when given):
+    what the index should hold.
 
     An object whose ETag changed keeps its previous embedding until the new one lands, so it stays
     searchable; an object gone from the inventory goes from the index.
     """
     columns = ["media_uri", "status", "recorded_at", "invocation_id", "segments"]
-    jobs = SubmissionLedger(lake, None).jobs(model.key, columns=columns)
+    jobs = SubmissionLedger(lake, None).jobs(model.key, uris, columns=columns)
     done = jobs[
         jobs["status"].isin(["completed", "no_content"]) & jobs["media_uri"].isin(inventory["media_uri"])
     ]
@@ -78,6 +86,17 @@ class IndexReport:
     state: IndexState
     duplicate_segment_ids: int
     vector_index_action: str
+    scope: int | None = None  # objects a scoped update audited; None: the whole index
+    scope_rows: int = 0  # rows the index holds for them after it
+
+    @property
+    def audited(self) -> str:
+        return "every object" if self.scope is None else f"{self.scope} objects handed to this run"
+
+    @property
+    def rows_compared(self) -> tuple[int, int]:
+        """(rows indexed, rows expected), of the whole index or of the scope."""
+        return (self.state.rows if self.scope is None else self.scope_rows, self.expected_rows)
 
     @property
     def held_uris(self) -> list[str]:
@@ -102,14 +121,21 @@ class IndexUpdate:
     holder: str
     log: Callable[[str], None]
     warn: Callable[[str], None]
+    scope: frozenset[str] | None = None  # media URIs: audit only these, remove nothing
 
     def run(self) -> IndexReport:
-        inventory = read_inventory(self.lake, ["media_uri", "media_id"])
-        expected = current_embeddings(self.lake, self.model, inventory)
-        wanted = expected_objects(expected)
+        uris = None if self.scope is None else sorted(self.scope)
+        inventory, expected = self._expected(uris)
         with self.index.writer(self.model, holder=self.holder, on_wait=self.log):
-            indexed = self.index.audit(self.model)
-            listed_ids = set(inventory["media_id"])
+            if uris is not None and self.index.duplicate_segment_ids(self.model):
+                self.log("the index holds copies of segments: auditing every object, not only those handed")
+                uris = None
+                inventory, expected = self._expected(None)
+            wanted, listed_ids = expected_objects(expected), set(inventory["media_id"])
+            # A scope's objects no longer listed are left to the full audit: removals are judged against the
+            # whole index, never a scope's share of it.
+            scope_ids = None if uris is None else sorted({media_id(u) for u in uris} & listed_ids)
+            indexed = self.index.audit(self.model, scope_ids)
             plan = plan_index_update(wanted, indexed, self.model.key, self.policy, listed_ids)
             if plan.held:
                 held = [indexed[mid].media_uri for mid in plan.held]
@@ -120,7 +146,11 @@ class IndexUpdate:
             self.index.remove_media(self.model, plan.delete, maintain=False)
             table = EmbeddingTable(self.lake, self.model)
             table.ensure()
-            stale = self._follow_removals(table, set(inventory["media_uri"]), wanted, plan)
+            stale = (
+                []
+                if uris is not None
+                else self._follow_removals(table, set(inventory["media_uri"]), wanted, plan)
+            )
             for problem in ThumbnailStore(self.lake.location).remove(self.model.key, stale):  # posters too
                 self.warn(problem)
             rewrite = expected.set_index(expected["media_uri"].map(media_id)).loc[plan.rewrite]
@@ -132,6 +162,11 @@ class IndexUpdate:
             vector_action, vector_reason = self.index.maintain_indexes(self.model)
             state = self.index.state(self.model)
             duplicates = self.index.duplicate_segment_ids(self.model)
+            scope_rows = (
+                0
+                if scope_ids is None
+                else sum(o.rows for o in self.index.audit(self.model, scope_ids).values())
+            )
         return IndexReport(
             model=self.model,
             plan=plan,
@@ -146,7 +181,14 @@ class IndexUpdate:
             state=state,
             duplicate_segment_ids=duplicates,
             vector_index_action=f"{vector_action}: {vector_reason}",
+            scope=None if scope_ids is None else len(scope_ids),
+            scope_rows=scope_rows,
         )
+
+    def _expected(self, uris: list[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The inventory (media_uri, media_id) and the current embeddings of every object, or of `uris`."""
+        inventory = read_inventory(self.lake, ["media_uri", "media_id"], uris)
+        return inventory, current_embeddings(self.lake, self.model, inventory, uris)
 
     @staticmethod
     def _follow_removals(

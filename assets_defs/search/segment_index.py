@@ -7,7 +7,7 @@ from pydantic import Field
 from assets_defs import keys
 from assets_defs.marengo.embeddings import marengo_embeddings
 from assets_defs.marengo.partitions import marengo_model_partitions
-from assets_defs.metadata import column_schema, preview
+from assets_defs.metadata import column_schema, last_reported_within, preview
 from assets_defs.search.index_plan import DEFAULT_MAX_REMOVAL_SHARE, RemovalPolicy
 from assets_defs.search.index_update import IndexReport, IndexUpdate
 from assets_defs.search.serving_record import serving_so_far
@@ -17,6 +17,9 @@ from resources.storage.lake import Lake
 from resources.tables.segment_schema import segment_schema
 
 NAMES_IN_METADATA = 50
+# A scoped run audits every object anyway when the index had no full audit for this long.
+FULL_AUDIT_EVERY_SEC = 600.0
+FULL_AUDIT_KEY = "full_audit"  # metadata of the runs that audited every object
 
 
 class SegmentIndexConfig(dg.Config):
@@ -32,6 +35,19 @@ class SegmentIndexConfig(dg.Config):
     )
     confirm_removal_uris: list[str] = Field(
         default_factory=list, description="Remove these media URIs (as named by the check) now."
+    )
+    media_uris: list[str] | None = Field(
+        default=None,
+        description="Audit and update only these objects, and remove none (the invocation sensor's runs name "
+        "the objects whose finished jobs they were handed, so an update costs what changed, not the "
+        "library). Unset: every object, removals included.",
+    )
+    full_audit_every_sec: float = Field(
+        default=FULL_AUDIT_EVERY_SEC,
+        ge=0,
+        description="A run given media_uris audits every object anyway when the version's index had no "
+        "full audit in this long: what a scoped update cannot see (copies written by a crashed writer, "
+        "objects gone) is still found.",
     )
 
     def policy(self) -> RemovalPolicy:
@@ -82,6 +98,14 @@ def marengo_segment_index(
     or launchpad). An ANN index is built once the table is large enough. The index is derived: the
     embedding table rebuilds it.
     """
+    # Scoped only while a full audit of this version is recent: the first run of an instance audits all.
+    scoped = config.media_uris is not None and last_reported_within(
+        context.instance,
+        keys.SEARCH_MARENGO_SEGMENTS,
+        context.partition_key,
+        FULL_AUDIT_KEY,
+        config.full_audit_every_sec,
+    )
     update = IndexUpdate(
         lake=lake,
         index=segment_index,
@@ -90,6 +114,7 @@ def marengo_segment_index(
         holder=f"run {context.run.run_id}",
         log=context.log.info,
         warn=context.log.warning,
+        scope=frozenset(config.media_uris or ()) if scoped else None,
     )
     report = update.run()
     # The first index of a new instance: the UI shows what serves, before any cut-over is made.
@@ -98,7 +123,8 @@ def marengo_segment_index(
         context.log_event(serving)
     state, plan = report.state, report.plan
     context.log.info(
-        f"{state.table}: {state.rows} rows at version {state.version}, {len(plan.rewrite)} objects written "
+        f"{state.table}: {state.rows} rows at version {state.version}, {report.audited} audited, "
+        f"{len(plan.rewrite)} objects written "
         f"({len(plan.repaired)} repaired), {len(plan.delete)} removed, {len(plan.held)} kept for confirmation"
     )
     return materialize_result(report, segment_index)
@@ -120,6 +146,8 @@ def materialize_result(report: IndexReport, segment_index: SegmentIndex) -> dg.M
             "embedding_table_objects_removed": report.table_objects_removed,
             "embedding_table_version": report.table_version,
             "objects_held": len(plan.held),
+            "audited": report.audited,
+            **({FULL_AUDIT_KEY: True} if report.scope is None else {}),
             "objects_indexed": len(report.wanted),
             "duplicate_rows_removed": report.duplicate_rows_removed,
             "vector_index": state.vector_index
@@ -136,8 +164,12 @@ def materialize_result(report: IndexReport, segment_index: SegmentIndex) -> dg.M
         check_results=[
             dg.AssetCheckResult(
                 check_name="matches_embedding_table",
-                passed=state.rows == report.expected_rows,
-                metadata={"index_rows": state.rows, "expected_rows": report.expected_rows},
+                passed=report.rows_compared[0] == report.rows_compared[1],
+                metadata={
+                    "index_rows": report.rows_compared[0],
+                    "expected_rows": report.rows_compared[1],
+                    "audited": report.audited,
+                },
             ),
             dg.AssetCheckResult(
                 check_name="no_duplicate_segment_ids",

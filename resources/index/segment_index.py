@@ -44,6 +44,8 @@ from resources.tables.segment_schema import segment_schema
 
 # Row ids per delete statement when surplus copies are dropped: keeps each predicate a modest string.
 ROW_IDS_PER_DELETE = 20_000
+# Media ids per filtered read of a scoped audit.
+IDS_PER_READ = 5_000
 # merge_insert joins on segment_id, and every per-object delete and audit filters on media_id.
 SCALAR_INDEX_COLUMNS = ("segment_id", "media_id")
 # Rows from which search uses the IVF_SQ index. LanceDB's exact scan takes ~8 ms at 5,000 rows and passes
@@ -294,12 +296,22 @@ class SegmentIndex(dg.ConfigurableResource):
             where = f"media_id IN ({_sql_list(media_ids)})" if media_ids else None
             return self._delete_surplus_rows(table, lock, where)
 
-    def audit(self, model: MarengoModel) -> dict[str, IndexedObject]:
-        """media_id -> what the index holds for it: rows, distinct segment ids, invocations, models."""
+    def audit(self, model: MarengoModel, media_ids: list[str] | None = None) -> dict[str, IndexedObject]:
+        """media_id -> what the index holds for it: rows, distinct segment ids, invocations, models; of only
+        `media_ids` when given (read through the media_id scalar index, not a scan of the table)."""
         table = self.open_table(model)
-        if table is None or table.count_rows() == 0:
+        if table is None or table.count_rows() == 0 or media_ids == []:
             return {}
-        rows = self._scan(table, ["segment_id", "media_id", "media_uri", "invocation_id", "model_key"])
+        columns = ["segment_id", "media_id", "media_uri", "invocation_id", "model_key"]
+        if media_ids is None:
+            rows = self._scan(table, columns)
+        else:
+            rows = pa.concat_tables(
+                self._scan(
+                    table, columns, f"media_id IN ({_sql_list(media_ids[start : start + IDS_PER_READ])})"
+                )
+                for start in range(0, len(media_ids), IDS_PER_READ)
+            )
         per_media = rows.group_by("media_id").aggregate(
             [
                 ("segment_id", "count"),

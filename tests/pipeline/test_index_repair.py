@@ -199,6 +199,46 @@ def test_injected_duplicates_and_stray_rows_are_repaired_by_the_next_run(world: 
     assert index_meta(ingest(world))["objects_updated"] == 0, "a sound index is left alone"
 
 
+def test_a_scoped_update_audits_only_its_objects_until_copies_or_a_due_full_audit_widen_it(
+    world: World,
+) -> None:
+    """The sensor's runs name the objects they were handed: their update reads and rewrites only those, and
+    a problem elsewhere waits for a full audit, which a copy of any segment (the blocking check's concern)
+    or `full_audit_every_sec` brings about at once."""
+    submit(world)
+    ingest_when_idle(world)
+    everything = index_table(world).to_arrow()
+    handed, elsewhere, copied = (
+        "s3://media/images/green_triangle.png",
+        "s3://media/videos/shapes_a.mp4",
+        "s3://media/audio/hum_220hz.wav",
+    )
+    stray = rows_of(everything, elsewhere).slice(0, 1)  # a row of an older invocation: no copy of a segment
+    stray = stray.set_column(FIELD["segment_id"], "segment_id", pa.array(["old-0"]))
+    index_table(world).add(stray.set_column(FIELD["invocation_id"], "invocation_id", pa.array(["arn:old"])))
+
+    scoped = ingest(world, media_uris=[handed], full_audit_every_sec=3600)
+    meta = index_meta(scoped)
+    assert meta["audited"] == "1 objects handed to this run" and "full_audit" not in meta
+    assert (meta["objects_repaired"], meta["objects_updated"], meta["objects_removed"]) == (0, 0, 0)
+    assert all(c.passed for c in checks(scoped).values()), checks(scoped)
+    assert (
+        checks(scoped)["matches_embedding_table"].metadata["index_rows"].value
+        == rows_of(everything, handed).num_rows
+    ), "the scope's rows against the scope's embedding"
+    assert "arn:old" in index_table(world).to_arrow().column("invocation_id").to_pylist(), "left for later"
+
+    index_table(world).add(rows_of(everything, copied))  # copies of one object's segments
+    widened = index_meta(ingest(world, media_uris=[handed], full_audit_every_sec=3600))
+    assert widened["audited"] == "every object" and widened["full_audit"] is True
+    assert widened["objects_repaired"] == 2, "the copies and the older invocation's row, both repaired"
+    assert "arn:old" not in index_table(world).to_arrow().column("invocation_id").to_pylist()
+
+    index_table(world).add(stray.set_column(FIELD["invocation_id"], "invocation_id", pa.array(["arn:old"])))
+    due = index_meta(ingest(world, media_uris=[handed], full_audit_every_sec=0))
+    assert (due["audited"], due["objects_repaired"]) == ("every object", 1), "a full audit was due"
+
+
 def test_two_ingest_runs_at_once_without_pools_index_each_segment_once(world: World, tmp_path: Path) -> None:
     submit(world)
     rows = index_meta(ingest_when_idle(world).results[0])["dagster/row_count"]
@@ -255,10 +295,10 @@ def test_a_shrunk_listing_keeps_the_index_until_removals_are_confirmed(
 class BlindIndex(SegmentIndex):
     """An index whose audit misses duplicates: the blocking check must still see them."""
 
-    def audit(self, model):  # type: ignore[no-untyped-def]
+    def audit(self, model, media_ids=None):  # type: ignore[no-untyped-def]
         return {
             mid: IndexedObject(o.media_uri, o.segment_ids, o.segment_ids, o.invocation_ids, o.model_keys)
-            for mid, o in super().audit(model).items()
+            for mid, o in super().audit(model, media_ids).items()
         }
 
 

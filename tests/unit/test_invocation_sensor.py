@@ -9,7 +9,13 @@ import pytest
 
 from assets_defs.marengo.submission_stop import STOP_METADATA_KEY, SubmissionStop
 from pipelines import sensors
-from pipelines.sensors import SensorState, marengo_invocation_sensor
+from pipelines.sensors import (
+    FROM_FINDINGS,
+    SCOPED_INDEX_MAX_OBJECTS,
+    SensorState,
+    handed_off_config,
+    marengo_invocation_sensor,
+)
 from resources.providers.base import MarengoProvider
 from resources.providers.embedding_jobs import (
     EmbeddingJob,
@@ -152,9 +158,18 @@ def test_finished_invocations_become_one_ingest_run_per_model_once(tick: Tick, l
         ("marengo-3.0", "1"),
     ]
     assert LISTINGS == [("thorough", 3)], "one check for all in-flight tokens, thorough on the first tick"
-    # The ingest runs take the sensor's findings and list nothing themselves.
+    # The ingest runs take the sensor's findings and list nothing themselves; their index update audits the
+    # objects handed over only.
+    handed_uris = {"marengo-3.0": ["s3://m/a.mp4"], "marengo-2.7": ["s3://m/b.mp4"]}
     for request in ingests:
-        assert request.run_config == {"ops": {"marengo__embeddings": {"config": {"list_provider": False}}}}
+        assert request.run_config == {
+            "ops": {
+                "marengo__embeddings": {"config": {"list_provider": False}},
+                "search__marengo_segments": {
+                    "config": {"media_uris": handed_uris[str(request.partition_key)]}
+                },
+            }
+        }
     found = InvocationFindings(lake).read()
     assert {i: found.model_of[i] for i in found.statuses} == {
         a.invocation_id: "marengo-3.0",
@@ -404,3 +419,10 @@ def test_objects_gone_from_the_bucket_leave_search_at_the_next_tick(
 def test_a_version_never_indexed_gets_no_removal_run(tick: Tick, instance: dg.DagsterInstance) -> None:
     inventory_removed(instance, 3)
     assert requests(tick(FinishedListProvider(completed_ids=[]), None), "ingest_marengo_embeddings") == []
+
+
+def test_a_hand_off_past_the_scoped_limit_audits_the_whole_index() -> None:
+    uris = [f"s3://m/{i}.mp4" for i in range(SCOPED_INDEX_MAX_OBJECTS + 1)]
+    assert handed_off_config(uris) == FROM_FINDINGS
+    config = handed_off_config(uris[:-1])
+    assert config["ops"]["search__marengo_segments"]["config"]["media_uris"] == uris[:-1]
