@@ -24,8 +24,12 @@ from resources.storage.lake import Lake
 
 # A tick takes at most this many messages (100 receives of 10); the rest wait for the next tick.
 MESSAGES_PER_TICK = 1_000
-# One inventory run applies the changes of at most this many messages' worth of objects.
-CHANGES_PER_RUN = 250
+# One inventory run applies the changes of at most this many messages' worth of objects: a tick's worth.
+# Each run's merge into the inventory table and its planning read cost the library's size (about 6 s at
+# 1M objects, bench/inventory_scale.py), and a run probes its objects on threads of its own, so fewer,
+# larger runs bring new media to search sooner (1,000 uploads at 1M: 4 runs of 250, 71 s; 1 run, see
+# docs/benchmarks.md).
+CHANGES_PER_RUN = 1_000
 # Inventory materializations a probe-sensor tick reads (each names its pending batches).
 INVENTORIES_PER_TICK = 50
 
