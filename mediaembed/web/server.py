@@ -35,7 +35,7 @@ STOP_SEC = 30
 def default_workers() -> int:
     """One process per core this process may run on: one interpreter runs the Python part of one search at
     a time (signing and parsing the Bedrock call, fusing), so a single process leaves the other cores idle
-    (bench/serve_load.py: 20 searches at once, p99 15.2x the p50 of one with 1 worker, 9.9x with 2)."""
+    (bench/serve_load.py, quiet: 20 searches at once, p99 14.8x the p50 of one with 1 worker, 9.2x with 2)."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
