@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,29 +21,19 @@ import pytest
 
 from resources.storage.lake import Lake
 from resources.storage.s3_storage import S3Storage
+from tests.postgres import free_port
+from tests.topology import wait_for as poll_until
 
 ROOT = Path(__file__).resolve().parents[1]
 START_SEC = 240
+POLL_SEC = 2.0
 
 T = TypeVar("T")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(what: str, timeout_sec: float, probe: Callable[[], T | None], every_sec: float = 2.0) -> T:
-    """Poll `probe` until it returns something, or fail after `timeout_sec` naming what never happened."""
-    deadline = time.monotonic() + timeout_sec
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout_sec:.0f} s")
-        time.sleep(every_sec)
+def wait_for(what: str, timeout_sec: float, probe: Callable[[], T | None], every_sec: float = POLL_SEC) -> T:
+    """The topology tests' bounded poll, at the dev stack's pace (its UI is polled through GraphQL)."""
+    return poll_until(what, timeout_sec, probe, every_sec)
 
 
 @dataclass
@@ -104,7 +93,7 @@ def running_dev(tmp_path: Path, *, sigint_ignored: bool = False) -> Iterator[Dev
     """`mediaembed dev` (what `make dev` runs) on free loopback ports with its work folder under tmp_path,
     until its webserver answers; stopped with its whole session after. `sigint_ignored`: started as a
     shell starts a background job (`make dev &`), SIGINT ignored, which its children inherit."""
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path / "work"
     log = tmp_path / "dev.log"
     mediaembed = Path(sys.executable).with_name("mediaembed")
