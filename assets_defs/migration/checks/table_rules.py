@@ -68,6 +68,10 @@ def eligible_objects(
     return usable[~over].reset_index(drop=True), blocked, unembeddable
 
 
+# How a missing object's reason begins while its job still runs (coverage_advice counts those).
+IN_FLIGHT = "in flight: "
+
+
 def missing_reason(jobs: pd.DataFrame, etag: str) -> str:
     """Why an object has no current embedding, from its jobs in the ledger (any ETag, any provider)."""
     if jobs.empty:
@@ -89,9 +93,6 @@ def missing_reason(jobs: pd.DataFrame, etag: str) -> str:
     if status == "lost":
         return f"lost by the provider{why}; the next submission run resubmits it"
     return f"{status}{why}"
-
-
-IN_FLIGHT = "in flight: "
 
 
 def coverage_advice(missing: pd.DataFrame, model_key: str, exclude_setting: str) -> str:
