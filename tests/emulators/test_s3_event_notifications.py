@@ -67,3 +67,21 @@ def test_a_message_not_deleted_comes_back_and_a_deleted_one_does_not(
     )
     again = events.receive(limit=10)
     assert [parse_message(m.body)[0].key for m in again] == ["kept.png"]
+
+
+def test_an_event_reaches_its_queue_without_the_queue_counting_its_messages(
+    queue: tuple[S3Emulator, MediaEventQueue],
+) -> None:
+    """S3 delivers each event without asking the queue how many messages it holds: a count per upload
+    made uploading a library cost the square of its size (the events wait undrained)."""
+    from moto.sqs.models import Queue
+
+    def counted(self: Queue) -> int:
+        raise AssertionError("an event delivery counted the queue's messages")
+
+    emulator, events = queue
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Queue, "approximate_number_of_messages", property(counted))
+        emulator.client().put_object(Bucket="media", Key="new.png", Body=b"png")
+    changes = [c for m in events.receive(limit=10) for c in parse_message(m.body)]
+    assert [(c.key, c.change) for c in changes] == [("new.png", CREATED)]
