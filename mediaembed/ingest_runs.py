@@ -28,12 +28,14 @@ from mediaembed.ingest import (
 )
 from mediaembed.ingest_summary import Summary, summarize
 from mediaembed.progress import Follower, Progress
+from pipelines.definitions import media_config
 from pipelines.jobs import SUBMITTING_JOBS
 from pipelines.run_statuses import ACTIVE_RUN_STATUSES
 from pipelines.sensors import due_work, latest_materialization, materialization_metadata, metadata_value
 from resources.providers.errors import SetupError
 from resources.providers.marengo_models import MarengoModel
 from resources.providers.model_routes import ModelRoute, cost_from_metadata, describe_cost, route
+from resources.tables.inventory_table import InventoryTable
 from resources.tables.submission_ledger import SubmissionLedger
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ def follow(
     first = engine.launch(
         "embed_new_media",
         partition_key=model.key,
-        run_config={"resources": {"media": {"config": {"uri": str(prefix)}}}},
+        run_config={"resources": {"media": {"config": media_config(str(prefix))}}},
         tags={"mediaembed/command": "ingest"},
     )
     runs = _Runs(engine.instance, model.key, since)
@@ -79,6 +81,7 @@ def follow(
         return summary
 
     reported: set[str] = set()
+    probing_said = 0
     pause = FIRST_POLL_SEC
     try:
         while True:
@@ -114,12 +117,22 @@ def follow(
             in_flight = ledger.in_progress(model.key)
             follower(in_flight)
             due = _due(engine.instance, model.key)
-            if not runs.active and in_flight.empty and due is None:
+            # A listing of more new objects than a probe batch leaves them pending for probe_media runs
+            # (not of the model's partition); the invocation sensor submits them once they are probed.
+            probing = InventoryTable(lake).pending_objects()
+            if probing and probing != probing_said:
+                progress.say(f"probing: {probing} objects wait for their probe_media runs")
+                probing_said = probing
+            if not runs.active and in_flight.empty and due is None and not probing:
                 break
             if wait.remaining() <= 0:
                 if in_flight.empty:
                     finish()
-                    waits_for = due or "runs still queued or running"
+                    waits_for = (
+                        due
+                        or (probing and f"{probing} objects still wait for their probe_media runs")
+                        or "runs still queued or running"
+                    )
                     raise IngestError(
                         f"stopped waiting after {wait.waited():.0f} s: {waits_for}: run the same command "
                         "again later",

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from resources.media.probe_batch import parse_probe_batch
 from resources.providers.marengo_models import (
     MARENGO_3_5_DIMENSION_ENV,
     parse_matryoshka_dimension,
@@ -114,6 +115,12 @@ KNOWN_SETTINGS: dict[str, Setting] = {
         "the SQS queue the media bucket's event notifications go to; unset, every inventory run lists",
         "https://sqs.us-east-1.amazonaws.com/111122223333/media-events",
     ),
+    "MEDIAEMBED_PROBE_BATCH_OBJECTS": Setting(
+        "new objects a listing probes itself; more are written pending and probed by probe_media runs of "
+        "this many each",
+        "5000",
+        "2000",
+    ),
     "MEDIAEMBED_RECONCILE_SCHEDULE": Setting(
         "cron of the full listing that reconciles the inventory with the bucket (catches missed events)",
         "0 3 * * *",
@@ -147,6 +154,7 @@ OPTIONAL_SETTINGS: tuple[str, ...] = (
     "MEDIAEMBED_BUDGET_MEDIA_SECONDS",
     "MEDIAEMBED_SERVING_VERSION",
     "MEDIAEMBED_MEDIA_QUEUE_URL",
+    "MEDIAEMBED_PROBE_BATCH_OBJECTS",
     "MEDIAEMBED_MIGRATION_EXCLUDE",
     "MEDIAEMBED_PROBE_SET",
     "MEDIAEMBED_PEGASUS_PROMPTS",
@@ -208,8 +216,10 @@ def schedule_cron(name: str, environ: Mapping[str, str] = os.environ) -> str:
 
 
 def check_definition_settings(environ: Mapping[str, str]) -> None:
-    """Raise ValueError, one line naming the variable, for a setting read as the code location loads."""
+    """Raise ValueError, one line naming the variable, for a setting read as the code location loads (or,
+    the probe batch, as a run starts)."""
     sensor_interval_sec(environ)
+    parse_probe_batch(environ.get("MEDIAEMBED_PROBE_BATCH_OBJECTS"))
     for name in DEFAULT_SCHEDULES:
         schedule_cron(name, environ)
 

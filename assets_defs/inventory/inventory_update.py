@@ -25,15 +25,15 @@ import pyarrow as pa
 
 from resources.media.events import CREATED, ObjectChange, latest_per_object
 from resources.media.probe import MediaProbe
+from resources.media.probe_batch import PROBE_BATCH_OBJECTS
 from resources.media.source import MediaObject, MediaSource
 from resources.storage.s3_storage import ObjectChanged
 from resources.tables.inventory_table import INVENTORY_SCHEMA, NOT_MEDIA, PENDING, REMOVED, InventoryTable
 from resources.tables.segment_schema import media_id
 
 PROBE_THREADS = 8
-# A listing probes this many new or changed objects itself; more are fanned out to probe runs.
-PROBE_IN_RUN = 2_000
-BATCH_OBJECTS = 2_000
+# A listing probes this many new or changed objects itself; more are fanned out to probe runs of as many.
+PROBE_IN_RUN = BATCH_OBJECTS = PROBE_BATCH_OBJECTS
 # Pending rows are merged this many at a time while a large listing streams (bounded memory).
 FLUSH_ROWS = 100_000
 PENDING_RETRY = timedelta(hours=6)

@@ -104,7 +104,8 @@ def media_inventory(
     unreadable objects stay in the inventory with a reason, so nothing disappears silently.
     """
     table = InventoryTable(lake)
-    update = InventoryUpdate(media, table, context.run.run_id)
+    batch = media.probe_batch_objects()
+    update = InventoryUpdate(media, table, context.run.run_id, probe_in_run=batch, batch_objects=batch)
     if config.probe_batch:
         change = update.probe_batch(config.probe_batch)
     elif config.changes:

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field
 
 from resources.media.probe import MediaProbe, probe
+from resources.media.probe_batch import PROBE_BATCH_OBJECTS, parse_probe_batch
 from resources.storage.s3_storage import S3Storage, S3Uri
 
 
@@ -31,6 +32,16 @@ def is_folder_marker(key: str, size: int) -> bool:
 class MediaSource(dg.ConfigurableResource):
     uri: str = Field(description="s3://bucket/prefix to embed everything under.")
     storage: S3Storage
+    probe_batch: str | None = Field(
+        default=None,
+        description=(
+            "How many new or changed objects a listing probes itself; more are written pending and probed "
+            f"by probe_media runs of this many each (unset: {PROBE_BATCH_OBJECTS:,})."
+        ),
+    )
+
+    def probe_batch_objects(self) -> int:
+        return parse_probe_batch(self.probe_batch)
 
     def list_objects(self) -> Iterator[MediaObject]:
         """Every object under the prefix, through boto3's paginator (1000 keys a call)."""

@@ -133,6 +133,11 @@ class InventoryTable:
             rows = rows.filter(mask)
         return rows.select(names)
 
+    def pending_objects(self) -> int:
+        """How many listed objects wait for their probe run (PENDING rows)."""
+        status = self.read(["status"], without=()).column("status")
+        return int(pc.sum(pc.equal(status, PENDING)).as_py() or 0)
+
     def batches(self, columns: list[str], batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         """Current rows (tombstones included), `columns` only, a record batch at a time."""
         table = self.open()

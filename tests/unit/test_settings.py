@@ -11,6 +11,7 @@ from mediaembed.cli import main
 from pipelines.settings import (
     KNOWN_SETTINGS,
     OPTIONAL_SETTINGS,
+    check_definition_settings,
     schedule_cron,
     sensor_interval_sec,
     unknown_setting_warnings,
@@ -91,6 +92,7 @@ BOUND: dict[str, tuple[str, tuple[str, ...]]] = {
     "MEDIAEMBED_PEGASUS_PROMPTS": ("prompts.yaml", ("pegasus.prompts_file",)),
     "MEDIAEMBED_PEGASUS_TRANSPORT": ("base64", ("pegasus.transport",)),
     "MEDIAEMBED_PEGASUS_PROFILE": ("global", ("pegasus.profile_scope",)),
+    "MEDIAEMBED_PROBE_BATCH_OBJECTS": ("5000", ("media.probe_batch",)),
     "MEDIAEMBED_MEDIA_QUEUE_URL": (
         "https://sqs.us-east-1.amazonaws.com/111122223333/media-events",
         ("media_events.queue_url",),
@@ -199,3 +201,15 @@ def test_the_command_refuses_a_bad_schedule_in_one_line(
         f"mediaembed: MEDIAEMBED_EMBED_SCHEDULE={cron!r} is not a cron schedule Dagster accepts: give minute "
         "(0-59), hour (0-23), day (1-31), month (1-12) and weekday (0-7), as '*/15 * * * *'\n"
     )
+
+
+def test_the_probe_batch_is_a_count_above_zero_or_the_default() -> None:
+    from resources.media.probe_batch import PROBE_BATCH_OBJECTS, parse_probe_batch
+
+    assert parse_probe_batch(None) == parse_probe_batch(" ") == PROBE_BATCH_OBJECTS
+    assert parse_probe_batch("5000") == 5000
+    for bad in ("0", "-1", "2.5", "many"):
+        with pytest.raises(
+            ValueError, match=rf"MEDIAEMBED_PROBE_BATCH_OBJECTS='{re.escape(bad)}' is not a whole"
+        ):
+            check_definition_settings({"MEDIAEMBED_PROBE_BATCH_OBJECTS": bad})
