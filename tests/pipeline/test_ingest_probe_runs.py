@@ -41,5 +41,6 @@ def test_ingest_waits_for_the_probe_runs_and_embeds_what_they_probed(emulated: E
 def test_a_probe_batch_that_is_not_a_count_is_one_line_naming_the_setting(emulated: Emulated) -> None:
     done = emulated.ingest(f"s3://{BUCKET}/", MEDIAEMBED_PROBE_BATCH_OBJECTS="many")
 
-    assert done.returncode != 0
-    assert "MEDIAEMBED_PROBE_BATCH_OBJECTS='many' is not a whole number above 0" in done.stderr
+    assert done.returncode == 2  # refused before any run: nothing listed, probed or billed
+    [line] = done.stderr.strip().splitlines()
+    assert "MEDIAEMBED_PROBE_BATCH_OBJECTS='many' is not a whole number above 0" in line
