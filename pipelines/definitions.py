@@ -59,12 +59,18 @@ def when_set(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if name in os.environ else None
 
 
+# The `media` resource's optional fields and the settings they are bound from.
+MEDIA_SETTINGS = {"probe_batch": "MEDIAEMBED_PROBE_BATCH_OBJECTS"}
+
+
 def media_config(uri: str) -> dict[str, object]:
     """Run config of the `media` resource for another prefix. Config given at launch replaces the bound
     values of the fields it leaves out (an EnvVar-bound optional field reads as its default), so the
     settings bound here are passed on as the same environment variables."""
-    kept = {"probe_batch": "MEDIAEMBED_PROBE_BATCH_OBJECTS"}
-    return {"uri": uri, **{field: {"env": name} for field, name in kept.items() if name in os.environ}}
+    return {
+        "uri": uri,
+        **{field: {"env": name} for field, name in MEDIA_SETTINGS.items() if name in os.environ},
+    }
 
 
 use_model_settings(os.environ)  # Marengo 3.5's vector length, before anything looks a model up
@@ -75,7 +81,7 @@ pipeline_resources = {
     "media": MediaSource(
         uri=dg.EnvVar("MEDIAEMBED_MEDIA_URI"),
         storage=storage,
-        probe_batch=when_set("MEDIAEMBED_PROBE_BATCH_OBJECTS"),
+        **{field: when_set(name) for field, name in MEDIA_SETTINGS.items()},
     ),
     "media_events": MediaEventQueue(
         queue_url=when_set("MEDIAEMBED_MEDIA_QUEUE_URL"), region_name=dg.EnvVar("AWS_REGION")

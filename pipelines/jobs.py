@@ -39,7 +39,8 @@ submit_marengo_job = dg.define_asset_job(
     tags={"dagster/max_runtime": SUBMISSION_MAX_RUNTIME_SEC},
 )
 
-# A probe run reads the container headers of BATCH_OBJECTS objects, a few at a time; ample room.
+# A probe run reads the container headers of one batch (MEDIAEMBED_PROBE_BATCH_OBJECTS objects), a few at a
+# time; ample room.
 PROBE_MAX_RUNTIME_SEC = 60 * 60
 
 probe_media_job = dg.define_asset_job(

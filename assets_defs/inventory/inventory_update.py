@@ -7,9 +7,9 @@ commit per step, so a run's cost follows what changed, not the library:
   probed, changes nothing. The merge's own predicate holds the same rule between concurrent runs.
 - `probe_batch(batch)`: the rows a listing left pending for this batch (fan-out over run workers).
 - `reconcile()`: the full listing, streamed a page at a time against a key index of the table (URIs and
-  ETags only). Objects gone from the listing become tombstones. Up to PROBE_IN_RUN new or changed objects
-  are probed in the run; past that they are written pending, in batches of BATCH_OBJECTS, for the probe
-  sensor to hand to runs of their own.
+  ETags only). Objects gone from the listing become tombstones. Up to `probe_in_run` new or changed objects
+  (MEDIAEMBED_PROBE_BATCH_OBJECTS) are probed in the run; past that they are written pending, in batches of
+  `batch_objects`, for the probe sensor to hand to runs of their own.
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from resources.tables.inventory_table import INVENTORY_SCHEMA, NOT_MEDIA, PENDIN
 from resources.tables.segment_schema import media_id
 
 PROBE_THREADS = 8
-# A listing probes this many new or changed objects itself; more are fanned out to probe runs of as many.
-PROBE_IN_RUN = BATCH_OBJECTS = PROBE_BATCH_OBJECTS
 # Pending rows are merged this many at a time while a large listing streams (bounded memory).
 FLUSH_ROWS = 100_000
 PENDING_RETRY = timedelta(hours=6)
@@ -104,8 +102,8 @@ class InventoryUpdate:
         media: MediaSource,
         table: InventoryTable,
         run_id: str,
-        probe_in_run: int = PROBE_IN_RUN,
-        batch_objects: int = BATCH_OBJECTS,
+        probe_in_run: int = PROBE_BATCH_OBJECTS,
+        batch_objects: int = PROBE_BATCH_OBJECTS,
         flush_rows: int = FLUSH_ROWS,
     ) -> None:
         self.media = media
@@ -258,7 +256,7 @@ class InventoryUpdate:
     def _write_pending(
         self, objects: list[MediaObject], batches: list[str], listed_at: datetime
     ) -> int | None:
-        """Listed objects written pending, BATCH_OBJECTS to a batch named after this run."""
+        """Listed objects written pending, `batch_objects` to a batch named after this run."""
         rows = []
         for start in range(0, len(objects), self.batch_objects):
             batch = f"{self.run_id[:8]}-{len(batches):05d}"
