@@ -208,7 +208,7 @@ def closed_jobs(rows: Any) -> Any:
     from resources.tables.submission_ledger import CLOSED_SCHEMA
 
     frame = rows.select(["media_uri", "etag", "modality"]).to_pandas()
-    keys = list(job_keys(frame, marengo_model(MODEL), InvocationConfig().options()))
+    keys = job_keys(frame, marengo_model(MODEL), InvocationConfig().options()).to_pylist()
     n, now = len(keys), datetime.now(UTC)
     columns: dict[str, Any] = {
         "job_key": keys,

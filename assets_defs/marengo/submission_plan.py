@@ -11,15 +11,19 @@ resubmitted without using up an attempt, but at most `max_lost` times, so a prov
 one object's jobs cannot keep it open for ever.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, hashed_job_key
 from resources.providers.marengo_models import MarengoModel
 
 SETTLED = {"in_progress", "completed", "no_content", "rejected", "superseded"}
+DONE = ("completed", "no_content")  # ran to its end with every segment written (or none to write)
 # A refused request was never accepted, so it cost nothing; try it again after this long, in case the
 # refusal came from a setup problem since fixed.
 RETRY_REJECTED_AFTER = timedelta(hours=24)
@@ -32,6 +36,17 @@ class SubmissionPlan:
     already_handled: int = 0
     out_of_attempts: list[EmbeddingJob] = field(default_factory=list)
     after_lost: set[str] = field(default_factory=set)  # job keys whose last job the provider lost
+    # Media URI -> duration (None: an image, or unknown) of the objects not settled: what the budget gate
+    # and the ledger's submissions need, kept for the few open objects instead of the whole library.
+    media_seconds: dict[str, float | None] = field(default_factory=dict)
+    # Per usable inventory row planned, in order: what the ledger holds under the object's current job
+    # key (HISTORY_FLAGS); what progress counts from, without reading the ledger's URIs and ETags.
+    object_history: pa.Table | None = None
+
+
+# Inventory rows are turned into job keys this many at a time: the keys are an Arrow column, never a
+# million Python strings at once.
+KEY_BATCH_ROWS = 65_536
 
 
 def plan_submissions(
@@ -43,39 +58,40 @@ def plan_submissions(
     max_lost: int = 3,
     provider: str = "bedrock",
 ) -> SubmissionPlan:
-    """Vectorized over the ledger and the inventory: a library of a million objects plans in seconds, and
-    only objects that are not settled become `EmbeddingJob`s.
+    """Vectorized over the ledger and the inventory (Arrow hash joins): a library of a million objects
+    plans in seconds and in the memory of its columns, and only objects that are not settled become
+    `EmbeddingJob`s.
 
     `ledger_jobs` holds every provider's jobs for the model: an object embedded, running or refused at
     any of them is settled, and attempts count across them. The due jobs go to `provider`.
     """
     history = job_history(ledger_jobs)
     usable = inventory[inventory["status"] == "ok"]
-    keys = job_keys(usable, model, options)
-    known = history.reindex(keys)
-    settled = known["settled"].fillna(False).to_numpy(dtype=bool)
-    plan = SubmissionPlan(already_handled=int(settled.sum()))
-    failures_of = known["failed"].fillna(0).astype(int).to_numpy()
-    lost_of = known["lost"].fillna(0).astype(int).to_numpy()
+    at = pc.index_in(job_keys(usable, model, options), value_set=history.column("job_key"))
+    flags = pa.table(
+        {name: pc.fill_null(pc.take(history.column(name), at), missing) for name, missing in HISTORY_FLAGS}
+    )
+    settled = flags.column("settled").to_numpy().astype(bool)
+    plan = SubmissionPlan(already_handled=int(settled.sum()), object_history=flags)
     open_rows = usable[~settled]
-    for row, key, failures, lost in zip(
+    for row, failures, lost in zip(
         open_rows.to_dict("records"),
-        keys[~settled],
-        failures_of[~settled],
-        lost_of[~settled],
+        flags.column("failed").to_numpy()[~settled],
+        flags.column("lost").to_numpy()[~settled],
         strict=True,
     ):
+        duration = None if pd.isna(row["duration_sec"]) else float(row["duration_sec"])
+        plan.media_seconds[row["media_uri"]] = duration
         job = EmbeddingJob(row["media_uri"], row["etag"], row["modality"], model, options, 1, provider)
         if failures >= max_attempts or lost >= max_lost:
             plan.out_of_attempts.append(job)
             continue
-        duration = None if pd.isna(row["duration_sec"]) else float(row["duration_sec"])
         violation = model.limit_violation(row["modality"], int(row["size_bytes"]), duration)
         if violation:
             plan.over_limit.append((job, violation))
             continue
         if lost:
-            plan.after_lost.add(key)
+            plan.after_lost.add(job.job_key)
         attempt = int(failures + lost + 1)
         plan.due.append(
             EmbeddingJob(job.media_uri, job.etag, job.modality, model, options, attempt, provider)
@@ -83,38 +99,54 @@ def plan_submissions(
     return plan
 
 
-def job_history(ledger_jobs: pd.DataFrame) -> pd.DataFrame:
-    """Per job key: whether a job is settled (running, done, or refused within the last day), and how many
-    of its jobs failed and were lost. A rejection older than RETRY_REJECTED_AFTER no longer counts."""
+# What job_history says of a job key, and what it says of a key the ledger does not hold.
+HISTORY_FLAGS = (("settled", False), ("failed", 0), ("lost", 0), ("done", False), ("running", False))
+
+
+def job_history(ledger_jobs: pd.DataFrame) -> pa.Table:
+    """Per job key (an Arrow table: job_key and HISTORY_FLAGS): whether a job is settled (running, done,
+    or refused within the last day), how many of its jobs failed and were lost, and whether one is done
+    or running. A rejection older than RETRY_REJECTED_AFTER no longer counts."""
     expired = datetime.now(UTC) - RETRY_REJECTED_AFTER
     status = ledger_jobs["status"]
     recorded = pd.to_datetime(ledger_jobs["recorded_at"], utc=True) if len(ledger_jobs) else None
     stale = (status == "rejected") & (recorded < expired) if recorded is not None else status != status
-    counted = ledger_jobs[~stale.fillna(False)]
-    flags = pd.DataFrame(
+    stale_rows = stale.fillna(False).to_numpy(dtype=bool)
+    counted = ledger_jobs[~stale_rows] if stale_rows.any() else ledger_jobs  # no copy of a million rows
+    statuses = pa.array(counted["status"], pa.string())
+    flags = pa.table(
         {
-            "job_key": counted["job_key"].astype(str),
-            "settled": counted["status"].isin(SETTLED),
-            "failed": counted["status"] == "failed",
-            "lost": counted["status"] == "lost",
+            "job_key": pa.array(counted["job_key"], pa.string()),
+            "settled": pc.is_in(statuses, value_set=pa.array(sorted(SETTLED))),
+            "failed": pc.equal(statuses, "failed").cast(pa.int64()),
+            "lost": pc.equal(statuses, "lost").cast(pa.int64()),
+            "done": pc.is_in(statuses, value_set=pa.array(DONE)),
+            "running": pc.equal(statuses, "in_progress"),
         }
     )
-    return flags.groupby("job_key").agg({"settled": "any", "failed": "sum", "lost": "sum"})
+    counted_as = {"settled": "any", "failed": "sum", "lost": "sum", "done": "any", "running": "any"}
+    grouped = flags.group_by("job_key", use_threads=False).aggregate(list(counted_as.items()))
+    return grouped.rename_columns({f"{name}_{how}": name for name, how in counted_as.items()})
 
 
-def job_keys(usable: pd.DataFrame, model: MarengoModel, options: EmbeddingOptions) -> pd.Index:
-    """`EmbeddingJob.job_key` of every inventory row, without building a job per row."""
+def job_keys(usable: pd.DataFrame, model: MarengoModel, options: EmbeddingOptions) -> pa.Array:
+    """`EmbeddingJob.job_key` of every inventory row, as an Arrow string column, without building a job
+    per row (and with at most KEY_BATCH_ROWS rows' strings in Python at a time)."""
     suffix = {
         modality: EmbeddingJob("", "", modality, model, options).key_suffix()
         for modality in usable["modality"].dropna().unique()
     }
-    keys = [
-        hashed_job_key(uri, etag, suffix[modality])
-        for uri, etag, modality in zip(
-            usable["media_uri"].tolist(), usable["etag"].tolist(), usable["modality"].tolist(), strict=True
-        )
-    ]
-    return pd.Index(keys, dtype=object)
+    columns = pa.table(
+        {name: pa.array(usable[name], pa.string()) for name in ("media_uri", "etag", "modality")}
+    )
+
+    def keys() -> Iterator[str]:
+        for batch in columns.to_batches(max_chunksize=KEY_BATCH_ROWS):
+            uris, etags, modalities = (batch.column(i).to_pylist() for i in range(3))
+            for uri, etag, modality in zip(uris, etags, modalities, strict=True):
+                yield hashed_job_key(uri, etag, suffix[modality])
+
+    return pa.array(keys(), pa.string(), size=len(usable))
 
 
 @dataclass

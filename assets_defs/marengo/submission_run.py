@@ -210,15 +210,9 @@ class SubmissionRun:
         scope = self.scope
         inventory = read_inventory(self.lake, PLANNING_COLUMNS, scope)
         every_provider = SubmissionLedger(self.lake, None).jobs(model.key, scope, PLANNING_JOB_COLUMNS)
-        seconds = inventory["duration_sec"]  # NaN (images, unknown) as None; built in bulk, not per row
-        self.seconds: dict[str, float | None] = dict(
-            zip(
-                inventory["media_uri"].tolist(),
-                seconds.astype(object).where(seconds.notna(), None).tolist(),
-                strict=True,
-            )
-        )
         plan = self._plan(inventory, every_provider)
+        # The durations of the objects not settled (those a submission or a recovered job can be of).
+        self.seconds = plan.media_seconds
         # The budget gate, before any provider call: what is still to embed for the version must fit. Jobs
         # a killed run created but never recorded count as still to embed here (a slight overestimate).
         budget = settings.budget(*self.budget_defaults)
@@ -524,5 +518,6 @@ def _recover_intents(
         )
         for row in intents.to_dict("records")
     ]
-    claimed = set(jobs["invocation_id"].dropna()) if "invocation_id" in jobs else set()
-    return provider.find_submissions(pending, claimed)
+    # The provider's tasks the ledger holds already (read only now: planning reads no invocation ids).
+    recorded = ledger.jobs(model.key, scope, ["invocation_id"])["invocation_id"]
+    return provider.find_submissions(pending, set(recorded.dropna()))

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import dagster as dg
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
-from assets_defs.marengo.submission_plan import SubmissionPlan, plan_submissions
+from assets_defs.marengo.submission_plan import DONE, SubmissionPlan, plan_submissions
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.providers.marengo_models import MarengoModel
 from resources.providers.marengo_resource import BUDGET_MEDIA_SECONDS_ENV, BUDGET_USD_ENV
@@ -26,9 +29,8 @@ from resources.tables.embedding_table import EmbeddingTable
 
 # The prefix the invocation sensor reads as "waits for a person" (pipelines/sensors.py).
 OVER_BUDGET = "stopped: over budget"
-DONE_STATUSES = ("completed", "no_content")
 # Jobs the provider ran to their end, so billed: superseded ones too (their object changed meanwhile).
-BILLED_STATUSES = (*DONE_STATUSES, "superseded")
+BILLED_STATUSES = (*DONE, "superseded")
 # The ledger columns a version's cost so far is priced from (besides status), read with the planning ones.
 COST_JOB_COLUMNS = ["provider", "modality", "media_seconds"]
 PROGRESS_STATES = ("done", "in_flight", "failed", "waiting", "not_started")
@@ -299,31 +301,42 @@ def object_states(
     plan: SubmissionPlan | None = None,
 ) -> tuple[pd.Series, SubmissionPlan]:
     """The state of every usable object (media URI -> one of PROGRESS_STATES), from the plan a submission
-    run would make: objects it settles are done (a completed job), in flight or failed (refused); those it
-    would not send are failed; the rest wait or are not started. Rows in the table at the object's current
-    ETag make it done whatever the ledger says (unless a job for it runs): coverage is what search has.
+    run would make: objects it settles are done (a completed job of their current job key: this ETag, these
+    options), in flight or failed (refused); those it would not send are failed; the rest wait or are not
+    started. Rows in the table at the object's current ETag make it done whatever the ledger says (unless
+    a job for it runs): coverage is what search has.
     `ledger_jobs` are every provider's jobs of this model; `embedded` has the table's media_id and etag.
     `plan`: the plan of these same inputs where the caller made it already (a submission run that wrote
     nothing to the ledger), so a library is planned once per run."""
     usable = inventory[inventory["status"] == "ok"]
-    if plan is None:
+    if plan is None or plan.object_history is None:
         plan = plan_submissions(usable, ledger_jobs, model, options, max_attempts, max_lost)
-    state = pd.Series("failed", index=pd.Index(usable["media_uri"], dtype=object), dtype=object)
-    if len(ledger_jobs):
-        uris = ledger_jobs["media_uri"].astype(str)
-        current = dict(zip(usable["media_uri"], usable["etag"], strict=True))
-        at_current = ledger_jobs[ledger_jobs["etag"].astype(str).to_numpy() == uris.map(current).to_numpy()]
-        done_uris = at_current.loc[at_current["status"].isin(DONE_STATUSES), "media_uri"]
-        running_uris = at_current.loc[at_current["status"] == "in_progress", "media_uri"]
-        state[state.index.isin(done_uris)] = "done"
-        state[state.index.isin(running_uris)] = "in_flight"
-    due = state.index.isin([job.media_uri for job in plan.due])
-    state[due] = "waiting" if len(ledger_jobs) else "not_started"
+    held = plan.object_history  # the ledger's jobs under each object's current job key, row by row
+    if held is None or held.num_rows != len(usable):
+        raise ValueError(f"the plan given is of another inventory than these {len(usable)} usable objects")
+    # Numpy and Arrow over the columns: no Python string per object of a million-object library.
+    state = np.full(len(usable), PROGRESS_STATES.index("failed"), dtype=np.int8)
+    state[held.column("done").to_numpy()] = PROGRESS_STATES.index("done")
+    state[held.column("running").to_numpy()] = PROGRESS_STATES.index("in_flight")
+    due = pa.array([job.media_uri for job in plan.due], pa.string())
+    uris = pa.array(usable["media_uri"], pa.string())
+    state[pc.is_in(uris, value_set=due).to_numpy(zero_copy_only=False)] = PROGRESS_STATES.index(
+        "waiting" if len(ledger_jobs) else "not_started"
+    )
     if len(embedded):
-        rows = pd.MultiIndex.from_arrays([embedded["media_id"], embedded["etag"]])
-        in_table = pd.MultiIndex.from_arrays([usable["media_id"], usable["etag"]]).isin(rows)
-        state[pd.Series(in_table, index=state.index) & (state != "in_flight")] = "done"
-    return state, plan
+        in_table = pc.is_in(
+            _pairs(usable["media_id"], usable["etag"]),
+            value_set=_pairs(embedded["media_id"], embedded["etag"]),
+            skip_nulls=True,
+        ).to_numpy(zero_copy_only=False)
+        state[in_table & (state != PROGRESS_STATES.index("in_flight"))] = PROGRESS_STATES.index("done")
+    states = pd.Categorical.from_codes(state, pd.Index(PROGRESS_STATES))
+    return pd.Series(states, index=pd.Index(usable["media_uri"])), plan
+
+
+def _pairs(first: pd.Series, second: pd.Series) -> pa.Array:
+    """Two string columns joined row by row (`first`, a newline, `second`): one hashable key per row."""
+    return pc.binary_join_element_wise(pa.array(first, pa.string()), pa.array(second, pa.string()), "\n")
 
 
 def version_progress(

@@ -8,7 +8,6 @@ budget's verdict, and how far every version has got.
 from dataclasses import dataclass
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from assets_defs import keys
@@ -70,7 +69,6 @@ class MigrationPlan:
 
 def make_plan(
     plan: SubmissionPlan,
-    seconds: dict[str, float | None],
     model: MarengoModel,
     model_route: ModelRoute,
     quota: int,
@@ -78,7 +76,9 @@ def make_plan(
     job_overhead_sec: float | None = None,
     sec_per_media_sec: float | None = None,
 ) -> MigrationPlan:
-    """The launch's figures from the submission plan a run would make now (what is due), at `quota`."""
+    """The launch's figures from the submission plan a run would make now (what is due, and the
+    durations it read of the objects not settled), at `quota`."""
+    seconds = plan.media_seconds
     overhead = model_route.typical_job_overhead_sec if job_overhead_sec is None else job_overhead_sec
     rate = model_route.typical_sec_per_media_sec if sec_per_media_sec is None else sec_per_media_sec
     estimate = estimate_jobs(plan.due, seconds, model_route)
@@ -168,10 +168,6 @@ def migration_plan(
     model = marengo_model(context.partition_key)
     provider = marengo.serving(model)
     inventory = read_inventory(lake)
-    seconds = {
-        uri: (None if pd.isna(s) else float(s))
-        for uri, s in zip(inventory["media_uri"], inventory["duration_sec"], strict=True)
-    }
     ledger = SubmissionLedger(lake, None)
     coverage: list[VersionProgress] = []
     plans: dict[str, SubmissionPlan] = {}
@@ -190,7 +186,6 @@ def migration_plan(
         coverage.append(count_states(version.key, states, plans[version.key], cost))
     plan = make_plan(
         plans[model.key],
-        seconds,
         model,
         provider.route(model),
         provider.max_in_flight(model),

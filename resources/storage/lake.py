@@ -106,7 +106,7 @@ class Lake(dg.ConfigurableResource):
             return None
         fs, base = self._fs_and_base()
         dataset = pads.dataset([f"{base}/{p}" for p in relative_paths], filesystem=fs, format="parquet")
-        return dataset.to_table(columns=columns, filter=where)
+        return _released(dataset.to_table(columns=columns, filter=where))
 
     def file_metadata(self, relative_paths: list[str]) -> list[dict[bytes, bytes]]:
         """The key-value metadata of each Parquet file (its footer alone is read)."""
@@ -152,7 +152,7 @@ class Lake(dg.ConfigurableResource):
             paths = [f"{base}/{f}" for f in files]
             return pads.dataset(paths, filesystem=fs, format="parquet", schema=schema).to_table()
 
-        return race_retries(FileNotFoundError, READ_ATTEMPTS)(read)
+        return _released(race_retries(FileNotFoundError, READ_ATTEMPTS)(read))
 
     def delete_files(self, relative_paths: list[str], missing_ok: bool = False) -> None:
         """Delete files; with `missing_ok`, one that another process already deleted is not an error."""
@@ -185,3 +185,10 @@ class Lake(dg.ConfigurableResource):
             for info in fs.get_file_info(selector)
             if info.type == pafs.FileType.File and info.path.endswith(".parquet")
         )
+
+
+def _released(table: pa.Table) -> pa.Table:
+    """`table`, once the scan that read it has handed its buffers back to the OS: Arrow's allocator keeps
+    what a scan freed (a million-row read leaves twice its own size behind), and planning allocates next."""
+    pa.default_memory_pool().release_unused()
+    return table

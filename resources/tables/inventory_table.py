@@ -117,20 +117,16 @@ class InventoryTable:
         table = self.open()
         if table is None:
             return INVENTORY_SCHEMA.empty_table().select(names)
-        rows = self._dataset(table).to_table(columns=needed)
-        rows = rows.cast(pa.schema([INVENTORY_SCHEMA.field(n) for n in needed]))
-        keep = []
-        if uris is not None:
-            keep.append(pc.is_in(rows.column("media_uri"), pa.array(uris, pa.string())))
-        if batch:
-            keep.append(pc.fill_null(pc.equal(rows.column("probe_batch"), batch), False))
-        if without:
-            keep.append(pc.fill_null(pc.invert(pc.is_in(rows.column("status"), pa.array(without))), True))
-        if keep:
-            mask = keep[0]
-            for more in keep[1:]:
-                mask = pc.and_(mask, more)
-            rows = rows.filter(mask)
+        target = pa.schema([INVENTORY_SCHEMA.field(n) for n in needed])
+        wanted = None if uris is None else pa.array(uris, pa.string())
+        scanner = self._dataset(table).scanner(columns=needed)
+        # Batch by batch: a batch's string views are cast and filtered before the next is read, so the
+        # views of a million rows are never held beside their copies.
+        rows = pa.Table.from_batches(
+            [_kept(scanned.cast(target), wanted, batch, without) for scanned in scanner.to_batches()],
+            schema=target,
+        )
+        pa.default_memory_pool().release_unused()  # the scan's buffers, back to the OS (see Lake)
         return rows.select(names)
 
     def pending_objects(self) -> int:
@@ -245,3 +241,23 @@ class InventoryTable:
                 raise
         self._lake.delete_files([LEGACY_INVENTORY], missing_ok=True)
         return DeltaTable(self.uri, storage_options=self._options)
+
+
+def _kept(
+    rows: pa.RecordBatch, uris: pa.Array | None, batch: str | None, without: tuple[str, ...]
+) -> pa.RecordBatch:
+    """The rows of `uris` (when given), waiting for probe run `batch` (when given), of no status in
+    `without`; the batch itself when it keeps them all."""
+    keep = []
+    if uris is not None:
+        keep.append(pc.is_in(rows.column("media_uri"), value_set=uris))
+    if batch:
+        keep.append(pc.fill_null(pc.equal(rows.column("probe_batch"), batch), False))
+    if without:
+        keep.append(pc.fill_null(pc.invert(pc.is_in(rows.column("status"), pa.array(without))), True))
+    if not keep:
+        return rows
+    mask = keep[0]
+    for more in keep[1:]:
+        mask = pc.and_(mask, more)
+    return rows if pc.all(mask).as_py() else rows.filter(mask)

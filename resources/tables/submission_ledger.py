@@ -103,8 +103,9 @@ CLOSED_SCHEMA = pa.schema(
 
 # What every read of the closed state keeps, whatever columns it asks for: the dedup and provider filters.
 CLOSED_KEYS = ["client_token", "recorded_at", "model_key", "provider"]
-# The columns planning and progress read of a library's jobs (plan_submissions, object_states, intents).
-PLANNING_JOB_COLUMNS = ["job_key", "media_uri", "etag", "status", "invocation_id"]
+# The columns planning and progress read of a library's jobs (plan_submissions, object_states, intents,
+# besides CLOSED_KEYS): a million closed jobs are read two columns wide, not with their URIs and ids.
+PLANNING_JOB_COLUMNS = ["job_key", "status"]
 
 
 # What a submission run is about to create at a provider without idempotency tokens, written before the
@@ -347,6 +348,15 @@ class SubmissionLedger:
         the objects `media_uris` names and of `model_key`, when given, filtered as the files are scanned;
         only `columns` and the keys, when given); rebuilt from the archive (and written back) when the
         watermark misses an archived compaction."""
+        return self._closed_table(media_uris, columns, model_key).to_pandas()
+
+    def _closed_table(
+        self,
+        media_uris: Collection[str] | None = None,
+        columns: list[str] | None = None,
+        model_key: str | None = None,
+    ) -> pa.Table:
+        """`closed_jobs` as an Arrow table: a million closed jobs stay in their columns."""
         where = _closed_filter(media_uris, model_key)
         wanted = None if columns is None else list(dict.fromkeys([*columns, *CLOSED_KEYS]))
 
@@ -363,8 +373,7 @@ class SubmissionLedger:
             return rebuilt if wanted is None else rebuilt.select(wanted)
 
         # A concurrent fold deleted a closed file listed here: list again.
-        jobs = race_retries(FileNotFoundError, READ_ATTEMPTS)(read).to_pandas()
-        return jobs.sort_values("recorded_at").drop_duplicates("client_token", keep="last")
+        return _latest_per_token(race_retries(FileNotFoundError, READ_ATTEMPTS)(read))
 
     def _rebuild_closed(self, closed: list[str], watermark: set[str], rows: pa.Table) -> pa.Table:
         """Derive the ended jobs from every archived event, write them as one closed file naming every
@@ -448,18 +457,29 @@ class SubmissionLedger:
         live = self.live_jobs(
             model_key, media_uris
         )  # before the closed state: a compaction moves live to closed
-        closed = self.closed_jobs(media_uris, columns, model_key)
+        closed = self._closed_table(media_uris, columns, model_key)
         if self._provider is not None:
-            closed = closed[(closed["provider"] == self._provider) | _token_of(closed, self._provider)]
-        closed = closed[~closed["client_token"].isin(live["client_token"])]
+            tokens = closed.column("client_token").to_pandas()
+            theirs = (closed.column("provider").to_pandas() == self._provider) | _token_of(
+                tokens, self._provider
+            )
+            closed = closed.filter(pa.array(theirs.to_numpy(dtype=bool)))
+        if not live.empty:  # live events win over a closed row of the same token
+            relived = pc.is_in(
+                closed.column("client_token"), value_set=pa.array(live["client_token"], pa.string())
+            )
+            if pc.any(relived).as_py():
+                closed = closed.filter(pc.invert(relived))
         if columns is not None:
             live = live[list(dict.fromkeys([*columns, *CLOSED_KEYS]))]
-        if closed.empty:
+        if closed.num_rows == 0:
             return live
-        jobs = pd.concat([live, closed], ignore_index=True) if not live.empty else closed
+        if not live.empty:  # one table, then one conversion: the closed rows are not copied again
+            closed = pa.concat_tables([_as_closed(live, closed.schema), closed])
+        jobs = closed.to_pandas()
         if "unreadable_reads" in jobs:
             jobs["unreadable_reads"] = jobs["unreadable_reads"].fillna(0).astype("int64")
-        return jobs.reset_index(drop=True)
+        return jobs
 
     def in_progress(self, model_key: str | None = None) -> pd.DataFrame:
         """The open jobs, from the live events alone."""
@@ -467,9 +487,36 @@ class SubmissionLedger:
         return jobs[jobs["status"] == "in_progress"].reset_index(drop=True)
 
 
-def _token_of(rows: pd.DataFrame, provider: str) -> pd.Series:
+def _latest_per_token(rows: pa.Table) -> pa.Table:
+    """One row per client token, its latest (`recorded_at`; of equal times, the one read last): a crash or
+    a concurrent compaction can leave a token's closed row twice. Unique tokens, the usual case, are
+    returned as they are, without a copy."""
+    tokens = rows.column("client_token")
+    if rows.num_rows < 2 or pc.count_distinct(tokens, mode="all").as_py() == rows.num_rows:
+        return rows
+    order = pc.sort_indices(rows, [("client_token", "ascending"), ("recorded_at", "ascending")])
+    ordered = pc.take(tokens, order)
+    last = pc.not_equal(ordered[:-1], ordered[1:]).fill_null(True)
+    return rows.take(pc.filter(order, pa.concat_arrays([last.combine_chunks(), pa.array([True])])))
+
+
+def _as_closed(live: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """Live jobs (`derive_jobs` rows) in the closed state's columns, to stand beside its rows."""
+    table = pa.Table.from_pandas(live, preserve_index=False)
+    return pa.table(
+        {
+            f.name: table.column(f.name).cast(f.type)
+            if f.name in table.column_names
+            else pa.nulls(len(live), f.type)
+            for f in schema
+        },
+        schema=schema,
+    )
+
+
+def _token_of(rows: pd.DataFrame | pd.Series, provider: str) -> pd.Series:
     """Rows whose client token names `provider` (a rejection has no submission to say whose it was)."""
-    tokens = rows["client_token"].astype(str)
+    tokens = (rows if isinstance(rows, pd.Series) else rows["client_token"]).astype(str)
     if provider == "bedrock":  # Bedrock's tokens predate the provider suffix
         return ~tokens.str.contains(r"-a\d+-[a-z]+$", regex=True)
     return tokens.str.endswith(f"-{provider}")

@@ -62,6 +62,10 @@ def seconds() -> dict[str, float | None]:
     return {uri: s for uri, _, s in MEDIA}
 
 
+def planned() -> SubmissionPlan:
+    return SubmissionPlan(due=all_jobs(), media_seconds=seconds())
+
+
 def all_jobs() -> list[EmbeddingJob]:
     return [job(uri, modality) for uri, modality, _ in MEDIA]
 
@@ -79,13 +83,17 @@ def test_an_unpriced_route_says_so_rather_than_costing_nothing() -> None:
     unpriced = route("twelvelabs", MARENGO_3_5.key)
     estimate = estimate_jobs(all_jobs(), seconds(), unpriced)
     assert not estimate.priced and estimate.media_seconds == 350.0
-    launch = make_plan(SubmissionPlan(due=all_jobs()), seconds(), MARENGO_3_5, unpriced, 2, Budget())
+    launch = make_plan(
+        SubmissionPlan(due=all_jobs(), media_seconds=seconds()), MARENGO_3_5, unpriced, 2, Budget()
+    )
     meta = plain(plan_metadata(launch))
     assert (meta["estimated_cost_usd"], meta["priced"]) == ("unpriced", False)
     assert "| **total** | **6** | **350.0** | **not priced** |" in str(meta["plan"])
     priced = plain(
         plan_metadata(
-            make_plan(SubmissionPlan(due=all_jobs()), seconds(), MARENGO_3_0, BEDROCK_3_0, 2, Budget())
+            make_plan(
+                SubmissionPlan(due=all_jobs(), media_seconds=seconds()), MARENGO_3_0, BEDROCK_3_0, 2, Budget()
+            )
         )
     )
     assert priced["estimated_cost_usd"] == pytest.approx(FULL_COST)

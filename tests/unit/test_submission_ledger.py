@@ -17,7 +17,13 @@ from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, S
 from resources.providers.marengo_models import MARENGO_2_7, MARENGO_3_0
 from resources.storage.lake import Lake
 from resources.storage.s3_storage import S3Storage
-from resources.tables.submission_ledger import FOLDED_KEY, Outcome, SubmissionLedger, derive_jobs
+from resources.tables.submission_ledger import (
+    FOLDED_KEY,
+    Outcome,
+    SubmissionLedger,
+    _latest_per_token,
+    derive_jobs,
+)
 
 
 def submission(uri: str, model=MARENGO_3_0) -> Submission:
@@ -426,3 +432,38 @@ def test_a_narrow_read_holds_the_same_jobs_with_only_the_columns_asked(tmp_path:
         zip(whole["client_token"], whole["status"], strict=True)
     )
     assert len(whole) == 8, "the other model's job is filtered out as the files are scanned"
+
+
+def test_a_closed_token_read_twice_keeps_its_latest_row_and_unique_tokens_are_not_copied() -> None:
+    t0, t1 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    rows = pa.table(
+        {
+            "client_token": ["a", "b", "a", "c", "b"],
+            "recorded_at": [t1, t0, t0, t0, t1],
+            "status": ["completed", "failed", "in_progress", "no_content", "completed"],
+        }
+    )
+    latest = _latest_per_token(rows).to_pandas().set_index("client_token")["status"].to_dict()
+    assert latest == {"a": "completed", "b": "completed", "c": "no_content"}
+    unique = rows.slice(1, 3)  # b, a, c
+    assert _latest_per_token(unique) is unique
+
+
+def test_jobs_read_across_live_and_closed_states_holds_every_column_asked_for(tmp_path: Path) -> None:
+    """The closed rows and the live jobs are joined as one Arrow table; a token that is live again wins."""
+    ledger = SubmissionLedger(Lake(root=str(tmp_path), storage=S3Storage(region_name="us-east-1")), "bedrock")
+    ended, reopened, running = (submission(f"s3://m/{n}.mp4") for n in ("ended", "again", "open"))
+    ledger.record_submissions([ended, reopened, running], {}, "r1")
+    ledger.record_outcomes([outcome(ended, "completed"), outcome(reopened, "failed")], "r1")
+    ledger.compact(min_files=1)
+    ledger.reopen(ledger.closed_jobs().query("media_uri == 's3://m/again.mp4'"), "r2")
+    ledger.record_outcomes([outcome(reopened, "completed")], "r2")
+    jobs = ledger.jobs(MARENGO_3_0.key, columns=["job_key", "status"])
+    assert sorted(zip(jobs["job_key"], jobs["status"], strict=True)) == sorted(
+        [
+            (ended.job.job_key, "completed"),
+            (reopened.job.job_key, "completed"),
+            (running.job.job_key, "in_progress"),
+        ]
+    )
+    assert {"client_token", "recorded_at", "provider"} <= set(jobs.columns)
