@@ -380,15 +380,23 @@ def cost_so_far(ledger_jobs: pd.DataFrame, model_key: str, prices: str = "") -> 
         return None, True  # read without them: unknown, never a 0 that reads as free
     if ledger_jobs.empty:
         return 0.0, True
-    ran = ledger_jobs[ledger_jobs["status"].isin(BILLED_STATUSES)]
+    ran = ledger_jobs.loc[
+        ledger_jobs["status"].isin(BILLED_STATUSES), ["provider", "modality", "media_seconds"]
+    ]
+    # A price is per image or per media second, so a library's cost is its sums per provider and modality.
+    sums = (
+        ran.fillna({"media_seconds": 0.0})
+        .groupby(["provider", "modality"])["media_seconds"]
+        .agg(["size", "sum"])
+    )
     total, priced = 0.0, True
-    for provider, jobs in ran.groupby("provider"):
+    for (provider, modality), jobs, seconds in zip(sums.index, sums["size"], sums["sum"], strict=True):
         at = route(str(provider), model_key, prices)
         priced = priced and at.priced
-        total += sum(
-            at.estimated_cost_usd(modality, None if pd.isna(seconds) else float(seconds))
-            for modality, seconds in zip(jobs["modality"], jobs["media_seconds"], strict=True)
-        )
+        if modality == "image":
+            total += int(jobs) * at.estimated_cost_usd("image", None)
+        else:
+            total += at.estimated_cost_usd(modality, float(seconds))
     return total, priced
 
 

@@ -8,7 +8,14 @@ import pytest
 
 from resources.storage.lake import Lake
 from resources.storage.s3_storage import S3Storage
-from resources.tables.inventory_table import INVENTORY_SCHEMA, LEGACY_INVENTORY, REMOVED, InventoryTable
+from resources.tables.inventory_table import (
+    INVENTORY_SCHEMA,
+    LEGACY_INVENTORY,
+    MERGE_KEYS_LISTED,
+    REMOVED,
+    InventoryTable,
+)
+from tests.s3_key_matrix import hostile_keys
 
 
 @pytest.fixture
@@ -94,3 +101,21 @@ def test_a_probe_run_replaces_only_rows_still_waiting_for_its_batch(table: Inven
     table.merge(rows(("s3://m/a", "1", "ok", None), ("s3://m/b", "1", "ok", None)), batch="r-1")
     assert current(table, without=()) == {"s3://m/a": ("1", "ok", None), "s3://m/b": ("1", "pending", None)}
     assert table.read(columns=["media_uri"], batch="r-1").num_rows == 0
+
+
+@pytest.mark.parametrize("named", [MERGE_KEYS_LISTED, 1], ids=["keys named", "key range"])
+def test_a_merge_bounded_to_its_keys_updates_and_inserts_any_s3_key_once(
+    table: InventoryTable, named: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merge names its keys to the target (quotes doubled) or their range; either way a key S3 allows
+    is updated in place, never inserted twice, and rows outside the source are left as they are."""
+    monkeypatch.setattr("resources.tables.inventory_table.MERGE_KEYS_LISTED", named)
+    keys = [*hostile_keys(".png").values(), "it's a 'quote'.png", "back\\slash.png", "new\nline.png"]
+    uris = [f"s3://m/{k}" for k in keys]
+    table.merge(rows(*[(u, "1", "ok", "0001") for u in uris], ("s3://m/zz-other", "1", "ok", "0001")))
+    table.merge(rows(*[(u, "2", "ok", "0002") for u in uris]))
+    assert current(table) == {
+        **{u: ("2", "ok", "0002") for u in uris},
+        "s3://m/zz-other": ("1", "ok", "0001"),
+    }
+    assert table.read(columns=["media_uri"], without=()).num_rows == len(uris) + 1
