@@ -15,12 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, hashed_job_key
 from resources.providers.marengo_models import MarengoModel
+from resources.storage.lake import return_freed_memory
 
 SETTLED = {"in_progress", "completed", "no_content", "rejected", "superseded"}
 DONE = ("completed", "no_content")  # ran to its end with every segment written (or none to write)
@@ -65,13 +67,9 @@ def plan_submissions(
     `ledger_jobs` holds every provider's jobs for the model: an object embedded, running or refused at
     any of them is settled, and attempts count across them. The due jobs go to `provider`.
     """
-    history = job_history(ledger_jobs)
     usable = inventory[inventory["status"] == "ok"]
-    at = pc.index_in(job_keys(usable, model, options), value_set=history.column("job_key"))
-    flags = pa.table(
-        {name: pc.fill_null(pc.take(history.column(name), at), missing) for name, missing in HISTORY_FLAGS}
-    )
-    settled = flags.column("settled").to_numpy().astype(bool)
+    flags = job_history(ledger_jobs, job_keys(usable, model, options))
+    settled = flags.column("settled").to_numpy()
     plan = SubmissionPlan(already_handled=int(settled.sum()), object_history=flags)
     open_rows = usable[~settled]
     for row, failures, lost in zip(
@@ -99,34 +97,51 @@ def plan_submissions(
     return plan
 
 
-# What job_history says of a job key, and what it says of a key the ledger does not hold.
-HISTORY_FLAGS = (("settled", False), ("failed", 0), ("lost", 0), ("done", False), ("running", False))
+# What job_history says of a job key: whether any of its jobs is so, or (COUNTED) how many are.
+HISTORY_FLAGS = ("settled", "failed", "lost", "done", "running")
+COUNTED = ("failed", "lost")
 
 
-def job_history(ledger_jobs: pd.DataFrame) -> pa.Table:
-    """Per job key (an Arrow table: job_key and HISTORY_FLAGS): whether a job is settled (running, done,
-    or refused within the last day), how many of its jobs failed and were lost, and whether one is done
-    or running. A rejection older than RETRY_REJECTED_AFTER no longer counts."""
+def job_history(ledger_jobs: pd.DataFrame, keys: pa.Array) -> pa.Table:
+    """HISTORY_FLAGS of each of `keys` (an Arrow table, row for row): whether a job of the key is settled
+    (running, done, or refused within the last day), how many of its jobs failed and were lost, and
+    whether one is done or running. A rejection older than RETRY_REJECTED_AFTER no longer counts.
+
+    The ledger's keys and `keys` are hashed together once (one dictionary encoding), and the flags
+    counted per code with numpy: a million jobs and objects cost one hash table, not a group-by and a
+    lookup of a million strings each."""
     expired = datetime.now(UTC) - RETRY_REJECTED_AFTER
     status = ledger_jobs["status"]
     recorded = pd.to_datetime(ledger_jobs["recorded_at"], utc=True) if len(ledger_jobs) else None
     stale = (status == "rejected") & (recorded < expired) if recorded is not None else status != status
     stale_rows = stale.fillna(False).to_numpy(dtype=bool)
     counted = ledger_jobs[~stale_rows] if stale_rows.any() else ledger_jobs  # no copy of a million rows
-    statuses = pa.array(counted["status"], pa.string())
-    flags = pa.table(
-        {
-            "job_key": pa.array(counted["job_key"], pa.string()),
-            "settled": pc.is_in(statuses, value_set=pa.array(sorted(SETTLED))),
-            "failed": pc.equal(statuses, "failed").cast(pa.int64()),
-            "lost": pc.equal(statuses, "lost").cast(pa.int64()),
-            "done": pc.is_in(statuses, value_set=pa.array(DONE)),
-            "running": pc.equal(statuses, "in_progress"),
-        }
+    held = len(counted)
+    encoded = pc.dictionary_encode(
+        pa.chunked_array([pa.array(counted["job_key"], pa.string()), keys], pa.string())
     )
-    counted_as = {"settled": "any", "failed": "sum", "lost": "sum", "done": "any", "running": "any"}
-    grouped = flags.group_by("job_key", use_threads=False).aggregate(list(counted_as.items()))
-    return grouped.rename_columns({f"{name}_{how}": name for name, how in counted_as.items()})
+    # A code per key, the ledger's first; a null key (never written) gets a code of its own, matching none.
+    codes = np.concatenate(
+        [pc.fill_null(chunk.indices, -1).to_numpy() for chunk in encoded.chunks] or [np.empty(0, np.int32)]
+    )
+    codes[codes < 0] = codes.max(initial=-1) + 1
+    ledger_codes, key_codes = codes[:held], codes[held:]
+    bins = int(codes.max(initial=-1)) + 1
+    statuses = pa.array(counted["status"], pa.string())
+    per_job = {
+        "settled": pc.is_in(statuses, value_set=pa.array(sorted(SETTLED))),
+        "failed": pc.equal(statuses, "failed"),
+        "lost": pc.equal(statuses, "lost"),
+        "done": pc.is_in(statuses, value_set=pa.array(DONE)),
+        "running": pc.equal(statuses, "in_progress"),
+    }
+    columns = {}
+    for name in HISTORY_FLAGS:
+        jobs = np.bincount(ledger_codes, weights=per_job[name].to_numpy(zero_copy_only=False), minlength=bins)
+        columns[name] = jobs[key_codes].astype(np.int64) if name in COUNTED else jobs[key_codes] > 0
+    del encoded
+    return_freed_memory()  # the hash table of two million keys
+    return pa.table(columns)
 
 
 def job_keys(usable: pd.DataFrame, model: MarengoModel, options: EmbeddingOptions) -> pa.Array:
@@ -146,7 +161,9 @@ def job_keys(usable: pd.DataFrame, model: MarengoModel, options: EmbeddingOption
             for uri, etag, modality in zip(uris, etags, modalities, strict=True):
                 yield hashed_job_key(uri, etag, suffix[modality])
 
-    return pa.array(keys(), pa.string(), size=len(usable))
+    built = pa.array(keys(), pa.string(), size=len(usable))
+    return_freed_memory()  # the builder's buffers
+    return built
 
 
 @dataclass

@@ -188,7 +188,14 @@ class Lake(dg.ConfigurableResource):
 
 
 def _released(table: pa.Table) -> pa.Table:
-    """`table`, once the scan that read it has handed its buffers back to the OS: Arrow's allocator keeps
-    what a scan freed (a million-row read leaves twice its own size behind), and planning allocates next."""
-    pa.default_memory_pool().release_unused()
+    """`table`, once the scan that read it has handed its buffers back (see `return_freed_memory`)."""
+    return_freed_memory()
     return table
+
+
+def return_freed_memory() -> None:
+    """Hand the buffers Arrow's allocator keeps after they are freed back to the OS. A read of a million
+    rows leaves about twice its own size behind, and what a run allocates next (planning's hash tables,
+    Python objects) comes on top: returned after each large read, a run's peak is its data's, not its
+    history's."""
+    pa.default_memory_pool().release_unused()

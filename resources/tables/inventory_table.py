@@ -28,7 +28,7 @@ import pyarrow.dataset as pads
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from resources.storage.lake import Lake
+from resources.storage.lake import Lake, return_freed_memory
 from resources.tables.delta_upkeep import WRITER, commit_with_retries, maintain
 
 INVENTORY_DIR = "tables/media_inventory"
@@ -126,7 +126,7 @@ class InventoryTable:
             [_kept(scanned.cast(target), wanted, batch, without) for scanned in scanner.to_batches()],
             schema=target,
         )
-        pa.default_memory_pool().release_unused()  # the scan's buffers, back to the OS (see Lake)
+        return_freed_memory()  # the scan's buffers
         return rows.select(names)
 
     def pending_objects(self) -> int:

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from resources.providers.embedding_jobs import EmbeddingJob, Submission
-from resources.storage.lake import READ_ATTEMPTS, Lake
+from resources.storage.lake import READ_ATTEMPTS, Lake, return_freed_memory
 from resources.storage.retry import race_retries
 
 # completed: segments written; no_content: completed with no segments (nothing to embed, nothing indexed);
@@ -477,6 +477,8 @@ class SubmissionLedger:
         if not live.empty:  # one table, then one conversion: the closed rows are not copied again
             closed = pa.concat_tables([_as_closed(live, closed.schema), closed])
         jobs = closed.to_pandas()
+        del closed
+        return_freed_memory()  # the closed rows' Arrow buffers, converted
         if "unreadable_reads" in jobs:
             jobs["unreadable_reads"] = jobs["unreadable_reads"].fillna(0).astype("int64")
         return jobs

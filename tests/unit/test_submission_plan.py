@@ -3,8 +3,9 @@
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+import pyarrow as pa
 
-from assets_defs.marengo.submission_plan import plan_submissions
+from assets_defs.marengo.submission_plan import job_history, plan_submissions
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.providers.marengo_models import MARENGO_3_0
 
@@ -94,3 +95,19 @@ def test_no_content_is_settled() -> None:
     inv = inventory(("s3://m/a.mp4", "e1", "ok", 10, 5.0))
     plan = plan_submissions(inv, ledger((key("s3://m/a.mp4", "e1"), "no_content")), MARENGO_3_0, OPTIONS, 2)
     assert not plan.due and plan.already_handled == 1
+
+
+def test_the_history_of_each_object_counts_every_job_of_its_key_and_only_those() -> None:
+    a, b, c = (key(f"s3://m/{n}.mp4", "e1") for n in "abc")
+    jobs = ledger(
+        (a, "failed"), (a, "lost"), (a, "completed"), (b, "failed"), (b, "failed"), (None, "failed")
+    )
+    history = job_history(jobs, pa.array([c, b, a, b])).to_pydict()  # c has no job; b asked twice
+    assert history == {
+        "settled": [False, False, True, False],
+        "failed": [0, 2, 1, 2],
+        "lost": [0, 0, 1, 0],
+        "done": [False, False, True, False],
+        "running": [False, False, False, False],
+    }
+    assert job_history(ledger(), pa.array([a], pa.string())).to_pydict()["failed"] == [0]
