@@ -103,8 +103,10 @@ CLOSED_SCHEMA = pa.schema(
 
 # What every read of the closed state keeps, whatever columns it asks for: the dedup and provider filters.
 CLOSED_KEYS = ["client_token", "recorded_at", "model_key", "provider"]
+# What `jobs()` returns of each job whatever columns it is asked for: the token and its latest time.
+JOB_KEYS = ["client_token", "recorded_at"]
 # The columns planning and progress read of a library's jobs (plan_submissions, object_states, intents,
-# besides CLOSED_KEYS): a million closed jobs are read two columns wide, not with their URIs and ids.
+# besides JOB_KEYS): a million closed jobs are read two columns wide, not with their URIs and ids.
 PLANNING_JOB_COLUMNS = ["job_key", "status"]
 
 
@@ -447,7 +449,7 @@ class SubmissionLedger:
     ) -> pd.DataFrame:
         """Current state per client token: its submission (if any) and its latest outcome; of only the
         objects `media_uris` names, when given (a run planning a few changed objects in a large library);
-        only `columns` and the keys, when given (a million closed jobs are read a few columns wide).
+        only `columns` and JOB_KEYS, when given (a million closed jobs are read a few columns wide).
 
         `status` is `in_progress` for a submitted job with no outcome yet; `unreadable_reads`,
         `first_unreadable_at` and `unreadable_reason` say how often, since when and why its result could
@@ -470,8 +472,9 @@ class SubmissionLedger:
             )
             if pc.any(relived).as_py():
                 closed = closed.filter(pc.invert(relived))
-        if columns is not None:
-            live = live[list(dict.fromkeys([*columns, *CLOSED_KEYS]))]
+        if columns is not None:  # the filters' columns stay behind (a million model keys, for one)
+            kept = list(dict.fromkeys([*columns, *JOB_KEYS]))
+            live, closed = live[kept], closed.select(kept)
         if closed.num_rows == 0:
             return live
         if not live.empty:  # one table, then one conversion: the closed rows are not copied again

@@ -466,4 +466,4 @@ def test_jobs_read_across_live_and_closed_states_holds_every_column_asked_for(tm
             (running.job.job_key, "in_progress"),
         ]
     )
-    assert {"client_token", "recorded_at", "provider"} <= set(jobs.columns)
+    assert set(jobs.columns) == {"job_key", "status", "client_token", "recorded_at"}  # no filter columns
