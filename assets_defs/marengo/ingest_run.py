@@ -47,6 +47,9 @@ from resources.tables.submission_ledger import (
 from resources.tables.table_audit import AuditReport, TableAudit
 
 FETCH_THREADS = 8
+# Finished jobs an ingest run reads and commits at a time: a first ingest of a large library, every job
+# finished at once, holds one chunk of outputs in memory, not all of them.
+INGEST_CHUNK_JOBS = 500
 # The reason of a job whose output was there but broke the documented types or the segment rules.
 UNUSABLE = "unusable output: "
 
@@ -86,6 +89,15 @@ def give_up_reading(
 def _duration(delta: timedelta) -> str:
     minutes = delta.total_seconds() / 60
     return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def _one_commit(commits: list[Commit]) -> Commit | None:
+    """A run's chunk commits as one: the last version, and every row and object they wrote."""
+    if not commits:
+        return None
+    return Commit(
+        commits[-1].version, sum(c.rows_written for c in commits), sum(c.objects_replaced for c in commits)
+    )
 
 
 @dataclass(frozen=True)
@@ -347,22 +359,35 @@ class EmbeddingIngest:
             except Exception as error:  # one object's surprise must not lose the others' outcomes
                 return recorder.unreadable(f"{type(error).__name__}: {error}", self.now)
 
-        with ThreadPoolExecutor(FETCH_THREADS) as pool:
-            results = list(pool.map(ingest, finished))
-        # Every object's rows in one commit, before the ledger says so: a run killed before the commit
-        # leaves the previous version and no outcome (the next run reads the outputs again); after it, the
-        # same rows.
-        tables = [r.table for r in results if r.table is not None]
-        committed_ids = [media_id(r.outcome.media_uri) for r in results if r.table is not None and r.outcome]
-        commit = table.replace(pa.concat_tables(tables or [table.schema.empty_table()]), committed_ids)
-        written = pa.concat_tables(tables or [segment_schema(model.dimension).empty_table()])
-        # Posters of what was just committed (never raises; before the outcomes, so that a run killed here
-        # makes them when the next run commits the same rows again).
-        thumbnails = make_thumbnails(
-            lake.location, written, model.key, s3_media_opener(lake.storage.get_client)
-        )
-        outcomes = [r.outcome for r in results if r.outcome is not None]
-        ledger.record_outcomes(outcomes, self.run_id)
+        # A chunk of objects at a time, so a run's memory holds one chunk's outputs, not every finished
+        # job's. Each chunk's rows in one commit, before the ledger says so: a run killed before a chunk's
+        # commit leaves the previous version and no outcome for it (the next run reads those outputs
+        # again); after it, the same rows.
+        results: list[Ingested] = []
+        commits: list[Commit] = []
+        written_parts: list[pa.Table] = []
+        thumbnails = ThumbnailCounts()
+        outcomes: list[Outcome] = []
+        for start in range(0, max(len(finished), 1), INGEST_CHUNK_JOBS):
+            with ThreadPoolExecutor(FETCH_THREADS) as pool:
+                chunk = list(pool.map(ingest, finished[start : start + INGEST_CHUNK_JOBS]))
+            tables = [r.table for r in chunk if r.table is not None]
+            ids = [media_id(r.outcome.media_uri) for r in chunk if r.table is not None and r.outcome]
+            done = table.replace(pa.concat_tables(tables or [table.schema.empty_table()]), ids)
+            commits += [done] if done is not None else []
+            written_part = pa.concat_tables(tables or [segment_schema(model.dimension).empty_table()])
+            written_parts.append(written_part)
+            # Posters of what was just committed (never raises; before the outcomes, so that a run killed
+            # here makes them when the next run commits the same rows again).
+            thumbnails += make_thumbnails(
+                lake.location, written_part, model.key, s3_media_opener(lake.storage.get_client)
+            )
+            chunk_outcomes = [r.outcome for r in chunk if r.outcome is not None]
+            ledger.record_outcomes(chunk_outcomes, self.run_id)
+            outcomes += chunk_outcomes
+            results += [Ingested(r.outcome, None, r.unavailable, r.gave_up) for r in chunk]  # rows dropped
+        written = pa.concat_tables(written_parts)
+        commit = _one_commit(commits)
         # Findings now in the ledger go; a completed job whose output could not be read yet stays found (the
         # sensor hands it on again later), one whose status could not be read is asked about again.
         carried = [

@@ -84,6 +84,15 @@ class ThumbnailCounts:
     already_there: int = 0  # objects whose thumbnails of this version were there: not redone
     problems: tuple[str, ...] = ()  # one line each: "<media_uri>: <reason>"
 
+    def __add__(self, other: ThumbnailCounts) -> ThumbnailCounts:
+        """Two parts of one run's thumbnails (an ingest run commits a chunk of objects at a time)."""
+        return ThumbnailCounts(
+            self.made + other.made,
+            self.objects + other.objects,
+            self.already_there + other.already_there,
+            self.problems + other.problems,
+        )
+
 
 @dataclass(frozen=True)
 class _Object:

@@ -286,3 +286,36 @@ def test_an_ingest_run_reports_the_versions_progress_only_when_none_is_recent() 
         assert not progress_is_due(instance, "marengo-3.0", 600), "reported moments ago"
         assert progress_is_due(instance, "marengo-3.0", 0), "0: every run"
         assert progress_is_due(instance, "marengo-2.7", 600), "another version's report says nothing"
+
+
+def test_a_large_ingest_commits_a_chunk_at_a_time_and_a_kill_between_chunks_loses_nothing(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One object a chunk: each chunk is committed, then recorded, before the next is read. A run killed
+    after the first chunk's outcomes leaves the second job open; the next run ingests it, once."""
+    monkeypatch.setattr("assets_defs.marengo.ingest_run.INGEST_CHUNK_JOBS", 1)
+    submit(lake, GOOD, OTHER)
+    table = EmbeddingTable(lake, MARENGO_3_0)
+    table.ensure()
+    before = table.version()
+    recorded = SubmissionLedger.record_outcomes
+    calls: list[int] = []
+
+    def killed_at_the_second_chunk(self: SubmissionLedger, outcomes: Any, run_id: str) -> None:
+        calls.append(len(list(outcomes)))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("the run worker was killed")
+        recorded(self, outcomes, run_id)
+
+    monkeypatch.setattr(SubmissionLedger, "record_outcomes", killed_at_the_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(ScriptedProvider(), lake)
+    assert table.version() == (before or 0) + 2, "a commit per chunk"
+    open_now = SubmissionLedger(lake, None).in_progress(MARENGO_3_0.key)
+    assert len(open_now) == 1, "the first chunk's outcome is recorded, the second's is not"
+    monkeypatch.setattr(SubmissionLedger, "record_outcomes", recorded)
+    result = ingest(ScriptedProvider(), lake)
+    assert result.metadata and result.metadata["objects_embedded"] == 1  # the one left open, once
+    assert {job_row(lake, u)["status"] for u in (GOOD, OTHER)} == {"completed"}
+    assert table.read([media_id(GOOD), media_id(OTHER)]).num_rows == 2, "each object's rows once"
+    assert due_attempts(lake) == [], "nothing resubmitted: no job paid for twice"
