@@ -34,6 +34,7 @@ from resources.search.description_search import (
 )
 from resources.storage.location import Location, location
 from resources.storage.s3_storage import S3Storage
+from resources.storage.sql import sql_list
 
 OBJECTS_PER_WRITE = 500
 SCALAR_INDEX_COLUMNS = ("row_id", "media_id")  # merge_insert joins on row_id; deletes filter on media_id
@@ -56,10 +57,6 @@ class TextSync:
     updated: list[str]
     removed: list[str]
     state: TextIndexState
-
-
-def _sql_list(values: list[str]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
 class DescriptionIndex(dg.ConfigurableResource):
@@ -148,7 +145,7 @@ class DescriptionIndex(dg.ConfigurableResource):
                     table.merge_insert("row_id")
                     .when_matched_update_all()
                     .when_not_matched_insert_all()
-                    .when_not_matched_by_source_delete(f"media_id IN ({_sql_list(batch)})")
+                    .when_not_matched_by_source_delete(f"media_id IN ({sql_list(batch)})")
                     .execute(source)
                 )
             self._maintain_indexes(table, lock, wrote=bool(touched))

@@ -40,6 +40,7 @@ from resources.search.segment_search import (
 )
 from resources.storage.location import Location, location
 from resources.storage.s3_storage import S3Storage
+from resources.storage.sql import sql_list
 from resources.tables.segment_schema import segment_schema
 
 # Row ids per delete statement when surplus copies are dropped: keeps each predicate a modest string.
@@ -139,10 +140,6 @@ def _add_missing_columns(table: Any, lock: WriterLock) -> None:
     if "embedding_type" not in table.schema.names:
         lock.ensure_held()
         table.add_columns({"embedding_type": f"'{LEGACY_EMBEDDING_TYPE}'"})
-
-
-def _sql_list(values: list[str]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
 def _surplus_row_ids(rows: pa.Table) -> list[int]:
@@ -253,7 +250,7 @@ class SegmentIndex(dg.ConfigurableResource):
                 )
             _add_missing_columns(table, lock)
             if media_ids:
-                where = f"media_id IN ({_sql_list(media_ids)})"
+                where = f"media_id IN ({sql_list(media_ids)})"
                 self._delete_surplus_rows(table, lock, where)
                 last_row = {sid: i for i, sid in enumerate(segments.column("segment_id").to_pylist())}
                 # merge_insert needs unique keys per batch; typed indices, so that no rows is a valid take too
@@ -293,7 +290,7 @@ class SegmentIndex(dg.ConfigurableResource):
             table = self.open_table(model)
             if table is None:
                 return 0
-            where = f"media_id IN ({_sql_list(media_ids)})" if media_ids else None
+            where = f"media_id IN ({sql_list(media_ids)})" if media_ids else None
             return self._delete_surplus_rows(table, lock, where)
 
     def audit(self, model: MarengoModel, media_ids: list[str] | None = None) -> dict[str, IndexedObject]:
@@ -308,7 +305,7 @@ class SegmentIndex(dg.ConfigurableResource):
         else:
             rows = pa.concat_tables(
                 self._scan(
-                    table, columns, f"media_id IN ({_sql_list(media_ids[start : start + IDS_PER_READ])})"
+                    table, columns, f"media_id IN ({sql_list(media_ids[start : start + IDS_PER_READ])})"
                 )
                 for start in range(0, len(media_ids), IDS_PER_READ)
             )
@@ -365,7 +362,7 @@ class SegmentIndex(dg.ConfigurableResource):
                 table = self.open_table(model)
                 if table is not None:
                     lock.ensure_held()
-                    table.delete(f"media_id IN ({_sql_list(media_ids)})")
+                    table.delete(f"media_id IN ({sql_list(media_ids)})")
                     if maintain:
                         self._maintain_indexes(table, lock)
         return self.state(model)

@@ -29,6 +29,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from resources.storage.lake import Lake, return_freed_memory
+from resources.storage.sql import sql_list, sql_string
 from resources.tables.delta_upkeep import WRITER, commit_with_retries, maintain
 
 INVENTORY_DIR = "tables/media_inventory"
@@ -255,14 +256,9 @@ def _target_keys(uris: pa.ChunkedArray) -> str:
     reads every target row to join them (a merge of 1,000 rows into a million-row inventory: 1.1 s and
     550 MB; with it, 0.16 s and 40 MB)."""
     if len(uris) <= MERGE_KEYS_LISTED:
-        return f"t.media_uri IN ({', '.join(_sql_string(u) for u in uris.to_pylist())})"
+        return f"t.media_uri IN ({sql_list(uris.to_pylist())})"
     low, high = pc.min_max(uris).values()
-    return f"t.media_uri >= {_sql_string(low.as_py())} AND t.media_uri <= {_sql_string(high.as_py())}"
-
-
-def _sql_string(value: str) -> str:
-    """A SQL string literal of `value` (any S3 key: quotes doubled, nothing else is special)."""
-    return "'" + value.replace("'", "''") + "'"
+    return f"t.media_uri >= {sql_string(low.as_py())} AND t.media_uri <= {sql_string(high.as_py())}"
 
 
 def _kept(
