@@ -12,6 +12,7 @@ import pandas as pd
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.providers.marengo_models import MarengoModel
 from resources.providers.model_routes import ModelRoute, describe_cost, route
+from resources.tables.submission_ledger import DONE_STATUSES
 
 if TYPE_CHECKING:
     pass
@@ -120,7 +121,7 @@ def summarize(
     if not jobs.empty:
         ours = jobs[jobs["run_id"].isin(submit_run_ids) & jobs["invocation_id"].notna()]
         summary.submitted = len(ours)
-        summary.submitted_completed = int(ours["status"].isin(["completed", "no_content"]).sum())
+        summary.submitted_completed = int(ours["status"].isin(DONE_STATUSES).sum())
         summary.submitted_failed = int((ours["status"] == "failed").sum())
         summary.priced = all(route_of(p).priced for p in set(ours["provider"]))
         summary.estimated_cost_usd = float(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import pandas as pd
 
 from resources.storage.clock import REAL_CLOCK, Clock
+from resources.tables.submission_ledger import DONE_STATUSES
 
 if TYPE_CHECKING:
     pass
@@ -92,7 +93,7 @@ class Follower:
                 & (jobs["run_id"].isin(self.submit_runs) | jobs["client_token"].isin(self.tracked))
             ]
             done = ours[ours["status"] != "in_progress"]
-            embedded = int(done["status"].isin(["completed", "no_content"]).sum())
+            embedded = int(done["status"].isin(DONE_STATUSES).sum())
             failed = int((done["status"] == "failed").sum())
             detail = f"{embedded} embedded, {failed} failed, {len(tokens)} in flight"
             if len(done) > embedded + failed:

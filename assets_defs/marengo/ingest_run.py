@@ -7,7 +7,7 @@ trouble leaves one open, within `ReadLimits`.
 """
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -385,7 +385,7 @@ class EmbeddingIngest:
             chunk_outcomes = [r.outcome for r in chunk if r.outcome is not None]
             ledger.record_outcomes(chunk_outcomes, self.run_id)
             outcomes += chunk_outcomes
-            results += [Ingested(r.outcome, None, r.unavailable, r.gave_up) for r in chunk]  # rows dropped
+            results += [replace(r, table=None) for r in chunk]  # the chunk's rows, committed, let go
         written = pa.concat_tables(written_parts)
         commit = _one_commit(commits)
         # Findings now in the ledger go; a completed job whose output could not be read yet stays found (the

@@ -23,9 +23,9 @@ import pyarrow.compute as pc
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions, hashed_job_key
 from resources.providers.marengo_models import MarengoModel
 from resources.storage.lake import return_freed_memory
+from resources.tables.submission_ledger import DONE_STATUSES
 
 SETTLED = {"in_progress", "completed", "no_content", "rejected", "superseded"}
-DONE = ("completed", "no_content")  # ran to its end with every segment written (or none to write)
 # A refused request was never accepted, so it cost nothing; try it again after this long, in case the
 # refusal came from a setup problem since fixed.
 RETRY_REJECTED_AFTER = timedelta(hours=24)
@@ -60,9 +60,9 @@ def plan_submissions(
     max_lost: int = 3,
     provider: str = "bedrock",
 ) -> SubmissionPlan:
-    """Vectorized over the ledger and the inventory (Arrow hash joins): a library of a million objects
-    plans in seconds and in the memory of its columns, and only objects that are not settled become
-    `EmbeddingJob`s.
+    """Vectorized over the ledger and the inventory (one Arrow hash of their job keys): a library of a
+    million objects plans in seconds and in the memory of its columns, and only objects that are not
+    settled become `EmbeddingJob`s.
 
     `ledger_jobs` holds every provider's jobs for the model: an object embedded, running or refused at
     any of them is settled, and attempts count across them. The due jobs go to `provider`.
@@ -132,7 +132,7 @@ def job_history(ledger_jobs: pd.DataFrame, keys: pa.Array) -> pa.Table:
         "settled": pc.is_in(statuses, value_set=pa.array(sorted(SETTLED))),
         "failed": pc.equal(statuses, "failed"),
         "lost": pc.equal(statuses, "lost"),
-        "done": pc.is_in(statuses, value_set=pa.array(DONE)),
+        "done": pc.is_in(statuses, value_set=pa.array(DONE_STATUSES)),
         "running": pc.equal(statuses, "in_progress"),
     }
     columns = {}

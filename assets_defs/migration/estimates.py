@@ -19,18 +19,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from assets_defs.marengo.submission_plan import DONE, SubmissionPlan, plan_submissions
+from assets_defs.marengo.submission_plan import SubmissionPlan, plan_submissions
 from resources.providers.embedding_jobs import EmbeddingJob, EmbeddingOptions
 from resources.providers.marengo_models import MarengoModel
 from resources.providers.marengo_resource import BUDGET_MEDIA_SECONDS_ENV, BUDGET_USD_ENV
 from resources.providers.model_routes import UNPRICED, ModelRoute, route
 from resources.storage.lake import Lake
 from resources.tables.embedding_table import EmbeddingTable
+from resources.tables.submission_ledger import DONE_STATUSES
 
 # The prefix the invocation sensor reads as "waits for a person" (pipelines/sensors.py).
 OVER_BUDGET = "stopped: over budget"
 # Jobs the provider ran to their end, so billed: superseded ones too (their object changed meanwhile).
-BILLED_STATUSES = (*DONE, "superseded")
+BILLED_STATUSES = (*DONE_STATUSES, "superseded")
 # The ledger columns a version's cost so far is priced from (besides status), read with the planning ones.
 COST_JOB_COLUMNS = ["provider", "modality", "media_seconds"]
 PROGRESS_STATES = ("done", "in_flight", "failed", "waiting", "not_started")

@@ -33,7 +33,7 @@ from resources.providers.marengo_models import MarengoModel
 from resources.storage.lake import Lake
 from resources.tables.embedding_table import EmbeddingTable
 from resources.tables.segment_schema import media_id
-from resources.tables.submission_ledger import SubmissionLedger
+from resources.tables.submission_ledger import DONE_STATUSES, SubmissionLedger
 
 MEDIA_PER_WRITE = 500
 
@@ -49,9 +49,7 @@ def current_embeddings(
     """
     columns = ["media_uri", "status", "recorded_at", "invocation_id", "segments"]
     jobs = SubmissionLedger(lake, None).jobs(model.key, uris, columns=columns)
-    done = jobs[
-        jobs["status"].isin(["completed", "no_content"]) & jobs["media_uri"].isin(inventory["media_uri"])
-    ]
+    done = jobs[jobs["status"].isin(DONE_STATUSES) & jobs["media_uri"].isin(inventory["media_uri"])]
     latest = done.sort_values("recorded_at").drop_duplicates("media_uri", keep="last")
     # A latest version with no content (no segments) takes the object's older segments out of the index.
     return latest[latest["status"] == "completed"].reset_index(drop=True)

@@ -40,6 +40,8 @@ from resources.storage.retry import race_retries
 # lost: the provider no longer knows the job (resubmitted, not counted as a failed attempt);
 # rejected: never accepted; superseded: the object changed while the job ran.
 OutcomeStatus = Literal["completed", "no_content", "failed", "lost", "rejected", "superseded", "unreadable"]
+# Ran to its end with every segment written (or none to write): an object done for its job key.
+DONE_STATUSES = ("completed", "no_content")
 # Notes, not outcomes: the job stays in progress. `unreadable` records one read of a finished job that
 # did not work (output or status not readable right now), so re-reads are counted and dated across runs.
 NOTE_STATUSES = ("unreadable",)
